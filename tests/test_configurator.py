@@ -1,0 +1,98 @@
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from configurator import ConfigError, configure, parse_args, read_sweep, script_defaults
+
+DEFAULTS = dict(out_dir="out", batch_size=12, learning_rate=6e-4, compile=True, dropout=0.0,
+                betas=(0.9, 0.95), device=None, n_layer=12)
+
+
+def test_overrides_types_and_forms():
+    c = parse_args(DEFAULTS, ["--batch_size=4", "--learning_rate", "1e-3", "--compile=false", "--dropout=1",
+                              "--out_dir=1e5", "--device=cuda:1", "--betas=[0.8, 0.9]"])
+    assert c["batch_size"] == 4 and c["learning_rate"] == 1e-3 and c["compile"] is False
+    assert c["dropout"] == 1.0 and isinstance(c["dropout"], float)  # int accepted for a float key
+    assert c["out_dir"] == "1e5"  # a str key keeps the text as written
+    assert c["device"] == "cuda:1"  # None default accepts anything
+    assert c["betas"] == (0.8, 0.9) and isinstance(c["betas"], tuple)
+    assert DEFAULTS["batch_size"] == 12  # defaults untouched
+
+
+@pytest.mark.parametrize("raw,expected", [("True", True), ("true", True), ("1", True),
+                                          ("False", False), ("false", False), ("0", False)])
+def test_bool_spellings(raw, expected):
+    assert parse_args(DEFAULTS, [f"--compile={raw}"])["compile"] is expected
+
+
+def test_bare_bool_flag():
+    assert parse_args(dict(DEFAULTS, compile=False), ["--compile"])["compile"] is True
+
+
+def test_unknown_key_lists_close_matches():
+    with pytest.raises(ConfigError, match="learning_rate"):
+        parse_args(DEFAULTS, ["--learning_rat=0.1"])
+
+
+def test_type_mismatch_names_key_and_types():
+    with pytest.raises(ConfigError, match=r"batch_size.*int.*float"):
+        parse_args(DEFAULTS, ["--batch_size=0.5"])
+    with pytest.raises(ConfigError, match=r"compile.*bool"):
+        parse_args(DEFAULTS, ["--compile=maybe"])
+    with pytest.raises(ConfigError, match=r"n_layer.*int.*bool"):
+        parse_args(DEFAULTS, ["--n_layer=True"])
+
+
+def test_config_file_then_overrides(tmp_path):
+    f = tmp_path / "c.py"
+    f.write_text(textwrap.dedent("""
+        import math
+        batch_size = 32
+        n_layer = 2 * 3
+        learning_rate = 1e-3 * math.sqrt(4)
+        sweep = dict(learning_rate=[1e-3, 1e-2])
+        _helper = 5
+    """))
+    c = parse_args(DEFAULTS, [str(f), "--batch_size=8"])
+    assert c["batch_size"] == 8 and c["n_layer"] == 6 and c["learning_rate"] == pytest.approx(2e-3)
+    assert "sweep" not in c and "math" not in c
+    assert read_sweep(str(f)) == dict(learning_rate=[1e-3, 1e-2])
+
+
+def test_config_file_errors(tmp_path):
+    f = tmp_path / "c.py"
+    f.write_text("batch_sise = 3\n")
+    with pytest.raises(ConfigError, match="batch_size"):
+        parse_args(DEFAULTS, [str(f)])
+    with pytest.raises(ConfigError, match="not found"):
+        parse_args(DEFAULTS, [str(tmp_path / "missing.py")])
+
+
+def test_configure_updates_namespace_and_exits_cleanly():
+    ns = dict(DEFAULTS, __file__=None, sys=sys)
+    out = configure(ns, ["--n_layer=3"])
+    assert ns["n_layer"] == 3 and out["n_layer"] == 3 and "sys" not in out
+    with pytest.raises(SystemExit, match="unknown config key"):
+        configure(dict(DEFAULTS), ["--nope=1"])
+
+
+def test_help_and_script_defaults(tmp_path):
+    script = tmp_path / "s.py"
+    script.write_text(textwrap.dedent("""
+        import sys
+        from configurator import configure
+        batch_size = 12  # sequences per micro-step
+        tag = '#not-a-comment'  # the run's tag
+        derived = batch_size * 2
+        config = configure(globals(), sys.argv[1:])
+        after = 1
+    """))
+    assert script_defaults(str(script)) == dict(batch_size=12, tag="#not-a-comment")
+    env = {"PYTHONPATH": str(__import__("pathlib").Path(__file__).resolve().parent.parent)}
+    r = subprocess.run([sys.executable, str(script), "-h"], capture_output=True, text=True, env=env)
+    assert r.returncode == 0
+    assert "batch_size" in r.stdout and "sequences per micro-step" in r.stdout and "the run's tag" in r.stdout
+    r = subprocess.run([sys.executable, str(script), "--batch_size=x"], capture_output=True, text=True, env=env)
+    assert r.returncode != 0 and "batch_size" in r.stderr and "Traceback" not in r.stderr

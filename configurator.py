@@ -101,7 +101,7 @@ def read_sweep(path: str) -> dict | None:
 
 def script_defaults(path: str) -> dict:
     """A script's config defaults, read from its source with ast (nothing is executed): every module-level
-    `name = <literal>` before the configure() call."""
+    `name = value` before the configure() call; values computed at run time are given as None."""
     tree = ast.parse(Path(path).read_text())
     out = {}
     for node in tree.body:
@@ -112,7 +112,7 @@ def script_defaults(path: str) -> dict:
             try:
                 value = ast.literal_eval(node.value)
             except ValueError:
-                continue  # computed values (e.g. from other keys) are not defaults one can set
+                value = None  # computed at run time (e.g. from other keys): a key of unknown type
             if not name.startswith("_") and isinstance(value, _SIMPLE):
                 out[name] = value
     return out

@@ -89,7 +89,7 @@ def test_help_and_script_defaults(tmp_path):
         config = configure(globals(), sys.argv[1:])
         after = 1
     """))
-    assert script_defaults(str(script)) == dict(batch_size=12, tag="#not-a-comment")
+    assert script_defaults(str(script)) == dict(batch_size=12, tag="#not-a-comment", derived=None)
     env = {"PYTHONPATH": str(__import__("pathlib").Path(__file__).resolve().parent.parent)}
     r = subprocess.run([sys.executable, str(script), "-h"], capture_output=True, text=True, env=env)
     assert r.returncode == 0

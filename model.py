@@ -1,0 +1,745 @@
+"""
+GPT decoder in one file, nanoGPT style, with the options of the three pretraining papers.
+
+Parameter names follow nanoGPT / Hugging Face GPT-2 (transformer.wte, transformer.h[i].attn.c_attn, ...,
+lm_head), so GPT-2 and GPT-SW3 checkpoints map 1:1 (GPT.from_hf / save_hf at the end of this file).
+Options (GPTConfig): norm (norms.py), learned or rotary positions, GELU or SwiGLU MLP, per-head qk-norm,
+grouped-query attention, tied or untied embeddings, nanoGPT or OEC (Xavier) init, logit soft-capping.
+References: nanoGPT model.py; ../shared/papers/oec.md §1.8 (OEC architecture and init);
+../shared/papers/norms.md §3.2 (norm placement); ../shared/papers/tokenizer_gptsw3.md §8 (GPT-SW3 shapes).
+
+The second half of the file is the BERT-style encoder used by ner.py (BertConfig, BertEncoder,
+BertForTokenClassification), which loads Hugging Face BERT folders (config.json + safetensors/bin).
+"""
+import json
+import math
+import time
+import warnings
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from losses import softcap
+from norms import NORMS, make_norm
+
+POS = ("learned", "rope")
+MLPS = ("gelu", "gelu_tanh", "swiglu")
+INITS = ("normal", "xavier")
+
+
+@dataclass
+class GPTConfig:
+    vocab_size: int = 50304  # GPT-2's 50257 padded up to a multiple of 64 for speed
+    block_size: int = 1024  # context length
+    n_layer: int = 12
+    n_head: int = 12
+    n_kv_head: int | None = None  # grouped-query attention: heads sharing keys/values; None = n_head
+    n_embd: int = 768
+    bias: bool = True  # biases in Linear layers and norms (GPT-2: True; OEC: False)
+    dropout: float = 0.0
+    norm: str = "layernorm"  # one of norms.NORMS, used at every norm site (ln_1, ln_2, ln_f, qk-norm)
+    norm_alpha0: float = 0.5  # DyT alpha init; DyISRU beta0 = 1/alpha0^2 (norms.md §3.2)
+    norm_alpha0_attn: float | None = None  # ln_2's own init (post-attention, norms.md §3.2); None = same
+    pos: str = "learned"  # 'learned' absolute positions (GPT-2) or 'rope' (OEC, rotary on half the head dim)
+    mlp: str = "gelu"  # 'gelu' (exact, nanoGPT, GPT-SW3), 'gelu_tanh' (GPT-2's gelu_new), 'swiglu' (OEC)
+    qk_norm: bool = False  # norm on q and k per head before attention (OEC §1.8, Wortsman et al.)
+    tie_embeddings: bool = True  # lm_head.weight is transformer.wte.weight
+    init: str = "normal"  # 'normal' (nanoGPT: N(0, 0.02)) or 'xavier' (OEC §1.8)
+    logit_softcap: float | None = None  # c: logits <- c * tanh(logits / c) (OEC v2 §1.7, c = 30)
+
+    def __post_init__(self):
+        if self.n_kv_head is None:
+            self.n_kv_head = self.n_head
+        for key, value, valid in (("norm", self.norm, NORMS), ("pos", self.pos, POS), ("mlp", self.mlp, MLPS),
+                                  ("init", self.init, INITS)):
+            if value not in valid:
+                raise ValueError(f"unknown {key}={value!r}: set {key} to one of {', '.join(valid)}")
+        for key in ("vocab_size", "block_size", "n_layer", "n_head", "n_kv_head", "n_embd"):
+            if getattr(self, key) < 1:
+                raise ValueError(f"{key}={getattr(self, key)} must be >= 1: change {key}")
+        if self.n_embd % self.n_head:
+            raise ValueError(f"n_embd={self.n_embd} is not divisible by n_head={self.n_head}: "
+                             "change n_embd or n_head so that the head dim n_embd/n_head is an integer")
+        if self.n_head % self.n_kv_head:
+            raise ValueError(f"n_head={self.n_head} is not divisible by n_kv_head={self.n_kv_head}: "
+                             "change n_kv_head to a divisor of n_head")
+        if self.pos == "rope" and (self.n_embd // self.n_head) % 4:
+            raise ValueError(f"pos='rope' rotates pairs of channels in the first half of each head, so "
+                             f"the head dim n_embd/n_head={self.n_embd // self.n_head} must divide by 4: "
+                             "change n_embd or n_head")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout={self.dropout} must be in [0, 1): change dropout")
+        for key in ("norm_alpha0", "norm_alpha0_attn", "logit_softcap"):
+            if getattr(self, key) is not None and getattr(self, key) <= 0:
+                raise ValueError(f"{key}={getattr(self, key)} must be > 0: change {key} (or set it to None)")
+
+
+# ----------------------------------------------------------------------------------------------------
+# Rotary position embedding, as in the OEC code (oec.md §1.8): lucidrains' RotaryEmbedding(dim=head_dim/2),
+# i.e. only the first half of each head's channels is rotated, in interleaved pairs (0,1), (2,3), ...,
+# with frequencies theta^(-2i/(head_dim/2)); the second half passes through unchanged.
+
+def rope_cache(head_dim: int, T: int, theta: float = 10000.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos, sin of shape (T, head_dim/4): one angle per position and rotated pair."""
+    rot = head_dim // 2
+    inv_freq = 1.0 / theta ** (torch.arange(0, rot, 2, dtype=torch.float64) / rot)  # (rot/2,)
+    angles = torch.outer(torch.arange(T, dtype=torch.float64), inv_freq)  # (T, rot/2), fp64: exact at large T
+    return angles.cos().float(), angles.sin().float()
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate x (B, T, nh, hs) at positions given by cos/sin (T, hs/4)."""
+    rot = 2 * cos.size(-1)
+    x1, x2 = x[..., :rot].unflatten(-1, (-1, 2)).unbind(-1)  # (B, T, nh, rot/2) each
+    cos, sin = cos[:, None, :].to(x.dtype), sin[:, None, :].to(x.dtype)  # (T, 1, rot/2)
+    rotated = torch.stack((x1 * cos - x2 * sin, x2 * cos + x1 * sin), dim=-1).flatten(-2)
+    return torch.cat((rotated, x[..., rot:]), dim=-1)
+
+
+class KVCache:
+    """Keys/values of every layer for generate(), allocated on first use: (B, n_kv_head, block_size, hs)."""
+
+    def __init__(self, n_layer: int, block_size: int):
+        self.k, self.v = [None] * n_layer, [None] * n_layer
+        self.block_size = block_size
+        self.pos = 0  # number of positions already cached (GPT.hidden_states advances it after all layers)
+
+    def update(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Store k, v (B, nkv, T, hs) at positions pos..pos+T and return all cached keys/values so far."""
+        if self.k[layer] is None:
+            shape = (k.size(0), k.size(1), self.block_size, k.size(3))
+            self.k[layer] = k.new_empty(shape)
+            self.v[layer] = v.new_empty(shape)
+        end = self.pos + k.size(2)
+        self.k[layer][:, :, self.pos:end] = k
+        self.v[layer][:, :, self.pos:end] = v
+        return self.k[layer][:, :, :end], self.v[layer][:, :, :end]
+
+
+# ----------------------------------------------------------------------------------------------------
+
+class CausalSelfAttention(nn.Module):
+
+    def __init__(self, config: GPTConfig, layer: int):
+        super().__init__()
+        self.layer = layer
+        self.n_head, self.n_kv_head = config.n_head, config.n_kv_head
+        self.head_dim = config.n_embd // config.n_head
+        # q, k, v projections for all heads in one matmul: [q (n_head) | k (n_kv_head) | v (n_kv_head)] * hs
+        self.c_attn = nn.Linear(config.n_embd, (config.n_head + 2 * config.n_kv_head) * self.head_dim,
+                                bias=config.bias)
+        self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
+        self.qk_norm = config.qk_norm
+        if config.qk_norm:  # per head, over the head dim (OEC §1.8: "qk-LayerNorm applied per head")
+            self.q_norm = make_norm(config.norm, self.head_dim, bias=config.bias, alpha0=config.norm_alpha0)
+            self.k_norm = make_norm(config.norm, self.head_dim, bias=config.bias, alpha0=config.norm_alpha0)
+        self.dropout = config.dropout
+        self.resid_dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x: torch.Tensor, rope: tuple | None, kv_cache: KVCache | None) -> torch.Tensor:
+        B, T, C = x.size()
+        kv_dim = self.n_kv_head * self.head_dim
+        q, k, v = self.c_attn(x).split([C, kv_dim, kv_dim], dim=2)
+        q = q.view(B, T, self.n_head, self.head_dim)  # (B, T, nh, hs)
+        k = k.view(B, T, self.n_kv_head, self.head_dim)  # (B, T, nkv, hs)
+        v = v.view(B, T, self.n_kv_head, self.head_dim)
+        if self.qk_norm:
+            q, k = self.q_norm(q), self.k_norm(k)
+        if rope is not None:  # after the qk-norm, as in the OEC code
+            q, k = apply_rope(q, *rope), apply_rope(k, *rope)
+        q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # (B, nh|nkv, T, hs)
+        mask, causal = None, True
+        if kv_cache is not None:
+            past = kv_cache.pos
+            k, v = kv_cache.update(self.layer, k, v)  # (B, nkv, past+T, hs)
+            if past:  # query i sees keys 0..past+i
+                causal = False
+                if T > 1:
+                    mask = torch.ones(T, past + T, dtype=torch.bool, device=x.device).tril(past)
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal,
+                                           dropout_p=self.dropout if self.training else 0.0,
+                                           enable_gqa=self.n_kv_head != self.n_head)  # (B, nh, T, hs)
+        y = y.transpose(1, 2).contiguous().view(B, T, C)
+        return self.resid_dropout(self.c_proj(y))
+
+
+class MLP(nn.Module):
+
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        self.swiglu = config.mlp == "swiglu"
+        if self.swiglu:  # OEC §1.8 (Modalities' SwiGLU): hidden = 256 * ceil((2/3 * 4d) / 256)
+            hidden = 256 * ((int(2 * 4 * config.n_embd / 3) + 255) // 256)
+            self.c_fc = nn.Linear(config.n_embd, 2 * hidden, bias=config.bias)  # [gate W | value V]: 1 matmul
+        else:
+            hidden = 4 * config.n_embd
+            self.c_fc = nn.Linear(config.n_embd, hidden, bias=config.bias)
+        self.approximate = "tanh" if config.mlp == "gelu_tanh" else "none"
+        self.c_proj = nn.Linear(hidden, config.n_embd, bias=config.bias)
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.c_fc(x)  # (B, T, hidden) or (B, T, 2*hidden)
+        if self.swiglu:
+            gate, value = x.chunk(2, dim=-1)
+            x = F.silu(gate) * value  # SwiGLU: silu(xW) * (xV)
+        else:
+            x = F.gelu(x, approximate=self.approximate)
+        return self.dropout(self.c_proj(x))
+
+
+class Block(nn.Module):
+
+    def __init__(self, config: GPTConfig, layer: int):
+        super().__init__()
+        alpha0_attn = config.norm_alpha0_attn or config.norm_alpha0
+        self.ln_1 = make_norm(config.norm, config.n_embd, bias=config.bias, alpha0=config.norm_alpha0)
+        self.attn = CausalSelfAttention(config, layer)
+        self.ln_2 = make_norm(config.norm, config.n_embd, bias=config.bias, alpha0=alpha0_attn)
+        self.mlp = MLP(config)
+
+    def forward(self, x: torch.Tensor, rope: tuple | None, kv_cache: KVCache | None) -> torch.Tensor:
+        x = x + self.attn(self.ln_1(x), rope, kv_cache)
+        return x + self.mlp(self.ln_2(x))
+
+
+class GPT(nn.Module):
+
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        self.config = config
+        modules = dict(wte=nn.Embedding(config.vocab_size, config.n_embd))
+        if config.pos == "learned":
+            modules["wpe"] = nn.Embedding(config.block_size, config.n_embd)
+        modules["drop"] = nn.Dropout(config.dropout)
+        modules["h"] = nn.ModuleList([Block(config, i) for i in range(config.n_layer)])
+        modules["ln_f"] = make_norm(config.norm, config.n_embd, bias=config.bias, alpha0=config.norm_alpha0)
+        self.transformer = nn.ModuleDict(modules)
+        self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
+        if config.tie_embeddings:
+            self.transformer.wte.weight = self.lm_head.weight  # one Parameter (V, H)
+        if config.pos == "rope":  # not saved: recomputed by init_weights (also after meta-device init)
+            n_pairs = config.n_embd // config.n_head // 4
+            self.register_buffer("rope_cos", torch.empty(config.block_size, n_pairs), persistent=False)
+            self.register_buffer("rope_sin", torch.empty_like(self.rope_cos), persistent=False)
+        self.init_weights()
+
+    @torch.no_grad()
+    def init_weights(self) -> None:
+        """(Re)initialise every parameter and buffer, e.g. after `to_empty()` from a meta-device model.
+
+        'normal' (nanoGPT): Linear and Embedding N(0, 0.02), biases 0.
+        'xavier' (OEC §1.8): Linear (incl. lm_head) Xavier-normal, Embedding N(0, 1/sqrt(d)).
+        Both: residual projections c_proj N(0, 0.02/sqrt(2L)) (GPT-2 paper). With 'xavier' and SwiGLU only
+        attn.c_proj, because the OEC code's SwiGLU output layer is not named c_proj and so stays Xavier.
+        A tied matrix gets the lm_head init (the OEC code initialises lm_head after wte, so it wins).
+        """
+        c = self.config
+        for name, m in self.named_modules():
+            if isinstance(m, nn.Linear):
+                if c.init == "normal":
+                    nn.init.normal_(m.weight, mean=0.0, std=0.02)
+                elif name.endswith("mlp.c_fc") and c.mlp == "swiglu":  # the OEC code has W and V separately
+                    for half in m.weight.chunk(2, dim=0):
+                        nn.init.xavier_normal_(half)
+                else:
+                    nn.init.xavier_normal_(m.weight)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.Embedding):
+                nn.init.normal_(m.weight, mean=0.0, std=0.02 if c.init == "normal" else c.n_embd ** -0.5)
+            elif hasattr(m, "reset_parameters"):  # the norms (norms.py)
+                m.reset_parameters()
+        for name, p in self.named_parameters():
+            oec_swiglu_out = c.init == "xavier" and c.mlp == "swiglu" and ".mlp." in name
+            if name.endswith("c_proj.weight") and not oec_swiglu_out:
+                nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * c.n_layer))
+        if c.pos == "rope":
+            cos, sin = rope_cache(c.n_embd // c.n_head, c.block_size)
+            self.rope_cos.copy_(cos)
+            self.rope_sin.copy_(sin)
+
+    def output_embedding(self) -> nn.Parameter:
+        """The output embedding E (V, H) whose rows the OEC/Coupled-Adam methods act on."""
+        return self.lm_head.weight
+
+    def num_params(self, non_embedding: bool = True) -> int:
+        """Parameter count. non_embedding=True drops the lookup-only tables: wpe, and wte when untied
+        (a tied wte is the lm_head matmul, so it counts, as in nanoGPT)."""
+        n = sum(p.numel() for p in self.parameters())  # a tied Parameter is listed once
+        if non_embedding:
+            if "wpe" in self.transformer:
+                n -= self.transformer.wpe.weight.numel()
+            if not self.config.tie_embeddings:
+                n -= self.transformer.wte.weight.numel()
+        return n
+
+    def forward(self, idx: torch.Tensor, kv_cache: KVCache | None = None) -> torch.Tensor:
+        """idx (B, T) token ids -> logits (B, T, V) (soft-capped when config.logit_softcap is set)."""
+        return self._logits(self.hidden_states(idx, kv_cache))
+
+    def hidden_states(self, idx: torch.Tensor, kv_cache: KVCache | None = None) -> torch.Tensor:
+        B, T = idx.size()
+        start = kv_cache.pos if kv_cache is not None else 0
+        if start + T > self.config.block_size:
+            raise ValueError(f"sequence of length {start + T} is longer than "
+                             f"block_size={self.config.block_size}: crop the input or train with a larger "
+                             "block_size")
+        x = self.transformer.wte(idx)  # (B, T, C)
+        rope = None
+        if self.config.pos == "learned":
+            x = x + self.transformer.wpe(torch.arange(start, start + T, device=idx.device))  # + (T, C)
+        else:
+            rope = (self.rope_cos[start:start + T], self.rope_sin[start:start + T])
+        x = self.transformer.drop(x)
+        for block in self.transformer.h:
+            x = block(x, rope, kv_cache)
+        if kv_cache is not None:
+            kv_cache.pos += T
+        return self.transformer.ln_f(x)
+
+    def _logits(self, x: torch.Tensor) -> torch.Tensor:
+        logits = self.lm_head(x)
+        if self.config.logit_softcap:
+            logits = softcap(logits, self.config.logit_softcap)
+        return logits
+
+    @torch.no_grad()
+    def generate(self, idx: torch.Tensor, max_new_tokens: int, temperature: float = 1.0,
+                 top_k: int | None = None, stop_tokens: list[int] | None = None) -> torch.Tensor:
+        """Append max_new_tokens sampled tokens to idx (B, T), using a KV cache. temperature=0 is greedy.
+
+        Stops early once every row has produced one of stop_tokens (later tokens of finished rows are
+        still sampled: the caller truncates). Past block_size the context is cropped to the last
+        block_size tokens, as in nanoGPT; the cache is then refilled each step (positions cannot slide).
+        """
+        bs = self.config.block_size
+        kv = None
+        done = torch.zeros(idx.size(0), dtype=torch.bool, device=idx.device)
+        stop = torch.tensor(stop_tokens or [], dtype=idx.dtype, device=idx.device)
+        for _ in range(max_new_tokens):
+            if kv is None or kv.pos >= bs:
+                kv = KVCache(self.config.n_layer, bs)
+                x = self.hidden_states(idx[:, -bs:], kv)
+            else:
+                x = self.hidden_states(idx[:, -1:], kv)
+            logits = self._logits(x[:, -1, :]).float()  # (B, V)
+            if temperature == 0:
+                idx_next = logits.argmax(dim=-1, keepdim=True)
+            else:
+                logits = logits / temperature
+                if top_k is not None:
+                    v, _ = torch.topk(logits, min(top_k, logits.size(-1)))
+                    logits[logits < v[:, [-1]]] = -float("inf")
+                idx_next = torch.multinomial(F.softmax(logits, dim=-1), num_samples=1)  # (B, 1)
+            idx = torch.cat((idx, idx_next), dim=1)
+            done |= torch.isin(idx_next[:, 0], stop)
+            if stop.numel() and bool(done.all()):
+                break
+        return idx
+
+    # ------------------------------------------------------------------------------------------------
+    # FLOPs and MFU
+
+    def flops_per_token(self) -> float:
+        """Training FLOPs per token, 6N + 12*L*T*d (SPEC §2; PaLM appendix B), T = block_size."""
+        c = self.config
+        return 6 * self.num_params() + 12 * c.n_layer * c.block_size * c.n_embd
+
+    def estimate_mfu(self, tokens_per_sec: float, device: torch.device | str) -> float:
+        """Model FLOPs utilisation: achieved training FLOP/s as a fraction of the device's peak."""
+        return self.flops_per_token() * tokens_per_sec / device_peak_flops(device)
+
+    # ------------------------------------------------------------------------------------------------
+    # Hugging Face GPT2LMHeadModel layout (GPT-2, GPT-SW3): config.json + model.safetensors
+
+    @classmethod
+    def from_hf(cls, path: str | Path, dropout: float = 0.0) -> "GPT":
+        """Load a local Hugging Face GPT2LMHeadModel folder (config.json + model.safetensors or .bin).
+
+        The HF dropout settings are not copied (pass dropout= for fine-tuning)."""
+        path = Path(path)
+        if not (path / "config.json").is_file():
+            raise FileNotFoundError(f"{path / 'config.json'} not found: pass a folder saved by "
+                                    "GPT2LMHeadModel.save_pretrained() (or by GPT.save_hf)")
+        hf = json.loads((path / "config.json").read_text())
+        config = GPTConfig(**_config_from_hf(hf, path), dropout=dropout)
+        sd = _read_hf_weights(path)
+        # GPT2Model folders lack the "transformer." prefix; old GPT-2 files store the causal masks as buffers
+        sd = {(k if k.startswith(("transformer.", "lm_head.")) else f"transformer.{k}"): v
+              for k, v in sd.items()}
+        sd = {k: v for k, v in sd.items() if not k.endswith((".attn.bias", ".attn.masked_bias"))}
+        if config.tie_embeddings:
+            sd.pop("lm_head.weight", None)  # the same tensor as wte (often not stored at all)
+        model = cls(config)
+        ours = model.state_dict()
+        if config.tie_embeddings:
+            ours.pop("lm_head.weight")
+        missing, unexpected = sorted(set(ours) - set(sd)), sorted(set(sd) - set(ours))
+        if missing or unexpected:
+            raise ValueError(f"{path}: weights do not match a GPT-2 layout: missing {missing[:5]}, "
+                             f"unexpected {unexpected[:5]}")
+        with torch.no_grad():
+            for k, v in sd.items():
+                if k.endswith(_CONV1D):  # HF Conv1D stores (in, out), nn.Linear (out, in)
+                    v = v.t()
+                if v.shape != ours[k].shape:
+                    raise ValueError(f"{path}: {k} has shape {tuple(v.shape)}, "
+                                     f"expected {tuple(ours[k].shape)}")
+                ours[k].copy_(v)
+        return model
+
+    def save_hf(self, path: str | Path) -> None:
+        """Write this model as a Hugging Face GPT2LMHeadModel folder (config.json + model.safetensors).
+
+        Only the GPT-2 architecture exports: layernorm, gelu/gelu_tanh, learned positions, no qk-norm,
+        no GQA, no soft-capping. bias=False exports as zero biases (the same function).
+        """
+        from safetensors.torch import save_file
+
+        c = self.config
+        wrong = [f"{k}={getattr(c, k)!r} (GPT-2 needs {ok!r})" for k, ok in
+                 (("norm", "layernorm"), ("pos", "learned"), ("qk_norm", False), ("n_kv_head", c.n_head),
+                  ("logit_softcap", None)) if getattr(c, k) != ok]
+        if c.mlp == "swiglu":
+            wrong.append("mlp='swiglu' (GPT-2 needs 'gelu' or 'gelu_tanh')")
+        if wrong:
+            raise ValueError("cannot export to the Hugging Face GPT-2 layout: " + "; ".join(wrong) +
+                             ". Keep the torch checkpoint instead, or train with a GPT-2 architecture.")
+        sd = {}
+        for k, v in self.state_dict().items():
+            if k.endswith(_CONV1D):
+                v = v.t()
+            sd[k] = v.detach().to("cpu", torch.float32).contiguous()
+            if not c.bias and k.endswith(_CONV1D + ("ln_1.weight", "ln_2.weight", "ln_f.weight")):
+                sd[k.removesuffix("weight") + "bias"] = torch.zeros(sd[k].size(-1))  # GPT-2 always has biases
+        if c.tie_embeddings:
+            del sd["lm_head.weight"]  # stored once, as wte (safetensors refuses shared tensors)
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        save_file(sd, str(path / "model.safetensors"), metadata={"format": "pt"})
+        hf = dict(architectures=["GPT2LMHeadModel"], model_type="gpt2", vocab_size=c.vocab_size,
+                  n_positions=c.block_size, n_embd=c.n_embd, n_layer=c.n_layer, n_head=c.n_head, n_inner=None,
+                  activation_function="gelu_new" if c.mlp == "gelu_tanh" else "gelu",
+                  resid_pdrop=c.dropout, embd_pdrop=c.dropout, attn_pdrop=c.dropout, layer_norm_epsilon=1e-5,
+                  initializer_range=0.02, tie_word_embeddings=c.tie_embeddings, torch_dtype="float32")
+        (path / "config.json").write_text(json.dumps(hf, indent=2) + "\n")
+
+
+_CONV1D = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
+_HF_GELU = {"gelu": "gelu", "gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh",
+            "gelu_fast": "gelu_tanh"}
+
+
+def _config_from_hf(hf: dict, path: Path) -> dict:
+    """GPTConfig kwargs from a Hugging Face GPT2Config dict; refuse what our GPT cannot represent exactly."""
+    if hf.get("model_type", "gpt2") != "gpt2":
+        raise ValueError(f"{path}: model_type={hf['model_type']!r}; only GPT2LMHeadModel checkpoints "
+                         "(GPT-2, GPT-SW3) load into GPT")
+    act = hf.get("activation_function", "gelu_new")
+    bad = []
+    if act not in _HF_GELU:
+        bad.append(f"activation_function={act!r} (supported: {', '.join(_HF_GELU)})")
+    if hf.get("n_inner") not in (None, 4 * hf["n_embd"]):
+        bad.append(f"n_inner={hf['n_inner']} (our GELU MLP is 4 * n_embd wide)")
+    if abs(hf.get("layer_norm_epsilon", 1e-5) - 1e-5) > 1e-12:
+        bad.append(f"layer_norm_epsilon={hf['layer_norm_epsilon']} (ours is 1e-5)")
+    for key in ("scale_attn_by_inverse_layer_idx", "reorder_and_upcast_attn"):
+        if hf.get(key):
+            bad.append(f"{key}=True")
+    if not hf.get("scale_attn_weights", True):
+        bad.append("scale_attn_weights=False")
+    if bad:
+        raise ValueError(f"{path}/config.json: not representable by model.GPT: " + "; ".join(bad))
+    return dict(vocab_size=hf["vocab_size"], block_size=hf["n_positions"], n_layer=hf["n_layer"],
+                n_head=hf["n_head"], n_embd=hf["n_embd"], bias=True, norm="layernorm",
+                pos="learned", mlp=_HF_GELU[act], tie_embeddings=hf.get("tie_word_embeddings", True))
+
+
+def _read_hf_weights(path: Path) -> dict[str, torch.Tensor]:
+    if (path / "model.safetensors").is_file():
+        from safetensors.torch import load_file
+
+        return load_file(str(path / "model.safetensors"))
+    if (path / "pytorch_model.bin").is_file():
+        return torch.load(path / "pytorch_model.bin", map_location="cpu", weights_only=True)
+    raise FileNotFoundError(f"{path}: no model.safetensors or pytorch_model.bin (sharded checkpoints are not "
+                            "supported: re-save with save_pretrained(..., max_shard_size='100GB'))")
+
+
+# ----------------------------------------------------------------------------------------------------
+# Peak FLOP/s per device, for MFU
+
+PEAK_FLOPS = {  # dense bf16 tensor-core peak, FLOP/s (NVIDIA datasheets; SXM unless named). First match wins.
+    "A100": 312e12,
+    "H100 PCIe": 756e12,
+    "H100": 989e12,
+    "H200": 989e12,
+    "B200": 2.25e15,
+}
+
+
+def device_peak_flops(device: torch.device | str) -> float:
+    """Peak FLOP/s of `device`: the PEAK_FLOPS entry matching the CUDA device name, else measured (cached)."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        name = torch.cuda.get_device_name(device)
+        for key, flops in PEAK_FLOPS.items():
+            if key in name:
+                return flops
+        warnings.warn(f"{name} is not in model.PEAK_FLOPS: MFU uses a measured bf16 matmul peak instead")
+    return _measured_peak_flops(str(device))
+
+
+@cache
+def _measured_peak_flops(device: str) -> float:
+    """Best FLOP/s of a square matmul (fp32 on CPU, bf16 on GPU), measured once per device."""
+    dev = torch.device(device)
+    n, dtype = (1024, torch.float32) if dev.type == "cpu" else (8192, torch.bfloat16)
+    a = torch.randn(n, n, device=dev, dtype=dtype)
+    b = torch.randn(n, n, device=dev, dtype=dtype)
+    best = float("inf")
+    for _ in range(6):
+        if dev.type == "cuda":
+            torch.cuda.synchronize(dev)
+        t0 = time.perf_counter()
+        a @ b
+        if dev.type == "cuda":
+            torch.cuda.synchronize(dev)
+        best = min(best, time.perf_counter() - t0)
+    return 2 * n**3 / best
+
+
+# ----------------------------------------------------------------------------------------------------
+# Presets: GPTConfig kwargs reproducing published shapes (train.py sets vocab_size from the dataset)
+
+def _gpt2_like(n_layer: int, n_head: int, n_embd: int, **kw) -> dict:
+    return dict(n_layer=n_layer, n_head=n_head, n_embd=n_embd, norm="layernorm", pos="learned",
+                qk_norm=False, tie_embeddings=True, init="normal", **kw)
+
+
+def _oec(n_layer: int, n_embd: int) -> dict:  # oec.md §1.8: n_head = 4 for every size
+    return dict(n_layer=n_layer, n_head=4, n_embd=n_embd, vocab_size=50304, block_size=2048, bias=False,
+                norm="layernorm", pos="rope", mlp="swiglu", qk_norm=True, tie_embeddings=False, init="xavier")
+
+
+# GPT-SW3 (tokenizer_gptsw3.md §8): vocab 64000, context 2048, biases, exact GELU, tied. Its init std
+# (0.023 ... 0.007, `init_method_std`) is not reproduced: init='normal' uses nanoGPT's 0.02.
+_SW3 = dict(vocab_size=64000, block_size=2048, bias=True, mlp="gelu")
+# Coupled Adam (coupled_adam.md §2.5) and DyISRU (norms.md §3.4): nanoGPT GPT-2 on OWT, nanoGPT defaults
+# (bias=False, vocab 50304, exact GELU, context 1024); the DyISRU tables' "DyISRU" is the softplus variant.
+_NANOGPT = dict(vocab_size=50304, block_size=1024, bias=False, mlp="gelu")
+
+PRESETS: dict[str, dict] = {
+    "gpt2": _gpt2_like(12, 12, 768, vocab_size=50257, block_size=1024, bias=True, mlp="gelu_tanh"),
+    "gpt-sw3-126m": _gpt2_like(12, 12, 768, **_SW3),
+    "gpt-sw3-356m": _gpt2_like(24, 16, 1024, **_SW3),
+    "gpt-sw3-1.3b": _gpt2_like(24, 32, 2048, **_SW3),
+    "gpt-sw3-6.7b": _gpt2_like(32, 32, 4096, **_SW3),
+    "gpt-sw3-20b": _gpt2_like(44, 48, 6144, **_SW3),
+    "gpt-sw3-40b": _gpt2_like(48, 64, 8192, **_SW3),
+    "oec-16m": _oec(6, 224),
+    "oec-29m": _oec(9, 320),
+    "oec-57m": _oec(12, 480),
+    "oec-109m": _oec(15, 640),
+    "oec-221m": _oec(21, 832),
+    "coupled-adam-125m": _gpt2_like(12, 12, 768, **_NANOGPT),
+    "coupled-adam-355m": _gpt2_like(24, 16, 1024, **_NANOGPT),
+    "coupled-adam-760m": _gpt2_like(24, 16, 1536, **_NANOGPT),
+    "dyisru-125m": _gpt2_like(12, 12, 768, **_NANOGPT) | dict(norm="dyisru_sp"),
+    "dyisru-760m": _gpt2_like(24, 16, 1536, **_NANOGPT) | dict(norm="dyisru_sp"),
+}
+
+
+# ---- BERT-style encoder (NER) ----
+# Post-LN BERT (Devlin et al. 2019) with a token-classification head, for ner.py. Parameter names are ours; from_hf
+# and save_hf map them to and from the Hugging Face BertModel / BertForTokenClassification layout (_RENAMES).
+# Uses json, dataclass, Path, torch, nn and F imported at the top of this file.
+
+
+@dataclass
+class BertConfig:
+    vocab_size: int = 30522
+    hidden_size: int = 768
+    num_hidden_layers: int = 12
+    num_attention_heads: int = 12
+    intermediate_size: int = 3072
+    max_position_embeddings: int = 512
+    type_vocab_size: int = 2
+    layer_norm_eps: float = 1e-12
+    hidden_dropout_prob: float = 0.1
+    attention_probs_dropout_prob: float = 0.1
+    pad_token_id: int = 0
+
+    @classmethod
+    def from_json(cls, path: str | Path) -> "BertConfig":
+        d = json.loads(Path(path).read_text())
+        act = d.get("hidden_act", "gelu")
+        if act != "gelu" or d.get("position_embedding_type", "absolute") != "absolute":
+            raise ValueError(f"{path}: only hidden_act='gelu' and absolute positions are supported "
+                             f"(got {act!r}, {d.get('position_embedding_type')!r}); use a BERT-base-like checkpoint")
+        return cls(**{k: d[k] for k in cls.__dataclass_fields__ if k in d})
+
+
+class BertEmbeddings(nn.Module):
+
+    def __init__(self, config: BertConfig):
+        super().__init__()
+        self.word_embeddings = nn.Embedding(config.vocab_size, config.hidden_size)
+        self.position_embeddings = nn.Embedding(config.max_position_embeddings, config.hidden_size)
+        self.token_type_embeddings = nn.Embedding(config.type_vocab_size, config.hidden_size)
+        self.norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+
+    def forward(self, idx: torch.Tensor) -> torch.Tensor:
+        T = idx.size(1)
+        pos = torch.arange(T, device=idx.device)
+        # token_type 0 everywhere: NER inputs are single segments
+        x = self.word_embeddings(idx) + self.position_embeddings(pos) + self.token_type_embeddings.weight[0]
+        return self.dropout(self.norm(x))  # (B, T, H)
+
+
+class BertLayer(nn.Module):
+    """Post-LN transformer layer (Devlin et al. 2019): x = LN(x + attn(x)); x = LN(x + mlp(x))."""
+
+    def __init__(self, config: BertConfig):
+        super().__init__()
+        H = config.hidden_size
+        self.n_head = config.num_attention_heads
+        self.query, self.key, self.value = nn.Linear(H, H), nn.Linear(H, H), nn.Linear(H, H)
+        self.attn_out = nn.Linear(H, H)
+        self.attn_norm = nn.LayerNorm(H, eps=config.layer_norm_eps)
+        self.fc = nn.Linear(H, config.intermediate_size)
+        self.proj = nn.Linear(config.intermediate_size, H)
+        self.mlp_norm = nn.LayerNorm(H, eps=config.layer_norm_eps)
+        self.attn_dropout = config.attention_probs_dropout_prob
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        B, T, H = x.size()
+        q, k, v = (lin(x).view(B, T, self.n_head, H // self.n_head).transpose(1, 2)
+                   for lin in (self.query, self.key, self.value))  # (B, nh, T, hs)
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask,
+                                           dropout_p=self.attn_dropout if self.training else 0.0)
+        y = y.transpose(1, 2).reshape(B, T, H)
+        x = self.attn_norm(x + self.dropout(self.attn_out(y)))
+        h = self.proj(F.gelu(self.fc(x)))  # exact (erf) GELU, as HF's "gelu"
+        return self.mlp_norm(x + self.dropout(h))
+
+
+class BertEncoder(nn.Module):
+
+    def __init__(self, config: BertConfig):
+        super().__init__()
+        self.config = config
+        self.embeddings = BertEmbeddings(config)
+        self.layers = nn.ModuleList([BertLayer(config) for _ in range(config.num_hidden_layers)])
+
+    def forward(self, idx: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """idx (B, T) token ids, attention_mask (B, T) 1 = real token -> hidden states (B, T, H)."""
+        if attention_mask is not None and bool(attention_mask.all()):
+            attention_mask = None  # no padding: SDPA's unmasked kernels are faster
+        mask = None if attention_mask is None else attention_mask.bool()[:, None, None, :]  # (B, 1, 1, T)
+        x = self.embeddings(idx)
+        for layer in self.layers:
+            x = layer(x, mask)
+        return x
+
+
+class BertForTokenClassification(nn.Module):
+    """Encoder + dropout + linear head, one logit vector per sub-token (Devlin et al. 2019, §4.3)."""
+
+    def __init__(self, config: BertConfig, num_labels: int):
+        super().__init__()
+        self.bert = BertEncoder(config)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+        self.classifier = nn.Linear(config.hidden_size, num_labels)
+        self.apply(self._init_weights)
+
+    @staticmethod
+    def _init_weights(m: nn.Module) -> None:
+        # BERT's init: N(0, 0.02) weights, zero biases, unit LayerNorm
+        if isinstance(m, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(m.weight, std=0.02)
+        if isinstance(m, nn.Linear):
+            nn.init.zeros_(m.bias)
+
+    def forward(self, idx: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        return self.classifier(self.dropout(self.bert(idx, attention_mask)))  # (B, T, num_labels)
+
+    @classmethod
+    def from_hf(cls, path: str | Path, num_labels: int | None = None) -> "BertForTokenClassification":
+        """Load a Hugging Face BERT folder (config.json + model.safetensors or pytorch_model.bin). The head
+        is loaded when the folder holds one (a fine-tuned model), else freshly initialised."""
+        path = Path(path)
+        hf = json.loads((path / "config.json").read_text())
+        num_labels = num_labels or len(hf.get("id2label", {})) or 2
+        model = cls(BertConfig.from_json(path / "config.json"), num_labels)
+        sd = {}
+        for k, v in _read_weights(path).items():
+            name = _hf_to_ours(k)
+            if name is not None:
+                sd[name] = v
+        if sd.get("classifier.weight", model.classifier.weight).shape != model.classifier.weight.shape:
+            sd = {k: v for k, v in sd.items() if not k.startswith("classifier.")}  # a new label set: fresh head
+        missing, unexpected = model.load_state_dict(sd, strict=False)
+        missing = [k for k in missing if not k.startswith("classifier.")]
+        if missing or unexpected:
+            raise ValueError(f"{path}: weights do not match a BERT encoder (missing {missing[:5]}, "
+                             f"unexpected {unexpected[:5]}); is this a BERT checkpoint?")
+        return model
+
+    def save_hf(self, path: str | Path, id2label: dict[int, str], extra: dict | None = None) -> None:
+        """Write config.json + model.safetensors in the HF BertForTokenClassification layout."""
+        from safetensors.torch import save_file
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        c = self.bert.config
+        cfg = dict(vars(c), architectures=["BertForTokenClassification"], model_type="bert", hidden_act="gelu",
+                   position_embedding_type="absolute", id2label={str(i): lab for i, lab in id2label.items()},
+                   label2id={lab: i for i, lab in id2label.items()}, **(extra or {}))
+        (path / "config.json").write_text(json.dumps(cfg, indent=2))
+        ours_to_hf = {_hf_to_ours(k): k for k in _hf_names(c.num_hidden_layers)}
+        save_file({ours_to_hf[k]: v.contiguous() for k, v in self.state_dict().items()}, path / "model.safetensors")
+
+
+# HF parameter names (BertModel / BertForTokenClassification) -> ours
+_RENAMES = [("attention.self.query", "query"), ("attention.self.key", "key"), ("attention.self.value", "value"),
+            ("attention.output.dense", "attn_out"), ("attention.output.LayerNorm", "attn_norm"),
+            ("intermediate.dense", "fc"), ("output.dense", "proj"), ("output.LayerNorm", "mlp_norm"),
+            ("encoder.layer.", "layers."), ("embeddings.LayerNorm", "embeddings.norm")]
+
+
+def _hf_to_ours(k: str) -> str | None:
+    if k.startswith("classifier."):
+        return k
+    k = k.removeprefix("bert.")
+    if k.startswith("pooler.") or k.startswith("cls.") or k.endswith("position_ids"):
+        return None  # the pooler and MLM head are not used for token classification
+    k = k.replace(".gamma", ".weight").replace(".beta", ".bias")  # very old checkpoints
+    for a, b in _RENAMES:
+        k = k.replace(a, b)
+    return "bert." + k
+
+
+def _hf_names(n_layer: int) -> list[str]:
+    emb = [f"bert.embeddings.{n}.weight" for n in ("word_embeddings", "position_embeddings",
+                                                   "token_type_embeddings")]
+    emb += ["bert.embeddings.LayerNorm.weight", "bert.embeddings.LayerNorm.bias"]
+    per_layer = ["attention.self.query", "attention.self.key", "attention.self.value", "attention.output.dense",
+                 "attention.output.LayerNorm", "intermediate.dense", "output.dense", "output.LayerNorm"]
+    layers = [f"bert.encoder.layer.{i}.{n}.{p}" for i in range(n_layer) for n in per_layer for p in ("weight", "bias")]
+    return emb + layers + ["classifier.weight", "classifier.bias"]
+
+
+def _read_weights(path: Path) -> dict[str, torch.Tensor]:
+    if (path / "model.safetensors").exists():
+        from safetensors.torch import load_file
+        return load_file(path / "model.safetensors")
+    if (path / "pytorch_model.bin").exists():
+        return torch.load(path / "pytorch_model.bin", map_location="cpu", weights_only=True)
+    raise FileNotFoundError(f"{path}: no model.safetensors or pytorch_model.bin; point --encoder at a HF BERT folder")

@@ -1,0 +1,566 @@
+"""
+NER data: file formats (CoNLL, pretokenized CSV, standard JSONL with char spans), annotation schemes
+(IO, BIO = IOB2, IOB1 input, BILOU / IOBES) and seeded splits. Split off from ner.py, which does the
+modelling; this file needs no torch and is what annotate.py imports for the JSONL format.
+
+Conventions follow nerblackbox (../shared/papers/ner.md §1.3-§1.5). Unlike nerblackbox, nothing is
+dropped silently (§6.1): every repair is counted in an `Issues` object that ends up in the run report.
+"""
+import json
+import random
+import unicodedata
+from collections import Counter, defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass
+class Example:
+    """One sentence or document at word level. `text`/`spans` are set when it came from char-span data."""
+    words: list[str]
+    tags: list[str]
+    text: str | None = None
+    spans: list[tuple[int, int]] | None = None  # char offsets of each word in `text`
+    id: str | None = None
+
+
+class Issues:
+    """Counted warnings: problems we repaired or skipped, with up to 5 locations per kind."""
+
+    def __init__(self):
+        self.counts: Counter = Counter()
+        self.where: dict[str, list[str]] = defaultdict(list)
+
+    def add(self, kind: str, where: str) -> None:
+        self.counts[kind] += 1
+        if len(self.where[kind]) < 5:
+            self.where[kind].append(where)
+
+    def summary(self) -> dict:
+        return {k: {"count": n, "examples": self.where[k]} for k, n in sorted(self.counts.items())}
+
+    def __str__(self) -> str:
+        return "\n".join(f"warning: {n} x {k} (e.g. {'; '.join(self.where[k][:2])})"
+                         for k, n in sorted(self.counts.items()))
+
+
+# -----------------------------------------------------------------------------
+# word splitting (the BERT "basic tokenizer" rules, on the original text so offsets are exact)
+
+def is_removed_char(c: str) -> bool:
+    """Characters BERT's text cleaning deletes (NUL, U+FFFD, control/format chars except tab/newline)."""
+    return c in "\x00\ufffd" or (c not in "\t\n\r" and unicodedata.category(c).startswith("C"))
+
+
+def is_punctuation(c: str) -> bool:
+    cp = ord(c)
+    # all non-letter/number ASCII counts as punctuation in BERT ("$", "^", "`" too)
+    if 33 <= cp <= 47 or 58 <= cp <= 64 or 91 <= cp <= 96 or 123 <= cp <= 126:
+        return True
+    return unicodedata.category(c).startswith("P")
+
+
+def is_cjk(c: str) -> bool:
+    cp = ord(c)
+    return (0x4E00 <= cp <= 0x9FFF or 0x3400 <= cp <= 0x4DBF or 0x20000 <= cp <= 0x2A6DF or 0x2A700 <= cp <= 0x2B73F
+            or 0x2B740 <= cp <= 0x2B81F or 0x2B820 <= cp <= 0x2CEAF or 0xF900 <= cp <= 0xFAFF
+            or 0x2F800 <= cp <= 0x2FA1F)
+
+
+def pretokenize(text: str) -> list[tuple[int, int]]:
+    """Split text into words (start, end): whitespace separates, each punctuation and CJK char is its own
+    word, removed chars neither split nor count. Same words as HF BertPreTokenizer after BertNormalizer."""
+    spans: list[tuple[int, int]] = []
+    start = last = None
+    for i, c in enumerate(text):
+        if is_removed_char(c):
+            continue
+        if c.isspace() or is_punctuation(c) or is_cjk(c):
+            if start is not None:
+                spans.append((start, last + 1))
+                start = None
+            if not c.isspace():
+                spans.append((i, i + 1))
+            continue
+        if start is None:
+            start = i
+        last = i
+    if start is not None:
+        spans.append((start, last + 1))
+    return spans
+
+
+# -----------------------------------------------------------------------------
+# schemes (ner.md §1.5)
+
+def split_tag(tag: str) -> tuple[str, str | None]:
+    """'B-PER' -> ('B', 'PER'); 'O' -> ('O', None); 'PER' (IO scheme) -> ('', 'PER')."""
+    if tag == "O":
+        return "O", None
+    if len(tag) > 2 and tag[1] == "-" and tag[0] in "BILUES":
+        return tag[0], tag[2:]
+    if tag[:2] in {f"{p}-" for p in "BILUES"} or tag in tuple("BILUES"):
+        raise ValueError(f"tag {tag!r} has a scheme prefix but no entity type; write e.g. 'B-PER'")
+    return "", tag
+
+
+def detect_scheme(seqs: list[list[str]]) -> str:
+    """io | bio | iob1 | bilou | iobes from the tags (ner.md §1.3 auto-detection, plus IOB1/IOBES)."""
+    prefixes = {split_tag(t)[0] for s in seqs for t in s} - {"O"}
+    if "" in prefixes:
+        if prefixes != {""}:
+            raise ValueError(f"tags mix prefixed (B-/I-/...) and plain (IO) labels: prefixes {sorted(prefixes)}; "
+                             f"use one scheme per file")
+        return "io"
+    if prefixes & {"L", "U"}:
+        if prefixes & {"E", "S"}:
+            raise ValueError("tags mix BILOU (L-/U-) and IOBES (E-/S-) prefixes; use one scheme")
+        return "bilou"
+    if prefixes & {"E", "S"}:
+        return "iobes"
+    return "iob1" if _looks_iob1(seqs) else "bio"
+
+
+def _looks_iob1(seqs: list[list[str]]) -> bool:
+    """IOB1: entities start with I-; B- only separates two adjacent entities of the same type."""
+    i_starts, b_after_same = 0, True
+    for s in seqs:
+        prev = (None, None)
+        for t in s:
+            p, typ = split_tag(t)
+            if p == "I" and prev[1] != typ:
+                i_starts += 1
+            if p == "B" and prev[1] != typ:
+                b_after_same = False
+            prev = (p, typ)
+    return i_starts > 0 and b_after_same
+
+
+def to_bio(tags: list[str], scheme: str) -> list[str]:
+    """Any input scheme -> BIO (IOB2)."""
+    if scheme == "io":  # a run of equal labels is one entity: adjacent same-type entities merge (§1.5)
+        return ["O" if t == "O" else ("I-" if i and tags[i - 1] == t else "B-") + t for i, t in enumerate(tags)]
+    if scheme == "iob1":  # an I-X that does not follow I-X or B-X starts an entity (§1.3)
+        out = []
+        for i, t in enumerate(tags):
+            p, typ = split_tag(t)
+            prev_typ = split_tag(tags[i - 1])[1] if i else None
+            out.append(f"B-{typ}" if p == "I" and prev_typ != typ else t)
+        return out
+    if scheme in ("bilou", "iobes"):  # U/S -> B, L/E -> I
+        return [{"U": "B", "S": "B", "L": "I", "E": "I"}.get(t[0], t[0]) + t[1:] if t != "O" else t for t in tags]
+    return list(tags)
+
+
+def bio_to_bilou(tags: list[str]) -> list[str]:
+    """BIO -> BILOU with nerblackbox's consistency rules (ner.md §1.5)."""
+    out = []
+    for i, t in enumerate(tags):
+        p, typ = split_tag(t)
+        if p == "O":
+            out.append(t)
+            continue
+        prev = split_tag(tags[i - 1]) if i else ("O", None)
+        nxt = split_tag(tags[i + 1]) if i + 1 < len(tags) else ("O", None)
+        starts = p == "B" or prev[0] not in "BI" or prev[1] != typ  # I after something other than B/I -> B
+        continues = nxt[0] == "I" and nxt[1] == typ
+        out.append(("B-" if continues else "U-") if starts else ("I-" if continues else "L-"))
+        out[-1] += typ
+    return out
+
+
+def convert(tags: list[str], source: str, target: str) -> list[str]:
+    """Convert between schemes; target is io | bio | bilou."""
+    bio = to_bio(tags, source)
+    if target == "bio":
+        return bio
+    if target == "io":
+        return ["O" if t == "O" else t[2:] for t in bio]
+    if target == "bilou":
+        return bio_to_bilou(bio)
+    raise ValueError(f"unknown target scheme {target!r}: choose io, bio or bilou")
+
+
+def label_list(types: list[str], scheme: str) -> list[str]:
+    """All classes of a scheme with 'O' first (nerblackbox adds missing I-/L-/U- classes, §1.3)."""
+    prefixes = {"io": [""], "bio": ["B-", "I-"], "bilou": ["B-", "I-", "L-", "U-"]}[scheme]
+    return ["O"] + [p + t for t in sorted(types) for p in prefixes]
+
+
+def entity_types(examples: list[Example]) -> set[str]:
+    return {split_tag(t)[1] for ex in examples for t in ex.tags} - {None}
+
+
+# -----------------------------------------------------------------------------
+# CoNLL
+
+def read_conll(path: str | Path, token_column: int = 0, tag_column: int = -1,
+               issues: Issues | None = None) -> list[Example]:
+    """Token and tag columns (TAB-separated, or whitespace when a line has no TAB). A blank or lone-TAB line
+    ends a sentence; `-DOCSTART-` lines and `# ...` comment lines are skipped; extra columns are ignored.
+    The outside tag '0' (digit zero, Swedish NER corpus) is read as 'O'."""
+    issues = issues if issues is not None else Issues()
+    need = max(token_column, tag_column) + 1 if tag_column >= 0 else max(token_column + 1, 2)
+    examples, words, tags = [], [], []
+
+    def flush():
+        if words:
+            examples.append(Example(list(words), list(tags)))
+            words.clear()
+            tags.clear()
+
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            line = line.rstrip("\n").rstrip("\r")
+            if not line.strip():
+                flush()
+                continue
+            if line.startswith("-DOCSTART-"):
+                flush()
+                continue
+            if line.startswith("# ") or line == "#":
+                continue
+            cols = [c.strip() for c in line.split("\t")] if "\t" in line else line.split()
+            if len(cols) < need:
+                issues.add("line with too few columns, skipped", f"{path}:{lineno}: {line!r} has {len(cols)} "
+                           f"column(s), need {need} (token_column={token_column}, tag_column={tag_column})")
+                continue
+            tag = cols[tag_column]
+            words.append(cols[token_column])
+            tags.append("O" if tag == "0" else tag)
+        flush()
+    _check_tags(examples, path)
+    return examples
+
+
+def write_conll(examples: list[Example], path: str | Path) -> None:
+    with open(path, "w", encoding="utf-8") as f:
+        for ex in examples:
+            f.write("".join(f"{w}\t{t}\n" for w, t in zip(ex.words, ex.tags)) + "\n")
+
+
+def _check_tags(examples: list[Example], path) -> None:
+    """A malformed tag is an error naming the file and the sentence."""
+    for i, ex in enumerate(examples):
+        for w, t in zip(ex.words, ex.tags):
+            try:
+                split_tag(t)
+            except ValueError as e:
+                raise ValueError(f"{path}: sentence {i + 1}, word {w!r}: {e}; if this column is not the tags, "
+                                 f"choose the column with --tag_column") from None
+
+
+# -----------------------------------------------------------------------------
+# pretokenized CSV: one sample per line, `tags<TAB>tokens`, each side space-separated (ner.md §1.4)
+
+def read_csv(path: str | Path, issues: Issues | None = None) -> list[Example]:
+    issues = issues if issues is not None else Issues()
+    examples = []
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            line = line.rstrip("\n")
+            if not line.strip():
+                issues.add("empty line in CSV, skipped", f"{path}:{lineno}")
+                continue
+            parts = line.split("\t")
+            if len(parts) != 2:
+                raise ValueError(f"{path}:{lineno}: expected 2 TAB-separated columns `tags<TAB>tokens`, "
+                                 f"got {len(parts)}")
+            tags, words = parts[0].split(), parts[1].split()
+            if len(tags) != len(words):
+                raise ValueError(f"{path}:{lineno}: {len(tags)} tags but {len(words)} tokens; "
+                                 f"each token needs exactly one tag")
+            examples.append(Example(words, tags))
+    _check_tags(examples, path)
+    return examples
+
+
+def write_csv(examples: list[Example], path: str | Path) -> None:
+    with open(path, "w", encoding="utf-8") as f:
+        for ex in examples:
+            f.write(" ".join(ex.tags) + "\t" + " ".join(ex.words) + "\n")
+
+
+# -----------------------------------------------------------------------------
+# standard JSONL: {"id"?, "text", "tags": [{"char_start", "char_end", "token", "tag"}]} (team contract)
+
+def read_jsonl(path: str | Path) -> list[dict]:
+    """Read and validate documents: offsets must be ints inside the text (error with file:line)."""
+    docs = []
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                doc = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{path}:{lineno}: not valid JSON ({e})") from None
+            if not isinstance(doc, dict) or not isinstance(doc.get("text"), str):
+                raise ValueError(f"{path}:{lineno}: each line must be an object with a string 'text'")
+            for tag in doc.setdefault("tags", []):
+                s, e = tag.get("char_start"), tag.get("char_end")
+                if not (isinstance(s, int) and isinstance(e, int) and 0 <= s < e <= len(doc["text"])):
+                    raise ValueError(f"{path}:{lineno}: span {tag} is outside the text (length "
+                                     f"{len(doc['text'])}) or empty; char_start/char_end must be ints, 0 <= start "
+                                     f"< end <= len(text)")
+                if "tag" not in tag:
+                    raise ValueError(f"{path}:{lineno}: span {tag} has no 'tag' (the label, e.g. 'PER')")
+            docs.append(doc)
+    return docs
+
+
+def write_jsonl(docs: list[dict], path: str | Path) -> None:
+    with open(path, "w", encoding="utf-8") as f:
+        for doc in docs:
+            f.write(json.dumps(doc, ensure_ascii=False) + "\n")
+
+
+def doc_to_example(doc: dict, issues: Issues | None = None, where: str = "") -> Example:
+    """Char spans -> BIO word tags. A span that cuts a word is widened to whole words, overlapping spans keep the
+    first; both are counted in `issues` (nerblackbox drops both silently, ner.md §1.3)."""
+    issues = issues if issues is not None else Issues()
+    text = doc["text"]
+    spans = pretokenize(text)
+    tags = ["O"] * len(spans)
+    taken_until = -1
+    for tag in sorted(doc.get("tags", []), key=lambda t: (t["char_start"], -t["char_end"])):
+        s, e, label = tag["char_start"], tag["char_end"], tag["tag"]
+        if text[s:e] != tag.get("token", text[s:e]):
+            issues.add("span token differs from text[char_start:char_end]", f"{where} {tag}")
+        if s < taken_until:
+            issues.add("overlapping span dropped", f"{where} {tag}")
+            continue
+        covered = [i for i, (ws, we) in enumerate(spans) if ws < e and we > s]
+        if not covered:
+            issues.add("span covers no word (whitespace only), dropped", f"{where} {tag}")
+            continue
+        if spans[covered[0]][0] != s or spans[covered[-1]][1] != e:
+            issues.add("span not on word boundaries, widened to whole words", f"{where} {tag} -> "
+                       f"{text[spans[covered[0]][0]:spans[covered[-1]][1]]!r}")
+        if any(tags[i] != "O" for i in covered):
+            issues.add("overlapping span dropped", f"{where} {tag}")
+            continue
+        for k, i in enumerate(covered):
+            tags[i] = ("B-" if k == 0 else "I-") + label
+        taken_until = e
+    return Example([text[s:e] for s, e in spans], tags, text, spans, doc.get("id"))
+
+
+def entities(tags: list[str]) -> list[tuple[str, int, int]]:
+    """BIO tags -> (type, first word, last word + 1); a stray I-X starts an entity."""
+    out = []
+    for i, t in enumerate(tags):
+        p, typ = split_tag(t)
+        if p == "O":
+            continue
+        if p == "B" or not out or out[-1][2] != i or out[-1][0] != typ:
+            out.append((typ, i, i + 1))
+        else:
+            out[-1] = (typ, out[-1][1], i + 1)
+    return out
+
+
+def example_to_doc(ex: Example) -> dict:
+    """Word tags (any scheme given as BIO) -> a standard JSONL document. Words without text are joined by
+    single spaces."""
+    text, spans = ex.text, ex.spans
+    if text is None:
+        text, spans, pos = " ".join(ex.words), [], 0
+        for w in ex.words:
+            spans.append((pos, pos + len(w)))
+            pos += len(w) + 1
+    tags = [{"char_start": spans[a][0], "char_end": spans[b - 1][1], "token": text[spans[a][0]:spans[b - 1][1]],
+             "tag": typ} for typ, a, b in entities(ex.tags)]
+    return ({"id": ex.id} if ex.id is not None else {}) | {"text": text, "tags": tags}
+
+
+# -----------------------------------------------------------------------------
+# any file -> examples in one scheme
+
+def detect_format(path: str | Path) -> str:
+    """conll | csv | jsonl, from the extension or else the first non-blank line."""
+    suffix = Path(path).suffix.lower()
+    if suffix in (".jsonl", ".json"):
+        return "jsonl"
+    if suffix == ".csv":
+        return "csv"
+    with open(path, encoding="utf-8") as f:
+        first = next((ln for ln in f if ln.strip()), "")
+    if first.lstrip().startswith("{"):
+        return "jsonl"
+    parts = first.rstrip("\n").split("\t")
+    if len(parts) == 2 and len(parts[0].split()) == len(parts[1].split()) > 1:
+        return "csv"
+    return "conll"
+
+
+def read_examples(path: str | Path, fmt: str = "auto", token_column: int = 0, tag_column: int = -1,
+                  issues: Issues | None = None) -> list[Example]:
+    """Read any supported file into word-level examples (tags as in the file)."""
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"data file {path} not found")
+    fmt = detect_format(path) if fmt == "auto" else fmt
+    issues = issues if issues is not None else Issues()
+    if fmt == "conll":
+        examples = read_conll(path, token_column, tag_column, issues)
+    elif fmt == "csv":
+        examples = read_csv(path, issues)
+    elif fmt == "jsonl":
+        examples = [doc_to_example(d, issues, f"{path}:doc {i + 1}") for i, d in enumerate(read_jsonl(path))]
+    else:
+        raise ValueError(f"unknown format {fmt!r}: choose auto, conll, csv or jsonl")
+    empty = [i for i, ex in enumerate(examples) if not ex.words]
+    for i in empty:
+        issues.add("empty sentence/document skipped", f"{path}: item {i + 1}")
+    examples = [ex for ex in examples if ex.words]
+    if not examples:
+        raise ValueError(f"{path}: no sentences found (format {fmt}); check the file and --format")
+    return examples
+
+
+def write_examples(examples: list[Example], path: str | Path, fmt: str) -> None:
+    if fmt == "jsonl":
+        write_jsonl([example_to_doc(ex) for ex in examples], path)
+    elif fmt == "csv":
+        write_csv(examples, path)
+    else:
+        write_conll(examples, path)
+
+
+def split_examples(examples: list, fractions: tuple[float, ...], seed: int) -> list[list]:
+    """Seeded shuffle, then consecutive slices of the given fractions (the last slice takes the rest)."""
+    order = list(range(len(examples)))
+    random.Random(seed).shuffle(order)
+    out, start = [], 0
+    for k, frac in enumerate(fractions):
+        end = len(order) if k == len(fractions) - 1 else start + round(frac * len(order))
+        out.append([examples[i] for i in order[start:end]])
+        start = end
+    return out
+
+
+def subsample(examples: list, fraction: float, seed: int) -> list:
+    """A seeded `fraction` of the examples (at least 1), for dataset-size studies (ner.md §2.3)."""
+    if not 0 < fraction <= 1:
+        raise ValueError(f"fraction must be in (0, 1], got {fraction}")
+    if fraction == 1:
+        return list(examples)
+    n = max(1, round(fraction * len(examples)))
+    return split_examples(examples, (n / len(examples), 1 - n / len(examples)), seed)[0]
+
+
+# -----------------------------------------------------------------------------
+# scores (ner.md §1.6): entity level strict + lenient (equal to seqeval), token level, confusion matrix
+
+def _prefix_type(tag: str) -> tuple[str, str]:
+    # seqeval.scheme.Token's parse: first char is the prefix, the rest minus '-' the type ('_' if none)
+    return tag[0], tag[1:].strip("-") or "_"
+
+
+def strict_entities(seq: list[str], scheme: str) -> list[tuple[str, int, int]]:
+    """Entities that obey the scheme (seqeval mode='strict'): BIO = B-X I-X*; BILOU = U-X | B-X (I-X)* L-X.
+    Ill-formed pieces (O I-X, B-X O in BILOU, ...) are ignored, as in nerblackbox (ner.md §1.6)."""
+    toks = [_prefix_type(t) for t in seq]
+    allowed = {"bio": "BIO", "bilou": "BILOU"}[scheme]
+    for t, (p, _) in zip(seq, toks):
+        if p not in allowed:
+            raise ValueError(f"tag {t!r} is not in the {scheme.upper()} scheme (prefixes {'/'.join(allowed)})")
+    out, i, n = [], 0, len(toks)
+    while i < n:
+        p, typ = toks[i]
+        if scheme == "bio" and p == "B":
+            j = i + 1
+            while j < n and toks[j] == ("I", typ):
+                j += 1
+            out.append((typ, i, j))
+            i = j
+        elif scheme == "bilou" and p == "U":
+            out.append((typ, i, i + 1))
+            i += 1
+        elif scheme == "bilou" and p == "B":
+            j, last = i + 1, "B"
+            while j < n and last in "BI" and toks[j][0] in "IL" and toks[j][1] == typ:
+                last = toks[j][0]
+                j += 1
+            if last == "L":
+                out.append((typ, i, j))
+            i = j
+        else:
+            i += 1
+    return out
+
+
+def lenient_entities(seq: list[str]) -> list[tuple[str, int, int]]:
+    """conlleval-style chunks (seqeval default mode): a stray I-X or a type change starts an entity."""
+    out, prev_p, prev_t, begin = [], "O", "", 0
+    for i, tag in enumerate(seq + ["O"]):
+        p, typ = tag[0], tag[1:].split("-", maxsplit=1)[-1] or "_"
+        end = (prev_p in "ES" or (prev_p in "BI" and p in "BSO")
+               or (prev_p not in ("O", ".") and prev_t != typ))
+        if end:
+            out.append((prev_t, begin, i))
+        start = p in "BS" or (prev_p in "ESO" and p in "EI") or (p not in ("O", ".") and prev_t != typ)
+        if start:
+            begin = i
+        prev_p, prev_t = p, typ
+    return out
+
+
+def _prf(tp: int, n_pred: int, n_true: int) -> dict:
+    p = tp / n_pred if n_pred else 0.0  # zero_division=0, as seqeval's default
+    r = tp / n_true if n_true else 0.0
+    return {"precision": p, "recall": r, "f1": 2 * p * r / (p + r) if p + r else 0.0, "support": n_true}
+
+
+def _scores(gold: list[set], pred: list[set], classes: list[str]) -> dict:
+    """micro / macro / per-class P, R, F1 from sets of (sentence, type, start, end)."""
+    per = {}
+    for c in classes:
+        g = {e for e in gold if e[1] == c}
+        p = {e for e in pred if e[1] == c}
+        per[c] = _prf(len(g & p), len(p), len(g))
+    micro = _prf(len(gold & pred), len(pred), len(gold))
+    macro = {k: sum(v[k] for v in per.values()) / len(per) if per else 0.0 for k in ("precision", "recall", "f1")}
+    return {"micro": micro, "macro": macro | {"support": len(gold)}, "per_class": per}
+
+
+def entity_scores(gold: list[list[str]], pred: list[list[str]], mode: str, scheme: str = "bio") -> dict:
+    """Entity-level scores. mode 'strict' = seqeval(mode='strict', scheme=IOB2|BILOU); 'lenient' = seqeval
+    default mode (run on the joined sequence with 'O' between sentences, exactly as seqeval does)."""
+    if len(gold) != len(pred) or any(len(g) != len(p) for g, p in zip(gold, pred)):
+        raise ValueError("gold and predicted tag sequences differ in length")
+    if mode == "strict":
+        g = {(i, *e) for i, s in enumerate(gold) for e in strict_entities(s, scheme)}
+        p = {(i, *e) for i, s in enumerate(pred) for e in strict_entities(s, scheme)}
+    else:
+        g = {(0, *e) for e in lenient_entities([t for s in gold for t in s + ["O"]])}
+        p = {(0, *e) for e in lenient_entities([t for s in pred for t in s + ["O"]])}
+    return _scores(g, p, sorted({e[1] for e in g | p}))
+
+
+def token_scores(gold: list[list[str]], pred: list[list[str]]) -> dict:
+    """Token level on IO labels (prefixes stripped, ner.md §1.6): 'all' includes O, 'fil' excludes it;
+    micro and macro as sklearn's precision_recall_fscore_support; plus the confusion matrix."""
+    g = [t if t == "O" else t[2:] if t[1:2] == "-" else t for s in gold for t in s]
+    p = [t if t == "O" else t[2:] if t[1:2] == "-" else t for s in pred for t in s]
+    labels = ["O"] + sorted(set(g + p) - {"O"})
+    index = {lab: k for k, lab in enumerate(labels)}
+    cm = [[0] * len(labels) for _ in labels]
+    for a, b in zip(g, p):
+        cm[index[a]][index[b]] += 1
+    out = {"confusion_matrix": {"labels": labels, "matrix": cm}}  # rows gold, columns predicted
+    for name, labs in (("all", labels), ("fil", labels[1:])):
+        per = {lab: _prf(cm[index[lab]][index[lab]], sum(r[index[lab]] for r in cm), sum(cm[index[lab]]))
+               for lab in labs}
+        ks = [index[lab] for lab in labs]
+        micro = _prf(sum(cm[k][k] for k in ks), sum(r[k] for r in cm for k in ks), sum(sum(cm[k]) for k in ks))
+        macro = {k: sum(v[k] for v in per.values()) / len(per) if per else 0.0 for k in ("precision", "recall", "f1")}
+        out[name] = {"micro": micro, "macro": macro, "per_class": per}
+    return out
+
+
+def scheme_abidance(pred: list[list[str]], scheme: str) -> float:
+    """Fraction of predicted entity tokens that belong to a well-formed entity (cf. nerblackbox's asr_abidance)."""
+    inside = sum(b - a for s in pred for _, a, b in strict_entities(s, scheme))
+    total = sum(t != "O" for s in pred for t in s)
+    return inside / total if total else 1.0

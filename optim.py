@@ -1,0 +1,287 @@
+"""
+Optimizers and learning-rate schedules.
+
+  configure_optimizer  AdamW parameter groups (decay on 2-D weights only), or Coupled Adam on the token embedding
+  CoupledAdam          Adam whose second moment is averaged over the vocabulary (../shared/papers/coupled_adam.md)
+  get_lr               warmup + cosine / WSD / constant, per iteration (nanoGPT style, no scheduler object)
+  mu_centering_        OEC mu-centering, after every optimizer step (../shared/papers/oec.md §1.4)
+  AdaptiveFineTuning   NER fine-tuning schedule with early stopping (../shared/papers/ner.md §2.2) and the
+                       fixed-epoch linear presets 'original' / 'stable' (ner.md §1.7)
+"""
+import math
+
+import torch
+from torch import Tensor, nn
+
+
+# -----------------------------------------------------------------------------
+# Coupled Adam
+
+class CoupledAdam(torch.optim.Optimizer):
+    """AdamW (decoupled weight decay, bias correction) where, in groups with coupled=True, the second moment of
+    each parameter with >= 2 dims is replaced by avg_scale * its mean over dim 0 (the vocabulary) before the
+    square root: every row then shares one per-column v (Coupled Adam, coupled_adam.md §2.3). The stored state
+    exp_avg_sq stays per element (uncoupled), as in the authors' code. Groups with coupled=False (and 1-D
+    parameters) follow torch.optim.AdamW exactly. Vectorised with torch._foreach_* like AdamW's foreach path.
+    """
+
+    def __init__(self, params, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.95), eps: float = 1e-8,
+                 weight_decay: float = 0.0, avg_scale: float = 1.0, coupled: bool = True):
+        if lr < 0 or eps < 0 or weight_decay < 0 or avg_scale <= 0 or not all(0 <= b < 1 for b in betas):
+            raise ValueError(f"CoupledAdam: invalid lr={lr}, betas={betas}, eps={eps}, weight_decay={weight_decay}"
+                             f" or avg_scale={avg_scale} (need lr, eps, wd >= 0, 0 <= beta < 1, avg_scale > 0)")
+        defaults = dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, avg_scale=avg_scale,
+                        coupled=coupled)
+        super().__init__(params, defaults)
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            params = [p for p in group["params"] if p.grad is not None]
+            if params:
+                self._group_step(group, params)
+        return loss
+
+    def _group_step(self, group: dict, params: list[Tensor]) -> None:
+        lr, eps, wd, (beta1, beta2) = group["lr"], group["eps"], group["weight_decay"], group["betas"]
+        for p in params:
+            if p.grad.is_sparse:
+                raise RuntimeError("CoupledAdam does not support sparse gradients (use a dense nn.Embedding)")
+            state = self.state[p]
+            if not state:
+                state["step"] = 0
+                state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+            state["step"] += 1
+        grads = [p.grad for p in params]
+        exp_avgs = [self.state[p]["exp_avg"] for p in params]
+        exp_avg_sqs = [self.state[p]["exp_avg_sq"] for p in params]
+        steps = [self.state[p]["step"] for p in params]
+        # the same op sequence as torch.optim.AdamW (foreach), so coupled=False matches it to rounding
+        if wd != 0:
+            torch._foreach_mul_(params, 1 - lr * wd)
+        torch._foreach_lerp_(exp_avgs, grads, 1 - beta1)
+        torch._foreach_mul_(exp_avg_sqs, beta2)
+        torch._foreach_addcmul_(exp_avg_sqs, grads, grads, 1 - beta2)
+        step_size = [-lr / (1 - beta1 ** t) for t in steps]
+        bias_correction2_sqrt = [(1 - beta2 ** t) ** 0.5 for t in steps]
+        # Coupled Adam, coupled_adam.md §2.3: v_c = avg_scale * mean_over_vocab(v), shape (1, H), shared by all rows
+        coupled = [group["coupled"] and p.dim() >= 2 for p in params]
+        second = [v.mean(dim=0, keepdim=True).mul_(group["avg_scale"]) if c else v
+                  for v, c in zip(exp_avg_sqs, coupled)]
+        denom = torch._foreach_sqrt(second)
+        torch._foreach_div_(denom, bias_correction2_sqrt)
+        torch._foreach_add_(denom, eps)
+        plain = [i for i, c in enumerate(coupled) if not c]
+        if plain:
+            torch._foreach_addcdiv_([params[i] for i in plain], [exp_avgs[i] for i in plain],
+                                    [denom[i] for i in plain], [step_size[i] for i in plain])
+        for i in (i for i, c in enumerate(coupled) if c):
+            params[i].addcdiv_(exp_avgs[i], denom[i], value=step_size[i])  # denom (1,H) broadcasts over V rows
+
+
+# -----------------------------------------------------------------------------
+# parameter groups
+
+def _embedding_param_ids(model: nn.Module) -> set[int]:
+    """ids of the token/position embeddings and the output embedding (lm_head): never weight-decayed."""
+    ids = {id(m.weight) for m in model.modules() if isinstance(m, nn.Embedding)}
+    if hasattr(model, "output_embedding"):
+        ids.add(id(model.output_embedding()))
+    return ids
+
+
+def configure_optimizer(model: nn.Module, optimizer: str = "adamw", learning_rate: float = 6e-4,
+                        weight_decay: float = 0.1, betas: tuple[float, float] = (0.9, 0.95), eps: float = 1e-8,
+                        coupled_adam_avg_scale: float = 1.0, device_type: str = "cpu") -> torch.optim.Optimizer:
+    """One optimizer for the whole model.
+
+    Groups: 2-D weights except embeddings get `weight_decay`; norms, biases, scalars (DyT alpha), the token and
+    position embeddings and the output embedding (lm_head) get none.
+    optimizer='adamw': torch AdamW, fused on CUDA, foreach elsewhere.
+    optimizer='coupled_adam': one CoupledAdam; only the token embedding model.transformer.wte.weight (the lm_head
+    too when tied) is in a coupled=True group (no decay), as in the authors' code (coupled_adam.md §2.3); the
+    other groups have coupled=False, i.e. plain AdamW.
+    """
+    if optimizer not in ("adamw", "coupled_adam"):
+        raise ValueError(f"unknown optimizer {optimizer!r}: use --optimizer=adamw or --optimizer=coupled_adam")
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]  # tied weights appear once
+    no_decay_ids = _embedding_param_ids(model)
+    wte = getattr(getattr(getattr(model, "transformer", None), "wte", None), "weight", None)
+    coupled_ids = {id(wte)} if optimizer == "coupled_adam" and wte is not None else set()
+    if optimizer == "coupled_adam" and not any(id(p) in coupled_ids for _, p in named):
+        raise ValueError("optimizer='coupled_adam' needs a trainable token embedding at model.transformer.wte"
+                         ".weight (the matrix Coupled Adam couples); this model has none: use --optimizer=adamw")
+    decay = [p for _, p in named if p.dim() >= 2 and id(p) not in no_decay_ids and id(p) not in coupled_ids]
+    no_decay = [p for _, p in named if (p.dim() < 2 or id(p) in no_decay_ids) and id(p) not in coupled_ids]
+    groups = [dict(params=decay, weight_decay=weight_decay), dict(params=no_decay, weight_decay=0.0)]
+    if optimizer == "adamw":
+        fused = device_type == "cuda"
+        return torch.optim.AdamW(groups, lr=learning_rate, betas=betas, eps=eps, fused=fused, foreach=not fused)
+    groups = [dict(g, coupled=False) for g in groups]
+    groups.append(dict(params=[p for _, p in named if id(p) in coupled_ids], weight_decay=0.0, coupled=True))
+    return CoupledAdam(groups, lr=learning_rate, betas=betas, eps=eps, avg_scale=coupled_adam_avg_scale)
+
+
+# -----------------------------------------------------------------------------
+# mu-centering
+
+@torch.no_grad()
+def mu_centering_(weight: Tensor) -> None:
+    """OEC mu-centering (oec.md §1.4): e_i <- e_i - mu, in place, outside autograd, after optimizer.step().
+
+    Shifting every row by the same vector adds (-mu . h) to every logit of a token, so softmax is unchanged.
+    """
+    weight.sub_(weight.mean(dim=0, keepdim=True))  # (V,H) - (1,H)
+
+
+# -----------------------------------------------------------------------------
+# pretraining schedules
+
+def get_lr(it: int, schedule: str = "cosine", learning_rate: float = 6e-4, min_lr: float = 6e-5,
+           warmup_iters: int = 2000, lr_decay_iters: int = 600000, max_iters: int = 600000,
+           wsd_decay_frac: float = 0.2) -> float:
+    """Learning rate at iteration `it`; every schedule starts with nanoGPT's linear warmup lr*(it+1)/(warmup+1).
+
+    cosine:   cosine from learning_rate (end of warmup) to min_lr at lr_decay_iters, then min_lr
+    wsd:      warmup-stable-decay: constant, then linear to min_lr over the last wsd_decay_frac of max_iters
+              (decay starts at max_iters - round(wsd_decay_frac * max_iters); min_lr at max_iters and after)
+    constant: learning_rate after warmup
+    """
+    if schedule not in ("cosine", "wsd", "constant"):
+        raise ValueError(f"unknown schedule {schedule!r}: use --schedule=cosine, wsd or constant")
+    # config errors raise at every iteration, so a loop that calls get_lr(0) before training fails at once
+    decay_iters = round(wsd_decay_frac * max_iters)
+    decay_start = max_iters - decay_iters
+    if schedule == "cosine" and lr_decay_iters <= warmup_iters:
+        raise ValueError(f"cosine schedule needs lr_decay_iters ({lr_decay_iters}) > warmup_iters "
+                         f"({warmup_iters}): raise --lr_decay_iters (usually = max_iters)")
+    if schedule == "wsd" and (not 0 < wsd_decay_frac <= 1 or decay_iters == 0 or decay_start < warmup_iters):
+        raise ValueError(f"wsd schedule: wsd_decay_frac={wsd_decay_frac} with max_iters={max_iters} and "
+                         f"warmup_iters={warmup_iters} leaves no decay phase or overlaps the warmup: "
+                         "use 0 < wsd_decay_frac <= 1 - warmup_iters / max_iters")
+    if it < warmup_iters:
+        return learning_rate * (it + 1) / (warmup_iters + 1)
+    if schedule == "constant":
+        return learning_rate
+    if schedule == "cosine":
+        if it > lr_decay_iters:
+            return min_lr
+        ratio = (it - warmup_iters) / (lr_decay_iters - warmup_iters)
+        return min_lr + 0.5 * (1.0 + math.cos(math.pi * ratio)) * (learning_rate - min_lr)
+    if it < decay_start:
+        return learning_rate
+    frac = min(1.0, (it - decay_start) / decay_iters)
+    return learning_rate + frac * (min_lr - learning_rate)
+
+
+# -----------------------------------------------------------------------------
+# NER fine-tuning schedules
+
+FINE_TUNING_PRESETS = {  # nerblackbox presets (ner.md §1.7); lr_warmup_epochs = 2 applies to all
+    "adaptive": dict(lr_schedule="constant", early_stopping=True, max_epochs=250),
+    "original": dict(lr_schedule="linear", early_stopping=False, max_epochs=5),
+    "stable": dict(lr_schedule="linear", early_stopping=False, max_epochs=20),
+}
+
+
+class AdaptiveFineTuning:
+    """Adaptive fine-tuning (ner.md §2.2, nerblackbox CustomEarlyStopping + HF LambdaLR schedules), per step.
+
+        sched = AdaptiveFineTuning(optimizer, steps_per_epoch, **FINE_TUNING_PRESETS['adaptive'])
+        for each batch: loss.backward(); optimizer.step(); sched.step()
+        after each epoch: if sched.end_epoch(val_loss): break      # sched.improved -> save best checkpoint
+
+    lr_schedule='constant' (adaptive): linear warmup 0 -> lr_max over warmup_epochs, then constant; the first
+    epoch without a new best val loss (wait == patience + 1) starts a linear cool-down lr_max -> 0 over
+    cooldown_epochs; a new best during the cool-down restarts the constant LR (cooldown_restarts); training stops
+    when wait reaches patience + cooldown_epochs + 1 (= 8 with the defaults), or after max_epochs.
+    lr_schedule='linear' (original / stable, early_stopping=False): warmup over warmup_epochs, then linear decay
+    to 0 at the end of max_epochs (HF get_linear_schedule_with_warmup over max_epochs * steps_per_epoch).
+    As in HF's LambdaLR, the first step runs at lr = 0 when warmup_epochs > 0. A new best needs
+    val_loss < best - min_delta (PyTorch Lightning EarlyStopping); a non-finite val_loss stops training.
+    """
+
+    def __init__(self, optimizer: torch.optim.Optimizer, steps_per_epoch: int, lr_max: float = 2e-5,
+                 warmup_epochs: int = 2, cooldown_epochs: int = 7, patience: int = 0, min_delta: float = 0.0,
+                 max_epochs: int = 250, cooldown_restarts: bool = True, lr_schedule: str = "constant",
+                 early_stopping: bool = True):
+        if lr_schedule not in ("constant", "linear"):
+            raise ValueError(f"unknown lr_schedule {lr_schedule!r}: use 'constant' (adaptive) or 'linear'")
+        if steps_per_epoch < 1 or max_epochs < 1 or min(warmup_epochs, cooldown_epochs, patience) < 0:
+            raise ValueError(f"AdaptiveFineTuning: need steps_per_epoch >= 1 (got {steps_per_epoch}), max_epochs "
+                             f">= 1 (got {max_epochs}) and warmup/cooldown epochs, patience >= 0")
+        self.optimizer, self.steps_per_epoch, self.lr_max = optimizer, steps_per_epoch, lr_max
+        self.warmup_epochs, self.cooldown_epochs, self.max_epochs = warmup_epochs, cooldown_epochs, max_epochs
+        self.min_delta, self.cooldown_restarts = min_delta, cooldown_restarts
+        self.lr_schedule, self.early_stopping = lr_schedule, early_stopping
+        self.stop_wait = patience + cooldown_epochs + 1  # PL EarlyStopping patience as nerblackbox sets it [= 8]
+        self.cooldown_wait = patience + 1  # wait count that starts the cool-down (= stop_wait - cooldown_epochs)
+        self.use_cooldown = early_stopping and lr_schedule == "constant" and cooldown_epochs > 0
+        self.best, self.wait, self.in_cooldown, self.epoch, self.improved = math.inf, 0, False, 0, False
+        self.phase = "warmup_linear" if lr_schedule == "linear" else "warmup_constant"
+        self.phase_step = 0  # optimizer steps since the current LambdaLR schedule was created
+        self._apply_lr()
+
+    def _lr_factor(self) -> float:
+        """HF schedule lambdas (transformers.optimization) at step phase_step of the current schedule."""
+        k, S = self.phase_step, self.steps_per_epoch
+        warmup = self.warmup_epochs * S
+        if self.phase in ("warmup_constant", "warmup_linear") and k < warmup:
+            return k / max(1, warmup)
+        if self.phase == "warmup_linear":
+            total = self.max_epochs * S
+            return max(0.0, (total - k) / max(1, total - warmup))
+        if self.phase == "cooldown":
+            total = self.cooldown_epochs * S
+            return max(0.0, (total - k) / max(1, total))
+        return 1.0  # warmup_constant after warmup, or "constant" after a restart
+
+    def _apply_lr(self) -> None:
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.lr_max * self._lr_factor()
+
+    def get_lr(self) -> float:
+        return self.lr_max * self._lr_factor()
+
+    def step(self) -> None:
+        """Call after every optimizer.step()."""
+        self.phase_step += 1
+        self._apply_lr()
+
+    def _start(self, phase: str) -> None:
+        self.phase, self.phase_step = phase, 0
+        self._apply_lr()
+
+    def end_epoch(self, val_loss: float) -> bool:
+        """Record the epoch's validation loss; returns True when training should stop."""
+        self.epoch += 1
+        if not math.isfinite(val_loss):
+            return True  # PL EarlyStopping(check_finite=True)
+        self.improved = val_loss < self.best - self.min_delta
+        if self.improved:
+            self.best, self.wait = val_loss, 0
+        else:
+            self.wait += 1
+        if self.use_cooldown and self.wait == self.cooldown_wait:  # first epoch(s) without improvement
+            self._start("cooldown")
+            self.in_cooldown = True
+            if not self.cooldown_restarts:
+                self.min_delta = math.inf  # nerblackbox: no later epoch may count as an improvement
+        elif self.use_cooldown and self.cooldown_restarts and self.in_cooldown and self.wait == 0:
+            self._start("constant")  # improvement during the cool-down: warm restart, no warm-up
+            self.in_cooldown = False
+        return (self.early_stopping and self.wait >= self.stop_wait) or self.epoch >= self.max_epochs
+
+    def state_dict(self) -> dict:
+        keys = ("best", "wait", "in_cooldown", "epoch", "improved", "phase", "phase_step", "min_delta")
+        return {k: getattr(self, k) for k in keys}
+
+    def load_state_dict(self, state: dict) -> None:
+        for k, v in state.items():
+            setattr(self, k, v)
+        self._apply_lr()

@@ -1,0 +1,225 @@
+"""losses.py: each term against torch.nn.functional or a direct recomputation; diagnostics on constructed
+embeddings whose answers are known."""
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from losses import (IGNORE_INDEX, compute_loss, cross_entropy, embedding_diagnostics, logit_diagnostics, mu_loss,
+                    softcap, unigram_log_probs, z_loss)
+
+
+def _random_batch(B=3, T=5, V=11, seed=0, scale=3.0):
+    g = torch.Generator().manual_seed(seed)
+    logits = torch.randn(B, T, V, generator=g, dtype=torch.float64) * scale
+    targets = torch.randint(0, V, (B, T), generator=g)
+    targets[0, :2] = IGNORE_INDEX
+    targets[-1, -1] = IGNORE_INDEX
+    return logits, targets
+
+
+def test_cross_entropy_matches_torch_with_ignored_targets():
+    logits, targets = _random_batch()
+    ref = F.cross_entropy(logits.view(-1, 11), targets.view(-1), ignore_index=-100)
+    torch.testing.assert_close(cross_entropy(logits, targets), ref)
+    # and against the definition: mean over kept tokens of -log softmax(l)_t
+    keep = targets.view(-1) != IGNORE_INDEX
+    lp = logits.view(-1, 11).log_softmax(-1)[keep]
+    direct = -lp.gather(1, targets.view(-1)[keep, None]).mean()
+    torch.testing.assert_close(cross_entropy(logits.view(-1, 11), targets.view(-1)), direct)
+
+
+def test_z_loss_matches_logsumexp_and_direct_formula():
+    logits, targets = _random_batch()
+    mask = targets != IGNORE_INDEX
+    ref = (torch.logsumexp(logits, -1)[mask] ** 2).mean()
+    direct = torch.stack([math.log(sum(math.exp(x) for x in row.tolist())) ** 2 * torch.ones(())
+                          for row in logits[mask]]).mean()
+    torch.testing.assert_close(z_loss(logits, mask).double(), ref, rtol=1e-6, atol=0)
+    torch.testing.assert_close(z_loss(logits, mask).double(), direct.double(), rtol=1e-6, atol=0)
+    torch.testing.assert_close(z_loss(logits).double(), (torch.logsumexp(logits, -1) ** 2).mean(),
+                               rtol=1e-6, atol=0)
+
+
+def test_z_loss_is_fp32_on_bf16_logits():
+    logits, _ = _random_batch(scale=30.0)
+    out = z_loss(logits.bfloat16())
+    assert out.dtype == torch.float32
+    torch.testing.assert_close(out.double(), (torch.logsumexp(logits.bfloat16().double(), -1) ** 2).mean(),
+                               rtol=1e-5, atol=0)
+
+
+def test_mu_loss_and_softcap_direct():
+    W = torch.randn(7, 4, dtype=torch.float64)
+    mu = [sum(W[i, j].item() for i in range(7)) / 7 for j in range(4)]
+    assert mu_loss(W).item() == pytest.approx(sum(m * m for m in mu), rel=1e-12)
+    x = torch.linspace(-100, 100, 21, dtype=torch.float64)
+    torch.testing.assert_close(softcap(x, 30.0), 30.0 * torch.tanh(x / 30.0))
+    assert softcap(x, 30.0).abs().max() < 30.0
+    torch.testing.assert_close(softcap(torch.tensor([1e-3]), 30.0), torch.tensor([1e-3]), rtol=1e-6, atol=0)
+
+
+def test_compute_loss_sum_and_terms_with_gradients():
+    logits, targets = _random_batch()
+    logits.requires_grad_(True)
+    W = torch.randn(11, 6, dtype=torch.float64, requires_grad=True)
+    total, terms = compute_loss(logits, targets, output_embedding=W, z_loss=1e-2, mu_loss=0.5)
+    assert set(terms) == {"ce", "z_loss", "mu_loss"}
+    mask = targets != IGNORE_INDEX
+    ce = F.cross_entropy(logits.view(-1, 11), targets.view(-1))
+    zl = (torch.logsumexp(logits, -1)[mask] ** 2).mean()
+    ml = W.mean(0).pow(2).sum()
+    ref = ce + 1e-2 * zl + 0.5 * ml
+    torch.testing.assert_close(total, ref)
+    for k, v in (("ce", ce), ("z_loss", zl), ("mu_loss", ml)):
+        torch.testing.assert_close(terms[k].double(), v.detach().double(), rtol=1e-6, atol=0)
+        assert not terms[k].requires_grad
+    total.backward()
+    g_logits, g_w = torch.autograd.grad(ref, (logits, W))
+    torch.testing.assert_close(logits.grad, g_logits)
+    torch.testing.assert_close(W.grad, g_w)
+    # only the enabled terms are returned
+    logits.grad = None
+    total, terms = compute_loss(logits, targets)
+    assert set(terms) == {"ce"}
+    torch.testing.assert_close(total, cross_entropy(logits, targets))
+    total.backward()
+    torch.testing.assert_close(logits.grad, torch.autograd.grad(cross_entropy(logits, targets), logits)[0])
+    all_ignored = torch.full_like(targets, IGNORE_INDEX)
+    assert compute_loss(logits, all_ignored)[0].item() == 0.0
+    _, terms = compute_loss(logits, targets, z_loss=1e-4)
+    assert set(terms) == {"ce", "z_loss"}
+
+
+def test_fused_ce_z_loss_gradcheck_and_bf16():
+    from losses import _CrossEntropyZLoss
+    logits, targets = _random_batch(B=2, T=3, V=5, seed=4)
+    lg = logits.view(-1, 5).requires_grad_(True)
+    torch.autograd.gradcheck(lambda x: _CrossEntropyZLoss.apply(x, targets.view(-1), IGNORE_INDEX), (lg,))
+    # bf16 logits (autocast): computed in fp32, gradient comes back in bf16
+    lb = logits.bfloat16().requires_grad_(True)
+    total, terms = compute_loss(lb, targets, z_loss=0.1)
+    total.backward()
+    lf = lb.detach().double().requires_grad_(True)
+    ref = F.cross_entropy(lf.view(-1, 5), targets.view(-1)) + 0.1 * z_loss(lf, targets != IGNORE_INDEX)
+    ref.backward()
+    assert lb.grad.dtype == torch.bfloat16
+    torch.testing.assert_close(total.double(), ref.detach(), rtol=1e-5, atol=0)
+    torch.testing.assert_close(lb.grad.double(), lf.grad, rtol=1e-2, atol=1e-4)
+
+
+def test_compute_loss_bad_input():
+    logits, targets = _random_batch()
+    with pytest.raises(ValueError, match="z_loss=-0.1"):
+        compute_loss(logits, targets, z_loss=-0.1)
+    with pytest.raises(ValueError, match=">= 0"):
+        compute_loss(logits, targets, output_embedding=torch.zeros(11, 2), mu_loss=-1.0)
+    with pytest.raises(ValueError, match="output_embedding"):
+        compute_loss(logits, targets, mu_loss=1e-4)
+
+
+def test_logit_diagnostics_against_direct_computation():
+    logits, targets = _random_batch(B=3, T=4, V=9, seed=3)
+    logits[1, 2] += 50.0  # one shifted token changes every statistic
+    d = logit_diagnostics(logits, targets)
+    assert set(d) == {"logits_mean_mean", "logits_mean_std", "logits_mean_absmax", "mean_logsqZ"}
+    rows = [logits[b, t].tolist() for b in range(3) for t in range(4) if targets[b, t] != IGNORE_INDEX]
+    means = [sum(r) / len(r) for r in rows]
+    stds = [math.sqrt(sum((x - m) ** 2 for x in r) / (len(r) - 1)) for r, m in zip(rows, means)]
+    absmax = [max(abs(x) for x in r) for r in rows]
+    lsq = [math.log(sum(math.exp(x) for x in r)) ** 2 for r in rows]
+    n = len(rows)
+    assert d["logits_mean_mean"] == pytest.approx(sum(means) / n, rel=1e-5)
+    assert d["logits_mean_std"] == pytest.approx(sum(stds) / n, rel=1e-5)
+    assert d["logits_mean_absmax"] == pytest.approx(sum(absmax) / n, rel=1e-5)
+    assert d["mean_logsqZ"] == pytest.approx(sum(lsq) / n, rel=1e-5)
+    assert logit_diagnostics(logits)["logits_mean_mean"] == pytest.approx(logits.mean().item(), rel=1e-5)
+
+
+def _naive_isotropy(E: np.ndarray, both_signs: bool = False) -> float:
+    """The authors' implementation (Coupled Adam repo, analysis/isotropy.py): np.exp, overflows for big norms."""
+    _, vecs = np.linalg.eig(E.T @ E)
+    if both_signs:
+        vecs = np.concatenate([vecs, -vecs], axis=1)
+    z = [np.exp(E @ vecs[:, i]).sum() for i in range(vecs.shape[1])]
+    return float(min(z) / max(z))
+
+
+def test_isotropy_matches_reference_and_known_cases():
+    g = torch.Generator().manual_seed(0)
+    E = torch.randn(200, 8, generator=g, dtype=torch.float64) * 0.7 + torch.linspace(-0.3, 0.3, 8)
+    d = embedding_diagnostics(E)
+    assert d["isotropy"] == pytest.approx(_naive_isotropy(E.numpy(), both_signs=True), rel=1e-6)
+    assert d["isotropy"] <= _naive_isotropy(E.numpy()) + 1e-12  # min/max over a superset of directions
+    # isotropic: many gaussian rows -> Z(c) nearly the same in every eigen-direction
+    iso = embedding_diagnostics(torch.randn(20000, 16, generator=g) * 0.1)["isotropy"]
+    assert 0.99 < iso <= 1.0
+    # every row shifted by a big common vector (norms ~1e3): anisotropic, and still finite
+    shift = torch.randn(16, generator=g)
+    E_big = torch.randn(20000, 16, generator=g) * 0.1 + 1e3 * shift / shift.norm()
+    with np.errstate(over="ignore", invalid="ignore"):
+        naive = _naive_isotropy(E_big.double().numpy())
+    assert not 0 < naive < 1  # the authors' version overflows (nan/0): ours must not
+    d = embedding_diagnostics(E_big)
+    assert all(math.isfinite(v) for v in d.values())
+    assert 0.0 <= d["isotropy"] < 1e-6
+    assert d["mu_ratio"] == pytest.approx(1.0, abs=1e-3)
+
+
+def test_mu_norm_ratio_and_singular_values_on_known_case():
+    # rows m + r*v and m - r*v with v orthogonal to m: mu = m, every row norm = sqrt(|m|^2 + r^2)
+    m = torch.tensor([3.0, 0.0, 0.0, 0.0])
+    v = torch.tensor([0.0, 1.0, 0.0, 0.0])
+    E = torch.stack([m + 4 * v, m - 4 * v] * 50)
+    d = embedding_diagnostics(E)
+    assert d["mu_norm"] == pytest.approx(3.0, rel=1e-6)
+    assert d["mean_row_norm"] == pytest.approx(5.0, rel=1e-6)
+    assert d["mu_ratio"] == pytest.approx(0.6, rel=1e-6)
+    # singular values: E = U diag(s) Q^T with known s
+    g = torch.Generator().manual_seed(1)
+    U, _ = torch.linalg.qr(torch.randn(300, 6, generator=g, dtype=torch.float64))
+    Q, _ = torch.linalg.qr(torch.randn(6, 6, generator=g, dtype=torch.float64))
+    s = torch.tensor([10.0, 7.0, 5.0, 2.0, 1.0, 0.05], dtype=torch.float64)
+    d = embedding_diagnostics(U @ torch.diag(s) @ Q.T)
+    assert d["smin_smax"] == pytest.approx(0.005, rel=1e-4)
+    ref = torch.linalg.svdvals(U @ torch.diag(s) @ Q.T)
+    assert d["smin_smax"] == pytest.approx((ref[-1] / ref[0]).item(), rel=1e-4)
+
+
+def test_corr_emu_logfreq_constructed_and_against_numpy():
+    g = torch.Generator().manual_seed(2)
+    V, H = 500, 8
+    tokens = np.random.default_rng(0).zipf(1.5, size=200_000) % (V - 20)  # ids >= V-20 never occur
+    logp = unigram_log_probs(tokens, V)
+    counts = np.bincount(tokens, minlength=V)
+    assert np.isneginf(logp[V - 20:].numpy()).all()
+    np.testing.assert_allclose(logp[:V - 20].exp().sum().item(), 1.0, rtol=1e-12)
+    np.testing.assert_allclose(logp[5].item(), math.log(counts[5] / counts.sum()))
+    # e_i = x_i * u + w_i, w_i orthogonal to u with mean 0 -> E.mu = mean(x) * x_i: corr(E.mu, x) = 1
+    x = logp.clone().float()
+    x[~torch.isfinite(x)] = 0.0
+    x = x - x.min() + 1.0
+    u = torch.zeros(H)
+    u[0] = 1.0
+    w = torch.randn(V, H, generator=g)
+    w[:, 0] = 0
+    w -= w.mean(0)
+    E = x[:, None] * u + w
+    assert embedding_diagnostics(E, logp)["corr_emu_logfreq"] == pytest.approx(1.0, abs=1e-4)
+    # random case: Pearson over the seen tokens, as numpy computes it
+    E = torch.randn(V, H, generator=g) + 0.3
+    seen = np.isfinite(logp.numpy())
+    ref = np.corrcoef((E @ E.mean(0)).numpy()[seen], logp.numpy()[seen])[0, 1]
+    assert embedding_diagnostics(E, logp)["corr_emu_logfreq"] == pytest.approx(ref, abs=1e-5)
+    assert "corr_emu_logfreq" not in embedding_diagnostics(E)
+
+
+def test_unigram_and_diagnostics_bad_input():
+    with pytest.raises(ValueError, match="vocab_size"):
+        unigram_log_probs(np.array([1, 2, 70]), 50)
+    with pytest.raises(ValueError, match="shape"):
+        embedding_diagnostics(torch.randn(10, 3), torch.zeros(9))
+    with pytest.raises(ValueError, match="IGNORE_INDEX"):
+        logit_diagnostics(torch.randn(2, 3), torch.full((2,), IGNORE_INDEX))

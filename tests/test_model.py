@@ -1,0 +1,323 @@
+"""model.py: config validation, each architecture option against an independent computation, KV-cache
+generation, init, FLOPs/MFU, presets, and Hugging Face GPT-2 interop (transformers is a test-only peer)."""
+import math
+
+import pytest
+import torch
+
+import model as model_module
+from model import GPT, PRESETS, GPTConfig, apply_rope, device_peak_flops, rope_cache
+
+TINY = dict(vocab_size=61, block_size=16, n_layer=2, n_head=4, n_embd=32)
+VARIANTS = {
+    "gpt2": dict(),
+    "oec": dict(pos="rope", mlp="swiglu", qk_norm=True, bias=False, tie_embeddings=False, init="xavier"),
+    "gqa_dyisru": dict(n_kv_head=2, norm="dyisru_sp", norm_alpha0_attn=1.0, logit_softcap=5.0),
+    "mqa_rope_dyt": dict(n_kv_head=1, pos="rope", norm="dyt", mlp="gelu_tanh", qk_norm=True),
+    "rmsnorm": dict(norm="rmsnorm", tie_embeddings=False),
+}
+
+
+def tiny(seed: int = 0, **kw) -> GPT:
+    torch.manual_seed(seed)
+    return GPT(GPTConfig(**(TINY | kw))).eval()
+
+
+def _randomise(m: torch.nn.Module, std: float = 0.3) -> None:
+    """Large random values in every parameter (norm gains around 1), so a dropped or mis-mapped tensor
+    changes the logits far beyond the tolerance."""
+    torch.manual_seed(123)
+    with torch.no_grad():
+        for name, p in m.named_parameters():
+            p.copy_(torch.randn_like(p) * std + (1.0 if p.dim() == 1 and name.endswith(".weight") else 0.0))
+
+
+# ---------------------------------------------------------------------------------------------- config
+
+@pytest.mark.parametrize("kw, key", [
+    (dict(n_embd=30), "n_embd"),
+    (dict(n_kv_head=3), "n_kv_head"),
+    (dict(pos="rope", n_embd=24, n_head=4), "head dim"),
+    (dict(norm="batchnorm"), "norm"),
+    (dict(pos="alibi"), "pos"),
+    (dict(mlp="relu"), "mlp"),
+    (dict(init="kaiming"), "init"),
+    (dict(dropout=1.0), "dropout"),
+    (dict(logit_softcap=0.0), "logit_softcap"),
+])
+def test_config_errors_name_the_key(kw, key):
+    with pytest.raises(ValueError, match=key):
+        GPTConfig(**(TINY | kw))
+
+
+def test_too_long_input_is_an_error():
+    with pytest.raises(ValueError, match="block_size=16"):
+        tiny()(torch.zeros(1, 17, dtype=torch.long))
+
+
+# ---------------------------------------------------------------------------------------------- forward
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_forward_is_causal(variant):
+    m = tiny(**VARIANTS[variant])
+    idx = torch.randint(0, 61, (2, 12))
+    logits = m(idx)
+    assert logits.shape == (2, 12, 61) and logits.dtype == torch.float32
+    idx2 = idx.clone()
+    idx2[:, 7:] = (idx2[:, 7:] + 1) % 61
+    torch.testing.assert_close(m(idx2)[:, :7], logits[:, :7])  # the past cannot see the future
+    assert (m(idx2)[:, 7:] - logits[:, 7:]).abs().max() > 1e-4
+
+
+def test_gqa_equals_mha_with_repeated_kv_heads():
+    """n_kv_head=2 must equal multi-head attention whose k/v heads are copies (independent check of GQA)."""
+    gqa = tiny(n_kv_head=2)
+    mha = tiny(seed=1)
+    mha.load_state_dict({k: v for k, v in gqa.state_dict().items() if "c_attn" not in k}, strict=False)
+    hs, C = 8, 32
+    with torch.no_grad():
+        for bg, bm in zip(gqa.transformer.h, mha.transformer.h):
+            for part in ("weight", "bias"):
+                w = getattr(bg.attn.c_attn, part)
+                q, k, v = w.split([C, 2 * hs, 2 * hs], dim=0)
+                k, v = (t.unflatten(0, (2, hs)).repeat_interleave(2, dim=0).flatten(0, 1) for t in (k, v))
+                getattr(bm.attn.c_attn, part).copy_(torch.cat([q, k, v]))
+    idx = torch.randint(0, 61, (2, 10))
+    torch.testing.assert_close(gqa(idx), mha(idx))
+
+
+def test_rope_matches_complex_reference():
+    """Rotary on the first half of the head dim, interleaved pairs (lucidrains RotaryEmbedding(hs/2), as in
+    the OEC code), against a complex-number implementation; the second half is untouched."""
+    hs, T = 16, 7
+    x = torch.randn(2, T, 3, hs, dtype=torch.float64)
+    cos, sin = rope_cache(hs, T)
+    out = apply_rope(x, cos.double(), sin.double())
+    rot = hs // 2
+    freqs = 10000.0 ** (-torch.arange(0, rot, 2, dtype=torch.float64) / rot)  # (rot/2,)
+    angle = torch.arange(T, dtype=torch.float64)[:, None] * freqs  # (T, rot/2)
+    z = torch.view_as_complex(x[..., :rot].reshape(2, T, 3, rot // 2, 2).contiguous())
+    ref = torch.view_as_real(z * torch.polar(torch.ones_like(angle), angle)[:, None, :]).flatten(-2)
+    torch.testing.assert_close(out[..., :rot], ref, atol=1e-6, rtol=1e-6)
+    torch.testing.assert_close(out[..., rot:], x[..., rot:])
+    # relative positions: <rope(q, m), rope(k, n)> depends on m - n only
+    q, k = torch.randn(hs, dtype=torch.float64), torch.randn(hs, dtype=torch.float64)
+    qs = apply_rope(q.expand(1, T, 1, hs), cos.double(), sin.double())[0, :, 0]
+    ks = apply_rope(k.expand(1, T, 1, hs), cos.double(), sin.double())[0, :, 0]
+    assert (qs[5] @ ks[3]).item() == pytest.approx((qs[3] @ ks[1]).item(), rel=1e-6)
+
+
+def test_qk_norm_makes_attention_scale_invariant():
+    """qk-LayerNorm per head: scaling the q/k projections must not change the output (and does without it)."""
+    idx = torch.randint(0, 61, (2, 10))
+    for qk_norm in (True, False):
+        m = tiny(qk_norm=qk_norm, bias=False)
+        _randomise(m)  # q, k far from LayerNorm's eps
+        before = m(idx)
+        with torch.no_grad():
+            for b in m.transformer.h:
+                b.attn.c_attn.weight[:64] *= 5.0  # the q and k rows
+        same = torch.allclose(m(idx), before, atol=1e-4)
+        assert same == qk_norm
+        assert (m.transformer.h[0].attn.q_norm.weight.shape == (8,)) if qk_norm else not hasattr(
+            m.transformer.h[0].attn, "q_norm")
+
+
+def test_swiglu_width_and_formula():
+    for name in ("oec-16m", "oec-29m", "oec-57m", "oec-109m", "oec-221m"):
+        d = PRESETS[name]["n_embd"]
+        with torch.device("meta"):
+            m = GPT(GPTConfig(**PRESETS[name]))
+        assert m.transformer.h[0].mlp.c_proj.in_features == 256 * math.ceil(2 / 3 * 4 * d / 256)
+    m = tiny(mlp="swiglu", bias=False)
+    mlp, x = m.transformer.h[0].mlp, torch.randn(3, 32)
+    w, v = mlp.c_fc.weight.chunk(2)
+    ref = (torch.nn.functional.silu(x @ w.T) * (x @ v.T)) @ mlp.c_proj.weight.T
+    torch.testing.assert_close(mlp(x), ref)
+
+
+def test_softcap_and_tying():
+    capped = tiny(logit_softcap=2.0)
+    plain = tiny(logit_softcap=None)
+    _randomise(plain, std=1.0)
+    capped.load_state_dict(plain.state_dict())
+    idx = torch.randint(0, 61, (2, 8))
+    raw = plain(idx)
+    assert raw.abs().max() > 4  # the cap is active
+    torch.testing.assert_close(capped(idx), 2.0 * torch.tanh(raw / 2.0))
+    assert plain.lm_head.weight is plain.transformer.wte.weight is plain.output_embedding()
+    untied = tiny(tie_embeddings=False)
+    assert untied.lm_head.weight is not untied.transformer.wte.weight
+    assert untied.output_embedding() is untied.lm_head.weight
+
+
+def test_dropout_only_in_training():
+    m = tiny(dropout=0.5)
+    idx = torch.randint(0, 61, (2, 8))
+    torch.testing.assert_close(m(idx), m(idx))
+    m.train()
+    assert not torch.allclose(m(idx), m(idx))
+
+
+# ---------------------------------------------------------------------------------------------- generate
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_cached_generation_equals_uncached_greedy(variant):
+    m = tiny(**VARIANTS[variant])
+    _randomise(m, std=0.5)  # peaked distributions: ties in argmax would make the comparison meaningless
+    idx = torch.randint(0, 61, (2, 5))
+    out = m.generate(idx, max_new_tokens=20, temperature=0)  # runs past block_size=16: cache refills
+    ref = idx
+    for _ in range(20):
+        logits = m(ref[:, -16:])[:, -1]
+        ref = torch.cat([ref, logits.argmax(-1, keepdim=True)], dim=1)
+    assert torch.equal(out, ref)
+    assert torch.equal(m.generate(idx, 20, temperature=1.0, top_k=1), ref)  # top-1 sampling is greedy
+
+
+def test_kv_cache_chunked_prefill_equals_full_forward():
+    """A prompt fed in chunks through the cache (T > 1 with past keys: explicit offset mask) = one forward."""
+    from model import KVCache
+
+    m = tiny(**VARIANTS["mqa_rope_dyt"])
+    idx = torch.randint(0, 61, (2, 14))
+    kv = KVCache(m.config.n_layer, m.config.block_size)
+    chunks = [m(idx[:, a:b], kv) for a, b in ((0, 5), (5, 6), (6, 14))]
+    torch.testing.assert_close(torch.cat(chunks, dim=1), m(idx), atol=1e-5, rtol=1e-5)
+
+
+def test_sampling_is_seeded_and_stops():
+    m = tiny()
+    idx = torch.zeros(3, 1, dtype=torch.long)
+    torch.manual_seed(5)
+    a = m.generate(idx, 12, temperature=1.5, top_k=10)
+    torch.manual_seed(5)
+    assert torch.equal(m.generate(idx, 12, temperature=1.5, top_k=10), a) and a.shape == (3, 13)
+    stops = [int(a[0, 4]), int(a[1, 2]), int(a[2, 6])]  # every row samples one of these within 6 steps
+    end = max(int((torch.isin(row[1:], torch.tensor(stops))).nonzero()[0]) + 2 for row in a)
+    torch.manual_seed(5)
+    c = m.generate(idx, 12, temperature=1.5, top_k=10, stop_tokens=stops)
+    assert torch.equal(c, a[:, :end])  # stopped right after the last row reached a stop token
+
+
+# ---------------------------------------------------------------------------------------------- init, counts
+
+def test_init_normal_and_xavier():
+    L, d = 4, 256
+    base = dict(vocab_size=2000, block_size=64, n_layer=L, n_head=4, n_embd=d)
+    m = GPT(GPTConfig(**base))
+    h = m.transformer.h[0]
+    assert h.attn.c_attn.weight.std().item() == pytest.approx(0.02, rel=0.05)
+    assert m.transformer.wpe.weight.std().item() == pytest.approx(0.02, rel=0.05)
+    for w in (h.attn.c_proj.weight, h.mlp.c_proj.weight):
+        assert w.std().item() == pytest.approx(0.02 / math.sqrt(2 * L), rel=0.05)
+    assert h.attn.c_attn.bias.abs().max() == 0 and h.ln_1.weight.min() == 1
+    m = GPT(GPTConfig(**base, init="xavier", mlp="swiglu", tie_embeddings=False, pos="rope", bias=False))
+    h, hidden = m.transformer.h[0], 768
+    assert h.attn.c_attn.weight.std().item() == pytest.approx(math.sqrt(2 / (d + 3 * d)), rel=0.05)
+    for half in h.mlp.c_fc.weight.chunk(2):  # W and V initialised as separate layers, as in the OEC code
+        assert half.std().item() == pytest.approx(math.sqrt(2 / (d + hidden)), rel=0.05)
+    assert h.mlp.c_proj.weight.std().item() == pytest.approx(math.sqrt(2 / (d + hidden)), rel=0.05)
+    assert h.attn.c_proj.weight.std().item() == pytest.approx(0.02 / math.sqrt(2 * L), rel=0.05)
+    assert m.transformer.wte.weight.std().item() == pytest.approx(d ** -0.5, rel=0.05)
+    assert m.lm_head.weight.std().item() == pytest.approx(math.sqrt(2 / (d + 2000)), rel=0.05)
+
+
+def test_meta_device_init():
+    cfg = GPTConfig(**(TINY | dict(pos="rope", norm="dyt", norm_alpha0=0.8)))
+    with torch.device("meta"):
+        m = GPT(cfg)
+    m.to_empty(device="cpu")
+    m.init_weights()
+    ref = GPT(cfg)
+    torch.testing.assert_close(m.rope_cos, ref.rope_cos)
+    assert m.transformer.h[0].ln_1.alpha.item() == pytest.approx(0.8)
+    assert torch.isfinite(m(torch.randint(0, 61, (1, 16)))).all()
+
+
+def test_num_params_and_flops():
+    tied, untied = tiny(), tiny(tie_embeddings=False)
+    V, C, T, L = 61, 32, 16, 2
+    total = sum(p.numel() for p in tied.parameters())
+    assert tied.num_params(non_embedding=False) == total
+    assert tied.num_params() == total - T * C  # wpe only: tied wte is also the head
+    assert untied.num_params(non_embedding=False) == total + V * C
+    assert untied.num_params() == total - T * C  # untied: wte is a lookup; lm_head counts
+    assert tied.flops_per_token() == 6 * tied.num_params() + 12 * L * T * C
+    peak = device_peak_flops("cpu")
+    assert peak > 1e8 and device_peak_flops("cpu") == peak  # measured once, cached
+    assert tied.estimate_mfu(1000.0, "cpu") == pytest.approx(tied.flops_per_token() * 1000.0 / peak)
+    assert set(model_module.PEAK_FLOPS) >= {"A100", "H100", "H200", "B200"}
+
+
+def test_presets_published_shapes():
+    """GPT-SW3 totals from tokenizer_gptsw3.md §8; GPT-2 124M; OEC sizes count all but the input embedding."""
+    expected = {"gpt-sw3-126m": 135.8e6, "gpt-sw3-356m": 369.9e6, "gpt-sw3-1.3b": 1.344e9,
+                "gpt-sw3-6.7b": 6.715e9, "gpt-sw3-20b": 20.34e9, "gpt-sw3-40b": 39.20e9,
+                "gpt2": 124.4e6, "coupled-adam-355m": 354.6e6}
+    oec = {"oec-16m": 16e6, "oec-29m": 29e6, "oec-57m": 57e6, "oec-109m": 109e6, "oec-221m": 221e6}
+    assert len(PRESETS) == 17
+    for name, kw in PRESETS.items():
+        with torch.device("meta"):
+            m = GPT(GPTConfig(**kw))
+        if name in expected:
+            assert m.num_params(non_embedding=False) == pytest.approx(expected[name], rel=2e-3), name
+        if name in oec:
+            assert m.num_params() == pytest.approx(oec[name], rel=0.05), name
+            assert (m.config.pos, m.config.mlp, m.config.qk_norm, m.config.bias, m.config.tie_embeddings,
+                    m.config.init, m.config.n_head) == ("rope", "swiglu", True, False, False, "xavier", 4)
+    assert PRESETS["dyisru-760m"]["norm"] == "dyisru_sp"
+
+
+# ---------------------------------------------------------------------------------------------- Hugging Face
+
+@pytest.mark.parametrize("act, tie", [("gelu_new", True), ("gelu", False)])
+def test_from_hf_matches_transformers(tmp_path, act, tie):
+    transformers = pytest.importorskip("transformers")
+    hc = transformers.GPT2Config(vocab_size=61, n_positions=16, n_embd=32, n_layer=2, n_head=4,
+                                 bos_token_id=0, eos_token_id=0, activation_function=act,
+                                 tie_word_embeddings=tie)
+    hf = transformers.GPT2LMHeadModel(hc).eval()
+    torch.manual_seed(3)
+    with torch.no_grad():
+        for p in hf.parameters():
+            p.add_(torch.randn_like(p) * 0.3)  # random biases and LN params too
+    hf.save_pretrained(tmp_path / "safetensors")
+    (tmp_path / "bin").mkdir()
+    (tmp_path / "bin" / "config.json").write_text((tmp_path / "safetensors" / "config.json").read_text())
+    torch.save(hf.state_dict(), tmp_path / "bin" / "pytorch_model.bin")
+    idx = torch.randint(0, 61, (2, 16))
+    with torch.no_grad():
+        ref = hf(idx).logits
+    for folder in ("safetensors", "bin"):
+        ours = GPT.from_hf(tmp_path / folder).eval()
+        assert ours.config.mlp == ("gelu_tanh" if act == "gelu_new" else "gelu")
+        assert ours.config.tie_embeddings == tie
+        with torch.no_grad():
+            assert (ours(idx) - ref).abs().max().item() <= 1e-4
+
+
+@pytest.mark.parametrize("kw", [dict(), dict(bias=False, tie_embeddings=False, mlp="gelu")])
+def test_save_hf_loads_in_transformers(tmp_path, kw):
+    transformers = pytest.importorskip("transformers")
+    m = tiny(**(dict(mlp="gelu_tanh") | kw))
+    _randomise(m)
+    m.save_hf(tmp_path)
+    hf = transformers.GPT2LMHeadModel.from_pretrained(tmp_path).eval()
+    idx = torch.randint(0, 61, (2, 16))
+    with torch.no_grad():
+        assert (hf(idx).logits - m(idx)).abs().max().item() <= 1e-4
+    assert (hf.lm_head.weight is hf.transformer.wte.weight) == m.config.tie_embeddings
+    back = GPT.from_hf(tmp_path).eval()  # and back again
+    torch.testing.assert_close(back(idx), m(idx))
+
+
+def test_hf_bad_input(tmp_path):
+    with pytest.raises(ValueError, match=r"norm='rmsnorm'.*pos='rope'.*mlp='swiglu'"):
+        tiny(norm="rmsnorm", pos="rope", mlp="swiglu").save_hf(tmp_path / "x")
+    with pytest.raises(FileNotFoundError, match="config.json"):
+        GPT.from_hf(tmp_path / "missing")
+    tiny().save_hf(tmp_path / "ok")
+    (tmp_path / "ok" / "model.safetensors").unlink()
+    with pytest.raises(FileNotFoundError, match="model.safetensors or pytorch_model.bin"):
+        GPT.from_hf(tmp_path / "ok")

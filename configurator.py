@@ -34,9 +34,9 @@ class ConfigError(ValueError):
 
 
 def config_keys(namespace: dict) -> dict:
-    """The config-like names of a module namespace: public, plain-data values."""
+    """The config-like names of a module namespace: public, plain-data values (ALL_CAPS constants excluded)."""
     return {k: v for k, v in namespace.items()
-            if not k.startswith("_") and isinstance(v, _SIMPLE) and k not in _SWEEP_NAMES}
+            if not k.startswith("_") and not k.isupper() and isinstance(v, _SIMPLE) and k not in _SWEEP_NAMES}
 
 
 def configure(namespace: dict, argv: list[str], source: str | None = None, exit_on_error: bool = True) -> dict:
@@ -113,7 +113,7 @@ def script_defaults(path: str) -> dict:
                 value = ast.literal_eval(node.value)
             except ValueError:
                 value = None  # computed at run time (e.g. from other keys): a key of unknown type
-            if not name.startswith("_") and isinstance(value, _SIMPLE):
+            if not name.startswith("_") and not name.isupper() and isinstance(value, _SIMPLE):
                 out[name] = value
     return out
 

@@ -500,8 +500,9 @@ def _measured_peak_flops(device: str) -> float:
     """Best FLOP/s of a square matmul (fp32 on CPU, bf16 on GPU), measured once per device."""
     dev = torch.device(device)
     n, dtype = (1024, torch.float32) if dev.type == "cpu" else (8192, torch.bfloat16)
-    a = torch.randn(n, n, device=dev, dtype=dtype)
-    b = torch.randn(n, n, device=dev, dtype=dtype)
+    g = torch.Generator(dev).manual_seed(0)  # own generator: measuring must not shift the training RNG
+    a = torch.randn(n, n, device=dev, dtype=dtype, generator=g)
+    b = torch.randn(n, n, device=dev, dtype=dtype, generator=g)
     best = float("inf")
     for _ in range(6):
         if dev.type == "cuda":

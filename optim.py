@@ -102,7 +102,8 @@ def configure_optimizer(model: nn.Module, optimizer: str = "adamw", learning_rat
 
     Groups: 2-D weights except embeddings get `weight_decay`; norms, biases, scalars (DyT alpha), the token and
     position embeddings and the output embedding (lm_head) get none.
-    optimizer='adamw': torch AdamW, fused on CUDA, foreach elsewhere.
+    optimizer='adamw': torch AdamW, fused on CUDA, torch's default implementation elsewhere (on CPU the
+    single-tensor path measured about 2x faster than foreach for a 12M-parameter model).
     optimizer='coupled_adam': one CoupledAdam; only the token embedding model.transformer.wte.weight (the lm_head
     too when tied) is in a coupled=True group (no decay), as in the authors' code (coupled_adam.md §2.3); the
     other groups have coupled=False, i.e. plain AdamW.
@@ -121,7 +122,7 @@ def configure_optimizer(model: nn.Module, optimizer: str = "adamw", learning_rat
     groups = [dict(params=decay, weight_decay=weight_decay), dict(params=no_decay, weight_decay=0.0)]
     if optimizer == "adamw":
         fused = device_type == "cuda"
-        return torch.optim.AdamW(groups, lr=learning_rate, betas=betas, eps=eps, fused=fused, foreach=not fused)
+        return torch.optim.AdamW(groups, lr=learning_rate, betas=betas, eps=eps, fused=fused, foreach=False if fused else None)
     groups = [dict(g, coupled=False) for g in groups]
     groups.append(dict(params=[p for _, p in named if id(p) in coupled_ids], weight_decay=0.0, coupled=True))
     return CoupledAdam(groups, lr=learning_rate, betas=betas, eps=eps, avg_scale=coupled_adam_avg_scale)

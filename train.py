@@ -65,6 +65,7 @@ wandb_run_name = 'run'
 # data
 dataset = 'shakespeare'  # folder data_root/<dataset>; prepared on first use when data.py knows the name
 data_root = 'data'
+tokenizer = ''  # '' = the dataset's own (a SentencePiece BPE trained by data.py) | 'gpt2' | 'cl100k_base' | x.model
 gradient_accumulation_steps = 1  # micro-steps per step over ALL ranks (nanoGPT: divided by world size)
 batch_size = 16  # micro-batch size per rank, in sequences
 block_size = 128  # context length in tokens
@@ -93,7 +94,7 @@ mu_centering = False  # subtract the row mean from the output embedding after ev
 # optimizer
 optimizer = 'adamw'  # 'adamw' | 'coupled_adam' (Coupled Adam on the token embedding only)
 learning_rate = 2e-3  # max learning rate
-max_iters = 250  # total optimizer steps
+max_iters = 500  # total optimizer steps
 weight_decay = 0.1
 beta1 = 0.9
 beta2 = 0.95
@@ -103,7 +104,7 @@ coupled_adam_avg_scale = 1.0  # Coupled Adam: scale of the averaged second momen
 decay_lr = True  # nanoGPT key: False = constant learning_rate (same as schedule='constant')
 schedule = 'cosine'  # 'cosine' | 'wsd' | 'constant'; all with linear warmup
 warmup_iters = 30  # steps of linear warmup
-lr_decay_iters = 250  # cosine: steps until min_lr (~ max_iters per Chinchilla)
+lr_decay_iters = 500  # cosine: steps until min_lr (~ max_iters per Chinchilla)
 min_lr = 2e-4  # ~ learning_rate/10 per Chinchilla
 wsd_decay_frac = 0.2  # wsd: fraction of max_iters spent decaying at the end
 # system
@@ -353,7 +354,7 @@ def log_metrics(rec: dict) -> None:
 
 def write_summary(finished: bool, diverged: bool) -> None:
     if master:
-        final = {k: v for k, v in last_eval.items() if k not in ('step', 'tokens')}  # + the final diagnostics
+        final = {k: v for k, v in last_eval.items() if k not in ('step', 'tokens', 'train_loss', 'val_loss')}
         summary = dict(finished=finished, diverged=diverged, final_train_loss=last_eval.get('train_loss'),
                        final_val_loss=last_eval.get('val_loss'), best_val_loss=best_val_loss,
                        tokens=tokens_seen, wall_time_s=wall_time(), step=iter_num,
@@ -406,11 +407,11 @@ elif init_from == 'finetune':
 data_dir = Path(data_root) / dataset
 if init_from == 'finetune':  # the tokenizer and validation data of the pretraining run
     data_dir = Path(pre_ckpt['config']['data_root']) / pre_ckpt['config']['dataset']
-if master and not (data_dir / 'train.bin').is_file():
+if master and init_from != 'finetune':  # cheap when the folder is already prepared with this tokenizer
     try:
-        data.prepare_dataset(dataset, data_root=data_root)
+        data.prepare_dataset(dataset, data_root=data_root, tokenizer=tokenizer or None)
     except (ValueError, FileNotFoundError) as e:
-        _fail(f"dataset folder {data_dir} has no train.bin and data.py cannot prepare {dataset!r}: {e}")
+        _fail(f"cannot prepare dataset {dataset!r} in {data_dir}: {e}")
 if world_size > 1:
     dist.barrier()
 meta = data.load_meta(data_dir)
@@ -499,6 +500,7 @@ model.to(device)
 raw_model = model  # the GPT itself (its parameters are DTensor shards under FSDP2): state dicts, generate
 if parallelism == 'ddp':
     model = DDP(model, device_ids=[torch.device(device).index] if device_type == 'cuda' else None)
+ddp_model = model  # the DDP wrapper itself (compile wraps it below): its gradient-sync switch
 opt = optim.configure_optimizer(raw_model, optimizer=optimizer, learning_rate=learning_rate,
                                 weight_decay=weight_decay, betas=(beta1, beta2),
                                 coupled_adam_avg_scale=coupled_adam_avg_scale, device_type=device_type)
@@ -598,7 +600,7 @@ while True:
         x, y = loader.next_batch()
         last_micro = micro_step == grad_accum - 1
         if parallelism == 'ddp':  # sync gradients only on the last micro-step (nanoGPT)
-            model.require_backward_grad_sync = last_micro
+            ddp_model.require_backward_grad_sync = last_micro
         elif parallelism == 'fsdp':
             raw_model.set_requires_gradient_sync(last_micro)
         with autocast:

@@ -189,7 +189,7 @@ def test_bad_config_fails_before_any_work(tmp_path, data_root):
     _fails(tmp_path, data_root, r"model_preset='gpt5' is unknown", model_preset='gpt5')
     _fails(tmp_path, data_root, r"ckpt.pt does not exist", init_from='resume')
     _fails(tmp_path, data_root, r"1 x 9999 = 9999 are needed per step", batch_size=9999)
-    _fails(tmp_path, data_root, r"has no train.bin and data.py cannot prepare 'nope'", dataset='nope')
+    _fails(tmp_path, data_root, r"cannot prepare dataset 'nope'.*python data.py prepare", dataset='nope')
     _fails(tmp_path, data_root, r"wsd schedule", schedule='wsd', wsd_decay_frac=0.0)
 
 

@@ -25,7 +25,7 @@ from collections import defaultdict
 from pathlib import Path
 
 CONFLICT = "???"  # label of a span the annotators disagree on (x-annotate, ner.md §3)
-O = "O"           # "no span here" in the aligned span units
+O = "O"  # noqa: E741 (the tag name) -- "no span here" in the aligned span units
 _COLUMNS = ("f1", "f1_partial", "cohen_kappa", "fleiss_kappa", "n_units")  # per label / per document
 
 Report = dict[str, list[tuple[str, str]]]  # kind -> [(document id, detail)]

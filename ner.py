@@ -24,9 +24,9 @@ from torch.nn import functional as F
 from tqdm import tqdm
 
 import nerdata
-from model import BertForTokenClassification
 from configurator import configure
 from losses import IGNORE_INDEX
+from model import BertForTokenClassification
 from nerdata import Example, Issues
 from optim import FINE_TUNING_PRESETS, AdaptiveFineTuning
 

@@ -13,7 +13,6 @@ import math
 import torch
 from torch import Tensor, nn
 
-
 # -----------------------------------------------------------------------------
 # Coupled Adam
 
@@ -122,7 +121,8 @@ def configure_optimizer(model: nn.Module, optimizer: str = "adamw", learning_rat
     groups = [dict(params=decay, weight_decay=weight_decay), dict(params=no_decay, weight_decay=0.0)]
     if optimizer == "adamw":
         fused = device_type == "cuda"
-        return torch.optim.AdamW(groups, lr=learning_rate, betas=betas, eps=eps, fused=fused, foreach=False if fused else None)
+        return torch.optim.AdamW(groups, lr=learning_rate, betas=betas, eps=eps, fused=fused,
+                                 foreach=False if fused else None)
     groups = [dict(g, coupled=False) for g in groups]
     groups.append(dict(params=[p for _, p in named if id(p) in coupled_ids], weight_decay=0.0, coupled=True))
     return CoupledAdam(groups, lr=learning_rate, betas=betas, eps=eps, avg_scale=coupled_adam_avg_scale)

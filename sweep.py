@@ -223,8 +223,10 @@ def dry_run(config: str, runs: list[dict], sweep_dir: Path, nproc_per_node: int)
         if run_status(run_dir) in _DONE:
             done += 1
             continue
-        print(shlex.join(["torchrun", "--standalone", f"--nproc_per_node={nproc_per_node}", "train.py",
-                          *_command(config, run, run_dir)]))
+        args = _command(config, run, run_dir)
+        if not any(a.startswith("--parallelism") for a in args) and "parallelism" not in read_config_file(config):
+            args.append("--parallelism=ddp")  # train.py refuses a multi-process launch without a parallelism
+        print(shlex.join(["torchrun", "--standalone", f"--nproc_per_node={nproc_per_node}", "train.py", *args]))
     print(f"# {len(runs) - done} runs to go, {done} finished or diverged (skipped)")
 
 

@@ -31,8 +31,8 @@ sys.path.insert(0, str(ROOT))
 
 import ner  # noqa: E402
 import nerdata  # noqa: E402
-from model import BertForTokenClassification  # noqa: E402
 from configurator import configure  # noqa: E402
+from model import BertForTokenClassification  # noqa: E402
 
 n_train = 256  # WNUT-17 train sentences used for fine-tuning
 n_dev = 256  # WNUT-17 dev sentences for F1 and inference
@@ -255,7 +255,8 @@ def main() -> None:
     pair = res["train_pair"]
     print(f"same batches, no dropout, interleaved (1 epoch): ours {pair['ours_examples_per_sec']:.1f} ex/s, "
           f"HF {pair['hf_examples_per_sec']:.1f} ex/s, ratio "
-          f"{pair['ours_examples_per_sec'] / pair['hf_examples_per_sec']:.2f}x, max |loss diff| {pair['max_loss_diff']:.1e}")
+          f"{pair['ours_examples_per_sec'] / pair['hf_examples_per_sec']:.2f}x, "
+          f"max |loss diff| {pair['max_loss_diff']:.1e}")
     i_o, i_h, i_p = res["infer_ours"], res["infer_hf"], res["infer_pipe"]
     print(f"inference    ours {i_o['sentences_per_sec']:8.1f} sent/s  HF loop {i_h['sentences_per_sec']:8.1f} "
           f"({i_o['sentences_per_sec'] / i_h['sentences_per_sec']:.2f}x)  pipeline {i_p['sentences_per_sec']:8.1f} "

@@ -3,7 +3,8 @@
 #   --z_loss=1e-4 | --mu_loss=1e-4 | --mu_centering=True ; sweep --learning_rate over 1e-3 ... 3e-1
 # launch (the paper used 4 GPUs): torchrun --standalone --nproc_per_node=4 train.py config/oec_16m.py --parallelism=ddp
 # batch: 16 sequences x 2048 tokens x 4 micro-steps (global; 1 per GPU on 4 GPUs) = 131,072 tokens/step
-# -> 13.1B tokens in 100k steps (FineWeb, GPT-2 tokenizer: python data.py prepare --dataset=fineweb --tokenizer=gpt2 ...)
+# -> 13.1B tokens in 100k steps (FineWeb, GPT-2 tokenizer:
+#    python data.py prepare --dataset=fineweb --tokenizer=gpt2 ...)
 out_dir = 'out-oec-16m'
 dataset = 'fineweb'
 model_preset = 'oec-16m'  # 6 layers / 224 wide / 4 heads, block 2048

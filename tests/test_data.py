@@ -8,8 +8,17 @@ import pytest
 import torch
 
 import data
-from data import (ChatLoader, SequentialLoader, dataset_tokenizer, format_chat, get_batch, load_chat_jsonl,
-                  load_meta, load_tokens, prepare_dataset)
+from data import (
+    ChatLoader,
+    SequentialLoader,
+    dataset_tokenizer,
+    format_chat,
+    get_batch,
+    load_chat_jsonl,
+    load_meta,
+    load_tokens,
+    prepare_dataset,
+)
 from losses import IGNORE_INDEX
 from tokenizer import get_tokenizer, normalize
 

@@ -13,7 +13,6 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from test_train import TINY, _losses, _metrics, _write_bytes_dataset, run_train
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -7,8 +7,17 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from losses import (IGNORE_INDEX, compute_loss, cross_entropy, embedding_diagnostics, logit_diagnostics, mu_loss,
-                    softcap, unigram_log_probs, z_loss)
+from losses import (
+    IGNORE_INDEX,
+    compute_loss,
+    cross_entropy,
+    embedding_diagnostics,
+    logit_diagnostics,
+    mu_loss,
+    softcap,
+    unigram_log_probs,
+    z_loss,
+)
 
 
 def _random_batch(B=3, T=5, V=11, seed=0, scale=3.0):

@@ -197,9 +197,11 @@ def test_seeded_splits_and_fractions():
     items = list(range(100))
     a = nerdata.split_examples(items, (0.8, 0.1, 0.1), seed=1)
     assert [len(x) for x in a] == [80, 10, 10] and sorted(sum(a, [])) == items
-    assert a == nerdata.split_examples(items, (0.8, 0.1, 0.1), seed=1) != nerdata.split_examples(items, (0.8, 0.1, 0.1), 2)
+    assert a == nerdata.split_examples(items, (0.8, 0.1, 0.1), seed=1)
+    assert a != nerdata.split_examples(items, (0.8, 0.1, 0.1), 2)
     sub = nerdata.subsample(items, 0.05, seed=3)
-    assert len(sub) == 5 and sub == nerdata.subsample(items, 0.05, seed=3) and len(nerdata.subsample(items, 0.001, 0)) == 1
+    assert len(sub) == 5 and sub == nerdata.subsample(items, 0.05, seed=3)
+    assert len(nerdata.subsample(items, 0.001, 0)) == 1
 
 
 # ----------------------------------------------------------------------------- schemes
@@ -421,7 +423,8 @@ def test_train_evaluate_predict_cli(tiny_bert, tmp_path, capsys):
     assert first[:2] == [test[0].words[0], "B-ORG"] and len(first) == 3
 
     (tmp_path / "in.txt").write_text("maria lives in  kiruna\n\nerik lives in visby with anna\n")
-    ner.main(["predict", f"--model={out / 'model'}", f"--input={tmp_path / 'in.txt'}", f"--output={tmp_path / 'p.jsonl'}"])
+    ner.main(["predict", f"--model={out / 'model'}", f"--input={tmp_path / 'in.txt'}",
+              f"--output={tmp_path / 'p.jsonl'}"])
     docs = nerdata.read_jsonl(tmp_path / "p.jsonl")
     assert [(t["token"], t["tag"]) for t in docs[0]["tags"]] == [("maria", "PER"), ("kiruna", "LOC")]
     ner.main(["predict", f"--model={out / 'model'}", f"--input={tmp_path / 'p.jsonl'}",

@@ -7,9 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from optim import (FINE_TUNING_PRESETS, AdaptiveFineTuning, CoupledAdam, configure_optimizer, get_lr,
-                   mu_centering_)
-
+from optim import FINE_TUNING_PRESETS, AdaptiveFineTuning, CoupledAdam, configure_optimizer, get_lr, mu_centering_
 
 # -----------------------------------------------------------------------------
 # Coupled Adam

@@ -108,7 +108,7 @@ def test_refuses_a_folder_with_another_grid(tmp_path, fake_train, capsys):
     assert len(lines) == 7 and lines[-1] == "# 6 runs to go, 0 finished or diverged (skipped)"
     assert shlex.split(lines[0]) == ["torchrun", "--standalone", "--nproc_per_node=8", "train.py",
                                      "config/lr_sweep.py", "--learning_rate=0.01",
-                                     "--out_dir=sw/learning_rate=0.01,variant=baseline"]
+                                     "--out_dir=sw/learning_rate=0.01,variant=baseline", "--parallelism=ddp"]
     with pytest.raises(SystemExit, match=r"sw holds a sweep with another grid .* --sweep_dir=<new folder>"):
         sweep.main([_config(tmp_path, GRID.replace("1.0]", "3.0]")), "--sweep_dir=sw"])
     with pytest.raises(SystemExit, match=r"another overrides"):

@@ -634,6 +634,14 @@ def write_outputs(out_dir: str, kept: list[dict], removed: list[dict], report: d
             for rec in recs:
                 f.write(json.dumps(rec, ensure_ascii=False) + "\n")
     (d / "report.json").write_text(json.dumps(report, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    # the kept documents once more, one folder per language: data.py's `sources=DIR/kept` layout
+    by_lang: dict[str, list[dict]] = {}
+    for rec in kept:
+        by_lang.setdefault(rec.get("lang") or "und", []).append(rec)
+    for lang, recs in by_lang.items():
+        (d / "kept" / lang).mkdir(parents=True, exist_ok=True)
+        with open(d / "kept" / lang / "kept.jsonl", "w", encoding="utf-8") as f:
+            f.writelines(json.dumps(rec, ensure_ascii=False) + "\n" for rec in recs)
 
 
 def main(argv: list[str] | None = None) -> dict:

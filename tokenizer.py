@@ -14,6 +14,7 @@ import base64
 import csv
 import gzip
 import hashlib
+import json
 import os
 import re
 import string
@@ -74,7 +75,7 @@ def normalize(text: str) -> str:
 
 
 def read_documents(path: str | Path, on_bad_input: str = "stop") -> tuple[list[str], int]:
-    """Non-empty lines of a UTF-8 file -> (documents, number of skipped bad lines).
+    """Non-empty lines of a UTF-8 file -> (documents, number of skipped bad lines); for .jsonl, their 'text'.
     A line that is not UTF-8 or holds a NUL byte (binary data) stops with an error naming the file and
     byte offset, or is skipped and counted when on_bad_input='skip'."""
     if on_bad_input not in ("stop", "skip"):
@@ -99,6 +100,12 @@ def read_documents(path: str | Path, on_bad_input: str = "stop") -> tuple[list[s
             skipped, skipped_bytes = skipped + 1, skipped_bytes + len(raw)
             line = ""
         offset += len(raw) + 1
+        if line.strip() and path.suffix == ".jsonl":  # one {"text": ...} document per line
+            try:
+                line = json.loads(line)["text"]
+            except (json.JSONDecodeError, KeyError, TypeError):
+                raise ValueError(f"{path}: line {lineno}: not a JSON object with a 'text' field; fix the "
+                                 f"line or give the text as a .txt file") from None
         if line.strip():
             docs.append(line.rstrip("\r"))
     if skipped:

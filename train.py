@@ -69,7 +69,7 @@ wandb_run_name = 'run'
 # data
 dataset = 'shakespeare'  # folder data_root/<dataset>; prepared on first use when data.py knows the name
 data_root = 'data'
-tokenizer = ''  # '' = the dataset's own (a SentencePiece BPE trained by data.py) | 'gpt2' | 'cl100k_base' | x.model
+tokenizer = ''  # '' = the prepared folder's (new folders: data.py trains a BPE) | 'gpt2' | 'cl100k_base' | x.model
 gradient_accumulation_steps = 1  # micro-steps per step over ALL ranks (nanoGPT: divided by world size)
 batch_size = 16  # micro-batch size per rank, in sequences
 block_size = 128  # context length in tokens
@@ -411,7 +411,8 @@ elif init_from == 'finetune':
 data_dir = Path(data_root) / dataset
 if init_from == 'finetune':  # the tokenizer and validation data of the pretraining run
     data_dir = Path(pre_ckpt['config']['data_root']) / pre_ckpt['config']['dataset']
-if master and init_from != 'finetune':  # cheap when the folder is already prepared with this tokenizer
+if master and init_from != 'finetune' and (tokenizer or not (data_dir / 'train.bin').is_file()):
+    # a given tokenizer re-prepares the folder only when it differs (data.py compares recipes)
     try:
         data.prepare_dataset(dataset, data_root=data_root, tokenizer=tokenizer or None)
     except (ValueError, FileNotFoundError) as e:
@@ -450,6 +451,7 @@ if block_size > model_args['block_size']:
           f"--block_size={model_args['block_size']} or less")
 _resolved = {k: v for k, v in model_args.items() if k in config and k != 'block_size'}
 config.update(_resolved, block_size=block_size)  # config.json shows what the run used
+config['tokenizer_spec'] = tok.name if tok else None  # the tokenizer actually used (sample.py reads it)
 globals().update(_resolved)
 try:
     GPTConfig(**model_args)

@@ -247,6 +247,9 @@ def test_pipeline_outputs_and_report(corpus, tmp_path, capsys):
     sv, da = str(corpus / "sv.txt"), str(corpus / "da" / "web.jsonl")
     why = {r["id"]: r for r in removed}
     assert [r["id"] for r in kept] == [f"{sv}:1", f"{sv}:2", f"{sv}:7", "a", f"{da}:4"]
+    by_lang = {p.parent.name: [json.loads(x)["id"] for x in p.read_text(encoding="utf-8").splitlines()]
+               for p in (out / "kept").glob("*/kept.jsonl")}  # data.py's sources=<out>/kept layout
+    assert by_lang == {lang: [r["id"] for r in kept if r["lang"] == lang] for lang in ("sv", "da", "nb")}
     assert {r["lang"] for r in kept} == {"sv", "da", "nb"}
     assert kept[2]["text"] == unicodedata.normalize("NFC", kept[2]["text"])
     assert "\u200b" not in kept[2]["text"]

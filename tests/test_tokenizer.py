@@ -1,5 +1,6 @@
 """Tests for tokenizer.py: GPT-SW3 recipe (tokenizer_gptsw3.md §2-§4), offline tiktoken, §6 metrics."""
 import csv
+import json
 import random
 import string
 import sys
@@ -145,6 +146,16 @@ def test_vocab_too_large_for_text(tmp_path):
         train_tokenizer([str(f)], 5000, str(tmp_path / "t"))
     with pytest.raises(ValueError, match="unknown field name \"vocab_sizee\".*check the --key value"):
         train_tokenizer([str(f)], 300, str(tmp_path / "t"), vocab_sizee=300)
+
+
+def test_jsonl_input_reads_the_text_field(corpus, tmp_path):
+    docs = T.read_documents(corpus["sv"])[0]
+    path = tmp_path / "kept.jsonl"
+    path.write_text("".join(json.dumps({"text": d, "lang": "sv"}) + "\n" for d in docs), encoding="utf-8")
+    assert T.read_documents(path)[0] == docs
+    path.write_text('{"txt": "no text field"}\n', encoding="utf-8")
+    with pytest.raises(ValueError, match=r"kept.jsonl: line 1: not a JSON object with a 'text' field"):
+        T.read_documents(path)
 
 
 def test_bad_input_stop_and_skip(corpus, tmp_path):

@@ -633,6 +633,7 @@ while True:
         if not skip_nonfinite:
             last_loss = vals[0]
             write_summary(finished=False, diverged=True)
+            pbar.close()
             raise SystemExit(f"train.py: non-finite loss {vals[0]} (grad norm {grad_norm_v}) at step "
                              f"{iter_num + 1}; stopped without updating the weights; {where}. Lower "
                              f"learning_rate, add z_loss/mu_loss/mu_centering, or set skip_nonfinite=True")

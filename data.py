@@ -118,16 +118,21 @@ def _decode(path: Path, raw: bytes) -> str:
                          f"with one document per line pass on_bad_input='skip'") from None
 
 
-def _parse_jsonl(path: Path, text: str) -> list[str]:
-    docs = []
+def _json_lines(path: Path, text: str):
+    """(line number, record) for each non-empty line; invalid JSON stops with file:line."""
     for lineno, line in enumerate(text.split("\n"), 1):
         if not line.strip():
             continue
         try:
-            record = json.loads(line)
+            yield lineno, json.loads(line)
         except json.JSONDecodeError as e:
             raise ValueError(f"{path}:{lineno}: invalid JSON ({e.msg}, column {e.colno}); fix or delete "
                              f"the line (JSONL = one JSON object per line)") from None
+
+
+def _parse_jsonl(path: Path, text: str) -> list[str]:
+    docs = []
+    for lineno, record in _json_lines(path, text):
         if not isinstance(record, dict) or not isinstance(record.get("text"), str):
             raise ValueError(f"{path}:{lineno}: no string 'text' field; each line must look like "
                              f'{{"text": "..."}}')
@@ -608,14 +613,7 @@ def load_chat_jsonl(path: str | Path) -> list[list[dict]]:
     if not path.is_file():
         raise FileNotFoundError(f"chat file {path} not found")
     out, bad = [], {}
-    for lineno, line in enumerate(_decode(path, path.read_bytes()).split("\n"), 1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{path}:{lineno}: invalid JSON ({e.msg}, column {e.colno}); fix or delete "
-                             f"the line") from None
+    for lineno, record in _json_lines(path, _decode(path, path.read_bytes())):
         problem = _chat_problem(record)
         if problem:
             bad.setdefault(problem, []).append(lineno)

@@ -617,8 +617,12 @@ def save(reason: str, **progress) -> Path | None:
 
 def log_metrics(rec: dict) -> None:
     if master:
-        with open(run_dir / 'metrics.jsonl', 'a') as f:
-            f.write(json.dumps(_clean(rec)) + '\n')
+        try:
+            with open(run_dir / 'metrics.jsonl', 'a') as f:
+                f.write(json.dumps(_clean(rec)) + '\n')
+        except OSError as e:
+            _fail(f"cannot append to {run_dir / 'metrics.jsonl'}: {e.strerror or e}: free disk space or use a "
+                  f"writable --out_dir (resume from {run_dir / CKPT} afterwards)")
         if wandb_log:
             wandb.log(_clean(rec), step=rec['step'])
 

@@ -418,8 +418,10 @@ def test_new_run_never_overwrites_another_runs_folder(tmp_path, data_root):
 PRESET_CASES = [
     ('oec-16m', dict(n_layer=4, n_embd=128, block_size=128, pos='learned', mlp='gelu', qk_norm=False,
                      tie_embeddings=True, init='normal', bias=False, norm='layernorm', n_head=4)),
-    ('gpt2', dict(n_layer=4, n_head=4, n_embd=128, block_size=128, bias=False, mlp='gelu')),
-    ('dyisru-125m', dict(n_layer=4, n_head=4, n_embd=128, block_size=128, norm='layernorm')),
+    pytest.param('gpt2', dict(n_layer=4, n_head=4, n_embd=128, block_size=128, bias=False, mlp='gelu'),
+                 marks=pytest.mark.slow),
+    pytest.param('dyisru-125m', dict(n_layer=4, n_head=4, n_embd=128, block_size=128, norm='layernorm'),
+                 marks=pytest.mark.slow),
 ]
 
 
@@ -427,9 +429,10 @@ def test_preset_cases_cover_every_model_key_a_preset_changes():
     from model import PRESETS
     defaults = configurator.script_defaults(str(ROOT / 'train.py'))
     changed = {k for p in PRESETS.values() for k, v in p.items() if k in defaults and v != defaults[k]}
-    covered = {k for preset, keys in PRESET_CASES for k in keys if PRESETS[preset][k] != keys[k]}
+    cases = [c.values if hasattr(c, 'values') else c for c in PRESET_CASES]
+    covered = {k for preset, keys in cases for k in keys if PRESETS[preset][k] != keys[k]}
     assert changed == covered
-    assert all(v == defaults[k] for _, keys in PRESET_CASES for k, v in keys.items())
+    assert all(v == defaults[k] for _, keys in cases for k, v in keys.items())
 
 
 @pytest.mark.parametrize('preset,keys', PRESET_CASES)

@@ -16,14 +16,14 @@ import math
 import time
 import warnings
 from dataclasses import dataclass
-from functools import cache
 from pathlib import Path
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.distributed.tensor import DTensor, distribute_tensor
 
-from losses import softcap
+from losses import compute_loss, softcap
 from norms import NORMS, make_norm
 
 POS = ("learned", "rope")
@@ -76,6 +76,23 @@ class GPTConfig:
         for key in ("norm_alpha0", "norm_alpha0_attn", "logit_softcap"):
             if getattr(self, key) is not None and getattr(self, key) <= 0:
                 raise ValueError(f"{key}={getattr(self, key)} must be > 0: change {key} (or set it to None)")
+
+
+def _xavier_std(fan_in: int, fan_out: int) -> float:
+    """Xavier/Glorot normal std, sqrt(2 / (fan_in + fan_out)) (Glorot & Bengio 2010, eq. 16; gain 1)."""
+    return math.sqrt(2.0 / (fan_in + fan_out))
+
+
+def _normal_(p: torch.Tensor, std: float) -> None:
+    """Fill p with N(0, std^2) in place. A DTensor (an FSDP2 shard) gets its slice of one whole-tensor draw
+    made identically on every rank (same seed): DTensor's own random ops give every CPU rank the same local
+    draw (torch tracks RNG offsets per shard on CUDA only), and writing through views of a sharded parameter
+    (chunk, slicing) writes into copies. Costs one temporary of the parameter's full size per rank."""
+    if isinstance(p, DTensor):
+        full = torch.empty(p.shape, dtype=p.dtype, device=p.to_local().device).normal_(0.0, std)
+        p.to_local().copy_(distribute_tensor(full, p.device_mesh, p.placements, src_data_rank=None).to_local())
+    else:
+        p.normal_(0.0, std)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -237,31 +254,44 @@ class GPT(nn.Module):
         Both: residual projections c_proj N(0, 0.02/sqrt(2L)) (GPT-2 paper). With 'xavier' and SwiGLU only
         attn.c_proj, because the OEC code's SwiGLU output layer is not named c_proj and so stays Xavier.
         A tied matrix gets the lm_head init (the OEC code initialises lm_head after wte, so it wins).
+        Every weight is drawn whole, never through views of a parameter (see _normal_): under FSDP2 each
+        rank gets its shard of the same draw as one process from the same seed (tests/test_fsdp.py).
         """
         c = self.config
         for name, m in self.named_modules():
             if isinstance(m, nn.Linear):
-                if c.init == "normal":
-                    nn.init.normal_(m.weight, mean=0.0, std=0.02)
-                elif name.endswith("mlp.c_fc") and c.mlp == "swiglu":  # the OEC code has W and V separately
-                    for half in m.weight.chunk(2, dim=0):
-                        nn.init.xavier_normal_(half)
-                else:
-                    nn.init.xavier_normal_(m.weight)
+                _normal_(m.weight, self._linear_std(name, m))
                 if m.bias is not None:
                     nn.init.zeros_(m.bias)
             elif isinstance(m, nn.Embedding):
-                nn.init.normal_(m.weight, mean=0.0, std=0.02 if c.init == "normal" else c.n_embd ** -0.5)
-            elif hasattr(m, "reset_parameters"):  # the norms (norms.py)
+                _normal_(m.weight, 0.02 if c.init == "normal" else c.n_embd ** -0.5)
+            elif hasattr(m, "reset_parameters"):  # the norms (norms.py): constant fills
                 m.reset_parameters()
-        for name, p in self.named_parameters():
-            oec_swiglu_out = c.init == "xavier" and c.mlp == "swiglu" and ".mlp." in name
-            if name.endswith("c_proj.weight") and not oec_swiglu_out:
-                nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * c.n_layer))
         if c.pos == "rope":
             cos, sin = rope_cache(c.n_embd // c.n_head, c.block_size)
             self.rope_cos.copy_(cos)
             self.rope_sin.copy_(sin)
+
+    def _linear_std(self, name: str, m: nn.Linear) -> float:
+        c = self.config
+        oec_swiglu_out = c.init == "xavier" and c.mlp == "swiglu" and ".mlp." in name
+        if name.endswith("c_proj") and not oec_swiglu_out:
+            return 0.02 / math.sqrt(2 * c.n_layer)
+        if c.init == "normal":
+            return 0.02
+        if name.endswith("mlp.c_fc") and c.mlp == "swiglu":
+            # the OEC code has W and V as two (hidden, d) Linears, each Xavier-normal; both halves of our
+            # fused (2*hidden, d) weight have that shape, so one draw with their std is the same init
+            return _xavier_std(m.in_features, m.out_features // 2)
+        return _xavier_std(m.in_features, m.out_features)
+
+    def _apply(self, fn, recurse=True):
+        # to_empty() from the meta device builds one new Parameter per module, untying wte from lm_head
+        # (a 124M GPT-2 would train as 163M): tie them again after any device/dtype conversion
+        super()._apply(fn, recurse)
+        if self.config.tie_embeddings and self.transformer.wte.weight is not self.lm_head.weight:
+            self.transformer.wte.weight = self.lm_head.weight
+        return self
 
     def output_embedding(self) -> nn.Parameter:
         """The output embedding E (V, H) whose rows the OEC/Coupled-Adam methods act on."""
@@ -278,9 +308,20 @@ class GPT(nn.Module):
                 n -= self.transformer.wte.weight.numel()
         return n
 
-    def forward(self, idx: torch.Tensor, kv_cache: KVCache | None = None) -> torch.Tensor:
-        """idx (B, T) token ids -> logits (B, T, V) (soft-capped when config.logit_softcap is set)."""
-        return self._logits(self.hidden_states(idx, kv_cache))
+    def forward(self, idx: torch.Tensor, kv_cache: KVCache | None = None, *, targets: torch.Tensor | None = None,
+                z_loss: float = 0.0, mu_loss: float = 0.0):
+        """idx (B, T) token ids -> logits (B, T, V) (soft-capped when config.logit_softcap is set).
+
+        With targets (B, T) (IGNORE_INDEX = skip): the training loss instead, (total, terms) of
+        losses.compute_loss with these z_loss/mu_loss weights (mu-loss on output_embedding()). Computed in
+        this forward so that torch.compile compiles the loss with the model: under bf16 the (B*T, V) logits
+        are then not upcast and walked eagerly, several times, outside the graph.
+        """
+        logits = self._logits(self.hidden_states(idx, kv_cache))
+        if targets is None:
+            return logits
+        out_emb = self.output_embedding() if mu_loss > 0 else None
+        return compute_loss(logits, targets, out_emb, z_loss=z_loss, mu_loss=mu_loss)
 
     def hidden_states(self, idx: torch.Tensor, kv_cache: KVCache | None = None) -> torch.Tensor:
         B, T = idx.size()
@@ -345,14 +386,19 @@ class GPT(nn.Module):
     # ------------------------------------------------------------------------------------------------
     # FLOPs and MFU
 
-    def flops_per_token(self) -> float:
-        """Training FLOPs per token, 6N + 12*L*T*d (SPEC §2; PaLM appendix B), T = block_size."""
+    def flops_per_token(self, seq_len: int | None = None) -> float:
+        """Training FLOPs per token, 6N + 12*L*T*d (SPEC §2; PaLM, Chowdhery et al. 2022, arXiv:2204.02311,
+        appendix B). T = seq_len, the length of the training windows (default: block_size, the context)."""
         c = self.config
-        return 6 * self.num_params() + 12 * c.n_layer * c.block_size * c.n_embd
+        return 6 * self.num_params() + 12 * c.n_layer * (seq_len or c.block_size) * c.n_embd
 
-    def estimate_mfu(self, tokens_per_sec: float, device: torch.device | str) -> float:
-        """Model FLOPs utilisation: achieved training FLOP/s as a fraction of the device's peak."""
-        return self.flops_per_token() * tokens_per_sec / device_peak_flops(device)
+    def estimate_mfu(self, tokens_per_sec: float, device: torch.device | str, seq_len: int | None = None,
+                     dtype: torch.dtype = torch.float32) -> float:
+        """Model FLOPs utilisation in [0, 1]: achieved training FLOP/s (tokens_per_sec per device) as a
+        fraction of the device's peak (peak_flops). Where the achieved rate exceeds that peak (a CPU peak
+        timed while other jobs ran), the peak is raised to it with a warning: MFU never exceeds 100%."""
+        achieved = self.flops_per_token(seq_len) * tokens_per_sec
+        return achieved / raise_peak_flops(device, dtype, achieved)
 
     # ------------------------------------------------------------------------------------------------
     # Hugging Face GPT2LMHeadModel layout (GPT-2, GPT-SW3): config.json + model.safetensors
@@ -474,44 +520,84 @@ def _read_hf_weights(path: Path) -> dict[str, torch.Tensor]:
 # ----------------------------------------------------------------------------------------------------
 # Peak FLOP/s per device, for MFU
 
-PEAK_FLOPS = {  # dense bf16 tensor-core peak, FLOP/s (NVIDIA datasheets; SXM unless named). First match wins.
-    "A100": 312e12,
-    "H100 PCIe": 756e12,
-    "H100": 989e12,
-    "H200": 989e12,
-    "B200": 2.25e15,
+# Dense bf16 tensor-core peak per GPU, FLOP/s. NVIDIA's datasheets list these "with sparsity" (2:4), i.e.
+# twice the dense rate: H100 SXM / H200 SXM 1979, H100 NVL / H200 NVL 1671, H100 PCIe 1513 TFLOP/s; A100 312
+# dense. Matched against torch.cuda.get_device_name() in this order, first substring wins, so the PCIe/NVL
+# names (and GH200, which contains "H200") come before plain "H100"/"H200" (the SXM parts: "NVIDIA H100 80GB
+# HBM3", "NVIDIA H200").
+PEAK_FLOPS = {
+    "H100 PCIe": 1513e12 / 2,
+    "H100 NVL": 1671e12 / 2,
+    "GH200": 1979e12 / 2,  # Grace Hopper: an H100 (SXM rates)
+    "H200 NVL": 1671e12 / 2,
+    "H100": 1979e12 / 2,  # SXM5
+    "H200": 1979e12 / 2,  # SXM
+    "A100": 312e12,  # SXM4 and PCIe alike
+    "B200": 4.5e15 / 2,
 }
+_PEAKS: dict[tuple[str, torch.dtype], tuple[float, str]] = {}  # (device, dtype) -> (FLOP/s, where from)
 
 
-def device_peak_flops(device: torch.device | str) -> float:
-    """Peak FLOP/s of `device`: the PEAK_FLOPS entry matching the CUDA device name, else measured (cached)."""
+def gpu_peak_flops(name: str) -> float | None:
+    """The PEAK_FLOPS entry for a CUDA device name (first substring match), or None."""
+    return next((flops for key, flops in PEAK_FLOPS.items() if key in name), None)
+
+
+def peak_flops(device: torch.device | str, dtype: torch.dtype = torch.float32) -> tuple[float, str]:
+    """(peak FLOP/s, how it was obtained) for `device`, found once and cached. A listed GPU: its datasheet
+    bf16 peak (also for fp32/TF32 runs, as nanoGPT). Otherwise measured: the best of 10 timed matmuls after a
+    warm-up, in `dtype` on CPU (bf16 on an unlisted GPU). A measured CPU peak is a lower bound of the true
+    one (other jobs share the cores): estimate_mfu raises it when training runs faster."""
     device = torch.device(device)
-    if device.type == "cuda":
-        name = torch.cuda.get_device_name(device)
-        for key, flops in PEAK_FLOPS.items():
-            if key in name:
-                return flops
-        warnings.warn(f"{name} is not in model.PEAK_FLOPS: MFU uses a measured bf16 matmul peak instead")
-    return _measured_peak_flops(str(device))
+    key = (str(device), dtype)
+    if key not in _PEAKS:
+        name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+        flops = gpu_peak_flops(name) if device.type == "cuda" else None
+        if flops is not None:
+            _PEAKS[key] = flops, f"{name}: datasheet dense bf16 peak {flops / 1e12:.1f} TFLOP/s"
+        else:
+            if device.type == "cuda":
+                warnings.warn(f"{name} is not in model.PEAK_FLOPS: MFU uses a measured bf16 matmul peak")
+                dtype = torch.bfloat16
+            flops = _measured_peak_flops(device, dtype)
+            _PEAKS[key] = flops, (f"{name}: measured, best of 10 {str(dtype).removeprefix('torch.')} "
+                                  f"matmuls, {flops / 1e9:.1f} GFLOP/s")
+    return _PEAKS[key]
 
 
-@cache
-def _measured_peak_flops(device: str) -> float:
-    """Best FLOP/s of a square matmul (fp32 on CPU, bf16 on GPU), measured once per device."""
-    dev = torch.device(device)
-    n, dtype = (1024, torch.float32) if dev.type == "cpu" else (8192, torch.bfloat16)
-    g = torch.Generator(dev).manual_seed(0)  # own generator: measuring must not shift the training RNG
-    a = torch.randn(n, n, device=dev, dtype=dtype, generator=g)
-    b = torch.randn(n, n, device=dev, dtype=dtype, generator=g)
+def device_peak_flops(device: torch.device | str, dtype: torch.dtype = torch.float32) -> float:
+    """Peak FLOP/s of `device` (see peak_flops)."""
+    return peak_flops(device, dtype)[0]
+
+
+def raise_peak_flops(device: torch.device | str, dtype: torch.dtype, achieved: float) -> float:
+    """The peak for MFU, raised (with a warning, once per raise) to `achieved` FLOP/s when that is higher:
+    the run itself shows the device reaches it. Returns the peak now in use."""
+    peak, source = peak_flops(device, dtype)
+    if achieved > peak:
+        warnings.warn(f"training ran at {achieved / 1e9:.1f} GFLOP/s, above the peak used for MFU ({source}): "
+                      "the peak is raised to the achieved rate, so MFU reads 100% at most")
+        _PEAKS[(str(torch.device(device)), dtype)] = achieved, f"{source}; raised to the achieved rate"
+        peak = achieved
+    return peak
+
+
+def _measured_peak_flops(device: torch.device, dtype: torch.dtype) -> float:
+    """Best FLOP/s of a square matmul over 10 timed trials after one warm-up (RNG-neutral: own generator)."""
+    n = 1024 if device.type == "cpu" else 8192
+    g = torch.Generator(device).manual_seed(0)  # measuring must not shift the training RNG
+    a = torch.randn(n, n, device=device, generator=g).to(dtype)
+    b = torch.randn(n, n, device=device, generator=g).to(dtype)
     best = float("inf")
-    for _ in range(6):
-        if dev.type == "cuda":
-            torch.cuda.synchronize(dev)
+    for trial in range(11):
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
         t0 = time.perf_counter()
         a @ b
-        if dev.type == "cuda":
-            torch.cuda.synchronize(dev)
-        best = min(best, time.perf_counter() - t0)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        if trial:  # trial 0 warms up (allocator, threads, clocks)
+            best = min(best, time.perf_counter() - t0)
     return 2 * n**3 / best
 
 

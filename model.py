@@ -582,8 +582,11 @@ def raise_peak_flops(device: torch.device | str, dtype: torch.dtype, achieved: f
     return peak
 
 
-def _measured_peak_flops(device: torch.device, dtype: torch.dtype) -> float:
-    """Best FLOP/s of a square matmul over 10 timed trials after one warm-up (RNG-neutral: own generator)."""
+def _measured_peak_flops(device: torch.device | str, dtype: torch.dtype | None = None) -> float:
+    """Best FLOP/s of a square matmul over 10 timed trials after one warm-up (RNG-neutral: own generator);
+    dtype None = fp32 on CPU, bf16 on GPU."""
+    device = torch.device(device)
+    dtype = dtype or (torch.float32 if device.type == "cpu" else torch.bfloat16)
     n = 1024 if device.type == "cpu" else 8192
     g = torch.Generator(device).manual_seed(0)  # measuring must not shift the training RNG
     a = torch.randn(n, n, device=device, generator=g).to(dtype)

@@ -503,7 +503,7 @@ def _to_device(x: torch.Tensor, y: torch.Tensor, device) -> tuple[torch.Tensor, 
 
 def _windows(data: np.ndarray, starts: np.ndarray, block_size: int) -> tuple[torch.Tensor, torch.Tensor]:
     w = torch.from_numpy(data[starts[:, None] + np.arange(block_size + 1)].astype(np.int64))  # (B, T+1)
-    return w[:, :-1], w[:, 1:]
+    return w[:, :-1].contiguous(), w[:, 1:].contiguous()  # contiguous: pin_memory() of a view pins a copy
 
 
 def get_batch(data: np.ndarray, batch_size: int, block_size: int, generator: torch.Generator | None = None,

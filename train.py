@@ -37,7 +37,7 @@ from torch.distributed.checkpoint.state_dict import (
     set_model_state_dict,
     set_optimizer_state_dict,
 )
-from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+from torch.distributed.fsdp import fully_shard
 from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm import tqdm
 
@@ -45,7 +45,7 @@ import data
 import losses
 import optim
 from configurator import configure
-from model import GPT, GPTConfig, device_peak_flops
+from model import GPT, GPTConfig, peak_flops
 from model import PRESETS as _PRESETS  # (a dict: imported privately so it is no config key)
 
 # -----------------------------------------------------------------------------
@@ -90,7 +90,7 @@ qk_norm = False  # normalise q and k per head (qk-LayerNorm)
 tie_embeddings = True  # output embedding = input embedding (GPT-2)
 init = 'normal'  # 'normal' (GPT-2, N(0, 0.02)) | 'xavier' (OEC)
 logit_softcap = None  # c in c*tanh(logits/c) (OEC v2 uses 30); None = off
-vocab_multiple = 1  # pad the model's vocabulary up to a multiple of this (64 is faster on GPU)
+vocab_multiple = None  # pad the vocabulary up to a multiple of this; None = 64 on CUDA (faster matmuls), 1 on CPU
 # losses (OEC paper, ../shared/papers/oec.md)
 z_loss = 0.0  # lambda of the z-loss, mean (log Z)^2 (OEC §1.6; 1e-4 in the paper)
 mu_loss = 0.0  # lambda of the mu-loss, ||mean of output-embedding rows||^2 (OEC §1.5; 1e-4)
@@ -116,6 +116,10 @@ device = 'cuda' if torch.cuda.is_available() else 'cpu'  # 'cpu' | 'cuda' | 'cud
 dtype = 'bfloat16' if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else 'float32'  # or bf16
 compile = False  # torch.compile the model (PyTorch 2)
 parallelism = 'none'  # 'none' | 'ddp' | 'fsdp' (FSDP2 fully_shard per block); ddp/fsdp need torchrun
+fsdp_shard_size = 0  # HSDP: shard within groups of this many ranks (GPUs per node), replicate across groups; 0 = all
+fsdp_reduce_every_micro_step = True  # FSDP2 + accumulation: reduce-scatter gradients at every micro-step, so only
+#   gradient shards are held (lean); False = only at the last micro-step (fewer collectives, full fp32 gradients held)
+tf32 = True  # CUDA fp32 matmuls/convolutions in TF32 (faster, 10-bit mantissa); False = exact fp32. No effect on CPU
 activation_checkpointing = False  # recompute each block's activations in backward (less memory)
 init_device = ''  # '' = build the model on `device`; 'meta' = build on meta, shard, then materialise
 seed = 1337
@@ -152,6 +156,12 @@ def _validate(cfg: dict, world_size: int) -> None:
                 'eval_iters', 'keep_last_k'):
         if cfg[key] < 1:
             _fail(f"{key}={cfg[key]} must be >= 1")
+    if cfg['vocab_multiple'] is not None and (not isinstance(cfg['vocab_multiple'], int) or cfg['vocab_multiple'] < 1):
+        _fail(f"vocab_multiple={cfg['vocab_multiple']!r} must be an integer >= 1, or None (64 on CUDA, 1 on CPU)")
+    shard = cfg['fsdp_shard_size']
+    if shard and (cfg['parallelism'] != 'fsdp' or shard < 0 or world_size % shard):
+        _fail(f"fsdp_shard_size={shard} needs --parallelism=fsdp and must divide the world size {world_size} "
+              f"(HSDP: shard within groups of that many ranks, e.g. the GPUs of one node); 0 = plain FSDP2")
     if cfg['logit_softcap'] is not None and cfg['logit_softcap'] <= 0:
         _fail(f"logit_softcap={cfg['logit_softcap']} must be > 0 (OEC v2 uses 30) or None (off)")
     if cfg['model_preset'] and cfg['model_preset'] not in _PRESETS:
@@ -183,6 +193,58 @@ def _validate(cfg: dict, world_size: int) -> None:
               f"use a multiple of {world_size}")
 
 
+def _check_data_prepared(cfg: dict, world_size: int) -> None:
+    """Under torchrun, rank 0 preparing a large dataset while the other ranks wait at a barrier times out
+    (NCCL/gloo default 10-30 min): a missing folder is prepared beforehand, in one process."""
+    data_dir = Path(cfg['data_root']) / cfg['dataset']
+    if world_size > 1 and cfg['init_from'] != 'finetune' and not (data_dir / 'train.bin').is_file():
+        tok = f" --tokenizer={cfg['tokenizer']}" if cfg['tokenizer'] else ''
+        _fail(f"{data_dir} is not prepared, and preparing it under torchrun would time out the waiting ranks: "
+              f"run `python data.py prepare --dataset={cfg['dataset']} --data_root={cfg['data_root']}{tok}` "
+              f"once, then this command again")
+
+
+def _resolve_vocab_multiple(cfg: dict, device_type: str) -> int:
+    """vocab_multiple None: 64 on CUDA (tensor-core friendly lm_head shapes, as nanoGPT's 50304), else 1."""
+    return cfg['vocab_multiple'] or (64 if device_type == 'cuda' else 1)
+
+
+def _set_tf32(device_type: str, enabled: bool) -> None:
+    """TF32 for fp32 matmuls and convolutions on CUDA (bf16 autocast matmuls are unaffected)."""
+    if device_type == 'cuda':
+        torch.backends.cuda.matmul.allow_tf32 = enabled
+        torch.backends.cudnn.allow_tf32 = enabled
+
+
+def _fsdp_mesh(world_size: int, shard_size: int, device_type: str):
+    """The DeviceMesh for fully_shard: 1-D over all ranks (FSDP2), or 2-D (replicate, shard) for HSDP, where
+    each parameter is sharded over `shard_size` ranks (one node) and replicated across world/shard_size
+    groups (gradients: reduce-scatter within a group, all-reduce across groups)."""
+    from torch.distributed.device_mesh import init_device_mesh
+    if not shard_size or shard_size == world_size:
+        return init_device_mesh(device_type, (world_size,))
+    return init_device_mesh(device_type, (world_size // shard_size, shard_size),
+                            mesh_dim_names=('replicate', 'shard'))
+
+
+def _guarded_step(opt: torch.optim.Optimizer, ok: torch.Tensor) -> None:
+    """opt.step() only where ok (a 0-dim bool on the device) is True, without reading ok back when the optimizer
+    can skip on the device: fused AdamW's found_inf (as torch.amp.GradScaler) leaves weights, moments and
+    step count untouched. Other optimizers read ok back (a host sync; free on CPU)."""
+    if opt.defaults.get('fused'):
+        opt.found_inf = (~ok).float()
+        opt.step()
+    elif bool(ok):
+        opt.step()
+    opt.zero_grad(set_to_none=True)
+
+
+@torch.no_grad()
+def _mu_centering_where(weight: torch.Tensor, ok: torch.Tensor) -> None:
+    """optim.mu_centering_ (OEC §1.4) where ok, a bitwise no-op elsewhere (subtracts mean * 0), no host sync."""
+    weight.sub_(weight.mean(dim=0, keepdim=True) * ok)
+
+
 def _model_args(cfg: dict, vocab_size: int) -> dict:
     """GPTConfig kwargs: the preset (if any), then every model key whose value differs from the default."""
     args = dict(_PRESETS[cfg['model_preset']]) if cfg['model_preset'] else {}
@@ -190,7 +252,8 @@ def _model_args(cfg: dict, vocab_size: int) -> dict:
         if not cfg['model_preset'] or cfg[k] != _defaults[k] or k not in args:
             args[k] = cfg[k]
     args.pop('vocab_size', None)
-    return dict(args, vocab_size=math.ceil(vocab_size / cfg['vocab_multiple']) * cfg['vocab_multiple'])
+    multiple = cfg['vocab_multiple'] or 1  # resolved (None -> 64 on CUDA) before the model args are built
+    return dict(args, vocab_size=math.ceil(vocab_size / multiple) * multiple)
 
 
 def _git_commit() -> str:
@@ -380,6 +443,7 @@ def wall_time() -> float:
 # distributed set-up and every config check, before any work
 world_size = int(os.environ.get('WORLD_SIZE', 1)) if parallelism != 'none' else 1
 _validate(config, int(os.environ.get('WORLD_SIZE', 1)))
+_check_data_prepared(config, world_size)
 rank = int(os.environ.get('RANK', 0)) if world_size > 1 or parallelism != 'none' else 0
 master = rank == 0
 if parallelism != 'none':
@@ -388,10 +452,12 @@ if parallelism != 'none':
         torch.cuda.set_device(device)
     dist.init_process_group('nccl' if device.startswith('cuda') else 'gloo')
 device_type = 'cuda' if device.startswith('cuda') else 'cpu'
+_set_tf32(device_type, tf32)
 grad_accum = gradient_accumulation_steps // world_size  # micro-steps per rank
-# bf16: autocast (matmuls in bf16, softmax/CE in fp32), plus FSDP2's bf16 parameter all-gathers on GPU
+# bf16: autocast (matmuls in bf16; residual stream, embeddings, norms, softmax/CE and the mu-loss in fp32), the same
+# recipe for one process, DDP and FSDP2 (FSDP2 without a MixedPrecisionPolicy: its bf16 param_dtype would also
+# cast the residual stream and embeddings; the price is fp32 all-gathers, twice the bytes of bf16 ones)
 autocast = torch.autocast(device_type, dtype=torch.bfloat16) if dtype == 'bfloat16' else nullcontext()
-fsdp_mixed = parallelism == 'fsdp' and dtype == 'bfloat16' and device_type == 'cuda'
 try:
     _lr(0), _lr(max_iters)  # schedule settings are checked by optim.get_lr
 except ValueError as e:
@@ -430,10 +496,13 @@ if init_from == 'finetune' and tok is None:
 
 # -----------------------------------------------------------------------------
 # model args: preset, config keys, vocabulary from the data (or the checkpoint); shape checks
+_vocab_auto = vocab_multiple is None  # then a checkpoint's padded vocabulary is kept (made on another device)
+config['vocab_multiple'] = vocab_multiple = _resolve_vocab_multiple(config, device_type)
 if pre_ckpt is not None:
     model_args = dict(pre_ckpt['model_args'])
     asked = _model_args(config, data_vocab)
-    diff = {k: (model_args.get(k), v) for k, v in asked.items() if k != 'dropout' and model_args.get(k) != v}
+    diff = {k: (model_args.get(k), v) for k, v in asked.items()
+            if k != 'dropout' and model_args.get(k) != v and not (k == 'vocab_size' and _vocab_auto)}
     if init_from == 'resume' and diff:
         _fail(f"init_from='resume': {run_dir / 'ckpt.pt'} has another model shape than the config asks for: "
               + ', '.join(f"{k}: checkpoint {a!r} vs config {b!r}" for k, (a, b) in diff.items())
@@ -484,7 +553,8 @@ except ValueError as e:
 
 # -----------------------------------------------------------------------------
 # model: build (optionally on the meta device), activation checkpointing, DDP/FSDP2, compile
-device_peak_flops(device)  # cache it now: on CPU it times a matmul of torch.randn (would shift the RNG)
+_mm_dtype = torch.bfloat16 if dtype == 'bfloat16' else torch.float32
+_peak = peak_flops(device, _mm_dtype)  # found now (on CPU: timed matmuls, RNG-neutral), logged in config.json
 torch.manual_seed(seed)  # the same initial weights on every rank (FSDP2 shards them, DDP checks them)
 if init_device == 'meta':
     with torch.device('meta'):
@@ -495,10 +565,10 @@ if activation_checkpointing:  # per block: keep only each block's input, recompu
     for block in model.transformer.h:
         block.forward = partial(torch.utils.checkpoint.checkpoint, block.forward, use_reentrant=False)
 if parallelism == 'fsdp':  # FSDP2: one unit per block + the root (embeddings, ln_f, lm_head: tying is safe)
-    mp = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32) if fsdp_mixed else None
+    mesh = _fsdp_mesh(world_size, fsdp_shard_size, device_type)
     for block in model.transformer.h:
-        fully_shard(block, **({'mp_policy': mp} if mp else {}))
-    fully_shard(model, **({'mp_policy': mp} if mp else {}))
+        fully_shard(block, mesh=mesh)
+    fully_shard(model, mesh=mesh)
 if init_device == 'meta':  # materialise (each rank only its shards under FSDP2), then initialise
     model.to_empty(device=device)
     model.init_weights()
@@ -539,7 +609,8 @@ if master:
     _write_json(run_dir / 'config.json', dict(
         config, git_commit=_git_commit(), torch_version=torch.__version__, world_size=world_size,
         grad_accum_per_rank=grad_accum, tokens_per_step=tokens_per_step, model_args=model_args,
-        num_params=raw_model.num_params(), resumed_from_step=iter_num))
+        num_params=raw_model.num_params(), resumed_from_step=iter_num, peak_flops=_peak[0],
+        peak_flops_source=_peak[1]))
     metrics_path = run_dir / 'metrics.jsonl'
     if init_from == 'resume' and metrics_path.exists():  # drop records the resumed run will write again
         keep = [ln for ln in metrics_path.read_text().splitlines()
@@ -555,7 +626,7 @@ if master:
         wandb.init(project=wandb_project, name=wandb_run_name, config=config)
     print(f"{raw_model.num_params() / 1e6:.2f}M parameters, {tokens_per_step:,} tokens/step ({world_size} "
           f"rank(s) x {grad_accum} micro-steps x {batch_size} x {block_size}), device {device}, "
-          f"parallelism {parallelism}")
+          f"parallelism {parallelism}; MFU peak: {_peak[1]}")
 
 # SIGTERM/SIGINT: finish the current step, save a checkpoint, exit 0 (the flag is all-reduced every step,
 # so every rank stops at the same step)
@@ -570,6 +641,12 @@ term_keys = ['ce'] + [k for k, lam in (('z_loss', z_loss), ('mu_loss', mu_loss))
 last_eval, last_loss, last_ckpt = {}, None, (run_dir / 'ckpt.pt') if init_from == 'resume' else None
 start_iter, stopping = iter_num, False
 t_log, tokens_at_log = time.time(), tokens_seen
+# device-side step state, read back only at log/eval points (no host sync per step): stop on the first
+# non-finite step (halted: no step from then on) or skip such steps (counted); loss stats of that first step
+halted = torch.zeros((), dtype=torch.bool, device=device)
+first_bad = torch.zeros((), dtype=torch.long, device=device)  # 1-based step, 0 = none
+skipped = torch.zeros((), dtype=torch.long, device=device)
+skipped_before, bad_stats = nonfinite_skipped, None
 pbar = tqdm(total=max_iters, initial=iter_num, disable=not master, dynamic_ncols=True, desc='train')
 while True:
     # evaluate and checkpoint (not again at the step a resumed run starts from: that one is on disk)
@@ -608,11 +685,9 @@ while True:
         if parallelism == 'ddp':  # sync gradients only on the last micro-step (nanoGPT)
             ddp_model.require_backward_grad_sync = last_micro
         elif parallelism == 'fsdp':
-            raw_model.set_requires_gradient_sync(last_micro)
-        with autocast:
-            logits = model(x)
-            out_emb = raw_model.output_embedding() if mu_loss > 0 else None
-            loss, terms = losses.compute_loss(logits, y, out_emb, z_loss=z_loss, mu_loss=mu_loss)
+            raw_model.set_requires_gradient_sync(last_micro or fsdp_reduce_every_micro_step)
+        with autocast:  # the loss is computed inside the model's forward, so compile covers it
+            loss, terms = model(x, targets=y, z_loss=z_loss, mu_loss=mu_loss)
         if iter_num + 1 == inject_nonfinite_at_step:
             loss = loss * float('inf')
         (loss / grad_accum).backward()
@@ -620,43 +695,55 @@ while True:
     grad_norm = torch.nn.utils.clip_grad_norm_(params, grad_clip if grad_clip > 0 else float('inf'))
     if hasattr(grad_norm, 'full_tensor'):
         grad_norm = grad_norm.full_tensor()
-    stats = torch.cat([stats / world_size, torch.tensor([float(bool(stop_signal))], device=device)])
+    # no host sync (the CPU runs ahead): the stop flag is filled on the device (no pageable copy), the finite check
+    # and the skip happen on the device, values are read back at log/eval points only
+    stats = torch.cat([stats / world_size, torch.full((1,), float(bool(stop_signal)), device=device)])
     if world_size > 1:
         dist.all_reduce(stats)  # loss = mean over the global batch; stop flag > 0 if any rank got a signal
-    *vals, stop_flag, grad_norm_v = torch.cat([stats, grad_norm.detach().float().reshape(1)]).tolist()  # sync
-    stopping = stop_flag > 0
-    if stopping and not stop_signal:
-        stop_signal.append('a signal on another rank')
-    if not all(math.isfinite(v) for v in vals + [grad_norm_v]):  # NaN/inf: skip the batch or stop, never step
-        opt.zero_grad(set_to_none=True)
-        where = f"last good checkpoint: {last_ckpt}" if last_ckpt else "no checkpoint written yet"
-        if not skip_nonfinite:
-            last_loss = vals[0]
-            write_summary(finished=False, diverged=True)
-            pbar.close()
-            raise SystemExit(f"train.py: non-finite loss {vals[0]} (grad norm {grad_norm_v}) at step "
-                             f"{iter_num + 1}; stopped without updating the weights; {where}. Lower "
-                             f"learning_rate, add z_loss/mu_loss/mu_centering, or set skip_nonfinite=True")
-        nonfinite_skipped += 1
-        if master:
-            tqdm.write(f"step {iter_num + 1}: non-finite loss {vals[0]}: batch skipped "
-                       f"({nonfinite_skipped} so far)")
-    else:
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        if mu_centering:  # OEC §1.4: after step + zero_grad, on the output embedding only (also when tied)
-            optim.mu_centering_(raw_model.output_embedding())
-        last_loss = vals[0]
+    stats = torch.cat([stats, grad_norm.detach().float().reshape(1)])  # (loss, terms..., stop flag, grad norm)
+    ok = torch.isfinite(stats).all()  # NaN/inf loss or grad norm: never step on it
+    new_bad = ~ok & (first_bad == 0)
+    first_bad = torch.where(new_bad, iter_num + 1, first_bad)
+    bad_stats = stats if bad_stats is None else torch.where(new_bad, stats, bad_stats)
+    halted = halted | ~ok
+    step_ok = ok if skip_nonfinite else ~halted
+    skipped = skipped + (~ok).long()
+    _guarded_step(opt, step_ok)
+    if mu_centering:  # OEC §1.4: after step + zero_grad, on the output embedding only (also when tied)
+        _mu_centering_where(raw_model.output_embedding(), step_ok)
     iter_num += 1
     tokens_seen += tokens_per_step
     pbar.update(1)
+    if not (iter_num % log_interval == 0 or iter_num % eval_interval == 0 or iter_num >= max_iters):
+        continue
+    *vals, stop_flag, grad_norm_v, first_bad_v, skipped_v = torch.cat(
+        [stats, torch.stack([first_bad, skipped]).float()]).tolist()  # the host sync of these steps
+    stopping = stop_flag > 0
+    if stopping and not stop_signal:
+        stop_signal.append('a signal on another rank')
+    if first_bad_v and not skip_nonfinite:  # no step was applied from first_bad on: stop there
+        bad = bad_stats.tolist()
+        tokens_seen -= (iter_num - int(first_bad_v) + 1) * tokens_per_step
+        iter_num, last_loss = int(first_bad_v) - 1, bad[0]
+        where = f"last good checkpoint: {last_ckpt}" if last_ckpt else "no checkpoint written yet"
+        write_summary(finished=False, diverged=True)
+        pbar.close()
+        raise SystemExit(f"train.py: non-finite loss {bad[0]} (grad norm {bad[-1]}) at step {iter_num + 1}; "
+                         f"stopped without updating the weights; {where}. Lower learning_rate, add "
+                         f"z_loss/mu_loss/mu_centering, or set skip_nonfinite=True")
+    if skipped_before + int(skipped_v) > nonfinite_skipped:
+        nonfinite_skipped = skipped_before + int(skipped_v)
+        if master:
+            tqdm.write(f"step {iter_num}: non-finite loss: {nonfinite_skipped} batch(es) skipped so far")
+    if math.isfinite(vals[0]):
+        last_loss = vals[0]
 
     if iter_num % log_interval == 0 or iter_num == max_iters:  # step = steps done; loss = that of the last
         dt, t_log = time.time() - t_log, time.time()
         tok_s = (tokens_seen - tokens_at_log) / dt
         tokens_at_log = tokens_seen
         rec = dict(step=iter_num, tokens=tokens_seen, loss=vals[0], lr=lr, grad_norm=grad_norm_v,
-                   tokens_per_sec=tok_s, mfu=raw_model.estimate_mfu(tok_s / world_size, device),
+                   tokens_per_sec=tok_s, mfu=raw_model.estimate_mfu(tok_s / world_size, device, block_size, _mm_dtype),
                    **dict(zip(term_keys, vals[1:])), nonfinite_skipped=nonfinite_skipped,
                    peak_mem_mb=(torch.cuda.max_memory_allocated(device) if device_type == 'cuda'
                                 else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024) / 2**20)
@@ -669,14 +756,23 @@ if iter_num >= max_iters and not stopping and not eval_only:
     write_summary(finished=True, diverged=False)
 
 # -----------------------------------------------------------------------------
-# a sample from the trained model (every FSDP2 rank joins the forward passes, rank 0 prints)
+# a sample from the trained model, on rank 0. FSDP2: generate() on the sharded model mixes Tensors and DTensors
+# once a state-dict gather has resharded the root, so rank 0 samples from a plain GPT built from the gathered
+# weights (the full model must fit on one device: set sample_tokens=0 for models that do not)
 if sample_tokens > 0 and tok is not None and not stopping and (master or parallelism == 'fsdp'):
-    torch.manual_seed(seed)
-    raw_model.eval()
-    start = torch.tensor([[tok.eot]], device=device)
-    with autocast:
-        out = raw_model.generate(start, sample_tokens, temperature=0.8, top_k=200)
+    sampler = raw_model
+    if parallelism == 'fsdp':
+        full = get_model_state_dict(raw_model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+        if master:
+            sampler = GPT(GPTConfig(**model_args)).to(device)
+            sampler.load_state_dict(full)
+        del full
     if master:
+        torch.manual_seed(seed)
+        sampler.eval()
+        start = torch.tensor([[tok.eot]], device=device)
+        with autocast:
+            out = sampler.generate(start, sample_tokens, temperature=0.8, top_k=200)
         print('-' * 80 + '\n' + tok.decode(out[0, 1:].tolist()) + '\n' + '-' * 80)
 if wandb_log and master:
     wandb.finish()

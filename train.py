@@ -60,6 +60,9 @@ eval_iters = 10  # batches per loss estimate
 eval_only = False  # evaluate the initial model once and exit
 always_save_checkpoint = True  # save at every eval; False = only when val loss improves (nanoGPT)
 keep_last_k = 2  # ckpt_<step>.pt files kept; ckpt.pt is always the newest
+checkpoint_format = 'full'  # 'full': one portable file, gathered on rank 0 (12 bytes/parameter: 75 GiB at 6.7B);
+#   'dcp': sharded, every rank writes its shards (torch.distributed.checkpoint) to ckpt_<step>.dcp/ on a filesystem
+#   all nodes share; resumes on any world size; `python checkpoint.py convert OUT_DIR --to=DIR` makes it 'full'
 init_from = 'scratch'  # 'scratch' | 'resume' (out_dir/ckpt.pt) | 'gpt2-hf:<HF GPT2 folder>' | 'finetune'
 overwrite = False  # a new run into an out_dir that holds a checkpoint: True replaces that run, else stop
 finetune_from = ''  # init_from='finetune': out_dir of the pretraining run whose ckpt.pt gives the weights
@@ -157,7 +160,7 @@ def _validate(cfg: dict, set_keys: frozenset, world_size: int) -> None:
     contradictions between keys, and the launch environment. Each message names the key(s) and the fix."""
     choices = dict(parallelism=('none', 'ddp', 'fsdp'), optimizer=('adamw', 'coupled_adam'),
                    schedule=('cosine', 'wsd', 'constant'), dtype=('float32', 'bfloat16'),
-                   init_device=('', 'meta'))
+                   init_device=('', 'meta'), checkpoint_format=('full', 'dcp'))
     for key, allowed in choices.items():
         if cfg[key] not in allowed:
             hint = (" (float16 needs a loss scaler, which this loop does not have: use bfloat16)"
@@ -343,7 +346,8 @@ try:
         _validate(config, set_keys, int(os.environ.get('WORLD_SIZE', 1)))
     elif init_from == 'finetune':
         pre_ckpt = checkpoint.load_checkpoint(Path(finetune_from) / CKPT)
-        pre_ckpt = {k: pre_ckpt.get(k) for k in ('model', 'model_args', 'config', 'data_identity')}
+        pre_ckpt = {k: pre_ckpt.get(k) for k in ('model', 'model_args', 'config', 'data_identity', 'dcp',
+                                                 'dcp_path')}
         for key in ('dataset', 'data_root'):  # the tokenizer and validation data of the pretraining run
             if key in set_keys and config[key] != pre_ckpt['config'][key]:
                 _fail(f"init_from='finetune' uses the pretraining run's {key} "
@@ -506,15 +510,21 @@ opt = optim.configure_optimizer(raw_model, optimizer=config['optimizer'], learni
                                 weight_decay=config['weight_decay'], betas=(config['beta1'], config['beta2']),
                                 coupled_adam_avg_scale=config['coupled_adam_avg_scale'], device_type=device_type)
 iter_num, tokens_seen, best_val_loss, nonfinite_skipped, wall_time_before = 0, 0, float('inf'), 0, 0.0
-if pre_ckpt is not None or init_from.startswith('gpt2-hf:'):  # weights: checkpoint, or the HF model's
+if pre_ckpt is not None and pre_ckpt.get('dcp'):  # sharded: each rank reads its slices (any world size)
+    try:
+        checkpoint.load_sharded(raw_model, opt if init_from == 'resume' else None, pre_ckpt)
+    except CheckpointError as e:
+        _fail(str(e))
+elif pre_ckpt is not None or init_from.startswith('gpt2-hf:'):  # weights: checkpoint, or the HF model's
     weights = pre_ckpt['model'] if pre_ckpt is not None else hf_model.state_dict()
     weights = {k.removeprefix('_orig_mod.'): v for k, v in weights.items()}
     set_model_state_dict(raw_model, weights, options=StateDictOptions(full_state_dict=True))
     del weights
 if init_from == 'resume':  # everything else: optimizer, step, data position, RNG
     try:
-        set_optimizer_state_dict(raw_model, opt, pre_ckpt['optimizer'],
-                                 options=StateDictOptions(full_state_dict=True))
+        if not pre_ckpt.get('dcp'):  # (a sharded one was loaded with the weights)
+            set_optimizer_state_dict(raw_model, opt, pre_ckpt['optimizer'],
+                                     options=StateDictOptions(full_state_dict=True))
     except (KeyError, ValueError, RuntimeError) as e:
         _fail(f"the optimizer state of {run_dir / CKPT} does not fit optimizer={config['optimizer']!r} "
               f"({type(e).__name__}): resume with the run's own optimizer settings")
@@ -639,24 +649,34 @@ def wall_time() -> float:
 
 
 def checkpoint_state() -> dict | None:
-    """The checkpoint dict (on rank 0; None elsewhere). Under FSDP2 the full state dicts are gathered to rank
-    0's CPU (a collective every rank joins); keyed by parameter name, so tied weights and another world size
-    load back (Modalities #348/#381)."""
-    opts = StateDictOptions(full_state_dict=True, cpu_offload=True) if world_size > 1 else StateDictOptions()
-    model_sd = get_model_state_dict(raw_model, options=opts)
-    optim_sd = get_optimizer_state_dict(raw_model, opt, options=opts)
+    """The checkpoint dict (on rank 0; None elsewhere). Format 'full': under DDP/FSDP2 (any world size, 1 too)
+    the full state dicts are gathered to rank 0's CPU (a collective every rank joins) as plain tensors keyed by
+    parameter name, so tied weights and another world size load back (Modalities #348/#381). Format 'dcp':
+    no gather; 'model' and 'optimizer' are None (save_sharded writes the shards)."""
+    if checkpoint_format == 'dcp':
+        model_sd = optim_sd = None
+        local = [p.to_local() if hasattr(p, 'to_local') else p for p in raw_model.parameters()]
+        finite = torch.stack([torch.isfinite(p).all() for p in local]).all().float().reshape(1)
+        if world_size > 1:
+            dist.all_reduce(finite, op=dist.ReduceOp.MIN)
+        bad = [] if finite.item() else ['(a shard of) some parameter']
+    else:
+        opts = (StateDictOptions(full_state_dict=True, cpu_offload=True) if parallelism != 'none'
+                else StateDictOptions())
+        model_sd = get_model_state_dict(raw_model, options=opts)
+        optim_sd = get_optimizer_state_dict(raw_model, opt, options=opts)
+        bad = [k for k, v in model_sd.items() if not torch.isfinite(v).all()] if master else []
     rng = [None] * world_size
     if world_size > 1:
         dist.all_gather_object(rng, checkpoint.rng_state())
     else:
         rng = [checkpoint.rng_state()]
-    if not master:
-        return None
-    bad = [k for k, v in model_sd.items() if not torch.isfinite(v).all()]
     if bad:  # never overwrite a good checkpoint with a broken one
         raise SystemExit(f"train.py: refusing to checkpoint non-finite weights ({bad[:3]}) at step "
                          f"{iter_num}; last good checkpoint: {run_dir / CKPT}")
-    return {'model': {k: v.cpu() for k, v in model_sd.items()}, 'optimizer': optim_sd, 'step': iter_num,
+    if not master:
+        return None
+    return {'model': model_sd and {k: v.cpu() for k, v in model_sd.items()}, 'optimizer': optim_sd, 'step': iter_num,
             'schedule': {'name': schedule, 'step': iter_num, 'lr': _lr(iter_num, config)},
             'tokens': tokens_seen, 'best_val_loss': best_val_loss, 'nonfinite_skipped': nonfinite_skipped,
             'wall_time_s': wall_time(), 'loader': loader.state_dict(), 'rng': rng, 'world_size': world_size,
@@ -666,10 +686,15 @@ def checkpoint_state() -> dict | None:
 def save(reason: str) -> Path | None:
     """Checkpoint now (a collective under FSDP2); rank 0 writes it. A failed write stops the run."""
     ckpt = checkpoint_state()
-    if not master:
-        return None
     try:
-        path = checkpoint.save_checkpoint(ckpt, run_dir, iter_num, keep_last_k, pause_s=debug_ckpt_sleep)
+        if checkpoint_format == 'dcp':  # every rank writes its shards
+            path = checkpoint.save_sharded(raw_model, opt, ckpt, run_dir, iter_num, keep_last_k, debug_ckpt_sleep)
+        elif not master:
+            return None
+        else:
+            path = checkpoint.save_checkpoint(ckpt, run_dir, iter_num, keep_last_k, pause_s=debug_ckpt_sleep)
+        if not master:
+            return None
     except CheckpointError as e:
         write_summary(finished=False, diverged=False)
         _fail(str(e))

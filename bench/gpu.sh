@@ -100,7 +100,8 @@ elif kind == "mfu":  # mfu id A: median tokens/s and MFU after the first two log
             say("PASS" if mfu >= 0.5 else "WARN",
                 f"MFU {mfu:.1%} (target >= 50%), {tok:,.0f} tokens/s, {cfg['num_params'] / 1e6:.0f}M params, "
                 f"{cfg['tokens_per_step']:,} tokens/step, peak {max(r['peak_mem_mb'] for r in logs) / 1024:.1f} "
-                f"GiB, {len(logs)} logs; peak used: {cfg.get('peak_flops_source', '?')}")
+                f"GiB, {len(logs)} logs, vocab {cfg['model_args']['vocab_size']}; peak used: "
+                f"{cfg.get('peak_flops_source', '?')}")
 elif kind == "rc":
     if ok(args[0]):
         say("PASS", f"{args[0]} exit 0")
@@ -218,13 +219,14 @@ check cmp ddp_equals_one_process ddp_f32 one_f32 1e-4
 check cmp fsdp_equals_one_process fsdp_f32 one_f32 1e-4
 check cmp fsdp_bf16_same_recipe fsdp_b16 one_b16 5e-3
 # the DCP checkpoint of step 3, resumed in one process, continues like the uninterrupted run
-if [ -d "$WORK/runs/fsdp_dcp" ]; then
+if [ -f "$WORK/runs/fsdp_dcp/ckpt_0000003.pt" ]; then
   mkdir -p "$WORK/runs/dcp_resume"
-  cp -r "$WORK/runs/fsdp_dcp/"ckpt_0000003* "$WORK/runs/dcp_resume/" 2>/dev/null
+  cp "$WORK/runs/fsdp_dcp/ckpt_0000003.pt" "$WORK/runs/dcp_resume/ckpt.pt"
+  cp -r "$WORK/runs/fsdp_dcp/ckpt_0000003.dcp" "$WORK/runs/dcp_resume/"
   # shellcheck disable=SC2086
   train dcp_resume 120 $DIST --checkpoint_format=dcp --init_from=resume
   check cmp dcp_resume_one_process dcp_resume fsdp_dcp 1e-4
-fi
+else say "RESULT dcp_resume_one_process     FAIL no step-3 sharded checkpoint from fsdp_dcp"; fi
 
 # --------------------------------------------------------------------------- the independent check
 GC=${GPU_CHECK:-$REPO/../shared/tools/gpu_check.sh}

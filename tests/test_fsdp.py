@@ -208,7 +208,7 @@ def test_dcp_checkpoints_resume_exactly_on_any_world_size_and_convert(runs):
     assert all(torch.equal(conv["model"][k], full["model"][k]) for k in full["model"])
     for pid, st in full["optimizer"]["state"].items():
         assert all(torch.equal(conv["optimizer"]["state"][pid][k], v) for k, v in st.items()), pid
-    assert "dcp" not in conv and checkpoint.load_run(tmp / "conv").step == 8
+    assert "dcp" not in conv and checkpoint.load_checkpoint(tmp / "conv")["step"] == 8
     # readers load the sharded folder itself in one process
     model = checkpoint.load_checkpoint(run)
     weights = checkpoint.model_from_checkpoint(model).state_dict()
@@ -284,6 +284,19 @@ def data_root(tmp_path_factory, shared_dir) -> Path:
     root = tmp_path_factory.mktemp("data")
     _write_bytes_dataset(root / "en", (shared_dir / "data" / "text" / "en.txt").read_bytes()[:200_000])
     return root
+
+
+def test_mfu_at_most_one_and_peak_logged(tmp_path, data_root, monkeypatch):
+    """Issue 12 item 11 in train.py: a peak measured too low (here: 1 FLOP/s, as if the cores were busy) cannot
+    make MFU exceed 100%; config.json names the device and the peak used."""
+    import model
+    monkeypatch.setitem(model._PEAKS, ("cpu", torch.float32), (1.0, "cpu: measured (test)"))
+    with pytest.warns(UserWarning, match="raised to the achieved rate"):
+        recs = run_train(tmp_path / "run", data_root, max_iters=3, eval_interval=10)
+    mfus = [r["mfu"] for r in recs if "mfu" in r]
+    assert len(mfus) == 3 and all(0 < m <= 1.0 for m in mfus)
+    cfg = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert cfg["peak_flops"] == 1.0 and cfg["peak_flops_source"] == "cpu: measured (test)"
 
 
 def test_batches_are_contiguous_for_pinned_copies():

@@ -55,6 +55,7 @@ trainN() { local name=$1 np=$2 lim=$3; shift 3
   run "$name" "$lim" "$PY" -m torch.distributed.run --standalone --nproc_per_node="$np" train.py \
     --out_dir="$WORK/runs/$name" "$@"; }
 check() { "$PY" "$WORK/check.py" "$WORK/runs" "$@" | tee -a "$SUM"; }
+par() { if [ "$DRY" = 1 ]; then "$@"; else "$@" & fi; }  # concurrent on a GPU box; one at a time in a dry run
 
 cat > "$WORK/check.py" <<'PYEOF'
 """python check.py RUNS <kind> <id> args...: one RESULT line about train.py run folders in RUNS."""
@@ -67,11 +68,16 @@ def say(status, msg):
 
 def ok(name):  # the run exited 0, else say why not
     rc = int((runs / f"{name}.rc").read_text() or 1) if (runs / f"{name}.rc").exists() else None
-    if rc == 0:
+    summary = runs / name / "summary.json"
+    if rc == 0 and (not summary.exists() or json.loads(summary.read_text()).get("finished")):
         return True
+    if rc == 0:
+        say("FAIL", f"{name}: stopped before max_iters (signal or divergence: see {runs / name}.log)")
+        return False
     log = (runs / f"{name}.log").read_text(errors="replace").splitlines() if (runs / f"{name}.log").exists() else []
     why = [ln for ln in log if any(k in ln for k in ("Error", "train.py: ", "skipped"))][-1:] or [f"exit {rc}"]
-    say("SKIP" if rc in (None, 125) else "FAIL", f"{name}: {'timeout' if rc == 124 else why[0].strip()[:200]}")
+    say("SKIP" if rc in (None, 125) else "FAIL",
+        f"{name}: {'timeout' if rc in (124, 137) else why[0].strip()[:200]}")
     return False
 
 def losses(name):
@@ -169,10 +175,10 @@ FEAT="--pos=rope --mlp=swiglu --qk_norm=True --init=xavier --tie_embeddings=Fals
  --bias=False --z_loss=1e-4 --mu_loss=1e-4 --mu_centering=True --optimizer=coupled_adam --norm=dyisru_sp"
 # shellcheck disable=SC2086
 {
-( export OMP_NUM_THREADS=4; train cpu_base 150 $SMALL --device=cpu ) &
-( export OMP_NUM_THREADS=4; train cpu_feat 150 $SMALL $FEAT --device=cpu ) &
-train gpu_base 150 $SMALL --device=$DEV &
-train gpu_feat 150 $SMALL $FEAT --device=$DEV &
+OMP_NUM_THREADS=4 par train cpu_base 150 $SMALL --device=cpu  # CPU references: few threads, the box is shared
+OMP_NUM_THREADS=4 par train cpu_feat 150 $SMALL $FEAT --device=cpu
+par train gpu_base 150 $SMALL --device=$DEV
+par train gpu_feat 150 $SMALL $FEAT --device=$DEV
 wait
 }
 check cmp parity_fp32_base gpu_base cpu_base 1e-4
@@ -207,12 +213,12 @@ DIST="$SMALL --device=$DEV --gradient_accumulation_steps=4 --tie_embeddings=True
 B16="--dtype=bfloat16"
 # shellcheck disable=SC2086
 {
-train one_f32 150 $DIST &
-train one_b16 150 $DIST $B16 &
-trainN ddp_f32 "$NP" 150 $DIST --parallelism=ddp &
-trainN fsdp_f32 "$NP" 150 $DIST --parallelism=fsdp &
-trainN fsdp_b16 "$NP" 150 $DIST $B16 --parallelism=fsdp &
-trainN fsdp_dcp "$NP" 150 $DIST --parallelism=fsdp --checkpoint_format=dcp &
+par train one_f32 150 $DIST
+par train one_b16 150 $DIST $B16
+par trainN ddp_f32 "$NP" 150 $DIST --parallelism=ddp
+par trainN fsdp_f32 "$NP" 150 $DIST --parallelism=fsdp
+par trainN fsdp_b16 "$NP" 150 $DIST $B16 --parallelism=fsdp
+par trainN fsdp_dcp "$NP" 150 $DIST --parallelism=fsdp --checkpoint_format=dcp
 wait
 }
 check cmp ddp_equals_one_process ddp_f32 one_f32 1e-4

@@ -665,7 +665,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         _run(args)
     except (ValueError, TypeError, FileNotFoundError) as e:
-        raise SystemExit(f"error: {e}") from None
+        raise SystemExit(f"annotate.py: {e}") from None
 
 
 def _run(args: argparse.Namespace) -> None:
@@ -709,4 +709,5 @@ def _run(args: argparse.Namespace) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from configurator import run_cli  # bad input: one line `annotate.py: problem: fix`, exit 1
+    run_cli("annotate.py", main)

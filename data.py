@@ -801,4 +801,5 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from configurator import run_cli  # bad input: one line `data.py: problem: fix`, exit 1
+    run_cli("data.py", main)

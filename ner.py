@@ -651,7 +651,7 @@ def main(argv: list[str]) -> None:
         else:
             _predict_cli(cfg)
     except (ValueError, FileNotFoundError) as e:
-        sys.exit(f"error: {e}")
+        sys.exit(f"ner.py: {e}")
 
 
 def _predict_cli(cfg: dict) -> None:
@@ -674,4 +674,5 @@ def _predict_cli(cfg: dict) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    from configurator import run_cli  # bad input: one line `ner.py: problem: fix`, exit 1
+    run_cli("ner.py", main, sys.argv[1:])

@@ -149,6 +149,15 @@ def _fail(msg: str) -> None:
     raise SystemExit(f"train.py: {msg}")
 
 
+def _model_args(cfg: dict, set_keys: frozenset, vocab_size: int) -> dict:
+    """GPTConfig kwargs: the preset (if any), then every model key you set (whatever its value; the
+    defaults fill what the preset leaves open), the vocabulary padded up to vocab_multiple."""
+    preset = dict(_PRESETS[cfg['model_preset']]) if cfg['model_preset'] else {}
+    args = {k: cfg[k] if k in set_keys or k not in preset else preset[k] for k in _MODEL_KEYS}
+    multiple = cfg['vocab_multiple'] or 1  # resolved before the model (None: 64 on CUDA, 1 on CPU)
+    return dict(args, vocab_size=math.ceil(vocab_size / multiple) * multiple)
+
+
 def _lr(it: int, cfg: dict) -> float:
     return optim.get_lr(it, cfg['schedule'] if cfg['decay_lr'] else 'constant', cfg['learning_rate'],
                         cfg['min_lr'], cfg['warmup_iters'], cfg['lr_decay_iters'], cfg['max_iters'],
@@ -196,6 +205,11 @@ def _validate(cfg: dict, set_keys: frozenset, world_size: int) -> None:
         _fail(f"logit_softcap={cfg['logit_softcap']} must be > 0 (OEC v2 uses 30) or None (off)")
     if cfg['model_preset'] and cfg['model_preset'] not in _PRESETS:
         _fail(f"model_preset={cfg['model_preset']!r} is unknown: use one of {sorted(_PRESETS)}")
+    if cfg['init_from'] == 'scratch':  # the model keys' own checks (shape, choices), before the data
+        try:
+            GPTConfig(**_model_args(cfg, set_keys, vocab_size=1))
+        except ValueError as e:
+            _fail(str(e))
     if not (cfg['init_from'] in ('scratch', 'resume', 'finetune') or cfg['init_from'].startswith('gpt2-hf:')):
         _fail(f"init_from={cfg['init_from']!r}: use 'scratch', 'resume', 'finetune' or 'gpt2-hf:<folder>' "
               f"(a local Hugging Face GPT2LMHeadModel folder; nothing is downloaded)")
@@ -235,15 +249,6 @@ def _validate(cfg: dict, set_keys: frozenset, world_size: int) -> None:
         _lr(0, cfg), _lr(cfg['max_iters'], cfg)
     except ValueError as e:
         _fail(str(e))
-
-
-def _model_args(cfg: dict, set_keys: frozenset, vocab_size: int) -> dict:
-    """GPTConfig kwargs: the preset (if any), then every model key you set (whatever its value; the
-    defaults fill what the preset leaves open), the vocabulary padded up to vocab_multiple."""
-    preset = dict(_PRESETS[cfg['model_preset']]) if cfg['model_preset'] else {}
-    args = {k: cfg[k] if k in set_keys or k not in preset else preset[k] for k in _MODEL_KEYS}
-    multiple = cfg['vocab_multiple'] or 1  # resolved before (None: 64 on CUDA, 1 on CPU)
-    return dict(args, vocab_size=math.ceil(vocab_size / multiple) * multiple)
 
 
 def _check_data_prepared(cfg: dict, world_size: int, resuming: bool) -> None:
@@ -648,11 +653,11 @@ def wall_time() -> float:
     return wall_time_before + time.time() - _t_start
 
 
-def checkpoint_state() -> dict | None:
-    """The checkpoint dict (on rank 0; None elsewhere). Format 'full': under DDP/FSDP2 (any world size, 1 too)
-    the full state dicts are gathered to rank 0's CPU (a collective every rank joins) as plain tensors keyed by
-    parameter name, so tied weights and another world size load back (Modalities #348/#381). Format 'dcp':
-    no gather; 'model' and 'optimizer' are None (save_sharded writes the shards)."""
+def checkpoint_state(step: int, tokens: int, best_val_loss: float, nonfinite_skipped: int) -> dict | None:
+    """The checkpoint dict (on rank 0; None elsewhere) of the run at `step`. Format 'full': under DDP/FSDP2 (any
+    world size, 1 too) the full state dicts are gathered to rank 0's CPU (a collective every rank joins) as plain
+    tensors keyed by parameter name, so tied weights and another world size load back (Modalities #348/#381).
+    Format 'dcp': no gather; 'model' and 'optimizer' are None (save_sharded writes the shards)."""
     if checkpoint_format == 'dcp':
         model_sd = optim_sd = None
         local = [p.to_local() if hasattr(p, 'to_local') else p for p in raw_model.parameters()]
@@ -673,32 +678,33 @@ def checkpoint_state() -> dict | None:
         rng = [checkpoint.rng_state()]
     if bad:  # never overwrite a good checkpoint with a broken one
         raise SystemExit(f"train.py: refusing to checkpoint non-finite weights ({bad[:3]}) at step "
-                         f"{iter_num}; last good checkpoint: {run_dir / CKPT}")
+                         f"{step}; last good checkpoint: {run_dir / CKPT}")
     if not master:
         return None
-    return {'model': model_sd and {k: v.cpu() for k, v in model_sd.items()}, 'optimizer': optim_sd, 'step': iter_num,
-            'schedule': {'name': schedule, 'step': iter_num, 'lr': _lr(iter_num, config)},
-            'tokens': tokens_seen, 'best_val_loss': best_val_loss, 'nonfinite_skipped': nonfinite_skipped,
-            'wall_time_s': wall_time(), 'loader': loader.state_dict(), 'rng': rng, 'world_size': world_size,
-            'config': dict(config), 'model_args': model_args, 'data_identity': identity}
+    return {'model': model_sd and {k: v.cpu() for k, v in model_sd.items()}, 'optimizer': optim_sd, 'step': step,
+            'schedule': {'name': schedule, 'step': step, 'lr': _lr(step, config)}, 'tokens': tokens,
+            'best_val_loss': best_val_loss, 'nonfinite_skipped': nonfinite_skipped, 'wall_time_s': wall_time(),
+            'loader': loader.state_dict(), 'rng': rng, 'world_size': world_size, 'config': dict(config),
+            'model_args': model_args, 'data_identity': identity}
 
 
-def save(reason: str) -> Path | None:
-    """Checkpoint now (a collective under FSDP2); rank 0 writes it. A failed write stops the run."""
-    ckpt = checkpoint_state()
+def save(reason: str, **progress) -> Path | None:
+    """Checkpoint the run (progress: checkpoint_state's arguments; a collective under FSDP2); rank 0 writes it
+    (format 'dcp': every rank writes its shards). A failed write (full or read-only disk) stops the run with one
+    message; the previous ckpt.pt stays."""
+    ckpt = checkpoint_state(**progress)
     try:
-        if checkpoint_format == 'dcp':  # every rank writes its shards
-            path = checkpoint.save_sharded(raw_model, opt, ckpt, run_dir, iter_num, keep_last_k, debug_ckpt_sleep)
-        elif not master:
-            return None
-        else:
-            path = checkpoint.save_checkpoint(ckpt, run_dir, iter_num, keep_last_k, pause_s=debug_ckpt_sleep)
+        if checkpoint_format == 'dcp':
+            path = checkpoint.save_sharded(raw_model, opt, ckpt, run_dir, progress['step'], keep_last_k,
+                                           debug_ckpt_sleep)
+        elif master:
+            path = checkpoint.save_checkpoint(ckpt, run_dir, progress['step'], keep_last_k,
+                                              pause_s=debug_ckpt_sleep)
         if not master:
             return None
     except CheckpointError as e:
-        write_summary(finished=False, diverged=False)
         _fail(str(e))
-    tqdm.write(f"step {iter_num}: saved {run_dir / CKPT} ({reason})")
+    tqdm.write(f"step {progress['step']}: saved {run_dir / CKPT} ({reason})")
     return path
 
 
@@ -710,12 +716,14 @@ def log_metrics(rec: dict) -> None:
             wandb.log(_clean(rec), step=rec['step'])
 
 
-def write_summary(finished: bool, diverged: bool) -> None:
+def write_summary(finished: bool, diverged: bool, last_eval: dict, last_loss: float | None, step: int,
+                  tokens: int, best_val_loss: float, nonfinite_skipped: int) -> None:
+    """summary.json (rank 0): how the run ended, the last eval's values and the progress counters."""
     if master:
         final = {k: v for k, v in last_eval.items() if k not in ('step', 'tokens', 'train_loss', 'val_loss')}
         summary = dict(finished=finished, diverged=diverged, final_train_loss=last_eval.get('train_loss'),
                        final_val_loss=last_eval.get('val_loss'), best_val_loss=best_val_loss,
-                       tokens=tokens_seen, wall_time_s=wall_time(), step=iter_num,
+                       tokens=tokens, wall_time_s=wall_time(), step=step,
                        nonfinite_skipped=nonfinite_skipped, last_train_loss=last_loss, **final)
         try:
             checkpoint.write_json(run_dir / 'summary.json', _clean(summary))
@@ -734,6 +742,14 @@ for _sig in (signal.SIGTERM, signal.SIGINT):
 params = [p for p in raw_model.parameters() if p.requires_grad]
 term_keys = ['ce'] + [k for k, lam in (('z_loss', z_loss), ('mu_loss', mu_loss)) if lam > 0]
 last_eval, last_loss, last_ckpt = {}, None, (run_dir / CKPT) if init_from == 'resume' else None
+
+
+def progress() -> dict:
+    """The progress counters a checkpoint and summary.json record (read here, where the loop assigns them)."""
+    return dict(step=iter_num, tokens=tokens_seen, best_val_loss=best_val_loss, nonfinite_skipped=nonfinite_skipped)
+
+
+
 start_iter, stopping = iter_num, False
 t_log, tokens_at_log = time.time(), tokens_seen
 # device-side step state, read back only at log/eval points (no host sync per step): stop on the first
@@ -758,13 +774,13 @@ while True:
         improved = last_eval['val_loss'] < best_val_loss
         best_val_loss = min(best_val_loss, last_eval['val_loss'])
         if iter_num > start_iter and (improved or always_save_checkpoint):
-            last_ckpt = save('eval')
+            last_ckpt = save('eval', **progress())
         t_log += time.time() - t_eval  # tokens/s counts training time only
     if iter_num >= max_iters or eval_only:
         break
     if stopping:  # decided from the all-reduced flag, so every rank saves at the same step
-        save(f"stopped by {stop_signal[0]}")
-        write_summary(finished=False, diverged=False)
+        save(f"stopped by {stop_signal[0]}", **progress())
+        write_summary(False, False, last_eval, last_loss, **progress())
         if master:
             tqdm.write(f"stopped by {stop_signal[0]} at step {iter_num}; resume with --init_from=resume")
         break
@@ -839,7 +855,7 @@ while True:
         tokens_seen -= sum(tokens_pending[len(tokens_pending) - n_after:])
         iter_num, last_loss = int(first_bad_v) - 1, bad[0]
         where = f"last good checkpoint: {last_ckpt}" if last_ckpt else "no checkpoint written yet"
-        write_summary(finished=False, diverged=True)
+        write_summary(False, True, last_eval, last_loss, **progress())
         pbar.close()
         raise SystemExit(f"train.py: non-finite loss {bad[0]} (grad norm {bad[-1]}) at step {iter_num + 1}; "
                          f"stopped without updating the weights; {where}. Lower learning_rate, add "
@@ -868,7 +884,7 @@ while True:
 
 pbar.close()
 if iter_num >= max_iters and not stopping and not eval_only:
-    write_summary(finished=True, diverged=False)
+    write_summary(True, False, last_eval, last_loss, **progress())
 
 # -----------------------------------------------------------------------------
 # a sample from the trained model, on rank 0. FSDP2: generate() on the sharded model mixes Tensors and DTensors

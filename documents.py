@@ -21,15 +21,29 @@ Bad records are: bytes that are not UTF-8, NUL characters (binary data), JSON st
 UTF-16 surrogate (e.g. an escaped half of an emoji, which no UTF-8 writer can encode), invalid JSON, and a
 record whose `text_field` is missing or not a string. LINE is the 1-based line of a text file, also of a
 compressed one (its byte offset counts in the decompressed stream), or the 1-based row of a Parquet file.
+
+What is built from documents (a dataset folder, a cleaning output) is built in a temporary folder beside
+its destination and renamed into place when complete (`building`, `replace_folder` at the end of this file),
+so a killed run never leaves a half-written or mixed output.
 """
 import glob
 import gzip
 import json
+import os
 import re
+import shutil
 import sys
+import tempfile
+import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+
+try:
+    import fcntl  # POSIX: a build folder is locked by its running build
+except ImportError:  # pragma: no cover - elsewhere stale folders are only removed by age
+    fcntl = None
 
 ON_BAD_INPUT = ("stop", "skip", "replace")
 SUFFIXES = (".txt", ".jsonl", ".jsonl.gz", ".jsonl.zst", ".parquet")
@@ -314,3 +328,67 @@ def _parquet_records(path: Path, text_field: str, on_bad_input: str, fields: boo
                 continue
             text, msg, fixed = _decode(raw, where + f" (row {row})", 0, on_bad_input)
             yield Document(text, str(path), row, others[i] if fields else {}, None if fixed else msg), msg
+
+
+# ----------------------------------------------------------------------------------------------------
+# output folders: build in a temporary sibling, rename into place when complete
+
+STALE_UNLOCKED_S = 24 * 3600  # a build folder without a lock file (none of ours) counts as stale after this
+
+
+@contextmanager
+def building(folder: str | Path) -> Iterator[Path]:
+    """A fresh temporary folder beside `folder` (.NAME.building.XXXX), locked (flock on .lock) for as long as
+    this build runs, and removed on exit unless the caller renamed it away with replace_folder. Build
+    folders of earlier runs that were killed (their lock is free) are removed first."""
+    folder = Path(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_builds(folder)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.building.", dir=folder.parent))
+    lock = open(tmp / ".lock", "w")
+    try:
+        if fcntl is not None:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        umask = os.umask(0)
+        os.umask(umask)
+        tmp.chmod(0o777 & ~umask)  # mkdtemp made it private; the result should not be
+        yield tmp
+    finally:
+        lock.close()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def remove_stale_builds(folder: Path) -> list[Path]:
+    """Remove the .NAME.building.* folders of killed runs (lock free, or no lock and older than a day)."""
+    removed = []
+    for tmp in folder.parent.glob(f".{glob.escape(folder.name)}.building.*"):
+        lock_file = tmp / ".lock"
+        if not lock_file.exists():
+            if time.time() - tmp.stat().st_mtime < STALE_UNLOCKED_S:
+                continue  # just created by another run, which is about to lock it
+        elif fcntl is not None:
+            with open(lock_file) as lock:
+                try:
+                    fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    continue  # another run is building in it
+        else:
+            continue
+        shutil.rmtree(tmp, ignore_errors=True)
+        removed.append(tmp)
+        print(f"removed {tmp}: left by a run that was killed", file=sys.stderr)
+    return removed
+
+
+def replace_folder(tmp: Path, folder: str | Path) -> None:
+    """Put the finished build `tmp` at `folder`, replacing an existing folder as a whole: the old one is
+    renamed aside first, so `folder` holds either the old or the new output, never a mix of both."""
+    folder = Path(folder)
+    (tmp / ".lock").unlink(missing_ok=True)
+    old = None
+    if folder.exists():
+        old = Path(tempfile.mkdtemp(prefix=f".{folder.name}.old.", dir=folder.parent))
+        os.rename(folder, old / "x")
+    os.rename(tmp, folder)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)

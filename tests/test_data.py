@@ -347,13 +347,13 @@ def test_bad_inputs_give_clear_errors(tmp_path):
     latin = tmp_path / "latin.txt"
     latin.write_bytes("första raden\nandra raden med å\n".encode() + "tredje med ö\n".encode("latin-1"))
     offset = len("första raden\nandra raden med å\ntredje med ".encode())  # where the latin-1 ö is
-    with pytest.raises(ValueError, match=rf"latin.txt: line 3, byte offset {offset}"):
+    with pytest.raises(ValueError, match=rf"latin.txt:3, byte offset {offset}: not UTF-8"):
         prepare_dataset("l", data_root=tmp_path, input=str(latin), tokenizer="gpt2")
     folder = prepare_dataset("l", data_root=tmp_path, input=str(latin), tokenizer="gpt2", on_bad_input="skip")
     assert load_meta(folder)["languages"]["all"]["bad_lines_skipped"] == 1
     js = tmp_path / "bad.jsonl"
     js.write_text('{"text": "ok"}\n{"text": 3}\n')
-    with pytest.raises(ValueError, match=r"bad.jsonl:2: no string 'text' field"):
+    with pytest.raises(ValueError, match=r"bad.jsonl:2: no string field 'text'"):
         prepare_dataset("j", data_root=tmp_path, input=str(js), tokenizer="gpt2")
     js.write_text('{"text": "ok"}\n{"text": "ok2"\n')
     with pytest.raises(ValueError, match=r"bad.jsonl:2: invalid JSON"):
@@ -395,7 +395,7 @@ def test_non_utf8_offsets_are_file_offsets_in_jsonl_and_whole_files(tmp_path):
     for name, body, offset in (("big.jsonl", head.encode() + b'{"text": "\xe5"}\n', n + 10),
                                ("play.txt", head.encode() + b"\xe5", n)):
         (tmp_path / name).write_bytes(body)
-        with pytest.raises(ValueError, match=rf"{name}: line 2001, byte offset {offset}: not UTF-8"):
+        with pytest.raises(ValueError, match=rf"{name}:2001, byte offset {offset}: not UTF-8"):
             prepare_dataset("x", data_root=tmp_path, input=str(tmp_path / name), tokenizer="gpt2",
                             txt_unit="file")
 

@@ -355,13 +355,22 @@ def lsh_candidate_pairs(sig: np.ndarray, bands: int) -> np.ndarray:
 
 
 def exact_jaccard(texts: list[str], pairs: np.ndarray, shingle_size: int = 10,
-                  chunk_pairs: int = 2_000) -> np.ndarray:
+                  chunk_pairs: int = 2_000, chunk_chars: int = 1 << 19) -> np.ndarray:
     """Jaccard similarity |A ∩ B| / |A ∪ B| of the shingle sets of each pair. A shingle is its hash cut to 40
     bits (a collision inside one pair has probability ~ n^2 / 2^41, below 1e-6 for 1,000 shingles); a
-    single uint64 key (owner << 40 | hash) then replaces a two-key lexsort, several times faster."""
+    single uint64 key (owner << 40 | hash) then replaces a two-key lexsort, several times faster.
+    Pairs are verified in chunks of at most chunk_pairs pairs and ~chunk_chars characters of their texts
+    (about 100 bytes of arrays per character), so memory does not depend on the corpus or document size."""
     out = np.empty(len(pairs))
-    for s in range(0, len(pairs), chunk_pairs):
-        pc = pairs[s:s + chunk_pairs]
+    sizes = texts.sizes if hasattr(texts, "sizes") else None  # (N,) a file-backed store knows them
+    cost = sizes[pairs].sum(1) if sizes is not None and len(pairs) else \
+        np.array([len(texts[a]) + len(texts[b]) for a, b in pairs.tolist()], np.int64)
+    total = np.cumsum(cost)
+    s = 0
+    while s < len(pairs):
+        budget = (total[s - 1] if s else 0) + chunk_chars
+        e = min(s + chunk_pairs, max(s + 1, int(np.searchsorted(total, budget, side="right"))))
+        pc = pairs[s:e]
         docs, inv = np.unique(pc.ravel(), return_inverse=True)
         h, d = shingle_hashes([texts[i] for i in docs], shingle_size)
         key = np.sort((d.astype(np.uint64) << np.uint64(40)) | (h >> np.uint64(24)))
@@ -376,6 +385,7 @@ def exact_jaccard(texts: list[str], pairs: np.ndarray, shingle_size: int = 10,
         both = np.sort((pid.astype(np.uint64) << np.uint64(40)) | hv)  # (pair, hash), equal = in A and B
         inter = np.bincount((both[1:][both[1:] == both[:-1]] >> np.uint64(40)).astype(np.int64), minlength=m)
         out[s:s + m] = inter / (size[ia] + size[ib] - inter)
+        s = e
     return out
 
 
@@ -615,6 +625,7 @@ class _StoredTexts:
 
     def __init__(self, path: Path, offsets: np.ndarray):
         self.path, self.offsets = path, offsets
+        self.sizes = np.diff(offsets)  # (N,) bytes of each record: an upper bound of its characters
 
     def __len__(self) -> int:
         return len(self.offsets) - 1

@@ -82,6 +82,7 @@ def test_exact_jaccard_matches_python_sets(paragraphs):
     pairs = [(i, j) for i in range(len(texts)) for j in range(i + 1, len(texts)) if rng.random() < 0.3]
     pairs = np.array(pairs + [(40, 41)])
     got = clean.exact_jaccard(texts, pairs, 10, chunk_pairs=37)  # several chunks
+    np.testing.assert_array_equal(clean.exact_jaccard(texts, pairs, 10, chunk_chars=3000), got)  # by size
     want = [jaccard(texts[i], texts[j]) for i, j in pairs]
     np.testing.assert_allclose(got, want, atol=1e-12)
 

@@ -1,7 +1,7 @@
 """
 NER fine-tuning, evaluation and inference in the manner of nerblackbox (../shared/papers/ner.md), with adaptive
 fine-tuning (ner.md §2.2, optim.AdaptiveFineTuning) as the default. File formats, schemes and scores live in
-nerdata.py; the BERT encoder (BertForTokenClassification) at the end of model.py.
+nerdata.py; the BERT encoder and its WordPiece tokenizer in bert.py.
 
     python ner.py train --train train.conll --val dev.conll --test test.conll --encoder DIR --out_dir out-ner
     python ner.py evaluate --model out-ner/model --data test.conll --out out-eval
@@ -16,17 +16,17 @@ import math
 import shutil
 import sys
 import time
-import unicodedata
 from pathlib import Path
 
 import torch
 from torch.nn import functional as F
 from tqdm import tqdm
 
+import bert
 import nerdata
+from bert import BertForTokenClassification, WordPieceTokenizer
 from configurator import configure
 from losses import IGNORE_INDEX
-from model import BertForTokenClassification
 from nerdata import Example, Issues
 from optim import FINE_TUNING_PRESETS, AdaptiveFineTuning
 
@@ -59,87 +59,7 @@ PREDICT_DEFAULTS = dict(model="", input="", output="", format="jsonl", batch_siz
 
 
 # -----------------------------------------------------------------------------
-# WordPiece tokenizer, equal to HF BertTokenizer(Fast) on the same vocab.txt (ids and offsets)
-
-class WordPieceTokenizer:
-
-    def __init__(self, vocab_file: str | Path, lowercase: bool = True, strip_accents: bool | None = None,
-                 max_chars_per_word: int = 100):
-        self.vocab = {}
-        with open(vocab_file, encoding="utf-8") as f:
-            for i, line in enumerate(f):
-                self.vocab.setdefault(line.rstrip("\n"), i)
-        self.lowercase = lowercase
-        self.strip_accents = lowercase if strip_accents is None else strip_accents  # HF: follows lowercase
-        self.max_chars_per_word = max_chars_per_word
-        self.unk, self.cls, self.sep, self.pad = (self.vocab[t] for t in ("[UNK]", "[CLS]", "[SEP]", "[PAD]"))
-        self._cache: dict[str, list[tuple[int, int, int]]] = {}
-
-    @classmethod
-    def from_dir(cls, path: str | Path) -> "WordPieceTokenizer":
-        path = Path(path)
-        cfg_file = path / "tokenizer_config.json"
-        cfg = json.loads(cfg_file.read_text()) if cfg_file.exists() else {}
-        if not (path / "vocab.txt").exists():
-            raise FileNotFoundError(f"{path}/vocab.txt not found: a BERT folder needs its WordPiece vocabulary")
-        return cls(path / "vocab.txt", cfg.get("do_lower_case", True), cfg.get("strip_accents"))
-
-    def save(self, path: Path) -> None:
-        (path / "vocab.txt").write_text("".join(t + "\n" for t in sorted(self.vocab, key=self.vocab.get)),
-                                        encoding="utf-8")
-        (path / "tokenizer_config.json").write_text(json.dumps(dict(
-            do_lower_case=self.lowercase, strip_accents=self.strip_accents, tokenizer_class="BertTokenizer")))
-
-    def _normalize(self, c: str) -> str:
-        if self.strip_accents:  # NFD, drop combining marks (HF BertNormalizer: strip accents, then lowercase)
-            c = "".join(x for x in unicodedata.normalize("NFD", c) if unicodedata.category(x) != "Mn")
-        return c.lower() if self.lowercase else c
-
-    def _pieces(self, word: str) -> list[tuple[int, int, int]]:
-        """(id, start, end) per piece, offsets relative to `word` (a pretokenize() word of the original text)."""
-        if word in self._cache:
-            return self._cache[word]
-        chars, align = [], []  # normalized chars and the index of the original char each came from
-        for i, c in enumerate(word):
-            if not nerdata.is_removed_char(c):
-                for x in self._normalize(c):
-                    chars.append(x)
-                    align.append(i)
-        s = "".join(chars)
-        if not s:
-            out = []
-        elif len(s) > self.max_chars_per_word:
-            out = [(self.unk, align[0], align[-1] + 1)]
-        else:
-            out, start = [], 0
-            while start < len(s):  # greedy longest match first (Schuster & Nakajima 2012; BERT)
-                end = len(s)
-                while end > start and (s[start:end] if start == 0 else "##" + s[start:end]) not in self.vocab:
-                    end -= 1
-                if end == start:  # no piece fits: the whole word is [UNK]
-                    out = [(self.unk, align[0], align[-1] + 1)]
-                    break
-                out.append((self.vocab[s[start:end] if start == 0 else "##" + s[start:end]], align[start],
-                            align[end - 1] + 1))
-                start = end
-        self._cache[word] = out
-        return out
-
-    def encode_word(self, word: str) -> list[int]:
-        ids = []
-        for s, e in nerdata.pretokenize(word):
-            ids += [p[0] for p in self._pieces(word[s:e])]
-        return ids
-
-    def tokenize(self, text: str) -> tuple[list[int], list[tuple[int, int]]]:
-        """ids and (start, end) char offsets of every piece, without [CLS]/[SEP]."""
-        ids, offsets = [], []
-        for ws, we in nerdata.pretokenize(text):
-            for i, s, e in self._pieces(text[ws:we]):
-                ids.append(i)
-                offsets.append((ws + s, ws + e))
-        return ids, offsets
-
+# GPT backbone
 
 class GPTWordTokenizer:
     """Our GPT tokenizer at word level: each word is encoded with a leading space (HF add_prefix_space=True)."""
@@ -318,7 +238,7 @@ def predict(tagger: "Tagger | str | Path", texts: list[str] | str) -> list[list[
     text. A stray I-X after O starts an entity (nerblackbox's autocorrect=True); score = mean word probability."""
     tagger = tagger if isinstance(tagger, Tagger) else Tagger.load(tagger)
     texts = [texts] if isinstance(texts, str) else texts
-    spans = [nerdata.pretokenize(t) for t in texts]
+    spans = [bert.pretokenize(t) for t in texts]
     tags, scores = tagger.tag([[t[s:e] for s, e in sp] for t, sp in zip(texts, spans)])
     out = []
     for text, sp, tg, sc in zip(texts, spans, tags, scores):

@@ -1,17 +1,18 @@
 """
 NER data: file formats (CoNLL, pretokenized CSV, standard JSONL with char spans), annotation schemes
 (IO, BIO = IOB2, IOB1 input, BILOU / IOBES) and seeded splits. Split off from ner.py, which does the
-modelling; this file needs no torch and is what annotate.py imports for the JSONL format.
+modelling. Words are split with bert.pretokenize (exact char offsets).
 
 Conventions follow nerblackbox (../shared/papers/ner.md §1.3-§1.5). Unlike nerblackbox, nothing is
 dropped silently (§6.1): every repair is counted in an `Issues` object that ends up in the run report.
 """
 import json
 import random
-import unicodedata
 from collections import Counter, defaultdict
 from dataclasses import dataclass
 from pathlib import Path
+
+from bert import pretokenize
 
 
 @dataclass
@@ -42,52 +43,6 @@ class Issues:
     def __str__(self) -> str:
         return "\n".join(f"warning: {n} x {k} (e.g. {'; '.join(self.where[k][:2])})"
                          for k, n in sorted(self.counts.items()))
-
-
-# -----------------------------------------------------------------------------
-# word splitting (the BERT "basic tokenizer" rules, on the original text so offsets are exact)
-
-def is_removed_char(c: str) -> bool:
-    """Characters BERT's text cleaning deletes (NUL, U+FFFD, control/format chars except tab/newline)."""
-    return c in "\x00\ufffd" or (c not in "\t\n\r" and unicodedata.category(c).startswith("C"))
-
-
-def is_punctuation(c: str) -> bool:
-    cp = ord(c)
-    # all non-letter/number ASCII counts as punctuation in BERT ("$", "^", "`" too)
-    if 33 <= cp <= 47 or 58 <= cp <= 64 or 91 <= cp <= 96 or 123 <= cp <= 126:
-        return True
-    return unicodedata.category(c).startswith("P")
-
-
-def is_cjk(c: str) -> bool:
-    cp = ord(c)
-    return (0x4E00 <= cp <= 0x9FFF or 0x3400 <= cp <= 0x4DBF or 0x20000 <= cp <= 0x2A6DF or 0x2A700 <= cp <= 0x2B73F
-            or 0x2B740 <= cp <= 0x2B81F or 0x2B820 <= cp <= 0x2CEAF or 0xF900 <= cp <= 0xFAFF
-            or 0x2F800 <= cp <= 0x2FA1F)
-
-
-def pretokenize(text: str) -> list[tuple[int, int]]:
-    """Split text into words (start, end): whitespace separates, each punctuation and CJK char is its own
-    word, removed chars neither split nor count. Same words as HF BertPreTokenizer after BertNormalizer."""
-    spans: list[tuple[int, int]] = []
-    start = last = None
-    for i, c in enumerate(text):
-        if is_removed_char(c):
-            continue
-        if c.isspace() or is_punctuation(c) or is_cjk(c):
-            if start is not None:
-                spans.append((start, last + 1))
-                start = None
-            if not c.isspace():
-                spans.append((i, i + 1))
-            continue
-        if start is None:
-            start = i
-        last = i
-    if start is not None:
-        spans.append((start, last + 1))
-    return spans
 
 
 # -----------------------------------------------------------------------------

@@ -31,8 +31,8 @@ sys.path.insert(0, str(ROOT))
 
 import ner  # noqa: E402
 import nerdata  # noqa: E402
+from bert import BertForTokenClassification, WordPieceTokenizer  # noqa: E402
 from configurator import configure  # noqa: E402
-from model import BertForTokenClassification  # noqa: E402
 
 n_train = 256  # WNUT-17 train sentences used for fine-tuning
 n_dev = 256  # WNUT-17 dev sentences for F1 and inference
@@ -75,7 +75,7 @@ class _HF(torch.nn.Module):
 def _train_case(ours: bool) -> dict:
     path, train, dev, labels = _setup()
     dev_ = _device()
-    tok = ner.WordPieceTokenizer.from_dir(path)
+    tok = WordPieceTokenizer.from_dir(path)
     torch.manual_seed(0)
     model = BertForTokenClassification.from_hf(path, len(labels))
     if not ours:  # same weights, same fresh head
@@ -124,7 +124,7 @@ def _pair_case() -> dict:
     from transformers import BertForTokenClassification as HF
     path, train, dev, labels = _setup()
     dev_ = _device()
-    tok = ner.WordPieceTokenizer.from_dir(path)
+    tok = WordPieceTokenizer.from_dir(path)
     torch.manual_seed(0)
     ours = BertForTokenClassification.from_hf(path, len(labels))
     hf = HF.from_pretrained(path, num_labels=len(labels), hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
@@ -171,7 +171,7 @@ def _infer_case(kind: str) -> dict:
     sentences = [ex.words for ex in dev]
     model = BertForTokenClassification.from_hf(path, len(labels))
     if kind == "ours":
-        tagger = ner.Tagger(model, ner.WordPieceTokenizer.from_dir(path),
+        tagger = ner.Tagger(model, WordPieceTokenizer.from_dir(path),
                             dict(labels=labels, scheme="bio", max_seq_length=max_seq_length, chunk_overlap=0,
                                  batch_size=infer_batch_size), dev_)
         run = lambda: tagger.tag(sentences)  # noqa: E731
@@ -179,7 +179,7 @@ def _infer_case(kind: str) -> dict:
         from transformers import AutoModelForTokenClassification, BertTokenizerFast, pipeline
         tmp = Path(tempfile.mkdtemp())
         model.save_hf(tmp, dict(enumerate(labels)))
-        ner.WordPieceTokenizer.from_dir(path).save(tmp)
+        WordPieceTokenizer.from_dir(path).save(tmp)
         hf_tok = BertTokenizerFast.from_pretrained(tmp)
         hf = AutoModelForTokenClassification.from_pretrained(tmp).to(dev_).eval()
         if kind == "pipe":

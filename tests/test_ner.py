@@ -7,9 +7,10 @@ import warnings
 import pytest
 import torch
 
+import bert
 import ner
 import nerdata
-from model import BertConfig, BertForTokenClassification
+from bert import BertConfig, BertForTokenClassification
 from nerdata import Example, Issues
 
 TEXTS = [
@@ -48,7 +49,7 @@ def tiny_bert(tmp_path_factory, minilm):
                      intermediate_size=64, max_position_embeddings=64, hidden_dropout_prob=0.0,
                      attention_probs_dropout_prob=0.0)
     BertForTokenClassification(cfg, 2).save_hf(path, {0: "O", 1: "X"})
-    tok = ner.WordPieceTokenizer.from_dir(minilm)
+    tok = bert.WordPieceTokenizer.from_dir(minilm)
     tok.save(path)
     return path
 
@@ -67,7 +68,7 @@ def _check_tokenizer(ours, fast, slow, texts):
 def test_wordpiece_uncased_matches_hf(minilm):
     from transformers import BertTokenizerFast
     from transformers.models.bert.tokenization_bert_legacy import BertTokenizerLegacy
-    ours = ner.WordPieceTokenizer.from_dir(minilm)
+    ours = bert.WordPieceTokenizer.from_dir(minilm)
     _check_tokenizer(ours, BertTokenizerFast.from_pretrained(minilm),
                      BertTokenizerLegacy(vocab_file=f"{minilm}/vocab.txt", do_lower_case=True), TEXTS)
 
@@ -80,7 +81,7 @@ def test_wordpiece_cased_matches_hf(tmp_path):
     chars = sorted({c for t in TEXTS for c in t if not c.isspace()})
     vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + words + chars + ["##" + c for c in chars]
     (tmp_path / "vocab.txt").write_text("\n".join(dict.fromkeys(vocab)) + "\n", encoding="utf-8")
-    ours = ner.WordPieceTokenizer(tmp_path / "vocab.txt", lowercase=False)
+    ours = bert.WordPieceTokenizer(tmp_path / "vocab.txt", lowercase=False)
     (tmp_path / "tokenizer_config.json").write_text(json.dumps({"do_lower_case": False}))
     fast = BertTokenizerFast.from_pretrained(tmp_path)
     slow = BertTokenizerLegacy(vocab_file=str(tmp_path / "vocab.txt"), do_lower_case=False)
@@ -93,7 +94,7 @@ def test_encoder_matches_hf_bert(minilm):
     from transformers import BertModel
     ours = BertForTokenClassification.from_hf(minilm, 5).eval()
     hf = BertModel.from_pretrained(minilm).eval()
-    tok = ner.WordPieceTokenizer.from_dir(minilm)
+    tok = bert.WordPieceTokenizer.from_dir(minilm)
     seqs = [[tok.cls] + tok.tokenize(t)[0][:30] + [tok.sep] for t in TEXTS[:3]]
     idx = torch.zeros(3, max(map(len, seqs)), dtype=torch.long)
     mask = torch.zeros_like(idx)
@@ -322,14 +323,14 @@ class _LookupModel(torch.nn.Module):
 
 
 def _stub_tagger(minilm, hot_words, **cfg):
-    tok = ner.WordPieceTokenizer.from_dir(minilm)
+    tok = bert.WordPieceTokenizer.from_dir(minilm)
     hot = {tok.encode_word(w)[0] for w in hot_words}
     cfg = dict(labels=["O", "B-LOC", "I-LOC"], scheme="bio", max_seq_length=128, chunk_overlap=0, batch_size=4) | cfg
     return ner.Tagger(_LookupModel(hot), tok, cfg, "cpu")
 
 
 def test_encode_chunks_first_subtoken_and_overlap(minilm):
-    tok = ner.WordPieceTokenizer.from_dir(minilm)
+    tok = bert.WordPieceTokenizer.from_dir(minilm)
     words = ("Gunhild Westmanssonsky " * 12).split()
     labels = list(range(len(words)))
     chunks = ner.encode(words, tok, max_seq_length=12, chunk_overlap=4, label_ids=labels)

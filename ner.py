@@ -527,7 +527,7 @@ def train(cfg: dict) -> dict:
         raise ValueError(f"{cfg['train']}: the training sentences hold no entity (every tag is O); "
                          f"{nerdata.layout_text('train', layouts['train'])}")
     for name in ("val", "test"):
-        if layouts[name] is not None:
+        if layouts.get(name) is not None:
             _check_shared_labels(name, layouts[name], types)
     labels = nerdata.label_list(types, scheme)
     label_id = {lab: i for i, lab in enumerate(labels)}

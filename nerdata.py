@@ -165,8 +165,8 @@ def _split_line(line: str) -> list[str]:
 
 
 def _conll_records(path) -> list[tuple]:
-    """('break',) for a blank / lone-TAB / -DOCSTART- line, ('hash', cols, lineno) for a line starting with '#'
-    (a comment or a '#' token, decided once the layout is known), ('row', cols, lineno) otherwise.
+    """('break',) for a blank / lone-TAB / -DOCSTART- line, ('hash', cols, lineno, tabbed) for a line starting
+    with '#' (a comment or a '#' token, decided once the layout is known), ('row', cols, lineno, tabbed) otherwise.
     utf-8-sig drops a BOM; universal newlines read Windows (CRLF) files."""
     out = []
     with open(path, encoding="utf-8-sig") as f:
@@ -175,7 +175,7 @@ def _conll_records(path) -> list[tuple]:
             if not line.strip() or line.startswith("-DOCSTART-"):
                 out.append(("break",))
             else:
-                out.append(("hash" if line.startswith("#") else "row", _split_line(line), lineno))
+                out.append(("hash" if line.startswith("#") else "row", _split_line(line), lineno, "\t" in line))
     return out
 
 
@@ -198,6 +198,8 @@ def _tag_fit(values: list[str]) -> tuple[str | None, str, str | None]:
         if "0" in counts:
             return None, "mixes the outside tag '0' with B-/I- prefixes", "0"
         return "prefixed", ", ".join(sorted({v[2:] for v in prefixed})), None
+    if len(rest) > MAX_IO_TYPES:
+        return None, f"{len(counts)} distinct values: words, not a small label set", None
     if prefixed:
         return None, f"{rest[0]!r} is neither O nor a prefixed tag like B-{sorted(prefixed)[0][2:]}", rest[0]
     bad = [v for v in rest if not _TYPE.fullmatch(v)]
@@ -205,8 +207,6 @@ def _tag_fit(values: list[str]) -> tuple[str | None, str, str | None]:
         return None, f"{bad[0]!r} is not a tag (placeholders '-'/'_', numbers and punctuation are not labels)", bad[0]
     if len(outside) != 1:
         return None, "no outside tag (O or 0)" if not outside else "both O and 0", None
-    if len(rest) > MAX_IO_TYPES:
-        return None, f"{len(rest)} distinct values: words, not a small label set", None
     return "io", ", ".join(sorted(rest)), None
 
 
@@ -275,7 +275,8 @@ def detect_conll_layout(records: list[tuple], path, token_column: int = -1, tag_
             at = next((r[2] for r in records if r[0] == "row" and len(r[1]) > j and r[1][j] == bad), None)
             notes[j] = f"not tags: {info}" + (f" ({path}:{at})" if at else "")
         elif kind == "prefixed" and info and set(info.split(", ")) <= CHUNK_TYPES:
-            notes[j] = f"syntactic chunks ({info}), not entities"
+            fits[j] = (kind, info, key)  # usable when asked for, never chosen on its own
+            notes[j] = f"syntactic chunks ({info}), not entities; not chosen unless --tag_column={j}"
         else:
             fits[j] = (kind, info, key)
             notes[j] = f"NER tags ({'IO' if kind == 'io' else 'prefixed'}: {info or 'no entities'})" + \
@@ -293,7 +294,7 @@ def detect_conll_layout(records: list[tuple], path, token_column: int = -1, tag_
     else:
         # prefixed tags before IO labels, then the leftmost (NER after CoNLL-2003's chunks, GermEval's outer
         # before inner); IO columns by fewest labels (a word column of a tiny file can pass as a label set)
-        candidates = sorted((j for j in fits if j != token_column),
+        candidates = sorted((j for j in fits if j != token_column and "syntactic" not in notes[j]),
                             key=lambda j: (fits[j][0] != "prefixed", 0 if fits[j][0] == "prefixed" else
                                            len(fits[j][1].split(", ")), j))
         if not candidates:
@@ -315,7 +316,7 @@ def detect_conll_layout(records: list[tuple], path, token_column: int = -1, tag_
     kind, info, key = fits[tag]
     return dict(file=str(path), format="conll", columns=ncols, token_column=token, tag_column=tag,
                 misc_key=key, id_column=min(id_cols) if id_cols else None,
-                other_tag_columns=[j for j in fits if j != tag], explicit=dict(
+                other_tag_columns=[j for j in fits if j != tag and "syntactic" not in notes[j]], explicit=dict(
                     token_column=token_column >= 0, tag_column=tag_column >= 0))
 
 
@@ -349,12 +350,17 @@ def read_conll(path: str | Path, token_column: int = -1, tag_column: int = -1,
         if rec[0] == "break":
             flush()
             continue
-        kind, cols, lineno = rec
+        kind, cols, lineno, tabbed = rec
         if kind == "hash" and (idc is not None or not words and (len(cols) != ncols or tag_of(cols) not in valid)):
             # '# sent_id = 3', '# text = ...'; with an id column a '#' token's line starts with its id, and in a
             # 2-column file '#<TAB>O' (the file's columns, a tag where the tag goes) is a '#' token
             skipped["comment"] += 1
             continue
+        if len(cols) > ncols and not tabbed:  # 'New York NNP I-NP I-LOC': the token holds a space
+            extra = len(cols) - ncols
+            cols = cols[:tok] + [" ".join(cols[tok:tok + extra + 1])] + cols[tok + extra + 1:]
+            issues.add("space-separated line with extra columns: read as a token with spaces", f"{path}:{lineno}: "
+                       f"token {cols[tok]!r}")
         if len(cols) < need:
             issues.add("line with too few columns, skipped", f"{path}:{lineno}: {' '.join(cols)!r} has "
                        f"{len(cols)} column(s), need {need} (token column {tok}, tag column {tag})")

@@ -302,7 +302,8 @@ def test_token_scores_equal_sklearn():
 def test_evaluate_tags_keys():
     m = ner.evaluate_tags([["B-A", "I-A", "O"]], [["B-A", "I-A", "O"]], "bio")
     for key in ("entity.strict.micro.f1", "entity.strict.macro.precision", "entity.lenient.micro.recall",
-                "entity.strict.per_class.A.f1", "token.fil.micro.f1", "token.all.macro.f1", "entity.strict.well_formed"):
+                "entity.strict.per_class.A.f1", "token.fil.micro.f1", "token.all.macro.f1",
+                "entity.strict.well_formed"):
         assert m[key] == 1.0, key
     assert m["token.confusion_matrix"] == {"labels": ["O", "A"], "matrix": [[1, 0], [0, 2]]}
     m = ner.evaluate_tags([["B-A", "I-A", "O"]], [["I-A", "I-A", "O"]], "bio")  # ill-formed prediction

@@ -98,19 +98,12 @@ class GPTForTokenClassification(torch.nn.Module):
 
 
 def _load_gpt_backbone(out_dir: str, num_labels: int, tokenizer_spec: str):
-    ckpt_file = Path(out_dir) / "ckpt.pt"
-    if not ckpt_file.is_file():
-        raise FileNotFoundError(f"--backbone gpt:{out_dir}: {ckpt_file} not found; give a train.py run folder")
-    ckpt = torch.load(ckpt_file, map_location="cpu", weights_only=False)
-    cfg_file = Path(out_dir) / "config.json"
-    run_cfg = ckpt.get("config") or (json.loads(cfg_file.read_text()) if cfg_file.is_file() else {})
-    spec = tokenizer_spec or run_cfg.get("tokenizer")
-    if not spec:
-        raise ValueError(f"{out_dir}: the run does not name its tokenizer; pass --tokenizer=SPEC (e.g. gpt2)")
-    model = GPTForTokenClassification(ckpt["model_args"], num_labels)
-    sd = {k.removeprefix("_orig_mod."): v for k, v in ckpt["model"].items()}  # torch.compile prefix
-    model.gpt.load_state_dict(sd)
-    return model, GPTWordTokenizer(spec)
+    """A train.py run folder as a token-classification backbone, read by checkpoint.load_run (weights_only)."""
+    from checkpoint import load_run
+    run = load_run(out_dir, "cpu", tokenizer_spec or "")  # its own tokenizer; another one stops
+    model = GPTForTokenClassification(run.checkpoint["model_args"], num_labels)
+    model.gpt.load_state_dict(run.model.state_dict())
+    return model, GPTWordTokenizer(run.tokenizer.name)
 
 
 # -----------------------------------------------------------------------------

@@ -13,10 +13,10 @@ model and optimizer as full state dicts keyed by parameter name (the same for no
 resume on another world size), step, data-loader position, RNG states, config and model_args.
 """
 import dataclasses
+import hashlib
 import json
 import math
 import os
-import random
 import resource
 import signal
 import subprocess
@@ -26,7 +26,6 @@ from contextlib import nullcontext
 from functools import partial
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.distributed as dist
 import torch.utils.checkpoint
@@ -41,10 +40,13 @@ from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm import tqdm
 
+import checkpoint
 import data
 import losses
 import optim
+from checkpoint import CKPT, CheckpointError
 from configurator import configure
+from losses import IGNORE_INDEX
 from model import GPT, GPTConfig, device_peak_flops
 from model import PRESETS as _PRESETS  # (a dict: imported privately so it is no config key)
 
@@ -59,6 +61,7 @@ eval_only = False  # evaluate the initial model once and exit
 always_save_checkpoint = True  # save at every eval; False = only when val loss improves (nanoGPT)
 keep_last_k = 2  # ckpt_<step>.pt files kept; ckpt.pt is always the newest
 init_from = 'scratch'  # 'scratch' | 'resume' (out_dir/ckpt.pt) | 'gpt2-hf:<HF GPT2 folder>' | 'finetune'
+overwrite = False  # a new run into an out_dir that holds a checkpoint: True replaces that run, else stop
 finetune_from = ''  # init_from='finetune': out_dir of the pretraining run whose ckpt.pt gives the weights
 finetune_data = ''  # init_from='finetune': chat JSONL, {"messages": [{"role": "user"|"assistant", ...}]}
 finetune_val_data = ''  # init_from='finetune': chat JSONL for val_loss; '' = the training conversations
@@ -123,11 +126,14 @@ skip_nonfinite = False  # on a NaN/inf loss or grad norm: skip the batch (counte
 inject_nonfinite_at_step = -1  # debug/tests: multiply the loss of step N (1-based, as logged) by inf
 debug_ckpt_sleep = 0.0  # debug/tests: seconds between writing the temp checkpoint and renaming it
 # -----------------------------------------------------------------------------
-_defaults = {k: v for k, v in globals().items()
-             if not k.startswith('_') and isinstance(v, (int, float, bool, str, type(None)))}
 config = configure(globals(), sys.argv[1:])
+set_keys = config.set_keys  # the keys a config file or the command line set: they always win
 _t_start = time.time()
 _MODEL_KEYS = [f.name for f in dataclasses.fields(GPTConfig) if f.name != 'vocab_size']
+# keys that describe this launch, not the run: a resumed run takes every other key from its checkpoint
+_LAUNCH_KEYS = ('out_dir', 'init_from', 'overwrite', 'eval_only', 'sample_tokens', 'wandb_log', 'device',
+                'dtype', 'compile', 'parallelism', 'activation_checkpointing', 'init_device',
+                'inject_nonfinite_at_step', 'debug_ckpt_sleep')
 
 
 def _fail(msg: str) -> None:
@@ -135,8 +141,15 @@ def _fail(msg: str) -> None:
     raise SystemExit(f"train.py: {msg}")
 
 
-def _validate(cfg: dict, world_size: int) -> None:
-    """Every check that needs no data or model, before any work (Modalities-style fail fast)."""
+def _lr(it: int, cfg: dict) -> float:
+    return optim.get_lr(it, cfg['schedule'] if cfg['decay_lr'] else 'constant', cfg['learning_rate'],
+                        cfg['min_lr'], cfg['warmup_iters'], cfg['lr_decay_iters'], cfg['max_iters'],
+                        cfg['wsd_decay_frac'])
+
+
+def _validate(cfg: dict, set_keys: frozenset, world_size: int) -> None:
+    """Every check that needs no data or model, before any work (Modalities-style fail fast): choices, ranges,
+    contradictions between keys, and the launch environment. Each message names the key(s) and the fix."""
     choices = dict(parallelism=('none', 'ddp', 'fsdp'), optimizer=('adamw', 'coupled_adam'),
                    schedule=('cosine', 'wsd', 'constant'), dtype=('float32', 'bfloat16'),
                    init_device=('', 'meta'))
@@ -145,13 +158,25 @@ def _validate(cfg: dict, world_size: int) -> None:
             hint = (" (float16 needs a loss scaler, which this loop does not have: use bfloat16)"
                     if cfg[key] == 'float16' else "")
             _fail(f"{key}={cfg[key]!r} is not one of {allowed}{hint}: fix --{key}")
-    for key in ('z_loss', 'mu_loss', 'weight_decay', 'grad_clip', 'learning_rate', 'min_lr', 'dropout'):
+    for key in ('z_loss', 'mu_loss', 'weight_decay', 'grad_clip', 'learning_rate', 'min_lr', 'dropout',
+                'max_iters', 'warmup_iters', 'lr_decay_iters', 'sample_tokens'):
         if cfg[key] < 0:
             _fail(f"{key}={cfg[key]} is negative: use 0 (off) or a positive value")
     for key in ('batch_size', 'block_size', 'gradient_accumulation_steps', 'eval_interval', 'log_interval',
-                'eval_iters', 'keep_last_k'):
+                'eval_iters', 'keep_last_k', 'vocab_multiple'):
         if cfg[key] < 1:
-            _fail(f"{key}={cfg[key]} must be >= 1")
+            _fail(f"{key}={cfg[key]} must be >= 1: set --{key} to 1 or more")
+    for key in ('beta1', 'beta2'):
+        if not 0 <= cfg[key] < 1:
+            _fail(f"{key}={cfg[key]} must be in [0, 1) (AdamW's moment decay): e.g. --beta1=0.9 --beta2=0.95")
+    if cfg['min_lr'] > cfg['learning_rate']:
+        _fail(f"min_lr={cfg['min_lr']} is above learning_rate={cfg['learning_rate']}: the schedule would rise; "
+              f"set --min_lr <= --learning_rate (usually learning_rate/10)")
+    if cfg['coupled_adam_avg_scale'] <= 0:
+        _fail(f"coupled_adam_avg_scale={cfg['coupled_adam_avg_scale']} must be > 0 (1.0 = the paper)")
+    if not cfg['decay_lr'] and cfg['schedule'] != 'constant' and 'schedule' in set_keys:
+        _fail(f"decay_lr=False asks for a constant learning rate but schedule={cfg['schedule']!r} decays it: "
+              f"drop one of --decay_lr=False and --schedule={cfg['schedule']}")
     if cfg['logit_softcap'] is not None and cfg['logit_softcap'] <= 0:
         _fail(f"logit_softcap={cfg['logit_softcap']} must be > 0 (OEC v2 uses 30) or None (off)")
     if cfg['model_preset'] and cfg['model_preset'] not in _PRESETS:
@@ -162,11 +187,21 @@ def _validate(cfg: dict, world_size: int) -> None:
     if cfg['init_from'] == 'finetune' and not (cfg['finetune_from'] and cfg['finetune_data']):
         _fail("init_from='finetune' needs --finetune_from=<pretraining out_dir> and "
               "--finetune_data=<chat.jsonl>")
-    if cfg['init_from'] == 'finetune' and not Path(cfg['finetune_data']).is_file():
-        _fail(f"finetune_data={cfg['finetune_data']!r} not found")
-    if cfg['init_from'] == 'resume' and not (Path(cfg['out_dir']) / 'ckpt.pt').is_file():
-        _fail(f"init_from='resume' but {cfg['out_dir']}/ckpt.pt does not exist: check --out_dir or use "
+    if cfg['init_from'] not in ('finetune', 'resume'):
+        for key in ('finetune_from', 'finetune_data', 'finetune_val_data'):
+            if cfg[key]:
+                _fail(f"{key} is used only with init_from='finetune': add --init_from=finetune or drop --{key}")
+    for key in ('finetune_data', 'finetune_val_data'):
+        if cfg[key] and not Path(cfg[key]).is_file():
+            _fail(f"{key}={cfg[key]!r} not found: give a chat JSONL file")
+    if cfg['init_from'] == 'finetune' and not (Path(cfg['finetune_from']) / CKPT).is_file():
+        _fail(f"finetune_from={cfg['finetune_from']!r} has no {CKPT}: point it at a pretraining out_dir")
+    if cfg['init_from'] == 'resume' and not (Path(cfg['out_dir']) / CKPT).is_file():
+        _fail(f"init_from='resume' but {cfg['out_dir']}/{CKPT} does not exist: check --out_dir or use "
               f"init_from='scratch'")
+    if cfg['init_from'] in ('resume', 'finetune') and 'tokenizer' in set_keys:
+        _fail(f"init_from={cfg['init_from']!r} trains with the checkpoint's tokenizer and data: drop "
+              f"--tokenizer (or start a new run with init_from='scratch')")
     if cfg['device'].startswith('cuda') and not torch.cuda.is_available():
         _fail(f"device={cfg['device']!r} but CUDA is not available: use --device=cpu")
     in_torchrun = 'RANK' in os.environ and 'WORLD_SIZE' in os.environ
@@ -181,16 +216,31 @@ def _validate(cfg: dict, world_size: int) -> None:
               f"micro-steps (nanoGPT meaning) and must be divisible by the world size {world_size}: global "
               f"batch = gradient_accumulation_steps x batch_size must split evenly over ranks x micro batch; "
               f"use a multiple of {world_size}")
+    try:  # the schedule's own checks (optim.get_lr raises on settings that leave no decay phase, ...)
+        _lr(0, cfg), _lr(cfg['max_iters'], cfg)
+    except ValueError as e:
+        _fail(str(e))
 
 
-def _model_args(cfg: dict, vocab_size: int) -> dict:
-    """GPTConfig kwargs: the preset (if any), then every model key whose value differs from the default."""
-    args = dict(_PRESETS[cfg['model_preset']]) if cfg['model_preset'] else {}
-    for k in _MODEL_KEYS:
-        if not cfg['model_preset'] or cfg[k] != _defaults[k] or k not in args:
-            args[k] = cfg[k]
-    args.pop('vocab_size', None)
+def _model_args(cfg: dict, set_keys: frozenset, vocab_size: int) -> dict:
+    """GPTConfig kwargs: the preset (if any), then every model key you set (whatever its value; the
+    defaults fill what the preset leaves open), the vocabulary padded up to vocab_multiple."""
+    preset = dict(_PRESETS[cfg['model_preset']]) if cfg['model_preset'] else {}
+    args = {k: cfg[k] if k in set_keys or k not in preset else preset[k] for k in _MODEL_KEYS}
     return dict(args, vocab_size=math.ceil(vocab_size / cfg['vocab_multiple']) * cfg['vocab_multiple'])
+
+
+def _shape_conflicts(model_args: dict, cfg: dict, set_keys: frozenset, source: str) -> None:
+    """A model key you set that the loaded weights (checkpoint or HF folder) contradict stops the run."""
+    asked = {k: cfg[k] for k in _MODEL_KEYS if k in set_keys and k not in ('dropout', 'block_size')}
+    if 'model_preset' in set_keys and cfg['model_preset']:
+        asked = {k: v for k, v in _PRESETS[cfg['model_preset']].items() if k in _MODEL_KEYS} | asked
+    diff = {k: (model_args.get(k), v) for k, v in asked.items() if k in model_args and model_args[k] != v}
+    if diff:
+        _fail(f"{source} has another model shape than the keys you set: "
+              + ', '.join(f"{k}: {a!r} there vs {b!r} set" for k, (a, b) in diff.items())
+              + f". Drop --{' --'.join(diff)} (the weights decide the shape), or start a new --out_dir "
+                f"with init_from='scratch'")
 
 
 def _git_commit() -> str:
@@ -201,52 +251,267 @@ def _git_commit() -> str:
         return 'unknown'
 
 
-def _rng_state() -> dict:
-    np_state = np.random.get_state()  # ('MT19937', keys uint32 (624,), pos, has_gauss, cached_gaussian)
-    return {'torch': torch.get_rng_state(),
-            'numpy': [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:]],
-            'python': random.getstate(),
-            'cuda': torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
+def _file_sha256(path: str) -> str | None:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest() if path else None
 
 
-def _set_rng_state(s: dict) -> None:
-    torch.set_rng_state(s['torch'])
-    np.random.set_state((s['numpy'][0], s['numpy'][1].numpy().astype(np.uint32), *s['numpy'][2:]))
-    random.setstate(tuple(tuple(x) if isinstance(x, list) else x for x in s['python']))
-    if s['cuda'] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(s['cuda'])
+def _clean(rec: dict) -> dict:
+    """JSON-safe: non-finite floats become null."""
+    return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in rec.items()}
 
 
-def save_checkpoint(ckpt: dict, run_dir: Path, step: int) -> Path:
-    """Atomic: write ckpt_<step>.pt.tmp and fsync it, rename it to ckpt_<step>.pt, then hard-link that as
-    ckpt.pt (again via a temp name + rename) and drop all but the newest keep_last_k step files. A kill at any
-    moment leaves the previous ckpt.pt complete and loadable."""
-    for stale in run_dir.glob('ckpt*.pt.tmp'):  # left by a write that was killed
-        stale.unlink()
-    path = run_dir / f'ckpt_{step:07d}.pt'
-    tmp = run_dir / f'ckpt_{step:07d}.pt.tmp'
-    with open(tmp, 'wb') as f:
-        torch.save(ckpt, f)
-        f.flush()
-        os.fsync(f.fileno())
-    time.sleep(debug_ckpt_sleep)  # fault tests kill -9 the process here
-    os.replace(tmp, path)
-    latest_tmp = run_dir / 'ckpt.pt.tmp'
-    os.link(path, latest_tmp)
-    os.replace(latest_tmp, run_dir / 'ckpt.pt')
-    dir_fd = os.open(run_dir, os.O_RDONLY)
-    os.fsync(dir_fd)  # make the renames durable
-    os.close(dir_fd)
-    for old in sorted(run_dir.glob('ckpt_*.pt'))[:-keep_last_k]:
-        old.unlink()
-    return path
+def _check_writable(folder: Path) -> None:
+    """out_dir must be creatable and writable (the nearest existing folder on its path is checked)."""
+    existing = next(p for p in (folder, *folder.absolute().parents) if p.exists())
+    if not existing.is_dir():
+        _fail(f"out_dir={str(folder)!r}: {existing} is a file, not a folder: choose another --out_dir")
+    if not os.access(existing, os.W_OK):
+        _fail(f"out_dir={str(folder)!r}: {existing} is not writable: choose another --out_dir")
 
+
+# -----------------------------------------------------------------------------
+# resume: the checkpoint's config, then every key you set; then every config check, before any work
+world_size = int(os.environ.get('WORLD_SIZE', 1)) if parallelism != 'none' else 1
+_validate(config, set_keys, int(os.environ.get('WORLD_SIZE', 1)))
+pre_ckpt = None  # the checkpoint whose weights (resume, finetune) are loaded
+try:
+    if init_from == 'resume':
+        pre_ckpt = checkpoint.load_checkpoint(Path(out_dir) / CKPT)
+        inherited = {k: v for k, v in pre_ckpt['config'].items()
+                     if k in config and k not in set_keys and k not in _LAUNCH_KEYS}
+        config.update(inherited)
+        _validate(config, set_keys, int(os.environ.get('WORLD_SIZE', 1)))
+    elif init_from == 'finetune':
+        pre_ckpt = checkpoint.load_checkpoint(Path(finetune_from) / CKPT)
+        pre_ckpt = {k: pre_ckpt.get(k) for k in ('model', 'model_args', 'config', 'data_identity')}
+        for key in ('dataset', 'data_root'):  # the tokenizer and validation data of the pretraining run
+            if key in set_keys and config[key] != pre_ckpt['config'][key]:
+                _fail(f"init_from='finetune' uses the pretraining run's {key} "
+                      f"({pre_ckpt['config'][key]!r}), not {config[key]!r}: drop --{key}")
+            config[key] = pre_ckpt['config'][key]
+except CheckpointError as e:
+    _fail(str(e))
+if not config['decay_lr']:
+    config['schedule'] = 'constant'  # nanoGPT's decay_lr=False, recorded as what the run does
+globals().update(config)  # the resolved values (inherited, finetune's data folder, schedule) as globals
+chat = bool(finetune_data)  # chat fine-tuning (init_from='finetune', or the resume of such a run)
+run_dir = Path(out_dir)
+if init_from != 'resume' and checkpoint.has_checkpoint(run_dir) and not overwrite:
+    _fail(f"out_dir={out_dir!r} holds another run's checkpoint: continue it with --init_from=resume, choose "
+          f"a new --out_dir, or pass --overwrite=True to replace that run")
+_check_writable(run_dir)
+
+# -----------------------------------------------------------------------------
+# distributed set-up
+rank = int(os.environ.get('RANK', 0)) if world_size > 1 or parallelism != 'none' else 0
+master = rank == 0
+if parallelism != 'none':
+    if device.startswith('cuda'):
+        device = f"cuda:{os.environ.get('LOCAL_RANK', 0)}"
+        torch.cuda.set_device(device)
+    dist.init_process_group('nccl' if device.startswith('cuda') else 'gloo')
+device_type = 'cuda' if device.startswith('cuda') else 'cpu'
+grad_accum = gradient_accumulation_steps // world_size  # micro-steps per rank
+# bf16: autocast (matmuls in bf16, softmax/CE in fp32), plus FSDP2's bf16 parameter all-gathers on GPU
+autocast = torch.autocast(device_type, dtype=torch.bfloat16) if dtype == 'bfloat16' else nullcontext()
+fsdp_mixed = parallelism == 'fsdp' and dtype == 'bfloat16' and device_type == 'cuda'
+
+# -----------------------------------------------------------------------------
+# data: a new run prepares its folder on first use (rank 0); resume and finetune only read the folder
+# their checkpoint trained on, and stop if it is not the same (data.dataset_identity) before anything else
+data_dir = Path(data_root) / dataset
+if master and pre_ckpt is None and (tokenizer or not (data_dir / 'train.bin').is_file()):
+    # a given tokenizer re-prepares the folder only when it differs (data.py compares recipes)
+    try:
+        data.prepare_dataset(dataset, data_root=data_root, tokenizer=tokenizer or None)
+    except (ValueError, OSError) as e:
+        _fail(f"cannot prepare dataset {dataset!r} in {data_dir}: {e}")
+if world_size > 1:
+    dist.barrier()
+try:
+    meta = data.load_meta(data_dir)
+    train_data = data.load_tokens(data_dir, 'train')  # checked against meta.json's length and dtype
+    val_data = data.load_tokens(data_dir, 'val')
+    identity = data.dataset_identity(data_dir)
+    tok = data.dataset_tokenizer(data_dir) if meta.get('tokenizer') else None
+except (ValueError, OSError) as e:
+    _fail(f"dataset {str(data_dir)!r}: {e}")
+identity['chat_sha256'] = _file_sha256(finetune_data)
+if pre_ckpt is not None and pre_ckpt.get('data_identity'):
+    what = dict(dataset_id=f"the dataset folder {data_dir}", tokenizer_id=f"the tokenizer of {data_dir}",
+                chat_sha256=f"finetune_data={finetune_data!r}")
+    changed = [w for k, w in what.items() if (init_from == 'resume' or k != 'chat_sha256')
+               and pre_ckpt['data_identity'].get(k) != identity.get(k)]
+    if changed:
+        _fail(f"{', '.join(changed)} changed since the checkpoint {finetune_from or out_dir} was written "
+              f"(identity hashes differ): restore the data the run trained on, or start a new run with "
+              f"init_from='scratch'")
+data_vocab = meta.get('vocab_size') or 50304  # nanoGPT folder without meta.pkl: GPT-2 tokens, padded
+if chat and tok is None:
+    _fail(f"init_from='finetune' needs the tokenizer of the pretraining data, but {data_dir} records none "
+          f"(nanoGPT layout): pretrain on a dataset prepared by data.py")
+
+# -----------------------------------------------------------------------------
+# model args: preset, then every model key you set; or the checkpoint's / HF folder's shape. Shape checks
+if pre_ckpt is not None:
+    model_args = dict(pre_ckpt['model_args'])
+    _shape_conflicts(model_args, config, set_keys, f"the checkpoint of {finetune_from or out_dir}")
+    model_args['dropout'] = dropout  # resume: the run's own (inherited); finetune: this config's
+elif init_from.startswith('gpt2-hf:'):
+    try:
+        hf_model = GPT.from_hf(init_from.split(':', 1)[1], dropout=dropout)
+    except (ValueError, OSError) as e:
+        _fail(f"init_from={init_from!r}: {e}")
+    model_args = dataclasses.asdict(hf_model.config)  # weights are copied below
+    _shape_conflicts(model_args, config, set_keys, f"the Hugging Face folder {init_from[8:]}")
+else:
+    model_args = _model_args(config, set_keys, data_vocab)
+if 'block_size' not in set_keys and init_from != 'resume':
+    block_size = model_args['block_size']  # the model's context (a preset's, the checkpoint's, HF's)
+if block_size > model_args['block_size']:
+    _fail(f"block_size={block_size} is longer than the model's context {model_args['block_size']}: use "
+          f"--block_size={model_args['block_size']} or less")
+config.update({k: model_args[k] for k in _MODEL_KEYS if k != 'block_size'}, block_size=block_size)
+config['tokenizer_spec'] = tok.name if tok else None  # the tokenizer actually used (sample.py reads it)
+config['data_identity'] = identity
+try:
+    GPTConfig(**model_args)
+except ValueError as e:
+    _fail(str(e))
+if data_vocab > model_args['vocab_size']:
+    _fail(f"the data's vocabulary ({data_vocab}) is larger than the model's ({model_args['vocab_size']})")
+tokens_per_step = grad_accum * world_size * batch_size * block_size  # token slots; chat counts real tokens
+if len(val_data) <= block_size:
+    _fail(f"{data_dir}/val.bin has {len(val_data)} tokens, not more than block_size={block_size}: "
+          f"use a smaller block_size or a larger validation split")
+val_langs = {}  # lang -> (val_<lang>.bin tokens, tokens per UTF-8 byte from meta.json for bits per byte)
+try:
+    for split in meta.get('val_splits', []):
+        lang_meta = meta.get('languages', {}).get(split[4:], {})
+        per_byte = lang_meta['val_tokens'] / lang_meta['val_bytes'] if lang_meta.get('val_bytes') else None
+        val_langs[split[4:]] = (data.load_tokens(data_dir, split), per_byte)
+    # the loaders check that every rank gets a batch; a resumed loader continues where it stopped
+    if chat:  # chat batches, loss only on assistant tokens (other targets IGNORE_INDEX)
+        chats = data.load_chat_jsonl(finetune_data)
+        val_chats = data.load_chat_jsonl(finetune_val_data) if finetune_val_data else chats
+        loader = data.ChatLoader(chats, tok, batch_size, block_size, rank=rank, world_size=world_size,
+                                 seed=seed, device=device)
+    else:
+        loader = data.SequentialLoader(train_data, batch_size, block_size, rank=rank, world_size=world_size,
+                                       seed=seed, device=device)
+    if init_from == 'resume':
+        loader.load_state_dict(pre_ckpt['loader'])
+except (ValueError, OSError) as e:
+    _fail(str(e))
+if init_from == 'resume' and pre_ckpt['step'] >= max_iters and not eval_only:
+    if master:
+        print(f"train.py: {run_dir / CKPT} is at step {pre_ckpt['step']} and max_iters={max_iters}: nothing to "
+              f"do (the run folder is unchanged); pass a larger --max_iters to continue")
+    if world_size > 1:
+        dist.destroy_process_group()
+    sys.exit(0)
+
+# -----------------------------------------------------------------------------
+# model: build (optionally on the meta device), activation checkpointing, DDP/FSDP2, compile
+device_peak_flops(device)  # cache it now: on CPU it times a matmul of torch.randn (would shift the RNG)
+torch.manual_seed(seed)  # the same initial weights on every rank (FSDP2 shards them, DDP checks them)
+if init_device == 'meta':
+    with torch.device('meta'):
+        model = GPT(GPTConfig(**model_args))
+else:
+    model = GPT(GPTConfig(**model_args))
+if activation_checkpointing:  # per block: keep only each block's input, recompute the rest in backward
+    for block in model.transformer.h:
+        block.forward = partial(torch.utils.checkpoint.checkpoint, block.forward, use_reentrant=False)
+if parallelism == 'fsdp':  # FSDP2: one unit per block + the root (embeddings, ln_f, lm_head: tying is safe)
+    mp = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32) if fsdp_mixed else None
+    for block in model.transformer.h:
+        fully_shard(block, **({'mp_policy': mp} if mp else {}))
+    fully_shard(model, **({'mp_policy': mp} if mp else {}))
+if init_device == 'meta':  # materialise (each rank only its shards under FSDP2), then initialise
+    model.to_empty(device=device)
+    model.init_weights()
+model.to(device)
+raw_model = model  # the GPT itself (its parameters are DTensor shards under FSDP2): state dicts, generate
+if parallelism == 'ddp':
+    model = DDP(model, device_ids=[torch.device(device).index] if device_type == 'cuda' else None)
+ddp_model = model  # the DDP wrapper itself (compile wraps it below): its gradient-sync switch
+opt = optim.configure_optimizer(raw_model, optimizer=config['optimizer'], learning_rate=config['learning_rate'],
+                                weight_decay=config['weight_decay'], betas=(config['beta1'], config['beta2']),
+                                coupled_adam_avg_scale=config['coupled_adam_avg_scale'], device_type=device_type)
+iter_num, tokens_seen, best_val_loss, nonfinite_skipped, wall_time_before = 0, 0, float('inf'), 0, 0.0
+if pre_ckpt is not None or init_from.startswith('gpt2-hf:'):  # weights: checkpoint, or the HF model's
+    weights = pre_ckpt['model'] if pre_ckpt is not None else hf_model.state_dict()
+    weights = {k.removeprefix('_orig_mod.'): v for k, v in weights.items()}
+    set_model_state_dict(raw_model, weights, options=StateDictOptions(full_state_dict=True))
+    del weights
+if init_from == 'resume':  # everything else: optimizer, step, data position, RNG
+    try:
+        set_optimizer_state_dict(raw_model, opt, pre_ckpt['optimizer'],
+                                 options=StateDictOptions(full_state_dict=True))
+    except (KeyError, ValueError, RuntimeError) as e:
+        _fail(f"the optimizer state of {run_dir / CKPT} does not fit optimizer={config['optimizer']!r} "
+              f"({type(e).__name__}): resume with the run's own optimizer settings")
+    iter_num, tokens_seen = pre_ckpt['step'], pre_ckpt['tokens']
+    best_val_loss, nonfinite_skipped = pre_ckpt['best_val_loss'], pre_ckpt['nonfinite_skipped']
+    wall_time_before = pre_ckpt['wall_time_s']
+    if pre_ckpt['world_size'] == world_size:
+        checkpoint.set_rng_state(pre_ckpt['rng'][rank])
+    else:  # only dropout draws from these; nothing else in the loop is random
+        torch.manual_seed(seed + rank + iter_num)
+else:
+    torch.manual_seed(seed + rank)  # per-rank dropout
+del pre_ckpt
+if compile:
+    model = torch.compile(model)
+log_unigram = losses.unigram_log_probs(train_data[:1 << 28], model_args['vocab_size']) if master else None
+
+# -----------------------------------------------------------------------------
+# run folder: every check has passed; only now is anything written
+try:
+    if master:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        if init_from != 'resume':  # a new run (overwrite=True was checked above): the old run's files go
+            for old in [run_dir / CKPT, *checkpoint.step_files(run_dir).values(), run_dir / 'summary.json']:
+                old.unlink(missing_ok=True)
+        checkpoint.write_json(run_dir / 'config.json', dict(
+            config, git_commit=_git_commit(), torch_version=torch.__version__, world_size=world_size,
+            grad_accum_per_rank=grad_accum, tokens_per_step=tokens_per_step, model_args=model_args,
+            num_params=raw_model.num_params(), resumed_from_step=iter_num))
+        metrics_path = run_dir / 'metrics.jsonl'
+        if init_from == 'resume' and metrics_path.exists():  # drop records the resumed run will write again
+            keep = [ln for ln in metrics_path.read_text().splitlines()
+                    if ln and json.loads(ln)['step'] <= iter_num]
+            metrics_path.write_text(''.join(ln + '\n' for ln in keep))
+        elif init_from != 'resume':
+            metrics_path.unlink(missing_ok=True)
+except (OSError, CheckpointError) as e:
+    _fail(f"cannot write the run folder {run_dir}: {e}")
+if wandb_log and master:
+    try:
+        import wandb
+    except ImportError:
+        _fail("wandb_log=True but wandb is not installed: `pip install wandb` or --wandb_log=False")
+    wandb.init(project=wandb_project, name=wandb_run_name, config=config)
+if master:
+    print(f"{raw_model.num_params() / 1e6:.2f}M parameters, {tokens_per_step:,} tokens/step ({world_size} "
+          f"rank(s) x {grad_accum} micro-steps x {batch_size} x {block_size}), device {device}, "
+          f"parallelism {parallelism}")
+
+
+# -----------------------------------------------------------------------------
+# evaluation, checkpoints and logs (every name they read is assigned above)
 
 def fixed_batches(split_data) -> callable:
     """Random windows of split_data, the same ones at every eval (own seeded generator: the training RNG is
     untouched), identical on every rank."""
     gen = torch.Generator().manual_seed(seed + 7)
     return lambda: data.get_batch(split_data, batch_size, block_size, gen, device)
+
+
+def chat_batches(conversations: list) -> callable:
+    """Chat batches in a fixed order (own loader and seed), the same at every eval."""
+    return data.ChatLoader(conversations, tok, batch_size, block_size, seed=seed + 7, device=device).next_batch
 
 
 @torch.no_grad()
@@ -282,10 +547,7 @@ def evaluate() -> dict:
     diagnostics on a few val batches and the output-embedding geometry (OEC §1.9, Coupled Adam §2.4).
     Fine-tuning: train/val loss on chat batches (assistant tokens only), pretrain_val_loss on val.bin."""
     rec, n_diag = {}, min(4, eval_iters)
-    if init_from == 'finetune':
-        def chat_batches(conversations: list) -> callable:
-            fixed = data.ChatLoader(conversations, tok, batch_size, block_size, seed=seed + 7, device=device)
-            return fixed.next_batch
+    if chat:
         rec['train_loss'], _ = estimate_loss(chat_batches(chats), eval_iters)
         rec['val_loss'], rec_diag = estimate_loss(chat_batches(val_chats), eval_iters, n_diag)
         rec['pretrain_val_loss'], _ = estimate_loss(fixed_batches(val_data), eval_iters)
@@ -305,6 +567,10 @@ def evaluate() -> dict:
     return rec
 
 
+def wall_time() -> float:
+    return wall_time_before + time.time() - _t_start
+
+
 def checkpoint_state() -> dict | None:
     """The checkpoint dict (on rank 0; None elsewhere). Under FSDP2 the full state dicts are gathered to rank
     0's CPU (a collective every rank joins); keyed by parameter name, so tied weights and another world size
@@ -314,38 +580,34 @@ def checkpoint_state() -> dict | None:
     optim_sd = get_optimizer_state_dict(raw_model, opt, options=opts)
     rng = [None] * world_size
     if world_size > 1:
-        dist.all_gather_object(rng, _rng_state())
+        dist.all_gather_object(rng, checkpoint.rng_state())
     else:
-        rng = [_rng_state()]
+        rng = [checkpoint.rng_state()]
     if not master:
         return None
     bad = [k for k, v in model_sd.items() if not torch.isfinite(v).all()]
     if bad:  # never overwrite a good checkpoint with a broken one
         raise SystemExit(f"train.py: refusing to checkpoint non-finite weights ({bad[:3]}) at step "
-                         f"{iter_num}; last good checkpoint: {run_dir / 'ckpt.pt'}")
+                         f"{iter_num}; last good checkpoint: {run_dir / CKPT}")
     return {'model': {k: v.cpu() for k, v in model_sd.items()}, 'optimizer': optim_sd, 'step': iter_num,
-            'schedule': {'name': schedule if decay_lr else 'constant', 'step': iter_num, 'lr': _lr(iter_num)},
+            'schedule': {'name': schedule, 'step': iter_num, 'lr': _lr(iter_num, config)},
             'tokens': tokens_seen, 'best_val_loss': best_val_loss, 'nonfinite_skipped': nonfinite_skipped,
             'wall_time_s': wall_time(), 'loader': loader.state_dict(), 'rng': rng, 'world_size': world_size,
-            'config': config, 'model_args': model_args}
+            'config': dict(config), 'model_args': model_args, 'data_identity': identity}
 
 
-def save(reason: str) -> None:
-    global last_ckpt
+def save(reason: str) -> Path | None:
+    """Checkpoint now (a collective under FSDP2); rank 0 writes it. A failed write stops the run."""
     ckpt = checkpoint_state()
-    if master:
-        last_ckpt = save_checkpoint(ckpt, run_dir, iter_num)
-        tqdm.write(f"step {iter_num}: saved {run_dir / 'ckpt.pt'} ({reason})")
-
-
-def _lr(it: int) -> float:
-    return optim.get_lr(it, schedule if decay_lr else 'constant', learning_rate, min_lr, warmup_iters,
-                        lr_decay_iters, max_iters, wsd_decay_frac)
-
-
-def _clean(rec: dict) -> dict:
-    """JSON-safe: non-finite floats become null."""
-    return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in rec.items()}
+    if not master:
+        return None
+    try:
+        path = checkpoint.save_checkpoint(ckpt, run_dir, iter_num, keep_last_k, pause_s=debug_ckpt_sleep)
+    except CheckpointError as e:
+        write_summary(finished=False, diverged=False)
+        _fail(str(e))
+    tqdm.write(f"step {iter_num}: saved {run_dir / CKPT} ({reason})")
+    return path
 
 
 def log_metrics(rec: dict) -> None:
@@ -363,199 +625,11 @@ def write_summary(finished: bool, diverged: bool) -> None:
                        final_val_loss=last_eval.get('val_loss'), best_val_loss=best_val_loss,
                        tokens=tokens_seen, wall_time_s=wall_time(), step=iter_num,
                        nonfinite_skipped=nonfinite_skipped, last_train_loss=last_loss, **final)
-        _write_json(run_dir / 'summary.json', _clean(summary))
-
-
-def _write_json(path: Path, obj: dict) -> None:
-    tmp = path.with_suffix('.json.tmp')
-    tmp.write_text(json.dumps(obj, indent=2) + '\n')
-    os.replace(tmp, path)
-
-
-def wall_time() -> float:
-    return wall_time_before + time.time() - _t_start
-
-
-# -----------------------------------------------------------------------------
-# distributed set-up and every config check, before any work
-world_size = int(os.environ.get('WORLD_SIZE', 1)) if parallelism != 'none' else 1
-_validate(config, int(os.environ.get('WORLD_SIZE', 1)))
-rank = int(os.environ.get('RANK', 0)) if world_size > 1 or parallelism != 'none' else 0
-master = rank == 0
-if parallelism != 'none':
-    if device.startswith('cuda'):
-        device = f"cuda:{os.environ.get('LOCAL_RANK', 0)}"
-        torch.cuda.set_device(device)
-    dist.init_process_group('nccl' if device.startswith('cuda') else 'gloo')
-device_type = 'cuda' if device.startswith('cuda') else 'cpu'
-grad_accum = gradient_accumulation_steps // world_size  # micro-steps per rank
-# bf16: autocast (matmuls in bf16, softmax/CE in fp32), plus FSDP2's bf16 parameter all-gathers on GPU
-autocast = torch.autocast(device_type, dtype=torch.bfloat16) if dtype == 'bfloat16' else nullcontext()
-fsdp_mixed = parallelism == 'fsdp' and dtype == 'bfloat16' and device_type == 'cuda'
-try:
-    _lr(0), _lr(max_iters)  # schedule settings are checked by optim.get_lr
-except ValueError as e:
-    _fail(str(e))
-run_dir = Path(out_dir)
-pre_ckpt = None  # the checkpoint whose weights (resume, finetune) are loaded
-if init_from == 'resume':
-    pre_ckpt = torch.load(run_dir / 'ckpt.pt', map_location='cpu', weights_only=True)
-elif init_from == 'finetune':
-    if not (Path(finetune_from) / 'ckpt.pt').is_file():
-        _fail(f"finetune_from={finetune_from!r} has no ckpt.pt: point it at a pretraining out_dir")
-    pre_ckpt = torch.load(Path(finetune_from) / 'ckpt.pt', map_location='cpu', weights_only=True)
-    pre_ckpt = {k: pre_ckpt[k] for k in ('model', 'model_args', 'config')}  # weights only: fresh optimizer
-
-# -----------------------------------------------------------------------------
-# data: prepared on first use by rank 0, then memory-mapped by every rank
-data_dir = Path(data_root) / dataset
-if init_from == 'finetune':  # the tokenizer and validation data of the pretraining run
-    data_dir = Path(pre_ckpt['config']['data_root']) / pre_ckpt['config']['dataset']
-if master and init_from != 'finetune' and (tokenizer or not (data_dir / 'train.bin').is_file()):
-    # a given tokenizer re-prepares the folder only when it differs (data.py compares recipes)
-    try:
-        data.prepare_dataset(dataset, data_root=data_root, tokenizer=tokenizer or None)
-    except (ValueError, FileNotFoundError) as e:
-        _fail(f"cannot prepare dataset {dataset!r} in {data_dir}: {e}")
-if world_size > 1:
-    dist.barrier()
-meta = data.load_meta(data_dir)
-train_data = data.load_tokens(data_dir, 'train')
-val_data = data.load_tokens(data_dir, 'val')
-data_vocab = meta.get('vocab_size') or 50304  # nanoGPT folder without meta.pkl: GPT-2 tokens, padded
-tok = data.dataset_tokenizer(data_dir) if meta.get('tokenizer') else None
-if init_from == 'finetune' and tok is None:
-    _fail(f"init_from='finetune' needs the tokenizer of the pretraining data, but {data_dir} records none "
-          f"(nanoGPT layout): pretrain on a dataset prepared by data.py")
-
-# -----------------------------------------------------------------------------
-# model args: preset, config keys, vocabulary from the data (or the checkpoint); shape checks
-if pre_ckpt is not None:
-    model_args = dict(pre_ckpt['model_args'])
-    asked = _model_args(config, data_vocab)
-    diff = {k: (model_args.get(k), v) for k, v in asked.items() if k != 'dropout' and model_args.get(k) != v}
-    if init_from == 'resume' and diff:
-        _fail(f"init_from='resume': {run_dir / 'ckpt.pt'} has another model shape than the config asks for: "
-              + ', '.join(f"{k}: checkpoint {a!r} vs config {b!r}" for k, (a, b) in diff.items())
-              + ". Pass the same config/overrides as the original run, or start a new --out_dir")
-    model_args['dropout'] = dropout
-elif init_from.startswith('gpt2-hf:'):
-    hf_model = GPT.from_hf(init_from.split(':', 1)[1])
-    model_args = dict(dataclasses.asdict(hf_model.config), dropout=dropout)  # weights are copied below
-else:
-    model_args = _model_args(config, data_vocab)
-if pre_ckpt is None and not init_from.startswith('gpt2-hf:'):
-    block_size = model_args['block_size']  # a preset may set it; else training windows may be shorter
-if block_size > model_args['block_size']:
-    _fail(f"block_size={block_size} is longer than the model's context {model_args['block_size']}: use "
-          f"--block_size={model_args['block_size']} or less")
-_resolved = {k: v for k, v in model_args.items() if k in config and k != 'block_size'}
-config.update(_resolved, block_size=block_size)  # config.json shows what the run used
-config['tokenizer_spec'] = tok.name if tok else None  # the tokenizer actually used (sample.py reads it)
-globals().update(_resolved)
-try:
-    GPTConfig(**model_args)
-except ValueError as e:
-    _fail(str(e))
-if data_vocab > model_args['vocab_size']:
-    _fail(f"the data's vocabulary ({data_vocab}) is larger than the model's ({model_args['vocab_size']})")
-tokens_per_step = grad_accum * world_size * batch_size * block_size  # data-parallel degree = world size
-if len(val_data) <= block_size:
-    _fail(f"{data_dir}/val.bin has {len(val_data)} tokens, not more than block_size={block_size}: "
-          f"use a smaller block_size or a larger validation split")
-val_langs = {}  # lang -> (val_<lang>.bin tokens, tokens per UTF-8 byte from meta.json for bits per byte)
-for split in meta.get('val_splits', []):
-    lang_meta = meta.get('languages', {}).get(split[4:], {})
-    per_byte = lang_meta['val_tokens'] / lang_meta['val_bytes'] if lang_meta.get('val_bytes') else None
-    val_langs[split[4:]] = (data.load_tokens(data_dir, split), per_byte)
-try:  # the loaders check that every rank gets a batch; a resumed loader continues where it stopped
-    if init_from == 'finetune':  # chat batches, loss only on assistant tokens (other targets IGNORE_INDEX)
-        chats = data.load_chat_jsonl(finetune_data)
-        val_chats = data.load_chat_jsonl(finetune_val_data) if finetune_val_data else chats
-        loader = data.ChatLoader(chats, tok, batch_size, block_size, rank=rank, world_size=world_size,
-                                 seed=seed, device=device)
-    else:
-        loader = data.SequentialLoader(train_data, batch_size, block_size, rank=rank, world_size=world_size,
-                                       seed=seed, device=device)
-    if init_from == 'resume':
-        loader.load_state_dict(pre_ckpt['loader'])
-except ValueError as e:
-    _fail(str(e))
-
-# -----------------------------------------------------------------------------
-# model: build (optionally on the meta device), activation checkpointing, DDP/FSDP2, compile
-device_peak_flops(device)  # cache it now: on CPU it times a matmul of torch.randn (would shift the RNG)
-torch.manual_seed(seed)  # the same initial weights on every rank (FSDP2 shards them, DDP checks them)
-if init_device == 'meta':
-    with torch.device('meta'):
-        model = GPT(GPTConfig(**model_args))
-else:
-    model = GPT(GPTConfig(**model_args))
-if activation_checkpointing:  # per block: keep only each block's input, recompute the rest in backward
-    for block in model.transformer.h:
-        block.forward = partial(torch.utils.checkpoint.checkpoint, block.forward, use_reentrant=False)
-if parallelism == 'fsdp':  # FSDP2: one unit per block + the root (embeddings, ln_f, lm_head: tying is safe)
-    mp = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32) if fsdp_mixed else None
-    for block in model.transformer.h:
-        fully_shard(block, **({'mp_policy': mp} if mp else {}))
-    fully_shard(model, **({'mp_policy': mp} if mp else {}))
-if init_device == 'meta':  # materialise (each rank only its shards under FSDP2), then initialise
-    model.to_empty(device=device)
-    model.init_weights()
-model.to(device)
-raw_model = model  # the GPT itself (its parameters are DTensor shards under FSDP2): state dicts, generate
-if parallelism == 'ddp':
-    model = DDP(model, device_ids=[torch.device(device).index] if device_type == 'cuda' else None)
-ddp_model = model  # the DDP wrapper itself (compile wraps it below): its gradient-sync switch
-opt = optim.configure_optimizer(raw_model, optimizer=optimizer, learning_rate=learning_rate,
-                                weight_decay=weight_decay, betas=(beta1, beta2),
-                                coupled_adam_avg_scale=coupled_adam_avg_scale, device_type=device_type)
-iter_num, tokens_seen, best_val_loss, nonfinite_skipped, wall_time_before = 0, 0, float('inf'), 0, 0.0
-if pre_ckpt is not None or init_from.startswith('gpt2-hf:'):  # weights: checkpoint, or the HF model's
-    weights = pre_ckpt['model'] if pre_ckpt is not None else hf_model.state_dict()
-    set_model_state_dict(raw_model, weights, options=StateDictOptions(full_state_dict=True))
-    del weights
-if init_from == 'resume':  # everything else: optimizer, step, data position, RNG
-    set_optimizer_state_dict(raw_model, opt, pre_ckpt['optimizer'],
-                             options=StateDictOptions(full_state_dict=True))
-    iter_num, tokens_seen = pre_ckpt['step'], pre_ckpt['tokens']
-    best_val_loss, nonfinite_skipped = pre_ckpt['best_val_loss'], pre_ckpt['nonfinite_skipped']
-    wall_time_before = pre_ckpt['wall_time_s']
-    if pre_ckpt['world_size'] == world_size:
-        _set_rng_state(pre_ckpt['rng'][rank])
-    else:  # only dropout draws from these; nothing else in the loop is random
-        torch.manual_seed(seed + rank + iter_num)
-else:
-    torch.manual_seed(seed + rank)  # per-rank dropout
-del pre_ckpt
-if compile:
-    model = torch.compile(model)
-log_unigram = losses.unigram_log_probs(train_data[:1 << 28], model_args['vocab_size']) if master else None
-
-# -----------------------------------------------------------------------------
-# run folder
-if master:
-    run_dir.mkdir(parents=True, exist_ok=True)
-    _write_json(run_dir / 'config.json', dict(
-        config, git_commit=_git_commit(), torch_version=torch.__version__, world_size=world_size,
-        grad_accum_per_rank=grad_accum, tokens_per_step=tokens_per_step, model_args=model_args,
-        num_params=raw_model.num_params(), resumed_from_step=iter_num))
-    metrics_path = run_dir / 'metrics.jsonl'
-    if init_from == 'resume' and metrics_path.exists():  # drop records the resumed run will write again
-        keep = [ln for ln in metrics_path.read_text().splitlines()
-                if ln and json.loads(ln)['step'] <= iter_num]
-        metrics_path.write_text(''.join(ln + '\n' for ln in keep))
-    elif init_from != 'resume':
-        metrics_path.unlink(missing_ok=True)
-    if wandb_log:
         try:
-            import wandb
-        except ImportError:
-            _fail("wandb_log=True but wandb is not installed: `pip install wandb` or --wandb_log=False")
-        wandb.init(project=wandb_project, name=wandb_run_name, config=config)
-    print(f"{raw_model.num_params() / 1e6:.2f}M parameters, {tokens_per_step:,} tokens/step ({world_size} "
-          f"rank(s) x {grad_accum} micro-steps x {batch_size} x {block_size}), device {device}, "
-          f"parallelism {parallelism}")
+            checkpoint.write_json(run_dir / 'summary.json', _clean(summary))
+        except CheckpointError as e:
+            tqdm.write(f"train.py: {e}")
+
 
 # SIGTERM/SIGINT: finish the current step, save a checkpoint, exit 0 (the flag is all-reduced every step,
 # so every rank stops at the same step)
@@ -567,7 +641,7 @@ for _sig in (signal.SIGTERM, signal.SIGINT):
 # training loop
 params = [p for p in raw_model.parameters() if p.requires_grad]
 term_keys = ['ce'] + [k for k, lam in (('z_loss', z_loss), ('mu_loss', mu_loss)) if lam > 0]
-last_eval, last_loss, last_ckpt = {}, None, (run_dir / 'ckpt.pt') if init_from == 'resume' else None
+last_eval, last_loss, last_ckpt = {}, None, (run_dir / CKPT) if init_from == 'resume' else None
 start_iter, stopping = iter_num, False
 t_log, tokens_at_log = time.time(), tokens_seen
 pbar = tqdm(total=max_iters, initial=iter_num, disable=not master, dynamic_ncols=True, desc='train')
@@ -586,7 +660,7 @@ while True:
         improved = last_eval['val_loss'] < best_val_loss
         best_val_loss = min(best_val_loss, last_eval['val_loss'])
         if iter_num > start_iter and (improved or always_save_checkpoint):
-            save('eval')
+            last_ckpt = save('eval')
         t_log += time.time() - t_eval  # tokens/s counts training time only
     if iter_num >= max_iters or eval_only:
         break
@@ -597,13 +671,27 @@ while True:
             tqdm.write(f"stopped by {stop_signal[0]} at step {iter_num}; resume with --init_from=resume")
         break
 
-    # one optimizer step = grad_accum micro-steps per rank
-    lr = _lr(iter_num)
+    # one optimizer step = grad_accum micro-steps per rank. Every micro-step's loss is weighted by its share
+    # of the global batch's trained tokens (all ranks), so loss and gradient are the mean over those tokens
+    # however the batch is split (chat batches differ in their number of trained tokens)
+    lr = _lr(iter_num, config)
     for group in opt.param_groups:
         group['lr'] = lr
+    batches, trained, real_tokens = [], [], 0  # trained: targets in the loss; real: input tokens, no padding
+    for _ in range(grad_accum):
+        batches.append(loader.next_batch())
+        trained.append(int((batches[-1][1] != IGNORE_INDEX).sum()) if chat else batches[-1][1].numel())
+        real_tokens += loader.last_real_tokens if chat else batches[-1][0].numel()
+    n_global = sum(trained) * world_size  # pretraining: every micro-batch has B x T targets
+    if chat and world_size > 1:  # chat: the counts differ by rank
+        counts = torch.tensor([sum(trained), real_tokens], dtype=torch.float64, device=device)
+        dist.all_reduce(counts)
+        n_global, real_tokens = int(counts[0].item()), int(counts[1].item())
+    else:
+        real_tokens *= world_size
+    n_global = max(n_global, 1)
     stats = torch.zeros(len(term_keys) + 1, device=device)  # total loss, then the terms
-    for micro_step in range(grad_accum):
-        x, y = loader.next_batch()
+    for micro_step, (x, y) in enumerate(batches):
         last_micro = micro_step == grad_accum - 1
         if parallelism == 'ddp':  # sync gradients only on the last micro-step (nanoGPT)
             ddp_model.require_backward_grad_sync = last_micro
@@ -615,8 +703,10 @@ while True:
             loss, terms = losses.compute_loss(logits, y, out_emb, z_loss=z_loss, mu_loss=mu_loss)
         if iter_num + 1 == inject_nonfinite_at_step:
             loss = loss * float('inf')
-        (loss / grad_accum).backward()
-        stats += torch.stack([loss.detach().float()] + [terms[k].float() for k in term_keys]) / grad_accum
+        # gradients are averaged over ranks (DDP/FSDP), hence x world_size: the sum over ranks is the mean
+        weight = trained[micro_step] * world_size / n_global
+        (loss * weight).backward()
+        stats += torch.stack([loss.detach().float()] + [terms[k].float() for k in term_keys]) * weight
     grad_norm = torch.nn.utils.clip_grad_norm_(params, grad_clip if grad_clip > 0 else float('inf'))
     if hasattr(grad_norm, 'full_tensor'):
         grad_norm = grad_norm.full_tensor()
@@ -648,7 +738,7 @@ while True:
             optim.mu_centering_(raw_model.output_embedding())
         last_loss = vals[0]
     iter_num += 1
-    tokens_seen += tokens_per_step
+    tokens_seen += real_tokens
     pbar.update(1)
 
     if iter_num % log_interval == 0 or iter_num == max_iters:  # step = steps done; loss = that of the last

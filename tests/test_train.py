@@ -195,7 +195,7 @@ def test_bad_config_fails_before_any_work(tmp_path, data_root):
 
 def test_resume_with_another_model_shape_fails(tmp_path, data_root):
     run_train(tmp_path / 'run', data_root, max_iters=1, eval_interval=1)
-    with pytest.raises(SystemExit, match=r"n_layer: checkpoint 2 vs config 3.*same config"):
+    with pytest.raises(SystemExit, match=r"n_layer: 2 there vs 3 set.*Drop --n_layer"):
         run_train(tmp_path / 'run', data_root, init_from='resume', n_layer=3)
 
 

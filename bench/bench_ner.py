@@ -292,9 +292,9 @@ def _quality_hf() -> dict:
         model = AutoModelForTokenClassification.from_pretrained(path, num_labels=len(labels))
         args = TrainingArguments(output_dir=tempfile.mkdtemp(), per_device_train_batch_size=batch_size,
                                  learning_rate=quality_lr, weight_decay=0.01, num_train_epochs=quality_epochs,
-                                 warmup_steps=steps_per_epoch, lr_scheduler_type="linear", train_sampling_strategy="group_by_length",
-                                 seed=seed, save_strategy="no", report_to=[], logging_strategy="no",
-                                 use_cpu=_device() == "cpu", disable_tqdm=True)
+                                 warmup_steps=steps_per_epoch, lr_scheduler_type="linear",
+                                 train_sampling_strategy="group_by_length", seed=seed, save_strategy="no",
+                                 report_to=[], logging_strategy="no", use_cpu=_device() == "cpu", disable_tqdm=True)
         trainer = Trainer(model=model, args=args, train_dataset=train_rows,
                           data_collator=DataCollatorForTokenClassification(tok))
         trainer.train()

@@ -251,7 +251,8 @@ def labelstudio_to_standard(tasks: list[dict], source: str = "labelstudio") -> t
                 doc["annotators"].append(name)
             for r in ann.get("result", []):
                 where = f"{source}, task {did}, annotation by {name}, result id {r.get('id')!r}"
-                is_span = r.get("type") == "labels" or (r.get("type") is None and "start" in r.get("value", {}))
+                is_span = r.get("type") == "labels" or (r.get("type") is None and isinstance(r.get("value"), dict)
+                                                        and "start" in r["value"])
                 if is_span and (why := _span_result_error(r, where)):
                     raise ValueError(f"{where}: a '{r.get('type', 'labels')}' (span) result {why}; every span "
                                      f"needs value.start, value.end and value.labels (fix or delete that result)")

@@ -18,12 +18,23 @@ for parallelism none/ddp/fsdp), 'step', 'tokens', 'best_val_loss', 'nonfinite_sk
 'schedule', 'loader' (the data position), 'rng' (one set of RNG states per rank), 'world_size', 'config',
 'model_args' and 'data_identity' (data.dataset_identity() of the data folder it trained on).
 
+Sharded format (train.py --checkpoint_format=dcp, for FSDP2 models too large to gather on one rank): every rank
+writes its shards of model and optimizer with torch.distributed.checkpoint (DCP) into ckpt_<step>.dcp/ (a
+folder on a filesystem all ranks share), and ckpt_<step>.pt holds everything else, with 'model' and 'optimizer'
+None and 'dcp' = that folder's name. The same atomic rename, ckpt.pt link and keep_last_k pruning apply (the
+folder is renamed into place before its ckpt_<step>.pt is written, and pruned with it). DCP reshards on load, so
+a run resumes on another world size; load_run and sample.py read it in one process, and
+    python checkpoint.py convert OUT_DIR [--to=DIR] [--hf=DIR]
+writes the single-file checkpoint (a run folder that resumes anywhere) and/or a Hugging Face folder.
+
 Errors a user can fix raise CheckpointError with one message naming the file and the fix.
 """
 import json
 import os
 import random
 import re
+import shutil
+import sys
 import time
 from pathlib import Path
 from typing import NamedTuple
@@ -121,6 +132,7 @@ def prune(run_dir: str | Path, step: int, keep_last_k: int) -> list[Path]:
     removed = [p for _, p in ours[:max(0, len(ours) - keep_last_k)]]
     for p in removed:
         p.unlink()
+        shutil.rmtree(p.with_suffix('.dcp'), ignore_errors=True)  # its shards (sharded format)
     return removed
 
 
@@ -180,7 +192,13 @@ def load_checkpoint(path: str | Path, map_location='cpu') -> dict:
     if path.is_dir():
         path = path / CKPT
     try:
-        return _read(path, map_location)
+        ckpt = _read(path, map_location)
+        if ckpt.get('dcp'):  # sharded: the shards' folder beside it
+            ckpt['dcp_path'] = str(path.parent / ckpt['dcp'])
+            if not (Path(ckpt['dcp_path']) / '.metadata').is_file():
+                raise CheckpointError(f"{path} is a sharded checkpoint but its shards {ckpt['dcp_path']} are "
+                                      f"missing or incomplete")
+        return ckpt
     except CheckpointError as e:
         if not path.exists():
             raise
@@ -191,9 +209,13 @@ def load_checkpoint(path: str | Path, map_location='cpu') -> dict:
 
 
 def model_from_checkpoint(ckpt: dict):
-    """A GPT with the checkpoint's weights (model_args + state dict; torch.compile's key prefix removed)."""
+    """A GPT with the checkpoint's weights (model_args + state dict; torch.compile's key prefix removed; a
+    sharded checkpoint's shards read in this one process)."""
     from model import GPT, GPTConfig
     model = GPT(GPTConfig(**ckpt['model_args']))
+    if ckpt.get('dcp'):
+        load_sharded(model, None, ckpt)
+        return model
     model.load_state_dict({k.removeprefix(_COMPILE_PREFIX): v for k, v in ckpt['model'].items()})
     return model
 
@@ -251,3 +273,141 @@ def load_run(out_dir: str | Path, device: str = 'cpu', tokenizer: str = '') -> R
     config = ckpt.get('config', {})
     tok = find_tokenizer(config, out_dir, tokenizer, (ckpt.get('data_identity') or {}).get('tokenizer_id'))
     return Run(model, tok, config, ckpt.get('step', 0), ckpt)
+
+
+# -----------------------------------------------------------------------------
+# sharded checkpoints: torch.distributed.checkpoint (DCP)
+
+def dcp_dir(run_dir: str | Path, step: int) -> Path:
+    return step_file(run_dir, step).with_suffix('.dcp')
+
+
+def _barrier() -> None:
+    import torch.distributed as dist
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+
+
+def save_sharded(model: torch.nn.Module, opt: torch.optim.Optimizer, meta: dict | None, run_dir: str | Path,
+                 step: int, keep_last_k: int, pause_s: float = 0.0) -> Path | None:
+    """Every rank: write this rank's shards of model and optimizer (their sharded state dicts) with DCP into
+    ckpt_<step>.dcp.tmp/, then rank 0 (meta given: the checkpoint dict without tensors) renames it to
+    ckpt_<step>.dcp/ and writes ckpt_<step>.pt through save_checkpoint (atomic, ckpt.pt link, pruning of
+    older steps with their folders). A kill leaves the previous ckpt.pt and its folder complete.
+    Returns the ckpt_<step>.pt path on rank 0, None elsewhere. Raises CheckpointError on a failed write."""
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import get_state_dict
+    run_dir = Path(run_dir)
+    final = dcp_dir(run_dir, step)
+    tmp = final.with_name(final.name + '.tmp')
+    if meta is not None:
+        for stale in run_dir.glob('ckpt_*.dcp.tmp'):  # left by a write that was killed
+            shutil.rmtree(stale, ignore_errors=True)
+    _barrier()  # nobody writes into tmp before it is cleared
+    model_sd, optim_sd = get_state_dict(model, opt)
+    try:
+        dcp.save({'model': model_sd, 'optim': optim_sd}, checkpoint_id=tmp)  # a collective: all ranks done after
+    except Exception as e:  # OSError inside DCP's writer threads arrives wrapped (CheckpointException)
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise CheckpointError(f"cannot write the step-{step} shards to {tmp}: {str(e).splitlines()[0][:200]}: "
+                              f"free disk space or use a writable --out_dir (shared by every node); "
+                              f"{run_dir / CKPT} still holds the previous checkpoint") from None
+    path = None
+    if meta is not None:
+        shutil.rmtree(final, ignore_errors=True)  # the same step of a lineage resumed away from
+        os.replace(tmp, final)
+        path = save_checkpoint(dict(meta, model=None, optimizer=None, dcp=final.name), run_dir, step,
+                               keep_last_k, pause_s)
+        for orphan in run_dir.glob('ckpt_*.dcp'):  # shards whose ckpt_<step>.pt was pruned or never written
+            if orphan != final and not orphan.with_suffix('.pt').exists() and _STEP_FILE.fullmatch(
+                    orphan.with_suffix('.pt').name) and int(orphan.stem[5:]) <= step:
+                shutil.rmtree(orphan, ignore_errors=True)
+    _barrier()
+    return path
+
+
+def load_sharded(model: torch.nn.Module, opt: torch.optim.Optimizer | None, ckpt: dict) -> None:
+    """Every rank (or one process): load a sharded checkpoint's model (and optimizer, if given) state into
+    model/opt as they are sharded now. DCP reads the slices each rank needs, so the world size may differ
+    from the one that wrote it. Raises CheckpointError when the shards do not fit this model/optimizer."""
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import (
+        get_model_state_dict,
+        get_optimizer_state_dict,
+        set_model_state_dict,
+        set_optimizer_state_dict,
+    )
+    state = {'model': get_model_state_dict(model)}
+    if opt is not None:
+        state['optim'] = get_optimizer_state_dict(model, opt)  # allocates the optimizer state to load into
+    try:
+        dcp.load(state, checkpoint_id=ckpt['dcp_path'])
+    except Exception as e:  # missing keys or shapes: another model or optimizer than the one that wrote it
+        raise CheckpointError(f"{ckpt['dcp_path']} does not fit this model/optimizer "
+                              f"({type(e).__name__}: {str(e).splitlines()[0][:160]}): resume with the run's "
+                              f"own model and optimizer settings") from None
+    set_model_state_dict(model, state['model'])
+    if opt is not None:
+        set_optimizer_state_dict(model, opt, state['optim'])
+
+
+def convert(out_dir: str | Path, to: str | Path | None = None, hf: str | Path | None = None) -> list[Path]:
+    """A sharded run folder's newest checkpoint as (to) a run folder with the single-file checkpoint
+    (model and optimizer full state dicts: it resumes in one process or on any world size, and every reader
+    loads it) plus config.json, metrics.jsonl and summary.json; and/or (hf) a Hugging Face folder
+    (GPT.save_hf). One process. Returns the paths written."""
+    import optim
+    out_dir = Path(out_dir)
+    ckpt = load_checkpoint(out_dir)
+    written = []
+    model = model_from_checkpoint(ckpt) if not ckpt.get('dcp') else None
+    if to is not None:
+        to = Path(to)
+        if has_checkpoint(to):
+            raise CheckpointError(f"{to} already holds a checkpoint: pass another --to folder")
+        if ckpt.get('dcp'):
+            from torch.distributed.checkpoint.state_dict import get_optimizer_state_dict
+
+            from model import GPT, GPTConfig
+            cfg = ckpt['config']
+            model = GPT(GPTConfig(**ckpt['model_args']))
+            opt = optim.configure_optimizer(model, optimizer=cfg['optimizer'], learning_rate=cfg['learning_rate'],
+                                            weight_decay=cfg['weight_decay'], betas=(cfg['beta1'], cfg['beta2']),
+                                            coupled_adam_avg_scale=cfg['coupled_adam_avg_scale'])
+            load_sharded(model, opt, ckpt)
+            ckpt = dict(ckpt, model=model.state_dict(), optimizer=get_optimizer_state_dict(model, opt))
+            for key in ('dcp', 'dcp_path'):
+                ckpt.pop(key)
+        to.mkdir(parents=True, exist_ok=True)
+        for name in ('config.json', 'metrics.jsonl', 'summary.json'):
+            if (out_dir / name).is_file():
+                shutil.copy(out_dir / name, to / name)
+        written.append(save_checkpoint(ckpt, to, ckpt['step'], keep_last_k=1))
+    if hf is not None:
+        if model is None:
+            model = model_from_checkpoint(ckpt)
+        try:
+            model.save_hf(hf)
+        except ValueError as e:
+            raise CheckpointError(str(e)) from None
+        written.append(Path(hf))
+    return written
+
+
+def main(argv: list[str] | None = None) -> None:
+    """python checkpoint.py convert OUT_DIR [--to=DIR] [--hf=DIR]"""
+    argv = sys.argv[1:] if argv is None else argv
+    usage = "usage: python checkpoint.py convert OUT_DIR [--to=DIR] [--hf=DIR] (at least one of --to, --hf)"
+    opts = dict(a.removeprefix('--').split('=', 1) for a in argv[2:] if a.startswith('--') and '=' in a)
+    if len(argv) < 2 or argv[0] != 'convert' or set(opts) - {'to', 'hf'} or not opts or \
+            len(opts) != len(argv) - 2:
+        sys.exit(usage)
+    try:
+        for p in convert(argv[1], opts.get('to'), opts.get('hf')):
+            print(f"wrote {p}")
+    except CheckpointError as e:
+        sys.exit(f"checkpoint.py: {e}")
+
+
+if __name__ == '__main__':
+    main()

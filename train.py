@@ -36,7 +36,7 @@ from torch.distributed.checkpoint.state_dict import (
     set_model_state_dict,
     set_optimizer_state_dict,
 )
-from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+from torch.distributed.fsdp import fully_shard
 from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm import tqdm
 
@@ -47,7 +47,7 @@ import optim
 from checkpoint import CKPT, CheckpointError
 from configurator import configure
 from losses import IGNORE_INDEX
-from model import GPT, GPTConfig, device_peak_flops
+from model import GPT, GPTConfig, peak_flops
 from model import PRESETS as _PRESETS  # (a dict: imported privately so it is no config key)
 
 # -----------------------------------------------------------------------------
@@ -60,6 +60,9 @@ eval_iters = 10  # batches per loss estimate
 eval_only = False  # evaluate the initial model once and exit
 always_save_checkpoint = True  # save at every eval; False = only when val loss improves (nanoGPT)
 keep_last_k = 2  # ckpt_<step>.pt files kept; ckpt.pt is always the newest
+checkpoint_format = 'full'  # 'full': one portable file, gathered on rank 0 (12 bytes/parameter: 75 GiB at 6.7B);
+#   'dcp': sharded, every rank writes its shards (torch.distributed.checkpoint) to ckpt_<step>.dcp/ on a filesystem
+#   all nodes share; resumes on any world size; `python checkpoint.py convert OUT_DIR --to=DIR` makes it 'full'
 init_from = 'scratch'  # 'scratch' | 'resume' (out_dir/ckpt.pt) | 'gpt2-hf:<HF GPT2 folder>' | 'finetune'
 overwrite = False  # a new run into an out_dir that holds a checkpoint: True replaces that run, else stop
 finetune_from = ''  # init_from='finetune': out_dir of the pretraining run whose ckpt.pt gives the weights
@@ -93,7 +96,7 @@ qk_norm = False  # normalise q and k per head (qk-LayerNorm)
 tie_embeddings = True  # output embedding = input embedding (GPT-2)
 init = 'normal'  # 'normal' (GPT-2, N(0, 0.02)) | 'xavier' (OEC)
 logit_softcap = None  # c in c*tanh(logits/c) (OEC v2 uses 30); None = off
-vocab_multiple = 1  # pad the model's vocabulary up to a multiple of this (64 is faster on GPU)
+vocab_multiple = None  # pad the vocabulary up to a multiple of this; None = 64 on CUDA (faster matmuls), 1 on CPU
 # losses (OEC paper, ../shared/papers/oec.md)
 z_loss = 0.0  # lambda of the z-loss, mean (log Z)^2 (OEC §1.6; 1e-4 in the paper)
 mu_loss = 0.0  # lambda of the mu-loss, ||mean of output-embedding rows||^2 (OEC §1.5; 1e-4)
@@ -119,6 +122,10 @@ device = 'cuda' if torch.cuda.is_available() else 'cpu'  # 'cpu' | 'cuda' | 'cud
 dtype = 'bfloat16' if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else 'float32'  # or bf16
 compile = False  # torch.compile the model (PyTorch 2)
 parallelism = 'none'  # 'none' | 'ddp' | 'fsdp' (FSDP2 fully_shard per block); ddp/fsdp need torchrun
+fsdp_shard_size = 0  # HSDP: shard within groups of this many ranks (GPUs per node), replicate across groups; 0 = all
+fsdp_reduce_every_micro_step = True  # FSDP2 + accumulation: reduce-scatter gradients at every micro-step, so only
+#   gradient shards are held (lean); False = only at the last micro-step (fewer collectives, full fp32 gradients held)
+tf32 = True  # CUDA fp32 matmuls/convolutions in TF32 (faster, 10-bit mantissa); False = exact fp32. No effect on CPU
 activation_checkpointing = False  # recompute each block's activations in backward (less memory)
 init_device = ''  # '' = build the model on `device`; 'meta' = build on meta, shard, then materialise
 seed = 1337
@@ -133,7 +140,8 @@ _MODEL_KEYS = [f.name for f in dataclasses.fields(GPTConfig) if f.name != 'vocab
 # keys that describe this launch, not the run: a resumed run takes every other key from its checkpoint
 _LAUNCH_KEYS = ('out_dir', 'init_from', 'overwrite', 'eval_only', 'sample_tokens', 'wandb_log', 'device',
                 'dtype', 'compile', 'parallelism', 'activation_checkpointing', 'init_device',
-                'inject_nonfinite_at_step', 'debug_ckpt_sleep')
+                'inject_nonfinite_at_step', 'debug_ckpt_sleep', 'fsdp_shard_size', 'fsdp_reduce_every_micro_step',
+                'tf32')
 
 
 def _fail(msg: str) -> None:
@@ -146,7 +154,8 @@ def _model_args(cfg: dict, set_keys: frozenset, vocab_size: int) -> dict:
     defaults fill what the preset leaves open), the vocabulary padded up to vocab_multiple."""
     preset = dict(_PRESETS[cfg['model_preset']]) if cfg['model_preset'] else {}
     args = {k: cfg[k] if k in set_keys or k not in preset else preset[k] for k in _MODEL_KEYS}
-    return dict(args, vocab_size=math.ceil(vocab_size / cfg['vocab_multiple']) * cfg['vocab_multiple'])
+    multiple = cfg['vocab_multiple'] or 1  # resolved before the model (None: 64 on CUDA, 1 on CPU)
+    return dict(args, vocab_size=math.ceil(vocab_size / multiple) * multiple)
 
 
 def _lr(it: int, cfg: dict) -> float:
@@ -160,7 +169,7 @@ def _validate(cfg: dict, set_keys: frozenset, world_size: int) -> None:
     contradictions between keys, and the launch environment. Each message names the key(s) and the fix."""
     choices = dict(parallelism=('none', 'ddp', 'fsdp'), optimizer=('adamw', 'coupled_adam'),
                    schedule=('cosine', 'wsd', 'constant'), dtype=('float32', 'bfloat16'),
-                   init_device=('', 'meta'))
+                   init_device=('', 'meta'), checkpoint_format=('full', 'dcp'))
     for key, allowed in choices.items():
         if cfg[key] not in allowed:
             hint = (" (float16 needs a loss scaler, which this loop does not have: use bfloat16)"
@@ -171,9 +180,16 @@ def _validate(cfg: dict, set_keys: frozenset, world_size: int) -> None:
         if cfg[key] < 0:
             _fail(f"{key}={cfg[key]} is negative: use 0 (off) or a positive value")
     for key in ('batch_size', 'block_size', 'gradient_accumulation_steps', 'eval_interval', 'log_interval',
-                'eval_iters', 'keep_last_k', 'vocab_multiple'):
+                'eval_iters', 'keep_last_k'):
         if cfg[key] < 1:
             _fail(f"{key}={cfg[key]} must be >= 1: set --{key} to 1 or more")
+    if cfg['vocab_multiple'] is not None and (not isinstance(cfg['vocab_multiple'], int) or cfg['vocab_multiple'] < 1):
+        _fail(f"vocab_multiple={cfg['vocab_multiple']!r} must be an integer >= 1: set --vocab_multiple to 1 or more, "
+              f"or None (64 on CUDA, 1 on CPU)")
+    shard = cfg['fsdp_shard_size']
+    if shard and (cfg['parallelism'] != 'fsdp' or shard < 0 or world_size % shard):
+        _fail(f"fsdp_shard_size={shard} needs --parallelism=fsdp and must divide the world size {world_size} "
+              f"(HSDP: shard within groups of that many ranks, e.g. the GPUs of one node); 0 = plain FSDP2")
     for key in ('beta1', 'beta2'):
         if not 0 <= cfg[key] < 1:
             _fail(f"{key}={cfg[key]} must be in [0, 1) (AdamW's moment decay): e.g. --beta1=0.9 --beta2=0.95")
@@ -235,6 +251,53 @@ def _validate(cfg: dict, set_keys: frozenset, world_size: int) -> None:
         _fail(str(e))
 
 
+def _check_data_prepared(cfg: dict, world_size: int, resuming: bool) -> None:
+    """Under torchrun, rank 0 preparing a large dataset while the other ranks wait at a barrier times out
+    (NCCL/gloo default 10-30 min): a missing folder is prepared beforehand, in one process."""
+    data_dir = Path(cfg['data_root']) / cfg['dataset']
+    if world_size > 1 and not resuming and not (data_dir / 'train.bin').is_file():
+        tok = f" --tokenizer={cfg['tokenizer']}" if cfg['tokenizer'] else ''
+        _fail(f"{data_dir} is not prepared, and preparing it under torchrun would time out the waiting ranks: "
+              f"run `python data.py prepare --dataset={cfg['dataset']} --data_root={cfg['data_root']}{tok}` "
+              f"once, then this command again")
+
+
+def _set_tf32(device_type: str, enabled: bool) -> None:
+    """TF32 for fp32 matmuls and convolutions on CUDA (bf16 autocast matmuls are unaffected)."""
+    if device_type == 'cuda':
+        torch.backends.cuda.matmul.allow_tf32 = enabled
+        torch.backends.cudnn.allow_tf32 = enabled
+
+
+def _fsdp_mesh(world_size: int, shard_size: int, device_type: str):
+    """The DeviceMesh for fully_shard: 1-D over all ranks (FSDP2), or 2-D (replicate, shard) for HSDP, where
+    each parameter is sharded over `shard_size` ranks (one node) and replicated across world/shard_size
+    groups (gradients: reduce-scatter within a group, all-reduce across groups)."""
+    from torch.distributed.device_mesh import init_device_mesh
+    if not shard_size or shard_size == world_size:
+        return init_device_mesh(device_type, (world_size,))
+    return init_device_mesh(device_type, (world_size // shard_size, shard_size),
+                            mesh_dim_names=('replicate', 'shard'))
+
+
+def _guarded_step(opt: torch.optim.Optimizer, ok: torch.Tensor) -> None:
+    """opt.step() only where ok (a 0-dim bool on the device) is True, without reading ok back when the optimizer
+    can skip on the device: fused AdamW's found_inf (as torch.amp.GradScaler) leaves weights, moments and
+    step count untouched. Other optimizers read ok back (a host sync; free on CPU)."""
+    if opt.defaults.get('fused'):
+        opt.found_inf = (~ok).float()
+        opt.step()
+    elif bool(ok):
+        opt.step()
+    opt.zero_grad(set_to_none=True)
+
+
+@torch.no_grad()
+def _mu_centering_where(weight: torch.Tensor, ok: torch.Tensor) -> None:
+    """optim.mu_centering_ (OEC §1.4) where ok, a bitwise no-op elsewhere (subtracts mean * 0), no host sync."""
+    weight.sub_(weight.mean(dim=0, keepdim=True) * ok)
+
+
 def _shape_conflicts(model_args: dict, cfg: dict, set_keys: frozenset, source: str) -> None:
     """A model key you set that the loaded weights (checkpoint or HF folder) contradict stops the run."""
     asked = {k: cfg[k] for k in _MODEL_KEYS if k in set_keys and k not in ('dropout', 'block_size')}
@@ -288,7 +351,8 @@ try:
         _validate(config, set_keys, int(os.environ.get('WORLD_SIZE', 1)))
     elif init_from == 'finetune':
         pre_ckpt = checkpoint.load_checkpoint(Path(finetune_from) / CKPT)
-        pre_ckpt = {k: pre_ckpt.get(k) for k in ('model', 'model_args', 'config', 'data_identity')}
+        pre_ckpt = {k: pre_ckpt.get(k) for k in ('model', 'model_args', 'config', 'data_identity', 'dcp',
+                                                 'dcp_path')}
         for key in ('dataset', 'data_root'):  # the tokenizer and validation data of the pretraining run
             if key in set_keys and config[key] != pre_ckpt['config'][key]:
                 _fail(f"init_from='finetune' uses the pretraining run's {key} "
@@ -305,6 +369,7 @@ if init_from != 'resume' and checkpoint.has_checkpoint(run_dir) and not overwrit
     _fail(f"out_dir={out_dir!r} holds another run's checkpoint: continue it with --init_from=resume, choose "
           f"a new --out_dir, or pass --overwrite=True to replace that run")
 _check_writable(run_dir)
+_check_data_prepared(config, world_size, pre_ckpt is not None)
 
 # -----------------------------------------------------------------------------
 # distributed set-up
@@ -316,10 +381,14 @@ if parallelism != 'none':
         torch.cuda.set_device(device)
     dist.init_process_group('nccl' if device.startswith('cuda') else 'gloo')
 device_type = 'cuda' if device.startswith('cuda') else 'cpu'
+_set_tf32(device_type, tf32)
+if config['vocab_multiple'] is None:  # 64 on CUDA: tensor-core friendly lm_head shapes (nanoGPT's 50304)
+    config['vocab_multiple'] = vocab_multiple = 64 if device_type == 'cuda' else 1
 grad_accum = gradient_accumulation_steps // world_size  # micro-steps per rank
-# bf16: autocast (matmuls in bf16, softmax/CE in fp32), plus FSDP2's bf16 parameter all-gathers on GPU
+# bf16: autocast (matmuls in bf16; residual stream, embeddings, norms, softmax/CE and the mu-loss in fp32), the same
+# recipe for one process, DDP and FSDP2 (FSDP2 without a MixedPrecisionPolicy: its bf16 param_dtype would also
+# cast the residual stream and embeddings; the price is fp32 all-gathers, twice the bytes of bf16 ones)
 autocast = torch.autocast(device_type, dtype=torch.bfloat16) if dtype == 'bfloat16' else nullcontext()
-fsdp_mixed = parallelism == 'fsdp' and dtype == 'bfloat16' and device_type == 'cuda'
 
 # -----------------------------------------------------------------------------
 # data: a new run prepares its folder on first use (rank 0); resume and finetune only read the folder
@@ -418,7 +487,8 @@ if init_from == 'resume' and pre_ckpt['step'] >= max_iters and not eval_only:
 
 # -----------------------------------------------------------------------------
 # model: build (optionally on the meta device), activation checkpointing, DDP/FSDP2, compile
-device_peak_flops(device)  # cache it now: on CPU it times a matmul of torch.randn (would shift the RNG)
+_mm_dtype = torch.bfloat16 if dtype == 'bfloat16' else torch.float32
+_peak = peak_flops(device, _mm_dtype)  # found now (on CPU: timed matmuls, RNG-neutral), logged in config.json
 torch.manual_seed(seed)  # the same initial weights on every rank (FSDP2 shards them, DDP checks them)
 if init_device == 'meta':
     with torch.device('meta'):
@@ -429,10 +499,10 @@ if activation_checkpointing:  # per block: keep only each block's input, recompu
     for block in model.transformer.h:
         block.forward = partial(torch.utils.checkpoint.checkpoint, block.forward, use_reentrant=False)
 if parallelism == 'fsdp':  # FSDP2: one unit per block + the root (embeddings, ln_f, lm_head: tying is safe)
-    mp = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32) if fsdp_mixed else None
+    mesh = _fsdp_mesh(world_size, fsdp_shard_size, device_type)
     for block in model.transformer.h:
-        fully_shard(block, **({'mp_policy': mp} if mp else {}))
-    fully_shard(model, **({'mp_policy': mp} if mp else {}))
+        fully_shard(block, mesh=mesh)
+    fully_shard(model, mesh=mesh)
 if init_device == 'meta':  # materialise (each rank only its shards under FSDP2), then initialise
     model.to_empty(device=device)
     model.init_weights()
@@ -445,15 +515,21 @@ opt = optim.configure_optimizer(raw_model, optimizer=config['optimizer'], learni
                                 weight_decay=config['weight_decay'], betas=(config['beta1'], config['beta2']),
                                 coupled_adam_avg_scale=config['coupled_adam_avg_scale'], device_type=device_type)
 iter_num, tokens_seen, best_val_loss, nonfinite_skipped, wall_time_before = 0, 0, float('inf'), 0, 0.0
-if pre_ckpt is not None or init_from.startswith('gpt2-hf:'):  # weights: checkpoint, or the HF model's
+if pre_ckpt is not None and pre_ckpt.get('dcp'):  # sharded: each rank reads its slices (any world size)
+    try:
+        checkpoint.load_sharded(raw_model, opt if init_from == 'resume' else None, pre_ckpt)
+    except CheckpointError as e:
+        _fail(str(e))
+elif pre_ckpt is not None or init_from.startswith('gpt2-hf:'):  # weights: checkpoint, or the HF model's
     weights = pre_ckpt['model'] if pre_ckpt is not None else hf_model.state_dict()
     weights = {k.removeprefix('_orig_mod.'): v for k, v in weights.items()}
     set_model_state_dict(raw_model, weights, options=StateDictOptions(full_state_dict=True))
     del weights
 if init_from == 'resume':  # everything else: optimizer, step, data position, RNG
     try:
-        set_optimizer_state_dict(raw_model, opt, pre_ckpt['optimizer'],
-                                 options=StateDictOptions(full_state_dict=True))
+        if not pre_ckpt.get('dcp'):  # (a sharded one was loaded with the weights)
+            set_optimizer_state_dict(raw_model, opt, pre_ckpt['optimizer'],
+                                     options=StateDictOptions(full_state_dict=True))
     except (KeyError, ValueError, RuntimeError) as e:
         _fail(f"the optimizer state of {run_dir / CKPT} does not fit optimizer={config['optimizer']!r} "
               f"({type(e).__name__}): resume with the run's own optimizer settings")
@@ -482,7 +558,8 @@ try:
         checkpoint.write_json(run_dir / 'config.json', dict(
             config, git_commit=_git_commit(), torch_version=torch.__version__, world_size=world_size,
             grad_accum_per_rank=grad_accum, tokens_per_step=tokens_per_step, model_args=model_args,
-            num_params=raw_model.num_params(), resumed_from_step=iter_num))
+            num_params=raw_model.num_params(), resumed_from_step=iter_num, peak_flops=_peak[0],
+            peak_flops_source=_peak[1]))
         metrics_path = run_dir / 'metrics.jsonl'
         if init_from == 'resume' and metrics_path.exists():  # drop records the resumed run will write again
             keep = [ln for ln in metrics_path.read_text().splitlines()
@@ -501,7 +578,7 @@ if wandb_log and master:
 if master:
     print(f"{raw_model.num_params() / 1e6:.2f}M parameters, {tokens_per_step:,} tokens/step ({world_size} "
           f"rank(s) x {grad_accum} micro-steps x {batch_size} x {block_size}), device {device}, "
-          f"parallelism {parallelism}")
+          f"parallelism {parallelism}; MFU peak: {_peak[1]}")
 
 
 # -----------------------------------------------------------------------------
@@ -577,24 +654,34 @@ def wall_time() -> float:
 
 
 def checkpoint_state(step: int, tokens: int, best_val_loss: float, nonfinite_skipped: int) -> dict | None:
-    """The checkpoint dict (on rank 0; None elsewhere) of the run at `step`. Under FSDP2 the full state dicts
-    are gathered to rank 0's CPU (a collective every rank joins); keyed by parameter name, so tied weights and
-    another world size load back (Modalities #348/#381)."""
-    opts = StateDictOptions(full_state_dict=True, cpu_offload=True) if world_size > 1 else StateDictOptions()
-    model_sd = get_model_state_dict(raw_model, options=opts)
-    optim_sd = get_optimizer_state_dict(raw_model, opt, options=opts)
+    """The checkpoint dict (on rank 0; None elsewhere) of the run at `step`. Format 'full': under DDP/FSDP2 (any
+    world size, 1 too) the full state dicts are gathered to rank 0's CPU (a collective every rank joins) as plain
+    tensors keyed by parameter name, so tied weights and another world size load back (Modalities #348/#381).
+    Format 'dcp': no gather; 'model' and 'optimizer' are None (save_sharded writes the shards)."""
+    if checkpoint_format == 'dcp':
+        model_sd = optim_sd = None
+        local = [p.to_local() if hasattr(p, 'to_local') else p for p in raw_model.parameters()]
+        finite = torch.stack([torch.isfinite(p).all() for p in local]).all().float().reshape(1)
+        if world_size > 1:
+            dist.all_reduce(finite, op=dist.ReduceOp.MIN)
+        bad = [] if finite.item() else ['(a shard of) some parameter']
+    else:
+        opts = (StateDictOptions(full_state_dict=True, cpu_offload=True) if parallelism != 'none'
+                else StateDictOptions())
+        model_sd = get_model_state_dict(raw_model, options=opts)
+        optim_sd = get_optimizer_state_dict(raw_model, opt, options=opts)
+        bad = [k for k, v in model_sd.items() if not torch.isfinite(v).all()] if master else []
     rng = [None] * world_size
     if world_size > 1:
         dist.all_gather_object(rng, checkpoint.rng_state())
     else:
         rng = [checkpoint.rng_state()]
-    if not master:
-        return None
-    bad = [k for k, v in model_sd.items() if not torch.isfinite(v).all()]
     if bad:  # never overwrite a good checkpoint with a broken one
         raise SystemExit(f"train.py: refusing to checkpoint non-finite weights ({bad[:3]}) at step "
                          f"{step}; last good checkpoint: {run_dir / CKPT}")
-    return {'model': {k: v.cpu() for k, v in model_sd.items()}, 'optimizer': optim_sd, 'step': step,
+    if not master:
+        return None
+    return {'model': model_sd and {k: v.cpu() for k, v in model_sd.items()}, 'optimizer': optim_sd, 'step': step,
             'schedule': {'name': schedule, 'step': step, 'lr': _lr(step, config)}, 'tokens': tokens,
             'best_val_loss': best_val_loss, 'nonfinite_skipped': nonfinite_skipped, 'wall_time_s': wall_time(),
             'loader': loader.state_dict(), 'rng': rng, 'world_size': world_size, 'config': dict(config),
@@ -602,13 +689,19 @@ def checkpoint_state(step: int, tokens: int, best_val_loss: float, nonfinite_ski
 
 
 def save(reason: str, **progress) -> Path | None:
-    """Checkpoint the run (progress: checkpoint_state's arguments; a collective under FSDP2); rank 0 writes it.
-    A failed write (full or read-only disk) stops the run with one message; the previous ckpt.pt stays."""
+    """Checkpoint the run (progress: checkpoint_state's arguments; a collective under FSDP2); rank 0 writes it
+    (format 'dcp': every rank writes its shards). A failed write (full or read-only disk) stops the run with one
+    message; the previous ckpt.pt stays."""
     ckpt = checkpoint_state(**progress)
-    if not master:
-        return None
     try:
-        path = checkpoint.save_checkpoint(ckpt, run_dir, progress['step'], keep_last_k, pause_s=debug_ckpt_sleep)
+        if checkpoint_format == 'dcp':
+            path = checkpoint.save_sharded(raw_model, opt, ckpt, run_dir, progress['step'], keep_last_k,
+                                           debug_ckpt_sleep)
+        elif master:
+            path = checkpoint.save_checkpoint(ckpt, run_dir, progress['step'], keep_last_k,
+                                              pause_s=debug_ckpt_sleep)
+        if not master:
+            return None
     except CheckpointError as e:
         _fail(str(e))
     tqdm.write(f"step {progress['step']}: saved {run_dir / CKPT} ({reason})")
@@ -663,6 +756,12 @@ def progress() -> dict:
 
 start_iter, stopping = iter_num, False
 t_log, tokens_at_log = time.time(), tokens_seen
+# device-side step state, read back only at log/eval points (no host sync per step): stop on the first
+# non-finite step (halted: no step from then on) or skip such steps (counted); loss stats of that first step
+halted = torch.zeros((), dtype=torch.bool, device=device)
+first_bad = torch.zeros((), dtype=torch.long, device=device)  # 1-based step, 0 = none
+skipped = torch.zeros((), dtype=torch.long, device=device)
+skipped_before, bad_stats, tokens_pending = nonfinite_skipped, None, []
 pbar = tqdm(total=max_iters, initial=iter_num, disable=not master, dynamic_ncols=True, desc='train')
 while True:
     # evaluate and checkpoint (not again at the step a resumed run starts from: that one is on disk)
@@ -715,11 +814,9 @@ while True:
         if parallelism == 'ddp':  # sync gradients only on the last micro-step (nanoGPT)
             ddp_model.require_backward_grad_sync = last_micro
         elif parallelism == 'fsdp':
-            raw_model.set_requires_gradient_sync(last_micro)
-        with autocast:
-            logits = model(x)
-            out_emb = raw_model.output_embedding() if mu_loss > 0 else None
-            loss, terms = losses.compute_loss(logits, y, out_emb, z_loss=z_loss, mu_loss=mu_loss)
+            raw_model.set_requires_gradient_sync(last_micro or fsdp_reduce_every_micro_step)
+        with autocast:  # the loss is computed inside the model's forward, so compile covers it
+            loss, terms = model(x, targets=y, z_loss=z_loss, mu_loss=mu_loss)
         if iter_num + 1 == inject_nonfinite_at_step:
             loss = loss * float('inf')
         # gradients are averaged over ranks (DDP/FSDP), hence x world_size: the sum over ranks is the mean
@@ -729,43 +826,59 @@ while True:
     grad_norm = torch.nn.utils.clip_grad_norm_(params, grad_clip if grad_clip > 0 else float('inf'))
     if hasattr(grad_norm, 'full_tensor'):
         grad_norm = grad_norm.full_tensor()
-    stats = torch.cat([stats / world_size, torch.tensor([float(bool(stop_signal))], device=device)])
+    # no host sync (the CPU runs ahead): the stop flag is filled on the device (no pageable copy), the finite check
+    # and the skip happen on the device, values are read back at log/eval points only
+    stats = torch.cat([stats / world_size, torch.full((1,), float(bool(stop_signal)), device=device)])
     if world_size > 1:
         dist.all_reduce(stats)  # loss = mean over the global batch; stop flag > 0 if any rank got a signal
-    *vals, stop_flag, grad_norm_v = torch.cat([stats, grad_norm.detach().float().reshape(1)]).tolist()  # sync
+    stats = torch.cat([stats, grad_norm.detach().float().reshape(1)])  # (loss, terms..., stop flag, grad norm)
+    ok = torch.isfinite(stats).all()  # NaN/inf loss or grad norm: never step on it
+    new_bad = ~ok & (first_bad == 0)
+    first_bad = torch.where(new_bad, iter_num + 1, first_bad)
+    bad_stats = stats if bad_stats is None else torch.where(new_bad, stats, bad_stats)
+    halted = halted | ~ok
+    step_ok = ok if skip_nonfinite else ~halted
+    skipped = skipped + (~ok).long()
+    _guarded_step(opt, step_ok)
+    if mu_centering:  # OEC §1.4: after step + zero_grad, on the output embedding only (also when tied)
+        _mu_centering_where(raw_model.output_embedding(), step_ok)
+    iter_num += 1
+    tokens_seen += real_tokens
+    tokens_pending.append(real_tokens)
+    pbar.update(1)
+    if not (iter_num % log_interval == 0 or iter_num % eval_interval == 0 or iter_num >= max_iters):
+        continue
+    *vals, stop_flag, grad_norm_v, first_bad_v, skipped_v = torch.cat(
+        [stats, torch.stack([first_bad, skipped]).float()]).tolist()  # the host sync of these steps
     stopping = stop_flag > 0
     if stopping and not stop_signal:
         stop_signal.append('a signal on another rank')
-    if not all(math.isfinite(v) for v in vals + [grad_norm_v]):  # NaN/inf: skip the batch or stop, never step
-        opt.zero_grad(set_to_none=True)
+    if first_bad_v and not skip_nonfinite:  # no step was applied from first_bad on: stop there
+        bad = bad_stats.tolist()
+        n_after = iter_num - int(first_bad_v) + 1  # steps from the bad one on, none of them applied
+        tokens_seen -= sum(tokens_pending[len(tokens_pending) - n_after:])
+        iter_num, last_loss = int(first_bad_v) - 1, bad[0]
         where = f"last good checkpoint: {last_ckpt}" if last_ckpt else "no checkpoint written yet"
-        if not skip_nonfinite:
-            last_loss = vals[0]
-            write_summary(False, True, last_eval, last_loss, **progress())
-            pbar.close()
-            raise SystemExit(f"train.py: non-finite loss {vals[0]} (grad norm {grad_norm_v}) at step "
-                             f"{iter_num + 1}; stopped without updating the weights; {where}. Lower "
-                             f"learning_rate, add z_loss/mu_loss/mu_centering, or set skip_nonfinite=True")
-        nonfinite_skipped += 1
+        write_summary(False, True, last_eval, last_loss, **progress())
+        pbar.close()
+        raise SystemExit(f"train.py: non-finite loss {bad[0]} (grad norm {bad[-1]}) at step {iter_num + 1}; "
+                         f"stopped without updating the weights; {where}. Lower learning_rate, add "
+                         f"z_loss/mu_loss/mu_centering, or set skip_nonfinite=True")
+    tokens_pending.clear()
+    if skipped_before + int(skipped_v) > nonfinite_skipped:
+        nonfinite_skipped = skipped_before + int(skipped_v)
         if master:
-            tqdm.write(f"step {iter_num + 1}: non-finite loss {vals[0]}: batch skipped "
-                       f"({nonfinite_skipped} so far)")
-    else:
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        if mu_centering:  # OEC §1.4: after step + zero_grad, on the output embedding only (also when tied)
-            optim.mu_centering_(raw_model.output_embedding())
+            tqdm.write(f"step {iter_num}: non-finite loss: batch skipped ({nonfinite_skipped} so far)")
+    if math.isfinite(vals[0]):
         last_loss = vals[0]
-    iter_num += 1
-    tokens_seen += real_tokens
-    pbar.update(1)
 
     if iter_num % log_interval == 0 or iter_num == max_iters:  # step = steps done; loss = that of the last
         dt, t_log = time.time() - t_log, time.time()
         tok_s = (tokens_seen - tokens_at_log) / dt
         tokens_at_log = tokens_seen
         rec = dict(step=iter_num, tokens=tokens_seen, loss=vals[0], lr=lr, grad_norm=grad_norm_v,
-                   tokens_per_sec=tok_s, mfu=raw_model.estimate_mfu(tok_s / world_size, device),
+                   tokens_per_sec=tok_s, mfu=raw_model.estimate_mfu(tok_s / world_size, device, block_size,
+                                                                     _mm_dtype),
                    **dict(zip(term_keys, vals[1:])), nonfinite_skipped=nonfinite_skipped,
                    peak_mem_mb=(torch.cuda.max_memory_allocated(device) if device_type == 'cuda'
                                 else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024) / 2**20)
@@ -778,14 +891,23 @@ if iter_num >= max_iters and not stopping and not eval_only:
     write_summary(True, False, last_eval, last_loss, **progress())
 
 # -----------------------------------------------------------------------------
-# a sample from the trained model (every FSDP2 rank joins the forward passes, rank 0 prints)
+# a sample from the trained model, on rank 0. FSDP2: generate() on the sharded model mixes Tensors and DTensors
+# once a state-dict gather has resharded the root, so rank 0 samples from a plain GPT built from the gathered
+# weights (the full model must fit on one device: set sample_tokens=0 for models that do not)
 if sample_tokens > 0 and tok is not None and not stopping and (master or parallelism == 'fsdp'):
-    torch.manual_seed(seed)
-    raw_model.eval()
-    start = torch.tensor([[tok.eot]], device=device)
-    with autocast:
-        out = raw_model.generate(start, sample_tokens, temperature=0.8, top_k=200)
+    sampler = raw_model
+    if parallelism == 'fsdp':
+        full = get_model_state_dict(raw_model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+        if master:
+            sampler = GPT(GPTConfig(**model_args)).to(device)
+            sampler.load_state_dict(full)
+        del full
     if master:
+        torch.manual_seed(seed)
+        sampler.eval()
+        start = torch.tensor([[tok.eot]], device=device)
+        with autocast:
+            out = sampler.generate(start, sample_tokens, temperature=0.8, top_k=200)
         print('-' * 80 + '\n' + tok.decode(out[0, 1:].tolist()) + '\n' + '-' * 80)
 if wandb_log and master:
     wandb.finish()

@@ -566,7 +566,9 @@ def test_train_py_reads_top_to_bottom():
     for fn in (n for n in tree.body if isinstance(n, ast.FunctionDef)):
         local = {a.arg for a in ast.walk(fn.args) if isinstance(a, ast.arg)} | {
             n.id for n in ast.walk(fn) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)} | {
-            h.name for h in ast.walk(fn) if isinstance(h, ast.ExceptHandler) and h.name}
+            h.name for h in ast.walk(fn) if isinstance(h, ast.ExceptHandler) and h.name} | {
+            (a.asname or a.name).split('.')[0] for i in ast.walk(fn) if isinstance(i, (ast.Import, ast.ImportFrom))
+            for a in i.names}
         for n in ast.walk(fn):
             if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load) and n.id not in local \
                     and not hasattr(builtins, n.id) and n.id != '__file__':

@@ -46,7 +46,7 @@ import torch
 from tqdm import tqdm
 
 from clean import DigestSet
-from documents import building, expand, read_documents, replace_folder
+from documents import ON_BAD_INPUT, building, expand, read_documents, replace_folder
 from losses import IGNORE_INDEX
 from tokenizer import Tokenizer, get_tokenizer, normalize, train_tokenizer
 
@@ -391,6 +391,9 @@ def prepare_dataset(dataset: str = "shakespeare", data_root: str | Path = "data"
                  sampling_scale=sampling_scale, val_fraction=val_fraction, dedup=dedup, txt_unit=txt_unit,
                  on_bad_input=on_bad_input, seed=seed, text_field=text_field)
     recipe = _effective_recipe(dataset, tokenizer, given, old)
+    for key, allowed in (("on_bad_input", ON_BAD_INPUT), ("txt_unit", ("line", "file"))):
+        if recipe[key] not in allowed:  # before any folder is made
+            raise ValueError(f"{key} must be one of {allowed}, got {recipe[key]!r}")
     groups, forced_unit = _resolve_sources(dataset, recipe["input"], recipe["sources"])
     recipe["txt_unit"] = forced_unit or recipe["txt_unit"]
     recipe["checksums"] = {f"{lang}/{cat}": [_sha256(p) for p in files]

@@ -71,25 +71,31 @@ class DyT(nn.Module):
     """Dynamic Tanh, norms.md §3.2: y = gamma * tanh(alpha * x) + b, one learnable scalar alpha per layer.
 
     softplus=True is the paper code's `DyTsp`: alpha = softplus(alpha_hat), so alpha stays positive. The
-    parameter `alpha` then holds alpha_hat, initialised to softplus^-1(alpha0) so that alpha starts at alpha0.
+    parameter `alpha` (shape (1,), as in the authors' `nanoGPT/dyaf.py`, and so that FSDP2 can shard it) then
+    holds alpha_hat. Init: alpha0 is the effective alpha at init (alpha_hat0 = softplus^-1(alpha0)); raw0, when
+    given, is the parameter's own init value instead, as the authors' configs write `init_alpha` (for DyTsp
+    that is alpha_hat0, so alpha starts at softplus(raw0)).
     """
 
-    def __init__(self, dim: int, alpha0: float = 0.5, bias: bool = True, softplus: bool = False):
+    def __init__(self, dim: int, alpha0: float = 0.5, bias: bool = True, softplus: bool = False,
+                 raw0: float | None = None):
         super().__init__()
         self.softplus = softplus
         self.alpha0 = alpha0
-        self.alpha = nn.Parameter(torch.empty(()))
+        self.raw0 = raw0 if raw0 is not None else softplus_inverse(alpha0) if softplus else alpha0
+        self.alpha = nn.Parameter(torch.empty(1))
         self.weight = nn.Parameter(torch.empty(dim))
         self.bias = nn.Parameter(torch.empty(dim)) if bias else None
+        self.register_load_state_dict_pre_hook(_scalar_to_shape_1("alpha"))
         self.reset_parameters()
 
     @torch.no_grad()
     def reset_parameters(self) -> None:
-        self.alpha.fill_(softplus_inverse(self.alpha0) if self.softplus else self.alpha0)
+        self.alpha.fill_(self.raw0)
         _reset_affine(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        alpha = F.softplus(self.alpha) if self.softplus else self.alpha
+        alpha = F.softplus(self.alpha) if self.softplus else self.alpha  # (1,) broadcasts over (..., C)
         y = self.weight * torch.tanh(alpha * x)
         return y + self.bias if self.bias is not None else y
 
@@ -97,49 +103,73 @@ class DyT(nn.Module):
 class DyISRU(nn.Module):
     """Dynamic inverse square root unit, norms.md §3.2: y = gamma * x / sqrt(beta + x^2 + eps) + b.
 
-    beta is one learnable scalar per layer. Its init beta0 = 1/alpha0^2 matches DyT's slope at 0
-    (norms.md §3.2, "Initial-value mapping"), so make_norm takes the same alpha0 for both.
-    softplus=True is the paper code's `DyISRUsp` (the "DyISRU" of its LLM tables): beta = softplus(beta_hat),
-    and the parameter `beta` then holds beta_hat = softplus^-1(beta0) (alpha0 = 0.5 -> 3.98).
+    beta is one learnable scalar per layer (shape (1,), as `alpha` of DyT). softplus=True is the paper code's
+    `DyISRUsp` (the "DyISRU" of its LLM tables): beta = softplus(beta_hat), and the parameter `beta` then holds
+    beta_hat. Init: beta0 is the effective beta at init (beta_hat0 = softplus^-1(beta0): 4 -> 3.98); raw0, when
+    given, is the parameter's own init value instead, as the authors' configs write `init_beta` (for DyISRUsp
+    that is beta_hat0, so beta starts at softplus(raw0)). A plain DyISRU needs beta0 >= 0 (else the square root
+    of a negative number for small x).
     """
 
     def __init__(self, dim: int, beta0: float = 4.0, eps: float = 1e-5, bias: bool = True,
-                 softplus: bool = False):
+                 softplus: bool = False, raw0: float | None = None):
         super().__init__()
         self.eps = eps
         self.softplus = softplus
         self.beta0 = beta0
-        self.beta = nn.Parameter(torch.empty(()))
+        self.raw0 = raw0 if raw0 is not None else softplus_inverse(beta0) if softplus else beta0
+        if not softplus and self.raw0 < 0:
+            raise ValueError(f"DyISRU: beta at init is {self.raw0} < 0, which makes sqrt(beta + x^2) undefined "
+                             "for small x: use beta0 >= 0, or norm='dyisru_sp' (beta = softplus(beta_hat))")
+        self.beta = nn.Parameter(torch.empty(1))
         self.weight = nn.Parameter(torch.empty(dim))
         self.bias = nn.Parameter(torch.empty(dim)) if bias else None
+        self.register_load_state_dict_pre_hook(_scalar_to_shape_1("beta"))
         self.reset_parameters()
 
     @torch.no_grad()
     def reset_parameters(self) -> None:
-        self.beta.fill_(softplus_inverse(self.beta0) if self.softplus else self.beta0)
+        self.beta.fill_(self.raw0)
         _reset_affine(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        beta = F.softplus(self.beta) if self.softplus else self.beta
+        beta = F.softplus(self.beta) if self.softplus else self.beta  # (1,) broadcasts over (..., C)
         y = self.weight * x * torch.rsqrt(beta + x * x + self.eps)
         return y + self.bias if self.bias is not None else y
 
 
-def make_norm(name: str, dim: int, eps: float = 1e-5, bias: bool = True, alpha0: float = 0.5) -> nn.Module:
+def make_norm(name: str, dim: int, eps: float = 1e-5, bias: bool = True, alpha0: float = 0.5,
+              init: float | None = None) -> nn.Module:
     """The norm called `name` over the last dim of size `dim`.
 
-    alpha0 is DyT's alpha init; the DyISRU variants start at beta0 = 1/alpha0^2 (norms.md §3.2).
+    alpha0 is DyT's effective alpha at init; the DyISRU variants start at beta0 = 1/alpha0^2, the slope match
+    at 0 (norms.md §3.2). init, when given, replaces that: it is the scalar parameter's own value at init,
+    exactly as the authors' configs write `init_alpha` / `init_beta` (Stollenwerk 2025, arXiv 2503.21708, code
+    `nanoGPT/dyaf.py`): dyt alpha0, dyt_sp alpha_hat0 (alpha = softplus), dyisru beta0, dyisru_sp beta_hat0
+    (beta = softplus). init on layernorm/rmsnorm is an error (they have no such parameter).
     eps is unused by DyT; bias is unused by RMSNorm (it has none).
     """
+    if init is not None and name in ("layernorm", "rmsnorm"):
+        raise ValueError(f"norm_init={init} is set but norm={name!r} has no alpha/beta: set norm_init=None, "
+                         "or norm to dyt, dyt_sp, dyisru or dyisru_sp")
     if name == "layernorm":
         return LayerNorm(dim, eps, bias)
     if name == "rmsnorm":
         return RMSNorm(dim, eps)
     if name in ("dyt", "dyt_sp"):
-        return DyT(dim, alpha0, bias, softplus=name == "dyt_sp")
+        return DyT(dim, alpha0, bias, softplus=name == "dyt_sp", raw0=init)
     if name in ("dyisru", "dyisru_sp"):
-        return DyISRU(dim, 1.0 / alpha0**2, eps, bias, softplus=name == "dyisru_sp")
+        return DyISRU(dim, 1.0 / alpha0**2, eps, bias, softplus=name == "dyisru_sp", raw0=init)
     raise ValueError(f"unknown norm {name!r}: set norm to one of {', '.join(NORMS)}")
+
+
+def _scalar_to_shape_1(name: str):
+    """load_state_dict pre-hook: a checkpoint written when `name` was a 0-dim tensor loads into shape (1,)."""
+    def hook(module, state_dict, prefix, *args):
+        key = prefix + name
+        if key in state_dict and state_dict[key].dim() == 0:
+            state_dict[key] = state_dict[key].reshape(1)
+    return hook
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -1,7 +1,7 @@
 """
 Optimizers and learning-rate schedules.
 
-  configure_optimizer  AdamW parameter groups (decay on 2-D weights only), or Coupled Adam on the token embedding
+  configure_optimizer  AdamW parameter groups (nanoGPT's decay rule), or Coupled Adam on one embedding matrix
   CoupledAdam          Adam whose second moment is averaged over the vocabulary (../shared/papers/coupled_adam.md)
   get_lr               warmup + cosine / WSD / constant, per iteration (nanoGPT style, no scheduler object)
   mu_centering_        OEC mu-centering, after every optimizer step (../shared/papers/oec.md §1.4)
@@ -86,45 +86,63 @@ class CoupledAdam(torch.optim.Optimizer):
 # -----------------------------------------------------------------------------
 # parameter groups
 
-def _embedding_param_ids(model: nn.Module) -> set[int]:
-    """ids of the token/position embeddings and the output embedding (lm_head): never weight-decayed."""
-    ids = {id(m.weight) for m in model.modules() if isinstance(m, nn.Embedding)}
-    if hasattr(model, "output_embedding"):
-        ids.add(id(model.output_embedding()))
-    return ids
+def _token_embedding(model: nn.Module) -> Tensor | None:
+    """model.transformer.wte.weight (the lm_head too when tied), or None for a model without one."""
+    return getattr(getattr(getattr(model, "transformer", None), "wte", None), "weight", None)
 
 
 def configure_optimizer(model: nn.Module, optimizer: str = "adamw", learning_rate: float = 6e-4,
                         weight_decay: float = 0.1, betas: tuple[float, float] = (0.9, 0.95), eps: float = 1e-8,
-                        coupled_adam_avg_scale: float = 1.0, device_type: str = "cpu") -> torch.optim.Optimizer:
+                        coupled_adam_avg_scale: float = 1.0, device_type: str = "cpu",
+                        decay_token_embedding: bool = True,
+                        coupled_adam_embedding: str = "output") -> torch.optim.Optimizer:
     """One optimizer for the whole model.
 
-    Groups: 2-D weights except embeddings get `weight_decay`; norms, biases, scalars (DyT alpha), the token and
-    position embeddings and the output embedding (lm_head) get none.
+    Weight decay, nanoGPT's rule (Karpathy's `configure_optimizers`, also the OEC code's and the DyISRU code's):
+    every parameter with >= 2 dims gets `weight_decay` (Linear weights, wte, wpe, lm_head), 1-D ones (norms,
+    biases, DyT alpha) none. decay_token_embedding=False takes the token embedding wte (the lm_head too when
+    tied) out of the decay, as the Coupled Adam code does in both its arms (flxst/coupled-adam
+    `nanoGPT/model.py::configure_optimizers`, `embdecay=False`; Stollenwerk & Stollenwerk 2025, arXiv
+    2502.08441); wpe and an untied lm_head stay decayed there too.
     optimizer='adamw': torch AdamW, fused on CUDA, torch's default implementation elsewhere (on CPU the
     single-tensor path measured about 2x faster than foreach for a 12M-parameter model).
-    optimizer='coupled_adam': one CoupledAdam; only the token embedding model.transformer.wte.weight (the lm_head
-    too when tied) is in a coupled=True group (no decay), as in the authors' code (coupled_adam.md §2.3); the
-    other groups have coupled=False, i.e. plain AdamW.
+    optimizer='coupled_adam': one CoupledAdam whose coupled=True group holds one embedding matrix: the output
+    embedding lm_head (coupled_adam_embedding='output': the softmax gradient acts on it, the paper's argument) or
+    the token embedding wte ('input'); with tied embeddings both are the same matrix, as in the authors' runs.
+    The coupled matrix is decayed or not by the rule above; every other group has coupled=False (plain AdamW).
     """
     if optimizer not in ("adamw", "coupled_adam"):
         raise ValueError(f"unknown optimizer {optimizer!r}: use --optimizer=adamw or --optimizer=coupled_adam")
+    if coupled_adam_embedding not in ("output", "input"):
+        raise ValueError(f"unknown coupled_adam_embedding {coupled_adam_embedding!r}: use --coupled_adam_embedding"
+                         "=output (lm_head, the paper's matrix) or =input (wte)")
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]  # tied weights appear once
-    no_decay_ids = _embedding_param_ids(model)
-    wte = getattr(getattr(getattr(model, "transformer", None), "wte", None), "weight", None)
-    coupled_ids = {id(wte)} if optimizer == "coupled_adam" and wte is not None else set()
-    if optimizer == "coupled_adam" and not any(id(p) in coupled_ids for _, p in named):
-        raise ValueError("optimizer='coupled_adam' needs a trainable token embedding at model.transformer.wte"
-                         ".weight (the matrix Coupled Adam couples); this model has none: use --optimizer=adamw")
-    decay = [p for _, p in named if p.dim() >= 2 and id(p) not in no_decay_ids and id(p) not in coupled_ids]
-    no_decay = [p for _, p in named if (p.dim() < 2 or id(p) in no_decay_ids) and id(p) not in coupled_ids]
-    groups = [dict(params=decay, weight_decay=weight_decay), dict(params=no_decay, weight_decay=0.0)]
+    wte = _token_embedding(model)
+    no_decay_ids = {id(p) for _, p in named if p.dim() < 2}
+    if not decay_token_embedding and wte is not None:
+        no_decay_ids.add(id(wte))
+    coupled_ids = set()
+    if optimizer == "coupled_adam":
+        coupled = model.output_embedding() if coupled_adam_embedding == "output" and hasattr(
+            model, "output_embedding") else wte
+        coupled_ids = {id(coupled)} if coupled is not None else set()
+        if not any(id(p) in coupled_ids for _, p in named):
+            raise ValueError(f"optimizer='coupled_adam' with coupled_adam_embedding={coupled_adam_embedding!r} "
+                             "needs a trainable matrix to couple (model.output_embedding() for 'output', "
+                             "model.transformer.wte.weight for 'input'); this model has none: use --optimizer=adamw")
+    groups = []
+    for is_coupled in (False, True) if optimizer == "coupled_adam" else (False,):
+        mine = [p for _, p in named if (id(p) in coupled_ids) == is_coupled]
+        for decay in (True, False):
+            params = [p for p in mine if (id(p) not in no_decay_ids) == decay]
+            if params or not is_coupled:  # the two plain groups always exist (decay, no decay)
+                groups.append(dict(params=params, weight_decay=weight_decay if decay else 0.0))
+                if optimizer == "coupled_adam":
+                    groups[-1]["coupled"] = is_coupled
     if optimizer == "adamw":
         fused = device_type == "cuda"
         return torch.optim.AdamW(groups, lr=learning_rate, betas=betas, eps=eps, fused=fused,
                                  foreach=False if fused else None)
-    groups = [dict(g, coupled=False) for g in groups]
-    groups.append(dict(params=[p for _, p in named if id(p) in coupled_ids], weight_decay=0.0, coupled=True))
     return CoupledAdam(groups, lr=learning_rate, betas=betas, eps=eps, avg_scale=coupled_adam_avg_scale)
 
 

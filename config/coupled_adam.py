@@ -14,7 +14,8 @@ tie_embeddings = True  # the paper's setting: one matrix is embedding and unembe
 max_iters = 400
 warmup_iters = 20
 lr_decay_iters = 400
-weight_decay = 0.1  # on non-embedding 2-D weights only (optim.py), as in the paper
+weight_decay = 0.1
+decay_token_embedding = False  # the authors' grouping (embdecay=False): wte not decayed, wpe decayed
 beta1 = 0.9
 beta2 = 0.95
 grad_clip = 1.0

@@ -2,10 +2,10 @@
 Normalisation layers over the last dimension: LayerNorm, RMSNorm, DyT, DyISRU (+ softplus variants).
 
 model.py calls make_norm() at every norm site (ln_1, ln_2, ln_f, qk-norm), so a new norm is one class
-here and one name in make_norm. Formulas: ../shared/papers/norms.md §3.2 (DyISRU paper, Stollenwerk
+here and one name in make_norm. Formulas: the DyISRU paper (Stollenwerk
 2025, arXiv 2503.21708, and its code `nanoGPT/dyaf.py`; DyT: Zhu et al. 2025, arXiv 2503.10622).
 
-`python norms.py` reproduces the DyISRU paper's outlier experiment (norms.md §3.3) and saves a plot.
+`python norms.py` reproduces the DyISRU paper's outlier experiment (arXiv 2503.21708, notebook theory/Dynamic_Activation_Functions.ipynb) and saves a plot.
 """
 import math
 import os
@@ -51,7 +51,7 @@ class LayerNorm(nn.Module):
 
 
 class RMSNorm(nn.Module):
-    """y = gamma * x / sqrt(mean(x^2) + eps) (norms.md §3.2). No bias, as in every RMSNorm we know of."""
+    """y = gamma * x / sqrt(mean(x^2) + eps) (Zhang & Sennrich 2019, arXiv 1910.07467). No bias, as in every RMSNorm we know of."""
 
     def __init__(self, dim: int, eps: float = 1e-5):
         super().__init__()
@@ -68,7 +68,7 @@ class RMSNorm(nn.Module):
 
 
 class DyT(nn.Module):
-    """Dynamic Tanh, norms.md §3.2: y = gamma * tanh(alpha * x) + b, one learnable scalar alpha per layer.
+    """Dynamic Tanh (Zhu et al. 2025, arXiv 2503.10622): y = gamma * tanh(alpha * x) + b, one learnable scalar alpha per layer.
 
     softplus=True is the paper code's `DyTsp`: alpha = softplus(alpha_hat), so alpha stays positive. The
     parameter `alpha` (shape (1,), as in the authors' `nanoGPT/dyaf.py`, and so that FSDP2 can shard it) then
@@ -101,7 +101,7 @@ class DyT(nn.Module):
 
 
 class DyISRU(nn.Module):
-    """Dynamic inverse square root unit, norms.md §3.2: y = gamma * x / sqrt(beta + x^2 + eps) + b.
+    """Dynamic inverse square root unit (Stollenwerk 2025, arXiv 2503.21708): y = gamma * x / sqrt(beta + x^2 + eps) + b.
 
     beta is one learnable scalar per layer (shape (1,), as `alpha` of DyT). softplus=True is the paper code's
     `DyISRUsp` (the "DyISRU" of its LLM tables): beta = softplus(beta_hat), and the parameter `beta` then holds
@@ -143,7 +143,7 @@ def make_norm(name: str, dim: int, eps: float = 1e-5, bias: bool = True, alpha0:
     """The norm called `name` over the last dim of size `dim`.
 
     alpha0 is DyT's effective alpha at init; the DyISRU variants start at beta0 = 1/alpha0^2, the slope match
-    at 0 (norms.md §3.2). init, when given, replaces that: it is the scalar parameter's own value at init,
+    at 0 (arXiv 2503.21708, results/Theory_Initial_Values.ipynb). init, when given, replaces that: it is the scalar parameter's own value at init,
     exactly as the authors' configs write `init_alpha` / `init_beta` (Stollenwerk 2025, arXiv 2503.21708, code
     `nanoGPT/dyaf.py`): dyt alpha0, dyt_sp alpha_hat0 (alpha = softplus), dyisru beta0, dyisru_sp beta_hat0
     (beta = softplus). init on layernorm/rmsnorm is an error (they have no such parameter).
@@ -173,7 +173,7 @@ def _scalar_to_shape_1(name: str):
 
 
 # ----------------------------------------------------------------------------------------------------
-# The outlier experiment of norms.md §3.3 (the paper's notebook `theory/Dynamic_Activation_Functions.ipynb`)
+# The outlier experiment of the DyISRU paper (arXiv 2503.21708; the notebook `theory/Dynamic_Activation_Functions.ipynb`)
 
 def _golden_section(f, lo: float, hi: float, tol: float = 1e-10) -> float:
     """Minimiser of a unimodal f on [lo, hi] by golden-section search (scipy's curve_fit, for 1 param)."""
@@ -202,7 +202,7 @@ def _fit_1d(model, x: np.ndarray, y: np.ndarray, lo: float, hi: float) -> float:
 
 
 def outlier_experiment(plot_path: str | None = None) -> dict[str, float]:
-    """norms.md §3.3: fit DyT and DyISRU to how LayerNorm squashes one growing outlier among C=100 channels.
+    """The DyISRU paper's outlier experiment: fit DyT and DyISRU to how LayerNorm squashes one growing outlier among C=100 channels.
 
     Returns alpha (DyT), beta (DyISRU) and their mean |residual|s; paper: 0.0486 / 0.328, 301.06 / 0.0048.
     """
@@ -217,7 +217,7 @@ def outlier_experiment(plot_path: str | None = None) -> dict[str, float]:
         ys.append(((z - z.mean()) / z.std())[-1])  # LN output of the outlier (population std)
     x = np.concatenate([-np.array(xs[::-1]), xs])  # symmetrised (+-), as in the notebook
     y = np.concatenate([-np.array(ys[::-1]), ys])
-    bound = math.sqrt(C - 1)  # LN with population std is bounded by sqrt(C-1) (norms.md §3.2)
+    bound = math.sqrt(C - 1)  # LN with population std is bounded by sqrt(C-1) (arXiv 2503.21708)
     dyt = lambda x, a: bound * np.tanh(a * x)  # noqa: E731
     dyisru = lambda x, b: bound * x / np.sqrt(b + x**2)  # noqa: E731
     alpha = _fit_1d(dyt, x, y, 1e-4, 10.0)
@@ -243,7 +243,7 @@ def _plot_outlier(x, y, dyt, dyisru, fit: dict, path: str) -> None:
             label=f"DyISRU  beta={fit['beta']:.2f}  mean|res|={fit['dyisru_mean_abs_residual']:.4f}")
     ax.set_xlabel("input x of the outlier channel")
     ax.set_ylabel("normalised output y")
-    ax.set_title("Outlier experiment (norms.md §3.3, C = 100)")
+    ax.set_title("Outlier experiment (arXiv 2503.21708, C = 100)")
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)

@@ -2,11 +2,11 @@
 Optimizers and learning-rate schedules.
 
   configure_optimizer  AdamW parameter groups (nanoGPT's decay rule), or Coupled Adam on one embedding matrix
-  CoupledAdam          Adam whose second moment is averaged over the vocabulary (../shared/papers/coupled_adam.md)
+  CoupledAdam          Adam whose second moment is averaged over the vocabulary (Stollenwerk & Stollenwerk 2025, arXiv 2502.08441)
   get_lr               warmup + cosine / WSD / constant, per iteration (nanoGPT style, no scheduler object)
-  mu_centering_        OEC mu-centering, after every optimizer step (../shared/papers/oec.md §1.4)
-  AdaptiveFineTuning   NER fine-tuning schedule with early stopping (../shared/papers/ner.md §2.2) and the
-                       fixed-epoch linear presets 'original' / 'stable' (ner.md §1.7)
+  mu_centering_        OEC mu-centering, after every optimizer step (Stollenwerk, Lokrantz, Hertzberg 2026, arXiv 2601.02031)
+  AdaptiveFineTuning   NER fine-tuning schedule with early stopping (Stollenwerk 2022, arXiv 2202.02617) and the
+                       fixed-epoch linear presets 'original' / 'stable' (nerblackbox, arXiv 2312.04306)
 """
 import math
 
@@ -19,7 +19,7 @@ from torch import Tensor, nn
 class CoupledAdam(torch.optim.Optimizer):
     """AdamW (decoupled weight decay, bias correction) where, in groups with coupled=True, the second moment of
     each parameter with >= 2 dims is replaced by avg_scale * its mean over dim 0 (the vocabulary) before the
-    square root: every row then shares one per-column v (Coupled Adam, coupled_adam.md §2.3). The stored state
+    square root: every row then shares one per-column v (Coupled Adam, Stollenwerk & Stollenwerk 2025, arXiv 2502.08441; code flxst/coupled-adam coupled_adam.py). The stored state
     exp_avg_sq stays per element (uncoupled), as in the authors' code. Groups with coupled=False (and 1-D
     parameters) follow torch.optim.AdamW exactly. Vectorised with torch._foreach_* like AdamW's foreach path.
     """
@@ -68,7 +68,7 @@ class CoupledAdam(torch.optim.Optimizer):
         torch._foreach_addcmul_(exp_avg_sqs, grads, grads, 1 - beta2)
         step_size = [-lr / (1 - beta1 ** t) for t in steps]
         bias_correction2_sqrt = [(1 - beta2 ** t) ** 0.5 for t in steps]
-        # Coupled Adam, coupled_adam.md §2.3: v_c = avg_scale * mean_over_vocab(v), shape (1, H), shared by all rows
+        # Coupled Adam (arXiv 2502.08441): v_c = avg_scale * mean_over_vocab(v), shape (1, H), shared by all rows
         coupled = [group["coupled"] and p.dim() >= 2 for p in params]
         second = [v.mean(dim=0, keepdim=True).mul_(group["avg_scale"]) if c else v
                   for v, c in zip(exp_avg_sqs, coupled)]
@@ -151,7 +151,7 @@ def configure_optimizer(model: nn.Module, optimizer: str = "adamw", learning_rat
 
 @torch.no_grad()
 def mu_centering_(weight: Tensor) -> None:
-    """OEC mu-centering (oec.md §1.4): e_i <- e_i - mu, in place, outside autograd, after optimizer.step().
+    """OEC mu-centering (Stollenwerk, Lokrantz, Hertzberg 2026, arXiv 2601.02031; code train.py): e_i <- e_i - mu, in place, outside autograd, after optimizer.step().
 
     Shifting every row by the same vector adds (-mu . h) to every logit of a token, so softmax is unchanged.
     """
@@ -201,7 +201,7 @@ def get_lr(it: int, schedule: str = "cosine", learning_rate: float = 6e-4, min_l
 # -----------------------------------------------------------------------------
 # NER fine-tuning schedules
 
-FINE_TUNING_PRESETS = {  # nerblackbox presets (ner.md §1.7); lr_warmup_epochs = 2 applies to all
+FINE_TUNING_PRESETS = {  # nerblackbox presets (nerblackbox, arXiv 2312.04306); lr_warmup_epochs = 2 applies to all
     "adaptive": dict(lr_schedule="constant", early_stopping=True, max_epochs=250),
     "original": dict(lr_schedule="linear", early_stopping=False, max_epochs=5),
     "stable": dict(lr_schedule="linear", early_stopping=False, max_epochs=20),
@@ -209,7 +209,7 @@ FINE_TUNING_PRESETS = {  # nerblackbox presets (ner.md §1.7); lr_warmup_epochs 
 
 
 class AdaptiveFineTuning:
-    """Adaptive fine-tuning (ner.md §2.2, nerblackbox CustomEarlyStopping + HF LambdaLR schedules), per step.
+    """Adaptive fine-tuning (arXiv 2202.02617, nerblackbox CustomEarlyStopping + HF LambdaLR schedules), per step.
 
         sched = AdaptiveFineTuning(optimizer, steps_per_epoch, **FINE_TUNING_PRESETS['adaptive'])
         for each batch: loss.backward(); optimizer.step(); sched.step()

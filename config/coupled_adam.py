@@ -1,4 +1,4 @@
-# Adam vs Coupled Adam on a tied model, in miniature (Coupled Adam paper, coupled_adam.md §2.5-§2.6):
+# Adam vs Coupled Adam on a tied model, in miniature (Stollenwerk & Stollenwerk 2025, arXiv 2502.08441):
 # GPT-2-style tiny model with tied embeddings on Shakespeare, 6 runs, about 30 min on 2 CPU cores.
 #   python sweep.py config/coupled_adam.py
 # Compare in sweeps/coupled_adam/results.csv: final_val_loss (about equal), isotropy (up with Coupled

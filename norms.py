@@ -5,7 +5,8 @@ model.py calls make_norm() at every norm site (ln_1, ln_2, ln_f, qk-norm), so a 
 here and one name in make_norm. Formulas: the DyISRU paper (Stollenwerk
 2025, arXiv 2503.21708, and its code `nanoGPT/dyaf.py`; DyT: Zhu et al. 2025, arXiv 2503.10622).
 
-`python norms.py` reproduces the DyISRU paper's outlier experiment (arXiv 2503.21708, notebook theory/Dynamic_Activation_Functions.ipynb) and saves a plot.
+`python norms.py` reproduces the DyISRU paper's outlier experiment (arXiv 2503.21708, notebook
+theory/Dynamic_Activation_Functions.ipynb) and saves a plot.
 """
 import math
 import os
@@ -51,7 +52,8 @@ class LayerNorm(nn.Module):
 
 
 class RMSNorm(nn.Module):
-    """y = gamma * x / sqrt(mean(x^2) + eps) (Zhang & Sennrich 2019, arXiv 1910.07467). No bias, as in every RMSNorm we know of."""
+    """y = gamma * x / sqrt(mean(x^2) + eps) (Zhang & Sennrich 2019, arXiv 1910.07467). No bias, as in every
+    RMSNorm we know of."""
 
     def __init__(self, dim: int, eps: float = 1e-5):
         super().__init__()
@@ -68,7 +70,8 @@ class RMSNorm(nn.Module):
 
 
 class DyT(nn.Module):
-    """Dynamic Tanh (Zhu et al. 2025, arXiv 2503.10622): y = gamma * tanh(alpha * x) + b, one learnable scalar alpha per layer.
+    """Dynamic Tanh (Zhu et al. 2025, arXiv 2503.10622): y = gamma * tanh(alpha * x) + b, one learnable scalar
+    alpha per layer.
 
     softplus=True is the paper code's `DyTsp`: alpha = softplus(alpha_hat), so alpha stays positive. The
     parameter `alpha` (shape (1,), as in the authors' `nanoGPT/dyaf.py`, and so that FSDP2 can shard it) then
@@ -101,7 +104,8 @@ class DyT(nn.Module):
 
 
 class DyISRU(nn.Module):
-    """Dynamic inverse square root unit (Stollenwerk 2025, arXiv 2503.21708): y = gamma * x / sqrt(beta + x^2 + eps) + b.
+    """Dynamic inverse square root unit (Stollenwerk 2025, arXiv 2503.21708):
+    y = gamma * x / sqrt(beta + x^2 + eps) + b.
 
     beta is one learnable scalar per layer (shape (1,), as `alpha` of DyT). softplus=True is the paper code's
     `DyISRUsp` (the "DyISRU" of its LLM tables): beta = softplus(beta_hat), and the parameter `beta` then holds
@@ -143,7 +147,8 @@ def make_norm(name: str, dim: int, eps: float = 1e-5, bias: bool = True, alpha0:
     """The norm called `name` over the last dim of size `dim`.
 
     alpha0 is DyT's effective alpha at init; the DyISRU variants start at beta0 = 1/alpha0^2, the slope match
-    at 0 (arXiv 2503.21708, results/Theory_Initial_Values.ipynb). init, when given, replaces that: it is the scalar parameter's own value at init,
+    at 0 (arXiv 2503.21708, results/Theory_Initial_Values.ipynb). init, when given, replaces that: it is the
+    scalar parameter's own value at init,
     exactly as the authors' configs write `init_alpha` / `init_beta` (Stollenwerk 2025, arXiv 2503.21708, code
     `nanoGPT/dyaf.py`): dyt alpha0, dyt_sp alpha_hat0 (alpha = softplus), dyisru beta0, dyisru_sp beta_hat0
     (beta = softplus). init on layernorm/rmsnorm is an error (they have no such parameter).
@@ -173,7 +178,7 @@ def _scalar_to_shape_1(name: str):
 
 
 # ----------------------------------------------------------------------------------------------------
-# The outlier experiment of the DyISRU paper (arXiv 2503.21708; the notebook `theory/Dynamic_Activation_Functions.ipynb`)
+# The outlier experiment of the DyISRU paper (arXiv 2503.21708; notebook theory/Dynamic_Activation_Functions)
 
 def _golden_section(f, lo: float, hi: float, tol: float = 1e-10) -> float:
     """Minimiser of a unimodal f on [lo, hi] by golden-section search (scipy's curve_fit, for 1 param)."""
@@ -202,7 +207,8 @@ def _fit_1d(model, x: np.ndarray, y: np.ndarray, lo: float, hi: float) -> float:
 
 
 def outlier_experiment(plot_path: str | None = None) -> dict[str, float]:
-    """The DyISRU paper's outlier experiment: fit DyT and DyISRU to how LayerNorm squashes one growing outlier among C=100 channels.
+    """The DyISRU paper's outlier experiment: fit DyT and DyISRU to how LayerNorm squashes one growing
+    outlier among C=100 channels.
 
     Returns alpha (DyT), beta (DyISRU) and their mean |residual|s; paper: 0.0486 / 0.328, 301.06 / 0.0048.
     """

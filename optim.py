@@ -2,9 +2,11 @@
 Optimizers and learning-rate schedules.
 
   configure_optimizer  AdamW parameter groups (nanoGPT's decay rule), or Coupled Adam on one embedding matrix
-  CoupledAdam          Adam whose second moment is averaged over the vocabulary (Stollenwerk & Stollenwerk 2025, arXiv 2502.08441)
+  CoupledAdam          Adam whose second moment is averaged over the vocabulary (Stollenwerk & Stollenwerk
+                       2025, arXiv 2502.08441)
   get_lr               warmup + cosine / WSD / constant, per iteration (nanoGPT style, no scheduler object)
-  mu_centering_        OEC mu-centering, after every optimizer step (Stollenwerk, Lokrantz, Hertzberg 2026, arXiv 2601.02031)
+  mu_centering_        OEC mu-centering, after every optimizer step (Stollenwerk, Lokrantz, Hertzberg 2026,
+                       arXiv 2601.02031)
   AdaptiveFineTuning   NER fine-tuning schedule with early stopping (Stollenwerk 2022, arXiv 2202.02617) and the
                        fixed-epoch linear presets 'original' / 'stable' (nerblackbox, arXiv 2312.04306)
 """
@@ -19,8 +21,8 @@ from torch import Tensor, nn
 class CoupledAdam(torch.optim.Optimizer):
     """AdamW (decoupled weight decay, bias correction) where, in groups with coupled=True, the second moment of
     each parameter with >= 2 dims is replaced by avg_scale * its mean over dim 0 (the vocabulary) before the
-    square root: every row then shares one per-column v (Coupled Adam, Stollenwerk & Stollenwerk 2025, arXiv 2502.08441; code flxst/coupled-adam coupled_adam.py). The stored state
-    exp_avg_sq stays per element (uncoupled), as in the authors' code. Groups with coupled=False (and 1-D
+    square root: every row then shares one per-column v (Coupled Adam, Stollenwerk & Stollenwerk 2025, arXiv
+    2502.08441; code flxst/coupled-adam nanoGPT/coupled_adam.py). The stored state exp_avg_sq stays per element (uncoupled), as in the authors' code. Groups with coupled=False (and 1-D
     parameters) follow torch.optim.AdamW exactly. Vectorised with torch._foreach_* like AdamW's foreach path.
     """
 
@@ -151,7 +153,8 @@ def configure_optimizer(model: nn.Module, optimizer: str = "adamw", learning_rat
 
 @torch.no_grad()
 def mu_centering_(weight: Tensor) -> None:
-    """OEC mu-centering (Stollenwerk, Lokrantz, Hertzberg 2026, arXiv 2601.02031; code train.py): e_i <- e_i - mu, in place, outside autograd, after optimizer.step().
+    """OEC mu-centering (Stollenwerk, Lokrantz, Hertzberg 2026, arXiv 2601.02031; code nanoGPT/train.py):
+    e_i <- e_i - mu, in place, outside autograd, after optimizer.step().
 
     Shifting every row by the same vector adds (-mu . h) to every logit of a token, so softmax is unchanged.
     """

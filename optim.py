@@ -23,7 +23,8 @@ class CoupledAdam(torch.optim.Optimizer):
     each parameter with >= 2 dims is replaced by avg_scale * its mean over dim 0 (the vocabulary) before the
     square root: every row then shares one per-column v (Coupled Adam, Stollenwerk & Stollenwerk 2025, arXiv
     2502.08441; code flxst/coupled-adam nanoGPT/coupled_adam.py). The stored state exp_avg_sq stays per element
-    (uncoupled), as in the authors' code. Groups with coupled=False (and 1-D parameters) follow torch.optim.AdamW exactly. Vectorised with torch._foreach_* like AdamW's foreach path.
+    (uncoupled), as in the authors' code. Groups with coupled=False (and 1-D parameters) follow torch.optim.AdamW
+    exactly. Vectorised with torch._foreach_* like AdamW's foreach path.
     """
 
     def __init__(self, params, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.95), eps: float = 1e-8,

@@ -387,3 +387,33 @@ def test_adaptive_fine_tuning_bad_input():
         AdaptiveFineTuning(_opt(), 2, lr_schedule="cosine")
     with pytest.raises(ValueError, match="steps_per_epoch"):
         AdaptiveFineTuning(_opt(), 0)
+
+
+@pytest.mark.parametrize("config,rule", [("config/coupled_adam.py", "coupled_adam_code"),
+                                         ("config/norm_ablation.py", "nanogpt"),
+                                         ("config/oec_lr_sweep.py", "nanogpt")])
+def test_paper_configs_reproduce_their_papers_grouping(monkeypatch, config, rule):
+    """Each paper config, built as train.py builds it (its keys over train.py's defaults), gives that
+    codebase's weight-decay groups: Coupled Adam code (wte undecayed, wpe decayed), DyISRU and OEC code
+    (nanoGPT: every >= 2-D weight)."""
+    from pathlib import Path
+
+    from configurator import read_config_file, script_defaults
+    from model import GPT, GPTConfig
+    root = Path(__file__).resolve().parents[1]
+    monkeypatch.chdir(root)  # configs exec() each other by relative path
+    cfg = {**script_defaults(str(root / "train.py")), **read_config_file(config)}
+    keys = {f for f in GPTConfig.__dataclass_fields__} - {"vocab_size"}
+    m = GPT(GPTConfig(**{k: cfg[k] for k in keys if k in cfg}, vocab_size=64))
+    optimizers = cfg.get("sweep", {}).get("optimizer", [cfg["optimizer"]])
+    for optimizer in optimizers:
+        opt = configure_optimizer(m, optimizer, weight_decay=0.1, decay_token_embedding=cfg["decay_token_embedding"],
+                                  coupled_adam_embedding=cfg["coupled_adam_embedding"])
+        flat = [(names, wd) for names, wd, _ in _named_groups(m, opt) if names]
+        if rule == "nanogpt":
+            decay, no_decay = _nanogpt_rule(m)
+            assert flat == [(decay, 0.1), (no_decay, 0.0)]
+        else:
+            decay, no_decay, emb = _coupled_adam_code_rule(m)
+            assert {frozenset(n) for n, wd in flat if wd == 0.1} == {frozenset(decay)}
+            assert set().union(*[n for n, wd in flat if wd == 0.0]) == no_decay | emb

@@ -208,12 +208,12 @@ def embedding_diagnostics(weight: Tensor, log_unigram: Tensor | None = None) -> 
     mu = E.mean(dim=0)  # (H,)
     row_norms = E.norm(dim=1)  # (V,)
     mean_row_norm = row_norms.mean()
-    # E^T E in float64 (H,H), on the CPU: numpy's LAPACK (torch's CPU eigh took ~1 s for H=128 on 2 busy cores,
-    # numpy 2 ms), and eig rather than eigh so that the eigenvector signs are the authors'
-    E64 = E.double().cpu()
-    gram = (E64.T @ E64).numpy()  # (H,H)
+    # E^T E in float64 (H,H) on E's device; its eigenvectors by numpy's LAPACK on the CPU: eig, not eigh, so that
+    # the signs are the authors' (and torch's CPU eigh took ~1 s for H=128 on 2 busy cores, numpy 2 ms)
+    E64 = E.double()
+    gram = (E64.T @ E64).cpu().numpy()  # (H,H)
     eigvals, eigvecs = np.linalg.eig(gram)  # eigenvalues = squared singular values of E
-    proj = E64 @ torch.from_numpy(np.real(eigvecs))  # (V,H) c . e_i for every eigenvector c
+    proj = E64 @ torch.from_numpy(np.real(eigvecs)).to(E64.device)  # (V,H) c . e_i for every eigenvector c
     log_z = torch.logsumexp(proj, dim=0)  # (H,) log Z(c) with the authors' signs
     log_z_both = torch.cat([log_z, torch.logsumexp(-proj, dim=0)])  # (2H,) and log Z(-c)
     svals = np.sort(np.sqrt(np.clip(np.real(eigvals), 0, None)))
@@ -231,7 +231,7 @@ def embedding_diagnostics(weight: Tensor, log_unigram: Tensor | None = None) -> 
                              "count it with unigram_log_probs(tokens, vocab_size=model vocab_size)")
         lp = log_unigram.double().cpu()  # (V,)
         lbp = torch.logaddexp(lp, torch.tensor(math.log(UNIGRAM_FLOOR), dtype=torch.float64))  # log(p + floor)
-        emu = (E64 @ mu.double().cpu())  # (V,)
+        emu = (E64 @ mu.double()).cpu()  # (V,)
         seen = torch.isfinite(lp)
         out["corr_emu_logfreq"] = _pearson(emu, lbp)
         out["corr_emu_logfreq_spearman"] = _pearson(_ranks(emu), _ranks(lbp))

@@ -187,12 +187,17 @@ def test_scalar_is_shape_1_and_old_0dim_state_dicts_load(name):
 
 _FSDP_SCRIPT = """
 import os, tempfile, torch, torch.distributed as dist
+from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict, set_model_state_dict
 from torch.distributed.fsdp import fully_shard
 from model import GPT, GPTConfig
+full = StateDictOptions(full_state_dict=True)
 store = dist.FileStore(os.path.join(tempfile.mkdtemp(), "store"), 1)
 dist.init_process_group("gloo", store=store, rank=0, world_size=1)
 for norm in ("dyt", "dyt_sp", "dyisru", "dyisru_sp"):
-    m = GPT(GPTConfig(vocab_size=11, block_size=4, n_layer=2, n_head=2, n_embd=8, norm=norm))
+    cfg = GPTConfig(vocab_size=11, block_size=4, n_layer=2, n_head=2, n_embd=8, norm=norm)
+    key = "alpha" if norm.startswith("dyt") else "beta"
+    old = {k: (v.reshape(()) + 0.5 if k.endswith(key) else v) for k, v in GPT(cfg).state_dict().items()}
+    m = GPT(cfg)
     for block in m.transformer.h:
         fully_shard(block)
     fully_shard(m)
@@ -200,6 +205,9 @@ for norm in ("dyt", "dyt_sp", "dyisru", "dyisru_sp"):
     loss.backward()
     grads = [p.grad for n, p in m.named_parameters() if n.endswith(("alpha", "beta"))]
     assert len(grads) == 5 and all(g is not None and g.full_tensor().shape == (1,) for g in grads), norm
+    set_model_state_dict(m, old, options=full)  # a checkpoint from before, with 0-dim alpha/beta
+    back = get_model_state_dict(m, options=full)
+    assert all(torch.equal(back[k], old[k].reshape(1)) for k in old if k.endswith(key)), norm
     print(norm, "ok")
 dist.destroy_process_group()
 """
@@ -208,7 +216,8 @@ dist.destroy_process_group()
 @pytest.mark.slow
 def test_fsdp2_accepts_dyt_and_dyisru():
     """FSDP2's fully_shard on a 1-rank gloo process group accepts every DyT/DyISRU model (it refused the old
-    0-dim alpha/beta) and runs forward and backward through the sharded scalars."""
+    0-dim alpha/beta), runs forward and backward through the sharded scalars, and loads an old-style state
+    dict (0-dim alpha/beta) through DCP's set_model_state_dict, as train.py resumes."""
     import subprocess
     import sys
     from pathlib import Path

@@ -222,3 +222,31 @@ def test_end_to_end_two_tiny_train_runs(tmp_path, monkeypatch, capsys):
     assert rows["4"]["status"] == "diverged" and rows["4"]["diverged"] == "True"
     assert rows["-1"]["mu_norm"] and rows["-1"]["logits_mean_mean"]  # final diagnostics from summary.json
     assert float(rows["-1"]["loss_at_init"]) == pytest.approx(math.log(64))
+
+
+@pytest.mark.slow
+def test_norm_ablation_metrics_from_real_train_runs(tmp_path, monkeypatch, capsys):
+    """A tiny norm grid run through train.py: the diagonal (1-D) runs are found from each run's config.json,
+    and the printed L1 / L2 / L12 are taken over the right runs' own final losses."""
+    data = tmp_path / "data" / "tiny"
+    data.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    rng.integers(0, 64, 20000, dtype=np.uint16).tofile(data / "train.bin")
+    rng.integers(0, 64, 4000, dtype=np.uint16).tofile(data / "val.bin")
+    (data / "meta.json").write_text(json.dumps({"vocab_size": 64, "dtype": "uint16"}))
+    (tmp_path / "norms.py").write_text(
+        "dataset = 'tiny'\ndata_root = 'data'\nn_layer = 1\nn_head = 2\nn_embd = 16\nblock_size = 16\n"
+        "batch_size = 4\nmax_iters = 4\nwarmup_iters = 1\nlr_decay_iters = 4\neval_interval = 4\neval_iters = 2\n"
+        "log_interval = 1\nsample_tokens = 0\ndevice = 'cpu'\ndtype = 'float32'\nlearning_rate = 0.01\n"
+        "variants = dict(ln=dict(norm='layernorm'), d1=dict(norm='dyisru_sp', norm_init=1.0),\n"
+        "                d2=dict(norm='dyisru_sp', norm_init=2.0),\n"
+        "                d12=dict(norm='dyisru_sp', norm_init=1.0, norm_init_attn=2.0))\n")
+    monkeypatch.chdir(tmp_path)
+    sweep.main(["norms.py"])
+    with open(tmp_path / "sweeps" / "norms" / "results.csv") as f:
+        loss = {r["variant"]: float(r["final_val_loss"]) for r in csv.DictReader(f)}
+    out = capsys.readouterr().out
+    line = next(x for x in out.splitlines() if x.strip().startswith("dyisru_sp:"))
+    l1, l2 = min(loss["d1"], loss["d2"]), min(loss["d1"], loss["d2"], loss["d12"])  # d12 is off the diagonal
+    assert f"L1 {l1:.4f}" in line and f"L2 {l2:.4f}" in line and f"L12 {l1 - l2:.4f}" in line
+    assert "(2 1-D / 3 runs, 0 diverged)" in line

@@ -126,8 +126,10 @@ def configure_optimizer(model: nn.Module, optimizer: str = "adamw", learning_rat
         no_decay_ids.add(id(wte))
     coupled_ids = set()
     if optimizer == "coupled_adam":
-        coupled = model.output_embedding() if coupled_adam_embedding == "output" and hasattr(
-            model, "output_embedding") else wte
+        if coupled_adam_embedding == "output":
+            coupled = model.output_embedding() if hasattr(model, "output_embedding") else None
+        else:
+            coupled = wte
         coupled_ids = {id(coupled)} if coupled is not None else set()
         if not any(id(p) in coupled_ids for _, p in named):
             raise ValueError(f"optimizer='coupled_adam' with coupled_adam_embedding={coupled_adam_embedding!r} "

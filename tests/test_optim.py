@@ -226,8 +226,14 @@ def test_configure_optimizer_bad_input():
         configure_optimizer(_gpt(True), "adam")
     with pytest.raises(ValueError, match="coupled_adam_embedding"):
         configure_optimizer(_gpt(True), "coupled_adam", coupled_adam_embedding="both")
-    with pytest.raises(ValueError, match="transformer.wte"):
-        configure_optimizer(nn.Sequential(nn.Linear(3, 3)), "coupled_adam", coupled_adam_embedding="input")
+    for which in ("input", "output"):  # no silent fallback to the other matrix
+        with pytest.raises(ValueError, match=f"coupled_adam_embedding='{which}'.*output_embedding"):
+            configure_optimizer(nn.Sequential(nn.Linear(3, 3)), "coupled_adam", coupled_adam_embedding=which)
+    only_wte = nn.Module()  # a token embedding but no output_embedding(): 'output' must not couple wte instead
+    only_wte.transformer = nn.ModuleDict(dict(wte=nn.Embedding(5, 3)))
+    with pytest.raises(ValueError, match="coupled_adam_embedding='output'"):
+        configure_optimizer(only_wte, "coupled_adam", coupled_adam_embedding="output")
+    assert configure_optimizer(only_wte, "coupled_adam", coupled_adam_embedding="input").param_groups[-1]["coupled"]
     m = _gpt(True)
     m.transformer.wte.weight.requires_grad_(False)
     with pytest.raises(ValueError, match="trainable matrix to couple"):

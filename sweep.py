@@ -477,4 +477,5 @@ def main(argv: list[str] | None = None) -> None:
               f"same command (finished runs are skipped)")
 
 if __name__ == "__main__":
-    main()
+    from configurator import run_cli  # bad input: one line `sweep.py: problem: fix`, exit 1
+    run_cli("sweep.py", main)

@@ -44,6 +44,8 @@ class GPTConfig:
     norm: str = "layernorm"  # one of norms.NORMS, used at every norm site (ln_1, ln_2, ln_f, qk-norm)
     norm_alpha0: float = 0.5  # DyT alpha init; DyISRU beta0 = 1/alpha0^2 (norms.md §3.2)
     norm_alpha0_attn: float | None = None  # ln_2's own init (post-attention, norms.md §3.2); None = same
+    norm_init: float | None = None  # DyT/DyISRU raw alpha/beta at init as the DyISRU code's init_alpha/init_beta
+    norm_init_attn: float | None = None  # (norms.make_norm); set, they replace norm_alpha0(_attn); None = same
     pos: str = "learned"  # 'learned' absolute positions (GPT-2) or 'rope' (OEC, rotary on half the head dim)
     mlp: str = "gelu"  # 'gelu' (exact, nanoGPT, GPT-SW3), 'gelu_tanh' (GPT-2's gelu_new), 'swiglu' (OEC)
     qk_norm: bool = False  # norm on q and k per head before attention (OEC §1.8, Wortsman et al.)
@@ -76,6 +78,9 @@ class GPTConfig:
         for key in ("norm_alpha0", "norm_alpha0_attn", "logit_softcap"):
             if getattr(self, key) is not None and getattr(self, key) <= 0:
                 raise ValueError(f"{key}={getattr(self, key)} must be > 0: change {key} (or set it to None)")
+        if (self.norm_init is not None or self.norm_init_attn is not None) and self.norm in ("layernorm", "rmsnorm"):
+            raise ValueError(f"norm_init / norm_init_attn are set but norm={self.norm!r} has no alpha/beta: set "
+                             "them to None, or norm to dyt, dyt_sp, dyisru or dyisru_sp")
 
 
 def _xavier_std(fan_in: int, fan_out: int) -> float:
@@ -152,8 +157,10 @@ class CausalSelfAttention(nn.Module):
         self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
         self.qk_norm = config.qk_norm
         if config.qk_norm:  # per head, over the head dim (OEC §1.8: "qk-LayerNorm applied per head")
-            self.q_norm = make_norm(config.norm, self.head_dim, bias=config.bias, alpha0=config.norm_alpha0)
-            self.k_norm = make_norm(config.norm, self.head_dim, bias=config.bias, alpha0=config.norm_alpha0)
+            self.q_norm = make_norm(config.norm, self.head_dim, bias=config.bias, alpha0=config.norm_alpha0,
+                                    init=config.norm_init)
+            self.k_norm = make_norm(config.norm, self.head_dim, bias=config.bias, alpha0=config.norm_alpha0,
+                                    init=config.norm_init)
         self.dropout = config.dropout
         self.resid_dropout = nn.Dropout(config.dropout)
 
@@ -214,9 +221,11 @@ class Block(nn.Module):
     def __init__(self, config: GPTConfig, layer: int):
         super().__init__()
         alpha0_attn = config.norm_alpha0_attn or config.norm_alpha0
-        self.ln_1 = make_norm(config.norm, config.n_embd, bias=config.bias, alpha0=config.norm_alpha0)
+        init_attn = config.norm_init if config.norm_init_attn is None else config.norm_init_attn
+        self.ln_1 = make_norm(config.norm, config.n_embd, bias=config.bias, alpha0=config.norm_alpha0,
+                              init=config.norm_init)
         self.attn = CausalSelfAttention(config, layer)
-        self.ln_2 = make_norm(config.norm, config.n_embd, bias=config.bias, alpha0=alpha0_attn)
+        self.ln_2 = make_norm(config.norm, config.n_embd, bias=config.bias, alpha0=alpha0_attn, init=init_attn)
         self.mlp = MLP(config)
 
     def forward(self, x: torch.Tensor, rope: tuple | None, kv_cache: KVCache | None) -> torch.Tensor:
@@ -234,7 +243,8 @@ class GPT(nn.Module):
             modules["wpe"] = nn.Embedding(config.block_size, config.n_embd)
         modules["drop"] = nn.Dropout(config.dropout)
         modules["h"] = nn.ModuleList([Block(config, i) for i in range(config.n_layer)])
-        modules["ln_f"] = make_norm(config.norm, config.n_embd, bias=config.bias, alpha0=config.norm_alpha0)
+        modules["ln_f"] = make_norm(config.norm, config.n_embd, bias=config.bias, alpha0=config.norm_alpha0,
+                                    init=config.norm_init)
         self.transformer = nn.ModuleDict(modules)
         self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
         if config.tie_embeddings:

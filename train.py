@@ -90,6 +90,8 @@ bias = False  # bias in Linear layers and LayerNorm
 norm = 'layernorm'  # 'layernorm' | 'rmsnorm' | 'dyt' | 'dyisru' | 'dyt_sp' | 'dyisru_sp'
 norm_alpha0 = 0.5  # DyT alpha0 (DyISRU beta0 = 1/alpha0^2)
 norm_alpha0_attn = None  # init of the post-attention norm ln_2; None = norm_alpha0
+norm_init = None  # DyT/DyISRU raw alpha/beta at init, as the DyISRU code's init_alpha/init_beta (replaces alpha0)
+norm_init_attn = None  # the same for ln_2; None = norm_init
 pos = 'learned'  # 'learned' | 'rope'
 mlp = 'gelu'  # 'gelu' | 'swiglu'
 qk_norm = False  # normalise q and k per head (qk-LayerNorm)
@@ -102,10 +104,12 @@ z_loss = 0.0  # lambda of the z-loss, mean (log Z)^2 (OEC §1.6; 1e-4 in the pap
 mu_loss = 0.0  # lambda of the mu-loss, ||mean of output-embedding rows||^2 (OEC §1.5; 1e-4)
 mu_centering = False  # subtract the row mean from the output embedding after every step (OEC §1.4)
 # optimizer
-optimizer = 'adamw'  # 'adamw' | 'coupled_adam' (Coupled Adam on the token embedding only)
+optimizer = 'adamw'  # 'adamw' | 'coupled_adam' (Coupled Adam on one embedding matrix)
+coupled_adam_embedding = 'output'  # coupled matrix: 'output' (lm_head) | 'input' (wte); tied: the same matrix
 learning_rate = 2e-3  # max learning rate
 max_iters = 500  # total optimizer steps
 weight_decay = 0.1
+decay_token_embedding = True  # nanoGPT decays every >=2-D weight; False: not wte (Coupled Adam code's embdecay)
 beta1 = 0.9
 beta2 = 0.95
 grad_clip = 1.0  # clip gradients at this norm, 0 = off (the norm is logged either way)
@@ -168,6 +172,7 @@ def _validate(cfg: dict, set_keys: frozenset, world_size: int) -> None:
     """Every check that needs no data or model, before any work (Modalities-style fail fast): choices, ranges,
     contradictions between keys, and the launch environment. Each message names the key(s) and the fix."""
     choices = dict(parallelism=('none', 'ddp', 'fsdp'), optimizer=('adamw', 'coupled_adam'),
+                   coupled_adam_embedding=('output', 'input'),
                    schedule=('cosine', 'wsd', 'constant'), dtype=('float32', 'bfloat16'),
                    init_device=('', 'meta'), checkpoint_format=('full', 'dcp'))
     for key, allowed in choices.items():
@@ -513,7 +518,9 @@ if parallelism == 'ddp':
 ddp_model = model  # the DDP wrapper itself (compile wraps it below): its gradient-sync switch
 opt = optim.configure_optimizer(raw_model, optimizer=config['optimizer'], learning_rate=config['learning_rate'],
                                 weight_decay=config['weight_decay'], betas=(config['beta1'], config['beta2']),
-                                coupled_adam_avg_scale=config['coupled_adam_avg_scale'], device_type=device_type)
+                                coupled_adam_avg_scale=config['coupled_adam_avg_scale'], device_type=device_type,
+                                decay_token_embedding=config['decay_token_embedding'],
+                                coupled_adam_embedding=config['coupled_adam_embedding'])
 iter_num, tokens_seen, best_val_loss, nonfinite_skipped, wall_time_before = 0, 0, float('inf'), 0, 0.0
 if pre_ckpt is not None and pre_ckpt.get('dcp'):  # sharded: each rank reads its slices (any world size)
     try:

@@ -23,6 +23,7 @@ import subprocess
 import sys
 import time
 from contextlib import nullcontext
+from datetime import timedelta
 from functools import partial
 from pathlib import Path
 
@@ -400,8 +401,8 @@ if master and pre_ckpt is None and (tokenizer or not (data_dir / 'train.bin').is
         data.prepare_dataset(dataset, data_root=data_root, tokenizer=tokenizer or None)
     except (ValueError, OSError) as e:
         _fail(f"cannot prepare dataset {dataset!r} in {data_dir}: {e}")
-if world_size > 1:
-    dist.barrier()
+if world_size > 1:  # a given tokenizer may make rank 0 rebuild the folder: wait for it without the 10-30 min
+    dist.barrier(group=dist.new_group(backend='gloo', timeout=timedelta(hours=12)))  # collective timeout
 try:
     meta = data.load_meta(data_dir)
     train_data = data.load_tokens(data_dir, 'train')  # checked against meta.json's length and dtype

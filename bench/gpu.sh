@@ -123,6 +123,9 @@ optional = {"safetensors": "HF export", "transformers": "the HF arm of vs_loop",
 miss = [m for m in need if importlib.util.find_spec(m) is None]
 opt = [f"{m} ({why})" for m, why in optional.items() if importlib.util.find_spec(m) is None]
 import sys
+if importlib.util.find_spec("torch") is None:
+    print(f"FAIL torch is not importable by {sys.executable}: set PY=<the python with the machine's CUDA torch> "
+          "(this script never installs torch)"); raise SystemExit
 import torch
 msg = f"torch {torch.__version__}, cuda {torch.version.cuda}"
 if sys.argv[1] == "cpu":

@@ -23,6 +23,7 @@ import subprocess
 import sys
 import time
 from contextlib import nullcontext
+from datetime import timedelta
 from functools import partial
 from pathlib import Path
 
@@ -36,6 +37,7 @@ from torch.distributed.checkpoint.state_dict import (
     set_model_state_dict,
     set_optimizer_state_dict,
 )
+from torch.distributed.device_mesh import init_device_mesh
 from torch.distributed.fsdp import fully_shard
 from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm import tqdm
@@ -189,8 +191,8 @@ def _validate(cfg: dict, set_keys: frozenset, world_size: int) -> None:
         if cfg[key] < 1:
             _fail(f"{key}={cfg[key]} must be >= 1: set --{key} to 1 or more")
     if cfg['vocab_multiple'] is not None and (not isinstance(cfg['vocab_multiple'], int) or cfg['vocab_multiple'] < 1):
-        _fail(f"vocab_multiple={cfg['vocab_multiple']!r} must be an integer >= 1: set --vocab_multiple to 1 or more, "
-              f"or None (64 on CUDA, 1 on CPU)")
+        _fail(f"vocab_multiple={cfg['vocab_multiple']!r} must be >= 1 (an integer): set --vocab_multiple to 1 or "
+              f"more, or None (64 on CUDA, 1 on CPU)")
     shard = cfg['fsdp_shard_size']
     if shard and (cfg['parallelism'] != 'fsdp' or shard < 0 or world_size % shard):
         _fail(f"fsdp_shard_size={shard} needs --parallelism=fsdp and must divide the world size {world_size} "
@@ -278,7 +280,6 @@ def _fsdp_mesh(world_size: int, shard_size: int, device_type: str):
     """The DeviceMesh for fully_shard: 1-D over all ranks (FSDP2), or 2-D (replicate, shard) for HSDP, where
     each parameter is sharded over `shard_size` ranks (one node) and replicated across world/shard_size
     groups (gradients: reduce-scatter within a group, all-reduce across groups)."""
-    from torch.distributed.device_mesh import init_device_mesh
     if not shard_size or shard_size == world_size:
         return init_device_mesh(device_type, (world_size,))
     return init_device_mesh(device_type, (world_size // shard_size, shard_size),
@@ -405,8 +406,8 @@ if master and pre_ckpt is None and (tokenizer or not (data_dir / 'train.bin').is
         data.prepare_dataset(dataset, data_root=data_root, tokenizer=tokenizer or None)
     except (ValueError, OSError) as e:
         _fail(f"cannot prepare dataset {dataset!r} in {data_dir}: {e}")
-if world_size > 1:
-    dist.barrier()
+if world_size > 1:  # a given tokenizer may make rank 0 rebuild the folder: wait for it without the 10-30 min
+    dist.barrier(group=dist.new_group(backend='gloo', timeout=timedelta(hours=12)))  # collective timeout
 try:
     meta = data.load_meta(data_dir)
     train_data = data.load_tokens(data_dir, 'train')  # checked against meta.json's length and dtype

@@ -59,6 +59,7 @@ quality_test = 0  # the first N WNUT-17 test sentences; 0 = all 1,287
 quality_epochs = 6
 quality_lr = 2e-4
 quality_seeds = 3
+quality_seed0 = 42  # seeds quality_seed0 .. quality_seed0 + quality_seeds - 1 (one process per seed: side by side)
 case = ""  # internal: run one case in this process and print its JSON
 config = configure(globals(), sys.argv[1:])
 
@@ -251,7 +252,7 @@ def _quality_ours() -> dict:
     report = ner.train(ner.TRAIN_DEFAULTS | dict(
         train=str(tmp / "train.conll"), val=str(tmp / "val.conll"), test=str(tmp / "test.conll"), encoder=str(path),
         out_dir=str(tmp / "run"), preset="original", max_epochs=quality_epochs, warmup_epochs=1, lr_max=quality_lr,
-        batch_size=batch_size, grad_clip=1.0, multiple_runs=quality_seeds, seed=42, save_model=False,
+        batch_size=batch_size, grad_clip=1.0, multiple_runs=quality_seeds, seed=quality_seed0, save_model=False,
         final_model="last", device=_device()))
     seconds = time.perf_counter() - t0
     f1s = []
@@ -289,7 +290,7 @@ def _quality_hf() -> dict:
     train_rows, f1s, t0 = encode(train), [], time.perf_counter()
     steps_per_epoch = -(-len(train_rows) // batch_size)
     for k in range(quality_seeds):
-        seed = 42 + k
+        seed = quality_seed0 + k
         model = AutoModelForTokenClassification.from_pretrained(path, num_labels=len(labels))
         args = TrainingArguments(output_dir=tempfile.mkdtemp(), per_device_train_batch_size=batch_size,
                                  learning_rate=quality_lr, weight_decay=0.01, num_train_epochs=quality_epochs,

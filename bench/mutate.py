@@ -9,7 +9,9 @@ For each target, a throw-away copy of the repository is made under --work (defau
 pyproject.toml gets a [tool.mutmut] section naming the one source file and the tests that exercise it, and
 `mutmut run` mutates only the listed functions (each mutant runs only the tests that call the function).
 Prints, per file, the mutants, killed, survived, timeouts and no-test mutants, and writes every survivor's diff
-to <work>/<target>/survivors.txt. The repository itself is never touched.
+to <work>/<target>/survivors.txt. mutmut's CPU-time "timeouts" are re-run directly (their tests, stopping at the
+first failure) so that a loaded machine does not hide a survivor. The repository itself is never touched.
+Re-summarise a finished run without mutating again: --summary_only.
 
 The training step (train.py's loop: loss/gradient accumulation, the finite check, the stop flag) is module-level
 script code, which mutmut cannot mutate (it mutates functions): it is checked by hand-made mutants instead,
@@ -27,9 +29,9 @@ ROOT = Path(__file__).resolve().parent.parent
 
 # target: (source file, mutmut name patterns of the critical functions, tests that check them)
 TARGETS = {
-    'losses': ('losses.py', ['losses.*'], ['tests/test_losses.py']),
-    'optim': ('optim.py', ['optim.*'], ['tests/test_optim.py']),
-    'norms': ('norms.py', ['norms.*'], ['tests/test_norms.py']),
+    'losses': ('losses.py', ['losses.*'], ['tests/test_losses.py', 'tests/test_mutation_kills.py']),
+    'optim': ('optim.py', ['optim.*'], ['tests/test_optim.py', 'tests/test_mutation_kills.py']),
+    'norms': ('norms.py', ['norms.*'], ['tests/test_norms.py', 'tests/test_mutation_kills.py']),
     'sampling': ('model.py', ['model.xǁGPTǁgenerate*'], ['tests/test_sampling_dist.py']),
     'nerdata': ('nerdata.py', ['nerdata.x_entities*', 'nerdata.x_convert*', 'nerdata.x_entity_scores*',
                                'nerdata.x_token_scores*'], ['tests/test_ner.py', 'tests/test_ner_inference.py']),
@@ -78,11 +80,28 @@ def prepare(target: str, work: Path) -> Path:
     return repo
 
 
-def summarize(target: str, repo: Path) -> dict:
-    """Counts per status from mutmut's .meta files, and the survivors' diffs."""
-    src = TARGETS[target][0]
+def recheck(name: str, tests: list[str], repo: Path, limit_s: float) -> int | None:
+    """mutmut's 'timeout' is a CPU-time budget measured on the clean run; on a loaded machine a mutant whose
+    tests fail slowly lands there too. Run its tests once more, directly (the trampolines read
+    MUTANT_UNDER_TEST), stopping at the first failure: 1 = killed, 0 = survived, None = a real hang."""
+    env = dict(os.environ, MUTANT_UNDER_TEST=name, OMP_NUM_THREADS='1')
+    try:
+        r = subprocess.run([sys.executable, '-m', 'pytest', '-x', '-q', '-p', 'no:cacheprovider', *tests],
+                           cwd=repo / 'mutants', env=env, capture_output=True, timeout=limit_s)
+    except subprocess.TimeoutExpired:
+        return None
+    return 0 if r.returncode == 0 else 1
+
+
+def summarize(target: str, repo: Path, limit_s: float) -> dict:
+    """Counts per status from mutmut's .meta files (timeouts re-checked directly), survivors' diffs."""
+    src, _, tests = TARGETS[target]
     meta = json.loads((repo / 'mutants' / (src + '.meta')).read_text())
     codes = meta['exit_code_by_key']
+    for name, code in codes.items():
+        if STATUS.get(code) == 'timeout':
+            again = recheck(name, tests, repo, limit_s)
+            codes[name] = 36 if again is None else again
     counts = {}
     for code in codes.values():
         counts[STATUS.get(code, f'exit {code}')] = counts.get(STATUS.get(code, f'exit {code}'), 0) + 1
@@ -90,7 +109,7 @@ def summarize(target: str, repo: Path) -> dict:
     diffs = []
     for name in survivors:
         show = subprocess.run(['mutmut', 'show', name], cwd=repo, capture_output=True, text=True)
-        diffs.append(f'# {name}: {STATUS.get(codes[name])}\n{show.stdout}')
+        diffs.append(f'# {STATUS.get(codes[name])}\n{show.stdout}')
     (repo.parent / 'survivors.txt').write_text('\n'.join(diffs))
     return dict(file=src, mutants=len(codes), **counts, survivors=survivors)
 
@@ -100,7 +119,9 @@ def main(argv: list[str]) -> None:
     ap.add_argument('targets', nargs='*', help=f"any of {', '.join(TARGETS)}")
     ap.add_argument('--work', default='/tmp/mutate', help='scratch folder for the copies')
     ap.add_argument('--max_children', type=int, default=1, help='parallel mutant workers')
+    ap.add_argument('--recheck_s', type=float, default=300, help='wall-clock limit when re-checking timeouts')
     ap.add_argument('--list', action='store_true', help='show the targets and exit')
+    ap.add_argument('--summary_only', action='store_true', help='summarise the last run in --work again')
     args = ap.parse_args(argv)
     if args.list or not args.targets:
         for t, (src, pats, tests) in TARGETS.items():
@@ -113,13 +134,17 @@ def main(argv: list[str]) -> None:
         sys.exit("mutmut not found: pip install -r requirements-dev.txt")
     env = dict(os.environ, OMP_NUM_THREADS='1', MKL_NUM_THREADS='1')
     for target in args.targets:
+        repo = Path(args.work) / target / 'repo'
+        if args.summary_only:
+            print(json.dumps(summarize(target, repo, args.recheck_s)))
+            continue
         repo = prepare(target, Path(args.work))
         cmd = ['mutmut', 'run', f'--max-children={args.max_children}', *TARGETS[target][1]]
         print(f"== {target}: {' '.join(cmd)} (in {repo})", flush=True)
         with open(repo.parent / 'mutmut.log', 'w') as log:
             subprocess.run(cmd, cwd=repo, env=env, stdout=log, stderr=subprocess.STDOUT)
         try:
-            result = summarize(target, repo)
+            result = summarize(target, repo, args.recheck_s)
         except FileNotFoundError:
             print(f"{target}: mutmut produced no results; see {repo.parent / 'mutmut.log'}")
             continue

@@ -1,0 +1,34 @@
+"""Behaviour tests written to kill the mutants that survived bench/mutate.py (mutmut) in the critical
+functions; each test names the behaviour, the comment names the mutant class it kills. The equivalent
+mutants (no behaviour to check) are listed in tests/README.md."""
+import warnings
+
+import numpy as np
+import pytest
+
+from losses import unigram_log_probs
+
+
+def test_unigram_log_probs_counts_every_chunk():
+    """A memmap is streamed in chunks: the counts of all chunks add up (not only the last chunk's)."""
+    tokens = np.random.default_rng(0).integers(0, 13, size=1000)
+    whole = unigram_log_probs(tokens, 16)
+    for chunk in (1, 7, 999, 1000, 5000):
+        np.testing.assert_array_equal(unigram_log_probs(tokens, 16, chunk=chunk).numpy(), whole.numpy())
+    np.testing.assert_allclose(whole[:13].exp().numpy(), np.bincount(tokens, minlength=13) / 1000, rtol=1e-12)
+
+
+def test_unigram_log_probs_edges():
+    with pytest.raises(ValueError, match=r"token id 50 outside \[0, 50\).*vocab_size"):  # == V is outside
+        unigram_log_probs(np.array([0, 50]), 50)
+    with pytest.raises(ValueError, match="no tokens given"):
+        unigram_log_probs(np.array([], dtype=np.int64), 50)
+    one = unigram_log_probs(np.array([3]), 5)  # a single token is a valid corpus: p = 1
+    assert one[3].item() == 0.0 and np.isneginf(one[[0, 1, 2, 4]].numpy()).all()
+
+
+def test_unigram_log_probs_warns_nothing_for_unseen_tokens():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # log(0) = -inf is the documented result, not a RuntimeWarning
+        logp = unigram_log_probs(np.array([1, 1, 2]), 6)
+    assert np.isneginf(logp[0].item())

@@ -20,9 +20,11 @@ listed in tests/README.md.
 import argparse
 import json
 import os
+import select
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -71,7 +73,7 @@ def prepare(target: str, work: Path) -> Path:
         f'also_copy = {json.dumps(others + ["config/", "examples/"])}',
         f'pytest_add_cli_args_test_selection = {json.dumps(tests)}',
         'pytest_add_cli_args = ["-p", "no:cacheprovider", "-q"]',
-        'process_isolation = "forkserver"',  # torch is not fork-safe after its thread pools have started
+        'process_isolation = "fork"',  # OMP_NUM_THREADS=1: no thread pool to break; forkserver ran into CPU limits
         'use_git_change_detection = false',
         'timeout_multiplier = 5.0',
     ]) + '\n'
@@ -80,28 +82,64 @@ def prepare(target: str, work: Path) -> Path:
     return repo
 
 
-def recheck(name: str, tests: list[str], repo: Path, limit_s: float) -> int | None:
-    """mutmut's 'timeout' is a CPU-time budget measured on the clean run; on a loaded machine a mutant whose
-    tests fail slowly lands there too. Run its tests once more, directly (the trampolines read
-    MUTANT_UNDER_TEST), stopping at the first failure: 1 = killed, 0 = survived, None = a real hang."""
-    env = dict(os.environ, MUTANT_UNDER_TEST=name, OMP_NUM_THREADS='1')
-    try:
-        r = subprocess.run([sys.executable, '-m', 'pytest', '-x', '-q', '-p', 'no:cacheprovider', *tests],
-                           cwd=repo / 'mutants', env=env, capture_output=True, timeout=limit_s)
-    except subprocess.TimeoutExpired:
-        return None
-    return 0 if r.returncode == 0 else 1
+# one process re-checks many mutants: mutmut's trampolines read MUTANT_UNDER_TEST at every call
+_RECHECK_WORKER = """
+import os, sys, pytest
+for line in sys.stdin:
+    name, *tests = line.split('\\t')
+    os.environ['MUTANT_UNDER_TEST'] = name
+    code = pytest.main(['-x', '-q', '-p', 'no:cacheprovider', '-o', 'addopts=', *[t.strip() for t in tests]])
+    print('RECHECK', name, int(code), flush=True)
+"""
+
+
+def recheck(names: list[str], repo: Path, limit_s: float) -> dict[str, int | None]:
+    """mutmut's 'timeout' is a CPU-time budget from the clean run's test durations; on a loaded machine
+    mutants whose tests fail land there too. Run each one's covering tests again (stopping at the first
+    failure) in one worker process: 1 = killed, 0 = survived, None = still running after limit_s (a hang)."""
+    stats = json.loads((repo / 'mutants' / 'mutmut-stats.json').read_text())['tests_by_mangled_function_name']
+    env = dict(os.environ, OMP_NUM_THREADS='1')
+    out, todo, worker = {}, list(names), None
+    while todo:
+        if worker is None:
+            worker = subprocess.Popen([sys.executable, '-c', _RECHECK_WORKER], cwd=repo / 'mutants', env=env,
+                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                                      text=True)
+        name = todo.pop(0)
+        tests = sorted(stats.get(name.rsplit('__mutmut_', 1)[0], []))
+        if not tests:
+            out[name] = 5
+            continue
+        worker.stdin.write('\t'.join([name, *tests]) + '\n')
+        worker.stdin.flush()
+        deadline, code = time.time() + limit_s, None
+        while time.time() < deadline:
+            ready, _, _ = select.select([worker.stdout], [], [], max(0.0, deadline - time.time()))
+            line = worker.stdout.readline() if ready else ''
+            if ready and not line:  # the worker died (e.g. the mutant crashed the interpreter): killed
+                code = 1
+                break
+            if line.startswith('RECHECK ' + name + ' '):
+                code = int(line.split()[-1])
+                break
+        if code is None or (ready and not line):
+            worker.kill()
+            worker.wait()
+            worker = None
+        out[name] = None if code is None else (0 if code == 0 else 5 if code == 5 else 1)
+    if worker is not None:
+        worker.stdin.close()
+        worker.wait()
+    return out
 
 
 def summarize(target: str, repo: Path, limit_s: float) -> dict:
     """Counts per status from mutmut's .meta files (timeouts re-checked directly), survivors' diffs."""
-    src, _, tests = TARGETS[target]
+    src = TARGETS[target][0]
     meta = json.loads((repo / 'mutants' / (src + '.meta')).read_text())
     codes = meta['exit_code_by_key']
-    for name, code in codes.items():
-        if STATUS.get(code) == 'timeout':
-            again = recheck(name, tests, repo, limit_s)
-            codes[name] = 36 if again is None else again
+    again = recheck([n for n, c in codes.items() if STATUS.get(c) == 'timeout'], repo, limit_s)
+    codes.update({n: 36 if c is None else c for n, c in again.items()})
     counts = {}
     for code in codes.values():
         counts[STATUS.get(code, f'exit {code}')] = counts.get(STATUS.get(code, f'exit {code}'), 0) + 1
@@ -119,7 +157,7 @@ def main(argv: list[str]) -> None:
     ap.add_argument('targets', nargs='*', help=f"any of {', '.join(TARGETS)}")
     ap.add_argument('--work', default='/tmp/mutate', help='scratch folder for the copies')
     ap.add_argument('--max_children', type=int, default=1, help='parallel mutant workers')
-    ap.add_argument('--recheck_s', type=float, default=300, help='wall-clock limit when re-checking timeouts')
+    ap.add_argument('--recheck_s', type=float, default=120, help='wall-clock limit per re-checked timeout')
     ap.add_argument('--list', action='store_true', help='show the targets and exit')
     ap.add_argument('--summary_only', action='store_true', help='summarise the last run in --work again')
     args = ap.parse_args(argv)

@@ -32,3 +32,20 @@ def test_unigram_log_probs_warns_nothing_for_unseen_tokens():
         warnings.simplefilter("error")  # log(0) = -inf is the documented result, not a RuntimeWarning
         logp = unigram_log_probs(np.array([1, 1, 2]), 6)
     assert np.isneginf(logp[0].item())
+
+
+def test_compute_loss_with_a_single_trained_target_equals_torch():
+    """The CE mean divides by the number of trained targets, also when that number is 1."""
+    import torch
+    from torch.nn import functional as F
+
+    from losses import IGNORE_INDEX, compute_loss
+
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(2, 3, 11, generator=g)
+    targets = torch.full((2, 3), IGNORE_INDEX)
+    targets[1, 2] = 4
+    total, terms = compute_loss(logits, targets, None, z_loss=1e-3)
+    ref = F.cross_entropy(logits.flatten(0, 1), targets.flatten())
+    assert terms['ce'].item() == pytest.approx(ref.item(), rel=1e-6)
+    assert terms['z_loss'].item() == pytest.approx(torch.logsumexp(logits[1, 2], 0).item() ** 2, rel=1e-6)

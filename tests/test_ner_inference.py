@@ -164,6 +164,7 @@ def test_gpt_backbone_fine_tunes_from_the_producer_run(trained_run, tmp_path, sh
     assert isinstance(ner.predict(tagger, ["Anna flew to New York"])[0], list)
 
 
+@pytest.mark.slow  # the shared producer run (data.py + train.py) is built for it
 @pytest.mark.xfail(strict=True, raises=AssertionError, reason="ner.py labels a word at its FIRST sub-token; "
                    "GPTWordTokenizer encodes ' ' + word, which the producer's SentencePiece BPE splits as a "
                    "lone '▁' piece then the word, so under causal attention the label position never sees the "

@@ -149,9 +149,6 @@ def test_each_word_takes_the_chunk_where_it_is_farthest_from_an_edge(word_tok, v
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, raises=ValueError, reason="ner._load_gpt_backbone reads config['tokenizer'], "
-                   "which train.py leaves '' for a dataset's own tokenizer; it writes the tokenizer used as "
-                   "config['tokenizer_spec'] (issue 12 item 2 / issue 18 item 5: one run-folder reader)")
 def test_gpt_backbone_fine_tunes_from_the_producer_run(trained_run, tmp_path, shared_dir):
     lines = (shared_dir / "data" / "ner" / "wnut17" / "wnut17train.conll").read_text().split("\n\n")[:16]
     (tmp_path / "train.conll").write_text("\n\n".join(lines) + "\n")

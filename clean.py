@@ -804,4 +804,5 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    from configurator import run_cli  # bad input: one line `clean.py: problem: fix`, exit 1
+    run_cli("clean.py", main)

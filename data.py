@@ -464,6 +464,7 @@ def _build(tmp: Path, folder: Path, groups: dict, recipe: dict, num_proc: int) -
         **{f"{s}_{k}": sum(st[f"{s}_{k}"] for st in stats.values())
            for s in ("train", "val") for k in ("tokens", "docs", "bytes")},
         languages=stats, sources=sources, recipe=recipe)
+    meta["identity"] = _identity(recipe, tokenizer_identity(tok))
     (tmp / "meta.json").write_text(json.dumps(meta, indent=1, ensure_ascii=False))
     print(f"prepared {folder}: {meta['train_tokens']:,} train / {meta['val_tokens']:,} val tokens "
           f"({dtype.name}, vocab {tok.vocab_size}, tokenizer {meta['tokenizer']})")
@@ -509,12 +510,53 @@ def load_meta(data_dir: str | Path) -> dict:
 
 
 def load_tokens(data_dir: str | Path, split: str = "train") -> np.memmap:
-    """The token ids of split 'train' | 'val' | 'val_<lang>' as a read-only memmap."""
+    """The token ids of split 'train' | 'val' | 'val_<lang>' as a read-only memmap. Raises ValueError
+    (naming the file and the fix) when the file's size is no whole number of tokens of meta.json's dtype, or
+    its token count differs from the count meta.json records (a truncated or replaced file)."""
     meta = load_meta(data_dir)
     path = Path(data_dir) / f"{split}.bin"
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found: splits here are train, val and {meta.get('val_splits')}")
-    return np.memmap(path, dtype=np.dtype(meta["dtype"]), mode="r")
+    dtype, size = np.dtype(meta["dtype"]), path.stat().st_size
+    fix = f"delete {data_dir} and prepare it again (python data.py prepare --dataset={Path(data_dir).name})"
+    if size % dtype.itemsize:
+        raise ValueError(f"{path}: {size} bytes is no whole number of {dtype.name} tokens ({dtype.itemsize} "
+                         f"bytes each), so the file is truncated or not {dtype.name}: {fix}")
+    lang = split[4:] if split.startswith("val_") else None
+    expected = (meta.get("languages", {}).get(lang, {}).get("val_tokens") if lang
+                else meta.get(f"{split}_tokens"))
+    if expected is not None and size // dtype.itemsize != expected:
+        raise ValueError(f"{path} holds {size // dtype.itemsize} tokens but meta.json records {expected}: "
+                         f"the file is truncated or from another build: {fix}")
+    return np.memmap(path, dtype=dtype, mode="r")
+
+
+def tokenizer_identity(tok: Tokenizer) -> str:
+    """sha256 of what decides the ids: a SentencePiece model's bytes, or a tiktoken encoding's name and size."""
+    blob = tok.sp.serialized_model_proto() if tok.sp is not None else \
+        f"tiktoken:{tok.enc.name}:{tok.enc.n_vocab}".encode()
+    return hashlib.sha256(blob).hexdigest()
+
+
+def _identity(recipe: dict, tokenizer_id: str | None) -> dict:
+    text = json.dumps(recipe, sort_keys=True, default=str) + str(tokenizer_id)
+    return dict(dataset_id=hashlib.sha256(text.encode()).hexdigest(), tokenizer_id=tokenizer_id)
+
+
+def dataset_identity(data_dir: str | Path) -> dict:
+    """{'dataset_id', 'tokenizer_id'}: sha256 hashes of a folder's recipe (sources' checksums included) and
+    tokenizer, as recorded in meta.json by prepare (computed for folders prepared before it recorded them).
+    A nanoGPT folder has no recipe: its dataset_id hashes meta.pkl and the .bin sizes, tokenizer_id is None."""
+    data_dir = Path(data_dir)
+    meta = load_meta(data_dir)
+    if meta.get("identity"):
+        return dict(meta["identity"])
+    if meta.get("recipe") is not None:
+        return _identity(meta["recipe"], tokenizer_identity(dataset_tokenizer(data_dir)))
+    pkl = data_dir / "meta.pkl"
+    text = ":".join([_sha256(pkl) if pkl.is_file() else "",
+                     *(str((data_dir / f"{s}.bin").stat().st_size) for s in ("train", "val"))])
+    return dict(dataset_id=hashlib.sha256(f"nanogpt:{text}".encode()).hexdigest(), tokenizer_id=None)
 
 
 def dataset_tokenizer(data_dir: str | Path) -> Tokenizer:
@@ -546,7 +588,7 @@ def _to_device(x: torch.Tensor, y: torch.Tensor, device) -> tuple[torch.Tensor, 
 
 def _windows(data: np.ndarray, starts: np.ndarray, block_size: int) -> tuple[torch.Tensor, torch.Tensor]:
     w = torch.from_numpy(data[starts[:, None] + np.arange(block_size + 1)].astype(np.int64))  # (B, T+1)
-    return w[:, :-1], w[:, 1:]
+    return w[:, :-1].contiguous(), w[:, 1:].contiguous()  # contiguous: pin_memory() of a view pins a copy
 
 
 def get_batch(data: np.ndarray, batch_size: int, block_size: int, generator: torch.Generator | None = None,
@@ -751,6 +793,7 @@ class ChatLoader:
     def next_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
         """-> x (B, L) int64, y (B, L) int64 with IGNORE_INDEX off the assistant tokens; L <= block_size."""
         batch = [self.examples[i] for i in self.stream.next_indices()]
+        self.last_real_tokens = sum(len(ids) - 1 for ids, _ in batch)  # x's tokens without the padding
         L = max(len(ids) for ids, _ in batch) - 1
         x = torch.full((len(batch), L), self.pad, dtype=torch.int64)
         y = torch.full((len(batch), L), IGNORE_INDEX, dtype=torch.int64)
@@ -792,13 +835,14 @@ def main(argv: list[str] | None = None) -> None:
         return
     from configurator import configure
     config = configure(dict(_PREPARE_DEFAULTS), argv[1:], source=__file__)
-    # recipe keys left at their default count as not given: they keep an existing folder's values
-    folder = prepare_dataset(**{k: v for k, v in config.items()
-                                if k not in _RECIPE_KEYS or v != _PREPARE_DEFAULTS[k]})
+    # a recipe key you set (even to its default value) rebuilds a folder built with another value; keys you
+    # did not set keep an existing folder's values
+    folder = prepare_dataset(**{k: v for k, v in config.items() if k not in _RECIPE_KEYS or k in config.set_keys})
     meta = load_meta(folder)
     print(f"{folder}: train {meta.get('train_tokens', 'n/a')} tokens, val {meta.get('val_tokens', 'n/a')} "
           f"tokens, tokenizer {meta.get('tokenizer')}")
 
 
 if __name__ == "__main__":
-    main()
+    from configurator import run_cli  # bad input: one line `data.py: problem: fix`, exit 1
+    run_cli("data.py", main)

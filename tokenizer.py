@@ -636,4 +636,5 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from configurator import run_cli  # bad input: one line `tokenizer.py: problem: fix`, exit 1
+    run_cli("tokenizer.py", main)

@@ -1,4 +1,8 @@
-"""Shared fixtures: the repo root on sys.path and the path to ../shared (real data for tests)."""
+"""Shared fixtures: the repo root on sys.path, the path to ../shared (real data for tests), and the shared
+producers: a dataset prepared by data.py (tiny_dataset) and a run folder written by train.py (trained_run)."""
+import json
+import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -29,3 +33,39 @@ def tiny_dataset(tmp_path_factory) -> Path:
     plays = [str(p) for p in shakespeare_files() if p.name in TINY_PLAYS]
     return prepare_dataset("tiny", data_root=tmp_path_factory.mktemp("data"), input=plays, txt_unit="file",
                            vocab_size=512, num_proc=1)
+
+
+# tiny model and schedule for producer runs of train.py: seconds on one CPU core. bias=True (GPT-2) gives ln_f a
+# bias, which the sampling tests use to plant a next-token distribution in the checkpoint
+TINY_TRAIN = dict(n_layer=2, n_head=2, n_embd=32, block_size=32, batch_size=4, eval_iters=2, max_iters=2,
+                  eval_interval=2, log_interval=1, warmup_iters=1, lr_decay_iters=2, learning_rate=1e-2,
+                  min_lr=1e-3, bias=True, sample_tokens=0, device="cpu", dtype="float32")
+
+
+def train_py(out_dir: Path, data_root: Path, dataset: str = "tiny", nproc: int = 0, env: dict | None = None,
+             **overrides) -> subprocess.CompletedProcess:
+    """Run `python train.py` (or torchrun with nproc ranks) as a user would, with TINY_TRAIN + overrides.
+    Returns the finished process (check .returncode yourself: fault tests expect failures)."""
+    args = dict(TINY_TRAIN, out_dir=str(out_dir), data_root=str(data_root), dataset=dataset) | overrides
+    launch = ([sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"]
+              if nproc else [sys.executable])
+    cmd = launch + [str(ROOT / "train.py")] + [f"--{k}={v}" for k, v in args.items()]
+    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600,
+                          env=dict(os.environ, OMP_NUM_THREADS="1", **(env or {})))
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in Path(path).read_text().splitlines() if line]
+
+
+@pytest.fixture(scope="session")
+def trained_run(tiny_dataset, tmp_path_factory) -> Path:
+    """The shared producer run: `python train.py` for 2 steps on tiny_dataset (2-layer, 32-wide GPT, the
+    dataset's own 512-token BPE), the run folder exactly as train.py writes it (config.json, metrics.jsonl,
+    ckpt.pt, summary.json). Consumers (sample.py, the NER GPT backbone, fine-tuning, sweeps) read this folder
+    instead of hand-written checkpoints. Read-only: copy it before writing into it."""
+    out = tmp_path_factory.mktemp("producer") / "run"
+    r = train_py(out, tiny_dataset.parent, tiny_dataset.name)
+    if r.returncode != 0:
+        pytest.fail(f"the producer run of train.py failed:\n{r.stdout[-2000:]}\n{r.stderr[-4000:]}")
+    return out

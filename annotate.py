@@ -32,7 +32,8 @@ Report = dict[str, list[tuple[str, str]]]  # kind -> [(document id, detail)]
 _REPORT_TEXT = {
     "multi_label": "one span with several labels: kept as one tag per label (Label Studio gets them back as "
                    "one result)",
-    "non_span_result": "Label Studio results that are not text spans (relations, choices): kept in meta, "
+    "non_span_result": "Label Studio results that are neither text spans nor relations (choices, text areas): "
+                       "kept in meta, "
                        "not in tags",
     "cancelled": "skipped (cancelled) Label Studio annotations: kept in meta, not counted as an annotator",
     "duplicate_annotator": "one annotator with several annotations of a task: the later ones are named "
@@ -41,6 +42,9 @@ _REPORT_TEXT = {
                      "(check the offsets)",
     "overlap": "overlapping spans of one annotator: kept; Doccano needs a project with 'Allow overlapping "
                "spans'",
+    "utf16_offsets": "Label Studio offsets counted in UTF-16 code units (older exports: an emoji counts 2), "
+                     "converted to code points; written back in UTF-16 for Label Studio",
+    "relation_lost": "relations whose ends are not spans of the document: not written",
 }
 
 
@@ -79,12 +83,13 @@ def write_jsonl(docs: list[dict], path: str | Path) -> None:
 
 
 def detect_format(path: str | Path) -> str:
-    """'labelstudio' (a JSON list of tasks), 'doccano' (JSONL with "label") or 'standard' (with "tags")."""
+    """'labelstudio' (a JSON list of tasks), 'doccano' (JSONL with "label", or "entities" + "relations") or
+    'standard' (with "tags")."""
     text = Path(path).read_text(encoding="utf-8").lstrip()
     if not text or text.startswith("["):
         return "labelstudio" if text else "standard"
     first = json.loads(text.splitlines()[0])
-    for key, fmt in (("tags", "standard"), ("label", "doccano")):
+    for key, fmt in (("tags", "standard"), ("label", "doccano"), ("entities", "doccano")):
         if key in first:
             return fmt
     raise ValueError(f"{path}: cannot tell the format from the first document's keys {sorted(first)}: "
@@ -150,11 +155,75 @@ def _annotation_names(annotations: list[dict]) -> list[str | None]:
     return names
 
 
+def _utf16_to_codepoints(text: str) -> list[int]:
+    """Index: a UTF-16 code unit offset into text -> the code point offset (an astral character such as most
+    emoji is 2 units, 1 code point). Offsets inside a surrogate pair map to the character's start."""
+    out = []
+    for i, c in enumerate(text):
+        out += [i] * (2 if ord(c) > 0xFFFF else 1)
+    return out + [len(text)]
+
+
+def _codepoints_to_utf16(text: str) -> list[int]:
+    out, unit = [], 0
+    for c in text:
+        out.append(unit)
+        unit += 2 if ord(c) > 0xFFFF else 1
+    return out + [unit]
+
+
+def _span_results(tasks: list[dict]):
+    """(task, result) for every labels result of every annotation and prediction that has start/end/text."""
+    for task in tasks:
+        for ann in task.get("annotations", []) + task.get("predictions", []):
+            for r in ann.get("result", []) or []:
+                v = r.get("value")
+                if isinstance(v, dict) and {"start", "end", "text"} <= v.keys():
+                    yield task, r
+
+
+def labelstudio_offset_unit(tasks: list[dict]) -> str:
+    """'codepoints' or 'utf16': how an export counts value.start/end. Label Studio wrote UTF-16 code units in some
+    versions (JavaScript string indices: one emoji = 2) and code points in newer ones. Decided by checking every
+    span's value.text against the document under both readings; only texts with characters beyond U+FFFF can
+    tell them apart. Code points when nothing tells (then both readings agree wherever a span has text)."""
+    votes = {"codepoints": 0, "utf16": 0}
+    for task, r in _span_results(tasks):
+        text = task.get("data", {}).get("text")
+        if not isinstance(text, str) or all(ord(c) <= 0xFFFF for c in text):
+            continue
+        s, e, want = r["value"]["start"], r["value"]["end"], r["value"]["text"]
+        if not (isinstance(s, int) and isinstance(e, int)):
+            continue
+        votes["codepoints"] += text[s:e] == want
+        u = _utf16_to_codepoints(text)
+        votes["utf16"] += 0 <= s <= e < len(u) and text[u[s]:u[e]] == want
+    return "utf16" if votes["utf16"] > votes["codepoints"] else "codepoints"
+
+
+def _span_result_error(r: dict, where: str) -> str | None:
+    """Why a labels result is not a usable span (None when it is)."""
+    v = r.get("value")
+    if not isinstance(v, dict):
+        return "has no value"
+    missing = [k for k in ("start", "end", "labels") if k not in v]
+    if missing:
+        return f"has no value.{'/'.join(missing)}"
+    if not isinstance(v["labels"], list) or not v["labels"]:
+        return f"has an empty value.labels {v['labels']!r}"
+    return None
+
+
 def labelstudio_to_standard(tasks: list[dict], source: str = "labelstudio") -> tuple[list[dict], Report]:
-    """Label Studio JSON export (Export -> JSON) -> standard documents, a tag per (span, label, annotator)."""
+    """Label Studio JSON export (Export -> JSON) -> standard documents, a tag per (span, label, annotator).
+    Offsets in UTF-16 code units (older exports) are detected and converted to code points (reported); a
+    relation result becomes a document "relations" entry {from_id, to_id, type, annotator}, its ends being the
+    tags' Label Studio result ids (tag "id"). A labels result without value/start/end/labels is an error naming
+    the result id."""
     if not isinstance(tasks, list):
         raise TypeError(f"{source}: a Label Studio export is a JSON list of tasks (Export -> JSON), "
                          f"got {type(tasks).__name__}")
+    unit = labelstudio_offset_unit(tasks)
     docs, report = [], {}
     for i, task in enumerate(tasks):
         did = str(task.get("id", i + 1))
@@ -163,10 +232,14 @@ def labelstudio_to_standard(tasks: list[dict], source: str = "labelstudio") -> t
             raise TypeError(f"{source}, task {did}: no data.text string (data keys: "
                              f"{sorted(task.get('data', {}))}); the labeling config must read the text as "
                              f"value=\"$text\"")
+        to_cp = _utf16_to_codepoints(text) if unit == "utf16" else None
         rest = {k: v for k, v in task.items() if k != "annotations"}
         rest["data"] = {k: v for k, v in task["data"].items() if k != "text"}
         doc = {"id": did, "text": text, "tags": [], "annotators": [],
                "meta": {"labelstudio": {"task": rest, "annotations": []}}}
+        if unit == "utf16":
+            doc["meta"]["labelstudio"]["offsets"] = "utf16"
+        relations = []
         annotations = task.get("annotations", [])
         for ann, name in zip(annotations, _annotation_names(annotations)):
             kept, other = {k: v for k, v in ann.items() if k != "result"}, []
@@ -177,14 +250,29 @@ def labelstudio_to_standard(tasks: list[dict], source: str = "labelstudio") -> t
             elif name is not None:
                 doc["annotators"].append(name)
             for r in ann.get("result", []):
-                v = r.get("value", {})
-                if ann.get("was_cancelled") or not {"start", "end", "labels"} <= v.keys() or not v["labels"]:
+                where = f"{source}, task {did}, annotation by {name}, result id {r.get('id')!r}"
+                is_span = r.get("type") == "labels" or (r.get("type") is None and isinstance(r.get("value"), dict)
+                                                        and "start" in r["value"])
+                if is_span and (why := _span_result_error(r, where)):
+                    raise ValueError(f"{where}: a '{r.get('type', 'labels')}' (span) result {why}; every span "
+                                     f"needs value.start, value.end and value.labels (fix or delete that result)")
+                if ann.get("was_cancelled") or not is_span:
+                    if r.get("type") == "relation" and not ann.get("was_cancelled"):
+                        relations.append((r, name))
+                        continue
                     other.append(r)
                     if not ann.get("was_cancelled"):
                         _note(report, "non_span_result", did, f"{r.get('type')} by {name}")
                     continue
+                v = r["value"]
                 s, e = v["start"], v["end"]
-                _check_span(text, s, e, f"{source}, task {did}, annotation by {name}")
+                if to_cp is not None:
+                    if not (isinstance(s, int) and isinstance(e, int) and 0 <= s <= e < len(to_cp)):
+                        raise ValueError(f"{where}: span [{s}, {e}) is outside the text ({len(to_cp) - 1} UTF-16 "
+                                         f"code units)")
+                    s, e = to_cp[s], to_cp[e]
+                    _note(report, "utf16_offsets", did, f"[{v['start']}, {v['end']}) -> [{s}, {e})")
+                _check_span(text, s, e, where)
                 token = text[s:e]
                 extra = {k: x for k, x in r.items() if k != "value"}
                 extra_value = {k: x for k, x in v.items()
@@ -196,31 +284,55 @@ def labelstudio_to_standard(tasks: list[dict], source: str = "labelstudio") -> t
                 if len(v["labels"]) > 1:
                     _note(report, "multi_label", did, f"[{s}, {e}) {token!r} {v['labels']} by {name}")
                 who = {} if name is None else {"annotator": name}
-                doc["tags"] += [{"char_start": s, "char_end": e, "token": token, "tag": label, **who,
+                rid = {} if r.get("id") is None else {"id": r["id"]}
+                doc["tags"] += [{"char_start": s, "char_end": e, "token": token, "tag": label, **rid, **who,
                                  "labelstudio": extra} for label in v["labels"]]
             if other:
                 kept["other_results"] = other
             doc["meta"]["labelstudio"]["annotations"].append(kept)
+        ids = {t.get("id") for t in doc["tags"]}
+        for r, name in relations:
+            if r.get("from_id") not in ids or r.get("to_id") not in ids:
+                raise ValueError(f"{source}, task {did}: relation {r.get('id')!r} joins {r.get('from_id')!r} and "
+                                 f"{r.get('to_id')!r}, which are not both span results of the task")
+            labels = r.get("labels") or []
+            doc.setdefault("relations", []).append(
+                {"from_id": r["from_id"], "to_id": r["to_id"], "type": labels[0] if labels else "",
+                 **({} if name is None else {"annotator": name}), "labelstudio": r})
+            if len(labels) > 1:
+                _note(report, "multi_label", did, f"relation {r.get('id')!r} {labels}: type = the first")
         docs.append(doc)
     return docs, report
 
 
-def _ls_results(tags: list[dict], prefix: str, from_name: str, to_name: str) -> list[dict]:
-    """Tags of one annotator -> Label Studio results; tags of one span and result id share one result."""
+def _ls_results(tags: list[dict], prefix: str, from_name: str, to_name: str,
+                to_units: list[int] | None = None) -> list[dict]:
+    """Tags of one annotator -> Label Studio results; tags of one span and result id share one result. The result
+    id is the tag's Label Studio id, else its "id" (relations refer to it), else a new one. to_units: code point
+    -> UTF-16 offsets, for a document that came from a UTF-16 export."""
     results: dict[tuple, dict] = {}
     for t in tags:
         extra = t.get("labelstudio", {})
-        key = (t["char_start"], t["char_end"], extra.get("id"))
+        key = (t["char_start"], t["char_end"], extra.get("id", t.get("id")))
         if key not in results:
-            r = copy.deepcopy(extra) or {"id": f"{prefix}{len(results)}", "from_name": from_name,
-                                         "to_name": to_name, "type": "labels"}
-            r["value"] = {"start": t["char_start"], "end": t["char_end"], "text": t["token"], "labels": [],
-                          **extra.get("value", {})}
+            rid = str(t["id"]) if "id" in t else f"{prefix}{len(results)}"
+            r = copy.deepcopy(extra) or {"id": rid, "from_name": from_name, "to_name": to_name, "type": "labels"}
+            s, e = (t["char_start"], t["char_end"]) if to_units is None else (to_units[t["char_start"]],
+                                                                              to_units[t["char_end"]])
+            r["value"] = {"start": s, "end": e, "text": t["token"], "labels": [], **extra.get("value", {})}
             if "score" in t:
                 r["score"] = t["score"]
             results[key] = r
         results[key]["value"]["labels"].append(t["tag"])
     return list(results.values())
+
+
+def _ls_relation(rel: dict) -> dict:
+    """A standard relation -> a Label Studio relation result (the original one when it came from Label Studio)."""
+    if "labelstudio" in rel:
+        return copy.deepcopy(rel["labelstudio"])
+    return {"from_id": str(rel["from_id"]), "to_id": str(rel["to_id"]), "type": "relation", "direction": "right",
+            "labels": [rel["type"]] if rel.get("type") else []}
 
 
 def _annotators(doc: dict) -> list:
@@ -239,6 +351,7 @@ def standard_to_labelstudio(docs: list[dict], from_name: str = "label",
     tasks = []
     for i, doc in enumerate(docs):
         ls = doc.get("meta", {}).get("labelstudio", {})
+        units = _codepoints_to_utf16(doc["text"]) if ls.get("offsets") == "utf16" else None  # as it came in
         task = copy.deepcopy(ls.get("task", {}))
         if "id" not in task and "id" in doc:  # Label Studio task ids are ints
             task["id"] = int(doc["id"]) if str(doc["id"]).isdigit() else doc["id"]
@@ -255,7 +368,8 @@ def standard_to_labelstudio(docs: list[dict], from_name: str = "label",
                 {} if name is None else {"completed_by": int(name) if name.isdigit() else name})
             other = ann.pop("other_results", [])
             prefix = f"{doc_id(doc, i)}-{k}-"  # result ids for tags that did not come from Label Studio
-            ann["result"] = _ls_results(by_name.pop(name, []), prefix, from_name, to_name) + other
+            rels = [_ls_relation(r) for r in doc.get("relations", []) if r.get("annotator") == name]
+            ann["result"] = _ls_results(by_name.pop(name, []), prefix, from_name, to_name, units) + rels + other
             task["annotations"].append(ann)
         tasks.append(task)
     return tasks
@@ -270,6 +384,8 @@ def split_by_annotator(docs: list[dict]) -> dict[str, list[dict]]:
         for name in names:
             one = {**doc, "tags": [t for t in doc["tags"] if t.get("annotator") == name],
                    "annotators": [name]}
+            if "relations" in doc:
+                one["relations"] = [r for r in doc["relations"] if r.get("annotator") == name]
             if metas:
                 ls = {**doc["meta"]["labelstudio"],
                       "annotations": [m for m, n in zip(metas, _annotation_names(metas)) if n == name]}
@@ -282,39 +398,91 @@ def split_by_annotator(docs: list[dict]) -> dict[str, list[dict]]:
 
 def doccano_to_standard(lines: list[dict], annotator: str | None = None,
                         source: str = "doccano") -> tuple[list[dict], Report]:
-    """Doccano JSONL ({"text", "label": [[start, end, tag]]}, one annotator per file) -> standard documents.
-    A "scores" list (written by write_doccano, one per label) becomes the tags' scores."""
+    """Doccano JSONL, one annotator per file, in either layout Doccano exports: sequence labeling
+    {"text", "label": [[start, end, tag]]} or relation extraction {"text", "entities": [{id, label, start_offset,
+    end_offset}], "relations": [{id, from_id, to_id, type}]} -> standard documents (entity ids become tag "id",
+    relations a document "relations" list). A "scores" list (written by write_doccano, one per label) becomes the
+    tags' scores."""
     docs = []
     for i, line in enumerate(lines):
         did = str(line.get("id", i + 1))
-        text, labels = line.get("text"), line.get("label", [])
-        if not isinstance(text, str) or not isinstance(labels, list):
-            raise TypeError(f"{source} line {i + 1}: expected {{'text': str, 'label': [[start, end, tag]]}}")
+        where = f"{source} line {i + 1} (document {did})"
+        text = line.get("text")
+        if "entities" in line:
+            spans, layout = line["entities"], "entities"
+            if not isinstance(spans, list) or not all(isinstance(x, dict) and {"id", "label", "start_offset",
+                                                                                "end_offset"} <= x.keys()
+                                                      for x in spans):
+                raise ValueError(f"{where}: 'entities' must be a list of {{id, label, start_offset, end_offset}}")
+            items = [(x["start_offset"], x["end_offset"], x["label"], {"id": x["id"]}) for x in spans]
+        else:
+            spans, layout = line.get("label", []), "label"
+            if not isinstance(spans, list):
+                raise TypeError(f"{where}: expected {{'text': str, 'label': [[start, end, tag]]}}")
+            for item in spans:
+                if not (isinstance(item, list) and len(item) == 3):
+                    raise ValueError(f"{where}: label {item!r} is not [start, end, tag]")
+            items = [(s, e, tag, {}) for s, e, tag in spans]
+        if not isinstance(text, str):
+            raise TypeError(f"{where}: expected a string 'text'")
         scores = line.get("scores")
         tags = []
-        for k, item in enumerate(labels):
-            if not (isinstance(item, list) and len(item) == 3):
-                raise ValueError(f"{source} line {i + 1}: label {item!r} is not [start, end, tag]")
-            s, e, tag = item
-            _check_span(text, s, e, f"{source} line {i + 1} (document {did})")
-            tags.append({"char_start": s, "char_end": e, "token": text[s:e], "tag": tag})
+        for k, (s, e, tag, extra) in enumerate(items):
+            _check_span(text, s, e, where)
+            tags.append({"char_start": s, "char_end": e, "token": text[s:e], "tag": tag, **extra})
             if scores is not None:
                 tags[-1]["score"] = scores[k]
             if annotator is not None:
                 tags[-1]["annotator"] = annotator
         doc = {"id": did, "text": text, "tags": tags} if "id" in line else {"text": text, "tags": tags}
+        if layout == "entities":
+            ids = {t["id"] for t in tags}
+            doc["relations"] = []
+            for r in line.get("relations", []):
+                if not (isinstance(r, dict) and {"from_id", "to_id", "type"} <= r.keys()):
+                    raise ValueError(f"{where}: relation {r!r} is not {{id, from_id, to_id, type}}")
+                if r["from_id"] not in ids or r["to_id"] not in ids:
+                    raise ValueError(f"{where}: relation {r.get('id')!r} joins entities {r['from_id']!r} and "
+                                     f"{r['to_id']!r}, which are not both in 'entities'")
+                doc["relations"].append({k: r[k] for k in ("id", "from_id", "to_id", "type") if k in r}
+                                        | ({} if annotator is None else {"annotator": annotator}))
         if annotator is not None:
             doc["annotators"] = [annotator]
-        meta = {k: v for k, v in line.items() if k not in ("text", "label", "scores")}
+        meta = {k: v for k, v in line.items() if k not in ("text", "label", "scores", "entities", "relations")}
         if meta:
             doc["meta"] = {"doccano": meta}
         docs.append(doc)
     return docs, {}
 
 
+def _doccano_entities(doc: dict, did: str, report: Report) -> tuple[list[dict], list[dict]]:
+    """Tags + relations -> Doccano entities/relations with int ids; a relation whose end is not a tag is reported
+    as lost."""
+    entities, new_id = [], {}
+    used = {t["id"] for t in doc["tags"] if isinstance(t.get("id"), int)}
+    fresh = (k for k in itertools.count(1) if k not in used)
+    for t in doc["tags"]:
+        old = t.get("id")
+        eid = old if isinstance(old, int) and old not in {e["id"] for e in entities} else next(fresh)
+        new_id.setdefault(old, eid)
+        entities.append({"id": eid, "label": t["tag"], "start_offset": t["char_start"], "end_offset": t["char_end"]})
+    relations = []
+    for k, r in enumerate(doc.get("relations", [])):
+        if r["from_id"] not in new_id or r["to_id"] not in new_id:
+            _note(report, "relation_lost", did, f"{r['from_id']} -> {r['to_id']} {r.get('type')!r}")
+            continue
+        rid = r["id"] if isinstance(r.get("id"), int) else k + 1
+        relations.append({"id": rid, "from_id": new_id[r["from_id"]], "to_id": new_id[r["to_id"]],
+                          "type": r.get("type", "")})
+    return entities, relations
+
+
 def standard_to_doccano(docs: list[dict], source: str = "documents") -> tuple[list[dict], Report]:
-    """Standard documents of one annotator -> Doccano JSONL lines (+ report of overlapping spans)."""
+    """Standard documents of one annotator -> Doccano JSONL lines (+ report of overlapping spans). Documents with
+    relations give the relation-extraction layout (entities + relations) for the whole file, others the
+    sequence-labeling layout (label)."""
     lines, report = [], {}
+    with_relations = any(doc.get("relations") for doc in docs)
     for i, doc in enumerate(docs):
         did = doc_id(doc, i)
         names = [n for n in _annotators(doc) if n is not None]
@@ -326,7 +494,11 @@ def standard_to_doccano(docs: list[dict], source: str = "documents") -> tuple[li
         if "id" not in line and "id" in doc:
             line["id"] = doc["id"]
         tags = doc["tags"]
-        line.update(text=doc["text"], label=[[t["char_start"], t["char_end"], t["tag"]] for t in tags])
+        if with_relations:
+            entities, relations = _doccano_entities(doc, did, report)
+            line.update(text=doc["text"], entities=entities, relations=relations)
+        else:
+            line.update(text=doc["text"], label=[[t["char_start"], t["char_end"], t["tag"]] for t in tags])
         if any("score" in t for t in tags):
             line["scores"] = [t.get("score") for t in tags]
         for a, b in itertools.pairwise(sorted(tags, key=lambda t: (t["char_start"], t["char_end"]))):
@@ -390,7 +562,12 @@ def load_annotations(paths: list[str]) -> tuple[dict[str, dict[str, dict]], dict
     is split into its annotators. Checks the inputs agree with each other (texts, documents, labels)."""
     annotations, sources = {}, {}
     for path in paths:
-        docs, _ = read_documents(path, annotator=None)
+        docs, report = read_documents(path, annotator=None)
+        if report.get("text_mismatch"):  # the offsets point elsewhere than the annotator's text: never merge those
+            raise ValueError(f"{path}: {len(report['text_mismatch'])} span(s) whose text differs from the document "
+                             f"at their offsets (shifted offsets?), e.g. " +
+                             "; ".join(f"document {d}: {x}" for d, x in report["text_mismatch"][:3]) +
+                             "; fix the export before computing agreement or merging")
         parts = split_by_annotator(docs)
         if len(parts) <= 1:
             parts = {Path(path).stem: docs}
@@ -665,7 +842,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         _run(args)
     except (ValueError, TypeError, FileNotFoundError) as e:
-        raise SystemExit(f"error: {e}") from None
+        raise SystemExit(f"annotate.py: {e}") from None
 
 
 def _run(args: argparse.Namespace) -> None:
@@ -709,4 +886,5 @@ def _run(args: argparse.Namespace) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from configurator import run_cli  # bad input: one line `annotate.py: problem: fix`, exit 1
+    run_cli("annotate.py", main)

@@ -10,10 +10,17 @@ which, in order:
   2. applies `--key=value` (or `--key value`) overrides, parsed with ast.literal_eval (fallback: str),
   3. checks every key and type, updates the script's globals in place and returns the resolved dict.
 
+configure() returns a Config: the resolved dict plus `set_keys`, the keys a config file or the command line
+set, whatever their value (a key set to its default value counts as set: "a key you set always wins").
+
 Errors (one clear message each, before any work): an unknown key lists close matches; a wrong type names
-the key, the expected and the given type. A `None` default accepts any value; bools accept
-True/False/true/false/1/0; an int is accepted where a float is expected. `-h`/`--help` prints every key
-with its default and the comment beside it in the script.
+the key, the expected and the given type; a config file that does not run names its file and line. A `None`
+default accepts any value; bools accept True/False/true/false/1/0; an int is accepted where a float is
+expected. `-h`/`--help` prints every key with its default and the comment beside it in the script.
+
+Every CLI reports bad input the same way: errors it expects (InputError and its ConfigError, ValueError,
+OSError) are printed by run_cli(program, main) as one line `<program>: <problem>: <fix>` with exit status 1,
+never a traceback (set NANO_TRACEBACK=1 to see one). A traceback means a bug in our code.
 
 A config file may also define a grid `sweep = dict(key=[values], ...)` (and `variants = dict(name=dict(...))`);
 configure() ignores both, sweep.py reads them with read_config_file().
@@ -21,16 +28,50 @@ configure() ignores both, sweep.py reads them with read_config_file().
 import ast
 import difflib
 import io
+import os
 import sys
 import tokenize
+import traceback
 from pathlib import Path
 
 _SIMPLE = (int, float, bool, str, type(None), list, tuple, dict)
 _SWEEP_NAMES = ("sweep", "variants")  # read by sweep.py, not config keys
 
 
-class ConfigError(ValueError):
-    pass
+class InputError(Exception):
+    """Bad input a user can fix (a value, a missing or malformed file): the message is `<problem>: <fix>`."""
+
+
+class ConfigError(InputError, ValueError):
+    """A bad config key, value or config file."""
+
+
+class Config(dict):
+    """The resolved config (a plain dict) and `set_keys`: the keys a config file or the command line set."""
+    set_keys: frozenset = frozenset()
+
+
+EXPECTED_ERRORS = (InputError, ValueError, OSError)  # what a CLI reports in one line; anything else is a bug
+
+
+def run_cli(program: str, main, *args):
+    """Call main(*args); an expected error prints `<program>: <message>` to stderr and exits with status 1.
+    KeyboardInterrupt exits 130 without a traceback. NANO_TRACEBACK=1 re-raises (for debugging)."""
+    try:
+        return main(*args)
+    except EXPECTED_ERRORS as e:
+        if os.environ.get("NANO_TRACEBACK"):
+            raise
+        sys.exit(f"{program}: {error_line(e)}")
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+def error_line(e: BaseException) -> str:
+    """One line for an expected error: its own message, or for a bare OSError the file and the fix."""
+    if isinstance(e, OSError) and e.filename is not None and not isinstance(e, InputError):
+        return f"{e.filename}: {e.strerror or e}: check the path (and that its disk is writable and not full)"
+    return " ".join(str(e).split("\n")) or type(e).__name__
 
 
 def config_keys(namespace: dict) -> dict:
@@ -39,9 +80,10 @@ def config_keys(namespace: dict) -> dict:
             if not k.startswith("_") and not k.isupper() and isinstance(v, _SIMPLE) and k not in _SWEEP_NAMES}
 
 
-def configure(namespace: dict, argv: list[str], source: str | None = None, exit_on_error: bool = True) -> dict:
+def configure(namespace: dict, argv: list[str], source: str | None = None, exit_on_error: bool = True) -> Config:
     """Resolve config files and overrides over `namespace` (a script's globals() or a dict of defaults).
-    Updates `namespace` in place and returns the resolved config as a new dict."""
+    Updates `namespace` in place and returns the resolved config as a new Config (a dict with set_keys).
+    A bad input exits with `<script>: <message>` (or raises ConfigError with exit_on_error=False)."""
     source = source or namespace.get("__file__")
     defaults = config_keys(namespace)
     if any(a in ("-h", "--help") for a in argv):
@@ -52,22 +94,24 @@ def configure(namespace: dict, argv: list[str], source: str | None = None, exit_
     except ConfigError as e:
         if not exit_on_error:
             raise
-        sys.exit(f"config error: {e}")
+        sys.exit(f"{Path(source).name if source else 'config'}: {e}")
     namespace.update(config)
     return config
 
 
-def parse_args(defaults: dict, argv: list[str]) -> dict:
-    """Apply config files and --key=value overrides to a copy of `defaults`; raise ConfigError on bad input."""
-    config = dict(defaults)
+def parse_args(defaults: dict, argv: list[str]) -> Config:
+    """Apply config files and --key=value overrides to a copy of `defaults`; raise ConfigError on bad input.
+    The result's set_keys are the keys the files and overrides set."""
+    config, set_keys = Config(defaults), set()
     i = 0
     while i < len(argv):
         arg = argv[i]
         if not arg.startswith("--"):
-            _apply_file(config, defaults, arg)
+            set_keys |= _apply_file(config, defaults, arg)
         elif "=" in arg:
             key, raw = arg[2:].split("=", 1)
             _set(config, defaults, key, raw, arg)
+            set_keys.add(key)
         else:  # --key value, or a bare --flag for a bool key
             key = arg[2:]
             _check_known(key, defaults, arg)
@@ -79,7 +123,9 @@ def parse_args(defaults: dict, argv: list[str]) -> dict:
             else:
                 _set(config, defaults, key, nxt, arg)
                 i += 1
+            set_keys.add(key)
         i += 1
+    config.set_keys = frozenset(set_keys)
     return config
 
 
@@ -90,7 +136,7 @@ def read_config_file(path: str) -> dict:
         raise ConfigError(f"config file {path!r} not found (positional arguments are config files; "
                           f"overrides are written --key=value)")
     namespace: dict = {}
-    exec(compile(p.read_text(), str(p), "exec"), namespace)
+    _exec_file(p, namespace)
     return {k: v for k, v in namespace.items() if not k.startswith("__")}
 
 
@@ -130,20 +176,59 @@ def help_text(defaults: dict, source: str | None) -> str:
 
 # -----------------------------------------------------------------------------
 
-def _apply_file(config: dict, defaults: dict, path: str) -> None:
+def _exec_file(p: Path, namespace: dict) -> set[str]:
+    """Run a config file in namespace; return the names it assigns at its top level. A syntax error or an
+    exception names the file and line."""
+    try:
+        text = p.read_text(encoding="utf-8")
+        tree = ast.parse(text, str(p))
+    except SyntaxError as e:
+        raise ConfigError(f"{p}:{e.lineno}: syntax error ({e.msg}): fix the config file") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{p}: cannot read the config file ({e}): check the path") from None
+    try:
+        exec(compile(tree, str(p), "exec"), namespace)
+    except Exception as e:
+        line = next((f.lineno for f in reversed(traceback.extract_tb(e.__traceback__)) if f.filename == str(p)),
+                    "?")
+        raise ConfigError(f"{p}:{line}: {type(e).__name__}: {e}: fix the config file") from None
+    return _assigned_names(tree)
+
+
+def _assigned_names(tree: ast.Module) -> set[str]:
+    """Names bound at a module's top level (also inside its if/for/with/try blocks), not in functions."""
+    names, todo = set(), list(tree.body)
+    while todo:
+        node = todo.pop()
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Lambda, ast.ListComp,
+                             ast.SetComp, ast.DictComp, ast.GeneratorExp)):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                names.add(node.name)
+            continue
+        if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
+            names.add(node.id)
+        todo.extend(ast.iter_child_nodes(node))
+    return names
+
+
+def _apply_file(config: dict, defaults: dict, path: str) -> set[str]:
+    """Apply a config file to config; return the keys it set (assigned in it, or changed by it)."""
     namespace = dict(config)  # a config file may refer to other keys, as in nanoGPT
     p = Path(path)
     if not p.is_file():
         raise ConfigError(f"config file {path!r} not found (positional arguments are config files; "
                           f"overrides are written --key=value)")
-    exec(compile(p.read_text(), str(p), "exec"), namespace)
+    assigned = _exec_file(p, namespace)
+    set_keys = set()
     for key, value in namespace.items():
         if key.startswith("_") or key in _SWEEP_NAMES or not isinstance(value, _SIMPLE):
             continue  # modules, functions and private helpers a config file may use
-        if key in config and value is config[key]:
+        if key in config and value is config[key] and key not in assigned:
             continue
         _check_known(key, defaults, f"{path}: {key}")
         config[key] = _coerce(key, value, defaults[key], f"{path}: {key} = {value!r}")
+        set_keys.add(key)
+    return set_keys
 
 
 def _set(config: dict, defaults: dict, key: str, raw: str, where: str) -> None:

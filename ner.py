@@ -1,7 +1,7 @@
 """
 NER fine-tuning, evaluation and inference in the manner of nerblackbox (../shared/papers/ner.md), with adaptive
 fine-tuning (ner.md §2.2, optim.AdaptiveFineTuning) as the default. File formats, schemes and scores live in
-nerdata.py; the BERT encoder (BertForTokenClassification) at the end of model.py.
+nerdata.py; the BERT encoder and its WordPiece tokenizer in bert.py.
 
     python ner.py train --train train.conll --val dev.conll --test test.conll --encoder DIR --out_dir out-ner
     python ner.py evaluate --model out-ner/model --data test.conll --out out-eval
@@ -16,24 +16,25 @@ import math
 import shutil
 import sys
 import time
-import unicodedata
 from pathlib import Path
 
 import torch
 from torch.nn import functional as F
 from tqdm import tqdm
 
+import bert
 import nerdata
+from bert import BertForTokenClassification, WordPieceTokenizer
 from configurator import configure
 from losses import IGNORE_INDEX
-from model import BertForTokenClassification
 from nerdata import Example, Issues
 from optim import FINE_TUNING_PRESETS, AdaptiveFineTuning
 
 TRAIN_DEFAULTS = dict(
     train="", val="", test="",  # data files: CoNLL, pretokenized CSV or standard JSONL (see --format)
     format="auto",  # auto | conll | csv | jsonl
-    token_column=0, tag_column=-1,  # CoNLL columns (UNER .iob2 files: token_column=1 tag_column=2)
+    token_column=-1, tag_column=-1,  # CoNLL columns, 0-based; -1 = detected from the content (printed)
+    repair_bio=False,  # BIO files: turn an I-X after neither B-X nor I-X into B-X (always counted in issues)
     encoder="",  # HF BERT folder (config.json, model.safetensors|pytorch_model.bin, vocab.txt)
     backbone="",  # 'gpt:<out_dir>' to fine-tune our own GPT checkpoint instead of --encoder
     tokenizer="",  # tokenizer spec for a GPT backbone when its run folder does not name one
@@ -47,99 +48,22 @@ TRAIN_DEFAULTS = dict(
     batch_size=16, max_seq_length=128,
     group_by_length=True,  # batches of similar length (less padding); False = plain random batches
     chunk_overlap=32,  # sub-tokens shared by consecutive chunks of a long text (nerblackbox: 0)
-    val_split=0.1,  # fraction of --train held out as validation when --val is not given
-    train_fraction=1.0, val_fraction=1.0,  # seeded subsets, for dataset-size studies (ner.md §2.3)
+    final_model="last",  # last = the model after the last epoch (the paper's code) | best = lowest val loss
+    val_loss_mean="batch",  # batch = mean of per-batch mean losses (the paper's code) | token = over all words
+    val_split=0.1,  # fraction of --train held out (seeded shuffle) as validation when --val is not given
+    train_fraction=1.0, val_fraction=1.0,  # subsets, for dataset-size studies (ner.md §2.3)
+    subset="first",  # first = the first max(1, int(x * N)) examples (the paper's code) | random = seeded sample
     seed=42, multiple_runs=1,  # run k uses seed + k; results are mean +- standard error
     save_model=True,  # write the best run's model to out_dir/model
     device="auto",
 )
-EVALUATE_DEFAULTS = dict(model="", data="", out="out-ner-eval", format="auto", token_column=0, tag_column=-1,
-                         batch_size=32, device="auto")
+EVALUATE_DEFAULTS = dict(model="", data="", out="out-ner-eval", format="auto", token_column=-1, tag_column=-1,
+                         repair_bio=False, batch_size=32, device="auto")
 PREDICT_DEFAULTS = dict(model="", input="", output="", format="jsonl", batch_size=32, device="auto")
 
 
 # -----------------------------------------------------------------------------
-# WordPiece tokenizer, equal to HF BertTokenizer(Fast) on the same vocab.txt (ids and offsets)
-
-class WordPieceTokenizer:
-
-    def __init__(self, vocab_file: str | Path, lowercase: bool = True, strip_accents: bool | None = None,
-                 max_chars_per_word: int = 100):
-        self.vocab = {}
-        with open(vocab_file, encoding="utf-8") as f:
-            for i, line in enumerate(f):
-                self.vocab.setdefault(line.rstrip("\n"), i)
-        self.lowercase = lowercase
-        self.strip_accents = lowercase if strip_accents is None else strip_accents  # HF: follows lowercase
-        self.max_chars_per_word = max_chars_per_word
-        self.unk, self.cls, self.sep, self.pad = (self.vocab[t] for t in ("[UNK]", "[CLS]", "[SEP]", "[PAD]"))
-        self._cache: dict[str, list[tuple[int, int, int]]] = {}
-
-    @classmethod
-    def from_dir(cls, path: str | Path) -> "WordPieceTokenizer":
-        path = Path(path)
-        cfg_file = path / "tokenizer_config.json"
-        cfg = json.loads(cfg_file.read_text()) if cfg_file.exists() else {}
-        if not (path / "vocab.txt").exists():
-            raise FileNotFoundError(f"{path}/vocab.txt not found: a BERT folder needs its WordPiece vocabulary")
-        return cls(path / "vocab.txt", cfg.get("do_lower_case", True), cfg.get("strip_accents"))
-
-    def save(self, path: Path) -> None:
-        (path / "vocab.txt").write_text("".join(t + "\n" for t in sorted(self.vocab, key=self.vocab.get)),
-                                        encoding="utf-8")
-        (path / "tokenizer_config.json").write_text(json.dumps(dict(
-            do_lower_case=self.lowercase, strip_accents=self.strip_accents, tokenizer_class="BertTokenizer")))
-
-    def _normalize(self, c: str) -> str:
-        if self.strip_accents:  # NFD, drop combining marks (HF BertNormalizer: strip accents, then lowercase)
-            c = "".join(x for x in unicodedata.normalize("NFD", c) if unicodedata.category(x) != "Mn")
-        return c.lower() if self.lowercase else c
-
-    def _pieces(self, word: str) -> list[tuple[int, int, int]]:
-        """(id, start, end) per piece, offsets relative to `word` (a pretokenize() word of the original text)."""
-        if word in self._cache:
-            return self._cache[word]
-        chars, align = [], []  # normalized chars and the index of the original char each came from
-        for i, c in enumerate(word):
-            if not nerdata.is_removed_char(c):
-                for x in self._normalize(c):
-                    chars.append(x)
-                    align.append(i)
-        s = "".join(chars)
-        if not s:
-            out = []
-        elif len(s) > self.max_chars_per_word:
-            out = [(self.unk, align[0], align[-1] + 1)]
-        else:
-            out, start = [], 0
-            while start < len(s):  # greedy longest match first (Schuster & Nakajima 2012; BERT)
-                end = len(s)
-                while end > start and (s[start:end] if start == 0 else "##" + s[start:end]) not in self.vocab:
-                    end -= 1
-                if end == start:  # no piece fits: the whole word is [UNK]
-                    out = [(self.unk, align[0], align[-1] + 1)]
-                    break
-                out.append((self.vocab[s[start:end] if start == 0 else "##" + s[start:end]], align[start],
-                            align[end - 1] + 1))
-                start = end
-        self._cache[word] = out
-        return out
-
-    def encode_word(self, word: str) -> list[int]:
-        ids = []
-        for s, e in nerdata.pretokenize(word):
-            ids += [p[0] for p in self._pieces(word[s:e])]
-        return ids
-
-    def tokenize(self, text: str) -> tuple[list[int], list[tuple[int, int]]]:
-        """ids and (start, end) char offsets of every piece, without [CLS]/[SEP]."""
-        ids, offsets = [], []
-        for ws, we in nerdata.pretokenize(text):
-            for i, s, e in self._pieces(text[ws:we]):
-                ids.append(i)
-                offsets.append((ws + s, ws + e))
-        return ids, offsets
-
+# GPT backbone
 
 class GPTWordTokenizer:
     """Our GPT tokenizer at word level: each word is encoded with a leading space (HF add_prefix_space=True)."""
@@ -174,19 +98,12 @@ class GPTForTokenClassification(torch.nn.Module):
 
 
 def _load_gpt_backbone(out_dir: str, num_labels: int, tokenizer_spec: str):
-    ckpt_file = Path(out_dir) / "ckpt.pt"
-    if not ckpt_file.is_file():
-        raise FileNotFoundError(f"--backbone gpt:{out_dir}: {ckpt_file} not found; give a train.py run folder")
-    ckpt = torch.load(ckpt_file, map_location="cpu", weights_only=False)
-    cfg_file = Path(out_dir) / "config.json"
-    run_cfg = ckpt.get("config") or (json.loads(cfg_file.read_text()) if cfg_file.is_file() else {})
-    spec = tokenizer_spec or run_cfg.get("tokenizer")
-    if not spec:
-        raise ValueError(f"{out_dir}: the run does not name its tokenizer; pass --tokenizer=SPEC (e.g. gpt2)")
-    model = GPTForTokenClassification(ckpt["model_args"], num_labels)
-    sd = {k.removeprefix("_orig_mod."): v for k, v in ckpt["model"].items()}  # torch.compile prefix
-    model.gpt.load_state_dict(sd)
-    return model, GPTWordTokenizer(spec)
+    """A train.py run folder as a token-classification backbone, read by checkpoint.load_run (weights_only)."""
+    from checkpoint import load_run
+    run = load_run(out_dir, "cpu", tokenizer_spec or "")  # its own tokenizer; another one stops
+    model = GPTForTokenClassification(run.checkpoint["model_args"], num_labels)
+    model.gpt.load_state_dict(run.model.state_dict())
+    return model, GPTWordTokenizer(run.tokenizer.name)
 
 
 # -----------------------------------------------------------------------------
@@ -318,7 +235,7 @@ def predict(tagger: "Tagger | str | Path", texts: list[str] | str) -> list[list[
     text. A stray I-X after O starts an entity (nerblackbox's autocorrect=True); score = mean word probability."""
     tagger = tagger if isinstance(tagger, Tagger) else Tagger.load(tagger)
     texts = [texts] if isinstance(texts, str) else texts
-    spans = [nerdata.pretokenize(t) for t in texts]
+    spans = [bert.pretokenize(t) for t in texts]
     tags, scores = tagger.tag([[t[s:e] for s, e in sp] for t, sp in zip(texts, spans)])
     out = []
     for text, sp, tg, sc in zip(texts, spans, tags, scores):
@@ -331,10 +248,14 @@ def predict(tagger: "Tagger | str | Path", texts: list[str] | str) -> list[list[
 
 
 def read_texts(path: str | Path) -> list[dict]:
-    """in.jsonl (standard JSONL; its tags are dropped) or in.txt (one text per non-blank line) -> documents."""
+    """in.jsonl (standard JSONL; its tags are dropped) or in.txt (one text per line) -> one document per input
+    line, blank lines included (text ''), each with its 1-based "line" number so outputs align with inputs."""
     if str(path).endswith(".jsonl"):
-        return [{k: v for k, v in d.items() if k != "tags"} for d in nerdata.read_jsonl(path)]
-    return [{"text": line.rstrip("\n")} for line in open(path, encoding="utf-8") if line.strip()]
+        docs = nerdata.read_jsonl(path, keep_blank=True)
+        return [{"line": i + 1} | ({"text": ""} if d is None else {k: v for k, v in d.items() if k != "tags"})
+                for i, d in enumerate(docs)]
+    with open(path, encoding="utf-8") as f:
+        return [{"line": i + 1, "text": line.rstrip("\r\n")} for i, line in enumerate(f)]
 
 
 def predict_on_file(tagger: "Tagger | str | Path", input_path: str | Path, output_path: str | Path) -> list[dict]:
@@ -351,21 +272,23 @@ def predict_on_file(tagger: "Tagger | str | Path", input_path: str | Path, outpu
 # -----------------------------------------------------------------------------
 # evaluation
 
-def evaluate_tags(gold: list[list[str]], pred: list[list[str]], scheme: str) -> dict:
+def evaluate_tags(gold: list[list[str]], pred: list[list[str]], scheme: str, labels: list[str] | None = None) -> dict:
     """Flat metrics dict: entity.{strict,lenient}.{micro,macro}.{precision,recall,f1,support},
-    entity.{mode}.per_class.{TYPE}.*, token.{all,fil}.{micro,macro,per_class}.*, entity.strict.abidance and
-    token.confusion_matrix. gold/pred in the model's scheme; strict mode uses IOB2 (BILOU for bilou models),
+    entity.{mode}.per_class.{TYPE}.*, token.{all,fil}.{micro,macro,macro_present,per_class}.*,
+    entity.strict.well_formed and token.confusion_matrix. gold/pred in the model's scheme, `labels` the model's
+    classes (token macro over all of them, as nerblackbox); strict mode uses IOB2 (BILOU for bilou models),
     lenient mode runs on BIO (ner.md §1.6)."""
     strict_scheme = "bilou" if scheme == "bilou" else "bio"
     g_s = [nerdata.convert(s, scheme, strict_scheme) for s in gold]
     p_s = [nerdata.convert(s, scheme, strict_scheme) if scheme == "io" else s for s in pred]
     g_b = [nerdata.convert(s, scheme, "bio") for s in gold]
     p_b = [nerdata.to_bio(s, scheme) for s in pred]
-    token = nerdata.token_scores(gold, pred)
+    token = nerdata.token_scores(gold, pred, labels)
     cm = token.pop("confusion_matrix")
     flat = _flatten({"entity": {"strict": nerdata.entity_scores(g_s, p_s, "strict", strict_scheme),
                                 "lenient": nerdata.entity_scores(g_b, p_b, "lenient")}, "token": token})
-    return flat | {"entity.strict.abidance": nerdata.scheme_abidance(p_s, strict_scheme), "token.confusion_matrix": cm}
+    return flat | {"entity.strict.well_formed": nerdata.well_formed_fraction(p_s, strict_scheme),
+                   "token.confusion_matrix": cm}
 
 
 def _flatten(d: dict, prefix: str = "") -> dict:
@@ -437,22 +360,31 @@ def train_batches(lengths: list[int], batch_size: int, gen: torch.Generator, gro
     return batches
 
 
-def _val_loss(model, chunks: list[dict], pad: int, batch_size: int, device) -> float:
-    """Mean cross-entropy over all labelled words of the validation set."""
+def _val_loss(model, chunks: list[dict], pad: int, batch_size: int, device, mean: str = "batch") -> float:
+    """Validation cross-entropy. mean='batch': the mean over batches of each batch's mean over its labelled
+    words, as the paper's code (nerblackbox NerModelEvaluation: np.stack(batch losses).mean()); the last, smaller
+    batch weighs as much as a full one. mean='token': the mean over all labelled words of the set."""
     model.eval()
-    total, n = 0.0, 0
+    total, n, batch_means = 0.0, 0, []
     with torch.no_grad():
         for i in range(0, len(chunks), batch_size):
             idx, mask, labels = _collate(chunks[i:i + batch_size], pad, device)
             logits = model(idx, mask)
-            total += F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), reduction="sum").item()
-            n += (labels != IGNORE_INDEX).sum().item()
+            loss = F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), reduction="sum").item()
+            words = (labels != IGNORE_INDEX).sum().item()
+            total, n = total + loss, n + words
+            if words:
+                batch_means.append(loss / words)
+    if mean == "batch":
+        return sum(batch_means) / max(len(batch_means), 1)
     return total / max(n, 1)
 
 
 def train_run(cfg: dict, model, tokenizer, train_chunks: list[dict], val_chunks: list[dict], seed: int,
               run_dir: Path) -> dict:
-    """One fine-tuning run; returns the model with the best-val-loss weights loaded and the training history."""
+    """One fine-tuning run. The model left in `model` is the one after the last epoch (final_model='last', the
+    paper's code: nerblackbox v0.0.12 tests `last_model_path`) or the lowest-val-loss epoch (final_model='best',
+    nerblackbox v1.0.0's ModelCheckpoint). Returns the training history and which epoch was kept."""
     device = _device(cfg["device"])
     model.to(device)
     optimizer = make_optimizer(model, cfg["lr_max"], cfg["weight_decay"], device)
@@ -463,7 +395,7 @@ def train_run(cfg: dict, model, tokenizer, train_chunks: list[dict], val_chunks:
                                cooldown_epochs=cfg["cooldown_epochs"], patience=cfg["patience"],
                                min_delta=cfg["min_delta"], cooldown_restarts=cfg["cooldown_restarts"], **preset)
     gen = torch.Generator().manual_seed(seed)
-    best_state, best_loss, history, step = None, math.inf, [], 0
+    best_state, best_loss, best_epoch, history, step = None, math.inf, 0, [], 0
     log = open(run_dir / "metrics.jsonl", "w")
     for epoch in range(1, preset["max_epochs"] + 1):
         model.train()
@@ -484,7 +416,7 @@ def train_run(cfg: dict, model, tokenizer, train_chunks: list[dict], val_chunks:
             total += loss.item()
             bar.set_postfix(loss=f"{loss.item():.4f}", lr=f"{sched.get_lr():.2e}")
         dt, lr = time.time() - t0, sched.get_lr()  # lr of the epoch's last step
-        val_loss = _val_loss(model, val_chunks, tokenizer.pad, cfg["batch_size"], device)
+        val_loss = _val_loss(model, val_chunks, tokenizer.pad, cfg["batch_size"], device, cfg["val_loss_mean"])
         stop = sched.end_epoch(val_loss)
         rec = dict(epoch=epoch, step=step, train_loss=total / steps_per_epoch, val_loss=val_loss, lr=lr,
                    improved=sched.improved, examples_per_sec=len(train_chunks) / dt)
@@ -493,15 +425,18 @@ def train_run(cfg: dict, model, tokenizer, train_chunks: list[dict], val_chunks:
         log.flush()
         print(f"seed {seed} epoch {epoch}: train_loss {rec['train_loss']:.4f} val_loss {val_loss:.4f}"
               f"{' (improved)' if sched.improved else ''} lr {rec['lr']:.2e} {rec['examples_per_sec']:.1f} ex/s")
-        if val_loss < best_loss:  # keep the lowest-val-loss weights (nerblackbox v1.0.0: ModelCheckpoint, no min_delta)
-            best_loss = val_loss
-            best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+        if val_loss < best_loss:  # the lowest-val-loss weights (nerblackbox v1.0.0: ModelCheckpoint, no min_delta)
+            best_loss, best_epoch = val_loss, epoch
+            if cfg["final_model"] == "best":
+                best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
         if stop:
             break
     log.close()
     if best_state is not None:
         model.load_state_dict(best_state)
-    return dict(epochs=len(history), best_val_loss=best_loss, history=history)
+    kept = best_epoch if best_state is not None else len(history)
+    return dict(epochs=len(history), best_val_loss=best_loss, best_epoch=best_epoch, evaluated_epoch=kept,
+                history=history)
 
 
 def _build(cfg: dict, num_labels: int):
@@ -514,46 +449,105 @@ def _build(cfg: dict, num_labels: int):
     return BertForTokenClassification.from_hf(cfg["encoder"], num_labels), WordPieceTokenizer.from_dir(cfg["encoder"])
 
 
-def _read(path: str, cfg: dict, issues: Issues) -> list[Example]:
-    return nerdata.read_examples(path, cfg["format"], cfg["token_column"], cfg["tag_column"], issues)
+def _positions(model) -> int:
+    """How many positions the backbone's position table holds (BERT max_position_embeddings, GPT block_size)."""
+    return model.gpt.config.block_size if hasattr(model, "gpt") else model.bert.config.max_position_embeddings
+
+
+def _check_positions(cfg: dict, model) -> None:
+    if cfg["max_seq_length"] > _positions(model):
+        raise ValueError(f"--max_seq_length={cfg['max_seq_length']} is longer than the encoder's position table "
+                         f"({_positions(model)} positions); set --max_seq_length={_positions(model)} or less")
+
+
+def _read(path: str, cfg: dict, issues: Issues) -> tuple[list[Example], dict]:
+    return nerdata.read_data(path, cfg["format"], cfg["token_column"], cfg["tag_column"], issues, cfg["repair_bio"])
+
+
+def _check_shared_labels(name: str, layout: dict, types: list[str]) -> None:
+    """An evaluation file whose entity types share none with the model's is an error, not an F1 of 0."""
+    if not set(layout["labels"]) & set(types):
+        raise ValueError(f"{name} file {layout['file']} has entity types {layout['labels'] or 'none'}, none of "
+                         f"which the model knows ({types}); is it the right file, and are its columns right? "
+                         f"({nerdata.layout_text(name, layout)})")
+
+
+def _count_wordless(sets: dict, tags: dict, tok, issues: Issues) -> None:
+    """A labelled word that yields no sub-tokens (only characters BERT deletes, e.g. U+200B) cannot be trained on
+    and is predicted O: count it."""
+    for s, examples in sets.items():
+        for i, (ex, tg) in enumerate(zip(examples, tags[s])):
+            for k, (w, t) in enumerate(zip(ex.words, tg)):
+                if t != "O" and not tok.encode_word(w):
+                    where = f"line {ex.lines[k]}" if ex.lines else f"item {i + 1}"
+                    issues.add(f"labelled word without sub-tokens in {s} (not trained on, predicted O)",
+                               f"{s} {where}: {w!r} {t}")
+
+
+def _validate(cfg: dict) -> None:
+    choices = dict(preset=sorted(FINE_TUNING_PRESETS), final_model=["best", "last"], val_loss_mean=["batch", "token"],
+                   subset=["first", "random"], annotation_scheme=["auto", "bilou", "bio", "io"])
+    for key, allowed in choices.items():
+        if cfg[key] not in allowed:
+            raise ValueError(f"--{key}={cfg[key]!r}: choose one of {allowed}")
+    if not cfg["train"]:
+        raise ValueError("give --train=FILE (and --val=FILE, or a val_split of --train)")
 
 
 def train(cfg: dict) -> dict:
-    """Fine-tune cfg['multiple_runs'] times; write the run folder; return the final report."""
-    if cfg["preset"] not in FINE_TUNING_PRESETS:
-        raise ValueError(f"--preset={cfg['preset']!r}: choose one of {sorted(FINE_TUNING_PRESETS)}")
-    if not cfg["train"]:
-        raise ValueError("give --train=FILE (and --val=FILE, or a val_split of --train)")
-    out = Path(cfg["out_dir"])
-    out.mkdir(parents=True, exist_ok=True)
-    issues = Issues()
-    train_ex = _read(cfg["train"], cfg, issues)
+    """Fine-tune cfg['multiple_runs'] times; write the run folder; return the final report. Everything is read and
+    checked (files, their layouts, label sets, the encoder's position table) and every data warning printed before
+    anything is written or trained."""
+    _validate(cfg)
+    issues, layouts = Issues(), {}
+    train_ex, layouts["train"] = _read(cfg["train"], cfg, issues)
     if cfg["val"]:
-        val_ex = _read(cfg["val"], cfg, issues)
+        val_ex, layouts["val"] = _read(cfg["val"], cfg, issues)
     else:
         val_ex, train_ex = nerdata.split_examples(train_ex, (cfg["val_split"], 1 - cfg["val_split"]), cfg["seed"])
-    test_ex = _read(cfg["test"], cfg, issues) if cfg["test"] else []
-    train_ex = nerdata.subsample(train_ex, cfg["train_fraction"], cfg["seed"])
-    val_ex = nerdata.subsample(val_ex, cfg["val_fraction"], cfg["seed"])
+        if not val_ex or not train_ex:
+            raise ValueError(f"--val_split={cfg['val_split']} of {len(val_ex) + len(train_ex)} sentences in "
+                             f"{cfg['train']} leaves {len(val_ex)} for validation and {len(train_ex)} for training; "
+                             f"give --val=FILE or a val_split that leaves both non-empty")
+    test_ex, layouts["test"] = _read(cfg["test"], cfg, issues) if cfg["test"] else ([], None)
+    train_ex = nerdata.subsample(train_ex, cfg["train_fraction"], cfg["seed"], cfg["subset"])
+    val_ex = nerdata.subsample(val_ex, cfg["val_fraction"], cfg["seed"], cfg["subset"])
     source = nerdata.detect_scheme([ex.tags for ex in train_ex])
     scheme = {"iob1": "bio", "iobes": "bilou"}.get(source, source) if cfg["annotation_scheme"] == "auto" \
         else cfg["annotation_scheme"]
-    labels = nerdata.label_list(sorted(nerdata.entity_types(train_ex)), scheme)
+    types = sorted(nerdata.entity_types(train_ex))
+    if not types:
+        raise ValueError(f"{cfg['train']}: the training sentences hold no entity (every tag is O); "
+                         f"{nerdata.layout_text('train', layouts['train'])}")
+    for name in ("val", "test"):
+        if layouts.get(name) is not None:
+            _check_shared_labels(name, layouts[name], types)
+    labels = nerdata.label_list(types, scheme)
     label_id = {lab: i for i, lab in enumerate(labels)}
     sets = {"train": train_ex, "val": val_ex, "test": test_ex}
     tags = {k: _map_tags(v, scheme, labels, issues, k) for k, v in sets.items()}
-    (out / "config.json").write_text(json.dumps(cfg | dict(labels=labels, scheme=scheme, source_scheme=source,
-                                                            torch_version=torch.__version__, git_commit=_git()),
-                                                indent=2))
+    torch.manual_seed(cfg["seed"])
+    model, tok = _build(cfg, len(labels))
+    _check_positions(cfg, model)
+    _count_wordless(sets, tags, tok, issues)
+    for name, layout in layouts.items():
+        if layout is not None:
+            print(nerdata.layout_text(name, layout))
     print(f"train {len(train_ex)}, val {len(val_ex)}, test {len(test_ex)} sentences; scheme {source} -> {scheme}; "
-          f"{len(labels)} classes")
+          f"{len(labels)} classes; evaluating the {cfg['final_model']} model of each run")
     if issues.counts:
-        print(issues)
+        print(issues)  # before training, so a bad file costs nothing
+    out = Path(cfg["out_dir"])
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.json").write_text(json.dumps(cfg | dict(labels=labels, scheme=scheme, source_scheme=source,
+                                                            layouts=layouts, torch_version=torch.__version__,
+                                                            git_commit=_git()), indent=2))
     runs = []
     for k in range(cfg["multiple_runs"]):
         seed = cfg["seed"] + k
-        torch.manual_seed(seed)
-        model, tok = _build(cfg, len(labels))
+        if k:
+            torch.manual_seed(seed)
+            model, tok = _build(cfg, len(labels))
         chunks = {s: [c for ex, t in zip(sets[s], tags[s]) for c in encode(
             ex.words, tok, cfg["max_seq_length"], cfg["chunk_overlap"], [label_id.get(x, IGNORE_INDEX) for x in t])]
             for s in ("train", "val")}
@@ -566,7 +560,7 @@ def train(cfg: dict) -> dict:
         for s in ("val", "test"):
             if sets[s]:
                 pred, _ = tagger.tag([ex.words for ex in sets[s]])
-                result[s] = evaluate_tags(tags[s], pred, scheme)
+                result[s] = evaluate_tags(tags[s], pred, scheme, labels)
         (run_dir / "report.json").write_text(json.dumps(result, indent=2))
         if cfg["save_model"] and (not runs or result["val"]["entity.strict.micro.f1"] >
                                   max(r["val"]["entity.strict.micro.f1"] for r in runs)):
@@ -574,7 +568,8 @@ def train(cfg: dict) -> dict:
             tagger.save(out / "model")  # the best run by validation F1 serves inference (nerblackbox)
         runs.append(result)
     report = dict(runs=[{k: v for k, v in r.items() if k != "history"} for r in runs],
-                  summary=_summarize(runs), issues=issues.summary(), scheme=scheme, labels=labels)
+                  summary=_summarize(runs), issues=issues.summary(), scheme=scheme, labels=labels, layouts=layouts,
+                  final_model=cfg["final_model"])
     (out / "report.json").write_text(json.dumps(report, indent=2))
     best = max(runs, key=lambda r: r["val"]["entity.strict.micro.f1"])
     text = _summary_text(report["summary"]) + f"\n\nbest run, {'test' if 'test' in best else 'val'} set:\n" + \
@@ -590,7 +585,7 @@ def _summarize(runs: list[dict]) -> dict:
             | {f"{s}.{k}": v for s in ("val", "test") for k, v in r.get(s, {}).items() if isinstance(v, (int, float))}
             for r in runs]
     out = {}
-    for key in flat[0]:
+    for key in [k for k in flat[0] if all(k in f for f in flat)]:  # a metric undefined (None) in a run is left out
         xs = [float(f[key]) for f in flat]
         mean = sum(xs) / len(xs)
         var = sum((x - mean) ** 2 for x in xs) / (len(xs) - 1) if len(xs) > 1 else 0.0
@@ -622,21 +617,28 @@ def _git() -> str | None:
 # CLI
 
 def evaluate(cfg: dict) -> dict:
-    """Evaluate a model folder on a data file: out/metrics.json, out/predictions.tsv, printed table."""
+    """Evaluate a model folder on a data file: out/metrics.json, out/predictions.tsv, printed table. The file's
+    layout is detected and checked as in train, and printed with its warnings before the model runs."""
     tagger = Tagger.load(cfg["model"], cfg["device"], cfg["batch_size"])
     issues = Issues()
-    examples = _read(cfg["data"], cfg, issues)
+    if not cfg["data"]:
+        raise ValueError("give --data=FILE (the file to evaluate on)")
+    examples, layout = _read(cfg["data"], cfg, issues)
+    types = sorted({nerdata.split_tag(t)[1] for t in tagger.labels} - {None})
+    _check_shared_labels("data", layout, types)
     gold = _map_tags(examples, tagger.scheme, tagger.labels, issues, "data")
+    _count_wordless({"data": examples}, {"data": gold}, tagger.tokenizer, issues)
+    print(nerdata.layout_text("data", layout))
+    if issues.counts:
+        print(issues)
     pred, _ = tagger.tag([ex.words for ex in examples])
-    metrics = evaluate_tags(gold, pred, tagger.scheme) | {"issues": issues.summary()}
+    metrics = evaluate_tags(gold, pred, tagger.scheme, tagger.labels) | {"issues": issues.summary(), "layout": layout}
     out = Path(cfg["out"])
     out.mkdir(parents=True, exist_ok=True)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     with open(out / "predictions.tsv", "w", encoding="utf-8") as f:
         for ex, g, p in zip(examples, gold, pred):
             f.write("".join(f"{w}\t{a}\t{b}\n" for w, a, b in zip(ex.words, g, p)) + "\n")
-    if issues.counts:
-        print(issues)
     print(metrics_table(metrics))
     return metrics
 
@@ -658,20 +660,20 @@ def main(argv: list[str]) -> None:
         else:
             _predict_cli(cfg)
     except (ValueError, FileNotFoundError) as e:
-        sys.exit(f"error: {e}")
+        sys.exit(f"ner.py: {e}")
 
 
 def _predict_cli(cfg: dict) -> None:
     if not cfg["input"] or not cfg["output"]:
-        sys.exit("give --input=in.jsonl|in.txt and --output=out.jsonl")
+        raise ValueError("give --input=in.jsonl|in.txt and --output=out.jsonl")
     if cfg["format"] not in ("jsonl", "labelstudio", "doccano"):
-        sys.exit(f"--format={cfg['format']!r}: choose jsonl, labelstudio or doccano")
+        raise ValueError(f"--format={cfg['format']!r}: choose jsonl, labelstudio or doccano")
     tagger = Tagger.load(cfg["model"], cfg["device"], cfg["batch_size"])
     if cfg["format"] == "jsonl":
         docs = predict_on_file(tagger, cfg["input"], cfg["output"])
         n = sum(len(d["tags"]) for d in docs)
     else:
-        import annotate  # the annotation-tool writers live with the agreement tools (issue 8)
+        import annotate  # the annotation-tool writers live with the agreement tools
         texts = [d["text"] for d in read_texts(cfg["input"])]
         preds = predict(tagger, texts)
         write = annotate.write_labelstudio_predictions if cfg["format"] == "labelstudio" else annotate.write_doccano
@@ -681,4 +683,5 @@ def _predict_cli(cfg: dict) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    from configurator import run_cli  # bad input: one line `ner.py: problem: fix`, exit 1
+    run_cli("ner.py", main, sys.argv[1:])

@@ -1,17 +1,19 @@
 """
 NER data: file formats (CoNLL, pretokenized CSV, standard JSONL with char spans), annotation schemes
 (IO, BIO = IOB2, IOB1 input, BILOU / IOBES) and seeded splits. Split off from ner.py, which does the
-modelling; this file needs no torch and is what annotate.py imports for the JSONL format.
+modelling. Words are split with bert.pretokenize (exact char offsets).
 
 Conventions follow nerblackbox (../shared/papers/ner.md §1.3-§1.5). Unlike nerblackbox, nothing is
 dropped silently (§6.1): every repair is counted in an `Issues` object that ends up in the run report.
 """
 import json
 import random
-import unicodedata
+import re
 from collections import Counter, defaultdict
 from dataclasses import dataclass
 from pathlib import Path
+
+from bert import pretokenize
 
 
 @dataclass
@@ -22,6 +24,7 @@ class Example:
     text: str | None = None
     spans: list[tuple[int, int]] | None = None  # char offsets of each word in `text`
     id: str | None = None
+    lines: list[int] | None = None  # file line of each word (CoNLL), for messages
 
 
 class Issues:
@@ -42,52 +45,6 @@ class Issues:
     def __str__(self) -> str:
         return "\n".join(f"warning: {n} x {k} (e.g. {'; '.join(self.where[k][:2])})"
                          for k, n in sorted(self.counts.items()))
-
-
-# -----------------------------------------------------------------------------
-# word splitting (the BERT "basic tokenizer" rules, on the original text so offsets are exact)
-
-def is_removed_char(c: str) -> bool:
-    """Characters BERT's text cleaning deletes (NUL, U+FFFD, control/format chars except tab/newline)."""
-    return c in "\x00\ufffd" or (c not in "\t\n\r" and unicodedata.category(c).startswith("C"))
-
-
-def is_punctuation(c: str) -> bool:
-    cp = ord(c)
-    # all non-letter/number ASCII counts as punctuation in BERT ("$", "^", "`" too)
-    if 33 <= cp <= 47 or 58 <= cp <= 64 or 91 <= cp <= 96 or 123 <= cp <= 126:
-        return True
-    return unicodedata.category(c).startswith("P")
-
-
-def is_cjk(c: str) -> bool:
-    cp = ord(c)
-    return (0x4E00 <= cp <= 0x9FFF or 0x3400 <= cp <= 0x4DBF or 0x20000 <= cp <= 0x2A6DF or 0x2A700 <= cp <= 0x2B73F
-            or 0x2B740 <= cp <= 0x2B81F or 0x2B820 <= cp <= 0x2CEAF or 0xF900 <= cp <= 0xFAFF
-            or 0x2F800 <= cp <= 0x2FA1F)
-
-
-def pretokenize(text: str) -> list[tuple[int, int]]:
-    """Split text into words (start, end): whitespace separates, each punctuation and CJK char is its own
-    word, removed chars neither split nor count. Same words as HF BertPreTokenizer after BertNormalizer."""
-    spans: list[tuple[int, int]] = []
-    start = last = None
-    for i, c in enumerate(text):
-        if is_removed_char(c):
-            continue
-        if c.isspace() or is_punctuation(c) or is_cjk(c):
-            if start is not None:
-                spans.append((start, last + 1))
-                start = None
-            if not c.isspace():
-                spans.append((i, i + 1))
-            continue
-        if start is None:
-            start = i
-        last = i
-    if start is not None:
-        spans.append((start, last + 1))
-    return spans
 
 
 # -----------------------------------------------------------------------------
@@ -192,45 +149,232 @@ def entity_types(examples: list[Example]) -> set[str]:
 
 
 # -----------------------------------------------------------------------------
-# CoNLL
+# CoNLL: the token and tag columns are detected from the content, never assumed
 
-def read_conll(path: str | Path, token_column: int = 0, tag_column: int = -1,
-               issues: Issues | None = None) -> list[Example]:
-    """Token and tag columns (TAB-separated, or whitespace when a line has no TAB). A blank or lone-TAB line
-    ends a sentence; `-DOCSTART-` lines and `# ...` comment lines are skipped; extra columns are ignored.
-    The outside tag '0' (digit zero, Swedish NER corpus) is read as 'O'."""
+OUTSIDE = ("O", "0")  # the outside tag; '0' (digit zero) in the Swedish NER corpus
+MISC_KEYS = ("NE", "name")  # CoNLL-U MISC keys holding the NER tag (NorNE writes name=B-PER)
+CHUNK_TYPES = {"NP", "VP", "PP", "ADJP", "ADVP", "SBAR", "PRT", "CONJP", "INTJ", "LST", "UCP"}  # CoNLL-2000
+MAX_IO_TYPES = 50  # an IO tag column is a small label set; a word column is not
+_TYPE = re.compile(r"[^\W\d_][\w.:/+&'-]*")  # an entity type: starts with a letter (PER, creative-work, GPE_LOC)
+_ID = re.compile(r"\d+(?:[-.]\d+)?")  # CoNLL-U word ids: 7, 7-8 (multiword token), 7.1 (empty node)
+
+
+def _split_line(line: str) -> list[str]:
+    """TAB-separated columns, or whitespace-separated when the line has no TAB (both occur in one file)."""
+    return [c.strip() for c in line.split("\t")] if "\t" in line else line.split()
+
+
+def _conll_records(path) -> list[tuple]:
+    """('break',) for a blank / lone-TAB / -DOCSTART- line, ('hash', cols, lineno, tabbed) for a line starting
+    with '#' (a comment or a '#' token, decided once the layout is known), ('row', cols, lineno, tabbed) otherwise.
+    utf-8-sig drops a BOM; universal newlines read Windows (CRLF) files."""
+    out = []
+    with open(path, encoding="utf-8-sig") as f:
+        for lineno, line in enumerate(f, 1):
+            line = line.rstrip("\r\n")
+            if not line.strip() or line.startswith("-DOCSTART-"):
+                out.append(("break",))
+            else:
+                out.append(("hash" if line.startswith("#") else "row", _split_line(line), lineno, "\t" in line))
+    return out
+
+
+def _misc_tag(value: str, key: str) -> str:
+    """The tag under `key` in a CoNLL-U MISC value (k=v|k=v); no key (or '_') means outside."""
+    for part in value.split("|"):
+        k, _, v = part.partition("=")
+        if k == key:
+            return v
+    return "O"
+
+
+def _tag_fit(values: list[str]) -> tuple[str | None, str, str | None]:
+    """('prefixed' | 'io', types, None) when the values are NER tags, else (None, why not, the offending value)."""
+    counts = Counter(values)
+    outside = [v for v in counts if v in OUTSIDE]
+    prefixed = {v for v in counts if len(v) > 2 and v[1] == "-" and v[0] in "BIESLU" and _TYPE.fullmatch(v[2:])}
+    rest = [v for v in counts if v not in OUTSIDE and v not in prefixed]
+    if not rest and (prefixed or outside == ["O"]):
+        if "0" in counts:
+            return None, "mixes the outside tag '0' with B-/I- prefixes", "0"
+        return "prefixed", ", ".join(sorted({v[2:] for v in prefixed})), None
+    if len(rest) > MAX_IO_TYPES:
+        return None, f"{len(counts)} distinct values: words, not a small label set", None
+    if prefixed:
+        return None, f"{rest[0]!r} is neither O nor a prefixed tag like B-{sorted(prefixed)[0][2:]}", rest[0]
+    bad = [v for v in rest if not _TYPE.fullmatch(v)]
+    if bad:
+        return None, f"{bad[0]!r} is not a tag (placeholders '-'/'_', numbers and punctuation are not labels)", bad[0]
+    if len(outside) != 1:
+        return None, "no outside tag (O or 0)" if not outside else "both O and 0", None
+    return "io", ", ".join(sorted(rest)), None
+
+
+def _is_id_column(sentences: list[list[list[str]]], j: int) -> bool:
+    """Integer ids counting up by one within each sentence (1, 2, 3 ... as in CoNLL-U, UNER)."""
+    seen = False
+    for sent in sentences:
+        ids = [r[j] for r in sent]
+        if not all(_ID.fullmatch(x) for x in ids):
+            return False
+        nums = [int(x) for x in ids if x.isdigit()]
+        if any(b != a + 1 for a, b in zip(nums, nums[1:])):
+            return False
+        seen = seen or bool(nums)
+    return seen
+
+
+def _column_tags(sentences, j: int) -> tuple[list[str], str | None]:
+    """The values of column j as tags, and the MISC key they came from (None for a plain tag column)."""
+    values = [r[j] for s in sentences for r in s]
+    if all(v == "_" or "=" in v for v in values):  # a CoNLL-U MISC column
+        keys = {p.partition("=")[0] for v in values for p in v.split("|")}
+        key = next((k for k in MISC_KEYS if k in keys), None)
+        if key is not None:
+            return [_misc_tag(v, key) for v in values], key
+    return values, None
+
+
+def _column_report(sentences, ncols: int, notes: dict[int, str]) -> str:
+    lines = []
+    for j in range(ncols):
+        firsts = list(dict.fromkeys(r[j] for s in sentences for r in s if len(r) > j))[:6]
+        lines.append(f"  column {j} (--tag_column={j} / --token_column={j}): {', '.join(map(repr, firsts))}"
+                     + (f" -- {notes[j]}" if j in notes else ""))
+    return "\n".join(lines)
+
+
+def detect_conll_layout(records: list[tuple], path, token_column: int = -1, tag_column: int = -1) -> dict:
+    """Find the token and tag columns of a CoNLL-style file from its content (ids are not words; a tag column
+    holds O / B-X / I-X / E-X / S-X / L-X / U-X or the IO labels of a small set; a CoNLL-U MISC column may hold
+    NE= or name= tags). Explicit columns (>= 0) win, but a tag column whose values are not tags is refused.
+    Raises ValueError listing every column's first values and the flags that select them."""
+    rows = [r[1] for r in records if r[0] == "row"]
+    if not rows:
+        raise ValueError(f"{path}: no token lines found (only blank, -DOCSTART- or # lines)")
+    ncols = Counter(len(r) for r in rows).most_common(1)[0][0]
+    sentences, cur = [], []
+    for r in records:
+        if r[0] == "row" and len(r[1]) >= ncols:
+            cur.append(r[1])
+        elif r[0] == "break" and cur:
+            sentences.append(cur)
+            cur = []
+    sentences += [cur] if cur else []
+    if ncols < 2:
+        raise ValueError(f"{path}: lines have {ncols} column; a CoNLL file needs a token and a tag column "
+                         f"(TAB- or space-separated)")
+    id_cols = {j for j in range(ncols) if _is_id_column(sentences, j)}
+    notes, fits = {j: "integer ids counting 1, 2, 3 per sentence: not words, not tags" for j in id_cols}, {}
+    for j in range(ncols):
+        if j in id_cols:
+            continue
+        values, key = _column_tags(sentences, j)
+        kind, info, bad = _tag_fit(values)
+        if kind is None:
+            at = next((r[2] for r in records if r[0] == "row" and len(r[1]) > j and r[1][j] == bad), None)
+            notes[j] = f"not tags: {info}" + (f" ({path}:{at})" if at else "")
+        elif kind == "prefixed" and info and set(info.split(", ")) <= CHUNK_TYPES:
+            fits[j] = (kind, info, key)  # usable when asked for, never chosen on its own
+            notes[j] = f"syntactic chunks ({info}), not entities; not chosen unless --tag_column={j}"
+        else:
+            fits[j] = (kind, info, key)
+            notes[j] = f"NER tags ({'IO' if kind == 'io' else 'prefixed'}: {info or 'no entities'})" + \
+                (f" under the MISC key {key}=" if key else "")
+    flags = "choose the columns with --token_column=N --tag_column=N (0-based)"
+    if tag_column >= 0:
+        if tag_column >= ncols:
+            raise ValueError(f"{path}: --tag_column={tag_column} but the lines have {ncols} columns:\n"
+                             f"{_column_report(sentences, ncols, notes)}\n{flags}")
+        if tag_column not in fits:
+            raise ValueError(f"{path}: --tag_column={tag_column} does not hold NER tags ({notes[tag_column]}); "
+                             f"training on it would learn nonsense. The columns:\n"
+                             f"{_column_report(sentences, ncols, notes)}\n{flags}")
+        tag = tag_column
+    else:
+        # prefixed tags before IO labels, then the leftmost (NER after CoNLL-2003's chunks, GermEval's outer
+        # before inner); IO columns by fewest labels (a word column of a tiny file can pass as a label set)
+        candidates = sorted((j for j in fits if j != token_column and "syntactic" not in notes[j]),
+                            key=lambda j: (fits[j][0] != "prefixed", 0 if fits[j][0] == "prefixed" else
+                                           len(fits[j][1].split(", ")), j))
+        if not candidates:
+            raise ValueError(f"{path}: no column holds NER tags (O, B-X/I-X/E-X/S-X/L-X/U-X, or the IO labels of "
+                             f"a small label set). The columns:\n{_column_report(sentences, ncols, notes)}\n{flags}")
+        tag = candidates[0]  # the leftmost: GermEval-style outer before inner, NER after CoNLL-2003's chunks
+    if token_column >= 0:
+        if token_column >= ncols or token_column == tag:
+            raise ValueError(f"{path}: --token_column={token_column} is not a word column (the tag column is "
+                             f"{tag}, the lines have {ncols} columns):\n{_column_report(sentences, ncols, notes)}")
+        token = token_column
+    else:
+        words = [j for j in range(ncols) if j not in id_cols and j != tag
+                 and not all(r[j] in ("-", "_") for s in sentences for r in s)]
+        if not words:
+            raise ValueError(f"{path}: no column holds the words. The columns:\n"
+                             f"{_column_report(sentences, ncols, notes)}\n{flags}")
+        token = words[0]
+    kind, info, key = fits[tag]
+    return dict(file=str(path), format="conll", columns=ncols, token_column=token, tag_column=tag,
+                misc_key=key, id_column=min(id_cols) if id_cols else None,
+                other_tag_columns=[j for j in fits if j != tag and "syntactic" not in notes[j]], explicit=dict(
+                    token_column=token_column >= 0, tag_column=tag_column >= 0))
+
+
+def read_conll(path: str | Path, token_column: int = -1, tag_column: int = -1,
+               issues: Issues | None = None) -> tuple[list["Example"], dict]:
+    """CoNLL-style file -> (examples, layout). Columns: TAB-separated, or whitespace when a line has no TAB. A
+    blank or lone-TAB line ends a sentence; `-DOCSTART-` lines and `#` comment lines are skipped (a `#` line that
+    has the file's columns and a tag in the tag column is a '#' token); CoNLL-U multiword-token (1-2) and
+    empty-node (1.1) lines are skipped; the outside tag '0' is read as 'O'. Columns (0-based) are detected
+    (detect_conll_layout) unless given (>= 0)."""
     issues = issues if issues is not None else Issues()
-    need = max(token_column, tag_column) + 1 if tag_column >= 0 else max(token_column + 1, 2)
-    examples, words, tags = [], [], []
+    records = _conll_records(path)
+    layout = detect_conll_layout(records, path, token_column, tag_column)
+    tok, tag, key, idc = layout["token_column"], layout["tag_column"], layout["misc_key"], layout["id_column"]
+    need, ncols = max(tok, tag) + 1, layout["columns"]
+
+    def tag_of(cols):
+        t = _misc_tag(cols[tag], key) if key else cols[tag]
+        return "O" if t == "0" else t
+
+    valid = {tag_of(r[1]) for r in records if r[0] == "row" and len(r[1]) >= need} | {"O"}
+    examples, words, tags, lines = [], [], [], []
+    skipped = Counter()
 
     def flush():
         if words:
-            examples.append(Example(list(words), list(tags)))
-            words.clear()
-            tags.clear()
+            examples.append(Example(list(words), list(tags), lines=list(lines)))
+            words.clear(), tags.clear(), lines.clear()
 
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            line = line.rstrip("\n").rstrip("\r")
-            if not line.strip():
-                flush()
-                continue
-            if line.startswith("-DOCSTART-"):
-                flush()
-                continue
-            if line.startswith("# ") or line == "#":
-                continue
-            cols = [c.strip() for c in line.split("\t")] if "\t" in line else line.split()
-            if len(cols) < need:
-                issues.add("line with too few columns, skipped", f"{path}:{lineno}: {line!r} has {len(cols)} "
-                           f"column(s), need {need} (token_column={token_column}, tag_column={tag_column})")
-                continue
-            tag = cols[tag_column]
-            words.append(cols[token_column])
-            tags.append("O" if tag == "0" else tag)
-        flush()
+    for rec in records:
+        if rec[0] == "break":
+            flush()
+            continue
+        kind, cols, lineno, tabbed = rec
+        if kind == "hash" and (idc is not None or not words and (len(cols) != ncols or tag_of(cols) not in valid)):
+            # '# sent_id = 3', '# text = ...'; with an id column a '#' token's line starts with its id, and in a
+            # 2-column file '#<TAB>O' (the file's columns, a tag where the tag goes) is a '#' token
+            skipped["comment"] += 1
+            continue
+        if len(cols) > ncols and not tabbed:  # 'New York NNP I-NP I-LOC': the token holds a space
+            extra = len(cols) - ncols
+            cols = cols[:tok] + [" ".join(cols[tok:tok + extra + 1])] + cols[tok + extra + 1:]
+            issues.add("space-separated line with extra columns: read as a token with spaces", f"{path}:{lineno}: "
+                       f"token {cols[tok]!r}")
+        if len(cols) < need:
+            issues.add("line with too few columns, skipped", f"{path}:{lineno}: {' '.join(cols)!r} has "
+                       f"{len(cols)} column(s), need {need} (token column {tok}, tag column {tag})")
+            continue
+        if idc is not None and not cols[idc].isdigit():
+            skipped["multiword"] += 1  # CoNLL-U 1-2 / 1.1 lines: the words are on their own lines
+            continue
+        words.append(cols[tok])
+        tags.append(tag_of(cols))
+        lines.append(lineno)
+    flush()
     _check_tags(examples, path)
-    return examples
+    layout["comment_lines"], layout["multiword_lines_skipped"] = skipped["comment"], skipped["multiword"]
+    return examples, layout
 
 
 def write_conll(examples: list[Example], path: str | Path) -> None:
@@ -284,12 +428,15 @@ def write_csv(examples: list[Example], path: str | Path) -> None:
 # -----------------------------------------------------------------------------
 # standard JSONL: {"id"?, "text", "tags": [{"char_start", "char_end", "token", "tag"}]} (team contract)
 
-def read_jsonl(path: str | Path) -> list[dict]:
-    """Read and validate documents: offsets must be ints inside the text (error with file:line)."""
+def read_jsonl(path: str | Path, keep_blank: bool = False) -> list[dict | None]:
+    """Read and validate documents: offsets must be ints inside the text (error with file:line). keep_blank: a
+    blank line gives None, so that list index + 1 is the line number."""
     docs = []
     with open(path, encoding="utf-8") as f:
         for lineno, line in enumerate(f, 1):
             if not line.strip():
+                if keep_blank:
+                    docs.append(None)
                 continue
             try:
                 doc = json.loads(line)
@@ -394,19 +541,24 @@ def detect_format(path: str | Path) -> str:
     return "conll"
 
 
-def read_examples(path: str | Path, fmt: str = "auto", token_column: int = 0, tag_column: int = -1,
-                  issues: Issues | None = None) -> list[Example]:
-    """Read any supported file into word-level examples (tags as in the file)."""
+def read_data(path: str | Path, fmt: str = "auto", token_column: int = -1, tag_column: int = -1,
+              issues: Issues | None = None, repair_bio: bool = False) -> tuple[list[Example], dict]:
+    """Read any supported file into word-level examples (tags as in the file) and its layout: format, columns
+    (CoNLL), scheme, entity types and counts, for printing before training and for the run's config.json.
+    BIO files: an I-X that follows neither B-X nor I-X is counted in `issues` with file:line (strict evaluation
+    would drop that gold entity), and turned into B-X when repair_bio (nerblackbox does so when formatting,
+    ner.md §1.3)."""
     if not Path(path).is_file():
         raise FileNotFoundError(f"data file {path} not found")
     fmt = detect_format(path) if fmt == "auto" else fmt
     issues = issues if issues is not None else Issues()
     if fmt == "conll":
-        examples = read_conll(path, token_column, tag_column, issues)
+        examples, layout = read_conll(path, token_column, tag_column, issues)
     elif fmt == "csv":
-        examples = read_csv(path, issues)
+        examples, layout = read_csv(path, issues), {"file": str(path), "format": "csv"}
     elif fmt == "jsonl":
         examples = [doc_to_example(d, issues, f"{path}:doc {i + 1}") for i, d in enumerate(read_jsonl(path))]
+        layout = {"file": str(path), "format": "jsonl"}
     else:
         raise ValueError(f"unknown format {fmt!r}: choose auto, conll, csv or jsonl")
     empty = [i for i, ex in enumerate(examples) if not ex.words]
@@ -415,7 +567,50 @@ def read_examples(path: str | Path, fmt: str = "auto", token_column: int = 0, ta
     examples = [ex for ex in examples if ex.words]
     if not examples:
         raise ValueError(f"{path}: no sentences found (format {fmt}); check the file and --format")
-    return examples
+    scheme = detect_scheme([ex.tags for ex in examples])
+    if scheme == "bio":
+        _stray_inside(examples, path, issues, repair_bio)
+    types = sorted(entity_types(examples))
+    layout |= dict(scheme=scheme, labels=types, sentences=len(examples), tokens=sum(len(e.words) for e in examples),
+                   entities=sum(len(entities(to_bio(e.tags, scheme))) for e in examples))
+    return examples, layout
+
+
+def _stray_inside(examples: list[Example], path, issues: Issues, repair: bool) -> None:
+    """Count (and with repair, fix to B-X) every I-X not preceded by B-X or I-X in BIO tags."""
+    kind = "I-X after neither B-X nor I-X in BIO gold, " + ("repaired to B-X" if repair else
+                                                            "kept (strict scores drop it; --repair_bio=True fixes)")
+    for k, ex in enumerate(examples):
+        for i, t in enumerate(ex.tags):
+            p, typ = split_tag(t)
+            if p == "I" and (i == 0 or split_tag(ex.tags[i - 1])[1] != typ):
+                where = f"{path}:{ex.lines[i]}" if ex.lines else f"{path}: item {k + 1}, word {i + 1}"
+                issues.add(kind, f"{where}: {ex.words[i]!r} {t} after {ex.tags[i - 1] if i else 'sentence start'}")
+                if repair:
+                    ex.tags[i] = f"B-{typ}"
+
+
+def read_examples(path: str | Path, fmt: str = "auto", token_column: int = -1, tag_column: int = -1,
+                  issues: Issues | None = None) -> list[Example]:
+    """read_data without the layout."""
+    return read_data(path, fmt, token_column, tag_column, issues)[0]
+
+
+def layout_text(name: str, layout: dict) -> str:
+    """One line saying how a file was read: columns, scheme, labels, counts."""
+    cols = ""
+    if layout["format"] == "conll":
+        tag = f"column {layout['tag_column']}" + (f" (MISC {layout['misc_key']}=)" if layout["misc_key"] else "")
+        how = {k: "given" if v else "detected" for k, v in layout["explicit"].items()}
+        cols = (f", {layout['columns']} columns: words = column {layout['token_column']} ({how['token_column']}), "
+                f"tags = {tag} ({how['tag_column']})")
+        if layout["id_column"] is not None:
+            cols += f", ids = column {layout['id_column']}"
+        if layout["other_tag_columns"]:
+            cols += f"; columns {layout['other_tag_columns']} also hold tags (select with --tag_column)"
+    return (f"{name}: {layout['file']} ({layout['format']}{cols}); scheme {layout['scheme']}, "
+            f"{len(layout['labels'])} types [{', '.join(layout['labels'])}]; {layout['sentences']} sentences, "
+            f"{layout['tokens']} tokens, {layout['entities']} entities")
 
 
 def write_examples(examples: list[Example], path: str | Path, fmt: str) -> None:
@@ -439,12 +634,18 @@ def split_examples(examples: list, fractions: tuple[float, ...], seed: int) -> l
     return out
 
 
-def subsample(examples: list, fraction: float, seed: int) -> list:
-    """A seeded `fraction` of the examples (at least 1), for dataset-size studies (ner.md §2.3)."""
+def subsample(examples: list, fraction: float, seed: int, how: str = "first") -> list:
+    """A `fraction` of the examples for dataset-size studies (ner.md §2.3). how='first': the first
+    max(1, int(fraction * N)), as the paper's code (nerblackbox _prune_examples); how='random': a seeded sample of
+    max(1, round(fraction * N))."""
     if not 0 < fraction <= 1:
         raise ValueError(f"fraction must be in (0, 1], got {fraction}")
     if fraction == 1:
         return list(examples)
+    if how == "first":
+        return list(examples[:max(1, int(fraction * len(examples)))])
+    if how != "random":
+        raise ValueError(f"subset={how!r}: choose first or random")
     n = max(1, round(fraction * len(examples)))
     return split_examples(examples, (n / len(examples), 1 - n / len(examples)), seed)[0]
 
@@ -538,29 +739,49 @@ def entity_scores(gold: list[list[str]], pred: list[list[str]], mode: str, schem
     return _scores(g, p, sorted({e[1] for e in g | p}))
 
 
-def token_scores(gold: list[list[str]], pred: list[list[str]]) -> dict:
-    """Token level on IO labels (prefixes stripped, ner.md §1.6): 'all' includes O, 'fil' excludes it;
-    micro and macro as sklearn's precision_recall_fscore_support; plus the confusion matrix."""
-    g = [t if t == "O" else t[2:] if t[1:2] == "-" else t for s in gold for t in s]
-    p = [t if t == "O" else t[2:] if t[1:2] == "-" else t for s in pred for t in s]
-    labels = ["O"] + sorted(set(g + p) - {"O"})
+def _plain(t: str) -> str:
+    return t if t == "O" else t[2:] if t[1:2] == "-" else t
+
+
+def token_scores(gold: list[list[str]], pred: list[list[str]], classes: list[str] | None = None) -> dict:
+    """Token level on IO labels (prefixes stripped, ner.md §1.6): 'all' includes O, 'fil' excludes it.
+    micro: sklearn precision_recall_fscore_support(average='micro', zero_division=0).
+    macro: nerblackbox's definition (NerMetrics._token_evaluation): sklearn's macro over every class of the model
+    (`classes`, plain; default: the labels present), and None where nerblackbox logs its failure value -1 because
+    sklearn warns: precision when a class was never predicted, recall when it never occurs in gold, f1 when
+    either. macro_present: the macro over the labels present in gold or prediction, zero_division=0.
+    Plus the confusion matrix (rows gold, columns predicted)."""
+    g = [_plain(t) for s in gold for t in s]
+    p = [_plain(t) for s in pred for t in s]
+    present = ["O"] + sorted(set(g + p) - {"O"})
+    model = ["O"] + sorted({_plain(c) for c in classes} - {"O"}) if classes else present
+    labels = model + [lab for lab in present if lab not in model]
     index = {lab: k for k, lab in enumerate(labels)}
     cm = [[0] * len(labels) for _ in labels]
     for a, b in zip(g, p):
         cm[index[a]][index[b]] += 1
-    out = {"confusion_matrix": {"labels": labels, "matrix": cm}}  # rows gold, columns predicted
-    for name, labs in (("all", labels), ("fil", labels[1:])):
-        per = {lab: _prf(cm[index[lab]][index[lab]], sum(r[index[lab]] for r in cm), sum(cm[index[lab]]))
-               for lab in labs}
-        ks = [index[lab] for lab in labs]
+    out = {"confusion_matrix": {"labels": present, "matrix": [[cm[index[a]][index[b]] for b in present]
+                                                              for a in present]}}
+    for name, skip in (("all", 0), ("fil", 1)):
+        def per_class(labs):
+            return {lab: _prf(cm[index[lab]][index[lab]], sum(r[index[lab]] for r in cm), sum(cm[index[lab]]))
+                    for lab in labs}
+        per, per_model = per_class(present[skip:]), per_class(model[skip:])
+        ks = [index[lab] for lab in present[skip:]]
         micro = _prf(sum(cm[k][k] for k in ks), sum(r[k] for r in cm for k in ks), sum(sum(cm[k]) for k in ks))
-        macro = {k: sum(v[k] for v in per.values()) / len(per) if per else 0.0 for k in ("precision", "recall", "f1")}
-        out[name] = {"micro": micro, "macro": macro, "per_class": per}
+        mean = {k: sum(v[k] for v in per.values()) / len(per) if per else 0.0 for k in ("precision", "recall", "f1")}
+        no_pred = any(sum(r[index[lab]] for r in cm) == 0 for lab in per_model)
+        no_gold = any(v["support"] == 0 for v in per_model.values())
+        macro = {k: None if bad or not per_model else sum(v[k] for v in per_model.values()) / len(per_model)
+                 for k, bad in (("precision", no_pred), ("recall", no_gold), ("f1", no_pred or no_gold))}
+        out[name] = {"micro": micro, "macro": macro, "macro_present": mean, "per_class": per}
     return out
 
 
-def scheme_abidance(pred: list[list[str]], scheme: str) -> float:
-    """Fraction of predicted entity tokens that belong to a well-formed entity (cf. nerblackbox's asr_abidance)."""
+def well_formed_fraction(pred: list[list[str]], scheme: str) -> float:
+    """Fraction of predicted entity words that belong to a well-formed entity of the scheme (1.0 when nothing is
+    predicted). Not nerblackbox's asr_abidance (the share of predicted tokens its consistency restoration leaves
+    unchanged), hence the different name."""
     inside = sum(b - a for s in pred for _, a, b in strict_entities(s, scheme))
     total = sum(t != "O" for s in pred for t in s)
     return inside / total if total else 1.0

@@ -6,8 +6,9 @@ Sample from a trained model (nanoGPT's sample.py, plus GPT-SW3 chat prompts and 
     python sample.py --out_dir=out --chat=True --start="Vad är huvudstaden i Sverige?"
     python sample.py --hf_dir=path/to/gpt-sw3-126m --tokenizer=path/to/gpt-sw3-126m/spiece.model --start="Hej"
 
-The tokenizer is the one the run was trained with: --tokenizer if given, else the checkpoint config's
-tokenizer_spec / tokenizer, else the meta.json of its dataset folder (data_root/dataset).
+The run folder is read by checkpoint.load_run (weights_only=True). The tokenizer is the one the run was
+trained with: its config's tokenizer_spec, else its dataset folder's; a --tokenizer must be that same
+tokenizer (its identity hash is compared with the checkpoint's), else sample.py stops.
 """
 import sys
 from contextlib import nullcontext
@@ -15,8 +16,9 @@ from pathlib import Path
 
 import torch
 
-from configurator import configure
-from model import GPT, GPTConfig
+from checkpoint import load_run
+from configurator import ConfigError, configure, run_cli
+from model import GPT
 from tokenizer import get_tokenizer
 
 # -----------------------------------------------------------------------------
@@ -35,45 +37,34 @@ dtype = 'bfloat16' if torch.cuda.is_available() and torch.cuda.is_bf16_supported
 # -----------------------------------------------------------------------------
 
 
-def load_checkpoint(out_dir: str, device: str) -> tuple[GPT, dict]:
-    """The model of out_dir/ckpt.pt and the run's train config."""
-    path = Path(out_dir) / 'ckpt.pt'
-    if not path.is_file():
-        sys.exit(f"{path} not found: pass --out_dir=<a run folder written by train.py> (or --hf_dir=...)")
-    ckpt = torch.load(path, map_location=device, weights_only=True)
-    model = GPT(GPTConfig(**ckpt['model_args']))
-    prefix = '_orig_mod.'  # torch.compile'd models save their keys with this prefix
-    state = {k.removeprefix(prefix): v for k, v in ckpt['model'].items()}
-    model.load_state_dict(state)
-    return model, ckpt.get('config', {})
-
-
-def find_tokenizer(spec: str, config: dict, out_dir: str):
-    """--tokenizer, else the spec recorded in the run config, else the dataset folder's meta.json."""
-    spec = spec or config.get('tokenizer_spec') or config.get('tokenizer')
-    if spec:
-        return get_tokenizer(spec)
-    if 'dataset' in config:
-        import data
-
-        rel = Path(config.get('data_root', 'data')) / config['dataset']
-        for data_dir in (rel, Path(out_dir).resolve().parent / rel):  # relative to cwd, or beside the run
-            if (data_dir / 'meta.json').is_file():
-                return data.dataset_tokenizer(data_dir)
-    sys.exit("cannot tell which tokenizer this model uses (no tokenizer in the checkpoint config, no dataset "
-             "meta.json found): pass --tokenizer=SPEC (a .model file, 'gpt2', 'cl100k_base', ...)")
+def _validate() -> None:
+    """Every value checked before any work; the message names the key and the fix."""
+    if temperature < 0:
+        raise ConfigError(f"temperature={temperature} is negative: use > 0 (1.0 = the model's own "
+                          f"distribution) or 0 for greedy decoding")
+    if top_k is not None and top_k < 1:
+        raise ConfigError(f"top_k={top_k} must be >= 1 (or None for the whole vocabulary): fix --top_k")
+    for key, value in (('num_samples', num_samples), ('max_new_tokens', max_new_tokens)):
+        if value < 1:
+            raise ConfigError(f"{key}={value} must be >= 1: fix --{key}")
+    if dtype not in ('float32', 'bfloat16', 'float16'):
+        raise ConfigError(f"dtype={dtype!r} is not one of float32, bfloat16, float16: fix --dtype")
+    if device.startswith('cuda') and not torch.cuda.is_available():
+        raise ConfigError(f"device={device!r} but CUDA is not available: use --device=cpu")
+    if hf_dir and not tokenizer:
+        raise ConfigError("--hf_dir needs --tokenizer=SPEC ('gpt2', or the folder's spiece.model for GPT-SW3)")
+    if start.startswith('FILE:') and not Path(start[5:]).is_file():
+        raise ConfigError(f"start={start!r}: prompt file {start[5:]} not found: fix the path after FILE:")
 
 
 def main() -> None:
     configure(globals(), sys.argv[1:])
+    _validate()
     torch.manual_seed(seed)
     if hf_dir:
-        if not tokenizer:
-            sys.exit("--hf_dir needs --tokenizer=SPEC ('gpt2', or the folder's spiece.model for GPT-SW3)")
-        model, run_config = GPT.from_hf(hf_dir), {}
-    else:
-        model, run_config = load_checkpoint(out_dir, device)
-    tok = find_tokenizer(tokenizer, run_config, out_dir)
+        model, tok = GPT.from_hf(hf_dir), get_tokenizer(tokenizer)
+    else:  # the run's model and its own tokenizer (checked: another --tokenizer would decode other text)
+        model, tok = load_run(out_dir, device, tokenizer)[:2]
     model.eval().to(device)
     device_type = 'cuda' if 'cuda' in device else 'cpu'
     ptdtype = {'float32': torch.float32, 'bfloat16': torch.bfloat16, 'float16': torch.float16}[dtype]
@@ -89,7 +80,7 @@ def main() -> None:
     else:
         ids = tok.encode(text)
     if not ids:
-        sys.exit("the prompt encodes to no tokens: pass a non-empty --start")
+        raise ConfigError("the prompt encodes to no tokens: pass a non-empty --start")
     block_size = model.config.block_size
     if len(ids) > block_size:
         print(f"prompt has {len(ids)} tokens > block_size={block_size}: keeping the last {block_size}")
@@ -109,4 +100,4 @@ def main() -> None:
 
 
 if __name__ == '__main__':
-    main()
+    run_cli('sample.py', main)

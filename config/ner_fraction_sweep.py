@@ -7,7 +7,9 @@ fractions of a training set, a few seeds each; F1 and the number of epochs per f
 
 A script (not a sweep.py grid: sweep.py drives train.py). Each (preset, fraction) is one `ner.train` run
 folder under out_dir with `multiple_runs=seeds`; a folder that already has report.json is reused, so an
-interrupted sweep resumes. As in the paper the validation set is pruned by the same fraction x.
+interrupted sweep resumes. As in the paper's code (nerblackbox v0.0.12): the validation set is pruned by the same
+fraction x, a fraction is the first max(1, int(x * N)) sentences of a file (subset="first"), the validation loss is
+the mean of batch means, and each run is scored with its model after the last epoch.
 Writes out_dir/results.csv and prints a markdown table: F1 = strict micro entity F1 on the test file,
 mean +- standard error over seeds.
 """
@@ -32,6 +34,7 @@ seeds = 2  # the paper: 5
 max_epochs_adaptive = 0  # 0 = the preset's 250; a cap keeps a CPU run short (say so when you use it)
 lr_max = 2e-5
 batch_size = 16
+subset = "first"  # first (the paper's code) | random (a seeded sample)
 out_dir = "out-ner-fractions"
 
 
@@ -48,7 +51,8 @@ def main() -> None:
                 cfg = ner.TRAIN_DEFAULTS | dict(
                     train=train, val=val, test=test, encoder=str(enc), out_dir=str(run), preset=preset,
                     train_fraction=fraction, val_fraction=fraction, multiple_runs=seeds, lr_max=lr_max,
-                    batch_size=batch_size, save_model=False,
+                    batch_size=batch_size, save_model=False, subset=subset, final_model="last",
+                    val_loss_mean="batch",
                     max_epochs=max_epochs_adaptive if preset == "adaptive" else 0)
                 ner.train(cfg)
             s = json.loads((run / "report.json").read_text())["summary"]

@@ -52,7 +52,9 @@ def test_labelstudio_round_trip_is_lossless_and_reports():
     assert docs[0]["annotators"] == ["3", "5"] and docs[1]["annotators"] == ["3", "5"]
     assert docs[1]["tags"] == [] and docs[1]["text"] == ""
     assert report["multi_label"] == [("101", "[20, 26) 'Python' ['SKILL_HARD', 'SKILL_JOB'] by 3")]
-    assert [d for d, _ in report["non_span_result"]] == ["101"]
+    assert "non_span_result" not in report  # the relation is a relation now, not an unknown result
+    assert [(r["from_id"], r["to_id"], r["type"], r["annotator"]) for r in docs[0]["relations"]] == [
+        ("a2", "a3", "", "3")]
     assert [d for d, _ in report["cancelled"]] == ["101"]
 
 
@@ -96,9 +98,13 @@ def test_convert_cli_writes_one_doccano_file_per_annotator(tmp_path):
     src = tmp_path / "export.json"
     src.write_text(json.dumps(_ls_export()))
     A.main(["convert", str(src), str(tmp_path / "batch.jsonl"), "--to", "doccano"])
-    alice = A.read_jsonl(tmp_path / "batch.3.jsonl")
-    assert [x["label"] for x in alice] == [
-        [[20, 37, "SKILL_HARD"], [20, 26, "SKILL_HARD"], [20, 26, "SKILL_JOB"], [43, 52, "LOC"]], []]
+    alice = A.read_jsonl(tmp_path / "batch.3.jsonl")  # annotator 3 drew a relation: Doccano's relation layout
+    ents = alice[0]["entities"]
+    assert [(e["start_offset"], e["end_offset"], e["label"]) for e in ents] == [
+        (20, 37, "SKILL_HARD"), (20, 26, "SKILL_HARD"), (20, 26, "SKILL_JOB"), (43, 52, "LOC")]
+    assert len({e["id"] for e in ents}) == 4 and alice[1]["entities"] == [] == alice[1]["relations"]
+    (rel,) = alice[0]["relations"]
+    assert (rel["from_id"], rel["to_id"]) == (ents[1]["id"], ents[3]["id"])  # a2 (its first label) -> a3
     assert A.read_jsonl(tmp_path / "batch.5.jsonl")[0]["label"] == [[20, 26, "SKILL_HARD"], [43, 52, "LOC"]]
     docs, _ = A.labelstudio_to_standard(_ls_export())
     with pytest.raises(ValueError, match="several annotators"):

@@ -82,6 +82,7 @@ def test_exact_jaccard_matches_python_sets(paragraphs):
     pairs = [(i, j) for i in range(len(texts)) for j in range(i + 1, len(texts)) if rng.random() < 0.3]
     pairs = np.array(pairs + [(40, 41)])
     got = clean.exact_jaccard(texts, pairs, 10, chunk_pairs=37)  # several chunks
+    np.testing.assert_array_equal(clean.exact_jaccard(texts, pairs, 10, chunk_chars=3000), got)  # by size
     want = [jaccard(texts[i], texts[j]) for i, j in pairs]
     np.testing.assert_allclose(got, want, atol=1e-12)
 
@@ -255,8 +256,9 @@ def test_pipeline_outputs_and_report(corpus, tmp_path, capsys):
     assert "\u200b" not in kept[2]["text"]
     assert kept[3]["url"] == "https://x.dk"  # extra fields carried through
     assert why[f"{sv}:3"]["reason"] == "exact_dup" and why[f"{sv}:3"]["duplicate_of"] == f"{sv}:1"
+    assert all(r["key"] == f"{r['source']}:{r['line']}" for r in kept + removed)  # unique: FILE:LINE
     assert why[f"{sv}:8"]["reason"] == "exact_dup" and why[f"{sv}:8"]["duplicate_of"] == f"{sv}:7"
-    assert why["b"]["reason"] == "exact_dup" and why["b"]["duplicate_of"] == "a"
+    assert why["b"]["reason"] == "exact_dup" and why["b"]["duplicate_of"] == f"{da}:1"  # the key, not the id
     assert why[f"{sv}:9"]["reason"] == "fuzzy_dup" and why[f"{sv}:9"]["duplicate_of"] == f"{sv}:2"
     assert why[f"{sv}:4"]["reason"] == "empty" and why[f"{sv}:10"]["reason"] == "empty"
     assert why[f"{sv}:5"]["filter"] == "max_char_repetition" and why[f"{sv}:6"]["filter"] == "min_chars"
@@ -265,9 +267,10 @@ def test_pipeline_outputs_and_report(corpus, tmp_path, capsys):
     assert set(bad) == {2, 3, 6}
     assert f"{da}:2: invalid JSON" in bad[2] and "'text'" in bad[3]
     offset = (corpus / "da" / "web.jsonl").read_bytes().index(b"\xff")
-    assert f"{da}: line 6, byte offset {offset}: invalid UTF-8" in bad[6]
+    assert f"{da}:6, byte offset {offset}: not UTF-8" in bad[6]
     printed = capsys.readouterr()
-    assert f"warning: {da}:2: invalid JSON" in printed.err and "3 bad input line(s)" in printed.out
+    assert f"warning: {da}: 3 bad record(s) skipped" in printed.err and "3 bad input record(s)" in printed.out
+    assert report["files"][da] == {"documents": 3, "skipped": 3, "repaired": 0}
     assert len(kept) + len(removed) == 16
     # report: kept + removed = input, per language, in documents and bytes (normalisation changes bytes)
     assert set(report["languages"]) == {"sv", "da", "nb"}
@@ -293,15 +296,17 @@ def test_steps_switch_off(corpus, tmp_path):
     assert sum(v["docs"] for v in removed.values()) == 2 and report["total"]["normalize"]["changed_docs"] == 0
 
 
-def test_bad_input_error_mode(corpus, tmp_path):
+def test_bad_input_stop_mode_writes_nothing(corpus, tmp_path):
     with pytest.raises(SystemExit, match=r"web\.jsonl:2: invalid JSON"):
-        clean.main(["--input", str(corpus), "--out", str(tmp_path / "o"), "--bad_input=error"])
+        clean.main(["--input", str(corpus), "--out", str(tmp_path / "o"), "--on_bad_input=stop"])
+    assert not (tmp_path / "o").exists() and not list(tmp_path.glob(".o.*"))  # no partial output left
 
 
 @pytest.mark.parametrize("argv,message", [
     ([], "no input: give --input"),
     (["--input", "nowhere.txt"], "nowhere.txt not found"),
-    (["--input", "{tmp}/notes.md"], "unsupported file type '.md'"),
+    (["--input", "{tmp}/notes.md"], "notes.md: unsupported file type"),
+    (["--input", "x.txt", "--on_bad_input=report"], "on_bad_input must be one of"),
     (["--input", "x.txt", "--skip_filters=['min_char']"], "unknown filter"),
     (["--input", "x.txt", "--minhash_num_perm=9"], "multiple of minhash_bands"),
     (["--input", "x.txt", "--fuzzy_verify=roughly"], "'exact' or 'estimate'"),
@@ -321,3 +326,79 @@ def test_command_line(corpus, tmp_path):
     assert "= kept" in r.stdout and "fuzzy_dup" in r.stdout
     report = json.loads((out / "report.json").read_text())
     assert report["config"]["input"] == [str(corpus / "sv.txt")] and report["total"]["kept"]["docs"] == 3
+
+
+def test_batches_do_not_change_the_output(corpus, tmp_path, monkeypatch):
+    """Streaming in batches of 3 documents (dedup state carried across batches, texts read back from the
+    survivors file) gives the same kept/removed files as one batch."""
+    outs = []
+    for n in (3, 10_000):
+        monkeypatch.setattr(clean, "BATCH_DOCS", n)
+        out = tmp_path / f"b{n}"
+        clean.main(["--input", str(corpus), "--out", str(out), "--min_chars", "20"])
+        outs.append([sorted((out / f).read_text(encoding="utf-8").splitlines()) if f == "removed.jsonl" else
+                     (out / f).read_text(encoding="utf-8") for f in ("kept.jsonl", "removed.jsonl")])
+    assert outs[0] == outs[1]  # removed.jsonl: the same records (their order follows the batches)
+    assert {json.loads(r)["reason"] for r in outs[0][1]} == set(clean._STEPS)
+
+
+def test_existing_out_is_refused_or_replaced_whole(corpus, tmp_path):
+    """No stale per-language file of an earlier run can mix into a later output (data.py sources=<out>/kept)."""
+    out = tmp_path / "out"
+    clean.main(["--input", str(corpus), "--out", str(out), "--min_chars", "20"])
+    assert (out / "kept" / "nb" / "kept.jsonl").is_file()  # from da/web.jsonl's "lang": "nb" record
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    with pytest.raises(SystemExit, match="exists and is not empty.*--overwrite=True"):
+        clean.main(["--input", str(corpus / "sv.txt"), "--out", str(out)])
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before  # untouched
+    clean.main(["--input", str(corpus / "sv.txt"), "--out", str(out), "--overwrite=True", "--min_chars", "20"])
+    assert sorted(p.name for p in (out / "kept").iterdir()) == ["sv"]  # nb and da are gone
+    assert not list(tmp_path.glob(".out.*"))  # no build or old folder left beside it
+
+
+def test_stale_build_folder_of_a_killed_run_is_removed(corpus, tmp_path):
+    stale = tmp_path / ".out.building.x1y2"
+    (stale / "kept").mkdir(parents=True)
+    (stale / ".lock").write_text("")  # its run was killed: nobody holds the lock
+    clean.main(["--input", str(corpus / "sv.txt"), "--out", str(tmp_path / "out")])
+    assert not stale.exists() and (tmp_path / "out" / "kept.jsonl").is_file()
+
+
+def test_lone_surrogate_is_bad_input_not_a_crash(tmp_path, paragraphs):
+    """A JSON-escaped half of an emoji used to crash the writer with UnicodeEncodeError."""
+    src = tmp_path / "sv.jsonl"
+    lines = [json.dumps({"text": p, "id": f"d{i}"}) for i, p in enumerate(paragraphs[:4])]
+    lines[2] = json.dumps({"text": paragraphs[2] + " @@", "id": "d2"}).replace("@@", "\\ud83e")
+    src.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    report = clean.main(["--input", str(src), "--out", str(tmp_path / "skip")])
+    removed = [json.loads(x) for x in (tmp_path / "skip" / "removed.jsonl").read_text("utf-8").splitlines()]
+    assert [(r["key"], r["reason"]) for r in removed] == [(f"{src}:3", "bad_input")]
+    assert f"{src}:3: unpaired UTF-16 surrogate" in removed[0]["error"]
+    assert report["total"]["kept"]["docs"] == 3
+    report = clean.main(["--input", str(src), "--out", str(tmp_path / "rep"), "--on_bad_input=replace"])
+    kept = [json.loads(x) for x in (tmp_path / "rep" / "kept.jsonl").read_text("utf-8").splitlines()]
+    assert kept[2]["text"].endswith(" \ufffd") and report["files"][str(src)]["repaired"] == 1
+
+
+def test_duplicate_ids_are_reported(tmp_path, paragraphs, capsys):
+    src = tmp_path / "sv.jsonl"
+    ids = ["a", "b", "a", "c", "b"]
+    src.write_text("".join(json.dumps({"text": p, "id": i}) + "\n" for p, i in zip(paragraphs, ids)),
+                   encoding="utf-8")
+    report = clean.main(["--input", str(src), "--out", str(tmp_path / "o")])
+    assert report["duplicate_ids"] == {"records": 2, "examples": [
+        {"id": "a", "key": f"{src}:3", "first_key": f"{src}:1"},
+        {"id": "b", "key": f"{src}:5", "first_key": f"{src}:2"}]}
+    assert "2 record(s) reuse an id" in capsys.readouterr().err
+
+
+def test_digest_set_matches_a_python_dict():
+    rng = random.Random(0)
+    digests, seen = clean.DigestSet(), {}
+    for b in range(200):
+        keys = [bytes([rng.randrange(4)]) * 15 + bytes([rng.randrange(256)]) for _ in range(rng.randrange(60))]
+        values = list(range(1000 * b, 1000 * b + len(keys)))
+        expected = [seen.setdefault(k, v) if k in seen else seen.setdefault(k, v) * 0 - 1
+                    for k, v in zip(keys, values)]
+        assert digests.first_of(keys, values).tolist() == expected
+    assert len(digests) == len(seen) and len(digests.runs) <= 1 + np.log2(len(seen))

@@ -96,3 +96,57 @@ def test_help_and_script_defaults(tmp_path):
     assert "batch_size" in r.stdout and "sequences per micro-step" in r.stdout and "the run's tag" in r.stdout
     r = subprocess.run([sys.executable, str(script), "--batch_size=x"], capture_output=True, text=True, env=env)
     assert r.returncode != 0 and "batch_size" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_set_keys_are_the_keys_you_set_whatever_their_value(tmp_path):
+    f = tmp_path / "c.py"
+    f.write_text("compile = True\nif True:\n    n_layer = 12\nbatch_size = batch_size\n_private = 1\n")
+    c = parse_args(DEFAULTS, [str(f), "--dropout=0.0", "--device", "cpu"])
+    # compile, n_layer and batch_size keep their default values (True is True, 12 is 12) but were set
+    assert c.set_keys == {"compile", "n_layer", "batch_size", "dropout", "device"}
+    assert parse_args(DEFAULTS, []).set_keys == frozenset()
+    ns = dict(DEFAULTS)
+    assert configure(ns, ["--n_layer=12"]).set_keys == {"n_layer"}
+
+
+def test_config_file_errors_name_file_and_line(tmp_path):
+    f = tmp_path / "bad.py"
+    f.write_text("batch_size = 4\nlearning_rate = = 3\n")
+    with pytest.raises(ConfigError, match=r"bad.py:2: syntax error"):
+        parse_args(DEFAULTS, [str(f)])
+    f.write_text("batch_size = 4\n\nn_layer = undefined + 1\n")
+    with pytest.raises(ConfigError, match=r"bad.py:3: NameError: .*undefined.*fix the config file"):
+        parse_args(DEFAULTS, [str(f)])
+
+
+def test_run_cli_prints_one_line_for_expected_errors_only(capsys):
+    from configurator import InputError, run_cli
+
+    def bad_value():
+        raise InputError("batch_size=0 must be >= 1: fix --batch_size")
+
+    def missing_file():
+        open("/nonexistent/file.txt")
+
+    def bug():
+        raise KeyError("a bug")
+
+    with pytest.raises(SystemExit, match=r"^prog.py: batch_size=0 must be >= 1: fix --batch_size$"):
+        run_cli("prog.py", bad_value)
+    with pytest.raises(SystemExit, match=r"^prog.py: /nonexistent/file.txt: No such file or directory: check"):
+        run_cli("prog.py", missing_file)
+    with pytest.raises(KeyError):  # not an input error: a bug keeps its traceback
+        run_cli("prog.py", bug)
+
+
+def test_data_prepare_passes_every_recipe_key_you_set(monkeypatch):
+    """`data.py prepare --vocab_size=4096` (the default value) must reach prepare_dataset, so a folder built
+    with another size is rebuilt; a key you did not set keeps the folder's value."""
+    import data
+    calls = []
+    monkeypatch.setattr(data, "prepare_dataset", lambda **kw: calls.append(kw) or None)
+    monkeypatch.setattr(data, "load_meta", lambda folder: {})
+    data.main(["prepare", "--dataset=x", "--vocab_size=4096", "--dedup=True"])
+    data.main(["prepare", "--dataset=x"])
+    assert calls[0]["vocab_size"] == 4096 and calls[0]["dedup"] is True
+    assert "vocab_size" not in calls[1] and "dedup" not in calls[1]

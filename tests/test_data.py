@@ -347,13 +347,15 @@ def test_bad_inputs_give_clear_errors(tmp_path):
     latin = tmp_path / "latin.txt"
     latin.write_bytes("första raden\nandra raden med å\n".encode() + "tredje med ö\n".encode("latin-1"))
     offset = len("första raden\nandra raden med å\ntredje med ".encode())  # where the latin-1 ö is
-    with pytest.raises(ValueError, match=rf"latin.txt: line 3, byte offset {offset}"):
+    with pytest.raises(ValueError, match=rf"latin.txt:3, byte offset {offset}: not UTF-8"):
         prepare_dataset("l", data_root=tmp_path, input=str(latin), tokenizer="gpt2")
     folder = prepare_dataset("l", data_root=tmp_path, input=str(latin), tokenizer="gpt2", on_bad_input="skip")
     assert load_meta(folder)["languages"]["all"]["bad_lines_skipped"] == 1
+    with pytest.raises(ValueError, match=r"on_bad_input must be one of \('stop', 'skip', 'replace'\)"):
+        prepare_dataset("l", data_root=tmp_path, input=str(latin), tokenizer="gpt2", on_bad_input="report")
     js = tmp_path / "bad.jsonl"
     js.write_text('{"text": "ok"}\n{"text": 3}\n')
-    with pytest.raises(ValueError, match=r"bad.jsonl:2: no string 'text' field"):
+    with pytest.raises(ValueError, match=r"bad.jsonl:2: no string field 'text'"):
         prepare_dataset("j", data_root=tmp_path, input=str(js), tokenizer="gpt2")
     js.write_text('{"text": "ok"}\n{"text": "ok2"\n')
     with pytest.raises(ValueError, match=r"bad.jsonl:2: invalid JSON"):
@@ -395,7 +397,7 @@ def test_non_utf8_offsets_are_file_offsets_in_jsonl_and_whole_files(tmp_path):
     for name, body, offset in (("big.jsonl", head.encode() + b'{"text": "\xe5"}\n', n + 10),
                                ("play.txt", head.encode() + b"\xe5", n)):
         (tmp_path / name).write_bytes(body)
-        with pytest.raises(ValueError, match=rf"{name}: line 2001, byte offset {offset}: not UTF-8"):
+        with pytest.raises(ValueError, match=rf"{name}:2001, byte offset {offset}: not UTF-8"):
             prepare_dataset("x", data_root=tmp_path, input=str(tmp_path / name), tokenizer="gpt2",
                             txt_unit="file")
 
@@ -416,3 +418,95 @@ def test_sources_folder_per_language_and_category(tmp_path):
     other = str(tmp_path / "other.txt")
     meta = load_meta(prepare_dataset("c", data_root=tmp_path, tokenizer="gpt2", input=other, num_proc=1))
     assert list(meta["languages"]) == ["all"] and meta["train_docs"] + meta["val_docs"] == 5
+
+
+# ----------------------------------------------------------------------------------------------------
+# corpus formats, shards, streaming (documents.py)
+
+
+def _shared_docs(shared_dir, n=600):
+    out = []
+    for lang in ("sv", "da"):
+        lines = (shared_dir / "data" / "text" / f"{lang}.txt").read_text(encoding="utf-8").splitlines()
+        out += [x for x in lines if x.strip()][:n // 2]
+    return out + out[:20]  # some exact duplicates
+
+
+def _write_shards(folder, docs, fmt, n_shards):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    import zstandard
+    folder.mkdir(parents=True)
+    per = -(-len(docs) // n_shards)
+    for s in range(n_shards):
+        part = docs[s * per:(s + 1) * per]
+        path = folder / f"shard_{s:05d}.{fmt}"
+        if fmt == "parquet":  # FineWeb's layout: text plus metadata columns
+            pq.write_table(pa.table({"text": part, "id": [f"<urn:{s}:{i}>" for i in range(len(part))],
+                                     "url": ["https://example.org"] * len(part)}), path, row_group_size=50)
+        else:
+            body = "".join(json.dumps({"text": d, "meta": {"shard": s}}) + "\n" for d in part).encode()
+            path.write_bytes(zstandard.ZstdCompressor().compress(body) if fmt.endswith(".zst") else body)
+
+
+@pytest.mark.parametrize("tokenizer", ["gpt2", None])
+def test_many_shards_give_the_same_dataset_as_one_file(tmp_path, shared_dir, tokenizer):
+    """The same documents as one .txt, as 9 Parquet shards in a folder and as 5 .jsonl.zst shards (glob)
+    give byte-identical train/val files, also with the dataset's own tokenizer (trained from the stream)."""
+    docs = _shared_docs(shared_dir)
+    _write_lines(tmp_path / "one.txt", docs)
+    _write_shards(tmp_path / "pq", docs, "parquet", 9)
+    _write_shards(tmp_path / "zst", docs, "jsonl.zst", 5)
+    kw = dict(data_root=tmp_path / "data", tokenizer=tokenizer, vocab_size=400, num_proc=1)
+    folders = [prepare_dataset("one", input=str(tmp_path / "one.txt"), **kw),
+               prepare_dataset("pq", input=str(tmp_path / "pq"), **kw),
+               prepare_dataset("zst", input=str(tmp_path / "zst" / "shard_*.jsonl.zst"), num_proc=2,
+                               **{k: v for k, v in kw.items() if k != "num_proc"})]
+    for f in ("train.bin", "val.bin", "train_docs.npy", "val_docs.npy"):
+        assert (folders[0] / f).read_bytes() == (folders[1] / f).read_bytes() == (folders[2] / f).read_bytes()
+    if tokenizer is None:
+        assert dataset_tokenizer(folders[0]).pieces() == dataset_tokenizer(folders[1]).pieces()
+    meta = load_meta(folders[1])
+    assert meta["languages"]["all"]["duplicates_removed"] == 20 and len(meta["sources"]) == 9
+    assert meta["train_docs"] + meta["val_docs"] == len(docs) - 20
+
+
+@pytest.mark.parametrize("fmt", ["txt", "jsonl", "jsonl.zst", "parquet"])
+def test_prepare_reports_a_malformed_record_with_file_and_line(tmp_path, shared_dir, fmt):
+    """Invalid UTF-8 (txt, parquet) or a JSON-escaped lone surrogate (JSONL) used to crash prepare with a
+    UnicodeEncodeError or stop without a line; now: FILE:LINE, or skipped / repaired and counted."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    import zstandard
+    docs = _shared_docs(shared_dir, 200)[:200]
+    path = tmp_path / f"corpus.{fmt}"
+    if fmt == "txt":
+        path.write_bytes(b"".join((b"gr\xe5" if i == 76 else d.encode()) + b"\n" for i, d in enumerate(docs)))
+    elif fmt == "parquet":
+        values = [b"gr\xe5" if i == 76 else d.encode() for i, d in enumerate(docs)]
+        pq.write_table(pa.table({"text": pa.array(values, pa.binary())}), path, row_group_size=50)
+    else:
+        lines = [json.dumps({"text": d + (" @@" if i == 76 else "")}).replace("@@", "\\ud83e")
+                 for i, d in enumerate(docs)]
+        body = ("\n".join(lines) + "\n").encode()
+        path.write_bytes(zstandard.ZstdCompressor().compress(body) if fmt.endswith(".zst") else body)
+    kw = dict(data_root=tmp_path / "data", input=str(path), tokenizer="gpt2", num_proc=1)
+    with pytest.raises(ValueError, match=rf"corpus.{fmt}:77\b.*(not UTF-8|unpaired UTF-16 surrogate)"):
+        prepare_dataset("x", **kw)
+    assert not (tmp_path / "data" / "x").exists() and not list((tmp_path / "data").glob(".x.*"))
+    meta = load_meta(prepare_dataset("x", on_bad_input="skip", **kw))
+    assert meta["languages"]["all"]["bad_lines_skipped"] == 1 and meta["sources"][0]["bad_lines_skipped"] == 1
+    assert meta["train_docs"] + meta["val_docs"] == 199
+    meta = load_meta(prepare_dataset("x", on_bad_input="replace", **kw))
+    assert meta["languages"]["all"]["bad_lines_repaired"] == 1 and meta["train_docs"] + meta["val_docs"] == 200
+
+
+def test_stale_build_folder_of_a_killed_prepare_is_removed(tmp_path):
+    _write_lines(tmp_path / "a.txt", [f"line {i}" for i in range(10)])
+    stale = tmp_path / "data" / ".d.building.k1ll3d"
+    stale.mkdir(parents=True)
+    (stale / ".lock").write_text("")  # the run that made it was killed: its lock is free
+    (stale / "train.bin").write_bytes(b"\0" * 100)
+    prepare_dataset("d", data_root=tmp_path / "data", input=str(tmp_path / "a.txt"), tokenizer="gpt2")
+    assert sorted(p.name for p in (tmp_path / "data").iterdir()) == ["d"]
+    assert not (tmp_path / "data" / "d" / ".lock").exists()

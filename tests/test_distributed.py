@@ -12,10 +12,12 @@ import sys
 from pathlib import Path
 
 import pytest
+import test_train
 import torch
-from test_train import TINY, _losses, _metrics, _write_bytes_dataset, run_train
+from test_train import TINY, _finetune, _grad_norms, _losses, _metrics, _write_bytes_dataset, run_train
 
 ROOT = Path(__file__).resolve().parent.parent
+chat_setup = test_train.chat_setup  # the module fixture: a pretraining run + a chat file
 # tied embeddings + mu-loss + mu-centering: where sharded output embeddings go wrong (Modalities #381)
 FLAGS = dict(gradient_accumulation_steps=2, tie_embeddings=True, mu_loss=1e-2, mu_centering=True,
              keep_last_k=2)
@@ -89,3 +91,19 @@ def test_checkpoints_resume_on_other_world_sizes(runs):
     # DDP 2 ranks -> DDP 2 ranks
     r22 = torchrun(_resume_copy(tmp / 'ddp', tmp / 'r22'), data_root, parallelism='ddp', init_from='resume')
     _close(_losses(r22), runs['ddp'], range(5, 9))
+
+
+@pytest.mark.slow
+def test_chat_loss_and_grad_norm_do_not_depend_on_the_rank_split(tmp_path, chat_setup):
+    """Chat fine-tuning: 2 ranks x batch 1 == 1 rank x batch 2 (loss and gradient norm: the mean over the
+    global batch's trained tokens, counted over all ranks); tokens count real tokens on every rank."""
+    ref = _finetune(tmp_path / 'ref', chat_setup, batch_size=2, gradient_accumulation_steps=1)
+    s = chat_setup
+    ddp = torchrun(tmp_path / 'ddp', s['data_root'], dataset=s['dataset'], init_from='finetune',
+                   finetune_from=str(s['pre']), finetune_data=str(s['chat']), n_embd=32, block_size=64,
+                   max_iters=3, eval_interval=3, learning_rate=1e-2, warmup_iters=1, batch_size=1,
+                   gradient_accumulation_steps=2, tie_embeddings=True, mu_loss=0.0, mu_centering=False,
+                   parallelism='ddp')
+    _close(_losses(ddp), _losses(ref), range(1, 4))
+    _close(_grad_norms(ddp), _grad_norms(ref), range(1, 4))
+    assert [r['tokens'] for r in ddp if 'loss' in r] == [r['tokens'] for r in ref if 'loss' in r]

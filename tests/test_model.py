@@ -250,6 +250,83 @@ def test_num_params_and_flops():
     assert set(model_module.PEAK_FLOPS) >= {"A100", "H100", "H200", "B200"}
 
 
+def test_meta_init_keeps_embeddings_tied():
+    """F6: to_empty() from the meta device made wte and lm_head two Parameters (GPT-2 124M became 163M)."""
+    cfg = GPTConfig(**TINY)
+    with torch.device("meta"):
+        m = GPT(cfg)
+    m.to_empty(device="cpu")
+    m.init_weights()
+    assert m.transformer.wte.weight is m.lm_head.weight
+    assert m.num_params(non_embedding=False) == tiny().num_params(non_embedding=False)
+    untied = GPTConfig(**(TINY | dict(tie_embeddings=False)))
+    with torch.device("meta"):
+        m = GPT(untied)
+    m.to_empty(device="cpu")
+    assert m.transformer.wte.weight is not m.lm_head.weight  # an untied model stays untied
+
+
+@pytest.mark.parametrize("variant", ["gpt2", "oec"])
+def test_forward_with_targets_is_compute_loss(variant):
+    """F10: model(x, targets=y, ...) computes losses.compute_loss inside forward (so torch.compile compiles it
+    with the model): the same loss, terms and gradients as the loss computed outside, bitwise."""
+    from losses import IGNORE_INDEX, compute_loss
+    x = torch.randint(0, 61, (3, 16), generator=torch.Generator().manual_seed(1))
+    y = torch.roll(x, -1, dims=1)
+    y[0, :5] = IGNORE_INDEX
+    kw = dict(z_loss=1e-2, mu_loss=1e-1)
+    a, b = tiny(**VARIANTS[variant]).train(), tiny(**VARIANTS[variant]).train()
+    loss_a, terms_a = a(x, targets=y, **kw)
+    loss_b, terms_b = compute_loss(b(x), y, b.output_embedding(), **kw)
+    assert torch.equal(loss_a, loss_b) and terms_a.keys() == terms_b.keys() == {"ce", "z_loss", "mu_loss"}
+    assert all(torch.equal(terms_a[k], terms_b[k]) for k in terms_a)
+    loss_a.backward()
+    loss_b.backward()
+    for (name, pa), pb in zip(a.named_parameters(), b.parameters()):
+        assert torch.equal(pa.grad, pb.grad), name
+
+
+@pytest.mark.slow
+def test_compiled_loss_equals_eager():
+    """F10: torch.compile over forward + loss (one graph) gives the eager loss and gradients (fp32, CPU)."""
+    x = torch.randint(0, 61, (2, 16), generator=torch.Generator().manual_seed(2))
+    y = torch.roll(x, -1, dims=1)
+    eager, compiled = tiny(**VARIANTS["oec"]).train(), tiny(**VARIANTS["oec"]).train()
+    fn = torch.compile(compiled, fullgraph=True)  # fullgraph: a graph break would leave the loss eager
+    loss_e, _ = eager(x, targets=y, z_loss=1e-2, mu_loss=1e-1)
+    loss_c, _ = fn(x, targets=y, z_loss=1e-2, mu_loss=1e-1)
+    torch.testing.assert_close(loss_c, loss_e, rtol=1e-5, atol=1e-6)
+    loss_e.backward()
+    loss_c.backward()
+    for pe, pc in zip(eager.parameters(), compiled.parameters()):
+        torch.testing.assert_close(pc.grad, pe.grad, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("name, tflops", [
+    ("NVIDIA H100 80GB HBM3", 989.5), ("NVIDIA H100 PCIe", 756.5), ("NVIDIA H100 NVL", 835.5),
+    ("NVIDIA H200", 989.5), ("NVIDIA H200 NVL", 835.5), ("NVIDIA GH200 480GB", 989.5),
+    ("NVIDIA A100-SXM4-80GB", 312.0), ("NVIDIA A100 80GB PCIe", 312.0), ("NVIDIA B200", 2250.0),
+    ("NVIDIA GeForce RTX 4090", None)])
+def test_gpu_peak_flops_per_device_name(name, tflops):
+    """Dense bf16 peaks (datasheet sparse figures / 2); PCIe and NVL parts are not taken for SXM ones."""
+    peak = model_module.gpu_peak_flops(name)
+    assert (peak is None) if tflops is None else peak == pytest.approx(tflops * 1e12)
+
+
+def test_mfu_never_exceeds_one(monkeypatch):
+    """Issue 12 item 11: a CPU peak timed while other jobs ran is too low; MFU is capped by raising the peak
+    to the achieved rate (with a warning), and the source says so."""
+    m = tiny()
+    monkeypatch.setitem(model_module._PEAKS, ("cpu", torch.float32), (1e6, "cpu: test peak"))
+    with pytest.warns(UserWarning, match="raised"):
+        assert m.estimate_mfu(1e6, "cpu") == 1.0
+    achieved = m.flops_per_token() * 1e6
+    assert model_module.peak_flops("cpu") == (achieved, "cpu: test peak; raised to the achieved rate")
+    assert m.estimate_mfu(5e5, "cpu") == pytest.approx(0.5)  # the raised peak stays
+    # training windows shorter than the context: attention FLOPs use the window length
+    assert m.flops_per_token(seq_len=8) == 6 * m.num_params() + 12 * 2 * 8 * 32
+
+
 def test_presets_published_shapes():
     """GPT-SW3 totals from tokenizer_gptsw3.md §8; GPT-2 124M; OEC sizes count all but the input embedding."""
     expected = {"gpt-sw3-126m": 135.8e6, "gpt-sw3-356m": 369.9e6, "gpt-sw3-1.3b": 1.344e9,

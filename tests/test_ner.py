@@ -7,9 +7,10 @@ import warnings
 import pytest
 import torch
 
+import bert
 import ner
 import nerdata
-from model import BertConfig, BertForTokenClassification
+from bert import BertConfig, BertForTokenClassification
 from nerdata import Example, Issues
 
 TEXTS = [
@@ -45,10 +46,10 @@ def tiny_bert(tmp_path_factory, minilm):
     path = tmp_path_factory.mktemp("tiny_bert")
     torch.manual_seed(0)
     cfg = BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                     intermediate_size=64, max_position_embeddings=64, hidden_dropout_prob=0.0,
+                     intermediate_size=64, max_position_embeddings=128, hidden_dropout_prob=0.0,
                      attention_probs_dropout_prob=0.0)
     BertForTokenClassification(cfg, 2).save_hf(path, {0: "O", 1: "X"})
-    tok = ner.WordPieceTokenizer.from_dir(minilm)
+    tok = bert.WordPieceTokenizer.from_dir(minilm)
     tok.save(path)
     return path
 
@@ -67,7 +68,7 @@ def _check_tokenizer(ours, fast, slow, texts):
 def test_wordpiece_uncased_matches_hf(minilm):
     from transformers import BertTokenizerFast
     from transformers.models.bert.tokenization_bert_legacy import BertTokenizerLegacy
-    ours = ner.WordPieceTokenizer.from_dir(minilm)
+    ours = bert.WordPieceTokenizer.from_dir(minilm)
     _check_tokenizer(ours, BertTokenizerFast.from_pretrained(minilm),
                      BertTokenizerLegacy(vocab_file=f"{minilm}/vocab.txt", do_lower_case=True), TEXTS)
 
@@ -80,7 +81,7 @@ def test_wordpiece_cased_matches_hf(tmp_path):
     chars = sorted({c for t in TEXTS for c in t if not c.isspace()})
     vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + words + chars + ["##" + c for c in chars]
     (tmp_path / "vocab.txt").write_text("\n".join(dict.fromkeys(vocab)) + "\n", encoding="utf-8")
-    ours = ner.WordPieceTokenizer(tmp_path / "vocab.txt", lowercase=False)
+    ours = bert.WordPieceTokenizer(tmp_path / "vocab.txt", lowercase=False)
     (tmp_path / "tokenizer_config.json").write_text(json.dumps({"do_lower_case": False}))
     fast = BertTokenizerFast.from_pretrained(tmp_path)
     slow = BertTokenizerLegacy(vocab_file=str(tmp_path / "vocab.txt"), do_lower_case=False)
@@ -93,7 +94,7 @@ def test_encoder_matches_hf_bert(minilm):
     from transformers import BertModel
     ours = BertForTokenClassification.from_hf(minilm, 5).eval()
     hf = BertModel.from_pretrained(minilm).eval()
-    tok = ner.WordPieceTokenizer.from_dir(minilm)
+    tok = bert.WordPieceTokenizer.from_dir(minilm)
     seqs = [[tok.cls] + tok.tokenize(t)[0][:30] + [tok.sep] for t in TEXTS[:3]]
     idx = torch.zeros(3, max(map(len, seqs)), dtype=torch.long)
     mask = torch.zeros_like(idx)
@@ -134,16 +135,17 @@ def test_save_hf_loads_in_transformers_and_trains_identically(tiny_bert, tmp_pat
 def test_conll_quirks(tmp_path):
     f = tmp_path / "x.conll"
     f.write_text("-DOCSTART- -X- O O\n\n# sent_id = 1\n1\tAnna\tB-PER\tx\n2\tbor\tO\t-\n\t\n"
-                 "1  Kalle   B-PER  y\nbn\n2 \tsover\tO\tz\n\n\n#\tO\tO\tO\n", encoding="utf-8")
+                 "1  Kalle   B-PER  y\nbn\n2 \tsover\tO\tz\n\n\n#\tO\tO\tO\n3\t#\tO\tO\n", encoding="utf-8")
     issues = Issues()
-    ex = nerdata.read_conll(f, token_column=1, tag_column=2, issues=issues)
-    assert [e.words for e in ex] == [["Anna", "bor"], ["Kalle", "sover"], ["O"]]
+    ex, _ = nerdata.read_conll(f, token_column=1, tag_column=2, issues=issues)
+    assert [e.words for e in ex] == [["Anna", "bor"], ["Kalle", "sover"], ["#"]]  # '#' lines are comments here
     assert [e.tags for e in ex] == [["B-PER", "O"], ["B-PER", "O"], ["O"]]
     assert issues.counts["line with too few columns, skipped"] == 1
     assert f"{f}:8" in issues.where["line with too few columns, skipped"][0]
     g = tmp_path / "io.txt"
-    g.write_text("Gunhild\tPER\nWestman    PER\n,  0\n", encoding="utf-8")
-    assert nerdata.read_conll(g)[0].tags == ["PER", "PER", "O"]  # '0' is the outside tag
+    g.write_text("# a comment\n\n#\t0\nGunhild\tPER\nWestman    PER\n,  0\n", encoding="utf-8")
+    ex, _ = nerdata.read_conll(g)
+    assert [(e.words, e.tags) for e in ex] == [(["#", "Gunhild", "Westman", ","], ["O", "PER", "PER", "O"])]
 
 
 @pytest.mark.parametrize("name, kwargs, sentences, tokens, entities", [
@@ -199,9 +201,11 @@ def test_seeded_splits_and_fractions():
     assert [len(x) for x in a] == [80, 10, 10] and sorted(sum(a, [])) == items
     assert a == nerdata.split_examples(items, (0.8, 0.1, 0.1), seed=1)
     assert a != nerdata.split_examples(items, (0.8, 0.1, 0.1), 2)
-    sub = nerdata.subsample(items, 0.05, seed=3)
-    assert len(sub) == 5 and sub == nerdata.subsample(items, 0.05, seed=3)
-    assert len(nerdata.subsample(items, 0.001, 0)) == 1
+    sub = nerdata.subsample(items, 0.05, seed=3, how="random")
+    assert len(sub) == 5 and sub == nerdata.subsample(items, 0.05, seed=3, how="random") and sub != items[:5]
+    assert len(nerdata.subsample(items, 0.001, 0, "random")) == 1
+    # the paper's code (nerblackbox _prune_examples): the first max(1, int(x * N)) examples
+    assert nerdata.subsample(items, 0.057, seed=3) == items[:5] and nerdata.subsample(items, 0.001, 0) == [0]
 
 
 # ----------------------------------------------------------------------------- schemes
@@ -233,7 +237,7 @@ def test_detect_scheme_and_bad_tags(tmp_path):
         nerdata.detect_scheme([["B-PER", "LOC"]])
     f = tmp_path / "bad.conll"
     f.write_text("Anna\tB-PER\nbor\tI-\n")
-    with pytest.raises(ValueError, match=r"bad.conll: sentence 1, word 'bor'.*no entity type"):
+    with pytest.raises(ValueError, match=r"(?s)no column holds NER tags.*'I-' is neither O nor.*bad.conll:2"):
         nerdata.read_examples(f)
     g = tmp_path / "bad.csv"
     g.write_text("B-PER O\tAnna bor\nO\tx y\n")
@@ -298,12 +302,13 @@ def test_token_scores_equal_sklearn():
 def test_evaluate_tags_keys():
     m = ner.evaluate_tags([["B-A", "I-A", "O"]], [["B-A", "I-A", "O"]], "bio")
     for key in ("entity.strict.micro.f1", "entity.strict.macro.precision", "entity.lenient.micro.recall",
-                "entity.strict.per_class.A.f1", "token.fil.micro.f1", "token.all.macro.f1", "entity.strict.abidance"):
+                "entity.strict.per_class.A.f1", "token.fil.micro.f1", "token.all.macro.f1",
+                "entity.strict.well_formed"):
         assert m[key] == 1.0, key
     assert m["token.confusion_matrix"] == {"labels": ["O", "A"], "matrix": [[1, 0], [0, 2]]}
     m = ner.evaluate_tags([["B-A", "I-A", "O"]], [["I-A", "I-A", "O"]], "bio")  # ill-formed prediction
     assert m["entity.strict.micro.f1"] == 0.0 and m["entity.lenient.micro.f1"] == 1.0
-    assert m["entity.strict.abidance"] == 0.0
+    assert m["entity.strict.well_formed"] == 0.0
 
 
 # ----------------------------------------------------------------------------- chunking + inference
@@ -322,14 +327,14 @@ class _LookupModel(torch.nn.Module):
 
 
 def _stub_tagger(minilm, hot_words, **cfg):
-    tok = ner.WordPieceTokenizer.from_dir(minilm)
+    tok = bert.WordPieceTokenizer.from_dir(minilm)
     hot = {tok.encode_word(w)[0] for w in hot_words}
     cfg = dict(labels=["O", "B-LOC", "I-LOC"], scheme="bio", max_seq_length=128, chunk_overlap=0, batch_size=4) | cfg
     return ner.Tagger(_LookupModel(hot), tok, cfg, "cpu")
 
 
 def test_encode_chunks_first_subtoken_and_overlap(minilm):
-    tok = ner.WordPieceTokenizer.from_dir(minilm)
+    tok = bert.WordPieceTokenizer.from_dir(minilm)
     words = ("Gunhild Westmanssonsky " * 12).split()
     labels = list(range(len(words)))
     chunks = ner.encode(words, tok, max_seq_length=12, chunk_overlap=4, label_ids=labels)

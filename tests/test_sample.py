@@ -1,16 +1,17 @@
-"""sample.py end to end: a tiny checkpoint written here, sampled through the command line."""
+"""sample.py end to end on a run folder written by train.py (a tiny model on a data.py dataset), sampled
+through the command line and compared with the same greedy decoding done here through checkpoint.load_run."""
 import subprocess
 import sys
-from dataclasses import asdict
 from pathlib import Path
 
 import pytest
 import torch
+from test_train import run_train
 
-from model import GPT, GPTConfig
+import data
+from checkpoint import load_run
 
 ROOT = Path(__file__).resolve().parent.parent
-tokenizer = pytest.importorskip("tokenizer", reason="tokenizer.py (tokenizer engineer) not written yet")
 
 
 def _run(*args: str) -> subprocess.CompletedProcess:
@@ -19,41 +20,51 @@ def _run(*args: str) -> subprocess.CompletedProcess:
 
 
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory) -> Path:
-    """A compiled-model style checkpoint ('_orig_mod.' keys) whose model always predicts <|endoftext|>."""
-    tok = tokenizer.get_tokenizer("gpt2")
-    torch.manual_seed(0)
-    model = GPT(GPTConfig(vocab_size=tok.vocab_size, block_size=32, n_layer=1, n_head=2, n_embd=16,
-                          tie_embeddings=False))
-    with torch.no_grad():  # constant final hidden state b, and lm_head row eot = 100 b: eot always wins
-        model.transformer.ln_f.weight.zero_()
-        model.transformer.ln_f.bias.copy_(torch.randn(16))
-        model.lm_head.weight[tok.eot] = 100 * model.transformer.ln_f.bias
-    out = tmp_path_factory.mktemp("run")
-    torch.save({"model": {"_orig_mod." + k: v for k, v in model.state_dict().items()},
-                "model_args": asdict(model.config), "config": {"tokenizer": "gpt2"}}, out / "ckpt.pt")
+def run_dir(tmp_path_factory, tiny_dataset) -> Path:
+    out = tmp_path_factory.mktemp("run") / "run"
+    run_train(out, tiny_dataset.parent, dataset=tiny_dataset.name, max_iters=3, eval_interval=3)
     return out
 
 
+def _greedy(run_dir: Path, ids: list[int], n: int, stop_tokens=None) -> list[int]:
+    model = load_run(run_dir).model
+    with torch.no_grad():
+        out = model.generate(torch.tensor([ids]), n, temperature=0, stop_tokens=stop_tokens)
+    return out[0, len(ids):].tolist()
+
+
 @pytest.mark.slow
-def test_sample_prompt_and_seed(run_dir, tmp_path):
-    (tmp_path / "prompt.txt").write_text("Hello there", encoding="utf-8")
-    args = (f"--out_dir={run_dir}", f"--start=FILE:{tmp_path / 'prompt.txt'}", "--num_samples=2",
-            "--max_new_tokens=3", "--temperature=0")
-    r = _run(*args)
+def test_sample_prompt_greedy_matches_the_runs_model(run_dir, tmp_path):
+    (tmp_path / "prompt.txt").write_text("To be, or not", encoding="utf-8")
+    r = _run(f"--out_dir={run_dir}", f"--start=FILE:{tmp_path / 'prompt.txt'}", "--num_samples=2",
+             "--max_new_tokens=6", "--temperature=0")
     assert r.returncode == 0, r.stderr
-    samples = r.stdout.split("---------------\n")
-    assert samples[:2] == ["Hello there" + "<|endoftext|>" * 3 + "\n"] * 2 and samples[2] == ""
+    tok = load_run(run_dir).tokenizer
+    ids = tok.encode("To be, or not")
+    expected = tok.decode(ids + _greedy(run_dir, ids, 6))
+    assert r.stdout.split("---------------\n") == [expected + "\n"] * 2 + [""]
 
 
 @pytest.mark.slow
 def test_sample_chat_stops_at_end_of_turn(run_dir):
     r = _run(f"--out_dir={run_dir}", "--start=What is 2+2?", "--chat=True", "--num_samples=1",
-             "--max_new_tokens=5", "--seed=3")
+             "--max_new_tokens=8", "--temperature=0")
     assert r.returncode == 0, r.stderr
-    assert r.stdout == "\n---------------\n"  # the reply ended at once: eot is a stop token in chat mode
+    tok = load_run(run_dir).tokenizer
+    ids, _ = data.format_chat([{"role": "user", "content": "What is 2+2?"}], tok, add_generation_prompt=True)
+    stops = [t for t in (tok.bos, tok.eot) if t is not None]
+    new = _greedy(run_dir, ids, 8, stops)
+    cut = [i for i, t in enumerate(new) if t in stops]
+    assert r.stdout == tok.decode(new[:cut[0]] if cut else new).strip() + "\n---------------\n"
+
+
+def test_sample_refuses_another_tokenizer(run_dir):
+    r = _run(f"--out_dir={run_dir}", "--tokenizer=gpt2", "--max_new_tokens=1")
+    assert r.returncode != 0 and "Traceback" not in r.stderr
+    assert "another tokenizer" in r.stderr and "drop --tokenizer" in r.stderr
 
 
 def test_sample_missing_checkpoint(tmp_path):
     r = _run(f"--out_dir={tmp_path}")
     assert r.returncode != 0 and "ckpt.pt not found" in r.stderr and "--out_dir" in r.stderr
+    assert "Traceback" not in r.stderr

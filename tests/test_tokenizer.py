@@ -3,6 +3,7 @@ import csv
 import json
 import random
 import string
+import struct
 import sys
 import unicodedata
 from pathlib import Path
@@ -77,8 +78,10 @@ def test_layout(model):
     assert pieces[-23:] == ["▁" * n for n in range(2, 25)]
     assert sum(set(p) == {"▁"} for p in pieces) == 24  # '▁' plus the 23 appended runs, nothing else
     # score of the appended pieces = lowest - 1 (lowest = last piece SentencePiece produced)
-    proto, _ = T.read_model_proto(Path(model).read_bytes())
-    assert [p[1] for p in proto[-23:]] == [proto[-24][1] - 1] * 23
+    proto = T.load_model_proto(model).pieces
+    assert [p.score for p in proto[-23:]] == [proto[-24].score - 1] * 23
+    spec = T.load_model_proto(model).trainer_spec  # SentencePiece samples the stream, never loads it all
+    assert spec.input_sentence_size == 1_000_000 and spec.shuffle_input_sentence
     vocab = Path(model).with_suffix(".vocab").read_text(encoding="utf-8").splitlines()
     assert [line.split("\t")[0] for line in vocab] == pieces
     tok = get_tokenizer(model)
@@ -86,9 +89,109 @@ def test_layout(model):
     assert tok.encode("\n") == [sp.piece_to_id("▁"), 8 + 0x0A]  # newline never seen: byte fallback, 18
 
 
-def test_model_proto_roundtrip_is_byte_exact(model):
-    data = Path(model).read_bytes()
-    assert T.write_model_proto(*T.read_model_proto(data)) == data
+# The hand-written protobuf wire-format reader/writer that tokenizer.py used before it switched to
+# sentencepiece_model_pb2, frozen here verbatim as the reference the new code must reproduce byte for byte.
+def _old_read_varint(buf, i):
+    result = shift = 0
+    while True:
+        b = buf[i]
+        i += 1
+        result |= (b & 0x7F) << shift
+        shift += 7
+        if b < 0x80:
+            return result, i
+
+
+def _old_varint(n):
+    out = bytearray()
+    while n >= 0x80:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+def _old_fields(buf):
+    i = 0
+    while i < len(buf):
+        start = i
+        key, i = _old_read_varint(buf, i)
+        wire = key & 7
+        if wire == 0:
+            value, i = _old_read_varint(buf, i)
+        elif wire in (1, 5):
+            n = 8 if wire == 1 else 4
+            value, i = buf[i:i + n], i + n
+        elif wire == 2:
+            n, i = _old_read_varint(buf, i)
+            value, i = buf[i:i + n], i + n
+        yield key >> 3, value, buf[start:i]
+
+
+def _old_read_model_proto(data):
+    pieces, rest = [], bytearray()
+    for fld, value, raw in _old_fields(data):
+        if fld != 1:
+            rest += raw
+            continue
+        p = ["", 0.0, 1]
+        for f, v, _ in _old_fields(value):
+            if f == 1:
+                p[0] = v.decode("utf-8")
+            elif f == 2:
+                p[1] = struct.unpack("<f", v)[0]
+            elif f == 3:
+                p[2] = v
+        pieces.append(p)
+    return pieces, bytes(rest)
+
+
+def _old_write_model_proto(pieces, rest):
+    out = bytearray()
+    for piece, score, type_ in pieces:
+        s = piece.encode("utf-8")
+        msg = b"\x0a" + _old_varint(len(s)) + s + b"\x15" + struct.pack("<f", score) + b"\x18" + _old_varint(type_)
+        out += b"\x0a" + _old_varint(len(msg)) + msg
+    return bytes(out + rest)
+
+
+def _old_add_whitespace_tokens(data: bytes) -> tuple[bytes, str]:
+    pieces, rest = _old_read_model_proto(data)
+    lowest = pieces[-1][1]
+    for k, p in enumerate(p for p in pieces if p[0] in T.WHITESPACE_TOKENS):
+        p[0], p[1] = f"UNPRIORITIZED_{k}", lowest - 2
+    pieces += [[w, lowest - 1, 1] for w in T.WHITESPACE_TOKENS]
+    return _old_write_model_proto(pieces, rest), "".join(f"{piece}\t{score:g}\n" for piece, score, _ in pieces)
+
+
+@pytest.mark.parametrize("whitespace_pieces", [False, True])
+def test_whitespace_tokens_byte_identical_to_the_old_hand_written_protobuf(corpus, tmp_path, whitespace_pieces):
+    """add_whitespace_tokens through sentencepiece_model_pb2 writes the same .model and .vocab bytes as the
+    frozen hand-written writer; with allow_whitespace_only_pieces SentencePiece learns '▁▁'-style pieces,
+    so the renaming branch (UNPRIORITIZED_k) is covered too."""
+    code = [" " * (4 * (i % 5)) + f"x{i} = y  +  z" for i in range(2000)]  # runs of spaces
+    docs = _lines(corpus["sv"]) + (code if whitespace_pieces else [])
+    raw = train_tokenizer([], 700, str(tmp_path / "raw"), documents=docs, add_whitespace_tokens=False,
+                          allow_whitespace_only_pieces=whitespace_pieces)
+    before = Path(raw).read_bytes()
+    expected_model, expected_vocab = _old_add_whitespace_tokens(before)
+    T.add_whitespace_tokens(raw)
+    assert Path(raw).read_bytes() == expected_model
+    assert Path(raw).with_suffix(".vocab").read_text(encoding="utf-8") == expected_vocab
+    renamed = [p for p in get_tokenizer(raw).pieces() if p.startswith("UNPRIORITIZED_")]
+    assert bool(renamed) == whitespace_pieces
+    proto = T.load_model_proto(raw)
+    assert proto.SerializeToString() == expected_model and len(proto.pieces) == 700 + 23
+
+
+def test_pruned_model_byte_identical_to_the_old_hand_written_protobuf(model):
+    pieces, rest = _old_read_model_proto(Path(model).read_bytes())
+    merges = T.vocab_classes([p[0] for p in pieces])["merge"]
+    for i in range(merges[-1] - 99, merges[-1] + 1):
+        pieces[i][0] = T.PRUNED_PIECE.format(i)
+    old = spm.SentencePieceProcessor(model_proto=_old_write_model_proto(pieces, rest))
+    new = T.prune_merges(model, VOCAB - 100).sp
+    assert old.serialized_model_proto() == new.serialized_model_proto()
 
 
 def test_indentation_is_one_whitespace_token(model):
@@ -148,34 +251,53 @@ def test_vocab_too_large_for_text(tmp_path):
         train_tokenizer([str(f)], 300, str(tmp_path / "t"), vocab_sizee=300)
 
 
-def test_jsonl_input_reads_the_text_field(corpus, tmp_path):
-    docs = T.read_documents(corpus["sv"])[0]
-    path = tmp_path / "kept.jsonl"
-    path.write_text("".join(json.dumps({"text": d, "lang": "sv"}) + "\n" for d in docs), encoding="utf-8")
-    assert T.read_documents(path)[0] == docs
-    path.write_text('{"txt": "no text field"}\n', encoding="utf-8")
-    with pytest.raises(ValueError, match=r"kept.jsonl: line 1: not a JSON object with a 'text' field"):
-        T.read_documents(path)
+def _lines(path) -> list[str]:
+    return [x for x in Path(path).read_text(encoding="utf-8").split("\n") if x.strip()]
 
 
-def test_bad_input_stop_and_skip(corpus, tmp_path):
+def test_jsonl_zst_and_parquet_input_train_the_same_tokenizer(corpus, tmp_path):
+    """One reader for every format: the same documents as .txt, .jsonl.zst or .parquet (field 'content')
+    give byte-identical models (apart from the input options SentencePiece records in the model)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    import zstandard
+    docs = _lines(corpus["sv"])
+    body = "".join(json.dumps({"content": d}, ensure_ascii=False) + "\n" for d in docs).encode()
+    (tmp_path / "sv.jsonl.zst").write_bytes(zstandard.ZstdCompressor().compress(body))
+    pq.write_table(pa.table({"content": docs}), tmp_path / "sv.parquet", row_group_size=100)
+    models = [train_tokenizer([str(p)], 600, str(tmp_path / f"m{i}"), text_field="content")
+              for i, p in enumerate((corpus["sv"], tmp_path / "sv.jsonl.zst", tmp_path / "sv.parquet"))]
+    pieces = [get_tokenizer(m).pieces() for m in models]
+    assert pieces[0] == pieces[1] == pieces[2]
+    (tmp_path / "kept.jsonl").write_text('{"txt": "no text field"}\n', encoding="utf-8")
+    with pytest.raises(ValueError, match=r"kept.jsonl:1: no string field 'text'.*--text_field"):
+        train_tokenizer([str(tmp_path / "kept.jsonl")], 600, str(tmp_path / "t"))
+
+
+def test_bad_input_stop_skip_replace(corpus, tmp_path):
     good = corpus["sv"].read_bytes()
     bad = tmp_path / "latin1.txt"
     bad.write_bytes(good + "gr\u00e5\n".encode("latin-1") + b"\x00\x01\x02binary\n" + good)
     offset = len(good) + 2  # the latin-1 byte of 'å'
-    msg = rf"latin1.txt: line {N_LINES + 1}, byte offset {offset}.*--on_bad_input skip"
+    msg = rf"latin1.txt:{N_LINES + 1}, byte offset {offset}: not UTF-8.*on_bad_input='skip'"
     with pytest.raises(ValueError, match=msg):
         train_tokenizer([str(bad)], 600, str(tmp_path / "t"))
-    docs, skipped = T.read_documents(bad, on_bad_input="skip")
-    assert skipped == 2 and len(docs) == 2 * len(T.read_documents(corpus["sv"])[0])
     assert Path(train_tokenizer([str(bad)], 600, str(tmp_path / "t"), on_bad_input="skip")).is_file()
+    assert Path(train_tokenizer([str(bad)], 600, str(tmp_path / "r"), on_bad_input="replace")).is_file()
+    # a lone surrogate in JSONL (an escaped half of an emoji) is bad input with FILE:LINE, not a crash
+    js = tmp_path / "emoji.jsonl"
+    js.write_text("".join(json.dumps({"text": d}) + "\n" for d in _lines(corpus["sv"])[:500])
+                  + '{"text": "half \\ud83e emoji"}\n', encoding="utf-8")
+    with pytest.raises(ValueError, match=r"emoji.jsonl:501: unpaired UTF-16 surrogate"):
+        train_tokenizer([str(js)], 600, str(tmp_path / "e"))
+    assert Path(train_tokenizer([str(js)], 600, str(tmp_path / "e"), on_bad_input="replace")).is_file()
 
 
-def test_empty_input_file(tmp_path):
+def test_empty_input_file(corpus, tmp_path):
     empty = tmp_path / "empty.txt"
     empty.write_text("\n  \n")
-    with pytest.raises(ValueError, match="empty.txt has no non-empty lines"):
-        train_tokenizer([str(empty)], 600, str(tmp_path / "t"))
+    with pytest.raises(ValueError, match="empty.txt has no non-empty documents"):
+        train_tokenizer([str(corpus["sv"]), str(empty)], 600, str(tmp_path / "t"))
     with pytest.raises(ValueError, match=r"empty.txt \(sv\) is empty"):
         T.main(["evaluate", "--tokenizer", "gpt2", "--data", f"sv={empty}", "--out", str(tmp_path / "o")])
 
@@ -313,7 +435,7 @@ def test_cli_evaluate(model, corpus, tmp_path):
     assert list(rows[0])[:6] == ["tokenizer", "language", "unk_rate", "ctcl", "fertility", "pcw"]
     assert [(r["tokenizer"], r["language"]) for r in rows] == [(model, "sv"), (model, "en"), ("gpt2", "sv"),
                                                                ("gpt2", "en")]
-    sv = T.evaluation_metrics(get_tokenizer(model), T.read_documents(corpus["sv_eval"])[0])
+    sv = T.evaluation_metrics(get_tokenizer(model), _lines(corpus["sv_eval"]))
     assert float(rows[0]["fertility"]) == pytest.approx(sv["fertility"])
     assert "| multi.model | sv |" in (out / "metrics.md").read_text()
     with pytest.raises(SystemExit, match="LANG=FILE"):

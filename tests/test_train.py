@@ -1,11 +1,13 @@
 """train.py end to end on tiny models (2 layers, 32 wide, block 32) and real text (bytes of the shared English
 text, nanoGPT char-level layout): exact resume, run folder, per-language eval, faults, bad config, HF init,
 fine-tuning. Single-process runs execute train.py in this process (runpy); faults use real subprocesses."""
+import errno
 import json
 import math
 import os
 import pickle
 import runpy
+import shutil
 import signal
 import subprocess
 import sys
@@ -16,6 +18,7 @@ import numpy as np
 import pytest
 import torch
 
+import configurator
 import data
 import losses
 
@@ -195,7 +198,7 @@ def test_bad_config_fails_before_any_work(tmp_path, data_root):
 
 def test_resume_with_another_model_shape_fails(tmp_path, data_root):
     run_train(tmp_path / 'run', data_root, max_iters=1, eval_interval=1)
-    with pytest.raises(SystemExit, match=r"n_layer: checkpoint 2 vs config 3.*same config"):
+    with pytest.raises(SystemExit, match=r"n_layer: 2 there vs 3 set.*Drop --n_layer"):
         run_train(tmp_path / 'run', data_root, init_from='resume', n_layer=3)
 
 
@@ -283,3 +286,293 @@ def test_finetune_on_chat_learns_the_answers(tmp_path, shared_dir):
                    lr_decay_iters=80, weight_decay=0.0)
     assert ft[0]['step'] == 0 and ft[0]['pretrain_val_loss'] == pytest.approx(pre[-1]['val_loss'], abs=1e-5)
     assert ft[0]['val_loss'] > 2.0 and ft[-1]['val_loss'] < 0.1, (ft[0], ft[-1])
+
+
+# -----------------------------------------------------------------------------
+# issue "runs that do exactly what they say, or stop": set keys win, every kind of run resumes exactly, run
+# folders are never mixed, nothing is written before the checks, data files match their metadata
+
+QA = [('Name the first colour', 'red'), ('Name the second colour of the flag, please', 'green and a bit of blue'),
+      ('Say the magic word', 'please'), ('Which way is north on a map', 'up, at the top of the page'),
+      ('Count to three', 'one two three'), ('What do cats say', 'meow'),
+      ('Tell me something long about the sea and its waves', 'the sea is wide and its waves roll in all day'),
+      ('Yes or no', 'no')]
+
+
+def _snapshot(folder: Path) -> dict:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob('*')) if p.is_file()}
+
+
+@pytest.fixture(scope='module')
+def chat_setup(tmp_path_factory, tiny_dataset) -> dict:
+    """A 2-step pretraining run on a data.py dataset (own BPE) and a chat file with conversations whose
+    numbers of trained (assistant) tokens differ."""
+    tmp = tmp_path_factory.mktemp('chat')
+    pre = tmp / 'pre'
+    run_train(pre, tiny_dataset.parent, dataset=tiny_dataset.name, n_embd=32, block_size=64, max_iters=2,
+              eval_interval=2)
+    chat = tmp / 'chat.jsonl'
+    chat.write_text(''.join(json.dumps({'messages': [{'role': 'user', 'content': q},
+                                                     {'role': 'assistant', 'content': a}]}) + '\n' for q, a in QA))
+    return dict(pre=pre, chat=chat, data_root=tiny_dataset.parent, dataset=tiny_dataset.name)
+
+
+def _finetune(out: Path, s: dict, **overrides) -> list[dict]:
+    args = dict(init_from='finetune', finetune_from=str(s['pre']), finetune_data=str(s['chat']), n_embd=32,
+                block_size=64, max_iters=3, eval_interval=3, learning_rate=1e-2, warmup_iters=1) | overrides
+    return run_train(out, s['data_root'], dataset=s['dataset'], **args)
+
+
+def _grad_norms(records: list[dict]) -> dict[int, float]:
+    return {r['step']: r['grad_norm'] for r in records if 'grad_norm' in r}
+
+
+def test_chat_loss_is_the_mean_over_the_global_batch_tokens(tmp_path, chat_setup):
+    """batch_size=2 x 1 micro-step == batch_size=1 x 2 micro-steps, on loss and gradient norm; tokens count
+    real tokens, not padding (the 2-conversation batch is padded to its longer conversation)."""
+    a = _finetune(tmp_path / 'a', chat_setup, batch_size=2, gradient_accumulation_steps=1)
+    b = _finetune(tmp_path / 'b', chat_setup, batch_size=1, gradient_accumulation_steps=2)
+    la, lb = _losses(a), _losses(b)
+    assert sorted(la) == sorted(lb) == [1, 2, 3]
+    for s in la:
+        assert la[s] == pytest.approx(lb[s], rel=1e-5) and _grad_norms(a)[s] == pytest.approx(_grad_norms(b)[s],
+                                                                                                rel=1e-5)
+    tokens_a = [r['tokens'] for r in a if 'loss' in r]
+    assert tokens_a == [r['tokens'] for r in b if 'loss' in r]
+    chats = data.load_chat_jsonl(chat_setup['chat'])
+    tok = data.dataset_tokenizer(chat_setup['data_root'] / chat_setup['dataset'])
+    loader = data.ChatLoader(chats, tok, 2, 64)
+    real, padded = [], []
+    for _ in range(3):
+        x, _y = loader.next_batch()
+        real.append(loader.last_real_tokens)
+        padded.append(x.numel())
+    assert real != padded and tokens_a == list(np.cumsum(real))  # the batches hold padding; it is not counted
+
+
+@pytest.mark.slow
+def test_chat_finetune_resumes_bitwise(tmp_path, chat_setup):
+    flags = dict(dropout=0.1, max_iters=6, eval_interval=3, lr_decay_iters=6, batch_size=2)
+    full = _losses(_finetune(tmp_path / 'full', chat_setup, **flags))
+    _finetune(tmp_path / 'cut', chat_setup, **(flags | dict(max_iters=3)))
+    resumed = _losses(_finetune(tmp_path / 'cut', chat_setup, **(flags | dict(init_from='resume'))))
+    assert sorted(resumed) == list(range(1, 7)) and all(resumed[s] == full[s] for s in range(1, 7)), (resumed, full)
+
+
+@pytest.mark.slow
+def test_gpt2_hf_run_resumes_bitwise(tmp_path, data_root):
+    from model import GPT, GPTConfig
+    torch.manual_seed(0)
+    GPT(GPTConfig(vocab_size=256, block_size=32, n_layer=2, n_head=2, n_embd=32, bias=True,
+                  mlp='gelu_tanh')).save_hf(tmp_path / 'hf')
+    flags = dict(init_from=f"gpt2-hf:{tmp_path / 'hf'}", dropout=0.1)
+    full = _losses(run_train(tmp_path / 'full', data_root, **flags))
+    run_train(tmp_path / 'cut', data_root, **flags, max_iters=4)
+    resumed = _losses(run_train(tmp_path / 'cut', data_root, **(flags | dict(init_from='resume'))))
+    assert sorted(resumed) == list(range(1, 9)) and all(resumed[s] == full[s] for s in range(1, 9))
+
+
+def test_resume_of_a_finished_run(tmp_path, data_root):
+    """The same max_iters: nothing to do, the run folder is unchanged. A larger max_iters continues."""
+    out = tmp_path / 'run'
+    run_train(out, data_root, max_iters=4, eval_interval=2, lr_decay_iters=8)
+    before = _snapshot(out)
+    with pytest.raises(SystemExit) as e:  # exit status 0: "nothing to do"
+        run_train(out, data_root, max_iters=4, eval_interval=2, lr_decay_iters=8, init_from='resume')
+    assert e.value.code == 0 and _snapshot(out) == before
+    recs = run_train(out, data_root, max_iters=6, eval_interval=2, lr_decay_iters=8, init_from='resume')
+    summary = json.loads((out / 'summary.json').read_text())
+    assert summary['finished'] and summary['step'] == 6 and [r['step'] for r in recs if 'loss' in r][-2:] == [5, 6]
+    assert summary['final_val_loss'] == recs[-1]['val_loss']
+
+
+def test_resume_takes_the_runs_own_config(tmp_path, data_root):
+    """--init_from=resume alone continues the run as it was configured (not with the script defaults)."""
+    out = tmp_path / 'run'
+    run_train(out, data_root, max_iters=2, eval_interval=2, optimizer='coupled_adam', weight_decay=0.05)
+    argv = ['train.py', f'--out_dir={out}', '--init_from=resume', '--max_iters=3', '--device=cpu',
+            '--sample_tokens=0']
+    old_argv, sys.argv = sys.argv, argv
+    try:
+        runpy.run_path(str(ROOT / 'train.py'), run_name='__main__')
+    finally:
+        sys.argv = old_argv
+    cfg = json.loads((out / 'config.json').read_text())
+    assert (cfg['optimizer'], cfg['weight_decay'], cfg['n_layer'], cfg['data_root']) == (
+        'coupled_adam', 0.05, 2, str(data_root))
+    assert torch.load(out / 'ckpt.pt', weights_only=True)['step'] == 3
+
+
+def test_new_run_never_overwrites_another_runs_folder(tmp_path, data_root):
+    out = tmp_path / 'run'
+    run_train(out, data_root, max_iters=2, eval_interval=1)
+    before = _snapshot(out)
+    with pytest.raises(SystemExit, match=r"holds another run's checkpoint: continue it with --init_from=resume, "
+                                         r"choose a new --out_dir, or pass --overwrite=True"):
+        run_train(out, data_root, max_iters=2)
+    assert _snapshot(out) == before
+    run_train(out, data_root, max_iters=1, eval_interval=1, overwrite=True, keep_last_k=5)
+    assert sorted(p.name for p in out.glob('ckpt*')) == ['ckpt.pt', 'ckpt_0000001.pt']  # none of the old run's
+
+
+PRESET_CASES = [
+    ('oec-16m', dict(n_layer=4, n_embd=128, block_size=128, pos='learned', mlp='gelu', qk_norm=False,
+                     tie_embeddings=True, init='normal', bias=False, norm='layernorm', n_head=4)),
+    pytest.param('gpt2', dict(n_layer=4, n_head=4, n_embd=128, block_size=128, bias=False, mlp='gelu'),
+                 marks=pytest.mark.slow),
+    pytest.param('dyisru-125m', dict(n_layer=4, n_head=4, n_embd=128, block_size=128, norm='layernorm'),
+                 marks=pytest.mark.slow),
+]
+
+
+def test_preset_cases_cover_every_model_key_a_preset_changes():
+    from model import PRESETS
+    defaults = configurator.script_defaults(str(ROOT / 'train.py'))
+    changed = {k for p in PRESETS.values() for k, v in p.items() if k in defaults and v != defaults[k]}
+    cases = [c.values if hasattr(c, 'values') else c for c in PRESET_CASES]
+    covered = {k for preset, keys in cases for k in keys if PRESETS[preset][k] != keys[k]}
+    assert changed == covered
+    assert all(v == defaults[k] for _, keys in cases for k, v in keys.items())
+
+
+@pytest.mark.parametrize('preset,keys', PRESET_CASES)
+def test_a_model_key_set_to_its_default_beats_the_preset(tmp_path, data_root, preset, keys):
+    """Every preset value that differs from train.py's default, set back to the default (in a config file,
+    where `True is True` once hid it, and on the command line): the model is built with the value set."""
+    cfg_file = tmp_path / 'c.py'
+    cfg_file.write_text(f"model_preset = {preset!r}\n" + ''.join(f"{k} = {v!r}\n" for k, v in keys.items()))
+    for how in ('file', 'cli'):
+        argv = dict(model_preset=preset, **keys) if how == 'cli' else {}
+        args = dict(TINY, **{k: v for k, v in keys.items() if k in TINY}, max_iters=1, eval_interval=1, eval_iters=1)
+        out = tmp_path / how
+        old_argv = sys.argv
+        sys.argv = ['train.py'] + ([str(cfg_file)] if how == 'file' else []) + [
+            f'--{k}={v}' for k, v in (args | argv | dict(out_dir=str(out), data_root=str(data_root),
+                                                            dataset='en')).items()]
+        try:
+            runpy.run_path(str(ROOT / 'train.py'), run_name='__main__')
+        finally:
+            sys.argv = old_argv
+        model_args = torch.load(out / 'ckpt.pt', weights_only=True)['model_args']
+        assert {k: model_args[k] for k in keys} == keys, how
+        assert json.loads((out / 'config.json').read_text())['tie_embeddings'] == model_args['tie_embeddings']
+
+
+def test_unset_model_keys_come_from_the_preset(tmp_path, data_root):
+    run_train(tmp_path / 'run', data_root, model_preset='oec-16m', n_layer=1, n_embd=32, n_head=2, block_size=32,
+              max_iters=1, eval_interval=1)
+    args = torch.load(tmp_path / 'run' / 'ckpt.pt', weights_only=True)['model_args']
+    assert (args['pos'], args['mlp'], args['tie_embeddings'], args['init'], args['n_layer']) == (
+        'rope', 'swiglu', False, 'xavier', 1)
+
+
+def test_resume_or_finetune_on_other_data_stops_before_anything_is_touched(tmp_path, tiny_dataset):
+    root = tmp_path / 'data'
+    shutil.copytree(tiny_dataset, root / 'tiny')
+    out = tmp_path / 'run'
+    run_train(out, root, dataset='tiny', max_iters=1, eval_interval=1)
+    run_before, data_before = _snapshot(out), _snapshot(root)
+    with pytest.raises(SystemExit, match=r"'resume' trains with the checkpoint's tokenizer.*drop --tokenizer"):
+        run_train(out, root, dataset='tiny', init_from='resume', tokenizer='gpt2')
+    assert _snapshot(root) == data_before and _snapshot(out) == run_before  # today: data/tiny re-prepared
+    meta = data.load_meta(root / 'tiny')
+    data.prepare_dataset('tiny', data_root=root, vocab_size=400, num_proc=1)  # the folder is rebuilt
+    assert data.load_meta(root / 'tiny')['identity'] != meta['identity']
+    with pytest.raises(SystemExit, match=r"the dataset folder .*tiny, the tokenizer of .*tiny changed since the "
+                                         r"checkpoint"):
+        run_train(out, root, dataset='tiny', init_from='resume', max_iters=2)
+    assert _snapshot(out) == run_before
+    chat = tmp_path / 'chat.jsonl'
+    chat.write_text(json.dumps({'messages': [{'role': 'user', 'content': 'hi'},
+                                             {'role': 'assistant', 'content': 'hello'}]}) + '\n')
+    with pytest.raises(SystemExit, match=r"tokenizer of .*tiny changed since the checkpoint"):
+        run_train(tmp_path / 'ft', root, dataset='tiny', init_from='finetune', finetune_from=str(out),
+                  finetune_data=str(chat), batch_size=1)
+    assert not (tmp_path / 'ft').exists()
+
+
+def test_data_files_are_checked_against_meta(tmp_path, tiny_dataset, data_root):
+    root = tmp_path / 'data'
+    shutil.copytree(tiny_dataset, root / 'short')
+    ids = np.fromfile(root / 'short' / 'val.bin', dtype=np.uint16)
+    ids[:-1].tofile(root / 'short' / 'val.bin')  # one token short: a whole number of uint16, but not meta's count
+    _fails(tmp_path, root, r"val.bin holds \d+ tokens but meta.json records \d+: .*delete .*short and prepare it "
+                           r"again", dataset='short')
+    shutil.copytree(data_root / 'en', root / 'odd')  # a nanoGPT folder (no meta.json): only the dtype is known
+    with open(root / 'odd' / 'train.bin', 'ab') as f:
+        f.write(b'\x00')
+    _fails(tmp_path, root, r"train.bin: \d+ bytes is no whole number of uint16 tokens", dataset='odd')
+
+
+def test_values_and_contradictions_are_checked_before_any_work(tmp_path, data_root):
+    _fails(tmp_path, data_root, r"min_lr=0.1 is above learning_rate=0.01", min_lr=0.1, learning_rate=0.01)
+    _fails(tmp_path, data_root, r"warmup_iters=-1 is negative", warmup_iters=-1)
+    _fails(tmp_path, data_root, r"max_iters=-1 is negative", max_iters=-1)
+    _fails(tmp_path, data_root, r"beta1=1.0 must be in \[0, 1\)", beta1=1.0)
+    _fails(tmp_path, data_root, r"beta2=-0.5 must be in \[0, 1\)", beta2=-0.5)
+    _fails(tmp_path, data_root, r"vocab_multiple=0 must be an integer >= 1", vocab_multiple=0)
+    _fails(tmp_path, data_root, r"decay_lr=False asks for a constant .* schedule='wsd'", decay_lr=False,
+           schedule='wsd')
+    _fails(tmp_path, data_root, r"dropout=1.5 must be in \[0, 1\)", dropout=1.5)
+    _fails(tmp_path, data_root, r"finetune_data is used only with init_from='finetune'", finetune_data='x.jsonl')
+    recs = run_train(tmp_path / 'const', data_root, decay_lr=False, max_iters=2, warmup_iters=0)  # nanoGPT's way
+    assert [r['lr'] for r in recs if 'lr' in r] == [1e-2, 1e-2]
+    assert json.loads((tmp_path / 'const' / 'config.json').read_text())['schedule'] == 'constant'
+
+
+def test_full_disk_at_a_checkpoint_stops_with_one_message(tmp_path, data_root, monkeypatch):
+    def full_disk(obj, f):
+        f.write(b'partial')
+        raise OSError(errno.ENOSPC, 'No space left on device')
+    monkeypatch.setattr(torch, 'save', full_disk)
+    with pytest.raises(SystemExit, match=r"step-2 checkpoint .*No space left on device: free disk space"):
+        run_train(tmp_path / 'run', data_root, max_iters=4, eval_interval=2)
+    assert not list((tmp_path / 'run').glob('*.tmp')) and not list((tmp_path / 'run').glob('ckpt*'))
+
+
+def test_resume_from_a_truncated_checkpoint_names_the_intact_one(tmp_path, data_root):
+    out = tmp_path / 'run'
+    run_train(out, data_root, max_iters=2, eval_interval=1, keep_last_k=2)
+    with open(out / 'ckpt.pt', 'r+b') as f:  # also truncates ckpt_0000002.pt: the same file (a hard link)
+        f.truncate(1000)
+    with pytest.raises(SystemExit) as e:
+        run_train(out, data_root, max_iters=4, init_from='resume')
+    assert 'truncated or corrupt' in str(e.value) and 'ckpt_0000001.pt (step 1)' in str(e.value)
+    assert 'weights_only' not in str(e.value)
+
+
+def test_train_py_reads_top_to_bottom():
+    """No function in train.py reads a module-level name that is assigned below its definition (only the
+    training loop at the bottom may update the counters that progress() reads)."""
+    import ast
+    import builtins
+    tree = ast.parse((ROOT / 'train.py').read_text())
+    loop = next(n for n in reversed(tree.body) if isinstance(n, ast.While))
+    assigned: dict[str, list[int]] = {}  # name -> lines of its module-level assignments (the loop excluded)
+    for node in tree.body:
+        if node is loop:
+            continue
+        if isinstance(node, (ast.FunctionDef, ast.Import, ast.ImportFrom)):
+            names = [node.name] if isinstance(node, ast.FunctionDef) else [(a.asname or a.name).split('.')[0]
+                                                                          for a in node.names]
+        else:
+            names = [n.id for n in ast.walk(node) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)
+                     and not any(n in ast.walk(f) for f in ast.walk(node) if isinstance(f, ast.comprehension))] + [
+                (a.asname or a.name).split('.')[0] for i in ast.walk(node) if isinstance(i, ast.Import)
+                for a in i.names]
+        for name in names:
+            assigned.setdefault(name, []).append(node.lineno)
+    late = []
+    for fn in (n for n in tree.body if isinstance(n, ast.FunctionDef)):
+        local = {a.arg for a in ast.walk(fn.args) if isinstance(a, ast.arg)} | {
+            n.id for n in ast.walk(fn) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)} | {
+            h.name for h in ast.walk(fn) if isinstance(h, ast.ExceptHandler) and h.name} | {
+            (a.asname or a.name).split('.')[0] for i in ast.walk(fn) if isinstance(i, (ast.Import, ast.ImportFrom))
+            for a in i.names}
+        for n in ast.walk(fn):
+            if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load) and n.id not in local \
+                    and not hasattr(builtins, n.id) and n.id != '__file__':
+                lines = assigned.get(n.id, [])
+                if not lines or max(lines) > fn.lineno:
+                    late.append(f"{fn.name} (line {fn.lineno}) reads {n.id}, assigned at lines {lines}")
+    assert not late, sorted(set(late))

@@ -1,0 +1,413 @@
+"""
+The run folder train.py writes, and the one reader every consumer uses (train.py's resume and fine-tuning,
+sample.py, ner.py's GPT backbone):
+
+    from checkpoint import load_run
+    run = load_run('out')          # run.model (GPT, eval mode), run.tokenizer, run.config, run.step
+
+Run folder (out_dir):
+    config.json      the resolved config + git_commit, torch_version, world_size, tokens_per_step, model_args
+    metrics.jsonl    one JSON object per log step or eval
+    ckpt.pt          the newest checkpoint: a hard link to the newest ckpt_<step>.pt
+    ckpt_<step>.pt   the last keep_last_k checkpoints, step zero-padded to 7 digits
+    summary.json     written when the run ends (finished, diverged or stopped)
+
+A checkpoint is one portable file, a dict of tensors and plain Python values (every load here uses
+torch.load(weights_only=True)): 'model' and 'optimizer' (full state dicts keyed by parameter name, the same
+for parallelism none/ddp/fsdp), 'step', 'tokens', 'best_val_loss', 'nonfinite_skipped', 'wall_time_s',
+'schedule', 'loader' (the data position), 'rng' (one set of RNG states per rank), 'world_size', 'config',
+'model_args' and 'data_identity' (data.dataset_identity() of the data folder it trained on).
+
+Sharded format (train.py --checkpoint_format=dcp, for FSDP2 models too large to gather on one rank): every rank
+writes its shards of model and optimizer with torch.distributed.checkpoint (DCP) into ckpt_<step>.dcp/ (a
+folder on a filesystem all ranks share), and ckpt_<step>.pt holds everything else, with 'model' and 'optimizer'
+None and 'dcp' = that folder's name. The same atomic rename, ckpt.pt link and keep_last_k pruning apply (the
+folder is renamed into place before its ckpt_<step>.pt is written, and pruned with it). DCP reshards on load, so
+a run resumes on another world size; load_run and sample.py read it in one process, and
+    python checkpoint.py convert OUT_DIR [--to=DIR] [--hf=DIR]
+writes the single-file checkpoint (a run folder that resumes anywhere) and/or a Hugging Face folder.
+
+Errors a user can fix raise CheckpointError with one message naming the file and the fix.
+"""
+import json
+import os
+import random
+import re
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+import torch
+
+from configurator import InputError
+
+CKPT = 'ckpt.pt'  # the newest checkpoint of a run folder
+_STEP_FILE = re.compile(r'ckpt_(\d{7,})\.pt')  # ckpt_<step>.pt: the only files pruning may remove
+_COMPILE_PREFIX = '_orig_mod.'  # torch.compile'd models save their keys with this prefix
+
+
+class CheckpointError(InputError):
+    """A checkpoint that cannot be written or read; the message names the file and the fix."""
+
+
+# -----------------------------------------------------------------------------
+# run-folder layout
+
+def step_file(run_dir: str | Path, step: int) -> Path:
+    return Path(run_dir) / f'ckpt_{step:07d}.pt'
+
+
+def step_files(run_dir: str | Path) -> dict[int, Path]:
+    """{step: path} of the ckpt_<step>.pt files in run_dir (other names, e.g. ckpt_best.pt, are not ours)."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        return {}
+    matches = (_STEP_FILE.fullmatch(p.name) for p in run_dir.iterdir())
+    return {int(m.group(1)): run_dir / m.group(0) for m in matches if m}
+
+
+def has_checkpoint(run_dir: str | Path) -> bool:
+    """Whether run_dir holds a checkpoint (ckpt.pt or any ckpt_<step>.pt)."""
+    return (Path(run_dir) / CKPT).is_file() or bool(step_files(run_dir))
+
+
+def write_json(path: str | Path, obj: dict) -> None:
+    """Atomic: a temporary file renamed over `path`."""
+    path = Path(path)
+    tmp = path.with_name(path.name + '.tmp')
+    try:
+        tmp.write_text(json.dumps(obj, indent=2) + '\n')
+        os.replace(tmp, path)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise CheckpointError(f"cannot write {path}: {e.strerror or e}: free disk space or use a writable "
+                              f"--out_dir") from None
+
+
+# -----------------------------------------------------------------------------
+# writing
+
+def save_checkpoint(ckpt: dict, run_dir: str | Path, step: int, keep_last_k: int, pause_s: float = 0.0) -> Path:
+    """Write ckpt as run_dir/ckpt_<step>.pt and make it run_dir/ckpt.pt, atomically; prune to keep_last_k.
+
+    ckpt_<step>.pt.tmp is written and fsynced, renamed to ckpt_<step>.pt, hard-linked as ckpt.pt (via a
+    temporary name + rename), then the directory is fsynced. A kill at any moment leaves the previous ckpt.pt
+    complete. A failed write (full or read-only disk) removes its temporary file at once and raises
+    CheckpointError; the previous checkpoint stays. pause_s (tests only) sleeps between write and rename.
+    Returns the ckpt_<step>.pt path."""
+    run_dir = Path(run_dir)
+    for stale in run_dir.glob('ckpt*.pt.tmp'):  # left by a write that was killed
+        stale.unlink()
+    path, tmp, latest_tmp = step_file(run_dir, step), step_file(run_dir, step).with_suffix('.pt.tmp'), \
+        run_dir / (CKPT + '.tmp')
+    try:
+        with open(tmp, 'wb') as f:
+            torch.save(ckpt, f)
+            f.flush()
+            os.fsync(f.fileno())
+        time.sleep(pause_s)
+        os.replace(tmp, path)
+        os.link(path, latest_tmp)
+        os.replace(latest_tmp, run_dir / CKPT)
+        dir_fd = os.open(run_dir, os.O_RDONLY)
+        os.fsync(dir_fd)  # make the renames durable
+        os.close(dir_fd)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        latest_tmp.unlink(missing_ok=True)
+        raise CheckpointError(f"cannot write the step-{step} checkpoint to {run_dir}: {e.strerror or e}: free "
+                              f"disk space or use a writable --out_dir; {run_dir / CKPT} still holds the "
+                              f"previous checkpoint") from None
+    prune(run_dir, step, keep_last_k)
+    return path
+
+
+def prune(run_dir: str | Path, step: int, keep_last_k: int) -> list[Path]:
+    """Remove this run's ckpt_<s>.pt with s <= step, all but the newest keep_last_k by step (as numbers).
+    Files of later steps (another lineage the user resumed away from) and other names are never touched."""
+    ours = sorted((s, p) for s, p in step_files(run_dir).items() if s <= step)
+    removed = [p for _, p in ours[:max(0, len(ours) - keep_last_k)]]
+    for p in removed:
+        p.unlink()
+        shutil.rmtree(p.with_suffix('.dcp'), ignore_errors=True)  # its shards (sharded format)
+    return removed
+
+
+def rng_state() -> dict:
+    """torch, numpy, python and CUDA RNG states as tensors and plain values (weights_only-loadable)."""
+    np_state = np.random.get_state()  # ('MT19937', keys uint32 (624,), pos, has_gauss, cached_gaussian)
+    return {'torch': torch.get_rng_state(),
+            'numpy': [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:]],
+            'python': random.getstate(),
+            'cuda': torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
+
+
+def set_rng_state(s: dict) -> None:
+    torch.set_rng_state(s['torch'])
+    np.random.set_state((s['numpy'][0], s['numpy'][1].numpy().astype(np.uint32), *s['numpy'][2:]))
+    random.setstate(tuple(tuple(x) if isinstance(x, list) else x for x in s['python']))
+    if s['cuda'] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(s['cuda'])
+
+
+# -----------------------------------------------------------------------------
+# reading
+
+def _read(path: Path, map_location) -> dict:
+    """torch.load(weights_only=True); any failure as CheckpointError (never torch's advice to unpickle)."""
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except FileNotFoundError:
+        raise CheckpointError(f"{path} not found: pass --out_dir=<a run folder written by train.py>") from None
+    except Exception as e:  # truncated zip, bad pickle, objects other than tensors and plain values
+        raise CheckpointError(f"{path} is truncated or corrupt ({type(e).__name__}: "
+                              f"{str(e).splitlines()[0][:120] if str(e) else ''})") from None
+    if not isinstance(ckpt, dict) or not {'model', 'model_args'} <= set(ckpt):
+        raise CheckpointError(f"{path} is no train.py checkpoint (it lacks 'model' and 'model_args')")
+    return ckpt
+
+
+def newest_intact(run_dir: str | Path, exclude: Path | None = None) -> tuple[int, Path] | None:
+    """(step, path) of the newest ckpt_<step>.pt that loads, or None. Reads files newest first."""
+    for s, p in sorted(step_files(run_dir).items(), reverse=True):
+        if exclude is not None and p.exists() and exclude.exists() and os.path.samefile(p, exclude):
+            continue  # a hard link of the broken file is broken too
+        try:
+            _read(p, 'cpu')
+            return s, p
+        except CheckpointError:
+            continue
+    return None
+
+
+def load_checkpoint(path: str | Path, map_location='cpu') -> dict:
+    """The checkpoint dict of a run folder (its ckpt.pt) or of a checkpoint file.
+
+    Raises CheckpointError: not found; or truncated/corrupt, naming the newest intact ckpt_<step>.pt of the
+    same folder and the command that makes it the one to resume from."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / CKPT
+    try:
+        ckpt = _read(path, map_location)
+        if ckpt.get('dcp'):  # sharded: the shards' folder beside it
+            ckpt['dcp_path'] = str(path.parent / ckpt['dcp'])
+            if not (Path(ckpt['dcp_path']) / '.metadata').is_file():
+                raise CheckpointError(f"{path} is a sharded checkpoint but its shards {ckpt['dcp_path']} are "
+                                      f"missing or incomplete")
+        return ckpt
+    except CheckpointError as e:
+        if not path.exists():
+            raise
+        good = newest_intact(path.parent, exclude=path)
+        fix = (f"the newest intact checkpoint is {good[1]} (step {good[0]}): `cp {good[1]} {path}` and run "
+               f"again" if good else "no intact ckpt_<step>.pt is left in that folder: start a new run")
+        raise CheckpointError(f"{e}: {fix}") from None
+
+
+def model_from_checkpoint(ckpt: dict):
+    """A GPT with the checkpoint's weights (model_args + state dict; torch.compile's key prefix removed; a
+    sharded checkpoint's shards read in this one process)."""
+    from model import GPT, GPTConfig
+    model = GPT(GPTConfig(**ckpt['model_args']))
+    if ckpt.get('dcp'):
+        load_sharded(model, None, ckpt)
+        return model
+    model.load_state_dict({k.removeprefix(_COMPILE_PREFIX): v for k, v in ckpt['model'].items()})
+    return model
+
+
+class Run(NamedTuple):
+    model: torch.nn.Module  # the GPT, eval mode, on the device asked for
+    tokenizer: object  # tokenizer.Tokenizer
+    config: dict  # the run's resolved train config (the checkpoint's)
+    step: int  # optimizer steps done
+    checkpoint: dict  # the whole checkpoint dict (model and optimizer state included)
+
+
+def find_tokenizer(config: dict, run_dir: str | Path, spec: str = '', expected_id: str | None = None):
+    """The run's tokenizer: `spec` if given, else the config's tokenizer_spec, else the tokenizer of the run's
+    dataset folder (data_root/dataset, relative to the working directory or beside the run folder).
+
+    With expected_id (the checkpoint's data_identity['tokenizer_id']) the tokenizer found must have it:
+    a different one raises CheckpointError (ids would decode to other text). A recorded spec that no
+    longer exists (a moved dataset folder) falls back to the dataset folder."""
+    import data
+    from tokenizer import get_tokenizer
+    candidates = []  # (where it came from, a spec or a dataset folder)
+    recorded = config.get('tokenizer_spec') or config.get('tokenizer')  # the spec used, or the one asked for
+    if spec:
+        candidates.append(('--tokenizer', spec))
+    elif recorded and (Path(recorded).is_file() or not recorded.endswith(('.model', '.tiktoken', '.gz'))):
+        candidates.append(('the run config', recorded))
+    if not spec and 'dataset' in config:
+        rel = Path(config.get('data_root', 'data')) / config['dataset']
+        for d in (rel, Path(run_dir).resolve().parent / rel):
+            if (d / 'meta.json').is_file() and data.load_meta(d).get('tokenizer'):
+                candidates.append((str(d), d))
+    if not candidates:
+        raise CheckpointError(f"cannot tell which tokenizer the run in {run_dir} used (its config names none "
+                              f"and its dataset folder is not found): pass --tokenizer=SPEC (a .model file, "
+                              f"'gpt2', 'cl100k_base', ...)")
+    found = []
+    for where, src in candidates:  # the first one that is the run's own tokenizer
+        tok = data.dataset_tokenizer(src) if isinstance(src, Path) else get_tokenizer(src)
+        if not expected_id or data.tokenizer_identity(tok) == expected_id:
+            return tok
+        found.append(f"{tok.name} (from {where})")
+    raise CheckpointError(f"the run in {run_dir} trained with another tokenizer than {', '.join(found)}: "
+                          + ("drop --tokenizer" if spec else "pass --tokenizer=<the run's tokenizer file>"))
+
+
+def load_run(out_dir: str | Path, device: str = 'cpu', tokenizer: str = '') -> Run:
+    """Everything a consumer needs from a train.py run folder: Run(model, tokenizer, config, step, checkpoint).
+
+    out_dir: the run folder (its ckpt.pt is read with weights_only=True). tokenizer: a spec that overrides
+    the run's own (it must be the same tokenizer: see find_tokenizer). Raises CheckpointError (missing or
+    corrupt checkpoint, naming the newest intact one; unknown or mismatching tokenizer)."""
+    ckpt = load_checkpoint(out_dir, map_location=device)
+    model = model_from_checkpoint(ckpt).to(device).eval()
+    config = ckpt.get('config', {})
+    tok = find_tokenizer(config, out_dir, tokenizer, (ckpt.get('data_identity') or {}).get('tokenizer_id'))
+    return Run(model, tok, config, ckpt.get('step', 0), ckpt)
+
+
+# -----------------------------------------------------------------------------
+# sharded checkpoints: torch.distributed.checkpoint (DCP)
+
+def dcp_dir(run_dir: str | Path, step: int) -> Path:
+    return step_file(run_dir, step).with_suffix('.dcp')
+
+
+def _barrier() -> None:
+    import torch.distributed as dist
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+
+
+def save_sharded(model: torch.nn.Module, opt: torch.optim.Optimizer, meta: dict | None, run_dir: str | Path,
+                 step: int, keep_last_k: int, pause_s: float = 0.0) -> Path | None:
+    """Every rank: write this rank's shards of model and optimizer (their sharded state dicts) with DCP into
+    ckpt_<step>.dcp.tmp/, then rank 0 (meta given: the checkpoint dict without tensors) renames it to
+    ckpt_<step>.dcp/ and writes ckpt_<step>.pt through save_checkpoint (atomic, ckpt.pt link, pruning of
+    older steps with their folders). A kill leaves the previous ckpt.pt and its folder complete.
+    Returns the ckpt_<step>.pt path on rank 0, None elsewhere. Raises CheckpointError on a failed write."""
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import get_state_dict
+    run_dir = Path(run_dir)
+    final = dcp_dir(run_dir, step)
+    tmp = final.with_name(final.name + '.tmp')
+    if meta is not None:
+        for stale in run_dir.glob('ckpt_*.dcp.tmp'):  # left by a write that was killed
+            shutil.rmtree(stale, ignore_errors=True)
+    _barrier()  # nobody writes into tmp before it is cleared
+    model_sd, optim_sd = get_state_dict(model, opt)
+    try:
+        dcp.save({'model': model_sd, 'optim': optim_sd}, checkpoint_id=tmp)  # a collective: all ranks done after
+    except Exception as e:  # OSError inside DCP's writer threads arrives wrapped (CheckpointException)
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise CheckpointError(f"cannot write the step-{step} shards to {tmp}: {str(e).splitlines()[0][:200]}: "
+                              f"free disk space or use a writable --out_dir (shared by every node); "
+                              f"{run_dir / CKPT} still holds the previous checkpoint") from None
+    path = None
+    if meta is not None:
+        shutil.rmtree(final, ignore_errors=True)  # the same step of a lineage resumed away from
+        os.replace(tmp, final)
+        path = save_checkpoint(dict(meta, model=None, optimizer=None, dcp=final.name), run_dir, step,
+                               keep_last_k, pause_s)
+        for orphan in run_dir.glob('ckpt_*.dcp'):  # shards whose ckpt_<step>.pt was pruned or never written
+            if orphan != final and not orphan.with_suffix('.pt').exists() and _STEP_FILE.fullmatch(
+                    orphan.with_suffix('.pt').name) and int(orphan.stem[5:]) <= step:
+                shutil.rmtree(orphan, ignore_errors=True)
+    _barrier()
+    return path
+
+
+def load_sharded(model: torch.nn.Module, opt: torch.optim.Optimizer | None, ckpt: dict) -> None:
+    """Every rank (or one process): load a sharded checkpoint's model (and optimizer, if given) state into
+    model/opt as they are sharded now. DCP reads the slices each rank needs, so the world size may differ
+    from the one that wrote it. Raises CheckpointError when the shards do not fit this model/optimizer."""
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import (
+        get_model_state_dict,
+        get_optimizer_state_dict,
+        set_model_state_dict,
+        set_optimizer_state_dict,
+    )
+    state = {'model': get_model_state_dict(model)}
+    if opt is not None:
+        state['optim'] = get_optimizer_state_dict(model, opt)  # allocates the optimizer state to load into
+    try:
+        dcp.load(state, checkpoint_id=ckpt['dcp_path'])
+    except Exception as e:  # missing keys or shapes: another model or optimizer than the one that wrote it
+        raise CheckpointError(f"{ckpt['dcp_path']} does not fit this model/optimizer "
+                              f"({type(e).__name__}: {str(e).splitlines()[0][:160]}): resume with the run's "
+                              f"own model and optimizer settings") from None
+    set_model_state_dict(model, state['model'])
+    if opt is not None:
+        set_optimizer_state_dict(model, opt, state['optim'])
+
+
+def convert(out_dir: str | Path, to: str | Path | None = None, hf: str | Path | None = None) -> list[Path]:
+    """A sharded run folder's newest checkpoint as (to) a run folder with the single-file checkpoint
+    (model and optimizer full state dicts: it resumes in one process or on any world size, and every reader
+    loads it) plus config.json, metrics.jsonl and summary.json; and/or (hf) a Hugging Face folder
+    (GPT.save_hf). One process. Returns the paths written."""
+    import optim
+    out_dir = Path(out_dir)
+    ckpt = load_checkpoint(out_dir)
+    written = []
+    model = model_from_checkpoint(ckpt) if not ckpt.get('dcp') else None
+    if to is not None:
+        to = Path(to)
+        if has_checkpoint(to):
+            raise CheckpointError(f"{to} already holds a checkpoint: pass another --to folder")
+        if ckpt.get('dcp'):
+            from torch.distributed.checkpoint.state_dict import get_optimizer_state_dict
+
+            from model import GPT, GPTConfig
+            cfg = ckpt['config']
+            model = GPT(GPTConfig(**ckpt['model_args']))
+            opt = optim.configure_optimizer(model, optimizer=cfg['optimizer'], learning_rate=cfg['learning_rate'],
+                                            weight_decay=cfg['weight_decay'], betas=(cfg['beta1'], cfg['beta2']),
+                                            coupled_adam_avg_scale=cfg['coupled_adam_avg_scale'])
+            load_sharded(model, opt, ckpt)
+            ckpt = dict(ckpt, model=model.state_dict(), optimizer=get_optimizer_state_dict(model, opt))
+            for key in ('dcp', 'dcp_path'):
+                ckpt.pop(key)
+        to.mkdir(parents=True, exist_ok=True)
+        for name in ('config.json', 'metrics.jsonl', 'summary.json'):
+            if (out_dir / name).is_file():
+                shutil.copy(out_dir / name, to / name)
+        written.append(save_checkpoint(ckpt, to, ckpt['step'], keep_last_k=1))
+    if hf is not None:
+        if model is None:
+            model = model_from_checkpoint(ckpt)
+        try:
+            model.save_hf(hf)
+        except ValueError as e:
+            raise CheckpointError(str(e)) from None
+        written.append(Path(hf))
+    return written
+
+
+def main(argv: list[str] | None = None) -> None:
+    """python checkpoint.py convert OUT_DIR [--to=DIR] [--hf=DIR]"""
+    argv = sys.argv[1:] if argv is None else argv
+    usage = "usage: python checkpoint.py convert OUT_DIR [--to=DIR] [--hf=DIR] (at least one of --to, --hf)"
+    opts = dict(a.removeprefix('--').split('=', 1) for a in argv[2:] if a.startswith('--') and '=' in a)
+    if len(argv) < 2 or argv[0] != 'convert' or set(opts) - {'to', 'hf'} or not opts or \
+            len(opts) != len(argv) - 2:
+        sys.exit(usage)
+    try:
+        for p in convert(argv[1], opts.get('to'), opts.get('hf')):
+            print(f"wrote {p}")
+    except CheckpointError as e:
+        sys.exit(f"checkpoint.py: {e}")
+
+
+if __name__ == '__main__':
+    main()

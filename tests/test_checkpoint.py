@@ -1,0 +1,139 @@
+"""checkpoint.py: atomic writes, pruning by step, corrupt and unwritable checkpoints, and load_run as every
+consumer uses it (sample.py, ner.py's GPT backbone). Run folders come from train.py on a data.py dataset."""
+import errno
+import json
+import os
+import pickle
+import shutil
+
+import pytest
+import torch
+from test_train import TINY, run_train
+
+import checkpoint
+import data
+from checkpoint import CheckpointError, load_checkpoint, load_run
+
+
+@pytest.fixture(scope='module')
+def run(tmp_path_factory, tiny_dataset):
+    """A default-style train.py run (tokenizer='' = the dataset's own BPE) with checkpoints at steps 1, 2."""
+    out = tmp_path_factory.mktemp('ckpt') / 'run'
+    run_train(out, tiny_dataset.parent, dataset=tiny_dataset.name, max_iters=2, eval_interval=1, keep_last_k=2)
+    return out
+
+
+def _copy(run, tmp_path):
+    dst = tmp_path / 'run'
+    shutil.copytree(run, dst)
+    return dst
+
+
+def test_load_run_returns_the_runs_model_tokenizer_config_and_step(run, tiny_dataset):
+    r = load_run(run)
+    ckpt = torch.load(run / 'ckpt.pt', weights_only=True)
+    assert r.step == ckpt['step'] == 2 and r.config['dataset'] == tiny_dataset.name
+    assert all(torch.equal(v, ckpt['model'][k]) for k, v in r.model.state_dict().items())
+    assert not r.model.training
+    ref = data.dataset_tokenizer(tiny_dataset)
+    assert r.tokenizer.encode('To be, or not to be') == ref.encode('To be, or not to be')
+    assert ckpt['data_identity']['tokenizer_id'] == data.tokenizer_identity(ref)
+    with pytest.raises(CheckpointError, match='another tokenizer.*drop --tokenizer'):
+        load_run(run, tokenizer='gpt2')  # another tokenizer would decode the ids to other text
+
+
+def test_ner_gpt_backbone_reads_a_default_train_run(run):
+    """ner.py found no tokenizer for a default run (it read config['tokenizer'], which is '')."""
+    import ner
+    model, tok = ner._load_gpt_backbone(str(run), 3, '')
+    ckpt = torch.load(run / 'ckpt.pt', weights_only=True)
+    assert all(torch.equal(model.gpt.state_dict()[k], v) for k, v in ckpt['model'].items())
+    assert tok.tok.vocab_size == 512 and tok.pad == tok.tok.eot
+
+
+def test_moved_dataset_folder_is_found_beside_the_run(run, tiny_dataset, tmp_path):
+    """The recorded tokenizer path is gone (the data moved with the run): the dataset folder beside the run
+    folder is used, and it is checked to be the same tokenizer."""
+    moved = _copy(run, tmp_path)
+    cfg_ckpt = torch.load(moved / 'ckpt.pt', weights_only=True)
+    cfg_ckpt['config'] = dict(cfg_ckpt['config'], tokenizer_spec=str(tmp_path / 'gone' / 'tokenizer.model'),
+                              data_root='data')
+    torch.save(cfg_ckpt, moved / 'ckpt.pt')
+    shutil.copytree(tiny_dataset, tmp_path / 'data' / tiny_dataset.name)
+    assert load_run(moved).tokenizer.vocab_size == 512
+
+
+def test_prune_keeps_newest_by_step_and_only_our_files(tmp_path):
+    for name in ('ckpt_0000009.pt', 'ckpt_10000000.pt', 'ckpt_0000002.pt', 'ckpt_best.pt', 'ckpt_0000003.pt.bak',
+                 'ckpt_20000000.pt'):
+        (tmp_path / name).write_bytes(b'x')
+    removed = checkpoint.prune(tmp_path, step=10_000_000, keep_last_k=2)
+    # by number, not by name (ckpt_10000000 sorts before ckpt_0000009 as text: a text sort would drop it)
+    assert sorted(p.name for p in removed) == ['ckpt_0000002.pt']
+    left = sorted(p.name for p in tmp_path.iterdir())
+    assert left == ['ckpt_0000003.pt.bak', 'ckpt_0000009.pt', 'ckpt_10000000.pt', 'ckpt_20000000.pt',
+                    'ckpt_best.pt']  # a later step (another lineage) and other names are never ours to remove
+
+
+def test_save_is_atomic_and_prunes(tmp_path):
+    for step in (1, 2, 3):
+        checkpoint.save_checkpoint({'model': {'w': torch.full((2,), float(step))}, 'model_args': {}, 'step': step},
+                                   tmp_path, step, keep_last_k=2)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['ckpt.pt', 'ckpt_0000002.pt', 'ckpt_0000003.pt']
+    assert os.path.samefile(tmp_path / 'ckpt.pt', tmp_path / 'ckpt_0000003.pt')
+    assert load_checkpoint(tmp_path)['step'] == 3
+
+
+def test_full_disk_gives_one_message_and_removes_the_partial_file(tmp_path, monkeypatch):
+    checkpoint.save_checkpoint({'model': {}, 'model_args': {}, 'step': 1}, tmp_path, 1, keep_last_k=2)
+
+    def full_disk(obj, f):
+        f.write(b'partial bytes')
+        raise OSError(errno.ENOSPC, 'No space left on device')
+    monkeypatch.setattr(torch, 'save', full_disk)
+    with pytest.raises(CheckpointError, match=r'step-2 checkpoint .*No space left on device: free disk space '
+                                              r'or use a writable --out_dir.*still holds the previous'):
+        checkpoint.save_checkpoint({'model': {}}, tmp_path, 2, keep_last_k=2)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['ckpt.pt', 'ckpt_0000001.pt']  # no .tmp left
+    monkeypatch.undo()
+    assert load_checkpoint(tmp_path)['step'] == 1
+
+
+def test_truncated_ckpt_names_the_newest_intact_step_file(run, tmp_path):
+    broken = _copy(run, tmp_path)
+    (broken / 'ckpt.pt').unlink()
+    os.link(broken / 'ckpt_0000002.pt', broken / 'ckpt.pt')  # as train.py writes it (copytree copied it)
+    size = (broken / 'ckpt.pt').stat().st_size
+    with open(broken / 'ckpt.pt', 'r+b') as f:  # ckpt.pt is a hard link of ckpt_0000002.pt: both break
+        f.truncate(size // 2)
+    with pytest.raises(CheckpointError) as e:
+        load_checkpoint(broken)
+    msg = str(e.value)
+    assert 'truncated or corrupt' in msg and 'ckpt_0000001.pt (step 1)' in msg and 'cp ' in msg
+    assert 'weights_only' not in msg
+    ckpt = load_checkpoint(broken / 'ckpt_0000001.pt')  # the named file does load
+    assert ckpt['step'] == 1
+
+
+def test_a_pickled_object_is_refused_without_advising_weights_only_false(tmp_path):
+    (tmp_path / 'ckpt.pt').write_bytes(b'')
+    torch.save({'model': {}, 'model_args': {}, 'evil': pickle.PickleError('x')}, tmp_path / 'ckpt.pt')
+    with pytest.raises(CheckpointError) as e:
+        load_checkpoint(tmp_path)
+    assert 'truncated or corrupt' in str(e.value) and 'weights_only' not in str(e.value)
+    assert 'no intact ckpt_<step>.pt' in str(e.value)
+
+
+def test_missing_checkpoint(tmp_path):
+    with pytest.raises(CheckpointError, match=r'ckpt.pt not found: pass --out_dir'):
+        load_run(tmp_path)
+
+
+def test_write_json_is_atomic(tmp_path):
+    checkpoint.write_json(tmp_path / 'a.json', {'x': 1})
+    assert json.loads((tmp_path / 'a.json').read_text()) == {'x': 1} and not list(tmp_path.glob('*.tmp'))
+
+
+def test_checkpoint_loads_with_weights_only_and_tiny_run_shape(run):
+    ckpt = torch.load(run / 'ckpt.pt', weights_only=True)
+    assert ckpt['model_args']['n_layer'] == TINY['n_layer'] and type(ckpt['config']) is dict

@@ -1,0 +1,142 @@
+"""Bad input never ends in a traceback: every CLI (train, sample, sweep, data, clean, tokenizer, ner, annotate)
+prints one line `<program>: <problem>: <fix>` and exits non-zero. One table of bad inputs, each run as a real
+subprocess (in parallel, each stops at once), asserting exit status != 0, no 'Traceback' on stderr, and the
+named key or file in the message. Also: nothing was written (the working tree's data/ and out/ untouched)."""
+import json
+import shutil
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# (id, program and arguments, text the message must contain); {t} is the test's folder, {d} a dataset root
+CASES = [
+    # train.py: keys, ranges, contradictions, files
+    ('train-unknown-key', 'train.py --learning_rat=0.1', 'learning_rate'),
+    ('train-type', 'train.py --batch_size=0.5', 'batch_size'),
+    ('train-min-lr', 'train.py --min_lr=0.1 --learning_rate=0.01', 'min_lr'),
+    ('train-warmup', 'train.py --warmup_iters=-1', 'warmup_iters'),
+    ('train-max-iters', 'train.py --max_iters=-5', 'max_iters'),
+    ('train-beta1', 'train.py --beta1=1.0', 'beta1'),
+    ('train-beta2', 'train.py --beta2=-0.1', 'beta2'),
+    ('train-vocab-multiple', 'train.py --vocab_multiple=0', 'vocab_multiple'),
+    ('train-decay-vs-schedule', 'train.py --decay_lr=False --schedule=cosine', 'decay_lr'),
+    ('train-dtype', 'train.py --dtype=float16', 'dtype'),
+    ('train-dropout', 'train.py --dropout=1.5', 'dropout'),
+    ('train-norm', 'train.py --norm=batchnorm', 'norm'),
+    ('train-heads', 'train.py --n_embd=30 --n_head=4', 'n_embd'),
+    ('train-preset', 'train.py --model_preset=gpt5', 'model_preset'),
+    ('train-resume-missing', 'train.py --init_from=resume --out_dir={t}/empty', 'ckpt.pt'),
+    ('train-resume-corrupt', 'train.py --init_from=resume --out_dir={t}/corrupt', 'truncated or corrupt'),
+    ('train-scratch-over-run', 'train.py --out_dir={t}/corrupt', '--init_from=resume'),
+    ('train-syntax', 'train.py {t}/syntax.py', 'syntax.py:2'),
+    ('train-config-raises', 'train.py {t}/raises.py', 'raises.py:1'),
+    ('train-config-missing', 'train.py {t}/missing_config.py', 'missing_config.py'),
+    ('train-ddp-no-torchrun', 'train.py --parallelism=ddp', 'parallelism'),
+    ('train-finetune-args', 'train.py --init_from=finetune', 'finetune_from'),
+    ('train-finetune-data-alone', 'train.py --finetune_data={t}/syntax.py', 'finetune_data'),
+    ('train-finetune-missing-data', 'train.py --init_from=finetune --finetune_from={t}/corrupt '
+     '--finetune_data={t}/nope.jsonl', 'nope.jsonl'),
+    ('train-out-dir-file', 'train.py --out_dir={t}/syntax.py/run --data_root={d} --dataset=tiny', 'out_dir'),
+    ('train-dataset-missing', 'train.py --dataset=nope --data_root={t}/data', 'nope'),
+    ('train-bin-odd-bytes', 'train.py --data_root={t}/data --dataset=odd --out_dir={t}/o1', 'train.bin'),
+    ('train-bin-length', 'train.py --data_root={t}/data --dataset=short --out_dir={t}/o2', 'meta.json'),
+    ('train-hf-missing', 'train.py --init_from=gpt2-hf:{t}/empty --data_root={d} --dataset=tiny '
+     '--out_dir={t}/o3', 'config.json'),
+    ('train-bad-init', 'train.py --init_from=gpt2', 'init_from'),
+    # sample.py
+    ('sample-temperature', 'sample.py --temperature=-1', 'temperature'),
+    ('sample-top-k', 'sample.py --top_k=0', 'top_k'),
+    ('sample-num-samples', 'sample.py --num_samples=0', 'num_samples'),
+    ('sample-no-ckpt', 'sample.py --out_dir={t}/empty', 'ckpt.pt'),
+    ('sample-corrupt', 'sample.py --out_dir={t}/corrupt', 'truncated or corrupt'),
+    ('sample-prompt-file', 'sample.py --start=FILE:{t}/nope.txt', 'nope.txt'),
+    ('sample-hf-needs-tokenizer', 'sample.py --hf_dir={t}/empty', '--tokenizer'),
+    ('sample-hf-missing', 'sample.py --hf_dir={t}/empty --tokenizer=gpt2', 'config.json'),
+    ('sample-unknown-key', 'sample.py --temprature=1', 'temperature'),
+    # sweep.py
+    ('sweep-missing-config', 'sweep.py {t}/missing_config.py', 'missing_config.py'),
+    ('sweep-syntax', 'sweep.py {t}/syntax.py', 'syntax.py:2'),
+    ('sweep-unknown-grid-key', 'sweep.py {t}/bad_sweep.py --dry_run', 'learning_rat'),
+    # data.py
+    ('data-no-command', 'data.py', 'prepare'),
+    ('data-unknown-key', 'data.py prepare --vocab_sise=5', 'vocab_size'),
+    ('data-input-missing', 'data.py prepare --dataset=mine --data_root={t}/data --input={t}/nope.txt', 'nope.txt'),
+    ('data-syntax', 'data.py prepare {t}/syntax.py', 'syntax.py:2'),
+    ('data-clean-input-missing', 'data.py clean --input {t}/nope.txt --out {t}/c1', 'nope.txt'),
+    # clean.py
+    ('clean-input-missing', 'clean.py --input {t}/nope.txt --out {t}/c2', 'nope.txt'),
+    ('clean-type', 'clean.py --input {t}/text.txt --out {t}/c3 --min_chars=abc', 'min_chars'),
+    # tokenizer.py
+    ('tokenizer-input-missing', 'tokenizer.py train --input {t}/nope.txt --vocab_size 400 --out {t}/tk', 'nope.txt'),
+    ('tokenizer-bad-command', 'tokenizer.py bogus', 'bogus'),
+    # ner.py
+    ('ner-no-command', 'ner.py', 'train'),
+    ('ner-unknown-key', 'ner.py train --bogus=1', 'bogus'),
+    ('ner-train-missing', 'ner.py train --train={t}/nope.conll --encoder={t}/empty --out_dir={t}/n1', 'nope.conll'),
+    ('ner-backbone-missing', 'ner.py train --train={t}/a.conll --backbone=gpt:{t}/empty --out_dir={t}/n2',
+     'ckpt.pt'),
+    ('ner-predict-missing-model', 'ner.py predict --model={t}/empty --input={t}/text.txt --output={t}/p.jsonl',
+     'ner_config.json'),
+    # annotate.py
+    ('annotate-missing-input', 'annotate.py convert {t}/nope.json {t}/out.jsonl --to=standard', 'nope.json'),
+    ('annotate-bad-command', 'annotate.py bogus', 'bogus'),
+]
+
+
+@pytest.fixture(scope='module')
+def bad_inputs(tmp_path_factory, tiny_dataset) -> tuple[Path, Path]:
+    t = tmp_path_factory.mktemp('bad')
+    (t / 'empty').mkdir()
+    (t / 'corrupt').mkdir()
+    (t / 'corrupt' / 'ckpt.pt').write_bytes(b'PK\x03\x04 not a checkpoint')
+    (t / 'syntax.py').write_text("batch_size = 4\nlearning_rate = = 3\n")
+    (t / 'raises.py').write_text("batch_size = undefined_name\n")
+    (t / 'bad_sweep.py').write_text("sweep = dict(learning_rat=[1e-3, 1e-2])\n")
+    (t / 'text.txt').write_text("A line of text that is long enough.\n")
+    (t / 'a.conll').write_text("Anna B-PER\nlives O\n\n")
+    for name, cut in (('odd', 1), ('short', 2)):  # a truncated file, then one token short of meta.json
+        shutil.copytree(tiny_dataset, t / 'data' / name)
+        train_bin = t / 'data' / name / 'train.bin'
+        train_bin.write_bytes(train_bin.read_bytes()[:-cut])
+    return t, tiny_dataset.parent
+
+
+def _argv(name: str, cmd: str, t: Path, d: Path) -> list[str]:
+    """train.py cases get their own data_root and out_dir unless they name one: a check that failed to stop
+    would write there (asserted empty below), never into the working tree."""
+    if cmd.startswith('train.py'):
+        cmd += f" --data_root={t}/nodata" * ('--data_root' not in cmd) + f" --out_dir={t}/o-{name}" * (
+            '--out_dir' not in cmd)
+    return cmd.format(t=t, d=d).split()
+
+
+def _run(argv: list[str]) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, *argv], cwd=ROOT, capture_output=True, text=True, timeout=300)
+
+
+def _tree(folder: Path) -> dict:
+    return {str(p): p.stat().st_mtime_ns for p in folder.rglob('*')} if folder.exists() else {}
+
+
+@pytest.mark.slow
+def test_bad_input_gives_one_line_and_no_traceback(bad_inputs):
+    t, d = bad_inputs
+    assert len(CASES) >= 40 and {c[1].split()[0] for c in CASES} == {
+        'train.py', 'sample.py', 'sweep.py', 'data.py', 'clean.py', 'tokenizer.py', 'ner.py', 'annotate.py'}
+    before = {p: _tree(ROOT / p) for p in ('data', 'out')}
+    argvs = [_argv(name, cmd, t, d) for name, cmd, _ in CASES]
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        results = list(pool.map(_run, argvs))
+    problems = []
+    for (name, _, expected), r in zip(CASES, results):
+        if r.returncode == 0 or 'Traceback' in r.stderr or expected not in r.stderr:
+            problems.append(f"{name}: exit {r.returncode}, stderr:\n{r.stderr[-1500:]}")
+    assert not problems, '\n\n'.join(problems)
+    assert {p: _tree(ROOT / p) for p in ('data', 'out')} == before  # nothing written in the working tree
+    assert not [p.name for p in t.iterdir() if p.name.startswith(('o-', 'o1', 'o2', 'o3', 'nodata'))]
+    assert json.loads((t / 'data' / 'odd' / 'meta.json').read_text())['recipe']  # the bad folders stay as they were

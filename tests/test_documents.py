@@ -1,0 +1,164 @@
+"""documents.py: every format yields the same documents; bad records are reported with FILE:LINE under each
+format and policy. Fixtures (.jsonl.gz, .jsonl.zst, .parquet) are written here from ../shared/data/text."""
+import gzip
+import json
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import zstandard
+
+from documents import expand, read_documents
+
+N_DOCS = 400
+BAD_LINE = 137  # 1-based line / row of the malformed record
+
+
+@pytest.fixture(scope="module")
+def texts(shared_dir) -> list[str]:
+    """Real Swedish and Danish paragraphs, with non-ASCII text and an astral-plane emoji."""
+    lines = []
+    for lang in ("sv", "da"):
+        src = (shared_dir / "data" / "text" / f"{lang}.txt").read_text(encoding="utf-8").splitlines()
+        lines += [s for s in src if s.strip()][:N_DOCS // 2]
+    lines[5] += " 🤖"
+    return lines
+
+
+def write_jsonl(path, records: list[bytes]):
+    """records: one encoded JSON line each (may be malformed on purpose)."""
+    body = b"".join(r + b"\n" for r in records)
+    if path.name.endswith(".gz"):
+        body = gzip.compress(body)
+    elif path.name.endswith(".zst"):
+        body = zstandard.ZstdCompressor().compress(body)
+    path.write_bytes(body)
+    return path
+
+
+def write_corpus(folder, fmt: str, texts: list[str], bad: bytes | None = None, shards: int = 1):
+    """texts in `shards` files of format fmt; `bad` replaces the raw record at BAD_LINE (txt/jsonl*: the line,
+    parquet: the value of row BAD_LINE of a binary column; None bytes = a null value)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    per = -(-len(texts) // shards)
+    paths = []
+    for s in range(shards):
+        part = texts[s * per:(s + 1) * per]
+        path = folder / f"shard_{s:05d}.{fmt}"
+        raw = [t.encode() for t in part] if fmt == "txt" else \
+            [json.dumps({"id": f"x{i}", "text": t}).encode() for i, t in enumerate(part)] if fmt != "parquet" \
+            else [t.encode() for t in part]
+        if bad is not None and s == 0:
+            raw[BAD_LINE - 1] = bad
+        if fmt == "txt":
+            path.write_bytes(b"".join(r + b"\n" for r in raw))
+        elif fmt == "parquet":
+            values = [None if r == b"None" else r for r in raw]
+            table = pa.table({"id": [f"x{i}" for i in range(len(part))],
+                              "text": pa.array(values, pa.binary() if bad else pa.string())})
+            pq.write_table(table, path, row_group_size=64)  # several row groups and batches
+        else:
+            write_jsonl(path, raw)
+        paths.append(path)
+    return paths
+
+
+FORMATS = ("txt", "jsonl", "jsonl.gz", "jsonl.zst", "parquet")
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_every_format_yields_the_same_documents(texts, tmp_path, fmt):
+    (path,) = write_corpus(tmp_path / "one", fmt, texts)
+    report = {}
+    docs = list(read_documents(path, report=report, fields=True))
+    assert [d.text for d in docs] == texts
+    assert [d.line for d in docs] == list(range(1, len(texts) + 1))
+    assert report == {str(path): dict(documents=len(texts), skipped=0, repaired=0)}
+    if fmt != "txt":
+        assert docs[3].fields == {"id": "x3"}  # the other fields come along
+    shards = write_corpus(tmp_path / "many", fmt, texts, shards=7)
+    assert [d.text for d in read_documents(tmp_path / "many")] == texts  # a folder, in shard order
+    assert [d.text for d in read_documents(str(tmp_path / "many" / f"shard_*.{fmt}"))] == texts  # a glob
+    assert expand([tmp_path / "many"]) == shards
+
+
+# the malformed record per format: what it holds, and the words of the error
+MALFORMED = [
+    ("txt", b"gr\xe5 (latin-1)", "not UTF-8"),
+    ("txt", b"binary \x00\x01 data", "NUL byte"),
+    ("jsonl", b'{"text": "cut emoji \\ud83e here"}', "unpaired UTF-16 surrogate"),
+    ("jsonl", b'{"text": "gr\xe5"}', "not UTF-8"),
+    ("jsonl", b'{"text": "nul \\u0000 inside"}', "NUL character"),
+    ("jsonl", b'{"text": "unclosed', "invalid JSON"),
+    ("jsonl", b'{"txt": "wrong field"}', "no string field 'text'"),
+    ("jsonl.gz", b'{"text": "cut emoji \\udc16 here"}', "unpaired UTF-16 surrogate"),
+    ("jsonl.zst", b'{"text": "cut emoji \\ud83e here"}', "unpaired UTF-16 surrogate"),
+    ("jsonl.zst", b'{"text": "gr\xe5"}', "not UTF-8"),
+    ("parquet", b"gr\xe5 (latin-1)", "not UTF-8"),
+    ("parquet", b"None", "null 'text'"),
+]
+
+
+@pytest.mark.parametrize("fmt,bad,words", MALFORMED)
+def test_malformed_record_is_reported_with_file_and_line(texts, tmp_path, fmt, bad, words):
+    (path,) = write_corpus(tmp_path, fmt, texts, bad=bad)
+    with pytest.raises(ValueError, match=rf"{path.name}:{BAD_LINE}\b.*{words}.*on_bad_input='skip'"):
+        list(read_documents(path))
+    report = {}
+    others = texts[:BAD_LINE - 1] + texts[BAD_LINE:]
+    assert [d.text for d in read_documents(path, on_bad_input="skip", report=report)] == others
+    assert report[str(path)] == dict(documents=len(others), skipped=1, repaired=0)
+    bad_docs = [d for d in read_documents(path, on_bad_input="skip", yield_bad=True) if d.error]
+    assert [(d.key, words in d.error) for d in bad_docs] == [(f"{path}:{BAD_LINE}", True)]
+    report = {}
+    docs = list(read_documents(path, on_bad_input="replace", report=report))
+    repairable = words not in ("invalid JSON", "no string field 'text'", "null 'text'")
+    assert report[str(path)] == dict(documents=len(texts) - (not repairable), skipped=int(not repairable),
+                                     repaired=int(repairable))
+    if repairable:
+        fixed = docs[BAD_LINE - 1].text
+        assert "\ufffd" in fixed and fixed.encode("utf-8")  # valid UTF-8 now: every writer accepts it
+        assert [d.text for d in docs[:BAD_LINE - 1] + docs[BAD_LINE:]] == others
+
+
+def test_paired_surrogate_escapes_are_fine(tmp_path):
+    path = write_jsonl(tmp_path / "ok.jsonl", [b'{"text": "robot \\ud83e\\udd16"}'])
+    assert [d.text for d in read_documents(path)] == ["robot 🤖"]
+
+
+def test_whole_file_txt_and_trailing_lines(tmp_path):
+    (tmp_path / "a.txt").write_bytes(b"one\r\ntwo\n\nfour")  # CRLF, a blank line, no final newline
+    assert [(d.text, d.line) for d in read_documents(tmp_path / "a.txt")] == \
+        [("one", 1), ("two", 2), ("", 3), ("four", 4)]
+    (tmp_path / "b.txt").write_bytes(b"ok\nline \xff two\n")
+    with pytest.raises(ValueError, match=r"b.txt:2, byte offset 8: not UTF-8"):
+        list(read_documents(tmp_path / "b.txt", txt_unit="file"))
+    assert [d.text for d in read_documents(tmp_path / "a.txt", txt_unit="file")] == ["one\r\ntwo\n\nfour"]
+
+
+def test_bad_paths_and_options(tmp_path):
+    (tmp_path / "notes.md").write_text("# notes\n")
+    with pytest.raises(ValueError, match="notes.md: unsupported file type"):
+        expand(tmp_path / "notes.md")
+    with pytest.raises(FileNotFoundError, match="has no .txt/.jsonl"):
+        expand(tmp_path)
+    with pytest.raises(FileNotFoundError, match="pattern .*matches no"):
+        expand(str(tmp_path / "*.parquet"))
+    with pytest.raises(FileNotFoundError, match="nowhere.txt not found"):
+        expand("nowhere.txt")
+    with pytest.raises(ValueError, match="on_bad_input must be one of"):
+        list(read_documents(tmp_path, on_bad_input="report"))
+    pq.write_table(pa.table({"content": ["a", "b"]}), tmp_path / "t.parquet")
+    with pytest.raises(ValueError, match=r"t.parquet: no column 'text' \(columns: content\).*--text_field"):
+        list(read_documents(tmp_path / "t.parquet"))
+    assert [d.text for d in read_documents(tmp_path / "t.parquet", text_field="content")] == ["a", "b"]
+    body = b"".join(b"{\"text\": \"line %d\"}\n" % i for i in range(1000))
+    (tmp_path / "cut.jsonl.zst").write_bytes(zstandard.ZstdCompressor().compress(body)[:-100])
+    with pytest.raises(ValueError, match="cut.jsonl.zst:.*truncated"):
+        list(read_documents(tmp_path / "cut.jsonl.zst"))
+    (tmp_path / "cut.jsonl.gz").write_bytes(gzip.compress(body)[:-100])
+    with pytest.raises(ValueError, match="cut.jsonl.gz:.*truncated"):
+        list(read_documents(tmp_path / "cut.jsonl.gz"))
+    frames = b"".join(zstandard.ZstdCompressor().compress(body[i:i + 5000]) for i in range(0, len(body), 5000))
+    (tmp_path / "frames.jsonl.zst").write_bytes(frames)  # several frames, cut mid-line: one stream
+    assert [d.text for d in read_documents(tmp_path / "frames.jsonl.zst")] == [f"line {i}" for i in range(1000)]

@@ -3,14 +3,17 @@ Losses and the diagnostics the papers measure.
 
 Training loss = cross-entropy + z_loss * z-loss + mu_loss * mu-loss (each term optional), with optional
 logit soft-capping applied by the model (GPTConfig.logit_softcap calls softcap() in forward).
-  - z-loss (PaLM; OEC paper, ../shared/papers/oec.md §1.6): mean over tokens of (log Z)^2
+  - z-loss (PaLM; OEC paper: Stollenwerk, Lokrantz, Hertzberg 2026, arXiv 2601.02031): mean over tokens of (log Z)^2
   - mu-loss (OEC §1.5): ||mu||^2, mu = mean of the output-embedding rows
   - soft-capping (Gemma-2 form; OEC v2 §1.7): c * tanh(logits / c)
 Diagnostics (OEC §1.9, Coupled Adam §2.4), cheap enough to run at every eval on a few batches:
   logit_diagnostics(logits)            -> logits_mean_mean, logits_mean_std, logits_mean_absmax, mean_logsqZ
-  embedding_diagnostics(E, log_unigram) -> mu_norm, mean_row_norm, mu_ratio, isotropy, smin_smax,
-                                           corr_emu_logfreq
+  embedding_diagnostics(E, log_unigram) -> mu_norm, mean_row_norm, mu_ratio, isotropy (the authors'),
+                                           isotropy_signfree, smin_smax, corr_emu_logfreq (the authors'),
+                                           corr_emu_logfreq_spearman, corr_norm_logfreq, corr_emu_logfreq_seen
 """
+import math
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -144,8 +147,8 @@ def logit_diagnostics(logits: Tensor, targets: Tensor | None = None) -> dict[str
 def unigram_log_probs(tokens: np.ndarray, vocab_size: int, chunk: int = 1 << 26) -> Tensor:
     """log p(token) from counts over `tokens` (e.g. the train.bin memmap), counted once per run.
 
-    Returns (V,) float64; tokens that never occur get -inf (no smoothing), and embedding_diagnostics leaves
-    them out of the correlation: padded or unseen vocabulary rows say nothing about frequency.
+    Returns (V,) float64; tokens that never occur get -inf (no smoothing): embedding_diagnostics applies the
+    authors' floor for corr_emu_logfreq and leaves them out for corr_emu_logfreq_seen.
     Counted in chunks so a large memmap is streamed, not loaded.
     """
     counts = np.zeros(vocab_size, dtype=np.int64)
@@ -161,52 +164,80 @@ def unigram_log_probs(tokens: np.ndarray, vocab_size: int, chunk: int = 1 << 26)
         return torch.from_numpy(np.log(counts / counts.sum()))
 
 
+# The Coupled Adam code's log-probability floor: log(p + 1e-10) over every row of the padded vocabulary, so a
+# token unseen in training sits at log(1e-10) = -23.0 (flxst/coupled-adam `nanoGPT/analysis/lbp.py`)
+UNIGRAM_FLOOR = 1e-10
+
+
 def _pearson(x: Tensor, y: Tensor) -> float:
     x, y = x.double() - x.double().mean(), y.double() - y.double().mean()
     return (x @ y / (x.norm() * y.norm())).item()
 
 
+def _ranks(x: Tensor) -> Tensor:
+    """Ranks 1..n with ties given their average rank (scipy.stats.rankdata's 'average', as spearmanr uses)."""
+    values, inverse, counts = torch.unique(x.double(), return_inverse=True, return_counts=True)
+    last = torch.cumsum(counts, 0).double()  # (U,) rank of the last member of each tie group
+    return (last - (counts.double() - 1) / 2)[inverse]
+
+
 @torch.no_grad()
 def embedding_diagnostics(weight: Tensor, log_unigram: Tensor | None = None) -> dict[str, float]:
-    """Geometry of an (output) embedding E (V,H) (OEC §1.9, Coupled Adam §2.4).
+    """Geometry of an (output) embedding E (V,H) (OEC: Stollenwerk et al. 2026, arXiv 2601.02031; Coupled Adam:
+    Stollenwerk & Stollenwerk 2025, arXiv 2502.08441), named and computed as in the authors' analysis code.
 
-      mu_norm          ||mu||, mu = mean_i e_i
-      mean_row_norm    mean_i ||e_i||
-      mu_ratio         ||mu|| / mean_i ||e_i||      (mean shift; lower is better)
-      isotropy         Mu et al. 2018: min_c Z(c) / max_c Z(c), Z(c) = sum_i exp(c . e_i), c over the
-                       eigenvectors of E^T E and their negatives (an eigenvector's sign is arbitrary, so the
-                       authors' value depends on what LAPACK returns; with +-c it does not, and it is <= theirs);
-                       computed as exp(min log Z - max log Z) with logsumexp, so it stays finite for any norm
-                       (the authors' np.exp version overflows to 0/nan)
-      smin_smax        smallest / largest singular value of E
-      corr_emu_logfreq Pearson correlation of E.mu with log unigram probability, over tokens seen in the
-                       data (only when log_unigram is given: see unigram_log_probs)
+      mu_norm           ||mu||, mu = mean_i e_i
+      mean_row_norm     mean_i ||e_i||
+      mu_ratio          ||mu|| / mean_i ||e_i||      (mean shift; lower is better)
+      isotropy          Mu et al. 2018 (arXiv 1702.01417) as the OEC and Coupled Adam code compute it
+                        (`nanoGPT/analysis/isotropy.py` of flxst/output-embedding-centering, flxst/coupled-adam):
+                        min_c Z(c) / max_c Z(c), Z(c) = sum_i exp(c . e_i), c over the eigenvectors of E^T E
+                        with the one sign each that numpy.linalg.eig returns; summed as logsumexp, which equals
+                        their np.exp sum where that is finite and stays finite where theirs overflows to 0/nan
+      isotropy_signfree the same with min/max over both signs of every eigenvector: independent of what LAPACK
+                        returns, and <= isotropy (about its square when mu dominates); not the published number
+      smin_smax         smallest / largest singular value of E
+      with log_unigram (unigram_log_probs):
+      corr_emu_logfreq          Pearson r of E.mu with log(p + 1e-10) over ALL V rows, the Coupled Adam code's
+                                `corr_p(Emu, lbp)` (unseen and padded rows at the floor, UNIGRAM_FLOOR)
+      corr_emu_logfreq_spearman the same, Spearman (`corr_s(Emu, lbp)`)
+      corr_norm_logfreq         Pearson r of ||e_i|| with log(p + 1e-10) (`corr_p(norm, lbp)`)
+      corr_emu_logfreq_seen     Pearson r of E.mu with log p over the tokens seen in training only
     """
     E = weight.detach().float()  # (V,H)
     mu = E.mean(dim=0)  # (H,)
-    mean_row_norm = E.norm(dim=1).mean()
-    # E^T E in float64 (H,H): its eigenvectors are the isotropy directions and sqrt(eigenvalues) are the
-    # singular values of E, so one O(V H^2) product serves both
+    row_norms = E.norm(dim=1)  # (V,)
+    mean_row_norm = row_norms.mean()
+    # E^T E in float64 (H,H) on E's device; its eigenvectors by numpy's LAPACK on the CPU: eig, not eigh, so that
+    # the signs are the authors' (and torch's CPU eigh took ~1 s for H=128 on 2 busy cores, numpy 2 ms)
     E64 = E.double()
-    gram = E64.T @ E64  # (H,H)
-    if gram.is_cuda:
-        eigvals, eigvecs = torch.linalg.eigh(gram)  # ascending (H,), (H,H) columns = eigenvectors
-    else:  # numpy's LAPACK call: torch's CPU eigh took ~1 s for H=128 on 2 busy cores (numpy: 2 ms)
-        eigvals, eigvecs = (torch.from_numpy(a) for a in np.linalg.eigh(gram.numpy()))
-    proj = E64 @ eigvecs  # (V,H) c . e_i for every eigenvector c
-    log_z = torch.logsumexp(torch.cat([proj, -proj], dim=1), dim=0)  # (2H,) log Z(c), log Z(-c)
-    svals = eigvals.clamp(min=0).sqrt()
+    gram = (E64.T @ E64).cpu().numpy()  # (H,H)
+    if np.isfinite(gram).all():
+        eigvals, eigvecs = np.linalg.eig(gram)  # eigenvalues = squared singular values of E
+    else:  # non-finite weights (a diverging run): NaN diagnostics, so that the caller's own check reports it
+        eigvals, eigvecs = np.full(gram.shape[0], np.nan), np.full(gram.shape, np.nan)
+    proj = E64 @ torch.from_numpy(np.real(eigvecs)).to(E64.device)  # (V,H) c . e_i for every eigenvector c
+    log_z = torch.logsumexp(proj, dim=0)  # (H,) log Z(c) with the authors' signs
+    log_z_both = torch.cat([log_z, torch.logsumexp(-proj, dim=0)])  # (2H,) and log Z(-c)
+    svals = np.sort(np.sqrt(np.clip(np.real(eigvals), 0, None)))
     out = {
         "mu_norm": mu.norm().item(),
         "mean_row_norm": mean_row_norm.item(),
         "mu_ratio": (mu.norm() / mean_row_norm).item(),
         "isotropy": torch.exp(log_z.min() - log_z.max()).item(),
-        "smin_smax": (svals[0] / svals[-1]).item(),
+        "isotropy_signfree": torch.exp(log_z_both.min() - log_z_both.max()).item(),
+        "smin_smax": float(svals[0] / svals[-1]),
     }
     if log_unigram is not None:
         if log_unigram.shape != (E.size(0),):
             raise ValueError(f"log_unigram has shape {tuple(log_unigram.shape)}, expected ({E.size(0)},): "
                              "count it with unigram_log_probs(tokens, vocab_size=model vocab_size)")
-        seen = torch.isfinite(log_unigram).to(E.device)
-        out["corr_emu_logfreq"] = _pearson((E @ mu)[seen], log_unigram.to(E.device)[seen])
+        lp = log_unigram.double().cpu()  # (V,)
+        lbp = torch.logaddexp(lp, torch.tensor(math.log(UNIGRAM_FLOOR), dtype=torch.float64))  # log(p + floor)
+        emu = (E64 @ mu.double()).cpu()  # (V,)
+        seen = torch.isfinite(lp)
+        out["corr_emu_logfreq"] = _pearson(emu, lbp)
+        out["corr_emu_logfreq_spearman"] = _pearson(_ranks(emu), _ranks(lbp))
+        out["corr_norm_logfreq"] = _pearson(row_norms.double().cpu(), lbp)
+        out["corr_emu_logfreq_seen"] = _pearson(emu[seen], lp[seen])
     return out

@@ -5,8 +5,9 @@ Parameter names follow nanoGPT / Hugging Face GPT-2 (transformer.wte, transforme
 lm_head), so GPT-2 and GPT-SW3 checkpoints map 1:1 (GPT.from_hf / save_hf at the end of this file).
 Options (GPTConfig): norm (norms.py), learned or rotary positions, GELU or SwiGLU MLP, per-head qk-norm,
 grouped-query attention, tied or untied embeddings, nanoGPT or OEC (Xavier) init, logit soft-capping.
-References: nanoGPT model.py; ../shared/papers/oec.md §1.8 (OEC architecture and init);
-../shared/papers/norms.md §3.2 (norm placement); ../shared/papers/tokenizer_gptsw3.md §8 (GPT-SW3 shapes).
+References: nanoGPT's model.py (Karpathy); OEC architecture and init: Stollenwerk, Lokrantz, Hertzberg 2026,
+arXiv:2601.02031, and the authors' code ("OEC" below); norm placement: Stollenwerk 2025, arXiv:2503.21708;
+GPT-SW3 shapes: Ekgren et al. 2023, arXiv:2305.12987.
 
 The second half of the file is the BERT-style encoder used by ner.py (BertConfig, BertEncoder,
 BertForTokenClassification), which loads Hugging Face BERT folders (config.json + safetensors/bin).
@@ -42,14 +43,16 @@ class GPTConfig:
     bias: bool = True  # biases in Linear layers and norms (GPT-2: True; OEC: False)
     dropout: float = 0.0
     norm: str = "layernorm"  # one of norms.NORMS, used at every norm site (ln_1, ln_2, ln_f, qk-norm)
-    norm_alpha0: float = 0.5  # DyT alpha init; DyISRU beta0 = 1/alpha0^2 (norms.md §3.2)
-    norm_alpha0_attn: float | None = None  # ln_2's own init (post-attention, norms.md §3.2); None = same
+    norm_alpha0: float = 0.5  # DyT alpha init; DyISRU beta0 = 1/alpha0^2 (Stollenwerk 2025, arXiv:2503.21708)
+    norm_alpha0_attn: float | None = None  # ln_2's own init (post-attention; arXiv:2503.21708); None = same
+    norm_init: float | None = None  # DyT/DyISRU raw alpha/beta at init as the DyISRU code's init_alpha/init_beta
+    norm_init_attn: float | None = None  # (norms.make_norm); set, they replace norm_alpha0(_attn); None = same
     pos: str = "learned"  # 'learned' absolute positions (GPT-2) or 'rope' (OEC, rotary on half the head dim)
     mlp: str = "gelu"  # 'gelu' (exact, nanoGPT, GPT-SW3), 'gelu_tanh' (GPT-2's gelu_new), 'swiglu' (OEC)
-    qk_norm: bool = False  # norm on q and k per head before attention (OEC §1.8, Wortsman et al.)
+    qk_norm: bool = False  # norm on q and k per head before attention (OEC; Wortsman et al. 2023, arXiv:2309.14322)
     tie_embeddings: bool = True  # lm_head.weight is transformer.wte.weight
-    init: str = "normal"  # 'normal' (nanoGPT: N(0, 0.02)) or 'xavier' (OEC §1.8)
-    logit_softcap: float | None = None  # c: logits <- c * tanh(logits / c) (OEC v2 §1.7, c = 30)
+    init: str = "normal"  # 'normal' (nanoGPT: N(0, 0.02)) or 'xavier' (OEC)
+    logit_softcap: float | None = None  # c: logits <- c * tanh(logits / c) (OEC arXiv:2601.02031 v2, c = 30)
 
     def __post_init__(self):
         if self.n_kv_head is None:
@@ -76,6 +79,9 @@ class GPTConfig:
         for key in ("norm_alpha0", "norm_alpha0_attn", "logit_softcap"):
             if getattr(self, key) is not None and getattr(self, key) <= 0:
                 raise ValueError(f"{key}={getattr(self, key)} must be > 0: change {key} (or set it to None)")
+        if (self.norm_init is not None or self.norm_init_attn is not None) and self.norm in ("layernorm", "rmsnorm"):
+            raise ValueError(f"norm_init / norm_init_attn are set but norm={self.norm!r} has no alpha/beta: set "
+                             "them to None, or norm to dyt, dyt_sp, dyisru or dyisru_sp")
 
 
 def _xavier_std(fan_in: int, fan_out: int) -> float:
@@ -96,7 +102,7 @@ def _normal_(p: torch.Tensor, std: float) -> None:
 
 
 # ----------------------------------------------------------------------------------------------------
-# Rotary position embedding, as in the OEC code (oec.md §1.8): lucidrains' RotaryEmbedding(dim=head_dim/2),
+# Rotary position embedding, as in the OEC code (arXiv:2601.02031): lucidrains' RotaryEmbedding(dim=head_dim/2),
 # i.e. only the first half of each head's channels is rotated, in interleaved pairs (0,1), (2,3), ...,
 # with frequencies theta^(-2i/(head_dim/2)); the second half passes through unchanged.
 
@@ -151,9 +157,11 @@ class CausalSelfAttention(nn.Module):
                                 bias=config.bias)
         self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
         self.qk_norm = config.qk_norm
-        if config.qk_norm:  # per head, over the head dim (OEC §1.8: "qk-LayerNorm applied per head")
-            self.q_norm = make_norm(config.norm, self.head_dim, bias=config.bias, alpha0=config.norm_alpha0)
-            self.k_norm = make_norm(config.norm, self.head_dim, bias=config.bias, alpha0=config.norm_alpha0)
+        if config.qk_norm:  # per head, over the head dim (OEC: "qk-LayerNorm applied per head")
+            self.q_norm = make_norm(config.norm, self.head_dim, bias=config.bias, alpha0=config.norm_alpha0,
+                                    init=config.norm_init)
+            self.k_norm = make_norm(config.norm, self.head_dim, bias=config.bias, alpha0=config.norm_alpha0,
+                                    init=config.norm_init)
         self.dropout = config.dropout
         self.resid_dropout = nn.Dropout(config.dropout)
 
@@ -189,7 +197,7 @@ class MLP(nn.Module):
     def __init__(self, config: GPTConfig):
         super().__init__()
         self.swiglu = config.mlp == "swiglu"
-        if self.swiglu:  # OEC §1.8 (Modalities' SwiGLU): hidden = 256 * ceil((2/3 * 4d) / 256)
+        if self.swiglu:  # OEC code (Modalities' SwiGLU): hidden = 256 * ceil((2/3 * 4d) / 256)
             hidden = 256 * ((int(2 * 4 * config.n_embd / 3) + 255) // 256)
             self.c_fc = nn.Linear(config.n_embd, 2 * hidden, bias=config.bias)  # [gate W | value V]: 1 matmul
         else:
@@ -214,9 +222,11 @@ class Block(nn.Module):
     def __init__(self, config: GPTConfig, layer: int):
         super().__init__()
         alpha0_attn = config.norm_alpha0_attn or config.norm_alpha0
-        self.ln_1 = make_norm(config.norm, config.n_embd, bias=config.bias, alpha0=config.norm_alpha0)
+        init_attn = config.norm_init if config.norm_init_attn is None else config.norm_init_attn
+        self.ln_1 = make_norm(config.norm, config.n_embd, bias=config.bias, alpha0=config.norm_alpha0,
+                              init=config.norm_init)
         self.attn = CausalSelfAttention(config, layer)
-        self.ln_2 = make_norm(config.norm, config.n_embd, bias=config.bias, alpha0=alpha0_attn)
+        self.ln_2 = make_norm(config.norm, config.n_embd, bias=config.bias, alpha0=alpha0_attn, init=init_attn)
         self.mlp = MLP(config)
 
     def forward(self, x: torch.Tensor, rope: tuple | None, kv_cache: KVCache | None) -> torch.Tensor:
@@ -234,7 +244,8 @@ class GPT(nn.Module):
             modules["wpe"] = nn.Embedding(config.block_size, config.n_embd)
         modules["drop"] = nn.Dropout(config.dropout)
         modules["h"] = nn.ModuleList([Block(config, i) for i in range(config.n_layer)])
-        modules["ln_f"] = make_norm(config.norm, config.n_embd, bias=config.bias, alpha0=config.norm_alpha0)
+        modules["ln_f"] = make_norm(config.norm, config.n_embd, bias=config.bias, alpha0=config.norm_alpha0,
+                                    init=config.norm_init)
         self.transformer = nn.ModuleDict(modules)
         self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
         if config.tie_embeddings:
@@ -250,7 +261,7 @@ class GPT(nn.Module):
         """(Re)initialise every parameter and buffer, e.g. after `to_empty()` from a meta-device model.
 
         'normal' (nanoGPT): Linear and Embedding N(0, 0.02), biases 0.
-        'xavier' (OEC §1.8): Linear (incl. lm_head) Xavier-normal, Embedding N(0, 1/sqrt(d)).
+        'xavier' (OEC): Linear (incl. lm_head) Xavier-normal, Embedding N(0, 1/sqrt(d)).
         Both: residual projections c_proj N(0, 0.02/sqrt(2L)) (GPT-2 paper). With 'xavier' and SwiGLU only
         attn.c_proj, because the OEC code's SwiGLU output layer is not named c_proj and so stays Xavier.
         A tied matrix gets the lm_head init (the OEC code initialises lm_head after wte, so it wins).
@@ -387,7 +398,7 @@ class GPT(nn.Module):
     # FLOPs and MFU
 
     def flops_per_token(self, seq_len: int | None = None) -> float:
-        """Training FLOPs per token, 6N + 12*L*T*d (SPEC §2; PaLM, Chowdhery et al. 2022, arXiv:2204.02311,
+        """Training FLOPs per token, 6N + 12*L*T*d (PaLM, Chowdhery et al. 2022, arXiv:2204.02311,
         appendix B). T = seq_len, the length of the training windows (default: block_size, the context)."""
         c = self.config
         return 6 * self.num_params() + 12 * c.n_layer * (seq_len or c.block_size) * c.n_embd
@@ -612,16 +623,17 @@ def _gpt2_like(n_layer: int, n_head: int, n_embd: int, **kw) -> dict:
                 qk_norm=False, tie_embeddings=True, init="normal", **kw)
 
 
-def _oec(n_layer: int, n_embd: int) -> dict:  # oec.md §1.8: n_head = 4 for every size
+def _oec(n_layer: int, n_embd: int) -> dict:  # OEC (arXiv:2601.02031): n_head = 4 for every size
     return dict(n_layer=n_layer, n_head=4, n_embd=n_embd, vocab_size=50304, block_size=2048, bias=False,
                 norm="layernorm", pos="rope", mlp="swiglu", qk_norm=True, tie_embeddings=False, init="xavier")
 
 
-# GPT-SW3 (tokenizer_gptsw3.md §8): vocab 64000, context 2048, biases, exact GELU, tied. Its init std
+# GPT-SW3 (Ekgren et al. 2023, arXiv:2305.12987): vocab 64000, context 2048, biases, exact GELU, tied. Its init std
 # (0.023 ... 0.007, `init_method_std`) is not reproduced: init='normal' uses nanoGPT's 0.02.
 _SW3 = dict(vocab_size=64000, block_size=2048, bias=True, mlp="gelu")
-# Coupled Adam (coupled_adam.md §2.5) and DyISRU (norms.md §3.4): nanoGPT GPT-2 on OWT, nanoGPT defaults
-# (bias=False, vocab 50304, exact GELU, context 1024); the DyISRU tables' "DyISRU" is the softplus variant.
+# Coupled Adam (Stollenwerk & Stollenwerk 2025, arXiv:2502.08441) and DyISRU (arXiv:2503.21708): nanoGPT GPT-2
+# on OWT, nanoGPT defaults (bias=False, vocab 50304, exact GELU, context 1024); the DyISRU tables' "DyISRU" is
+# the softplus variant.
 _NANOGPT = dict(vocab_size=50304, block_size=1024, bias=False, mlp="gelu")
 
 PRESETS: dict[str, dict] = {

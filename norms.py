@@ -2,10 +2,11 @@
 Normalisation layers over the last dimension: LayerNorm, RMSNorm, DyT, DyISRU (+ softplus variants).
 
 model.py calls make_norm() at every norm site (ln_1, ln_2, ln_f, qk-norm), so a new norm is one class
-here and one name in make_norm. Formulas: ../shared/papers/norms.md §3.2 (DyISRU paper, Stollenwerk
+here and one name in make_norm. Formulas: the DyISRU paper (Stollenwerk
 2025, arXiv 2503.21708, and its code `nanoGPT/dyaf.py`; DyT: Zhu et al. 2025, arXiv 2503.10622).
 
-`python norms.py` reproduces the DyISRU paper's outlier experiment (norms.md §3.3) and saves a plot.
+`python norms.py` reproduces the DyISRU paper's outlier experiment (arXiv 2503.21708, notebook
+theory/Dynamic_Activation_Functions.ipynb) and saves a plot.
 """
 import math
 import os
@@ -51,7 +52,8 @@ class LayerNorm(nn.Module):
 
 
 class RMSNorm(nn.Module):
-    """y = gamma * x / sqrt(mean(x^2) + eps) (norms.md §3.2). No bias, as in every RMSNorm we know of."""
+    """y = gamma * x / sqrt(mean(x^2) + eps) (Zhang & Sennrich 2019, arXiv 1910.07467). No bias, as in every
+    RMSNorm we know of."""
 
     def __init__(self, dim: int, eps: float = 1e-5):
         super().__init__()
@@ -68,82 +70,115 @@ class RMSNorm(nn.Module):
 
 
 class DyT(nn.Module):
-    """Dynamic Tanh, norms.md §3.2: y = gamma * tanh(alpha * x) + b, one learnable scalar alpha per layer.
+    """Dynamic Tanh (Zhu et al. 2025, arXiv 2503.10622): y = gamma * tanh(alpha * x) + b, one learnable scalar
+    alpha per layer.
 
     softplus=True is the paper code's `DyTsp`: alpha = softplus(alpha_hat), so alpha stays positive. The
-    parameter `alpha` then holds alpha_hat, initialised to softplus^-1(alpha0) so that alpha starts at alpha0.
+    parameter `alpha` (shape (1,), as in the authors' `nanoGPT/dyaf.py`, and so that FSDP2 can shard it) then
+    holds alpha_hat. Init: alpha0 is the effective alpha at init (alpha_hat0 = softplus^-1(alpha0)); raw0, when
+    given, is the parameter's own init value instead, as the authors' configs write `init_alpha` (for DyTsp
+    that is alpha_hat0, so alpha starts at softplus(raw0)).
     """
 
-    def __init__(self, dim: int, alpha0: float = 0.5, bias: bool = True, softplus: bool = False):
+    def __init__(self, dim: int, alpha0: float = 0.5, bias: bool = True, softplus: bool = False,
+                 raw0: float | None = None):
         super().__init__()
         self.softplus = softplus
         self.alpha0 = alpha0
-        self.alpha = nn.Parameter(torch.empty(()))
+        self.raw0 = raw0 if raw0 is not None else softplus_inverse(alpha0) if softplus else alpha0
+        self.alpha = nn.Parameter(torch.empty(1))
         self.weight = nn.Parameter(torch.empty(dim))
         self.bias = nn.Parameter(torch.empty(dim)) if bias else None
+        self.register_load_state_dict_pre_hook(_scalar_to_shape_1("alpha"))
         self.reset_parameters()
 
     @torch.no_grad()
     def reset_parameters(self) -> None:
-        self.alpha.fill_(softplus_inverse(self.alpha0) if self.softplus else self.alpha0)
+        self.alpha.fill_(self.raw0)
         _reset_affine(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        alpha = F.softplus(self.alpha) if self.softplus else self.alpha
+        alpha = F.softplus(self.alpha) if self.softplus else self.alpha  # (1,) broadcasts over (..., C)
         y = self.weight * torch.tanh(alpha * x)
         return y + self.bias if self.bias is not None else y
 
 
 class DyISRU(nn.Module):
-    """Dynamic inverse square root unit, norms.md §3.2: y = gamma * x / sqrt(beta + x^2 + eps) + b.
+    """Dynamic inverse square root unit (Stollenwerk 2025, arXiv 2503.21708):
+    y = gamma * x / sqrt(beta + x^2 + eps) + b.
 
-    beta is one learnable scalar per layer. Its init beta0 = 1/alpha0^2 matches DyT's slope at 0
-    (norms.md §3.2, "Initial-value mapping"), so make_norm takes the same alpha0 for both.
-    softplus=True is the paper code's `DyISRUsp` (the "DyISRU" of its LLM tables): beta = softplus(beta_hat),
-    and the parameter `beta` then holds beta_hat = softplus^-1(beta0) (alpha0 = 0.5 -> 3.98).
+    beta is one learnable scalar per layer (shape (1,), as `alpha` of DyT). softplus=True is the paper code's
+    `DyISRUsp` (the "DyISRU" of its LLM tables): beta = softplus(beta_hat), and the parameter `beta` then holds
+    beta_hat. Init: beta0 is the effective beta at init (beta_hat0 = softplus^-1(beta0): 4 -> 3.98); raw0, when
+    given, is the parameter's own init value instead, as the authors' configs write `init_beta` (for DyISRUsp
+    that is beta_hat0, so beta starts at softplus(raw0)). A plain DyISRU needs beta0 >= 0 (else the square root
+    of a negative number for small x).
     """
 
     def __init__(self, dim: int, beta0: float = 4.0, eps: float = 1e-5, bias: bool = True,
-                 softplus: bool = False):
+                 softplus: bool = False, raw0: float | None = None):
         super().__init__()
         self.eps = eps
         self.softplus = softplus
         self.beta0 = beta0
-        self.beta = nn.Parameter(torch.empty(()))
+        self.raw0 = raw0 if raw0 is not None else softplus_inverse(beta0) if softplus else beta0
+        if not softplus and self.raw0 < 0:
+            raise ValueError(f"DyISRU: beta at init is {self.raw0} < 0, which makes sqrt(beta + x^2) undefined "
+                             "for small x: use beta0 >= 0, or norm='dyisru_sp' (beta = softplus(beta_hat))")
+        self.beta = nn.Parameter(torch.empty(1))
         self.weight = nn.Parameter(torch.empty(dim))
         self.bias = nn.Parameter(torch.empty(dim)) if bias else None
+        self.register_load_state_dict_pre_hook(_scalar_to_shape_1("beta"))
         self.reset_parameters()
 
     @torch.no_grad()
     def reset_parameters(self) -> None:
-        self.beta.fill_(softplus_inverse(self.beta0) if self.softplus else self.beta0)
+        self.beta.fill_(self.raw0)
         _reset_affine(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        beta = F.softplus(self.beta) if self.softplus else self.beta
+        beta = F.softplus(self.beta) if self.softplus else self.beta  # (1,) broadcasts over (..., C)
         y = self.weight * x * torch.rsqrt(beta + x * x + self.eps)
         return y + self.bias if self.bias is not None else y
 
 
-def make_norm(name: str, dim: int, eps: float = 1e-5, bias: bool = True, alpha0: float = 0.5) -> nn.Module:
+def make_norm(name: str, dim: int, eps: float = 1e-5, bias: bool = True, alpha0: float = 0.5,
+              init: float | None = None) -> nn.Module:
     """The norm called `name` over the last dim of size `dim`.
 
-    alpha0 is DyT's alpha init; the DyISRU variants start at beta0 = 1/alpha0^2 (norms.md §3.2).
+    alpha0 is DyT's effective alpha at init; the DyISRU variants start at beta0 = 1/alpha0^2, the slope match
+    at 0 (arXiv 2503.21708, results/Theory_Initial_Values.ipynb). init, when given, replaces that: it is the
+    scalar parameter's own value at init,
+    exactly as the authors' configs write `init_alpha` / `init_beta` (Stollenwerk 2025, arXiv 2503.21708, code
+    `nanoGPT/dyaf.py`): dyt alpha0, dyt_sp alpha_hat0 (alpha = softplus), dyisru beta0, dyisru_sp beta_hat0
+    (beta = softplus). init on layernorm/rmsnorm is an error (they have no such parameter).
     eps is unused by DyT; bias is unused by RMSNorm (it has none).
     """
+    if init is not None and name in ("layernorm", "rmsnorm"):
+        raise ValueError(f"norm_init={init} is set but norm={name!r} has no alpha/beta: set norm_init=None, "
+                         "or norm to dyt, dyt_sp, dyisru or dyisru_sp")
     if name == "layernorm":
         return LayerNorm(dim, eps, bias)
     if name == "rmsnorm":
         return RMSNorm(dim, eps)
     if name in ("dyt", "dyt_sp"):
-        return DyT(dim, alpha0, bias, softplus=name == "dyt_sp")
+        return DyT(dim, alpha0, bias, softplus=name == "dyt_sp", raw0=init)
     if name in ("dyisru", "dyisru_sp"):
-        return DyISRU(dim, 1.0 / alpha0**2, eps, bias, softplus=name == "dyisru_sp")
+        return DyISRU(dim, 1.0 / alpha0**2, eps, bias, softplus=name == "dyisru_sp", raw0=init)
     raise ValueError(f"unknown norm {name!r}: set norm to one of {', '.join(NORMS)}")
 
 
+def _scalar_to_shape_1(name: str):
+    """load_state_dict pre-hook: a checkpoint written when `name` was a 0-dim tensor loads into shape (1,)."""
+    def hook(module, state_dict, prefix, *args):
+        key = prefix + name
+        if key in state_dict and state_dict[key].dim() == 0:
+            state_dict[key] = state_dict[key].reshape(1)
+    return hook
+
+
 # ----------------------------------------------------------------------------------------------------
-# The outlier experiment of norms.md §3.3 (the paper's notebook `theory/Dynamic_Activation_Functions.ipynb`)
+# The outlier experiment of the DyISRU paper (arXiv 2503.21708; notebook theory/Dynamic_Activation_Functions)
 
 def _golden_section(f, lo: float, hi: float, tol: float = 1e-10) -> float:
     """Minimiser of a unimodal f on [lo, hi] by golden-section search (scipy's curve_fit, for 1 param)."""
@@ -172,7 +207,8 @@ def _fit_1d(model, x: np.ndarray, y: np.ndarray, lo: float, hi: float) -> float:
 
 
 def outlier_experiment(plot_path: str | None = None) -> dict[str, float]:
-    """norms.md §3.3: fit DyT and DyISRU to how LayerNorm squashes one growing outlier among C=100 channels.
+    """The DyISRU paper's outlier experiment: fit DyT and DyISRU to how LayerNorm squashes one growing
+    outlier among C=100 channels.
 
     Returns alpha (DyT), beta (DyISRU) and their mean |residual|s; paper: 0.0486 / 0.328, 301.06 / 0.0048.
     """
@@ -187,7 +223,7 @@ def outlier_experiment(plot_path: str | None = None) -> dict[str, float]:
         ys.append(((z - z.mean()) / z.std())[-1])  # LN output of the outlier (population std)
     x = np.concatenate([-np.array(xs[::-1]), xs])  # symmetrised (+-), as in the notebook
     y = np.concatenate([-np.array(ys[::-1]), ys])
-    bound = math.sqrt(C - 1)  # LN with population std is bounded by sqrt(C-1) (norms.md §3.2)
+    bound = math.sqrt(C - 1)  # LN with population std is bounded by sqrt(C-1) (arXiv 2503.21708)
     dyt = lambda x, a: bound * np.tanh(a * x)  # noqa: E731
     dyisru = lambda x, b: bound * x / np.sqrt(b + x**2)  # noqa: E731
     alpha = _fit_1d(dyt, x, y, 1e-4, 10.0)
@@ -213,7 +249,7 @@ def _plot_outlier(x, y, dyt, dyisru, fit: dict, path: str) -> None:
             label=f"DyISRU  beta={fit['beta']:.2f}  mean|res|={fit['dyisru_mean_abs_residual']:.4f}")
     ax.set_xlabel("input x of the outlier channel")
     ax.set_ylabel("normalised output y")
-    ax.set_title("Outlier experiment (norms.md §3.3, C = 100)")
+    ax.set_title("Outlier experiment (arXiv 2503.21708, C = 100)")
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)

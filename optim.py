@@ -1,12 +1,14 @@
 """
 Optimizers and learning-rate schedules.
 
-  configure_optimizer  AdamW parameter groups (decay on 2-D weights only), or Coupled Adam on the token embedding
-  CoupledAdam          Adam whose second moment is averaged over the vocabulary (../shared/papers/coupled_adam.md)
+  configure_optimizer  AdamW parameter groups (nanoGPT's decay rule), or Coupled Adam on one embedding matrix
+  CoupledAdam          Adam whose second moment is averaged over the vocabulary (Stollenwerk & Stollenwerk
+                       2025, arXiv 2502.08441)
   get_lr               warmup + cosine / WSD / constant, per iteration (nanoGPT style, no scheduler object)
-  mu_centering_        OEC mu-centering, after every optimizer step (../shared/papers/oec.md §1.4)
-  AdaptiveFineTuning   NER fine-tuning schedule with early stopping (../shared/papers/ner.md §2.2) and the
-                       fixed-epoch linear presets 'original' / 'stable' (ner.md §1.7)
+  mu_centering_        OEC mu-centering, after every optimizer step (Stollenwerk, Lokrantz, Hertzberg 2026,
+                       arXiv 2601.02031)
+  AdaptiveFineTuning   NER fine-tuning schedule with early stopping (Stollenwerk 2022, arXiv 2202.02617) and the
+                       fixed-epoch linear presets 'original' / 'stable' (nerblackbox, arXiv 2312.04306)
 """
 import math
 
@@ -19,9 +21,10 @@ from torch import Tensor, nn
 class CoupledAdam(torch.optim.Optimizer):
     """AdamW (decoupled weight decay, bias correction) where, in groups with coupled=True, the second moment of
     each parameter with >= 2 dims is replaced by avg_scale * its mean over dim 0 (the vocabulary) before the
-    square root: every row then shares one per-column v (Coupled Adam, coupled_adam.md §2.3). The stored state
-    exp_avg_sq stays per element (uncoupled), as in the authors' code. Groups with coupled=False (and 1-D
-    parameters) follow torch.optim.AdamW exactly. Vectorised with torch._foreach_* like AdamW's foreach path.
+    square root: every row then shares one per-column v (Coupled Adam, Stollenwerk & Stollenwerk 2025, arXiv
+    2502.08441; code flxst/coupled-adam nanoGPT/coupled_adam.py). The stored state exp_avg_sq stays per element
+    (uncoupled), as in the authors' code. Groups with coupled=False (and 1-D parameters) follow torch.optim.AdamW
+    exactly. Vectorised with torch._foreach_* like AdamW's foreach path.
     """
 
     def __init__(self, params, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.95), eps: float = 1e-8,
@@ -68,7 +71,7 @@ class CoupledAdam(torch.optim.Optimizer):
         torch._foreach_addcmul_(exp_avg_sqs, grads, grads, 1 - beta2)
         step_size = [-lr / (1 - beta1 ** t) for t in steps]
         bias_correction2_sqrt = [(1 - beta2 ** t) ** 0.5 for t in steps]
-        # Coupled Adam, coupled_adam.md §2.3: v_c = avg_scale * mean_over_vocab(v), shape (1, H), shared by all rows
+        # Coupled Adam (arXiv 2502.08441): v_c = avg_scale * mean_over_vocab(v), shape (1, H), shared by all rows
         coupled = [group["coupled"] and p.dim() >= 2 for p in params]
         second = [v.mean(dim=0, keepdim=True).mul_(group["avg_scale"]) if c else v
                   for v, c in zip(exp_avg_sqs, coupled)]
@@ -86,45 +89,65 @@ class CoupledAdam(torch.optim.Optimizer):
 # -----------------------------------------------------------------------------
 # parameter groups
 
-def _embedding_param_ids(model: nn.Module) -> set[int]:
-    """ids of the token/position embeddings and the output embedding (lm_head): never weight-decayed."""
-    ids = {id(m.weight) for m in model.modules() if isinstance(m, nn.Embedding)}
-    if hasattr(model, "output_embedding"):
-        ids.add(id(model.output_embedding()))
-    return ids
+def _token_embedding(model: nn.Module) -> Tensor | None:
+    """model.transformer.wte.weight (the lm_head too when tied), or None for a model without one."""
+    return getattr(getattr(getattr(model, "transformer", None), "wte", None), "weight", None)
 
 
 def configure_optimizer(model: nn.Module, optimizer: str = "adamw", learning_rate: float = 6e-4,
                         weight_decay: float = 0.1, betas: tuple[float, float] = (0.9, 0.95), eps: float = 1e-8,
-                        coupled_adam_avg_scale: float = 1.0, device_type: str = "cpu") -> torch.optim.Optimizer:
+                        coupled_adam_avg_scale: float = 1.0, device_type: str = "cpu",
+                        decay_token_embedding: bool = True,
+                        coupled_adam_embedding: str = "output") -> torch.optim.Optimizer:
     """One optimizer for the whole model.
 
-    Groups: 2-D weights except embeddings get `weight_decay`; norms, biases, scalars (DyT alpha), the token and
-    position embeddings and the output embedding (lm_head) get none.
+    Weight decay, nanoGPT's rule (Karpathy's `configure_optimizers`, also the OEC code's and the DyISRU code's):
+    every parameter with >= 2 dims gets `weight_decay` (Linear weights, wte, wpe, lm_head), 1-D ones (norms,
+    biases, DyT alpha) none. decay_token_embedding=False takes the token embedding wte (the lm_head too when
+    tied) out of the decay, as the Coupled Adam code does in both its arms (flxst/coupled-adam
+    `nanoGPT/model.py::configure_optimizers`, `embdecay=False`; Stollenwerk & Stollenwerk 2025, arXiv
+    2502.08441); wpe and an untied lm_head stay decayed there too.
     optimizer='adamw': torch AdamW, fused on CUDA, torch's default implementation elsewhere (on CPU the
     single-tensor path measured about 2x faster than foreach for a 12M-parameter model).
-    optimizer='coupled_adam': one CoupledAdam; only the token embedding model.transformer.wte.weight (the lm_head
-    too when tied) is in a coupled=True group (no decay), as in the authors' code (coupled_adam.md §2.3); the
-    other groups have coupled=False, i.e. plain AdamW.
+    optimizer='coupled_adam': one CoupledAdam whose coupled=True group holds one embedding matrix: the output
+    embedding lm_head (coupled_adam_embedding='output': the softmax gradient acts on it, the paper's argument) or
+    the token embedding wte ('input'); with tied embeddings both are the same matrix, as in the authors' runs.
+    The coupled matrix is decayed or not by the rule above; every other group has coupled=False (plain AdamW).
     """
     if optimizer not in ("adamw", "coupled_adam"):
         raise ValueError(f"unknown optimizer {optimizer!r}: use --optimizer=adamw or --optimizer=coupled_adam")
+    if coupled_adam_embedding not in ("output", "input"):
+        raise ValueError(f"unknown coupled_adam_embedding {coupled_adam_embedding!r}: use --coupled_adam_embedding"
+                         "=output (lm_head, the paper's matrix) or =input (wte)")
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]  # tied weights appear once
-    no_decay_ids = _embedding_param_ids(model)
-    wte = getattr(getattr(getattr(model, "transformer", None), "wte", None), "weight", None)
-    coupled_ids = {id(wte)} if optimizer == "coupled_adam" and wte is not None else set()
-    if optimizer == "coupled_adam" and not any(id(p) in coupled_ids for _, p in named):
-        raise ValueError("optimizer='coupled_adam' needs a trainable token embedding at model.transformer.wte"
-                         ".weight (the matrix Coupled Adam couples); this model has none: use --optimizer=adamw")
-    decay = [p for _, p in named if p.dim() >= 2 and id(p) not in no_decay_ids and id(p) not in coupled_ids]
-    no_decay = [p for _, p in named if (p.dim() < 2 or id(p) in no_decay_ids) and id(p) not in coupled_ids]
-    groups = [dict(params=decay, weight_decay=weight_decay), dict(params=no_decay, weight_decay=0.0)]
+    wte = _token_embedding(model)
+    no_decay_ids = {id(p) for _, p in named if p.dim() < 2}
+    if not decay_token_embedding and wte is not None:
+        no_decay_ids.add(id(wte))
+    coupled_ids = set()
+    if optimizer == "coupled_adam":
+        if coupled_adam_embedding == "output":
+            coupled = model.output_embedding() if hasattr(model, "output_embedding") else None
+        else:
+            coupled = wte
+        coupled_ids = {id(coupled)} if coupled is not None else set()
+        if not any(id(p) in coupled_ids for _, p in named):
+            raise ValueError(f"optimizer='coupled_adam' with coupled_adam_embedding={coupled_adam_embedding!r} "
+                             "needs a trainable matrix to couple (model.output_embedding() for 'output', "
+                             "model.transformer.wte.weight for 'input'); this model has none: use --optimizer=adamw")
+    groups = []
+    for is_coupled in (False, True) if optimizer == "coupled_adam" else (False,):
+        mine = [p for _, p in named if (id(p) in coupled_ids) == is_coupled]
+        for decay in (True, False):
+            params = [p for p in mine if (id(p) not in no_decay_ids) == decay]
+            if params or not is_coupled:  # the two plain groups always exist (decay, no decay)
+                groups.append(dict(params=params, weight_decay=weight_decay if decay else 0.0))
+                if optimizer == "coupled_adam":
+                    groups[-1]["coupled"] = is_coupled
     if optimizer == "adamw":
         fused = device_type == "cuda"
         return torch.optim.AdamW(groups, lr=learning_rate, betas=betas, eps=eps, fused=fused,
                                  foreach=False if fused else None)
-    groups = [dict(g, coupled=False) for g in groups]
-    groups.append(dict(params=[p for _, p in named if id(p) in coupled_ids], weight_decay=0.0, coupled=True))
     return CoupledAdam(groups, lr=learning_rate, betas=betas, eps=eps, avg_scale=coupled_adam_avg_scale)
 
 
@@ -133,7 +156,8 @@ def configure_optimizer(model: nn.Module, optimizer: str = "adamw", learning_rat
 
 @torch.no_grad()
 def mu_centering_(weight: Tensor) -> None:
-    """OEC mu-centering (oec.md §1.4): e_i <- e_i - mu, in place, outside autograd, after optimizer.step().
+    """OEC mu-centering (Stollenwerk, Lokrantz, Hertzberg 2026, arXiv 2601.02031; code nanoGPT/train.py):
+    e_i <- e_i - mu, in place, outside autograd, after optimizer.step().
 
     Shifting every row by the same vector adds (-mu . h) to every logit of a token, so softmax is unchanged.
     """
@@ -183,7 +207,7 @@ def get_lr(it: int, schedule: str = "cosine", learning_rate: float = 6e-4, min_l
 # -----------------------------------------------------------------------------
 # NER fine-tuning schedules
 
-FINE_TUNING_PRESETS = {  # nerblackbox presets (ner.md §1.7); lr_warmup_epochs = 2 applies to all
+FINE_TUNING_PRESETS = {  # nerblackbox presets (nerblackbox, arXiv 2312.04306); lr_warmup_epochs = 2 applies to all
     "adaptive": dict(lr_schedule="constant", early_stopping=True, max_epochs=250),
     "original": dict(lr_schedule="linear", early_stopping=False, max_epochs=5),
     "stable": dict(lr_schedule="linear", early_stopping=False, max_epochs=20),
@@ -191,7 +215,7 @@ FINE_TUNING_PRESETS = {  # nerblackbox presets (ner.md §1.7); lr_warmup_epochs 
 
 
 class AdaptiveFineTuning:
-    """Adaptive fine-tuning (ner.md §2.2, nerblackbox CustomEarlyStopping + HF LambdaLR schedules), per step.
+    """Adaptive fine-tuning (arXiv 2202.02617, nerblackbox CustomEarlyStopping + HF LambdaLR schedules), per step.
 
         sched = AdaptiveFineTuning(optimizer, steps_per_epoch, **FINE_TUNING_PRESETS['adaptive'])
         for each batch: loss.backward(); optimizer.step(); sched.step()

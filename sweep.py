@@ -26,8 +26,8 @@ Sweep options (not train.py keys): --dry_run, --results_only, --sweep_dir=DIR, -
 
 Outputs in the sweep folder: results.csv (one row per run), loss_vs_<key>.png and curves.png (with
 matplotlib; skipped with a message without it), and a printed summary with the learning-rate
-sensitivity per variant (OEC §1.9) and, when norms differ, the norm-ablation metrics L1/L2/I/S
-(norms.md §3.4).
+sensitivity per variant (OEC §1.9) and, when norms differ, the DyISRU paper's metrics
+L1/L2/L12/I1/I2/S1/S2.
 """
 import ast
 import csv
@@ -290,22 +290,53 @@ def lr_sensitivity(losses: list[float], loss_at_init: float) -> float:
     return sum(c - min(capped) for c in capped) / (len(capped) - 1)
 
 
+def _norm_inits(cfg: dict) -> tuple:
+    """(init of ln_1/ln_f, init of ln_2) of a run as train.py builds them: norm_init(_attn) when set, else
+    norm_alpha0(_attn) (model.py Block); equal for a run on the 1-D grid (the diagonal of the 2-D grid)."""
+    first = ("raw", cfg["norm_init"]) if cfg.get("norm_init") is not None else ("alpha0", cfg.get("norm_alpha0"))
+    if cfg.get("norm_init_attn") is not None:
+        return first, ("raw", cfg["norm_init_attn"])
+    if cfg.get("norm_init") is None and cfg.get("norm_alpha0_attn") is not None:
+        return first, ("alpha0", cfg["norm_alpha0_attn"])
+    return first, first
+
+
+def _paper_loss(row: dict) -> float:
+    """Final val loss, NaN for a diverged run or one without a loss: the DyISRU code's DataFrame cell."""
+    x = row.get("final_val_loss")
+    return math.nan if row["diverged"] or x is None or not math.isfinite(x) else x
+
+
+def _stability(losses: list[float]) -> tuple[float, float, float]:
+    """(best, I, S) of one grid as the DyISRU code's results/plots.py::_compute_metrics: best = nanmin, I =
+    #(loss > 1.1 best) / #runs, S = mean(loss <= 1.1 best) - best. A NaN (diverged) run counts in #runs but
+    is neither unstable nor in S, exactly as NaN behaves in their comparisons."""
+    finite = [x for x in losses if not math.isnan(x)]
+    if not finite:
+        return math.nan, math.nan, math.nan
+    best = min(finite)
+    stable = [x for x in finite if x <= 1.1 * best]
+    return best, sum(x > 1.1 * best for x in finite) / len(losses), sum(stable) / len(stable) - best
+
+
 def norm_metrics(rows: list[dict]) -> dict[str, dict]:
-    """DyISRU paper metrics per norm (norms.md §3.4): L1 = best loss over the 1-D init grid (runs with
-    norm_alpha0_attn None: the same init for every norm), L2 = best over all runs (the 2-D grid with the
-    post-attention norm's own init), I = fraction of runs with loss > 1.1 * L2 (instabilities, diverged
-    included), S = mean loss of the stable runs - L2. Norm and init are read from each run's config.json."""
+    """DyISRU paper metrics per norm (Stollenwerk 2025, arXiv 2503.21708, Sec. 5; computed as the authors'
+    results/plots.py::_compute_metrics): L1 = best loss on the 1-D init grid (runs whose ln_2 starts like the
+    other norms: the diagonal), L2 = best over the whole 2-D grid, L12 = L1 - L2, I1 / I2 = fraction of the
+    1-D / 2-D runs with loss > 1.1 x L1 / L2 (instabilities), S1 / S2 = mean of the other (stable) runs minus
+    L1 / L2. A diverged run counts in the number of runs, not as an instability and not in S, as a NaN cell
+    of the authors' table does; `diverged` reports how many there were. Norm and inits come from each run's
+    config.json."""
     out = {}
     for norm in sorted({r["_config"].get("norm") for r in rows if r["_config"]}):
         mine = [r for r in rows if r["_config"].get("norm") == norm and r["status"] in _DONE]
         if not mine:
             continue
-        losses = [_loss(r) for r in mine]
-        l1 = min((_loss(r) for r in mine if r["_config"].get("norm_alpha0_attn") is None), default=math.inf)
-        l2 = min(losses)
-        stable = [x for x in losses if x <= 1.1 * l2]
-        out[norm] = {"L1": l1, "L2": l2, "I": 1 - len(stable) / len(losses),
-                     "S": sum(stable) / len(stable) - l2 if stable else math.nan, "runs": len(mine)}
+        diag = [r for r in mine if len(set(_norm_inits(r["_config"]))) == 1]
+        l1, i1, s1 = _stability([_paper_loss(r) for r in diag])
+        l2, i2, s2 = _stability([_paper_loss(r) for r in mine])
+        out[norm] = {"L1": l1, "L2": l2, "L12": l1 - l2, "I1": i1, "I2": i2, "S1": s1, "S2": s2,
+                     "runs": len(mine), "runs_1d": len(diag), "diverged": sum(r["diverged"] for r in mine)}
     return out
 
 
@@ -335,10 +366,11 @@ def summarize(grid: dict, rows: list[dict]) -> str:
                          f"{_loss(best):.4f} at learning_rate={best['learning_rate']} (L0 {l0:.3f})")
     norms = norm_metrics(rows)
     if len(norms) >= 2:
-        lines.append("norm ablation (norms.md §3.4; L1: 1-D init grid, L2: 2-D grid, I: unstable fraction, "
-                     "S: mean stable - best):")
-        lines += [f"  {n:>10}: L1 {m['L1']:.4f}  L2 {m['L2']:.4f}  I {m['I']:.2f}  S {m['S']:.4f}  "
-                  f"({m['runs']} runs)" for n, m in norms.items()]
+        lines.append("norm ablation (DyISRU paper metrics; L1/I1/S1: 1-D init grid, L2/I2/S2: 2-D grid; I: unstable "
+                     "fraction, loss > 1.1 x best; S: mean stable - best; diverged runs count only in the runs):")
+        lines += [f"  {n:>10}: L1 {m['L1']:.4f}  L2 {m['L2']:.4f}  L12 {m['L12']:.4f}  I1 {m['I1']:.2f}  "
+                  f"I2 {m['I2']:.2f}  S1 {m['S1']:.4f}  S2 {m['S2']:.4f}  ({m['runs_1d']} 1-D / {m['runs']} runs, "
+                  f"{m['diverged']} diverged)" for n, m in norms.items()]
     return "\n".join(lines)
 
 

@@ -23,6 +23,7 @@ import subprocess
 import sys
 import time
 from contextlib import nullcontext
+from datetime import timedelta
 from functools import partial
 from pathlib import Path
 
@@ -36,6 +37,7 @@ from torch.distributed.checkpoint.state_dict import (
     set_model_state_dict,
     set_optimizer_state_dict,
 )
+from torch.distributed.device_mesh import init_device_mesh
 from torch.distributed.fsdp import fully_shard
 from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm import tqdm
@@ -90,6 +92,8 @@ bias = False  # bias in Linear layers and LayerNorm
 norm = 'layernorm'  # 'layernorm' | 'rmsnorm' | 'dyt' | 'dyisru' | 'dyt_sp' | 'dyisru_sp'
 norm_alpha0 = 0.5  # DyT alpha0 (DyISRU beta0 = 1/alpha0^2)
 norm_alpha0_attn = None  # init of the post-attention norm ln_2; None = norm_alpha0
+norm_init = None  # DyT/DyISRU raw alpha/beta at init, as the DyISRU code's init_alpha/init_beta (replaces alpha0)
+norm_init_attn = None  # the same for ln_2; None = norm_init
 pos = 'learned'  # 'learned' | 'rope'
 mlp = 'gelu'  # 'gelu' | 'swiglu'
 qk_norm = False  # normalise q and k per head (qk-LayerNorm)
@@ -102,10 +106,12 @@ z_loss = 0.0  # lambda of the z-loss, mean (log Z)^2 (OEC §1.6; 1e-4 in the pap
 mu_loss = 0.0  # lambda of the mu-loss, ||mean of output-embedding rows||^2 (OEC §1.5; 1e-4)
 mu_centering = False  # subtract the row mean from the output embedding after every step (OEC §1.4)
 # optimizer
-optimizer = 'adamw'  # 'adamw' | 'coupled_adam' (Coupled Adam on the token embedding only)
+optimizer = 'adamw'  # 'adamw' | 'coupled_adam' (Coupled Adam on one embedding matrix)
+coupled_adam_embedding = 'output'  # coupled matrix: 'output' (lm_head) | 'input' (wte); tied: the same matrix
 learning_rate = 2e-3  # max learning rate
 max_iters = 500  # total optimizer steps
 weight_decay = 0.1
+decay_token_embedding = True  # nanoGPT decays every >=2-D weight; False: not wte (Coupled Adam code's embdecay)
 beta1 = 0.9
 beta2 = 0.95
 grad_clip = 1.0  # clip gradients at this norm, 0 = off (the norm is logged either way)
@@ -168,6 +174,7 @@ def _validate(cfg: dict, set_keys: frozenset, world_size: int) -> None:
     """Every check that needs no data or model, before any work (Modalities-style fail fast): choices, ranges,
     contradictions between keys, and the launch environment. Each message names the key(s) and the fix."""
     choices = dict(parallelism=('none', 'ddp', 'fsdp'), optimizer=('adamw', 'coupled_adam'),
+                   coupled_adam_embedding=('output', 'input'),
                    schedule=('cosine', 'wsd', 'constant'), dtype=('float32', 'bfloat16'),
                    init_device=('', 'meta'), checkpoint_format=('full', 'dcp'))
     for key, allowed in choices.items():
@@ -184,8 +191,8 @@ def _validate(cfg: dict, set_keys: frozenset, world_size: int) -> None:
         if cfg[key] < 1:
             _fail(f"{key}={cfg[key]} must be >= 1: set --{key} to 1 or more")
     if cfg['vocab_multiple'] is not None and (not isinstance(cfg['vocab_multiple'], int) or cfg['vocab_multiple'] < 1):
-        _fail(f"vocab_multiple={cfg['vocab_multiple']!r} must be an integer >= 1: set --vocab_multiple to 1 or more, "
-              f"or None (64 on CUDA, 1 on CPU)")
+        _fail(f"vocab_multiple={cfg['vocab_multiple']!r} must be >= 1 (an integer): set --vocab_multiple to 1 or "
+              f"more, or None (64 on CUDA, 1 on CPU)")
     shard = cfg['fsdp_shard_size']
     if shard and (cfg['parallelism'] != 'fsdp' or shard < 0 or world_size % shard):
         _fail(f"fsdp_shard_size={shard} needs --parallelism=fsdp and must divide the world size {world_size} "
@@ -273,7 +280,6 @@ def _fsdp_mesh(world_size: int, shard_size: int, device_type: str):
     """The DeviceMesh for fully_shard: 1-D over all ranks (FSDP2), or 2-D (replicate, shard) for HSDP, where
     each parameter is sharded over `shard_size` ranks (one node) and replicated across world/shard_size
     groups (gradients: reduce-scatter within a group, all-reduce across groups)."""
-    from torch.distributed.device_mesh import init_device_mesh
     if not shard_size or shard_size == world_size:
         return init_device_mesh(device_type, (world_size,))
     return init_device_mesh(device_type, (world_size // shard_size, shard_size),
@@ -400,8 +406,8 @@ if master and pre_ckpt is None and (tokenizer or not (data_dir / 'train.bin').is
         data.prepare_dataset(dataset, data_root=data_root, tokenizer=tokenizer or None)
     except (ValueError, OSError) as e:
         _fail(f"cannot prepare dataset {dataset!r} in {data_dir}: {e}")
-if world_size > 1:
-    dist.barrier()
+if world_size > 1:  # a given tokenizer may make rank 0 rebuild the folder: wait for it without the 10-30 min
+    dist.barrier(group=dist.new_group(backend='gloo', timeout=timedelta(hours=12)))  # collective timeout
 try:
     meta = data.load_meta(data_dir)
     train_data = data.load_tokens(data_dir, 'train')  # checked against meta.json's length and dtype
@@ -513,7 +519,9 @@ if parallelism == 'ddp':
 ddp_model = model  # the DDP wrapper itself (compile wraps it below): its gradient-sync switch
 opt = optim.configure_optimizer(raw_model, optimizer=config['optimizer'], learning_rate=config['learning_rate'],
                                 weight_decay=config['weight_decay'], betas=(config['beta1'], config['beta2']),
-                                coupled_adam_avg_scale=config['coupled_adam_avg_scale'], device_type=device_type)
+                                coupled_adam_avg_scale=config['coupled_adam_avg_scale'], device_type=device_type,
+                                decay_token_embedding=config['decay_token_embedding'],
+                                coupled_adam_embedding=config['coupled_adam_embedding'])
 iter_num, tokens_seen, best_val_loss, nonfinite_skipped, wall_time_before = 0, 0, float('inf'), 0, 0.0
 if pre_ckpt is not None and pre_ckpt.get('dcp'):  # sharded: each rank reads its slices (any world size)
     try:

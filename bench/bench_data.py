@@ -37,29 +37,35 @@ from configurator import configure  # noqa: E402
 from tokenizer import get_tokenizer, normalize, train_tokenizer  # noqa: E402
 
 base_mb = 3.0  # base corpus: the first base_mb MB of lines of ../shared/data/text (sv, da, en interleaved)
+lines_per_doc = 8  # consecutive lines of one language per document (~0.9 KB; FineWeb's pages average ~3 KB)
 scale = 8  # the large corpus = base x scale (distinct copies)
 shards = 6  # Parquet shards of the base corpus (FineWeb layout: a folder of shards with a 'text' column)
 row_group_rows = 1024  # rows per Parquet row group (a reader holds one row group of a column at a time)
 tokenizers = ["own", "gpt2"]  # 'own' = a 4096 SentencePiece BPE trained here on the base (GPT-SW3 recipe)
 workers = [1, 2]  # num_proc values to measure
 repeats = 3  # best of n (wall clock)
+parts = ["throughput", "memory"]  # which measurements to run
 config = configure(globals(), sys.argv[1:])
 
 
 def base_docs() -> list[str]:
-    """Lines of sv, da and en in turn (a document per line) until base_mb MB of UTF-8."""
-    texts = [(data.SHARED / "data" / "text" / f"{lang}.txt").read_text(encoding="utf-8").splitlines()
-             for lang in ("sv", "da", "en")]
+    """Documents of lines_per_doc lines of sv, da and en in turn until base_mb MB of UTF-8."""
+    langs = []
+    for lang in ("sv", "da", "en"):
+        lines = [x for x in (data.SHARED / "data" / "text" / f"{lang}.txt").read_text("utf-8").splitlines()
+                 if x.strip()]
+        langs.append(["\n".join(lines[i:i + lines_per_doc]) for i in range(0, len(lines), lines_per_doc)])
     out, size = [], 0
-    for row in zip(*texts):
-        for line in row:
-            if line.strip() and size < base_mb * 1e6:
-                out.append(line)
-                size += len(line.encode())
+    for row in zip(*langs):
+        for doc in row:
+            if size < base_mb * 1e6:
+                out.append(doc)
+                size += len(doc.encode())
     return out
 
 
 def write_parquet_shards(folder: Path, docs: list[str], n_shards: int) -> Path:
+    """docs in n_shards Parquet files with a 'text' and an 'id' column."""
     import pyarrow as pa
     import pyarrow.parquet as pq
     folder.mkdir(parents=True, exist_ok=True)
@@ -160,12 +166,15 @@ def main() -> None:
     docs = base_docs()
     tmp = Path(tempfile.mkdtemp())
     x1 = write_parquet_shards(tmp / "x1", docs, shards)
-    print(f"corpus: {len(docs):,} documents, {sum(map(len, docs)) / 1e6:.1f} M chars, {shards} Parquet shards; "
-          f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}, best of {repeats}")
+    print(f"corpus: {len(docs):,} documents of {lines_per_doc} line(s), {sum(map(len, docs)) / 1e6:.1f} M chars, "
+          f"{shards} Parquet shards; {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}, "
+          f"best of {repeats}")
     own = train_tokenizer([], 4096, str(tmp / "own"), documents=docs, minloglevel=2)
     specs = {name: own if name == "own" else name for name in tokenizers}
-    throughput(docs, x1, tmp, specs)
-    memory(docs, x1, tmp, own)
+    if "throughput" in parts:
+        throughput(docs, x1, tmp, specs)
+    if "memory" in parts:
+        memory(docs, x1, tmp, own)
 
 
 if __name__ == "__main__":

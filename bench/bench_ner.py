@@ -15,6 +15,9 @@ Cases
   infer_pipe  transformers pipeline('token-classification', aggregation_strategy='first') on the joined words
 Training cases also report entity F1 (strict, micro) on the dev slice after `epochs` epochs: equal-F1 check.
 
+Per-op profile of a training step, ours vs transformers (shares of self CPU time):
+    python bench/bench_ner.py --case=profile --threads=1
+
 Equal quality (--quality=True): ner.train (preset original: warm-up then linear decay, final model) vs a plain
 transformers Trainer with the same hyper-parameters (AdamW lr, weight decay 0.01, batch, epochs, one warm-up
 epoch, linear decay, grad clip 1.0 = Trainer's default, dropout 0.1, length-grouped batches), quality_seeds seeds
@@ -59,6 +62,7 @@ quality_test = 0  # the first N WNUT-17 test sentences; 0 = all 1,287
 quality_epochs = 6
 quality_lr = 2e-4
 quality_seeds = 3
+quality_seed0 = 42  # seeds quality_seed0 .. quality_seed0 + quality_seeds - 1 (one process per seed: side by side)
 case = ""  # internal: run one case in this process and print its JSON
 config = configure(globals(), sys.argv[1:])
 
@@ -180,6 +184,43 @@ def _pair_case() -> dict:
     return {"ours_examples_per_sec": n / t[0], "hf_examples_per_sec": n / t[1], "max_loss_diff": max_diff}
 
 
+def _profile_case() -> dict:
+    """Where a training step's time goes, per op (share of self CPU time, torch.profiler), ours vs transformers on
+    the same batches, dropout on: what limits the fine-tuning ratio. Shares, not absolute times (shared machine)."""
+    from torch.profiler import ProfilerActivity, profile
+    from transformers import BertForTokenClassification as HF
+    path, train, _, labels = _setup()
+    tok = WordPieceTokenizer.from_dir(path)
+    lid = {lab: i for i, lab in enumerate(labels)}
+    chunks = [c for ex in train for c in ner.encode(ex.words, tok, max_seq_length, 0, [lid[t] for t in ex.tags])]
+    batches = ner.train_batches([len(c["ids"]) for c in chunks], batch_size, torch.Generator().manual_seed(0), False)
+    out = {}
+    for name in ("ours", "hf"):
+        torch.manual_seed(0)
+        model = BertForTokenClassification.from_hf(path, len(labels)) if name == "ours" else \
+            _HF(HF.from_pretrained(path, num_labels=len(labels)))
+        model.train()
+        opt = ner.make_optimizer(model, lr, 0.01, "cpu") if name == "ours" else \
+            torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
+
+        def step(batch):
+            idx, mask, y = ner._collate([chunks[i] for i in batch], tok.pad, "cpu")
+            loss = torch.nn.functional.cross_entropy(model(idx, mask).flatten(0, 1).float(), y.flatten())
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        for batch in batches[:2]:
+            step(batch)  # warm-up
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            for batch in batches[2:8]:
+                step(batch)
+        events = [e for e in prof.key_averages() if e.self_cpu_time_total > 0]
+        total = sum(e.self_cpu_time_total for e in events)
+        top = sorted(events, key=lambda e: -e.self_cpu_time_total)[:10]
+        out[name] = {e.key: round(e.self_cpu_time_total / total, 3) for e in top}
+    return out
+
+
 def _infer_case(kind: str) -> dict:
     path, _, dev, labels = _setup()
     dev_ = _device()
@@ -251,7 +292,7 @@ def _quality_ours() -> dict:
     report = ner.train(ner.TRAIN_DEFAULTS | dict(
         train=str(tmp / "train.conll"), val=str(tmp / "val.conll"), test=str(tmp / "test.conll"), encoder=str(path),
         out_dir=str(tmp / "run"), preset="original", max_epochs=quality_epochs, warmup_epochs=1, lr_max=quality_lr,
-        batch_size=batch_size, grad_clip=1.0, multiple_runs=quality_seeds, seed=42, save_model=False,
+        batch_size=batch_size, grad_clip=1.0, multiple_runs=quality_seeds, seed=quality_seed0, save_model=False,
         final_model="last", device=_device()))
     seconds = time.perf_counter() - t0
     f1s = []
@@ -289,7 +330,7 @@ def _quality_hf() -> dict:
     train_rows, f1s, t0 = encode(train), [], time.perf_counter()
     steps_per_epoch = -(-len(train_rows) // batch_size)
     for k in range(quality_seeds):
-        seed = 42 + k
+        seed = quality_seed0 + k
         model = AutoModelForTokenClassification.from_pretrained(path, num_labels=len(labels))
         args = TrainingArguments(output_dir=tempfile.mkdtemp(), per_device_train_batch_size=batch_size,
                                  learning_rate=quality_lr, weight_decay=0.01, num_train_epochs=quality_epochs,
@@ -344,7 +385,7 @@ def main() -> None:
         fn = {"train_ours": lambda: _train_case(True), "train_hf": lambda: _train_case(False),
               "train_pair": _pair_case,
               "infer_ours": lambda: _infer_case("ours"), "infer_hf": lambda: _infer_case("hf"),
-              "infer_pipe": lambda: _infer_case("pipe"), "quality_ours": _quality_ours,
+              "infer_pipe": lambda: _infer_case("pipe"), "quality_ours": _quality_ours, "profile": _profile_case,
               "quality_hf": _quality_hf}[case]
         print(json.dumps(fn() | {"peak_mb": _peak_mb()}))
         return

@@ -12,21 +12,23 @@
 #   mfu_124m    GPT-2 124M, bf16 autocast + compile, batch 16 x 1024; the first log intervals (compile,
 #   mfu_356m    warm-up) are dropped; tokens/s between log points that read the loss back (synchronised).
 #               GPT-SW3 356M shape, batch 8 x 2048, likewise. MFU against model.peak_flops (logged).
-#   vs_loop     bench/bench_train.py on the GPU: train.py vs the simplest loop over our GPT vs HF GPT-2, every
-#               arm bf16 autocast + compile on the same batches (like with like).
 #   ddp/fsdp    torchrun on min(2, #GPUs) GPUs, gradient accumulation, fp32 vs the 1-process run, and the
 #               FSDP2 bf16 run vs the 1-process bf16 run (the same recipe: autocast only).
 #   dcp         FSDP2 sharded (DCP) checkpoint, resumed in one process: losses equal the uninterrupted run.
-# Env: PY (python), BUDGET_S (our checks, default 330 s; checks that no longer fit are SKIPped),
+#   tf32        the fp32 124M step with TF32 on vs off (INFO ratio).
+#   vs_loop     bench/bench_train.py on the GPU: train.py vs the simplest loop over our GPT vs HF GPT-2, every
+#               arm bf16 autocast + compile on the same batches (like with like).
+# About 5 min on an H100/H200 (budget 300 s), then gpu_check.sh (budget 480 s): ~13-14 min in all.
+# Env: PY (python), BUDGET_S (our checks, default 300 s; checks that no longer fit are SKIPped),
 #      GPU_CHECK (path of gpu_check.sh, default ../shared/tools/gpu_check.sh; GPU_CHECK=none skips it),
-#      GC_BUDGET_S (its budget, default 540), WORK (scratch, default /tmp/gpu_sh), OUT (results copied there),
+#      GC_BUDGET_S (its budget, default 480), WORK (scratch, default /tmp/gpu_sh), OUT (results copied there),
 #      DRYRUN=1: rehearse the script on a CPU box (device cpu, tiny MFU shapes, 2 gloo ranks, no compile).
 set -uo pipefail
 T0=$SECONDS
 cd "$(dirname "$0")/.."
 REPO=$PWD
 PY=${PY:-$(command -v python3 || command -v python)}
-BUDGET_S=${BUDGET_S:-330}
+BUDGET_S=${BUDGET_S:-300}
 WORK=${WORK:-${TMPDIR:-/tmp}/gpu_sh}
 rm -rf "$WORK"; mkdir -p "$WORK/runs" "$WORK/data"
 SUM=$WORK/results.txt; : > "$SUM"
@@ -121,6 +123,9 @@ optional = {"safetensors": "HF export", "transformers": "the HF arm of vs_loop",
 miss = [m for m in need if importlib.util.find_spec(m) is None]
 opt = [f"{m} ({why})" for m, why in optional.items() if importlib.util.find_spec(m) is None]
 import sys
+if importlib.util.find_spec("torch") is None:
+    print(f"FAIL torch is not importable by {sys.executable}: set PY=<the python with the machine's CUDA torch> "
+          "(this script never installs torch)"); raise SystemExit
 import torch
 msg = f"torch {torch.__version__}, cuda {torch.version.cuda}"
 if sys.argv[1] == "cpu":
@@ -200,13 +205,6 @@ check mfu mfu_124m_bf16_compile mfu_124m
 # shellcheck disable=SC2086
 train mfu_356m 200 $MFU --dataset=sw3 $S356 --lr_decay_iters=40
 check mfu mfu_356m_bf16_compile mfu_356m
-# shellcheck disable=SC2086
-run vs_loop 150 "$PY" bench/bench_train.py --device=$DEV --dtype=bfloat16 --compile="$COMPILE" --dataset=text \
-  --data_root="$WORK/data" $SLOOP --rounds=1
-if [ "$(cat "$WORK/runs/vs_loop.rc")" = 0 ]; then
-  say "RESULT vs_loop                    INFO $(grep -E 'ours/this' "$WORK/runs/vs_loop.log" | tr -s ' ' | paste -sd';')"
-else say "RESULT vs_loop                    FAIL $(grep -E 'Error' "$WORK/runs/vs_loop.log" | tail -1 | cut -c1-200)"; fi
-
 # ------------------------------------------------------------------- torchrun DDP / FSDP2, accumulation
 DIST="$SMALL --device=$DEV --gradient_accumulation_steps=4 --tie_embeddings=True --mu_loss=1e-2 --mu_centering=True
  --eval_interval=3 --keep_last_k=3"
@@ -234,12 +232,37 @@ if [ -f "$WORK/runs/fsdp_dcp/ckpt_0000003.pt" ]; then
   check cmp dcp_resume_one_process dcp_resume fsdp_dcp 1e-4
 else say "RESULT dcp_resume_one_process     FAIL no step-3 sharded checkpoint from fsdp_dcp"; fi
 
+# ------------------------------------------------------------- TF32 and the loop vs plain loops (last: least)
+# F13: the fp32 step with TF32 on (the default on CUDA) vs off, 124M shape, eager
+TF="$D --device=$DEV --dtype=float32 --eval_interval=1000000 --eval_iters=1 --log_interval=5 --sample_tokens=0
+ --warmup_iters=5 --always_save_checkpoint=False --dataset=gpt2 $S124 --max_iters=20 --lr_decay_iters=20"
+# shellcheck disable=SC2086
+{ train fp32_tf32 120 $TF --tf32=True; train fp32_notf32 120 $TF --tf32=False; }
+"$PY" - "$WORK/runs" <<'PYEOF' | tee -a "$SUM"
+import json, statistics, sys
+from pathlib import Path
+def tok(name):
+    p = Path(sys.argv[1]) / name / "metrics.jsonl"
+    recs = [json.loads(ln) for ln in p.read_text().splitlines()] if p.exists() else []
+    logs = [r["tokens_per_sec"] for r in recs if "loss" in r][1:]
+    return statistics.median(logs) if logs else None
+on, off = tok("fp32_tf32"), tok("fp32_notf32")
+print(f"RESULT {'tf32_fp32_step':<26} " + (f"INFO tf32 on/off {on / off:.2f}x ({on:,.0f} vs {off:,.0f} tokens/s)"
+                                         if on and off else "FAIL a run did not log (see runs/fp32_tf32*.log)"))
+PYEOF
+# shellcheck disable=SC2086
+run vs_loop 150 "$PY" bench/bench_train.py --device=$DEV --dtype=bfloat16 --compile="$COMPILE" --dataset=text \
+  --data_root="$WORK/data" $SLOOP --rounds=1
+if [ "$(cat "$WORK/runs/vs_loop.rc")" = 0 ]; then
+  say "RESULT vs_loop                    INFO $(grep -E 'ours/this' "$WORK/runs/vs_loop.log" | tr -s ' ' | paste -sd';')"
+else say "RESULT vs_loop                    FAIL $(grep -E 'Error' "$WORK/runs/vs_loop.log" | tail -1 | cut -c1-200)"; fi
+
 # --------------------------------------------------------------------------- the independent check
 GC=${GPU_CHECK:-$REPO/../shared/tools/gpu_check.sh}
 if [ "$GC" = none ] || [ "$DRY" = 1 ]; then say "RESULT gpu_check.sh               SKIP GPU_CHECK=none or DRYRUN"
 elif [ -f "$GC" ]; then
   say "RESULT gpu_check.sh               INFO running $GC: its CHECK lines follow"
-  BUDGET_S=${GC_BUDGET_S:-540} GC_WORK="$WORK/gpu_check" OUT="${OUT:-}" PY="$PY" bash "$GC" 2>&1 \
+  BUDGET_S=${GC_BUDGET_S:-480} GC_WORK="$WORK/gpu_check" OUT="${OUT:-}" PY="$PY" bash "$GC" 2>&1 \
     | tee "$WORK/runs/gpu_check.log" | grep --line-buffered "^CHECK"
   cat "$WORK/gpu_check/summary.txt" >> "$SUM" 2>/dev/null
 else say "RESULT gpu_check.sh               SKIP not found at $GC (set GPU_CHECK=<path>)"; fi

@@ -9,7 +9,9 @@ For each target, a throw-away copy of the repository is made under --work (defau
 pyproject.toml gets a [tool.mutmut] section naming the one source file and the tests that exercise it, and
 `mutmut run` mutates only the listed functions (each mutant runs only the tests that call the function).
 Prints, per file, the mutants, killed, survived, timeouts and no-test mutants, and writes every survivor's diff
-to <work>/<target>/survivors.txt. The repository itself is never touched.
+to <work>/<target>/survivors.txt. mutmut's CPU-time "timeouts" are re-run directly (their tests, stopping at the
+first failure) so that a loaded machine does not hide a survivor. The repository itself is never touched.
+Re-summarise a finished run without mutating again: --summary_only.
 
 The training step (train.py's loop: loss/gradient accumulation, the finite check, the stop flag) is module-level
 script code, which mutmut cannot mutate (it mutates functions): it is checked by hand-made mutants instead,
@@ -18,18 +20,20 @@ listed in tests/README.md.
 import argparse
 import json
 import os
+import select
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 
 # target: (source file, mutmut name patterns of the critical functions, tests that check them)
 TARGETS = {
-    'losses': ('losses.py', ['losses.*'], ['tests/test_losses.py']),
-    'optim': ('optim.py', ['optim.*'], ['tests/test_optim.py']),
-    'norms': ('norms.py', ['norms.*'], ['tests/test_norms.py']),
+    'losses': ('losses.py', ['losses.*'], ['tests/test_losses.py', 'tests/test_mutation_kills.py']),
+    'optim': ('optim.py', ['optim.*'], ['tests/test_optim.py', 'tests/test_mutation_kills.py']),
+    'norms': ('norms.py', ['norms.*'], ['tests/test_norms.py', 'tests/test_mutation_kills.py']),
     'sampling': ('model.py', ['model.xǁGPTǁgenerate*'], ['tests/test_sampling_dist.py']),
     'nerdata': ('nerdata.py', ['nerdata.x_entities*', 'nerdata.x_convert*', 'nerdata.x_entity_scores*',
                                'nerdata.x_token_scores*'], ['tests/test_ner.py', 'tests/test_ner_inference.py']),
@@ -69,7 +73,7 @@ def prepare(target: str, work: Path) -> Path:
         f'also_copy = {json.dumps(others + ["config/", "examples/"])}',
         f'pytest_add_cli_args_test_selection = {json.dumps(tests)}',
         'pytest_add_cli_args = ["-p", "no:cacheprovider", "-q"]',
-        'process_isolation = "forkserver"',  # torch is not fork-safe after its thread pools have started
+        'process_isolation = "fork"',  # OMP_NUM_THREADS=1: no thread pool to break; forkserver ran into CPU limits
         'use_git_change_detection = false',
         'timeout_multiplier = 5.0',
     ]) + '\n'
@@ -78,11 +82,64 @@ def prepare(target: str, work: Path) -> Path:
     return repo
 
 
-def summarize(target: str, repo: Path) -> dict:
-    """Counts per status from mutmut's .meta files, and the survivors' diffs."""
+# one process re-checks many mutants: mutmut's trampolines read MUTANT_UNDER_TEST at every call
+_RECHECK_WORKER = """
+import os, sys, pytest
+for line in sys.stdin:
+    name, *tests = line.split('\\t')
+    os.environ['MUTANT_UNDER_TEST'] = name
+    code = pytest.main(['-x', '-q', '-p', 'no:cacheprovider', '-o', 'addopts=', *[t.strip() for t in tests]])
+    print('RECHECK', name, int(code), flush=True)
+"""
+
+
+def recheck(names: list[str], repo: Path, limit_s: float) -> dict[str, int | None]:
+    """mutmut's 'timeout' is a CPU-time budget from the clean run's test durations; on a loaded machine
+    mutants whose tests fail land there too. Run each one's covering tests again (stopping at the first
+    failure) in one worker process: 1 = killed, 0 = survived, None = still running after limit_s (a hang)."""
+    stats = json.loads((repo / 'mutants' / 'mutmut-stats.json').read_text())['tests_by_mangled_function_name']
+    env = dict(os.environ, OMP_NUM_THREADS='1')
+    out, todo, worker = {}, list(names), None
+    while todo:
+        if worker is None:
+            worker = subprocess.Popen([sys.executable, '-c', _RECHECK_WORKER], cwd=repo / 'mutants', env=env,
+                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                                      text=True)
+        name = todo.pop(0)
+        tests = sorted(stats.get(name.rsplit('__mutmut_', 1)[0], []))
+        if not tests:
+            out[name] = 5
+            continue
+        worker.stdin.write('\t'.join([name, *tests]) + '\n')
+        worker.stdin.flush()
+        deadline, code = time.time() + limit_s, None
+        while time.time() < deadline:
+            ready, _, _ = select.select([worker.stdout], [], [], max(0.0, deadline - time.time()))
+            line = worker.stdout.readline() if ready else ''
+            if ready and not line:  # the worker died (e.g. the mutant crashed the interpreter): killed
+                code = 1
+                break
+            if line.startswith('RECHECK ' + name + ' '):
+                code = int(line.split()[-1])
+                break
+        if code is None or (ready and not line):
+            worker.kill()
+            worker.wait()
+            worker = None
+        out[name] = None if code is None else (0 if code == 0 else 5 if code == 5 else 1)
+    if worker is not None:
+        worker.stdin.close()
+        worker.wait()
+    return out
+
+
+def summarize(target: str, repo: Path, limit_s: float) -> dict:
+    """Counts per status from mutmut's .meta files (timeouts re-checked directly), survivors' diffs."""
     src = TARGETS[target][0]
     meta = json.loads((repo / 'mutants' / (src + '.meta')).read_text())
     codes = meta['exit_code_by_key']
+    again = recheck([n for n, c in codes.items() if STATUS.get(c) == 'timeout'], repo, limit_s)
+    codes.update({n: 36 if c is None else c for n, c in again.items()})
     counts = {}
     for code in codes.values():
         counts[STATUS.get(code, f'exit {code}')] = counts.get(STATUS.get(code, f'exit {code}'), 0) + 1
@@ -90,7 +147,7 @@ def summarize(target: str, repo: Path) -> dict:
     diffs = []
     for name in survivors:
         show = subprocess.run(['mutmut', 'show', name], cwd=repo, capture_output=True, text=True)
-        diffs.append(f'# {name}: {STATUS.get(codes[name])}\n{show.stdout}')
+        diffs.append(f'# {STATUS.get(codes[name])}\n{show.stdout}')
     (repo.parent / 'survivors.txt').write_text('\n'.join(diffs))
     return dict(file=src, mutants=len(codes), **counts, survivors=survivors)
 
@@ -100,7 +157,9 @@ def main(argv: list[str]) -> None:
     ap.add_argument('targets', nargs='*', help=f"any of {', '.join(TARGETS)}")
     ap.add_argument('--work', default='/tmp/mutate', help='scratch folder for the copies')
     ap.add_argument('--max_children', type=int, default=1, help='parallel mutant workers')
+    ap.add_argument('--recheck_s', type=float, default=120, help='wall-clock limit per re-checked timeout')
     ap.add_argument('--list', action='store_true', help='show the targets and exit')
+    ap.add_argument('--summary_only', action='store_true', help='summarise the last run in --work again')
     args = ap.parse_args(argv)
     if args.list or not args.targets:
         for t, (src, pats, tests) in TARGETS.items():
@@ -113,13 +172,17 @@ def main(argv: list[str]) -> None:
         sys.exit("mutmut not found: pip install -r requirements-dev.txt")
     env = dict(os.environ, OMP_NUM_THREADS='1', MKL_NUM_THREADS='1')
     for target in args.targets:
+        repo = Path(args.work) / target / 'repo'
+        if args.summary_only:
+            print(json.dumps(summarize(target, repo, args.recheck_s)))
+            continue
         repo = prepare(target, Path(args.work))
         cmd = ['mutmut', 'run', f'--max-children={args.max_children}', *TARGETS[target][1]]
         print(f"== {target}: {' '.join(cmd)} (in {repo})", flush=True)
         with open(repo.parent / 'mutmut.log', 'w') as log:
             subprocess.run(cmd, cwd=repo, env=env, stdout=log, stderr=subprocess.STDOUT)
         try:
-            result = summarize(target, repo)
+            result = summarize(target, repo, args.recheck_s)
         except FileNotFoundError:
             print(f"{target}: mutmut produced no results; see {repo.parent / 'mutmut.log'}")
             continue

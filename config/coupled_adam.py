@@ -1,4 +1,4 @@
-# Adam vs Coupled Adam on a tied model, in miniature (Coupled Adam paper, coupled_adam.md §2.5-§2.6):
+# Adam vs Coupled Adam on a tied model, in miniature (Stollenwerk & Stollenwerk 2025, arXiv 2502.08441):
 # GPT-2-style tiny model with tied embeddings on Shakespeare, 6 runs, about 30 min on 2 CPU cores.
 #   python sweep.py config/coupled_adam.py
 # Compare in sweeps/coupled_adam/results.csv: final_val_loss (about equal), isotropy (up with Coupled
@@ -14,7 +14,8 @@ tie_embeddings = True  # the paper's setting: one matrix is embedding and unembe
 max_iters = 400
 warmup_iters = 20
 lr_decay_iters = 400
-weight_decay = 0.1  # on non-embedding 2-D weights only (optim.py), as in the paper
+weight_decay = 0.1
+decay_token_embedding = False  # the authors' grouping (embdecay=False): wte not decayed, wpe decayed
 beta1 = 0.9
 beta2 = 0.95
 grad_clip = 1.0

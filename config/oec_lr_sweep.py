@@ -1,5 +1,6 @@
-# OEC (output embedding centering) vs z-loss, learning-rate sweep in miniature: OEC paper §1.8 setup
-# (../shared/papers/oec.md) at a tiny width on Shakespeare, 2 CPU cores, about 30 min for the 28 runs.
+# OEC (output embedding centering) vs z-loss, learning-rate sweep in miniature: the OEC paper's setup
+# (Stollenwerk, Lokrantz, Hertzberg 2026, arXiv 2601.02031) at a tiny width on Shakespeare, 2 CPU cores,
+# about 30 min for the 28 runs.
 #   python sweep.py config/oec_lr_sweep.py               # results in sweeps/oec_lr_sweep/
 #   python sweep.py config/oec_lr_sweep.py --dry_run     # the torchrun lines instead
 # Look for (paper §1.10): baseline degrades/diverges at the highest rates with a huge mean logit

@@ -329,6 +329,9 @@ def test_load_chat_jsonl_reports_bad_records(tmp_path):
     p.write_text(json.dumps(good) + "\n{not json\n")
     with pytest.raises(ValueError, match=r"chat.jsonl:2: invalid JSON"):
         load_chat_jsonl(p)
+    p.write_text('{"messages": [{"role": "assistant", "content": "half \\ud83e emoji"}]}\n')
+    with pytest.raises(ValueError, match=r"chat.jsonl:1: unpaired UTF-16 surrogate"):
+        load_chat_jsonl(p)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -351,6 +354,8 @@ def test_bad_inputs_give_clear_errors(tmp_path):
         prepare_dataset("l", data_root=tmp_path, input=str(latin), tokenizer="gpt2")
     folder = prepare_dataset("l", data_root=tmp_path, input=str(latin), tokenizer="gpt2", on_bad_input="skip")
     assert load_meta(folder)["languages"]["all"]["bad_lines_skipped"] == 1
+    with pytest.raises(ValueError, match=r"on_bad_input must be one of \('stop', 'skip', 'replace'\)"):
+        prepare_dataset("l", data_root=tmp_path, input=str(latin), tokenizer="gpt2", on_bad_input="report")
     js = tmp_path / "bad.jsonl"
     js.write_text('{"text": "ok"}\n{"text": 3}\n')
     with pytest.raises(ValueError, match=r"bad.jsonl:2: no string field 'text'"):

@@ -117,6 +117,7 @@ def test_nonfinite_weights_are_never_checkpointed(tiny_dataset, tmp_path):
     assert logged[-1]['step'] == 1 and math.isfinite(logged[-1]['loss'])  # the case under test: finite loss
 
 
+@pytest.mark.slow
 def test_infinite_grad_norm_with_finite_loss_stops_before_the_step(tiny_dataset, good_run):
     """mu_loss = 1e38: the loss (ce + 1e38 * ||mu||^2 ~ 1e33) is finite, the squared gradient entries overflow,
     so the gradient norm is inf. The run must stop before the optimizer step (exit 1, diverged)."""

@@ -148,7 +148,8 @@ def test_logit_diagnostics_against_direct_computation():
 
 
 def _naive_isotropy(E: np.ndarray, both_signs: bool = False) -> float:
-    """The authors' implementation (Coupled Adam repo, analysis/isotropy.py): np.exp, overflows for big norms."""
+    """The authors' formula (OEC and Coupled Adam repos, nanoGPT/analysis/isotropy.py, transcribed): the
+    eigenvectors of E^T E as np.linalg.eig returns them, np.exp (overflows for big norms), min Z / max Z."""
     _, vecs = np.linalg.eig(E.T @ E)
     if both_signs:
         vecs = np.concatenate([vecs, -vecs], axis=1)
@@ -156,15 +157,24 @@ def _naive_isotropy(E: np.ndarray, both_signs: bool = False) -> float:
     return float(min(z) / max(z))
 
 
-def test_isotropy_matches_reference_and_known_cases():
+def test_isotropy_is_the_authors_and_signfree_is_separate():
+    """`isotropy` = the published formula (one sign per eigenvector, as numpy's eig returns it);
+    `isotropy_signfree` = min/max over both signs, a different and smaller number on a shifted embedding."""
     g = torch.Generator().manual_seed(0)
     E = torch.randn(200, 8, generator=g, dtype=torch.float64) * 0.7 + torch.linspace(-0.3, 0.3, 8)
     d = embedding_diagnostics(E)
-    assert d["isotropy"] == pytest.approx(_naive_isotropy(E.numpy(), both_signs=True), rel=1e-6)
-    assert d["isotropy"] <= _naive_isotropy(E.numpy()) + 1e-12  # min/max over a superset of directions
+    authors = _naive_isotropy(E.float().numpy())  # their embeddings are fp32 numpy arrays
+    assert d["isotropy"] == pytest.approx(authors, rel=1e-5)
+    assert d["isotropy_signfree"] == pytest.approx(_naive_isotropy(E.numpy(), both_signs=True), rel=1e-6)
+    assert d["isotropy_signfree"] < 0.9 * d["isotropy"]  # the two differ here: the names must not be swapped
+    # an OEC-like output embedding: a common shift much larger than the spread (||mu|| / row norm ~ 0.8)
+    E = torch.randn(4000, 32, generator=g) * 0.05 + 0.03
+    d = embedding_diagnostics(E)
+    assert d["isotropy"] == pytest.approx(_naive_isotropy(E.numpy()), rel=1e-4)
+    assert d["isotropy_signfree"] == pytest.approx(_naive_isotropy(E.numpy(), both_signs=True), rel=1e-4)
     # isotropic: many gaussian rows -> Z(c) nearly the same in every eigen-direction
-    iso = embedding_diagnostics(torch.randn(20000, 16, generator=g) * 0.1)["isotropy"]
-    assert 0.99 < iso <= 1.0
+    iso = embedding_diagnostics(torch.randn(20000, 16, generator=g) * 0.1)
+    assert 0.99 < iso["isotropy_signfree"] <= iso["isotropy"] <= 1.0
     # every row shifted by a big common vector (norms ~1e3): anisotropic, and still finite
     shift = torch.randn(16, generator=g)
     E_big = torch.randn(20000, 16, generator=g) * 0.1 + 1e3 * shift / shift.norm()
@@ -173,8 +183,11 @@ def test_isotropy_matches_reference_and_known_cases():
     assert not 0 < naive < 1  # the authors' version overflows (nan/0): ours must not
     d = embedding_diagnostics(E_big)
     assert all(math.isfinite(v) for v in d.values())
-    assert 0.0 <= d["isotropy"] < 1e-6
+    assert 0.0 <= d["isotropy"] < 1e-6 and 0.0 <= d["isotropy_signfree"] < 1e-6
     assert d["mu_ratio"] == pytest.approx(1.0, abs=1e-3)
+    E_big[3, 2] = math.inf  # diverged weights: NaN diagnostics, no exception from numpy's eig
+    d = embedding_diagnostics(E_big)
+    assert math.isnan(d["isotropy"]) and math.isnan(d["smin_smax"])
 
 
 def test_mu_norm_ratio_and_singular_values_on_known_case():
@@ -197,7 +210,11 @@ def test_mu_norm_ratio_and_singular_values_on_known_case():
     assert d["smin_smax"] == pytest.approx((ref[-1] / ref[0]).item(), rel=1e-4)
 
 
-def test_corr_emu_logfreq_constructed_and_against_numpy():
+def test_unigram_correlations_as_the_authors_compute_them():
+    """corr_emu_logfreq etc. = the Coupled Adam code's corr_p/corr_s(Emu, lbp), corr_p(norm, lbp): scipy over
+    ALL rows with lbp = log(p + 1e-10) (analysis/lbp.py), unseen and padded rows included at the floor;
+    corr_emu_logfreq_seen = Pearson over the seen tokens only."""
+    scipy_stats = pytest.importorskip("scipy.stats")
     g = torch.Generator().manual_seed(2)
     V, H = 500, 8
     tokens = np.random.default_rng(0).zipf(1.5, size=200_000) % (V - 20)  # ids >= V-20 never occur
@@ -206,22 +223,27 @@ def test_corr_emu_logfreq_constructed_and_against_numpy():
     assert np.isneginf(logp[V - 20:].numpy()).all()
     np.testing.assert_allclose(logp[:V - 20].exp().sum().item(), 1.0, rtol=1e-12)
     np.testing.assert_allclose(logp[5].item(), math.log(counts[5] / counts.sum()))
-    # e_i = x_i * u + w_i, w_i orthogonal to u with mean 0 -> E.mu = mean(x) * x_i: corr(E.mu, x) = 1
-    x = logp.clone().float()
-    x[~torch.isfinite(x)] = 0.0
-    x = x - x.min() + 1.0
-    u = torch.zeros(H)
-    u[0] = 1.0
-    w = torch.randn(V, H, generator=g)
-    w[:, 0] = 0
-    w -= w.mean(0)
-    E = x[:, None] * u + w
-    assert embedding_diagnostics(E, logp)["corr_emu_logfreq"] == pytest.approx(1.0, abs=1e-4)
-    # random case: Pearson over the seen tokens, as numpy computes it
     E = torch.randn(V, H, generator=g) + 0.3
-    seen = np.isfinite(logp.numpy())
-    ref = np.corrcoef((E @ E.mean(0)).numpy()[seen], logp.numpy()[seen])[0, 1]
-    assert embedding_diagnostics(E, logp)["corr_emu_logfreq"] == pytest.approx(ref, abs=1e-5)
+    E[V - 20:] += 2.0  # unseen rows drift together (as under Adam): the floor makes them count
+    d = embedding_diagnostics(E, logp)
+    En = E.numpy()
+    emu = En @ En.mean(0)
+    lbp = np.log(counts / counts.sum() + 1e-10)  # the authors' bp += 10**-10; lbp = np.log(bp)
+    assert d["corr_emu_logfreq"] == pytest.approx(scipy_stats.pearsonr(emu, lbp).statistic, abs=1e-6)
+    assert d["corr_emu_logfreq_spearman"] == pytest.approx(scipy_stats.spearmanr(emu, lbp).statistic, abs=1e-6)
+    norms = np.linalg.norm(En, axis=1)
+    assert d["corr_norm_logfreq"] == pytest.approx(scipy_stats.pearsonr(norms, lbp).statistic, abs=1e-6)
+    seen = counts > 0
+    ref_seen = scipy_stats.pearsonr(emu[seen], np.log(counts[seen] / counts.sum())).statistic
+    assert d["corr_emu_logfreq_seen"] == pytest.approx(ref_seen, abs=1e-6)
+    assert abs(d["corr_emu_logfreq"] - d["corr_emu_logfreq_seen"]) > 0.05  # the unseen rows matter here
+    # ties (many rows at the floor, repeated counts) get average ranks, as scipy's spearmanr
+    few = unigram_log_probs(np.array([0, 0, 1, 1, 2]), 6)
+    E6 = torch.randn(6, 3, generator=g)
+    lbp6 = np.log(np.bincount([0, 0, 1, 1, 2], minlength=6) / 5 + 1e-10)
+    emu6 = E6.numpy() @ E6.numpy().mean(0)
+    assert embedding_diagnostics(E6, few)["corr_emu_logfreq_spearman"] == pytest.approx(
+        scipy_stats.spearmanr(emu6, lbp6).statistic, abs=1e-9)
     assert "corr_emu_logfreq" not in embedding_diagnostics(E)
 
 

@@ -118,3 +118,110 @@ def test_outlier_experiment(tmp_path):
     assert r["dyt_mean_abs_residual"] == pytest.approx(0.328, abs=5e-4)
     pytest.importorskip("matplotlib")
     assert (tmp_path / "outlier.png").stat().st_size > 0
+
+
+# -----------------------------------------------------------------------------
+# init values as the DyISRU code's configs write them, and the (1,)-shaped scalars
+
+@pytest.mark.parametrize("name,init,effective", [
+    ("dyt", 0.69, 0.69),  # DyT: init_alpha is alpha0
+    ("dyt_sp", 1.0, math.log1p(math.e)),  # DyTsp: init_alpha is alpha_hat0, alpha = softplus(alpha_hat0)
+    ("dyisru", 301.0, 301.0),  # DyISRU: init_beta is beta0
+    ("dyisru_sp", -2.0, math.log1p(math.exp(-2.0))),  # DyISRUsp: init_beta is beta_hat0 (the paper's -2..4)
+])
+def test_norm_init_is_the_raw_parameter_as_in_the_authors_configs(x, name, init, effective):
+    """make_norm(init=v) builds what the authors' dyaf.py builds from `init_alpha=v` / `init_beta=v`:
+    nn.Parameter(torch.ones(1) * v), used through softplus in the *sp variants (transcribed below)."""
+    norm = make_norm(name, 16, bias=False, alpha0=3.0, init=init).double()  # alpha0 is ignored when init is set
+    raw = next(p for n, p in norm.named_parameters() if n in ("alpha", "beta"))
+    assert raw.shape == (1,) and raw.item() == pytest.approx(init)
+    eff = F.softplus(raw) if name.endswith("_sp") else raw
+    assert eff.item() == pytest.approx(effective, rel=1e-6)  # filled in fp32
+    if name.startswith("dyt"):
+        ref = torch.tanh(eff * x) * norm.weight  # dyaf.py DyT / DyTsp forward
+    else:
+        ref = x / torch.sqrt(eff + x**2 + 1e-5) * norm.weight  # dyaf.py DyISRU / DyISRUsp forward
+    torch.testing.assert_close(norm(x), ref)
+    with torch.no_grad():
+        raw.add_(1.0)
+    norm.reset_parameters()  # meta-device init calls this: it must restore the same raw value
+    assert raw.item() == pytest.approx(init)
+
+
+def test_norm_init_bad_input():
+    with pytest.raises(ValueError, match="norm_init.*layernorm"):
+        make_norm("layernorm", 8, init=1.0)
+    with pytest.raises(ValueError, match="dyisru_sp"):
+        make_norm("dyisru", 8, init=-1.0)  # plain DyISRU: sqrt(beta + x^2) undefined for small x
+    from model import GPTConfig
+    with pytest.raises(ValueError, match="norm_init"):
+        GPTConfig(norm="rmsnorm", norm_init=1.0)
+
+
+def test_model_passes_norm_init_and_attn_init():
+    from model import GPT, GPTConfig
+    m = GPT(GPTConfig(vocab_size=11, block_size=4, n_layer=2, n_head=2, n_embd=8, norm="dyisru_sp",
+                      norm_init=-1.0, norm_init_attn=2.0))
+    for blk in m.transformer.h:
+        assert blk.ln_1.beta.item() == -1.0 and blk.ln_2.beta.item() == 2.0  # ln_2: the authors' ln_attn
+    assert m.transformer.ln_f.beta.item() == -1.0
+
+
+@pytest.mark.parametrize("name", ["dyt", "dyt_sp", "dyisru", "dyisru_sp"])
+def test_scalar_is_shape_1_and_old_0dim_state_dicts_load(name):
+    """alpha/beta have shape (1,) (FSDP2 cannot shard a 0-dim parameter); a state dict saved when they were
+    0-dim tensors still loads, strictly, through nn.Module.load_state_dict and DCP's set_model_state_dict."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
+    norm = make_norm(name, 8)
+    key = "alpha" if name.startswith("dyt") else "beta"
+    assert getattr(norm, key).shape == (1,)
+    old = {k: (v.reshape(()) if k == key else v) for k, v in norm.state_dict().items()}
+    old[key] = torch.tensor(1.25)  # 0-dim, as written by the previous code
+    fresh = make_norm(name, 8)
+    fresh.load_state_dict(old)
+    assert getattr(fresh, key).shape == (1,) and getattr(fresh, key).item() == 1.25
+    fresh2 = make_norm(name, 8)
+    set_model_state_dict(fresh2, dict(old), options=StateDictOptions(full_state_dict=True))
+    assert getattr(fresh2, key).shape == (1,) and getattr(fresh2, key).item() == 1.25
+
+
+_FSDP_SCRIPT = """
+import os, tempfile, torch, torch.distributed as dist
+from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict, set_model_state_dict
+from torch.distributed.fsdp import fully_shard
+from model import GPT, GPTConfig
+full = StateDictOptions(full_state_dict=True)
+store = dist.FileStore(os.path.join(tempfile.mkdtemp(), "store"), 1)
+dist.init_process_group("gloo", store=store, rank=0, world_size=1)
+for norm in ("dyt", "dyt_sp", "dyisru", "dyisru_sp"):
+    cfg = GPTConfig(vocab_size=11, block_size=4, n_layer=2, n_head=2, n_embd=8, norm=norm)
+    key = "alpha" if norm.startswith("dyt") else "beta"
+    old = {k: (v.reshape(()) + 0.5 if k.endswith(key) else v) for k, v in GPT(cfg).state_dict().items()}
+    m = GPT(cfg)
+    for block in m.transformer.h:
+        fully_shard(block)
+    fully_shard(m)
+    loss = m(torch.randint(0, 11, (2, 4))).float().pow(2).mean()
+    loss.backward()
+    grads = [p.grad for n, p in m.named_parameters() if n.endswith(("alpha", "beta"))]
+    assert len(grads) == 5 and all(g is not None and g.full_tensor().shape == (1,) for g in grads), norm
+    set_model_state_dict(m, old, options=full)  # a checkpoint from before, with 0-dim alpha/beta
+    back = get_model_state_dict(m, options=full)
+    assert all(torch.equal(back[k], old[k].reshape(1)) for k in old if k.endswith(key)), norm
+    print(norm, "ok")
+dist.destroy_process_group()
+"""
+
+
+@pytest.mark.slow
+def test_fsdp2_accepts_dyt_and_dyisru():
+    """FSDP2's fully_shard on a 1-rank gloo process group accepts every DyT/DyISRU model (it refused the old
+    0-dim alpha/beta), runs forward and backward through the sharded scalars, and loads an old-style state
+    dict (0-dim alpha/beta) through DCP's set_model_state_dict, as train.py resumes."""
+    import subprocess
+    import sys
+    from pathlib import Path
+    proc = subprocess.run([sys.executable, "-c", _FSDP_SCRIPT], cwd=Path(__file__).resolve().parents[1],
+                          capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.split() == ["dyt", "ok", "dyt_sp", "ok", "dyisru", "ok", "dyisru_sp", "ok"]

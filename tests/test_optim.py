@@ -133,56 +133,110 @@ def test_coupled_adam_state_dict_round_trip():
 # -----------------------------------------------------------------------------
 # parameter groups
 
-class _TinyGPT(nn.Module):
-    """The parameter layout of model.GPT that configure_optimizer relies on."""
-
-    def __init__(self, tie: bool = True):
-        super().__init__()
-        self.transformer = nn.ModuleDict(dict(wte=nn.Embedding(17, 8), wpe=nn.Embedding(6, 8),
-                                              fc=nn.Linear(8, 8), ln=nn.LayerNorm(8)))
-        self.alpha = nn.Parameter(torch.ones(1))  # e.g. DyT's scalar
-        self.lm_head = nn.Linear(8, 17, bias=False)
-        if tie:
-            self.lm_head.weight = self.transformer.wte.weight
-
-    def output_embedding(self) -> nn.Parameter:
-        return self.lm_head.weight
+def _gpt(tie: bool, norm: str = "dyt", pos: str = "learned"):
+    from model import GPT, GPTConfig
+    torch.manual_seed(0)
+    return GPT(GPTConfig(vocab_size=17, block_size=6, n_layer=2, n_head=2, n_embd=8, bias=True, norm=norm,
+                         pos=pos, tie_embeddings=tie))
 
 
-def _group_ids(opt):
-    return [{id(p) for p in g["params"]} for g in opt.param_groups]
+def _named_groups(model, opt) -> list[tuple[set[str], float, bool | None]]:
+    names = {id(p): n for n, p in model.named_parameters()}
+    return [({names[id(p)] for p in g["params"]}, g["weight_decay"], g.get("coupled")) for g in opt.param_groups]
+
+
+def _nanogpt_rule(model) -> tuple[set[str], set[str]]:
+    """nanoGPT's configure_optimizers (also the OEC and DyISRU code's), transcribed: every parameter with
+    >= 2 dims is decayed, the rest not."""
+    named = dict(model.named_parameters())
+    return {n for n, p in named.items() if p.dim() >= 2}, {n for n, p in named.items() if p.dim() < 2}
+
+
+def _coupled_adam_code_rule(model) -> tuple[set[str], set[str], set[str]]:
+    """flxst/coupled-adam nanoGPT/model.py::configure_optimizers with embdecay=False, transcribed: decayed =
+    >= 2 dims except names ending in '.wte.weight'; not decayed = < 2 dims; the embedding group (wd 0) = the
+    >= 2-dim '.wte.weight'."""
+    named = dict(model.named_parameters())
+    emb = {n for n, p in named.items() if p.dim() >= 2 and n.endswith(".wte.weight")}
+    return ({n for n, p in named.items() if p.dim() >= 2} - emb, {n for n, p in named.items() if p.dim() < 2},
+            emb)
 
 
 @pytest.mark.parametrize("tie", [True, False])
-def test_configure_optimizer_groups(tie):
-    m = _TinyGPT(tie)
+def test_default_groups_are_nanogpts(tie):
+    """The default (a nanoGPT command line) decays wte, wpe, lm_head and every matrix, as nanoGPT does."""
+    m = _gpt(tie)
     opt = configure_optimizer(m, "adamw", learning_rate=1e-3, weight_decay=0.1, betas=(0.9, 0.95))
     assert isinstance(opt, torch.optim.AdamW) and not opt.defaults["fused"]  # fused only on CUDA
-    decay, no_decay = _group_ids(opt)
-    assert decay == {id(m.transformer.fc.weight)}
-    expected = {id(m.transformer.wte.weight), id(m.transformer.wpe.weight), id(m.transformer.fc.bias),
-                id(m.transformer.ln.weight), id(m.transformer.ln.bias), id(m.alpha), id(m.lm_head.weight)}
-    assert no_decay == expected
-    assert [g["weight_decay"] for g in opt.param_groups] == [0.1, 0.0]
+    decay, no_decay = _nanogpt_rule(m)
+    assert {"transformer.wte.weight", "transformer.wpe.weight"} <= decay
+    assert ("lm_head.weight" in decay) == (not tie)  # tied: the one matrix is listed as transformer.wte.weight
+    assert "transformer.h.0.ln_1.alpha" in no_decay
+    assert _named_groups(m, opt) == [(decay, 0.1, None), (no_decay, 0.0, None)]
 
-    opt = configure_optimizer(m, "coupled_adam", learning_rate=1e-3, weight_decay=0.1, betas=(0.9, 0.95),
-                              coupled_adam_avg_scale=0.5)
-    assert isinstance(opt, CoupledAdam)
-    decay, no_decay, coupled = _group_ids(opt)
-    assert coupled == {id(m.transformer.wte.weight)}  # = lm_head when tied
-    assert decay == {id(m.transformer.fc.weight)} and no_decay == expected - coupled
-    assert [(g["coupled"], g["weight_decay"]) for g in opt.param_groups] == [(False, 0.1), (False, 0.0), (True, 0.0)]
-    assert all(g["avg_scale"] == 0.5 for g in opt.param_groups)
+
+@pytest.mark.parametrize("optimizer", ["adamw", "coupled_adam"])
+def test_coupled_adam_code_groups(optimizer):
+    """decay_token_embedding=False reproduces the Coupled Adam code's groups in both of its arms (tied model)."""
+    m = _gpt(tie=True, norm="layernorm")
+    opt = configure_optimizer(m, optimizer, learning_rate=1e-3, weight_decay=0.1, decay_token_embedding=False)
+    decay, no_decay, emb = _coupled_adam_code_rule(m)
+    assert "transformer.wpe.weight" in decay and emb == {"transformer.wte.weight"}
+    got = _named_groups(m, opt)
+    if optimizer == "adamw":
+        assert got == [(decay, 0.1, None), (no_decay | emb, 0.0, None)]
+    else:
+        assert got == [(decay, 0.1, False), (no_decay, 0.0, False), (emb, 0.0, True)]
+
+
+@pytest.mark.parametrize("tie", [True, False])
+@pytest.mark.parametrize("which", ["output", "input"])
+def test_coupled_adam_couples_the_chosen_embedding(tie, which):
+    """Untied: 'output' couples lm_head (the matrix the softmax gradient acts on), 'input' couples wte; tied:
+    both are the one matrix. The coupled matrix keeps the decay the nanoGPT rule gives it."""
+    m = _gpt(tie)
+    opt = configure_optimizer(m, "coupled_adam", learning_rate=1e-3, weight_decay=0.1,
+                              coupled_adam_avg_scale=0.5, coupled_adam_embedding=which)
+    assert isinstance(opt, CoupledAdam) and all(g["avg_scale"] == 0.5 for g in opt.param_groups)
+    target = m.lm_head.weight if which == "output" else m.transformer.wte.weight
+    coupled = [g for g in opt.param_groups if g["coupled"]]
+    assert len(coupled) == 1 and coupled[0]["params"] == [target] and coupled[0]["weight_decay"] == 0.1
+    decay, no_decay = _nanogpt_rule(m)
+    target_name = {id(p): n for n, p in m.named_parameters()}[id(target)]
+    assert _named_groups(m, opt)[:2] == [(decay - {target_name}, 0.1, False), (no_decay, 0.0, False)]
+
+
+def test_coupled_adam_moves_only_the_output_embedding_mean_untied():
+    """One step on an untied GPT: the coupled lm_head's row updates share one v per column (Coupled Adam), so a
+    CE gradient (rows sum to 0) leaves its mean row where it was; with plain AdamW it moves."""
+    for optimizer, moved in (("coupled_adam", False), ("adamw", True)):
+        m = _gpt(tie=False, norm="layernorm")
+        opt = configure_optimizer(m, optimizer, learning_rate=1e-2, weight_decay=0.0)
+        mu0 = m.lm_head.weight.detach().mean(0).clone()
+        idx = torch.randint(0, 17, (4, 6), generator=torch.Generator().manual_seed(0))
+        logits = m(idx)  # (B, T, V)
+        torch.nn.functional.cross_entropy(logits.reshape(-1, 17), idx.roll(-1, 1).reshape(-1)).backward()
+        opt.step()
+        shift = (m.lm_head.weight.detach().mean(0) - mu0).norm().item()
+        assert (shift > 1e-4) == moved, (optimizer, shift)
 
 
 def test_configure_optimizer_bad_input():
     with pytest.raises(ValueError, match="unknown optimizer 'adam'.*--optimizer=adamw"):
-        configure_optimizer(_TinyGPT(), "adam")
-    with pytest.raises(ValueError, match="transformer.wte"):
-        configure_optimizer(nn.Sequential(nn.Linear(3, 3)), "coupled_adam")
-    m = _TinyGPT()
+        configure_optimizer(_gpt(True), "adam")
+    with pytest.raises(ValueError, match="coupled_adam_embedding"):
+        configure_optimizer(_gpt(True), "coupled_adam", coupled_adam_embedding="both")
+    for which in ("input", "output"):  # no silent fallback to the other matrix
+        with pytest.raises(ValueError, match=f"coupled_adam_embedding='{which}'.*output_embedding"):
+            configure_optimizer(nn.Sequential(nn.Linear(3, 3)), "coupled_adam", coupled_adam_embedding=which)
+    only_wte = nn.Module()  # a token embedding but no output_embedding(): 'output' must not couple wte instead
+    only_wte.transformer = nn.ModuleDict(dict(wte=nn.Embedding(5, 3)))
+    with pytest.raises(ValueError, match="coupled_adam_embedding='output'"):
+        configure_optimizer(only_wte, "coupled_adam", coupled_adam_embedding="output")
+    assert configure_optimizer(only_wte, "coupled_adam", coupled_adam_embedding="input").param_groups[-1]["coupled"]
+    m = _gpt(True)
     m.transformer.wte.weight.requires_grad_(False)
-    with pytest.raises(ValueError, match="trainable token embedding"):
+    with pytest.raises(ValueError, match="trainable matrix to couple"):
         configure_optimizer(m, "coupled_adam")
 
 
@@ -339,3 +393,33 @@ def test_adaptive_fine_tuning_bad_input():
         AdaptiveFineTuning(_opt(), 2, lr_schedule="cosine")
     with pytest.raises(ValueError, match="steps_per_epoch"):
         AdaptiveFineTuning(_opt(), 0)
+
+
+@pytest.mark.parametrize("config,rule", [("config/coupled_adam.py", "coupled_adam_code"),
+                                         ("config/norm_ablation.py", "nanogpt"),
+                                         ("config/oec_lr_sweep.py", "nanogpt")])
+def test_paper_configs_reproduce_their_papers_grouping(monkeypatch, config, rule):
+    """Each paper config, built as train.py builds it (its keys over train.py's defaults), gives that
+    codebase's weight-decay groups: Coupled Adam code (wte undecayed, wpe decayed), DyISRU and OEC code
+    (nanoGPT: every >= 2-D weight)."""
+    from pathlib import Path
+
+    from configurator import read_config_file, script_defaults
+    from model import GPT, GPTConfig
+    root = Path(__file__).resolve().parents[1]
+    monkeypatch.chdir(root)  # configs exec() each other by relative path
+    cfg = {**script_defaults(str(root / "train.py")), **read_config_file(config)}
+    keys = {f for f in GPTConfig.__dataclass_fields__} - {"vocab_size"}
+    m = GPT(GPTConfig(**{k: cfg[k] for k in keys if k in cfg}, vocab_size=64))
+    optimizers = cfg.get("sweep", {}).get("optimizer", [cfg["optimizer"]])
+    for optimizer in optimizers:
+        opt = configure_optimizer(m, optimizer, weight_decay=0.1, decay_token_embedding=cfg["decay_token_embedding"],
+                                  coupled_adam_embedding=cfg["coupled_adam_embedding"])
+        flat = [(names, wd) for names, wd, _ in _named_groups(m, opt) if names]
+        if rule == "nanogpt":
+            decay, no_decay = _nanogpt_rule(m)
+            assert flat == [(decay, 0.1), (no_decay, 0.0)]
+        else:
+            decay, no_decay, emb = _coupled_adam_code_rule(m)
+            assert {frozenset(n) for n, wd in flat if wd == 0.1} == {frozenset(decay)}
+            assert set().union(*[n for n, wd in flat if wd == 0.0]) == no_decay | emb

@@ -155,17 +155,45 @@ def test_lr_sensitivity_on_a_hand_made_table():
         sweep.lr_sensitivity([3.0], 4.0)
 
 
-def test_norm_metrics_on_a_hand_made_table():
-    def row(norm, attn, loss, diverged=False):
-        return {"_config": {"norm": norm, "norm_alpha0_attn": attn}, "final_val_loss": loss,
-                "diverged": diverged, "status": "diverged" if diverged else "finished"}
-    rows = [row("layernorm", None, 3.0),
-            row("dyt", None, 3.2), row("dyt", None, 3.6), row("dyt", 1.0, 3.1), row("dyt", 2.0, None, True)]
-    m = sweep.norm_metrics(rows)
-    assert m["layernorm"] == {"L1": 3.0, "L2": 3.0, "I": 0.0, "S": 0.0, "runs": 1}
-    # dyt: best 3.1 (2-D), 3.2 (1-D); 3.6 > 1.1 * 3.1 and the diverged run are unstable: I = 2/4
-    assert m["dyt"]["L1"] == 3.2 and m["dyt"]["L2"] == 3.1 and m["dyt"]["I"] == 0.5
-    assert m["dyt"]["S"] == pytest.approx((3.2 + 3.1) / 2 - 3.1)
+def _compute_metrics_authors(table: np.ndarray) -> dict:
+    """The DyISRU code's results/plots.py::_compute_metrics, transcribed: rows/cols = init of ln_2 / of the
+    other norms, NaN = a diverged run."""
+    m = {"L1": float(np.nanmin(np.diag(table))), "L2": float(np.nanmin(table))}
+    for k, values in (("1", np.diag(table)), ("2", table.flatten())):
+        best = m["L" + k]
+        m["I" + k] = len([v for v in values if v > best * 1.1]) / len(values)
+        m["S" + k] = float(np.mean([v for v in values if v <= best * 1.1]) - best)
+    return m
+
+
+def test_norm_metrics_as_the_dyisru_code_computes_them():
+    inits = [0.5, 1.0, 2.0]
+    table = np.array([[3.20, 3.15, 3.90],  # rows: norm_init_attn, cols: norm_init
+                      [3.12, 3.60, np.nan],  # one diverged run (off the diagonal)
+                      [3.40, 3.30, np.nan]])  # and one on it
+    rows = [{"_config": {"norm": "layernorm", "norm_alpha0": 0.5}, "final_val_loss": 3.0, "diverged": False,
+             "status": "finished"}]
+    for i, attn in enumerate(inits):
+        for j, init in enumerate(inits):
+            cfg = {"norm": "dyisru_sp", "norm_alpha0": 0.5, "norm_init": init,
+                   "norm_init_attn": None if attn == init else attn}
+            div = bool(np.isnan(table[i, j]))
+            rows.append({"_config": cfg, "final_val_loss": None if div else table[i, j], "diverged": div,
+                         "status": "diverged" if div else "finished"})
+    m = sweep.norm_metrics(rows)["dyisru_sp"]
+    ref = _compute_metrics_authors(table)
+    for k, v in ref.items():
+        assert m[k] == pytest.approx(v, abs=1e-12), k
+    assert m["L12"] == pytest.approx(ref["L1"] - ref["L2"])
+    assert (m["runs"], m["runs_1d"], m["diverged"]) == (9, 3, 2)
+    assert m["I1"] == pytest.approx(1 / 3) and m["I2"] == pytest.approx(2 / 9)  # NaN: counted, not unstable
+    ln = sweep.norm_metrics(rows)["layernorm"]
+    assert (ln["L1"], ln["L2"], ln["I1"], ln["S2"]) == (3.0, 3.0, 0.0, 0.0)
+    # the old keys: norm_alpha0_attn set (without norm_init) is off the diagonal, None is on it
+    old = [{"_config": {"norm": "dyt", "norm_alpha0": 0.5, "norm_alpha0_attn": a}, "final_val_loss": x,
+            "diverged": False, "status": "finished"} for a, x in ((None, 3.3), (1.0, 3.1))]
+    d = sweep.norm_metrics(old)["dyt"]
+    assert (d["L1"], d["L2"], d["runs_1d"]) == (3.3, 3.1, 1)
 
 
 @pytest.mark.slow
@@ -194,3 +222,31 @@ def test_end_to_end_two_tiny_train_runs(tmp_path, monkeypatch, capsys):
     assert rows["4"]["status"] == "diverged" and rows["4"]["diverged"] == "True"
     assert rows["-1"]["mu_norm"] and rows["-1"]["logits_mean_mean"]  # final diagnostics from summary.json
     assert float(rows["-1"]["loss_at_init"]) == pytest.approx(math.log(64))
+
+
+@pytest.mark.slow
+def test_norm_ablation_metrics_from_real_train_runs(tmp_path, monkeypatch, capsys):
+    """A tiny norm grid run through train.py: the diagonal (1-D) runs are found from each run's config.json,
+    and the printed L1 / L2 / L12 are taken over the right runs' own final losses."""
+    data = tmp_path / "data" / "tiny"
+    data.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    rng.integers(0, 64, 20000, dtype=np.uint16).tofile(data / "train.bin")
+    rng.integers(0, 64, 4000, dtype=np.uint16).tofile(data / "val.bin")
+    (data / "meta.json").write_text(json.dumps({"vocab_size": 64, "dtype": "uint16"}))
+    (tmp_path / "norms.py").write_text(
+        "dataset = 'tiny'\ndata_root = 'data'\nn_layer = 1\nn_head = 2\nn_embd = 16\nblock_size = 16\n"
+        "batch_size = 4\nmax_iters = 4\nwarmup_iters = 1\nlr_decay_iters = 4\neval_interval = 4\neval_iters = 2\n"
+        "log_interval = 1\nsample_tokens = 0\ndevice = 'cpu'\ndtype = 'float32'\nlearning_rate = 0.01\n"
+        "variants = dict(ln=dict(norm='layernorm'), d1=dict(norm='dyisru_sp', norm_init=1.0),\n"
+        "                d2=dict(norm='dyisru_sp', norm_init=2.0),\n"
+        "                d12=dict(norm='dyisru_sp', norm_init=1.0, norm_init_attn=2.0))\n")
+    monkeypatch.chdir(tmp_path)
+    sweep.main(["norms.py"])
+    with open(tmp_path / "sweeps" / "norms" / "results.csv") as f:
+        loss = {r["variant"]: float(r["final_val_loss"]) for r in csv.DictReader(f)}
+    out = capsys.readouterr().out
+    line = next(x for x in out.splitlines() if x.strip().startswith("dyisru_sp:"))
+    l1, l2 = min(loss["d1"], loss["d2"]), min(loss["d1"], loss["d2"], loss["d12"])  # d12 is off the diagonal
+    assert f"L1 {l1:.4f}" in line and f"L2 {l2:.4f}" in line and f"L12 {l1 - l2:.4f}" in line
+    assert "(2 1-D / 3 runs, 0 diverged)" in line

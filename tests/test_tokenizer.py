@@ -80,6 +80,8 @@ def test_layout(model):
     # score of the appended pieces = lowest - 1 (lowest = last piece SentencePiece produced)
     proto = T.load_model_proto(model).pieces
     assert [p.score for p in proto[-23:]] == [proto[-24].score - 1] * 23
+    spec = T.load_model_proto(model).trainer_spec  # SentencePiece samples the stream, never loads it all
+    assert spec.input_sentence_size == 1_000_000 and spec.shuffle_input_sentence
     vocab = Path(model).with_suffix(".vocab").read_text(encoding="utf-8").splitlines()
     assert [line.split("\t")[0] for line in vocab] == pieces
     tok = get_tokenizer(model)

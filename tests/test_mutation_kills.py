@@ -87,3 +87,50 @@ def test_adaptive_fine_tuning_get_lr_and_one_step_cooldown():
     assert sched.phase == 'cooldown' and opt.param_groups[0]['lr'] == 0.5  # (1 - 0) / 1 of lr_max
     sched.step()
     assert opt.param_groups[0]['lr'] == 0.0 == sched.get_lr()
+
+
+@pytest.mark.parametrize("name", ["layernorm", "rmsnorm", "dyt", "dyt_sp", "dyisru", "dyisru_sp"])
+@pytest.mark.parametrize("bias", [True, False])
+def test_make_norm_passes_eps_and_bias_through(name, bias):
+    """make_norm hands eps and bias to every norm: the output is the formula with that eps, with a learnable
+    bias exactly when asked (RMSNorm never has one)."""
+    import torch
+
+    from norms import make_norm
+
+    eps, dim = 0.1, 16
+    norm = make_norm(name, dim, eps=eps, bias=bias, alpha0=0.5)
+    with torch.no_grad():
+        norm.weight.copy_(torch.linspace(0.5, 1.5, dim))
+        if norm.bias is not None:
+            norm.bias.fill_(0.25)
+    x = torch.randn(3, dim, generator=torch.Generator().manual_seed(0)) * 0.2  # mean x^2 ~ eps: eps matters
+    w, b = norm.weight.detach(), 0.25 if norm.bias is not None else 0.0
+    if name == "layernorm":
+        want = w * (x - x.mean(-1, keepdim=True)) / (x.var(-1, unbiased=False, keepdim=True) + eps).sqrt() + b
+    elif name == "rmsnorm":
+        want = w * x / (x.pow(2).mean(-1, keepdim=True) + eps).sqrt()
+    elif name.startswith("dyt"):
+        want = w * torch.tanh(0.5 * x) + b  # DyT ignores eps
+    else:
+        want = w * x / (4.0 + x * x + eps).sqrt() + b  # beta0 = 1 / alpha0^2 = 4
+    torch.testing.assert_close(norm(x).detach(), want, rtol=1e-5, atol=1e-6)
+    assert (norm.bias is not None) == (bias and name != "rmsnorm")
+    assert [n for n, _ in norm.named_parameters()].count("bias") == int(bias and name != "rmsnorm")
+
+
+def test_dyisru_default_is_not_softplus():
+    from norms import DyISRU
+
+    assert DyISRU(4, beta0=4.0).beta.item() == 4.0 and not DyISRU(4).softplus
+
+
+def test_norms_main_writes_the_plot_and_can_run_twice(tmp_path, monkeypatch, capsys):
+    pytest.importorskip("matplotlib")
+    import norms
+
+    monkeypatch.chdir(tmp_path)
+    for _ in range(2):  # a second run reuses out/
+        norms.main()
+        assert (tmp_path / "out" / "norms_outlier.png").stat().st_size > 0
+    assert "plot saved to out/norms_outlier.png" in capsys.readouterr().out

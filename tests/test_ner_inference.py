@@ -9,6 +9,7 @@ the bundled MiniLM encoder (several sub-tokens per word, [CLS]/[SEP]) and an ora
   label position that sees the word it labels."""
 import json
 import random
+import re
 
 import pytest
 import torch
@@ -149,15 +150,17 @@ def test_each_word_takes_the_chunk_where_it_is_farthest_from_an_edge(word_tok, v
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, raises=ValueError, reason="ner._load_gpt_backbone reads config['tokenizer'], "
-                   "which train.py leaves '' for a dataset's own tokenizer; it writes the tokenizer used as "
-                   "config['tokenizer_spec'] (issue 12 item 2 / issue 18 item 5: one run-folder reader)")
 def test_gpt_backbone_fine_tunes_from_the_producer_run(trained_run, tmp_path, shared_dir):
-    lines = (shared_dir / "data" / "ner" / "wnut17" / "wnut17train.conll").read_text().split("\n\n")[:16]
-    (tmp_path / "train.conll").write_text("\n\n".join(lines) + "\n")
+    text = (shared_dir / "data" / "ner" / "wnut17" / "wnut17train.conll").read_text(encoding="utf-8")
+    sentences = re.split(r"\n[ \t]*\n", text)[:16]  # sentences end at a blank or TAB-only line
+    (tmp_path / "train.conll").write_text("\n\n".join(sentences) + "\n", encoding="utf-8")
     cfg = dict(ner.TRAIN_DEFAULTS, train=str(tmp_path / "train.conll"), backbone=f"gpt:{trained_run}",
                out_dir=str(tmp_path / "out"), max_epochs=1, preset="original", batch_size=8, device="cpu",
                max_seq_length=32, chunk_overlap=8)  # the producer's block_size is 32
+    loaded, tok = ner._load_gpt_backbone(str(trained_run), 3, "")  # the producer's weights and tokenizer
+    ckpt = torch.load(trained_run / "ckpt.pt", weights_only=True)
+    assert all(torch.equal(loaded.gpt.state_dict()[k], v) for k, v in ckpt["model"].items())
+    assert tok.spec == json.loads((trained_run / "config.json").read_text())["tokenizer_spec"]
     report = ner.train(cfg)
     assert report["runs"][0]["epochs"] == 1
     tagger = ner.Tagger.load(tmp_path / "out" / "model", device="cpu")

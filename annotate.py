@@ -872,7 +872,12 @@ def _run(args: argparse.Namespace) -> None:
         print(format_agreement(result))
         print(f"wrote {Path(args.out) / 'agreement.json'}")
     elif args.command == "merge":
-        merged, conflicts = merge(load_annotations(args.files)[0])
+        annotations = load_annotations(args.files)[0]
+        merged, conflicts = merge(annotations)
+        lost = sum(len(d.get("relations", [])) for docs in annotations.values() for d in docs.values())
+        if lost:  # merge adjudicates spans only: say so rather than drop relations silently
+            print(f"note: {lost} relation(s) in the inputs are not carried into {args.out} (merge adjudicates "
+                  f"spans only)")
         write_jsonl(merged, args.out)
         write_jsonl(conflicts, args.conflicts)
         n = sum(t["tag"] == CONFLICT for d in conflicts for t in d["tags"])

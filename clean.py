@@ -526,11 +526,13 @@ def clean(cfg: dict, out_dir: Path) -> dict:
                                                cfg["minhash_shingle_size"], cfg["minhash_seed"]))
                 report["time_s"]["fuzzy_dup"] += time.perf_counter() - t0
     files = list(file_no)
+    exact = ids = None  # pass 1's dedup state is not needed any more: free it before fuzzy dedup's peak
     texts = _StoredTexts(store, np.frombuffer(offsets, np.int64))
     root = sim = None  # fuzzy dedup off: every survivor is kept
     if cfg["fuzzy_dedup"]:
         t0 = time.perf_counter()
         sig = np.concatenate(sigs) if sigs else None
+        sigs.clear()
         root, sim, report["fuzzy"] = fuzzy_duplicates(
             texts, cfg["minhash_num_perm"], cfg["minhash_shingle_size"], cfg["minhash_bands"],
             cfg["jaccard_threshold"], cfg["fuzzy_verify"], cfg["minhash_seed"], sig=sig)

@@ -46,7 +46,7 @@ import torch
 from tqdm import tqdm
 
 from clean import DigestSet
-from documents import ON_BAD_INPUT, building, expand, read_documents, replace_folder
+from documents import ON_BAD_INPUT, building, expand, has_surrogate, read_documents, replace_folder
 from losses import IGNORE_INDEX
 from tokenizer import Tokenizer, get_tokenizer, normalize, train_tokenizer
 
@@ -103,9 +103,8 @@ def _decode(path: Path, raw: bytes) -> str:
         return raw.decode("utf-8")
     except UnicodeDecodeError as e:
         line = raw.count(b"\n", 0, e.start) + 1
-        raise ValueError(f"{path}: line {line}, byte offset {e.start}: not UTF-8 "
-                         f"text ({e.reason}); convert it, e.g. `iconv -f latin1 -t utf-8`, or for a .txt "
-                         f"with one document per line pass on_bad_input='skip'") from None
+        raise ValueError(f"{path}:{line}, byte offset {e.start}: not UTF-8 text ({e.reason}); convert it, "
+                         f"e.g. `iconv -f latin1 -t utf-8`") from None
 
 
 def _json_lines(path: Path, text: str):
@@ -114,10 +113,14 @@ def _json_lines(path: Path, text: str):
         if not line.strip():
             continue
         try:
-            yield lineno, json.loads(line)
+            record = json.loads(line)
         except json.JSONDecodeError as e:
             raise ValueError(f"{path}:{lineno}: invalid JSON ({e.msg}, column {e.colno}); fix or delete "
                              f"the line (JSONL = one JSON object per line)") from None
+        if has_surrogate(record):  # an escaped half of an emoji: no tokenizer can encode it
+            raise ValueError(f"{path}:{lineno}: unpaired UTF-16 surrogate in a JSON string; the writer cut a "
+                             f"UTF-16 pair (e.g. an emoji) in half: fix the record")
+        yield lineno, record
 
 
 def _sha256(path: Path) -> str:

@@ -180,7 +180,7 @@ def _json_record(line: str, raw: bytes, where: str, text_field: str, on_bad_inpu
         fix = f'each line must look like {{"{text_field}": "..."}}; choose the field with --text_field'
         return None, _bad(where, f"no string field {text_field!r} (got {got})", fix, on_bad_input), False
     msg = None
-    if _ESCAPED_SURROGATE.search(raw) and _has_surrogate(rec):
+    if _ESCAPED_SURROGATE.search(raw) and has_surrogate(rec):
         msg = _bad(where, "unpaired UTF-16 surrogate in a JSON string", _FIX["surrogate"], on_bad_input)
         rec = _replace_surrogates(rec)
     if "\x00" in rec[text_field]:
@@ -189,13 +189,14 @@ def _json_record(line: str, raw: bytes, where: str, text_field: str, on_bad_inpu
     return rec, msg, msg is not None and on_bad_input == "replace"
 
 
-def _has_surrogate(obj) -> bool:
+def has_surrogate(obj) -> bool:
+    """Whether a string, or any key or value inside a JSON-decoded object, holds an unpaired surrogate."""
     if isinstance(obj, str):
         return _SURROGATE.search(obj) is not None
     if isinstance(obj, dict):
-        return any(map(_has_surrogate, obj.keys())) or any(map(_has_surrogate, obj.values()))
+        return any(map(has_surrogate, obj.keys())) or any(map(has_surrogate, obj.values()))
     if isinstance(obj, list):
-        return any(map(_has_surrogate, obj))
+        return any(map(has_surrogate, obj))
     return False
 
 

@@ -212,7 +212,10 @@ def embedding_diagnostics(weight: Tensor, log_unigram: Tensor | None = None) -> 
     # the signs are the authors' (and torch's CPU eigh took ~1 s for H=128 on 2 busy cores, numpy 2 ms)
     E64 = E.double()
     gram = (E64.T @ E64).cpu().numpy()  # (H,H)
-    eigvals, eigvecs = np.linalg.eig(gram)  # eigenvalues = squared singular values of E
+    if np.isfinite(gram).all():
+        eigvals, eigvecs = np.linalg.eig(gram)  # eigenvalues = squared singular values of E
+    else:  # non-finite weights (a diverging run): NaN diagnostics, so that the caller's own check reports it
+        eigvals, eigvecs = np.full(gram.shape[0], np.nan), np.full(gram.shape, np.nan)
     proj = E64 @ torch.from_numpy(np.real(eigvecs)).to(E64.device)  # (V,H) c . e_i for every eigenvector c
     log_z = torch.logsumexp(proj, dim=0)  # (H,) log Z(c) with the authors' signs
     log_z_both = torch.cat([log_z, torch.logsumexp(-proj, dim=0)])  # (2H,) and log Z(-c)

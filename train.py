@@ -761,7 +761,6 @@ def progress() -> dict:
     return dict(step=iter_num, tokens=tokens_seen, best_val_loss=best_val_loss, nonfinite_skipped=nonfinite_skipped)
 
 
-
 start_iter, stopping = iter_num, False
 t_log, tokens_at_log = time.time(), tokens_seen
 # device-side step state, read back only at log/eval points (no host sync per step): stop on the first

@@ -5,19 +5,19 @@ simplest possible PyTorch loop over our own GPT, on the same shape and batch, in
     python bench/bench_train.py --threads=1 --rounds=3   # steadier on a CPU shared with other jobs
     python bench/bench_train.py --device=cuda --dtype=bfloat16 --compile=True --steps=20   # bench/gpu.sh
 
-Ours = train.py itself (run in-process with runpy on the Shakespeare dataset, which it prepares on first use):
-its logged tokens_per_sec, which covers the whole step (data, forward, loss, backward, clip, the all-reduced
-loss/finite check, optimizer, logging) and excludes evals. The other two time forward + CE + backward +
-AdamW on pre-built batches. All three use the same GPT-2-style model (biases, GELU-tanh, tied, no dropout)
-and the same dtype (bf16 = autocast, as train.py) and compile setting, so each ratio compares like with like.
-Rounds alternate the three methods and each keeps its best round, so load from other processes hurts all
-alike. Peak memory: CUDA max_memory_allocated, or on CPU the process's peak RSS (VmHWM, reset before each
-method through /proc/self/clear_refs).
+Ours = train.py itself (run in-process with runpy on the Shakespeare dataset, which it prepares on first
+use): its logged tokens_per_sec over `steps` steps with log_interval=steps, which covers the whole step (data,
+forward, loss, backward, clip, the all-reduced loss/finite check, optimizer, one log) and excludes evals.
+The other two time forward + CE + backward + AdamW on pre-built batches. All three use the same GPT-2-style
+model (biases, GELU-tanh, tied, no dropout), the same dtype (bf16 = autocast, as train.py) and the same
+compile setting, so each ratio compares like with like. Rounds alternate the three methods and each keeps its
+best round, so load from other processes hurts all alike. Peak memory: CUDA max_memory_allocated, or on CPU
+the process's peak RSS (VmHWM, reset before each method through /proc/self/clear_refs).
 """
 import json
+import math
 import runpy
 import signal
-import statistics
 import sys
 import tempfile
 import time
@@ -65,11 +65,13 @@ def _sync() -> None:
 
 
 def ours(out_dir: str) -> float:
-    """train.py with this shape; the median logged tokens/s over the timed steps."""
+    """train.py with this shape, logging every `steps` steps (so the loss is read back once per timed window, as
+    in a real run): the tokens/s it logs for the last `steps` steps, after at least `warmup` warm-up steps."""
+    total = steps * (1 + math.ceil(warmup / steps))
     args = dict(out_dir=out_dir, dataset=dataset, data_root=data_root, device=device, n_layer=n_layer,
                 n_head=n_head, n_embd=n_embd, block_size=block_size, batch_size=batch_size, bias=True,
-                mlp='gelu_tanh', dropout=0.0, max_iters=steps + warmup, eval_interval=10**9, eval_iters=1,
-                log_interval=1, sample_tokens=0, warmup_iters=0, lr_decay_iters=steps + warmup, dtype=dtype,
+                mlp='gelu_tanh', dropout=0.0, max_iters=total, eval_interval=10**9, eval_iters=1,
+                log_interval=steps, sample_tokens=0, warmup_iters=0, lr_decay_iters=total, dtype=dtype,
                 compile=compile, vocab_multiple=1)  # the same (unpadded) vocabulary as the other two
     handlers = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
     old, sys.argv = sys.argv, ['train.py'] + [f'--{k}={v}' for k, v in args.items()]
@@ -80,7 +82,7 @@ def ours(out_dir: str) -> float:
         for s, h in handlers.items():
             signal.signal(s, h)
     recs = [json.loads(ln) for ln in (Path(out_dir) / 'metrics.jsonl').read_text().splitlines()]
-    return statistics.median(r['tokens_per_sec'] for r in recs if 'loss' in r and r['step'] > warmup)
+    return [r['tokens_per_sec'] for r in recs if 'loss' in r][-1]
 
 
 def loop(model: torch.nn.Module, logits_of, batches: list) -> float:

@@ -137,3 +137,12 @@ def test_a_relation_that_cannot_be_written_is_reported_lost():
         bad = copy.deepcopy(DOCCANO_REL)
         bad[0]["relations"][1]["to_id"] = 99
         A.doccano_to_standard(bad)
+
+
+def test_merge_says_it_does_not_carry_relations(tmp_path, capsys):
+    for name in ("alice", "bob"):
+        (tmp_path / f"{name}.jsonl").write_text("".join(json.dumps(x, ensure_ascii=False) + "\n"
+                                                        for x in DOCCANO_REL), encoding="utf-8")
+    A.main(["merge", str(tmp_path / "alice.jsonl"), str(tmp_path / "bob.jsonl"), "--out", str(tmp_path / "m.jsonl"),
+            "--conflicts", str(tmp_path / "c.jsonl")])
+    assert "note: 4 relation(s) in the inputs are not carried into" in capsys.readouterr().out

@@ -329,6 +329,9 @@ def test_load_chat_jsonl_reports_bad_records(tmp_path):
     p.write_text(json.dumps(good) + "\n{not json\n")
     with pytest.raises(ValueError, match=r"chat.jsonl:2: invalid JSON"):
         load_chat_jsonl(p)
+    p.write_text('{"messages": [{"role": "assistant", "content": "half \\ud83e emoji"}]}\n')
+    with pytest.raises(ValueError, match=r"chat.jsonl:1: unpaired UTF-16 surrogate"):
+        load_chat_jsonl(p)
 
 
 # ----------------------------------------------------------------------------------------------------

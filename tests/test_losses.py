@@ -185,6 +185,9 @@ def test_isotropy_is_the_authors_and_signfree_is_separate():
     assert all(math.isfinite(v) for v in d.values())
     assert 0.0 <= d["isotropy"] < 1e-6 and 0.0 <= d["isotropy_signfree"] < 1e-6
     assert d["mu_ratio"] == pytest.approx(1.0, abs=1e-3)
+    E_big[3, 2] = math.inf  # diverged weights: NaN diagnostics, no exception from numpy's eig
+    d = embedding_diagnostics(E_big)
+    assert math.isnan(d["isotropy"]) and math.isnan(d["smin_smax"])
 
 
 def test_mu_norm_ratio_and_singular_values_on_known_case():

@@ -98,11 +98,12 @@ def _layouts(shared_dir, n=N) -> dict[str, tuple[str, list, dict]]:
         "io_outside_zero": (swedish, swedish_truth, dict(columns=2, token_column=0, tag_column=1, scheme="io")),
         "windows_line_endings": (_uner_slice(shared_dir, n).replace("\n", "\r\n"), uner, dict(token_column=1,
                                                                                           tag_column=2)),
+        "byte_order_mark": ("\ufeff" + _two_columns(uner, "\t"), uner, dict(columns=2, token_column=0, tag_column=1)),
     }
 
 
 LAYOUTS = ["conll2003", "uner_id_token_tag_misc", "conllu_misc_name", "conllu_misc_ne", "two_columns_tab",
-           "two_columns_spaces", "io_outside_zero", "windows_line_endings"]
+           "two_columns_spaces", "io_outside_zero", "windows_line_endings", "byte_order_mark"]
 
 
 @pytest.mark.parametrize("name", LAYOUTS)

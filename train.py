@@ -191,7 +191,7 @@ def _validate(cfg: dict, set_keys: frozenset, world_size: int) -> None:
         if cfg[key] < 1:
             _fail(f"{key}={cfg[key]} must be >= 1: set --{key} to 1 or more")
     if cfg['vocab_multiple'] is not None and (not isinstance(cfg['vocab_multiple'], int) or cfg['vocab_multiple'] < 1):
-        _fail(f"vocab_multiple={cfg['vocab_multiple']!r} must be >= 1 (an integer): set --vocab_multiple to 1 or "
+        _fail(f"vocab_multiple={cfg['vocab_multiple']!r} must be an integer >= 1: set --vocab_multiple to 1 or "
               f"more, or None (64 on CUDA, 1 on CPU)")
     shard = cfg['fsdp_shard_size']
     if shard and (cfg['parallelism'] != 'fsdp' or shard < 0 or world_size % shard):

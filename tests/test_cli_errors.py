@@ -78,8 +78,8 @@ CASES = [
     ('ner-no-command', 'ner.py', 'train'),
     ('ner-unknown-key', 'ner.py train --bogus=1', 'bogus'),
     ('ner-train-missing', 'ner.py train --train={t}/nope.conll --encoder={t}/empty --out_dir={t}/n1', 'nope.conll'),
-    ('ner-backbone-missing', 'ner.py train --train={t}/a.conll --backbone=gpt:{t}/empty --out_dir={t}/n2',
-     'ckpt.pt'),
+    ('ner-backbone-missing', 'ner.py train --train={t}/a.conll --val={t}/a.conll --backbone=gpt:{t}/empty '
+     '--out_dir={t}/n2', 'ckpt.pt'),
     ('ner-predict-missing-model', 'ner.py predict --model={t}/empty --input={t}/text.txt --output={t}/p.jsonl',
      'ner_config.json'),
     # annotate.py

@@ -6,7 +6,7 @@ after the run (atol 1e-4, 1% of one step at lr 1e-2: Adam turns rounding in near
   the mean over the vocabulary and the centering could go wrong);
 - Coupled Adam untied + the OEC model (RoPE, SwiGLU, qk-norm, no bias, Xavier), RMSNorm, GQA, logit
   soft-capping and activation checkpointing;
-- DyISRU (softplus) and DyT, the norms whose scalar parameters FSDP2 must shard (strict xfail while it cannot).
+- DyISRU (softplus) and DyT, the norms whose scalar parameters FSDP2 must shard.
 """
 import pytest
 import torch
@@ -21,9 +21,6 @@ COMBOS = {
     'dyisru_sp': dict(norm='dyisru_sp', norm_alpha0=1.0, tie_embeddings=False, mu_loss=1e-2),
     'dyt': dict(norm='dyt', mu_centering=True),
 }
-DYNAMIC_NORM_BUG = pytest.mark.xfail(strict=True, reason=(
-    "norms.py keeps DyT's alpha / DyISRU's beta as 0-dim parameters, and FSDP2's fully_shard refuses scalar "
-    "parameters ('Change beta to a 1D tensor with numel equal to 1'): parallelism=fsdp fails at start-up"))
 STEPS = dict(max_iters=4, eval_interval=4, lr_decay_iters=4, batch_size=2, gradient_accumulation_steps=4,
              grad_clip=0.0)
 
@@ -38,8 +35,7 @@ def _run(out, data, nproc, **flags):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize('combo', [pytest.param(c, marks=DYNAMIC_NORM_BUG) if c in ('dyisru_sp', 'dyt') else c
-                                   for c in COMBOS])
+@pytest.mark.parametrize('combo', list(COMBOS))
 def test_fsdp2_two_ranks_equal_one_process(tiny_dataset, tmp_path, combo):
     ref_logs, ref = _run(tmp_path / 'one', tiny_dataset, 0, **COMBOS[combo])
     logs, got = _run(tmp_path / 'fsdp', tiny_dataset, 2, parallelism='fsdp', **COMBOS[combo])

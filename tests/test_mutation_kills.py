@@ -134,3 +134,15 @@ def test_norms_main_writes_the_plot_and_can_run_twice(tmp_path, monkeypatch, cap
         norms.main()
         assert (tmp_path / "out" / "norms_outlier.png").stat().st_size > 0
     assert "plot saved to out/norms_outlier.png" in capsys.readouterr().out
+
+
+def test_norm_constructor_defaults():
+    """The documented defaults: eps 1e-5, a bias, DyT alpha0 0.5 and DyISRU beta0 4 (= 1/0.5^2), no softplus."""
+    from norms import DyISRU, DyT, LayerNorm, RMSNorm, make_norm
+
+    assert LayerNorm(4).eps == RMSNorm(4).eps == DyISRU(4).eps == 1e-5
+    assert LayerNorm(4).bias is not None and DyT(4).bias is not None and DyISRU(4).bias is not None
+    assert DyT(4).alpha.item() == 0.5 and not DyT(4).softplus and DyISRU(4).beta.item() == 4.0
+    n = make_norm("dyisru", 4)
+    assert n.eps == 1e-5 and n.bias is not None and n.beta.item() == 4.0  # alpha0 0.5 -> beta0 4
+    assert make_norm("layernorm", 4).eps == 1e-5

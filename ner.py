@@ -7,9 +7,10 @@ nerdata.py; the BERT encoder and its WordPiece tokenizer in bert.py.
     python ner.py evaluate --model out-ner/model --data test.conll --out out-eval
     python ner.py predict --model out-ner/model --input in.txt --output out.jsonl
 
-Words, not sub-tokens, are the unit everywhere: only the first sub-token of a word carries its label (the others
-get IGNORE_INDEX), and a text longer than max_seq_length is cut into chunks at word boundaries that overlap by
-chunk_overlap sub-tokens; each word's prediction comes from the chunk where it has the most context.
+Words, not sub-tokens, are the unit everywhere: one sub-token of a word carries its label (the others get
+IGNORE_INDEX): the first for the bidirectional encoder, the last for the causal GPT backbone (the only position
+that has seen the whole word), and a text longer than max_seq_length is cut into chunks at word boundaries that
+overlap by chunk_overlap sub-tokens; each word's prediction comes from the chunk where it has the most context.
 """
 import json
 import math
@@ -73,6 +74,9 @@ class GPTWordTokenizer:
         self.spec, self.tok = spec, get_tokenizer(spec)
         self.cls = self.sep = None  # a causal LM needs no [CLS]/[SEP]
         self.pad = self.tok.eot
+        # Causal attention: a word's first piece (often a lone '▁' space piece) has not seen the word yet, so the
+        # label sits on its last piece, the first position whose hidden state depends on the whole word.
+        self.label_at = "last"
 
     def encode_word(self, word: str) -> list[int]:
         return self.tok.encode(" " + word)
@@ -112,13 +116,15 @@ def _load_gpt_backbone(out_dir: str, num_labels: int, tokenizer_spec: str):
 def encode(words: list[str], tokenizer, max_seq_length: int, chunk_overlap: int,
            label_ids: list[int] | None = None) -> list[dict]:
     """Chunks of at most max_seq_length ids, cut between words; consecutive chunks share about chunk_overlap
-    sub-tokens. Each chunk: ids, labels (IGNORE_INDEX except at a word's first sub-token), first (position of
-    each word's first sub-token, or -1 if the word has no sub-token) and its word range [ws, we)."""
+    sub-tokens. Each chunk: ids, labels (IGNORE_INDEX except at each word's label position: its first sub-token,
+    or its last where tokenizer.label_at == 'last', as for the causal GPT backbone), first (each word's label
+    position, or -1 if the word has no sub-token) and its word range [ws, we)."""
     specials = 0 if tokenizer.cls is None else 2
     room = max_seq_length - specials
     if not 0 <= chunk_overlap < room:
         raise ValueError(f"chunk_overlap={chunk_overlap} must be >= 0 and below max_seq_length - {specials} = {room}")
     pieces = [tokenizer.encode_word(w)[:room] for w in words]  # a word longer than a chunk keeps its start
+    last = getattr(tokenizer, "label_at", "first") == "last"
     chunks, ws = [], 0
     while ws < len(words):
         we, n = ws, 0
@@ -128,7 +134,7 @@ def encode(words: list[str], tokenizer, max_seq_length: int, chunk_overlap: int,
         ids = [] if tokenizer.cls is None else [tokenizer.cls]
         labels, first = [IGNORE_INDEX] * len(ids), []
         for w in range(ws, we):
-            first.append(len(ids) if pieces[w] else -1)
+            first.append((len(ids) + (len(pieces[w]) - 1 if last else 0)) if pieces[w] else -1)
             ids += pieces[w]
             labels += [IGNORE_INDEX] * len(pieces[w])
             if pieces[w] and label_ids is not None:

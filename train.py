@@ -186,6 +186,8 @@ def _validate(cfg: dict, set_keys: frozenset, world_size: int) -> None:
                 'max_iters', 'warmup_iters', 'lr_decay_iters', 'sample_tokens'):
         if cfg[key] < 0:
             _fail(f"{key}={cfg[key]} is negative: use 0 (off) or a positive value")
+        if not math.isfinite(cfg[key]) or cfg[key] > torch.finfo(torch.float32).max:  # nan slips past '< 0'
+            _fail(f"{key}={cfg[key]} is not a finite float32 value: set --{key} to a number below 3.4e38")
     for key in ('batch_size', 'block_size', 'gradient_accumulation_steps', 'eval_interval', 'log_interval',
                 'eval_iters', 'keep_last_k'):
         if cfg[key] < 1:
@@ -534,6 +536,9 @@ elif pre_ckpt is not None or init_from.startswith('gpt2-hf:'):  # weights: check
     set_model_state_dict(raw_model, weights, options=StateDictOptions(full_state_dict=True))
     del weights
 if init_from == 'resume':  # everything else: optimizer, step, data position, RNG
+    # loading an optimizer state also loads its param_groups' hyper-parameters (weight_decay, betas, ...): keep
+    # this config's, so a key set on the resume command line is the one that trains (unset keys are the run's own)
+    hyper = [{k: v for k, v in g.items() if k != 'params'} for g in opt.param_groups]
     try:
         if not pre_ckpt.get('dcp'):  # (a sharded one was loaded with the weights)
             set_optimizer_state_dict(raw_model, opt, pre_ckpt['optimizer'],
@@ -541,6 +546,8 @@ if init_from == 'resume':  # everything else: optimizer, step, data position, RN
     except (KeyError, ValueError, RuntimeError) as e:
         _fail(f"the optimizer state of {run_dir / CKPT} does not fit optimizer={config['optimizer']!r} "
               f"({type(e).__name__}): resume with the run's own optimizer settings")
+    for group, h in zip(opt.param_groups, hyper, strict=True):
+        group.update(h)
     iter_num, tokens_seen = pre_ckpt['step'], pre_ckpt['tokens']
     best_val_loss, nonfinite_skipped = pre_ckpt['best_val_loss'], pre_ckpt['nonfinite_skipped']
     wall_time_before = pre_ckpt['wall_time_s']

@@ -403,6 +403,17 @@ def test_resume_takes_the_runs_own_config(tmp_path, data_root):
     assert torch.load(out / 'ckpt.pt', weights_only=True)['step'] == 3
 
 
+def test_optimizer_keys_set_on_resume_are_the_ones_that_train(tmp_path, data_root):
+    """Loading an optimizer state also loads its param_groups' hyper-parameters; a weight_decay or beta set on the
+    resume command line must still be the one the optimizer uses (unset ones stay the run's own)."""
+    out = tmp_path / 'run'
+    run_train(out, data_root, max_iters=2, eval_interval=2, weight_decay=0.05, beta1=0.8)
+    run_train(out, data_root, init_from='resume', max_iters=3, eval_interval=3, weight_decay=0.2, beta2=0.9)
+    groups = torch.load(out / 'ckpt.pt', weights_only=True)['optimizer']['param_groups']
+    assert sorted({g['weight_decay'] for g in groups}) == [0.0, 0.2]  # the no-decay group stays at 0
+    assert {tuple(g['betas']) for g in groups} == {(0.8, 0.9)}
+
+
 def test_new_run_never_overwrites_another_runs_folder(tmp_path, data_root):
     out = tmp_path / 'run'
     run_train(out, data_root, max_iters=2, eval_interval=1)
@@ -507,6 +518,7 @@ def test_data_files_are_checked_against_meta(tmp_path, tiny_dataset, data_root):
 def test_values_and_contradictions_are_checked_before_any_work(tmp_path, data_root):
     _fails(tmp_path, data_root, r"min_lr=0.1 is above learning_rate=0.01", min_lr=0.1, learning_rate=0.01)
     _fails(tmp_path, data_root, r"warmup_iters=-1 is negative", warmup_iters=-1)
+    _fails(tmp_path, data_root, r"learning_rate=1e\+39 is not a finite float32 value", learning_rate=1e39)
     _fails(tmp_path, data_root, r"max_iters=-1 is negative", max_iters=-1)
     _fails(tmp_path, data_root, r"beta1=1.0 must be in \[0, 1\)", beta1=1.0)
     _fails(tmp_path, data_root, r"beta2=-0.5 must be in \[0, 1\)", beta2=-0.5)

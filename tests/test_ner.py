@@ -442,28 +442,22 @@ def test_train_evaluate_predict_cli(tiny_bert, tmp_path, capsys):
     assert line["text"] == "maria lives in  kiruna" and [x[2] for x in line["label"]] == ["PER", "LOC"]
 
 
-def test_adaptive_preset_and_gpt_backbone(tmp_path):
-    """A tiny GPT saved like train.py; fine-tune it with the adaptive schedule, reload, predict."""
-    from model import GPT, GPTConfig
-    args = dict(vocab_size=50257, block_size=32, n_layer=1, n_head=2, n_embd=16, bias=True, dropout=0.0)
-    torch.manual_seed(0)
-    gpt = GPT(GPTConfig(**args))
-    run = tmp_path / "gpt"
-    run.mkdir()
-    torch.save({"model": gpt.state_dict(), "model_args": args, "config": {"tokenizer": "gpt2"}}, run / "ckpt.pt")
+def test_adaptive_preset_and_gpt_backbone(trained_run, tmp_path):
+    """The shared producer run (train.py's own run folder) as backbone: fine-tune it with the adaptive schedule,
+    reload, predict."""
     _toy_data(tmp_path / "train.conll", 32, 0)
     _toy_data(tmp_path / "val.conll", 8, 1)
     cfg = ner.TRAIN_DEFAULTS | dict(train=str(tmp_path / "train.conll"), val=str(tmp_path / "val.conll"),
-                                    backbone=f"gpt:{run}", out_dir=str(tmp_path / "out"), lr_max=1e-2,
+                                    backbone=f"gpt:{trained_run}", out_dir=str(tmp_path / "out"), lr_max=1e-2,
                                     warmup_epochs=1, cooldown_epochs=1, max_epochs=6, batch_size=8,
                                     max_seq_length=8, chunk_overlap=2)
     report = ner.train(cfg)
     history = [json.loads(x) for x in (tmp_path / "out/run0/metrics.jsonl").read_text().splitlines()]
     assert len(history) == report["runs"][0]["epochs"]
     tagger = ner.Tagger.load(tmp_path / "out/model", "cpu")
-    loaded, _ = ner._load_gpt_backbone(str(run), 3, "")
-    for k, v in gpt.state_dict().items():
-        assert torch.equal(loaded.gpt.state_dict()[k], v), k
+    loaded, _ = ner._load_gpt_backbone(str(trained_run), 3, "")
+    for k, v in torch.load(trained_run / "ckpt.pt", weights_only=True)["model"].items():
+        assert torch.equal(loaded.gpt.state_dict()[k.removeprefix("_orig_mod.")], v), k
     tags, _ = tagger.tag([["anna", "lives", "in", "lund", "with", "erik"] * 3])
     assert len(tags[0]) == 18  # chunked (max_seq_length 8) and merged back by word
     assert report["runs"][0]["val"]["entity.lenient.micro.f1"] > 0.5

@@ -146,17 +146,6 @@ def test_run_folder_metrics_and_summary(tmp_path, data_root):
     assert summary['best_val_loss'] == min(e['val_loss'] for e in evals)
 
 
-def test_per_language_val_loss_and_bits_per_byte(tmp_path, shared_dir):
-    text = {lang: (shared_dir / 'data' / 'text' / f'{lang}.txt').read_bytes()[:20_000]
-            for lang in ('sv', 'da')}
-    _write_bytes_dataset(tmp_path / 'data' / 'multi', text['sv'] + text['da'], langs=text)
-    recs = run_train(tmp_path / 'run', tmp_path / 'data', dataset='multi', max_iters=2, eval_interval=2)
-    ev = recs[-1]
-    for lang in ('sv', 'da'):  # tokens/bytes = 1/2 in this meta.json
-        assert ev[f'val_bpb/{lang}'] == pytest.approx(ev[f'val_loss/{lang}'] / math.log(2) / 2)
-    assert ev['val_loss/sv'] != ev['val_loss/da']
-
-
 def test_nonfinite_loss_stops_and_keeps_last_good_checkpoint(tmp_path, data_root):
     msg = r"non-finite loss inf .* at step 3;.*last good checkpoint: .*ckpt_0000002"
     with pytest.raises(SystemExit, match=msg):

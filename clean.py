@@ -36,7 +36,7 @@ import numpy as np
 
 import tokenizer
 from configurator import config_keys, configure
-from documents import ON_BAD_INPUT, building, expand, read_documents, replace_folder
+from documents import ON_BAD_INPUT, batched, building, expand, read_documents, replace_folder
 
 # I/O
 input = []  # files, folders, globs: *.txt (a document per line), *.jsonl[.gz|.zst] / *.parquet records
@@ -512,7 +512,7 @@ def clean(cfg: dict, out_dir: Path) -> dict:
     docs = read_documents(cfg["input"], cfg["text_field"], "line", cfg["on_bad_input"], report["files"],
                           fields=True, yield_bad=True)
     with open(out_dir / "removed.jsonl", "w", encoding="utf-8") as removed, open(store, "wb") as f_store:
-        for batch in _batched(docs, BATCH_DOCS):
+        for batch in batched(docs, BATCH_DOCS):
             recs = [_record(d, file_no, cfg["on_bad_input"]) for d in batch]
             alive = _first_steps(recs, cfg, report, removed, ids, exact, list(file_no))
             for rec in alive:
@@ -545,17 +545,6 @@ def clean(cfg: dict, out_dir: Path) -> dict:
               file=sys.stderr)
     report["time_s"] = {k: round(v, 3) for k, v in report["time_s"].items()}
     return report
-
-
-def _batched(items, n: int):
-    batch = []
-    for x in items:
-        batch.append(x)
-        if len(batch) == n:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
 
 
 def _first_steps(recs: list[dict], cfg: dict, report: dict, removed, ids: DigestSet, exact: DigestSet | None,

@@ -46,7 +46,7 @@ import torch
 from tqdm import tqdm
 
 from clean import DigestSet
-from documents import ON_BAD_INPUT, building, expand, has_surrogate, read_documents, replace_folder
+from documents import ON_BAD_INPUT, batched, building, expand, has_surrogate, read_documents, replace_folder
 from losses import IGNORE_INDEX
 from tokenizer import Tokenizer, get_tokenizer, normalize, train_tokenizer
 
@@ -185,7 +185,7 @@ def _kept_documents(groups: dict, recipe: dict, stats: dict, sources: list) -> I
         for path in files:
             report, n_docs = {}, 0
             docs = read_documents(path, recipe["text_field"], recipe["txt_unit"], recipe["on_bad_input"], report)
-            for batch in _batched((d.text for d in docs if d.text.strip()), 4096):  # blank lines: no documents
+            for batch in batched((d.text for d in docs if d.text.strip()), 4096):  # blank lines: no documents
                 n_docs += len(batch)
                 texts = [t for t in map(normalize, batch) if t.strip()]  # only non-printing chars: empty
                 st["empty_removed"] += len(batch) - len(texts)
@@ -202,17 +202,6 @@ def _kept_documents(groups: dict, recipe: dict, stats: dict, sources: list) -> I
             sources.append(dict(language=lang, category=cat, path=str(path.resolve()), sha256=_sha256(path),
                                 bytes=path.stat().st_size, documents=n_docs, bad_lines_skipped=counts["skipped"],
                                 bad_lines_repaired=counts["repaired"]))
-
-
-def _batched(items: Iterable, n: int) -> Iterator[list]:
-    batch = []
-    for x in items:
-        batch.append(x)
-        if len(batch) == n:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
 
 
 def _split_plan(counts: np.ndarray, groups: dict, recipe: dict, stats: dict) -> tuple[np.ndarray, np.ndarray]:

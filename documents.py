@@ -35,7 +35,7 @@ import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -397,3 +397,15 @@ def replace_folder(tmp: Path, folder: str | Path) -> None:
     os.rename(tmp, folder)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
+
+
+def batched(items: Iterable, n: int) -> Iterator[list]:
+    """Lists of n consecutive items (the last may be shorter): itertools.batched, which needs Python 3.12."""
+    batch = []
+    for x in items:
+        batch.append(x)
+        if len(batch) == n:
+            yield batch
+            batch = []
+    if batch:
+        yield batch

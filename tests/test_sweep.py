@@ -196,16 +196,20 @@ def test_norm_metrics_as_the_dyisru_code_computes_them():
     assert (d["L1"], d["L2"], d["runs_1d"]) == (3.3, 3.1, 1)
 
 
-@pytest.mark.slow
-def test_end_to_end_two_tiny_train_runs(tmp_path, monkeypatch, capsys):
-    if not sweep.TRAIN.is_file():
-        pytest.skip("train.py does not exist yet (the train engineer writes it)")
-    data = tmp_path / "data" / "tiny"
+def _random_tokens_dataset(data: Path) -> None:
+    """A nanoGPT-layout folder of uniform random tokens (vocab 64): the loss cannot go below ln 64."""
     data.mkdir(parents=True)
     rng = np.random.default_rng(0)
     rng.integers(0, 64, 20000, dtype=np.uint16).tofile(data / "train.bin")
     rng.integers(0, 64, 4000, dtype=np.uint16).tofile(data / "val.bin")
     (data / "meta.json").write_text(json.dumps({"vocab_size": 64, "dtype": "uint16"}))
+
+
+@pytest.mark.slow
+def test_end_to_end_two_tiny_train_runs(tmp_path, monkeypatch, capsys):
+    if not sweep.TRAIN.is_file():
+        pytest.skip("train.py does not exist yet (the train engineer writes it)")
+    _random_tokens_dataset(tmp_path / "data" / "tiny")
     (tmp_path / "tiny.py").write_text(
         "dataset = 'tiny'\ndata_root = 'data'\nn_layer = 1\nn_head = 2\nn_embd = 16\nblock_size = 16\n"
         "batch_size = 4\nmax_iters = 6\nwarmup_iters = 2\nlr_decay_iters = 6\neval_interval = 3\n"
@@ -228,12 +232,7 @@ def test_end_to_end_two_tiny_train_runs(tmp_path, monkeypatch, capsys):
 def test_norm_ablation_metrics_from_real_train_runs(tmp_path, monkeypatch, capsys):
     """A tiny norm grid run through train.py: the diagonal (1-D) runs are found from each run's config.json,
     and the printed L1 / L2 / L12 are taken over the right runs' own final losses."""
-    data = tmp_path / "data" / "tiny"
-    data.mkdir(parents=True)
-    rng = np.random.default_rng(0)
-    rng.integers(0, 64, 20000, dtype=np.uint16).tofile(data / "train.bin")
-    rng.integers(0, 64, 4000, dtype=np.uint16).tofile(data / "val.bin")
-    (data / "meta.json").write_text(json.dumps({"vocab_size": 64, "dtype": "uint16"}))
+    _random_tokens_dataset(tmp_path / "data" / "tiny")
     (tmp_path / "norms.py").write_text(
         "dataset = 'tiny'\ndata_root = 'data'\nn_layer = 1\nn_head = 2\nn_embd = 16\nblock_size = 16\n"
         "batch_size = 4\nmax_iters = 4\nwarmup_iters = 1\nlr_decay_iters = 4\neval_interval = 4\neval_iters = 2\n"

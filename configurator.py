@@ -164,10 +164,31 @@ def script_defaults(path: str) -> dict:
     return out
 
 
-def help_text(defaults: dict, source: str | None) -> str:
+def configure_command(commands: dict, argv: list[str], source: str) -> tuple[str, Config]:
+    """The sub-command form of configure(): `python X.py COMMAND [config.py ...] [--key=value ...]`.
+    commands maps each command name to its defaults dict (comments beside the dict's keywords are its -h text).
+    Returns (command, config). No command, `-h` or an unknown command prints the usage line and exits
+    (status 0 for -h, 2 otherwise); `X.py COMMAND -h` lists that command's keys with defaults and comments."""
+    name = Path(source).name
+    usage = f"usage: python {name} {{{'|'.join(commands)}}} [config.py ...] [--key=value ...]  (COMMAND -h lists keys)"
+    if not argv or argv[0] in ("-h", "--help"):
+        print(usage)
+        sys.exit(0 if argv else 2)
+    if argv[0] not in commands:
+        close = difflib.get_close_matches(argv[0], list(commands), n=1)
+        hint = f"; did you mean {close[0]}?" if close else ""
+        sys.exit(f"{name}: unknown command {argv[0]!r}{hint}\n{usage}")
+    if any(a in ("-h", "--help") for a in argv[1:]):
+        print(help_text(dict(commands[argv[0]]), source, command=argv[0]))
+        sys.exit(0)
+    return argv[0], configure(dict(commands[argv[0]]), argv[1:], source=source)
+
+
+def help_text(defaults: dict, source: str | None, command: str = "") -> str:
     comments = _trailing_comments(source) if source else {}
     width = max((len(k) for k in defaults), default=0)
-    lines = [f"usage: python {Path(source).name if source else 'script.py'} [config.py ...] [--key=value ...]", ""]
+    head = f"python {Path(source).name if source else 'script.py'}" + (f" {command}" if command else "")
+    lines = [f"usage: {head} [config.py ...] [--key=value ...]", ""]
     for k, v in defaults.items():
         c = comments.get(k, "")
         lines.append(f"  --{k:<{width}} = {v!r:<24}" + (f"  # {c}" if c else ""))
@@ -247,9 +268,12 @@ def _parse(raw: str, default):
             return False
         return raw
     try:
-        return ast.literal_eval(raw)
+        value = ast.literal_eval(raw)
     except (ValueError, SyntaxError):
-        return raw
+        value = raw
+    if isinstance(default, (list, tuple)) and not isinstance(value, (list, tuple)):
+        return [v for v in raw.split(",") if v]  # `--input=a.txt,b.txt` (or one item) for a list key
+    return value
 
 
 def _coerce(key: str, value, default, where: str):
@@ -289,6 +313,14 @@ def _trailing_comments(source: str) -> dict:
         return {}
     comments = {t.start[0]: t.string.lstrip("#").strip()
                 for t in tokenize.generate_tokens(io.StringIO(text).readline) if t.type == tokenize.COMMENT}
-    return {node.targets[0].id: comments[node.end_lineno] for node in ast.parse(text).body
-            if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name)
-            and node.end_lineno in comments}
+    out = {}
+    for node in ast.parse(text).body:
+        if not (isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name)):
+            continue
+        if node.end_lineno in comments:
+            out[node.targets[0].id] = comments[node.end_lineno]
+        if isinstance(node.value, ast.Call) and getattr(node.value.func, "id", "") == "dict":  # X_DEFAULTS = dict(
+            for kw in node.value.keywords:  # key=value,  # comment   (a sub-command's keys)
+                if kw.arg and kw.value.end_lineno in comments:
+                    out.setdefault(kw.arg, comments[kw.value.end_lineno])
+    return out

@@ -1,6 +1,7 @@
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 
@@ -150,3 +151,39 @@ def test_data_prepare_passes_every_recipe_key_you_set(monkeypatch):
     data.main(["prepare", "--dataset=x"])
     assert calls[0]["vocab_size"] == 4096 and calls[0]["dedup"] is True
     assert "vocab_size" not in calls[1] and "dedup" not in calls[1]
+
+
+def test_a_list_key_takes_comma_separated_items_or_a_literal():
+    d = {"input": [], "sizes": [1]}
+    assert parse_args(d, ["--input=a.txt,b.txt"])["input"] == ["a.txt", "b.txt"]
+    assert parse_args(d, ["--input=a.txt"])["input"] == ["a.txt"]
+    assert parse_args(d, ["--input", "['x y.txt']"])["input"] == ["x y.txt"]
+    assert parse_args(d, ["--sizes=1000,2000"])["sizes"] == [1000, 2000]
+
+
+def test_sub_commands_list_their_keys_with_comments(tmp_path):
+    script = tmp_path / "tool.py"
+    script.write_text(textwrap.dedent('''
+        import sys
+        from configurator import configure_command
+        FIT_DEFAULTS = dict(
+            lr=0.1,  # the step size
+            files=[],  # inputs
+        )
+        SHOW_DEFAULTS = dict(n=3)
+        command, cfg = configure_command({"fit": FIT_DEFAULTS, "show": SHOW_DEFAULTS}, sys.argv[1:], __file__)
+        print(command, dict(cfg))
+    '''))
+    env = {"PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+
+    def run(*args):
+        return subprocess.run([sys.executable, str(script), *args], capture_output=True, text=True, env=env)
+    ok = run("fit", "--lr=0.5", "--files=a,b")
+    assert ok.returncode == 0 and "fit {'lr': 0.5, 'files': ['a', 'b']}" in ok.stdout
+    h = run("fit", "-h")
+    assert h.returncode == 0 and "--lr" in h.stdout and "# the step size" in h.stdout
+    assert "python tool.py fit" in h.stdout
+    assert run().returncode == 2 and "{fit|show}" in run().stdout
+    bad = run("fitt")
+    assert bad.returncode == 1 and "did you mean fit" in bad.stderr and "Traceback" not in bad.stderr
+    assert "unknown config key 'lrr'" in run("fit", "--lrr=1").stderr

@@ -3,6 +3,7 @@ Mutation testing of the critical functions with mutmut 3 (not in CI: minutes to 
 
     python bench/mutate.py losses optim norms          # the three numerical cores, one after another
     python bench/mutate.py nerdata --max_children=2    # more workers on a quiet machine
+    python bench/mutate.py sampling --time_box_s=720   # stop after 12 min; the rest is reported "not checked"
     python bench/mutate.py --list                      # the targets, their functions and tests
 
 For each target, a throw-away copy of the repository is made under --work (default /tmp/mutate), its
@@ -18,10 +19,12 @@ script code, which mutmut cannot mutate (it mutates functions): it is checked by
 listed in tests/README.md.
 """
 import argparse
+import fnmatch
 import json
 import os
 import select
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -34,19 +37,29 @@ TARGETS = {
     'losses': ('losses.py', ['losses.*'], ['tests/test_losses.py', 'tests/test_mutation_kills.py']),
     'optim': ('optim.py', ['optim.*'], ['tests/test_optim.py', 'tests/test_mutation_kills.py']),
     'norms': ('norms.py', ['norms.*'], ['tests/test_norms.py', 'tests/test_mutation_kills.py']),
-    'sampling': ('model.py', ['model.xǁGPTǁgenerate*'], ['tests/test_sampling_dist.py']),
-    'nerdata': ('nerdata.py', ['nerdata.x_entities*', 'nerdata.x_convert*', 'nerdata.x_entity_scores*',
-                               'nerdata.x_token_scores*'], ['tests/test_ner.py', 'tests/test_ner_inference.py']),
-    'ner': ('ner.py', ['ner.x_encode*', 'ner.x_word_probs*', 'ner.x_predict*', 'ner.xǁTaggerǁtag*'],
-            ['tests/test_ner.py', 'tests/test_ner_inference.py']),
-    'agreement': ('annotate.py', ['annotate.x_cohen_kappa*', 'annotate.x_fleiss_kappa*', 'annotate.x__scores*',
-                                  'annotate.x__span_counts*', 'annotate.x__f1s*', 'annotate.x_aligned_units*',
-                                  'annotate.x_agreement*'],
-                  ['tests/test_annotate.py', 'tests/test_agreement_multi.py']),
-    'tokenizer': ('tokenizer.py', ['tokenizer.x_evaluate*', 'tokenizer.x_fertility*', 'tokenizer.x_*metric*'],
-                  ['tests/test_tokenizer.py']),
-    'loaders': ('data.py', ['data.xǁ_Streamǁ*', 'data.xǁSequentialLoaderǁ*', 'data.xǁChatLoaderǁ*'],
-                ['tests/test_data.py']),
+    'sampling': ('model.py', ['model.xǁGPTǁgenerate*'], ['tests/test_sampling_dist.py', 'tests/test_model.py',
+                                                         'tests/test_mutation_kills.py']),
+    # NER entity extraction and scores (tags -> entities, scheme conversion, seqeval-equal metrics)
+    'nerdata': ('nerdata.py', ['nerdata.x_split_tag*', 'nerdata.x_to_bio*', 'nerdata.x_bio_to_bilou*',
+                               'nerdata.x_convert*', 'nerdata.x_entities*', 'nerdata.x__prefix_type*',
+                               'nerdata.x_strict_entities*', 'nerdata.x_lenient_entities*', 'nerdata.x__prf*',
+                               'nerdata.x__scores*', 'nerdata.x_entity_scores*', 'nerdata.x__plain*',
+                               'nerdata.x_token_scores*'],
+                ['tests/test_ner.py', 'tests/test_ner_inference.py', 'tests/test_mutation_kills.py']),
+    # NER tagging: words -> chunks -> per-word probabilities -> tags -> character spans
+    'ner': ('ner.py', ['ner.x_encode*', 'ner.x__collate*', 'ner.x_word_probs*', 'ner.xǁTaggerǁtag*',
+                       'ner.x_predict__*'],
+            ['tests/test_ner_inference.py', 'tests/test_ner.py', 'tests/test_mutation_kills.py']),
+    'agreement': ('annotate.py', ['annotate.x__labels_at*', 'annotate.x_aligned_units*', 'annotate.x_cohen_kappa*',
+                                  'annotate.x_fleiss_kappa*', 'annotate.x__span_counts*', 'annotate.x__f1s*',
+                                  'annotate.x__mean*', 'annotate.x__scores*', 'annotate.x_agreement*'],
+                  ['tests/test_agreement_multi.py', 'tests/test_annotate.py', 'tests/test_mutation_kills.py']),
+    'tokenizer': ('tokenizer.py', ['tokenizer.x__word_initial*', 'tokenizer.x_evaluation_metrics*'],
+                  ['tests/test_tokenizer.py', 'tests/test_mutation_kills.py']),
+    # the data loaders' order and resume state
+    'loaders': ('data.py', ['data.x_epoch_permutation*', 'data.xǁ_Streamǁ*', 'data.x__windows*',
+                            'data.xǁSequentialLoaderǁ*', 'data.xǁChatLoaderǁ*'],
+                ['tests/test_data.py', 'tests/test_mutation_kills.py']),
 }
 STATUS = {1: 'killed', 3: 'killed', 0: 'survived', 5: 'no tests', 33: 'no tests', 34: 'skipped',
           35: 'suspicious', 36: 'timeout', 24: 'timeout', -24: 'timeout', 152: 'timeout', 255: 'timeout',
@@ -72,7 +85,7 @@ def prepare(target: str, work: Path) -> Path:
         f'source_paths = {json.dumps([src])}',
         f'also_copy = {json.dumps(others + ["config/", "examples/"])}',
         f'pytest_add_cli_args_test_selection = {json.dumps(tests)}',
-        'pytest_add_cli_args = ["-p", "no:cacheprovider", "-q"]',
+        'pytest_add_cli_args = ["-p", "no:cacheprovider", "-q", "-m", "not slow"]',  # slow = subprocess runs
         'process_isolation = "fork"',  # OMP_NUM_THREADS=1: no thread pool to break; forkserver ran into CPU limits
         'use_git_change_detection = false',
         'timeout_multiplier = 5.0',
@@ -135,21 +148,26 @@ def recheck(names: list[str], repo: Path, limit_s: float) -> dict[str, int | Non
 
 def summarize(target: str, repo: Path, limit_s: float) -> dict:
     """Counts per status from mutmut's .meta files (timeouts re-checked directly), survivors' diffs."""
-    src = TARGETS[target][0]
+    src, patterns, _ = TARGETS[target]
     meta = json.loads((repo / 'mutants' / (src + '.meta')).read_text())
-    codes = meta['exit_code_by_key']
+    # the .meta file lists every mutant of the file: keep those of the critical functions
+    codes = {n: c for n, c in meta['exit_code_by_key'].items() if any(fnmatch.fnmatch(n, p) for p in patterns)}
     again = recheck([n for n, c in codes.items() if STATUS.get(c) == 'timeout'], repo, limit_s)
     codes.update({n: 36 if c is None else c for n, c in again.items()})
     counts = {}
     for code in codes.values():
         counts[STATUS.get(code, f'exit {code}')] = counts.get(STATUS.get(code, f'exit {code}'), 0) + 1
+    per_function = {}
+    for name, code in codes.items():
+        row = per_function.setdefault(name.rsplit('__mutmut_', 1)[0], {})
+        row[STATUS.get(code, f'exit {code}')] = row.get(STATUS.get(code, f'exit {code}'), 0) + 1
     survivors = sorted(k for k, c in codes.items() if STATUS.get(c) in ('survived', 'no tests', 'timeout'))
     diffs = []
     for name in survivors:
         show = subprocess.run(['mutmut', 'show', name], cwd=repo, capture_output=True, text=True)
         diffs.append(f'# {STATUS.get(codes[name])}\n{show.stdout}')
     (repo.parent / 'survivors.txt').write_text('\n'.join(diffs))
-    return dict(file=src, mutants=len(codes), **counts, survivors=survivors)
+    return dict(file=src, mutants=len(codes), **counts, survivors=survivors, per_function=per_function)
 
 
 def main(argv: list[str]) -> None:
@@ -158,6 +176,8 @@ def main(argv: list[str]) -> None:
     ap.add_argument('--work', default='/tmp/mutate', help='scratch folder for the copies')
     ap.add_argument('--max_children', type=int, default=1, help='parallel mutant workers')
     ap.add_argument('--recheck_s', type=float, default=120, help='wall-clock limit per re-checked timeout')
+    ap.add_argument('--time_box_s', type=float, default=0,
+                    help='stop mutmut after this many seconds per target (0: no limit); the rest is "not checked"')
     ap.add_argument('--list', action='store_true', help='show the targets and exit')
     ap.add_argument('--summary_only', action='store_true', help='summarise the last run in --work again')
     args = ap.parse_args(argv)
@@ -180,14 +200,25 @@ def main(argv: list[str]) -> None:
         cmd = ['mutmut', 'run', f'--max-children={args.max_children}', *TARGETS[target][1]]
         print(f"== {target}: {' '.join(cmd)} (in {repo})", flush=True)
         with open(repo.parent / 'mutmut.log', 'w') as log:
-            subprocess.run(cmd, cwd=repo, env=env, stdout=log, stderr=subprocess.STDOUT)
+            proc = subprocess.Popen(cmd, cwd=repo, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                    start_new_session=True)
+            try:
+                proc.wait(timeout=args.time_box_s or None)
+            except subprocess.TimeoutExpired:  # results so far are in the .meta files (saved per mutant)
+                print(f"{target}: time box of {args.time_box_s:.0f} s reached, stopping mutmut", flush=True)
+                os.killpg(proc.pid, signal.SIGINT)
+                try:
+                    proc.wait(timeout=60)
+                except subprocess.TimeoutExpired:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                    proc.wait()
         try:
             result = summarize(target, repo, args.recheck_s)
         except FileNotFoundError:
             print(f"{target}: mutmut produced no results; see {repo.parent / 'mutmut.log'}")
             continue
         (repo.parent / 'summary.json').write_text(json.dumps(result, indent=2))
-        counts = ', '.join(f'{k} {v}' for k, v in result.items() if k not in ('file', 'survivors'))
+        counts = ', '.join(f'{k} {v}' for k, v in result.items() if k not in ('file', 'survivors', 'per_function'))
         print(f"{target}: {counts}; survivors' diffs in {repo.parent / 'survivors.txt'}", flush=True)
 
 

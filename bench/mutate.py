@@ -80,6 +80,7 @@ def prepare(target: str, work: Path) -> Path:
     shared = ROOT.parent / 'shared'
     for where in (work / target / 'shared', repo / 'shared'):  # tests find ../shared from repo/ and repo/mutants/
         where.symlink_to(shared)
+    (repo / src).write_text(undecorate_no_grad((repo / src).read_text()))
     others = sorted(p.name for p in repo.glob('*.py') if p.name != src)
     section = '\n[tool.mutmut]\n' + '\n'.join([
         f'source_paths = {json.dumps([src])}',
@@ -93,6 +94,40 @@ def prepare(target: str, work: Path) -> Path:
     with open(repo / 'pyproject.toml', 'a') as f:
         f.write(section)
     return repo
+
+
+def undecorate_no_grad(code: str) -> str:
+    """mutmut 3 skips decorated functions (only @staticmethod/@classmethod are mutated), which would leave
+    GPT.generate, word_probs and CoupledAdam.step unmutated. In the throw-away copy, `@torch.no_grad()` on a
+    function becomes `with torch.no_grad():` around its body: the same behaviour, now mutable."""
+    lines, out, i = code.split('\n'), [], 0
+    while i < len(lines):
+        if lines[i].strip() != '@torch.no_grad()':
+            out.append(lines[i])
+            i += 1
+            continue
+        indent = lines[i][:len(lines[i]) - len(lines[i].lstrip())]
+        i += 1
+        depth = 0
+        while True:  # the signature, possibly over several lines
+            depth += lines[i].count('(') - lines[i].count(')')
+            out.append(lines[i])
+            i += 1
+            if depth == 0 and lines[i - 1].rstrip().endswith(':'):
+                break
+        if lines[i].strip().startswith('"""'):  # the docstring stays the docstring (not a mutable string)
+            closed = lines[i].strip().endswith('"""') and len(lines[i].strip()) > 3
+            out.append(lines[i])
+            i += 1
+            while not closed:
+                closed = '"""' in lines[i]
+                out.append(lines[i])
+                i += 1
+        out.append(indent + '    with torch.no_grad():')
+        while i < len(lines) and (not lines[i].strip() or lines[i].startswith(indent + ' ')):
+            out.append('    ' + lines[i] if lines[i].strip() else lines[i])
+            i += 1
+    return '\n'.join(out)
 
 
 # one process re-checks many mutants: mutmut's trampolines read MUTANT_UNDER_TEST at every call

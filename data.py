@@ -45,7 +45,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from clean import DigestSet
+from dedup import DigestSet
 from documents import ON_BAD_INPUT, batched, building, expand, has_surrogate, read_documents, replace_folder
 from losses import IGNORE_INDEX
 from tokenizer import Tokenizer, get_tokenizer, normalize, train_tokenizer

@@ -8,8 +8,8 @@ report.
     python data.py clean --input=sv.txt,more/da.jsonl --out=out-clean --min_chars=20
 
 Input (--input takes files, folders and globs, comma-separated; see documents.py): *.txt with ONE DOCUMENT
-PER LINE (a blank line is an empty document and is reported as one), *.jsonl[.gz|.zst] and *.parquet records with a string
-`text` (--text_field), optional `lang`, `id`, `url`; other fields are carried through to the output.
+PER LINE (a blank line is an empty document and is reported as one), *.jsonl[.gz|.zst] and *.parquet records
+with a string `text` (--text_field), optional `lang`, `id`, `url`; other fields are carried through to the output.
 The language is the `lang` field, else the file name (sv.txt, sv_wiki.jsonl -> sv), else the parent
 folder (sv/wiki.jsonl -> sv), else 'unknown'. A document's id is its `id` field, else "FILE:LINE"; its `key`
 is always "FILE:LINE" (LINE = the row of a Parquet file): unique, so `duplicate_of` names it. Ids used twice

@@ -43,7 +43,7 @@ TARGETS = {
                                    'agreement.x__span_counts*', 'agreement.x__f1s*', 'agreement.x_aligned_units*',
                                    'agreement.x_agreement*'],
                   ['tests/test_annotate.py', 'tests/test_agreement_multi.py']),
-    'tokenizer': ('tokenizer.py', ['tokenizer.x_evaluate*', 'tokenizer.x_fertility*', 'tokenizer.x_*metric*'],
+    'tokenizer': ('tokeval.py', ['tokeval.x_evaluate*', 'tokeval.x_fertility*', 'tokeval.x_*metric*'],
                   ['tests/test_tokenizer.py']),
     'loaders': ('data.py', ['data.xǁ_Streamǁ*', 'data.xǁSequentialLoaderǁ*', 'data.xǁChatLoaderǁ*'],
                 ['tests/test_data.py']),

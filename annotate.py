@@ -508,7 +508,8 @@ def standard_to_doccano(docs: list[dict], source: str = "documents") -> tuple[li
         if len(names) > 1:
             raise ValueError(f"{source}, document {did}: spans of several annotators {names}; a Doccano file "
                              f"holds one annotator's labels: split first (annotate.split_by_annotator, or "
-                             f"`python annotate.py convert IN OUT --to doccano` writes a file per annotator)")
+                             f"`python annotate.py convert --input=IN --output=OUT --to=doccano` writes a file per "
+                             f"annotator)")
         line = copy.deepcopy(doc.get("meta", {}).get("doccano", {}))
         if "id" not in line and "id" in doc:
             line["id"] = doc["id"]

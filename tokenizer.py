@@ -337,7 +337,7 @@ def get_tokenizer(spec: str) -> Tokenizer:
     if spec.endswith(".model"):
         if not Path(spec).is_file():
             raise FileNotFoundError(f"SentencePiece model {spec} not found: train one with "
-                                    f"`python tokenizer.py train --input FILE --vocab_size N --out PREFIX`")
+                                    f"`python tokenizer.py train --input=FILE --vocab_size=N --out=PREFIX`")
         return Tokenizer(spec, sp=spm.SentencePieceProcessor(model_file=spec))
     return Tokenizer(spec, enc=_tiktoken_encoding(spec))
 

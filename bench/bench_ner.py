@@ -1,6 +1,6 @@
 """
 NER fine-tuning and inference throughput: ner.py vs Hugging Face transformers on the same MiniLM weights, the
-same WNUT-17 slice and the same batch size, measured in one run (SPEC §10). Each case runs in its own
+same WNUT-17 slice and the same batch size, measured in one run (ratios, not absolute times). Each case runs in its own
 subprocess so its peak memory (max RSS on CPU, max allocated on CUDA) is its own.
 
     python bench/bench_ner.py                       # defaults below

@@ -1,5 +1,6 @@
-"""Tests for clean.py: Nordic-Pile-style cleaning (tokenizer_gptsw3.md §4, §10): filters, MD5 and MinHash-LSH
-dedup checked against brute-force Python set computations, outputs, report arithmetic and bad input."""
+"""Tests for clean.py and dedup.py: Nordic-Pile-style cleaning (Öhman et al. 2023, arXiv:2303.17183): filters,
+MD5 and MinHash-LSH dedup checked against brute-force Python set computations, outputs, report arithmetic and
+bad input."""
 import copy
 import json
 import random
@@ -139,7 +140,8 @@ def test_near_duplicates_found_distinct_kept(paragraphs):
 
 
 def test_lsh_detection_rate_matches_theory(paragraphs):
-    """Over 300 pairs of graded similarity, found fraction = mean of 1 - (1 - s^r)^b (b=2, r=5; §10)."""
+    """Over 300 pairs of graded similarity, found fraction = mean of 1 - (1 - s^r)^b (b=2, r=5: the Nordic
+    Pile's parameters)."""
     rng = random.Random(3)
     near = [edit_words(p, rng.randint(1, 20), rng) for p in paragraphs]
     root, _, _ = dedup.fuzzy_duplicates(paragraphs + near, threshold=0.01)

@@ -218,7 +218,7 @@ def test_scheme_rules():
                                                                                  "U-LOC"]
     assert nertags.convert(["U-A", "B-A", "L-A"], "bilou", "bio") == ["B-A", "B-A", "I-A"]
     assert nertags.convert(["B-A", "I-A", "O"], "bio", "io") == ["A", "A", "O"]
-    # §1.5 consistency rules: stray I -> B/U, unfinished B -> U, I before O -> L
+    # nerblackbox's consistency rules (annotation_tags/tags.py): stray I -> B/U, unfinished B -> U, I before O -> L
     assert nertags.convert(["O", "I-A", "I-A", "O", "B-A", "O", "I-B"], "bio", "bilou") == \
         ["O", "B-A", "L-A", "O", "U-A", "O", "U-B"]
     assert nertags.convert(["I-A", "I-A", "B-A", "O", "I-B"], "iob1", "bio") == ["B-A", "I-A", "B-A", "O", "B-B"]

@@ -1,4 +1,5 @@
-"""Tests for tokenizer.py: GPT-SW3 recipe (tokenizer_gptsw3.md §2-§4), offline tiktoken, §6 metrics."""
+"""Tests for tokenizer.py and tokeval.py: the GPT-SW3 recipe (Stollenwerk 2023, arXiv:2304.14780; the authors'
+gpt-sw3-tokenizer code), offline tiktoken, the authors' evaluation metrics (src/evaluation/evaluate.py)."""
 import csv
 import json
 import random
@@ -40,7 +41,7 @@ def model(corpus, tmp_path_factory) -> str:
 
 
 # ---------------------------------------------------------------------------------------------------
-# normalisation (§4)
+# normalisation (transformers' GPTSw3Tokenizer.preprocess_text)
 
 
 def test_normalize_steps():
@@ -65,7 +66,7 @@ def test_normalize_matches_hf_gptsw3(model):
 
 
 # ---------------------------------------------------------------------------------------------------
-# training and the vocabulary layout (§2, §3)
+# training and the vocabulary layout (src/training/training_sp.py, src/helpers.py)
 
 
 def test_layout(model):
@@ -228,7 +229,7 @@ def test_cli_train_with_overrides(corpus, tmp_path):
             "--gptsw3_repr_quirk", "True", "--character_coverage=1.0"])
     pieces = get_tokenizer(prefix + ".model").pieces()
     assert len(pieces) == 600 and pieces[-1] == "▁" * 24
-    # the repr quirk: every training document looked like "['...']", so "['" is a frequent merge (§2)
+    # the repr quirk: every training document looked like "['...']", so "['" is a frequent merge
     assert any(p.startswith("▁['") for p in pieces)
     assert not any("['" in p for p in get_tokenizer(_train_plain(corpus, tmp_path)).pieces())
 
@@ -356,7 +357,7 @@ def test_unknown_tiktoken_names(tmp_path, monkeypatch):
 
 
 # ---------------------------------------------------------------------------------------------------
-# §6 metrics
+# the authors' metrics (src/evaluation/evaluate.py)
 
 
 class _FixedTokenizer:
@@ -370,7 +371,7 @@ class _FixedTokenizer:
         return self.vocab
 
     def encode_batch(self, texts: list[str], preprocess: bool = True) -> list[list[int]]:
-        assert not preprocess  # §6: no GPT-SW3 preprocessing in the evaluation
+        assert not preprocess  # evaluate.py: no GPT-SW3 preprocessing in the evaluation
         return [[self.vocab.index(p) for p in self.docs[t]] for t in texts]
 
 

@@ -532,7 +532,7 @@ def standard_to_doccano(docs: list[dict], source: str = "documents") -> tuple[li
 # ----------------------------------------------------------------------------- pre-annotation
 
 def predictions_to_documents(texts: list[str], preds: list[list[dict]]) -> list[dict]:
-    """ner.predict output ([{char_start, char_end, text, label, score}] per text) -> standard documents."""
+    """nertagger.predict output ([{char_start, char_end, text, label, score}] per text) -> standard documents."""
     if len(texts) != len(preds):
         raise ValueError(f"{len(texts)} texts but {len(preds)} prediction lists: pass one list per text")
     docs = []

@@ -49,21 +49,21 @@ from configurator import configure  # noqa: E402
 
 n_train = 256  # WNUT-17 train sentences used for fine-tuning
 n_dev = 256  # WNUT-17 dev sentences for F1 and inference
-epochs = 2
+epochs = 2  # fine-tuning epochs of the throughput cases
 batch_size = 16  # fine-tuning batch size
-infer_batch_size = 32
-lr = 1e-4
+infer_batch_size = 32  # chunks per forward pass at inference
+lr = 1e-4  # AdamW learning rate of the throughput cases (both sides)
 group_by_length = True  # ours only (ner.py's default); the HF loop gets plain random batches
-max_seq_length = 128
+max_seq_length = 128  # sub-tokens per chunk, [CLS]/[SEP] included
 threads = 0  # torch threads; 0 = torch's default
-device = "auto"
+device = "auto"  # auto (cuda if available, else cpu) | cpu | cuda
 quality = False  # run only the equal-quality comparison: ner.train vs transformers' Trainer, seeds x 2 runs
 quality_train = 300  # the first N WNUT-17 train sentences (fixed, the same for both)
 quality_val = 100  # the first N dev sentences: ner.train's validation loss (not used to pick a model)
 quality_test = 0  # the first N WNUT-17 test sentences; 0 = all 1,287
-quality_epochs = 6
-quality_lr = 2e-4
-quality_seeds = 3
+quality_epochs = 6  # epochs of the equal-quality runs (both sides)
+quality_lr = 2e-4  # peak learning rate of the equal-quality runs (both sides)
+quality_seeds = 3  # seeds per side; results are mean +- standard error
 quality_seed0 = 42  # seeds quality_seed0 .. quality_seed0 + quality_seeds - 1 (one process per seed: side by side)
 case = ""  # internal: run one case in this process and print its JSON
 config = configure(globals(), sys.argv[1:])

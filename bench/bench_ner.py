@@ -1,7 +1,7 @@
 """
 NER fine-tuning and inference throughput: ner.py vs Hugging Face transformers on the same MiniLM weights, the
-same WNUT-17 slice and the same batch size, measured in one run (ratios, not absolute times). Each case runs in its own
-subprocess so its peak memory (max RSS on CPU, max allocated on CUDA) is its own.
+same WNUT-17 slice and the same batch size, measured in one run (ratios, not absolute times). Each case runs in its
+own subprocess so its peak memory (max RSS on CPU, max allocated on CUDA) is its own.
 
     python bench/bench_ner.py                       # defaults below
     python bench/bench_ner.py --n_train=256 --epochs=1 --threads=2
@@ -67,6 +67,9 @@ quality_seeds = 3  # seeds per side; results are mean +- standard error
 quality_seed0 = 42  # seeds quality_seed0 .. quality_seed0 + quality_seeds - 1 (one process per seed: side by side)
 case = ""  # internal: run one case in this process and print its JSON
 config = configure(globals(), sys.argv[1:])
+if not quality and n_train < 3 * batch_size:  # the first two steps of each case are warm-up, not timed
+    sys.exit(f"bench_ner.py: n_train={n_train} gives fewer than 3 batches of {batch_size}; set --n_train to at "
+             f"least {3 * batch_size}")
 
 _DATA = ROOT.parent / "shared" / "data" / "ner" / "wnut17"
 

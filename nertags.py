@@ -261,3 +261,43 @@ def well_formed_fraction(pred: list[list[str]], scheme: str) -> float:
     inside = sum(b - a for s in pred for _, a, b in strict_entities(s, scheme))
     total = sum(t != "O" for s in pred for t in s)
     return inside / total if total else 1.0
+
+
+def _asr_tag(tag: str, prev: str | None, nxt: str | None, scheme: str) -> tuple[str, bool]:
+    """One tag through nerblackbox's annotation scheme restoration (Tags.convert_tag_bio2bio / bilou2bilou):
+    the corrected tag and whether it changed. BIO: I-X after neither B-X nor I-X -> B-X. BILOU, repeated
+    until stable: I-X not followed by I-X/L-X -> L-X; I-X or L-X not after B-X/I-X -> B-X; B-X not followed by
+    I-X/L-X -> U-X."""
+    if tag == "O" or tag.startswith("U-") or (scheme == "bio" and tag.startswith("B-")):
+        return tag, False
+    typ = tag[2:]
+    bad_prev = prev not in (f"B-{typ}", f"I-{typ}")
+    bad_next = nxt not in (f"I-{typ}", f"L-{typ}")
+    if scheme == "bio":
+        return (f"B-{typ}", True) if bad_prev else (tag, False)
+    cur = tag
+    while True:
+        if cur.startswith("I-") and bad_next:
+            cur = f"L-{typ}"
+        elif cur.startswith(("I-", "L-")) and bad_prev:
+            cur = f"B-{typ}"
+        elif cur.startswith("B-") and bad_next:
+            cur = f"U-{typ}"
+        else:
+            return cur, cur != tag
+
+
+def asr_scores(gold: list[list[str]], pred: list[list[str]], scheme: str = "bio") -> dict:
+    """nerblackbox's ASR metrics (annotation scheme restoration): the predictions of all sentences joined into one
+    sequence, as nerblackbox flattens them, go through its consistency rules (_asr_tag); `abidance` = 1 - the
+    share of predicted tags the rules change; precision/recall/f1 = strict micro entity scores of the restored
+    predictions on that joined sequence (nerblackbox, nerblackbox/modules/ner_training/annotation_tags/tags.py and
+    metrics/ner_metrics.py: asr_abidance, asr_precision_micro, asr_recall_micro, asr_f1_micro)."""
+    flat = [t for s in pred for t in s]
+    fixed = [_asr_tag(t, flat[i - 1] if i else None, flat[i + 1] if i + 1 < len(flat) else None, scheme)
+             for i, t in enumerate(flat)]
+    changed = sum(c for _, c in fixed)
+    # one joined sequence, no separator, as nerblackbox scores it: an entity may run across a sentence boundary
+    micro = entity_scores([[t for s in gold for t in s]], [[t for t, _ in fixed]], "strict", scheme)["micro"]
+    abidance = 1 - changed / len(flat) if flat else 1.0
+    return {"abidance": abidance, **{k: micro[k] for k in ("precision", "recall", "f1")}}

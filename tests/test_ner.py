@@ -311,6 +311,7 @@ def test_evaluate_tags_keys():
     m = ner.evaluate_tags([["B-A", "I-A", "O"]], [["I-A", "I-A", "O"]], "bio")  # ill-formed prediction
     assert m["entity.strict.micro.f1"] == 0.0 and m["entity.lenient.micro.f1"] == 1.0
     assert m["entity.strict.well_formed"] == 0.0
+    assert m["entity.asr.abidance"] == pytest.approx(2 / 3) and m["entity.asr.f1"] == 1.0  # I-A I-A -> B-A I-A
 
 
 # ----------------------------------------------------------------------------- chunking + inference
@@ -492,3 +493,24 @@ def test_minilm_fine_tuning_learns_wnut(minilm, shared_dir, tmp_path):
     report = ner.train(cfg)
     history = [json.loads(x) for x in (tmp_path / "o/run0/metrics.jsonl").read_text().splitlines()]
     assert report["runs"][0]["epochs"] == 2 and history[1]["val_loss"] < history[0]["val_loss"]
+
+
+def test_asr_scores_follow_nerblackbox_by_hand():
+    # nerblackbox (tags.py restore_annotation_scheme_consistency, ner_metrics.py compute_asr_results): the
+    # predictions of all sentences form one sequence; each tag is checked against its ORIGINAL neighbours.
+    pred = [["B-PER", "I-PER", "O", "I-LOC"], ["I-LOC", "O"]]
+    gold = [["B-PER", "I-PER", "O", "B-LOC"], ["I-LOC", "O"]]
+    # flat: B-PER I-PER O I-LOC I-LOC O -> only position 3 changes (I-LOC after O -> B-LOC): abidance 5/6.
+    # restored: B-PER I-PER O B-LOC I-LOC O = PER[0,2) LOC[3,5); gold joined the same way: PER[0,2) LOC[3,5)
+    asr = nertags.asr_scores(gold, pred, "bio")
+    assert asr["abidance"] == pytest.approx(5 / 6)
+    assert asr["precision"] == asr["recall"] == asr["f1"] == 1.0
+    gold2 = [["B-PER", "I-PER", "O", "B-LOC"], ["B-LOC", "O"]]  # joined: PER, LOC[3,4), LOC[4,5)
+    asr2 = nertags.asr_scores(gold2, pred, "bio")
+    assert (asr2["precision"], asr2["recall"]) == (pytest.approx(1 / 2), pytest.approx(1 / 3))
+    # BILOU, the repeated rules: a lone I-X -> L-X (no I/L after) then -> B-X (no B/I before) then -> U-X
+    bilou = nertags.asr_scores([["O", "U-ORG", "O"]], [["O", "I-ORG", "O"]], "bilou")
+    assert bilou["abidance"] == pytest.approx(2 / 3) and bilou["f1"] == 1.0
+    # well-formed predictions are left alone
+    ok = nertags.asr_scores([["B-X", "I-X", "L-X", "U-Y"]], [["B-X", "I-X", "L-X", "U-Y"]], "bilou")
+    assert ok == {"abidance": 1.0, "precision": 1.0, "recall": 1.0, "f1": 1.0}

@@ -167,13 +167,15 @@ def script_defaults(path: str) -> dict:
 def configure_command(commands: dict, argv: list[str], source: str) -> tuple[str, Config]:
     """The sub-command form of configure(): `python X.py COMMAND [config.py ...] [--key=value ...]`.
     commands maps each command name to its defaults dict (comments beside the dict's keywords are its -h text).
-    Returns (command, config). No command, `-h` or an unknown command prints the usage line and exits
-    (status 0 for -h, 2 otherwise); `X.py COMMAND -h` lists that command's keys with defaults and comments."""
+    Returns (command, config). No command, `-h` or an unknown command prints the usage line and exits (status 0
+    for -h; otherwise to stderr, status 1); `X.py COMMAND -h` lists that command's keys, defaults and comments."""
     name = Path(source).name
     usage = f"usage: python {name} {{{'|'.join(commands)}}} [config.py ...] [--key=value ...]  (COMMAND -h lists keys)"
-    if not argv or argv[0] in ("-h", "--help"):
+    if argv and argv[0] in ("-h", "--help"):
         print(usage)
-        sys.exit(0 if argv else 2)
+        sys.exit(0)
+    if not argv:
+        sys.exit(f"{name}: give a command\n{usage}")
     if argv[0] not in commands:
         close = difflib.get_close_matches(argv[0], list(commands), n=1)
         hint = f"; did you mean {close[0]}?" if close else ""
@@ -185,7 +187,7 @@ def configure_command(commands: dict, argv: list[str], source: str) -> tuple[str
 
 
 def help_text(defaults: dict, source: str | None, command: str = "") -> str:
-    comments = _trailing_comments(source) if source else {}
+    comments = _trailing_comments(source, set(defaults)) if source else {}
     width = max((len(k) for k in defaults), default=0)
     head = f"python {Path(source).name if source else 'script.py'}" + (f" {command}" if command else "")
     lines = [f"usage: {head} [config.py ...] [--key=value ...]", ""]
@@ -272,8 +274,16 @@ def _parse(raw: str, default):
     except (ValueError, SyntaxError):
         value = raw
     if isinstance(default, (list, tuple)) and not isinstance(value, (list, tuple)):
-        return [v for v in raw.split(",") if v]  # `--input=a.txt,b.txt` (or one item) for a list key
+        return [_literal(v) for v in raw.split(",") if v]  # `--input=a.txt,b.txt` (or one item) for a list key
     return value
+
+
+def _literal(raw: str):
+    """A list item as written: a Python literal where it parses (`800` -> 800), else the text."""
+    try:
+        return ast.literal_eval(raw)
+    except (ValueError, SyntaxError):
+        return raw
 
 
 def _coerce(key: str, value, default, where: str):
@@ -305,8 +315,9 @@ def _calls_configure(node: ast.stmt) -> bool:
                for n in ast.walk(node))
 
 
-def _trailing_comments(source: str) -> dict:
-    """`name = value  # comment` -> {name: comment} for the script's module-level assignments."""
+def _trailing_comments(source: str, keys: set = frozenset()) -> dict:
+    """`name = value  # comment` -> {name: comment} for the script's module-level assignments. A `dict(...)`
+    whose keywords are exactly `keys` (one command's defaults) gives its own comments first."""
     try:
         text = Path(source).read_text()
     except OSError:
@@ -320,7 +331,9 @@ def _trailing_comments(source: str) -> dict:
         if node.end_lineno in comments:
             out[node.targets[0].id] = comments[node.end_lineno]
         if isinstance(node.value, ast.Call) and getattr(node.value.func, "id", "") == "dict":  # X_DEFAULTS = dict(
-            for kw in node.value.keywords:  # key=value,  # comment   (a sub-command's keys)
-                if kw.arg and kw.value.end_lineno in comments:
-                    out.setdefault(kw.arg, comments[kw.value.end_lineno])
+            own = {kw.arg: comments[kw.value.end_lineno] for kw in node.value.keywords  # key=value,  # comment
+                   if kw.arg and kw.value.end_lineno in comments}  # (a sub-command's keys)
+            if keys and {kw.arg for kw in node.value.keywords} == keys:
+                return out | own  # two commands may share a key name (input) with different meanings
+            out = own | out
     return out

@@ -45,7 +45,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from clean import DigestSet
+from dedup import DigestSet
 from documents import ON_BAD_INPUT, batched, building, expand, has_surrogate, read_documents, replace_folder
 from losses import IGNORE_INDEX
 from tokenizer import Tokenizer, get_tokenizer, normalize, train_tokenizer
@@ -811,7 +811,7 @@ def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     if not argv or argv[0] not in ("prepare", "clean"):
         sys.exit("usage: python data.py prepare [config.py] [--key=value ...]  (-h lists the keys)\n"
-                 "       python data.py clean --input FILE|DIR [...] --out DIR [--key=value]")
+                 "       python data.py clean --input=FILE|DIR[,...] --out=DIR [--key=value ...]")
     if argv[0] == "clean":
         import clean  # corpus cleaning lives in clean.py (issue 9)
         clean.main(argv[1:])

@@ -2,7 +2,7 @@
 Mutation testing of the critical functions with mutmut 3 (not in CI: minutes to hours per module on a CPU).
 
     python bench/mutate.py losses optim norms          # the three numerical cores, one after another
-    python bench/mutate.py nerdata --max_children=2    # more workers on a quiet machine
+    python bench/mutate.py nertags --max_children=2    # more workers on a quiet machine
     python bench/mutate.py sampling --time_box_s=720   # stop after 12 min; the rest is reported "not checked"
     python bench/mutate.py --list                      # the targets, their functions and tests
 
@@ -40,21 +40,22 @@ TARGETS = {
     'sampling': ('model.py', ['model.xǁGPTǁgenerate*'], ['tests/test_sampling_dist.py', 'tests/test_model.py',
                                                          'tests/test_mutation_kills.py']),
     # NER entity extraction and scores (tags -> entities, scheme conversion, seqeval-equal metrics)
-    'nerdata': ('nerdata.py', ['nerdata.x_split_tag*', 'nerdata.x_to_bio*', 'nerdata.x_bio_to_bilou*',
-                               'nerdata.x_convert*', 'nerdata.x_entities*', 'nerdata.x__prefix_type*',
-                               'nerdata.x_strict_entities*', 'nerdata.x_lenient_entities*', 'nerdata.x__prf*',
-                               'nerdata.x__scores*', 'nerdata.x_entity_scores*', 'nerdata.x__plain*',
-                               'nerdata.x_token_scores*'],
+    'nertags': ('nertags.py', ['nertags.x_split_tag*', 'nertags.x_to_bio*', 'nertags.x_bio_to_bilou*',
+                               'nertags.x_convert*', 'nertags.x_entities*', 'nertags.x__prefix_type*',
+                               'nertags.x_strict_entities*', 'nertags.x_lenient_entities*', 'nertags.x__prf*',
+                               'nertags.x__scores*', 'nertags.x_entity_scores*', 'nertags.x__plain*',
+                               'nertags.x_token_scores*'],
                 ['tests/test_ner.py', 'tests/test_ner_inference.py', 'tests/test_mutation_kills.py']),
     # NER tagging: words -> chunks -> per-word probabilities -> tags -> character spans
-    'ner': ('ner.py', ['ner.x_encode*', 'ner.x__collate*', 'ner.x_word_probs*', 'ner.xǁTaggerǁtag*',
-                       'ner.x_predict__*'],
-            ['tests/test_ner_inference.py', 'tests/test_ner.py', 'tests/test_mutation_kills.py']),
-    'agreement': ('annotate.py', ['annotate.x__labels_at*', 'annotate.x_aligned_units*', 'annotate.x_cohen_kappa*',
-                                  'annotate.x_fleiss_kappa*', 'annotate.x__span_counts*', 'annotate.x__f1s*',
-                                  'annotate.x__mean*', 'annotate.x__scores*', 'annotate.x_agreement*'],
+    'nertagger': ('nertagger.py', ['nertagger.x_encode*', 'nertagger.x_collate*', 'nertagger.x_word_probs*',
+                                   'nertagger.xǁTaggerǁtag*', 'nertagger.x_predict__*'],
+                  ['tests/test_ner_inference.py', 'tests/test_ner.py', 'tests/test_mutation_kills.py']),
+    'agreement': ('agreement.py', ['agreement.x__labels_at*', 'agreement.x_aligned_units*',
+                                   'agreement.x_cohen_kappa*', 'agreement.x_fleiss_kappa*',
+                                   'agreement.x__span_counts*', 'agreement.x__f1s*', 'agreement.x__mean*',
+                                   'agreement.x__scores*', 'agreement.x_agreement__*'],
                   ['tests/test_agreement_multi.py', 'tests/test_annotate.py', 'tests/test_mutation_kills.py']),
-    'tokenizer': ('tokenizer.py', ['tokenizer.x__word_initial*', 'tokenizer.x_evaluation_metrics*'],
+    'tokenizer': ('tokeval.py', ['tokeval.x__word_initial*', 'tokeval.x_evaluation_metrics*'],
                   ['tests/test_tokenizer.py', 'tests/test_mutation_kills.py']),
     # the data loaders' order and resume state
     'loaders': ('data.py', ['data.x_epoch_permutation*', 'data.xǁ_Streamǁ*', 'data.x__windows*',

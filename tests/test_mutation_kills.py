@@ -577,3 +577,88 @@ def test_evaluation_metrics_zero_denominators_and_empty_input():
     with pytest.raises(ValueError, match=r"^no tokens to evaluate: every document is empty after removing ASCII "
                                          r"punctuation$"):
         evaluation_metrics(_PiecesTokenizer(vocab, {"": []}), ["...", "!"])
+
+
+# -----------------------------------------------------------------------------------------------------------
+# the data loaders' order and resume state (data.py)
+
+def test_sequential_loader_bounds_defaults_and_resume_into_a_new_epoch():
+    """One window is enough (len = block_size + 1); a length of 2 x block_size still gives one window (its
+    target needs one more token); ranks must be in [0, world_size); exactly world_size x batch_size windows
+    suffice; the defaults (seed 1337, one rank) read epoch_permutation(n, 1337, epoch); a loader resumed at an
+    epoch boundary continues with the next epoch's order; a block_size mismatch is named."""
+    import numpy as np
+    import torch
+
+    from data import SequentialLoader, epoch_permutation
+
+    x, y = SequentialLoader(np.arange(9), 1, 8).next_batch()
+    assert torch.equal(x[0], torch.arange(8)) and torch.equal(y[0], torch.arange(1, 9))
+    one = SequentialLoader(np.arange(16), 1, 8)
+    assert all(torch.equal(one.next_batch()[0][0], torch.arange(8)) for _ in range(3))
+    with pytest.raises(ValueError, match=r"rank 2 is not in \[0, world_size=2\)"):
+        SequentialLoader(np.arange(33), 2, 8, rank=2, world_size=2)
+    SequentialLoader(np.arange(33), 2, 8, rank=1, world_size=2).next_batch()  # 4 windows = 2 ranks x 2
+    data = np.arange(8 * 8 + 1)  # 8 windows
+    loader = SequentialLoader(data, 2, 8)
+    starts = [loader.next_batch()[0][:, 0] // 8 for _ in range(8)]  # two epochs of 4 batches
+    for epoch in (0, 1):
+        assert torch.cat(starts[4 * epoch:4 * epoch + 4]).tolist() == epoch_permutation(8, 1337, epoch).tolist()
+    first = SequentialLoader(data, 2, 8, seed=5)
+    for _ in range(4):  # a whole epoch
+        first.next_batch()
+    resumed = SequentialLoader(data, 2, 8, seed=5)
+    resumed.load_state_dict(first.state_dict())
+    assert torch.equal(resumed.next_batch()[0], first.next_batch()[0])
+    with pytest.raises(ValueError, match=r"loader state has block_size=4, this loader 8: resume with the "
+                                         r"checkpoint's block_size"):
+        SequentialLoader(data, 2, 8).load_state_dict(SequentialLoader(data, 2, 4).state_dict())
+
+
+def test_chat_loader_truncation_report_defaults_sep_and_real_tokens(tiny_dataset):
+    """Conversations longer than block_size + 1 are truncated and counted, those left without an assistant
+    token dropped and counted (the warning points at the caller), the others all kept, also one left with a
+    single trained token; sep reaches format_chat; the defaults read as rank 0 of 1 with seed 1337;
+    last_real_tokens counts x's tokens without padding; too few conversations are named in the error."""
+    import warnings
+
+    import torch
+
+    from data import ChatLoader, dataset_tokenizer, format_chat
+
+    tok = dataset_tokenizer(tiny_dataset)
+    long = " ".join(["sweet love and gentle night"] * 30)
+    convs = [[dict(role="user", content=f"What is {k}?"), dict(role="assistant", content=f"It is {k}.")]
+             for k in range(6)]
+    for k in (2, 4):  # dropped
+        convs.insert(k, [dict(role="user", content=f"{k} {long}"), dict(role="assistant", content="Yes.")])
+    convs.append([dict(role="user", content="Tell"), dict(role="assistant", content=long)])  # truncated, kept
+    with warnings.catch_warnings(record=True) as rec:
+        warnings.simplefilter("always")
+        loader = ChatLoader(convs, tok, batch_size=2, block_size=24)
+    assert [str(w.message) for w in rec] == [
+        "3 of 9 conversations are longer than block_size + 1 = 25 tokens and were truncated (2 of them dropped: "
+        "no assistant token left); raise block_size to keep them whole"]
+    assert rec[0].filename == __file__
+    kept = [c for k, c in enumerate(convs) if k not in (2, 4)]
+    assert [ids for ids, _ in loader.examples] == [format_chat(c, tok)[0][:25] for c in kept]
+    n = len(format_chat(convs[0], tok)[0])
+    with pytest.warns(UserWarning, match=r"^1 of 1 conversations .* \(0 of them dropped"):  # one token too long
+        assert len(ChatLoader(convs[:1], tok, batch_size=1, block_size=n - 2).examples) == 1
+    ids, mask = format_chat(convs[0], tok)
+    first_trained = mask.index(1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        single = ChatLoader([convs[0]] * 2, tok, batch_size=1, block_size=first_trained)
+    assert len(single.examples) == 2 and sum(single.examples[0][1][1:]) == 1
+    newline = ChatLoader(convs[:2], tok, batch_size=1, block_size=64, sep="\n")
+    assert newline.examples[0][0] == format_chat(convs[0], tok, sep="\n")[0] != format_chat(convs[0], tok)[0]
+    short = kept[:6]
+    a = ChatLoader(short, tok, batch_size=1, block_size=64)
+    b = ChatLoader(short, tok, batch_size=1, block_size=64, rank=0, world_size=1, seed=1337)
+    for _ in range(12):  # two epochs
+        xa, _ = a.next_batch()
+        assert torch.equal(xa, b.next_batch()[0])
+        assert a.last_real_tokens == xa.numel()  # batch of one: no padding
+    with pytest.raises(ValueError, match=r"^chat conversations: 1 items but world_size x batch_size"):
+        ChatLoader(convs[:1], tok, batch_size=2, block_size=64)

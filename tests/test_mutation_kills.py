@@ -662,3 +662,39 @@ def test_chat_loader_truncation_report_defaults_sep_and_real_tokens(tiny_dataset
         assert a.last_real_tokens == xa.numel()  # batch of one: no padding
     with pytest.raises(ValueError, match=r"^chat conversations: 1 items but world_size x batch_size"):
         ChatLoader(convs[:1], tok, batch_size=2, block_size=64)
+
+
+def test_split_tag_and_to_bio_edges():
+    """A scheme prefix without a type is an error, with the message; plain IO labels (also 'X', 'X-ray') are
+    labels; IOB1's first I- starts an entity whatever the last tag; IOBES' S- becomes B-."""
+    from nertags import split_tag, to_bio
+
+    for bad in ("B-", "B", "I"):
+        with pytest.raises(ValueError, match=rf"^tag '{bad}' has a scheme prefix but no entity type; write e.g. "
+                                             r"'B-PER'$"):
+            split_tag(bad)
+    assert [split_tag(t) for t in ("X", "X-ray", "B-PER", "O")] == [("", "X"), ("", "X-ray"), ("B", "PER"),
+                                                                    ("O", None)]
+    assert to_bio(["I-PER", "O", "I-PER"], "iob1") == ["B-PER", "O", "B-PER"]
+    assert to_bio(["S-PER", "B-LOC", "E-LOC", "O"], "iobes") == ["B-PER", "B-LOC", "I-LOC", "O"]
+
+
+def test_strict_entities_and_entity_scores_edges():
+    """Strict entities: a U- tag is a one-word entity (end = start + 1); types keep their letters ('TAX') and a
+    bare prefix has type '_' (as seqeval); a prefix outside the scheme is an error naming tag, scheme and
+    prefixes. entity_scores: scheme 'bio' by default, no entity at all gives a zero macro with support 0, and
+    sequences of different lengths are refused."""
+    from nertags import entity_scores, strict_entities
+
+    assert strict_entities(["U-PER", "O", "B-TAX", "L-TAX"], "bilou") == [("PER", 0, 1), ("TAX", 2, 4)]
+    assert strict_entities(["B", "I", "O"], "bio") == [("_", 0, 2)]
+    for seq, scheme, msg in ((["X-PER"], "bio", r"tag 'X-PER' is not in the BIO scheme \(prefixes B/I/O\)"),
+                             (["X-PER"], "bilou", r"tag 'X-PER' is not in the BILOU scheme \(prefixes B/I/L/O/U\)")):
+        with pytest.raises(ValueError, match=rf"^{msg}$"):
+            strict_entities(seq, scheme)
+    g, p = [["B-PER", "I-PER", "O"]], [["B-PER", "O", "O"]]
+    assert entity_scores(g, p, "strict") == entity_scores(g, p, "strict", scheme="bio")
+    none = entity_scores([["O"]], [["O"]], "strict")
+    assert none["macro"] == dict(precision=0.0, recall=0.0, f1=0.0, support=0)
+    with pytest.raises(ValueError, match="^gold and predicted tag sequences differ in length$"):
+        entity_scores([["O", "O"]], [["O"]], "strict")

@@ -133,12 +133,14 @@ def undecorate_no_grad(code: str) -> str:
 
 # one process re-checks many mutants: mutmut's trampolines read MUTANT_UNDER_TEST at every call
 _RECHECK_WORKER = """
-import os, sys, pytest
+import contextlib, os, sys, pytest
+out = sys.stdout
 for line in sys.stdin:
     name, *tests = line.split('\\t')
     os.environ['MUTANT_UNDER_TEST'] = name
-    code = pytest.main(['-x', '-q', '-p', 'no:cacheprovider', '-o', 'addopts=', *[t.strip() for t in tests]])
-    print('RECHECK', name, int(code), flush=True)
+    with open(os.devnull, 'w') as null, contextlib.redirect_stdout(null):  # a hang after '...' (no newline)
+        code = pytest.main(['-x', '-q', '-p', 'no:cacheprovider', '-o', 'addopts=', *[t.strip() for t in tests]])
+    print('RECHECK', name, int(code), file=out, flush=True)  # would block the parent's readline() forever
 """
 
 
@@ -231,12 +233,12 @@ def main(argv: list[str]) -> None:
     env = dict(os.environ, OMP_NUM_THREADS='1', MKL_NUM_THREADS='1')
     for target in args.targets:
         repo = Path(args.work) / target / 'repo'
+        if args.only:  # the summary then counts these functions only
+            TARGETS[target] = (TARGETS[target][0], args.only.split(','), TARGETS[target][2])
         if args.summary_only:
             print(json.dumps(summarize(target, repo, args.recheck_s)))
             continue
         repo = prepare(target, Path(args.work))
-        if args.only:  # the summary then counts these functions only
-            TARGETS[target] = (TARGETS[target][0], args.only.split(','), TARGETS[target][2])
         cmd = ['mutmut', 'run', f'--max-children={args.max_children}', *TARGETS[target][1]]
         print(f"== {target}: {' '.join(cmd)} (in {repo})", flush=True)
         with open(repo.parent / 'mutmut.log', 'w') as log:

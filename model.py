@@ -319,15 +319,23 @@ class GPT(nn.Module):
                 n -= self.transformer.wte.weight.numel()
         return n
 
-    def forward(self, idx: torch.Tensor, kv_cache: KVCache | None = None, *, targets: torch.Tensor | None = None,
-                z_loss: float = 0.0, mu_loss: float = 0.0):
+    def forward(self, idx: torch.Tensor, *args, kv_cache: KVCache | None = None,
+                targets: torch.Tensor | None = None, z_loss: float = 0.0, mu_loss: float = 0.0):
         """idx (B, T) token ids -> logits (B, T, V) (soft-capped when config.logit_softcap is set).
 
         With targets (B, T) (IGNORE_INDEX = skip): the training loss instead, (total, terms) of
         losses.compute_loss with these z_loss/mu_loss weights (mu-loss on output_embedding()). Computed in
         this forward so that torch.compile compiles the loss with the model: under bf16 the (B*T, V) logits
         are then not upcast and walked eagerly, several times, outside the graph.
+
+        Every argument after idx is keyword-only. nanoGPT's `logits, loss = model(idx, targets)` raises a
+        TypeError saying how to write it here, rather than returning another shape than nanoGPT's.
         """
+        if args:
+            raise TypeError(
+                f"GPT.forward takes one positional argument, idx (B, T), got {1 + len(args)}: nanoGPT's "
+                "`logits, loss = model(idx, targets)` is written `loss, terms = model(idx, targets=targets)` "
+                "here (the mean loss and its terms; logits = model(idx)); a KV cache is passed as kv_cache=")
         logits = self._logits(self.hidden_states(idx, kv_cache))
         if targets is None:
             return logits

@@ -182,8 +182,22 @@ def test_kv_cache_chunked_prefill_equals_full_forward():
     m = tiny(**VARIANTS["mqa_rope_dyt"])
     idx = torch.randint(0, 61, (2, 14))
     kv = KVCache(m.config.n_layer, m.config.block_size)
-    chunks = [m(idx[:, a:b], kv) for a, b in ((0, 5), (5, 6), (6, 14))]
+    chunks = [m(idx[:, a:b], kv_cache=kv) for a, b in ((0, 5), (5, 6), (6, 14))]
     torch.testing.assert_close(torch.cat(chunks, dim=1), m(idx), atol=1e-5, rtol=1e-5)
+
+
+def test_nanogpt_positional_targets_fail_with_how_to_get_the_loss():
+    """nanoGPT's model(idx, targets) (second positional argument) stops with a TypeError that names the
+    keyword form; the keyword form returns the loss, and the logits come from model(idx)."""
+    from losses import compute_loss
+
+    m = tiny()
+    idx, y = torch.randint(0, 61, (2, 8)), torch.randint(0, 61, (2, 8))
+    with pytest.raises(TypeError, match=r"loss, terms = model\(idx, targets=targets\)"):
+        m(idx, y)
+    loss, terms = m(idx, targets=y)
+    torch.testing.assert_close(loss, compute_loss(m(idx), y, None)[0])
+    assert m(idx).shape == (2, 8, m.config.vocab_size)
 
 
 def test_sampling_is_seeded_and_stops():

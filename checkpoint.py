@@ -355,8 +355,9 @@ def convert(out_dir: str | Path, to: str | Path | None = None, hf: str | Path | 
     """A sharded run folder's newest checkpoint as (to) a run folder with the single-file checkpoint
     (model and optimizer full state dicts: it resumes in one process or on any world size, and every reader
     loads it) plus config.json, metrics.jsonl and summary.json; and/or (hf) a Hugging Face folder
-    (GPT.save_hf). One process. Returns the paths written."""
+    (hf.save_gpt2). One process. Returns the paths written."""
     import optim
+    from hf import save_gpt2
     out_dir = Path(out_dir)
     ckpt = load_checkpoint(out_dir)
     written = []
@@ -387,7 +388,7 @@ def convert(out_dir: str | Path, to: str | Path | None = None, hf: str | Path | 
         if model is None:
             model = model_from_checkpoint(ckpt)
         try:
-            model.save_hf(hf)
+            save_gpt2(model, hf)
         except ValueError as e:
             raise CheckpointError(str(e)) from None
         written.append(Path(hf))

@@ -18,7 +18,7 @@ import torch
 
 from checkpoint import load_run
 from configurator import ConfigError, configure, run_cli
-from model import GPT
+from hf import load_gpt2
 from tokenizer import get_tokenizer
 
 # -----------------------------------------------------------------------------
@@ -62,7 +62,7 @@ def main() -> None:
     _validate()
     torch.manual_seed(seed)
     if hf_dir:
-        model, tok = GPT.from_hf(hf_dir), get_tokenizer(tokenizer)
+        model, tok = load_gpt2(hf_dir), get_tokenizer(tokenizer)
     else:  # the run's model and its own tokenizer (checked: another --tokenizer would decode other text)
         model, tok = load_run(out_dir, device, tokenizer)[:2]
     model.eval().to(device)

@@ -48,8 +48,10 @@ import losses
 import optim
 from checkpoint import CKPT, CheckpointError
 from configurator import configure
+from hf import load_gpt2
 from losses import IGNORE_INDEX
-from model import GPT, GPTConfig, peak_flops
+from mfu import peak_flops
+from model import GPT, GPTConfig
 from model import PRESETS as _PRESETS  # (a dict: imported privately so it is no config key)
 
 # -----------------------------------------------------------------------------
@@ -441,7 +443,7 @@ if pre_ckpt is not None:
     model_args['dropout'] = dropout  # resume: the run's own (inherited); finetune: this config's
 elif init_from.startswith('gpt2-hf:'):
     try:
-        hf_model = GPT.from_hf(init_from.split(':', 1)[1], dropout=dropout)
+        hf_model = load_gpt2(init_from.split(':', 1)[1], dropout=dropout)
     except (ValueError, OSError) as e:
         _fail(f"init_from={init_from!r}: {e}")
     model_args = dataclasses.asdict(hf_model.config)  # weights are copied below

@@ -289,8 +289,8 @@ def data_root(tmp_path_factory, shared_dir) -> Path:
 def test_mfu_at_most_one_and_peak_logged(tmp_path, data_root, monkeypatch):
     """Issue 12 item 11 in train.py: a peak measured too low (here: 1 FLOP/s, as if the cores were busy) cannot
     make MFU exceed 100%; config.json names the device and the peak used."""
-    import model
-    monkeypatch.setitem(model._PEAKS, ("cpu", torch.float32), (1.0, "cpu: measured (test)"))
+    import mfu
+    monkeypatch.setitem(mfu._PEAKS, ("cpu", torch.float32), (1.0, "cpu: measured (test)"))
     with pytest.warns(UserWarning, match="raised to the achieved rate"):
         recs = run_train(tmp_path / "run", data_root, max_iters=3, eval_interval=10)
     mfus = [r["mfu"] for r in recs if "mfu" in r]

@@ -5,8 +5,10 @@ import math
 import pytest
 import torch
 
-import model as model_module
-from model import GPT, PRESETS, GPTConfig, apply_rope, device_peak_flops, rope_cache
+import mfu
+from hf import load_gpt2, save_gpt2
+from mfu import device_peak_flops
+from model import GPT, PRESETS, GPTConfig, apply_rope, rope_cache
 
 TINY = dict(vocab_size=61, block_size=16, n_layer=2, n_head=4, n_embd=32)
 VARIANTS = {
@@ -261,7 +263,7 @@ def test_num_params_and_flops():
     peak = device_peak_flops("cpu")
     assert peak > 1e8 and device_peak_flops("cpu") == peak  # measured once, cached
     assert tied.estimate_mfu(1000.0, "cpu") == pytest.approx(tied.flops_per_token() * 1000.0 / peak)
-    assert set(model_module.PEAK_FLOPS) >= {"A100", "H100", "H200", "B200"}
+    assert set(mfu.PEAK_FLOPS) >= {"A100", "H100", "H200", "B200"}
 
 
 def test_meta_init_keeps_embeddings_tied():
@@ -323,7 +325,7 @@ def test_compiled_loss_equals_eager():
     ("NVIDIA GeForce RTX 4090", None)])
 def test_gpu_peak_flops_per_device_name(name, tflops):
     """Dense bf16 peaks (datasheet sparse figures / 2); PCIe and NVL parts are not taken for SXM ones."""
-    peak = model_module.gpu_peak_flops(name)
+    peak = mfu.gpu_peak_flops(name)
     assert (peak is None) if tflops is None else peak == pytest.approx(tflops * 1e12)
 
 
@@ -331,11 +333,11 @@ def test_mfu_never_exceeds_one(monkeypatch):
     """Issue 12 item 11: a CPU peak timed while other jobs ran is too low; MFU is capped by raising the peak
     to the achieved rate (with a warning), and the source says so."""
     m = tiny()
-    monkeypatch.setitem(model_module._PEAKS, ("cpu", torch.float32), (1e6, "cpu: test peak"))
+    monkeypatch.setitem(mfu._PEAKS, ("cpu", torch.float32), (1e6, "cpu: test peak"))
     with pytest.warns(UserWarning, match="raised"):
         assert m.estimate_mfu(1e6, "cpu") == 1.0
     achieved = m.flops_per_token() * 1e6
-    assert model_module.peak_flops("cpu") == (achieved, "cpu: test peak; raised to the achieved rate")
+    assert mfu.peak_flops("cpu") == (achieved, "cpu: test peak; raised to the achieved rate")
     assert m.estimate_mfu(5e5, "cpu") == pytest.approx(0.5)  # the raised peak stays
     # training windows shorter than the context: attention FLOPs use the window length
     assert m.flops_per_token(seq_len=8) == 6 * m.num_params() + 12 * 2 * 8 * 32
@@ -381,7 +383,7 @@ def test_from_hf_matches_transformers(tmp_path, act, tie):
     with torch.no_grad():
         ref = hf(idx).logits
     for folder in ("safetensors", "bin"):
-        ours = GPT.from_hf(tmp_path / folder).eval()
+        ours = load_gpt2(tmp_path / folder).eval()
         assert ours.config.mlp == ("gelu_tanh" if act == "gelu_new" else "gelu")
         assert ours.config.tie_embeddings == tie
         with torch.no_grad():
@@ -393,22 +395,22 @@ def test_save_hf_loads_in_transformers(tmp_path, kw):
     transformers = pytest.importorskip("transformers")
     m = tiny(**(dict(mlp="gelu_tanh") | kw))
     _randomise(m)
-    m.save_hf(tmp_path)
+    save_gpt2(m, tmp_path)
     hf = transformers.GPT2LMHeadModel.from_pretrained(tmp_path).eval()
     idx = torch.randint(0, 61, (2, 16))
     with torch.no_grad():
         assert (hf(idx).logits - m(idx)).abs().max().item() <= 1e-4
     assert (hf.lm_head.weight is hf.transformer.wte.weight) == m.config.tie_embeddings
-    back = GPT.from_hf(tmp_path).eval()  # and back again
+    back = load_gpt2(tmp_path).eval()  # and back again
     torch.testing.assert_close(back(idx), m(idx))
 
 
 def test_hf_bad_input(tmp_path):
     with pytest.raises(ValueError, match=r"norm='rmsnorm'.*pos='rope'.*mlp='swiglu'"):
-        tiny(norm="rmsnorm", pos="rope", mlp="swiglu").save_hf(tmp_path / "x")
+        save_gpt2(tiny(norm="rmsnorm", pos="rope", mlp="swiglu"), tmp_path / "x")
     with pytest.raises(FileNotFoundError, match="config.json"):
-        GPT.from_hf(tmp_path / "missing")
-    tiny().save_hf(tmp_path / "ok")
+        load_gpt2(tmp_path / "missing")
+    save_gpt2(tiny(), tmp_path / "ok")
     (tmp_path / "ok" / "model.safetensors").unlink()
     with pytest.raises(FileNotFoundError, match="model.safetensors or pytorch_model.bin"):
-        GPT.from_hf(tmp_path / "ok")
+        load_gpt2(tmp_path / "ok")

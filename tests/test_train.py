@@ -350,10 +350,11 @@ def test_chat_finetune_resumes_bitwise(tmp_path, chat_setup):
 
 @pytest.mark.slow
 def test_gpt2_hf_run_resumes_bitwise(tmp_path, data_root):
+    from hf import save_gpt2
     from model import GPT, GPTConfig
     torch.manual_seed(0)
-    GPT(GPTConfig(vocab_size=256, block_size=32, n_layer=2, n_head=2, n_embd=32, bias=True,
-                  mlp='gelu_tanh')).save_hf(tmp_path / 'hf')
+    save_gpt2(GPT(GPTConfig(vocab_size=256, block_size=32, n_layer=2, n_head=2, n_embd=32, bias=True,
+                            mlp='gelu_tanh')), tmp_path / 'hf')
     flags = dict(init_from=f"gpt2-hf:{tmp_path / 'hf'}", dropout=0.1)
     full = _losses(run_train(tmp_path / 'full', data_root, **flags))
     run_train(tmp_path / 'cut', data_root, **flags, max_iters=4)

@@ -73,9 +73,9 @@ def main() -> None:
     text = Path(start[5:]).read_text(encoding='utf-8') if start.startswith('FILE:') else start
     stop_tokens = None
     if chat:  # GPT-SW3 instruct format (tokenizer_gptsw3.md §9), built by data.py as for the training data
-        import data
+        from chat import format_chat
 
-        ids, _ = data.format_chat([{'role': 'user', 'content': text}], tok, add_generation_prompt=True)
+        ids, _ = format_chat([{'role': 'user', 'content': text}], tok, add_generation_prompt=True)
         stop_tokens = [t for t in (tok.bos, tok.eot) if t is not None]
     else:
         ids = tok.encode(text)

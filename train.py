@@ -46,9 +46,11 @@ import checkpoint
 import data
 import losses
 import optim
+from chat import ChatLoader, load_chat_jsonl
 from checkpoint import CKPT, CheckpointError
 from configurator import configure
 from hf import load_gpt2
+from loader import SequentialLoader, get_batch
 from losses import IGNORE_INDEX
 from mfu import peak_flops
 from model import GPT, GPTConfig
@@ -476,12 +478,12 @@ try:
         val_langs[split[4:]] = (data.load_tokens(data_dir, split), per_byte)
     # the loaders check that every rank gets a batch; a resumed loader continues where it stopped
     if chat:  # chat batches, loss only on assistant tokens (other targets IGNORE_INDEX)
-        chats = data.load_chat_jsonl(finetune_data)
-        val_chats = data.load_chat_jsonl(finetune_val_data) if finetune_val_data else chats
-        loader = data.ChatLoader(chats, tok, batch_size, block_size, rank=rank, world_size=world_size,
+        chats = load_chat_jsonl(finetune_data)
+        val_chats = load_chat_jsonl(finetune_val_data) if finetune_val_data else chats
+        loader = ChatLoader(chats, tok, batch_size, block_size, rank=rank, world_size=world_size,
                                  seed=seed, device=device)
     else:
-        loader = data.SequentialLoader(train_data, batch_size, block_size, rank=rank, world_size=world_size,
+        loader = SequentialLoader(train_data, batch_size, block_size, rank=rank, world_size=world_size,
                                        seed=seed, device=device)
     if init_from == 'resume':
         loader.load_state_dict(pre_ckpt['loader'])
@@ -605,12 +607,12 @@ def fixed_batches(split_data) -> callable:
     """Random windows of split_data, the same ones at every eval (own seeded generator: the training RNG is
     untouched), identical on every rank."""
     gen = torch.Generator().manual_seed(seed + 7)
-    return lambda: data.get_batch(split_data, batch_size, block_size, gen, device)
+    return lambda: get_batch(split_data, batch_size, block_size, gen, device)
 
 
 def chat_batches(conversations: list) -> callable:
     """Chat batches in a fixed order (own loader and seed), the same at every eval."""
-    return data.ChatLoader(conversations, tok, batch_size, block_size, seed=seed + 7, device=device).next_batch
+    return ChatLoader(conversations, tok, batch_size, block_size, seed=seed + 7, device=device).next_batch
 
 
 @torch.no_grad()

@@ -45,8 +45,8 @@ TARGETS = {
                   ['tests/test_annotate.py', 'tests/test_agreement_multi.py']),
     'tokenizer': ('tokenizer.py', ['tokenizer.x_evaluate*', 'tokenizer.x_fertility*', 'tokenizer.x_*metric*'],
                   ['tests/test_tokenizer.py']),
-    'loaders': ('data.py', ['data.xǁ_Streamǁ*', 'data.xǁSequentialLoaderǁ*', 'data.xǁChatLoaderǁ*'],
-                ['tests/test_data.py']),
+    'loaders': ('loader.py', ['loader.xǁStreamǁ*', 'loader.xǁSequentialLoaderǁ*'], ['tests/test_data.py']),
+    'chat': ('chat.py', ['chat.xǁChatLoaderǁ*'], ['tests/test_data.py']),
 }
 STATUS = {1: 'killed', 3: 'killed', 0: 'survived', 5: 'no tests', 33: 'no tests', 34: 'skipped',
           35: 'suspicious', 36: 'timeout', 24: 'timeout', -24: 'timeout', 152: 'timeout', 255: 'timeout',

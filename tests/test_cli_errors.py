@@ -67,7 +67,9 @@ CASES = [
     ('data-unknown-key', 'data.py prepare --vocab_sise=5', 'vocab_size'),
     ('data-input-missing', 'data.py prepare --dataset=mine --data_root={t}/data --input={t}/nope.txt', 'nope.txt'),
     ('data-syntax', 'data.py prepare {t}/syntax.py', 'syntax.py:2'),
-    ('data-clean-input-missing', 'data.py clean --input {t}/nope.txt --out {t}/c1', 'nope.txt'),
+    ('data-clean-moved', 'data.py clean --input={t}/nope.txt --out={t}/c1', 'clean.py'),
+    ('data-bad-command', 'data.py prepar', 'prepare'),
+    ('data-bad-type', 'data.py prepare --val_fraction=abc', 'val_fraction'),
     # clean.py
     ('clean-input-missing', 'clean.py --input {t}/nope.txt --out {t}/c2', 'nope.txt'),
     ('clean-type', 'clean.py --input {t}/text.txt --out {t}/c3 --min_chars=abc', 'min_chars'),

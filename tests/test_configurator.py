@@ -183,7 +183,7 @@ def test_sub_commands_list_their_keys_with_comments(tmp_path):
     h = run("fit", "-h")
     assert h.returncode == 0 and "--lr" in h.stdout and "# the step size" in h.stdout
     assert "python tool.py fit" in h.stdout
-    assert run().returncode == 2 and "{fit|show}" in run().stdout
+    assert run().returncode == 2 and "{fit|show}" in run().stderr and "{fit|show}" in run("-h").stdout
     bad = run("fitt")
     assert bad.returncode == 1 and "did you mean fit" in bad.stderr and "Traceback" not in bad.stderr
     assert "unknown config key 'lrr'" in run("fit", "--lrr=1").stderr

@@ -25,8 +25,8 @@ import numpy as np  # noqa: E402
 from test_train import TINY, _losses, _metrics, _write_bytes_dataset, run_train  # noqa: E402
 
 import checkpoint  # noqa: E402
-import data  # noqa: E402
 import optim  # noqa: E402
+from loader import SequentialLoader, get_batch  # noqa: E402
 from model import GPT, PRESETS, GPTConfig  # noqa: E402
 
 SEED = 1234
@@ -302,9 +302,9 @@ def test_mfu_at_most_one_and_peak_logged(tmp_path, data_root, monkeypatch):
 def test_batches_are_contiguous_for_pinned_copies():
     """F12: pin_memory() of a view copies into pinned memory it then cannot reuse; batches come contiguous."""
     tokens = np.arange(10_000, dtype=np.uint16)
-    x, y = data.get_batch(tokens, 4, 16, torch.Generator().manual_seed(0))
+    x, y = get_batch(tokens, 4, 16, torch.Generator().manual_seed(0))
     assert x.is_contiguous() and y.is_contiguous() and torch.equal(x[:, 1:], y[:, :-1])
-    x, y = data.SequentialLoader(tokens, 4, 16).next_batch()
+    x, y = SequentialLoader(tokens, 4, 16).next_batch()
     assert x.is_contiguous() and y.is_contiguous()
 
 

@@ -21,6 +21,8 @@ import torch
 import configurator
 import data
 import losses
+from chat import ChatLoader, load_chat_jsonl
+from loader import get_batch
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = dict(n_layer=2, n_head=2, n_embd=32, block_size=32, batch_size=4, eval_iters=2, max_iters=8,
@@ -249,7 +251,7 @@ def test_init_from_hf_gpt2_folder(tmp_path, data_root):
     gen, val = torch.Generator().manual_seed(1337 + 7), data.load_tokens(data_root / 'en', 'val')
     with torch.no_grad():  # the step-0 eval = HF's own loss on the same fixed validation windows
         ref = np.mean([losses.cross_entropy(hf(x).logits, y).item()
-                       for x, y in (data.get_batch(val, 4, 32, gen) for _ in range(2))])
+                       for x, y in (get_batch(val, 4, 32, gen) for _ in range(2))])
     assert recs[0]['val_loss'] == pytest.approx(ref, abs=1e-4)
     assert json.loads((tmp_path / 'run' / 'config.json').read_text())['model_args']['mlp'] == 'gelu_tanh'
 
@@ -328,9 +330,9 @@ def test_chat_loss_is_the_mean_over_the_global_batch_tokens(tmp_path, chat_setup
                                                                                                 rel=1e-5)
     tokens_a = [r['tokens'] for r in a if 'loss' in r]
     assert tokens_a == [r['tokens'] for r in b if 'loss' in r]
-    chats = data.load_chat_jsonl(chat_setup['chat'])
+    chats = load_chat_jsonl(chat_setup['chat'])
     tok = data.dataset_tokenizer(chat_setup['data_root'] / chat_setup['dataset'])
-    loader = data.ChatLoader(chats, tok, 2, 64)
+    loader = ChatLoader(chats, tok, 2, 64)
     real, padded = [], []
     for _ in range(3):
         x, _y = loader.next_batch()

@@ -30,10 +30,12 @@ writes the single-file checkpoint (a run folder that resumes anywhere) and/or a 
 Errors a user can fix raise CheckpointError with one message naming the file and the fix.
 """
 import json
+import math
 import os
 import random
 import re
 import shutil
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -85,6 +87,20 @@ def write_json(path: str | Path, obj: dict) -> None:
         tmp.unlink(missing_ok=True)
         raise CheckpointError(f"cannot write {path}: {e.strerror or e}: free disk space or use a writable "
                               f"--out_dir") from None
+
+
+def json_safe(rec: dict) -> dict:
+    """A record JSON can hold: non-finite floats become null."""
+    return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in rec.items()}
+
+
+def git_commit() -> str:
+    """The commit of the code a run used (config.json records it), 'unknown' outside a git checkout."""
+    try:
+        return subprocess.run(['git', 'rev-parse', 'HEAD'], cwd=Path(__file__).parent, capture_output=True,
+                              text=True, timeout=10).stdout.strip() or 'unknown'
+    except OSError:
+        return 'unknown'
 
 
 # -----------------------------------------------------------------------------
@@ -151,6 +167,57 @@ def set_rng_state(s: dict) -> None:
     random.setstate(tuple(tuple(x) if isinstance(x, list) else x for x in s['python']))
     if s['cuda'] and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(s['cuda'])
+
+
+def gather_state(model: torch.nn.Module, opt: torch.optim.Optimizer, checkpoint_format: str, distributed: bool,
+                 world_size: int, rank: int) -> tuple[dict | None, dict | None, list, list[str]]:
+    """What a checkpoint holds of a (DDP/FSDP2) model besides the counters: (model state dict, optimizer state dict,
+    every rank's rng_state(), the names of non-finite weights: a checkpoint of them must not be written).
+    Format 'full': under DDP/FSDP2 (any world size, 1 too) the full state dicts are gathered to rank 0's CPU (a
+    collective every rank joins) as plain tensors keyed by parameter name, so tied weights and another world
+    size load back (Modalities, issues #348/#381); other ranks get None. Format 'dcp': no gather, both None
+    (save_sharded writes the shards); the finite check runs on every rank's shards."""
+    import torch.distributed as dist
+    from torch.distributed.checkpoint.state_dict import (
+        StateDictOptions,
+        get_model_state_dict,
+        get_optimizer_state_dict,
+    )
+    if checkpoint_format == 'dcp':
+        model_sd = optim_sd = None
+        local = [p.to_local() if hasattr(p, 'to_local') else p for p in model.parameters()]
+        finite = torch.stack([torch.isfinite(p).all() for p in local]).all().float().reshape(1)
+        if world_size > 1:
+            dist.all_reduce(finite, op=dist.ReduceOp.MIN)
+        bad = [] if finite.item() else ['(a shard of) some parameter']
+    else:
+        opts = StateDictOptions(full_state_dict=True, cpu_offload=True) if distributed else StateDictOptions()
+        model_sd = get_model_state_dict(model, options=opts)
+        optim_sd = get_optimizer_state_dict(model, opt, options=opts)
+        bad = [k for k, v in model_sd.items() if not torch.isfinite(v).all()] if rank == 0 else []
+        model_sd = {k: v.cpu() for k, v in model_sd.items()} if rank == 0 else None
+    rng = [None] * world_size
+    if world_size > 1:
+        dist.all_gather_object(rng, rng_state())
+    else:
+        rng = [rng_state()]
+    return model_sd, optim_sd if rank == 0 else None, rng, bad
+
+
+def start_run_folder(run_dir: str | Path, config: dict, resume_step: int | None) -> None:
+    """Create run_dir and write its config.json (the resolved config and what the run records beside it). A new
+    run (resume_step None) removes an old run's checkpoints, summary.json and metrics.jsonl first; a resumed one
+    keeps the metrics.jsonl records up to resume_step (later ones will be written again). Rank 0 only."""
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    metrics = run_dir / 'metrics.jsonl'
+    if resume_step is None:
+        for old in [run_dir / CKPT, *step_files(run_dir).values(), run_dir / 'summary.json', metrics]:
+            old.unlink(missing_ok=True)
+    write_json(run_dir / 'config.json', config)
+    if resume_step is not None and metrics.exists():
+        keep = [ln for ln in metrics.read_text().splitlines() if ln and json.loads(ln)['step'] <= resume_step]
+        metrics.write_text(''.join(ln + '\n' for ln in keep))
 
 
 # -----------------------------------------------------------------------------

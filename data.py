@@ -91,7 +91,8 @@ def shakespeare_files() -> list[Path]:
     return found
 
 
-def _sha256(path: Path) -> str:
+def file_sha256(path: str | Path) -> str:
+    """The sha256 hex digest of a file (dataset sources, tokenizer files, a chat file in data_identity)."""
     with open(path, "rb") as f:
         return hashlib.file_digest(f, "sha256").hexdigest()  # streamed: shards can be gigabytes
 
@@ -167,7 +168,7 @@ def _kept_documents(groups: dict, recipe: dict, stats: dict, sources: list) -> I
             counts = report[str(path)]
             st["bad_lines_skipped"] += counts["skipped"]
             st["bad_lines_repaired"] += counts["repaired"]
-            sources.append(dict(language=lang, category=cat, path=str(path.resolve()), sha256=_sha256(path),
+            sources.append(dict(language=lang, category=cat, path=str(path.resolve()), sha256=file_sha256(path),
                                 bytes=path.stat().st_size, documents=n_docs, bad_lines_skipped=counts["skipped"],
                                 bad_lines_repaired=counts["repaired"]))
 
@@ -322,7 +323,7 @@ def _effective_recipe(dataset: str, tokenizer: str | None, given: dict, old: dic
                          for key, v in recipe[k].items()}
     tok_file = Path(str(tokenizer)) if tokenizer else None
     return recipe | dict(format=FORMAT_VERSION, dataset=dataset, tokenizer=tokenizer,
-                         tokenizer_sha256=_sha256(tok_file) if tok_file and tok_file.is_file() else None)
+                         tokenizer_sha256=file_sha256(tok_file) if tok_file and tok_file.is_file() else None)
 
 
 _RECIPE_KEYS = ("vocab_size", "input", "sources", "weights", "sampling_scale", "val_fraction", "dedup",
@@ -356,7 +357,7 @@ def prepare_dataset(dataset: str = "shakespeare", data_root: str | Path = "data"
             raise ValueError(f"{key} must be one of {allowed}, got {recipe[key]!r}")
     groups, forced_unit = _resolve_sources(dataset, recipe["input"], recipe["sources"])
     recipe["txt_unit"] = forced_unit or recipe["txt_unit"]
-    recipe["checksums"] = {f"{lang}/{cat}": [_sha256(p) for p in files]
+    recipe["checksums"] = {f"{lang}/{cat}": [file_sha256(p) for p in files]
                            for (lang, cat), files in groups.items()}
     if recipe["tokenizer"] is not None:
         recipe["vocab_size"] = None  # only the own tokenizer has a size to choose
@@ -511,7 +512,7 @@ def dataset_identity(data_dir: str | Path) -> dict:
     if meta.get("recipe") is not None:
         return _identity(meta["recipe"], tokenizer_identity(dataset_tokenizer(data_dir)))
     pkl = data_dir / "meta.pkl"
-    text = ":".join([_sha256(pkl) if pkl.is_file() else "",
+    text = ":".join([file_sha256(pkl) if pkl.is_file() else "",
                      *(str((data_dir / f"{s}.bin").stat().st_size) for s in ("train", "val"))])
     return dict(dataset_id=hashlib.sha256(f"nanogpt:{text}".encode()).hexdigest(), tokenizer_id=None)
 

@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 import torch
 
+import checkpoint
 import configurator
 import data
 import losses
@@ -395,12 +396,18 @@ def test_resume_takes_the_runs_own_config(tmp_path, data_root):
     assert torch.load(out / 'ckpt.pt', weights_only=True)['step'] == 3
 
 
-def test_optimizer_keys_set_on_resume_are_the_ones_that_train(tmp_path, data_root):
+@pytest.mark.parametrize('fmt', ['full', 'dcp'])
+def test_optimizer_keys_set_on_resume_are_the_ones_that_train(tmp_path, data_root, fmt):
     """Loading an optimizer state also loads its param_groups' hyper-parameters; a weight_decay or beta set on the
-    resume command line must still be the one the optimizer uses (unset ones stay the run's own)."""
+    resume command line must still be the one the optimizer uses (unset ones stay the run's own), also when the
+    state comes from sharded (DCP) checkpoint files."""
     out = tmp_path / 'run'
-    run_train(out, data_root, max_iters=2, eval_interval=2, weight_decay=0.05, beta1=0.8)
-    run_train(out, data_root, init_from='resume', max_iters=3, eval_interval=3, weight_decay=0.2, beta2=0.9)
+    run_train(out, data_root, max_iters=2, eval_interval=2, weight_decay=0.05, beta1=0.8, checkpoint_format=fmt)
+    run_train(out, data_root, init_from='resume', max_iters=3, eval_interval=3, weight_decay=0.2, beta2=0.9,
+              checkpoint_format=fmt)
+    if fmt == 'dcp':  # the optimizer state is in the shards: read it through the single-file conversion
+        checkpoint.convert(out, to=tmp_path / 'full')
+        out = tmp_path / 'full'
     groups = torch.load(out / 'ckpt.pt', weights_only=True)['optimizer']['param_groups']
     assert sorted({g['weight_decay'] for g in groups}) == [0.0, 0.2]  # the no-decay group stays at 0
     assert {tuple(g['betas']) for g in groups} == {(0.8, 0.9)}

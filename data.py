@@ -517,6 +517,15 @@ def dataset_identity(data_dir: str | Path) -> dict:
     return dict(dataset_id=hashlib.sha256(f"nanogpt:{text}".encode()).hexdigest(), tokenizer_id=None)
 
 
+def identity_changes(old: dict, new: dict, data_dir: str | Path, chat_file: str = "",
+                     with_chat: bool = True) -> list[str]:
+    """What differs between two data identities (dataset_identity() plus 'chat_sha256', a chat file's
+    file_sha256), named for a message: the dataset folder, its tokenizer, the chat file (if with_chat)."""
+    what = dict(dataset_id=f"the dataset folder {data_dir}", tokenizer_id=f"the tokenizer of {data_dir}",
+                chat_sha256=f"finetune_data={chat_file!r}")
+    return [w for k, w in what.items() if (with_chat or k != "chat_sha256") and old.get(k) != new.get(k)]
+
+
 def dataset_tokenizer(data_dir: str | Path) -> Tokenizer:
     """The Tokenizer a dataset folder was built with (its own tokenizer.model also after the folder moved)."""
     data_dir = Path(data_dir)

@@ -54,15 +54,8 @@ def load_gpt2(path: str | Path, dropout: float = 0.0) -> GPT:
     return model
 
 
-def save_gpt2(model: GPT, path: str | Path) -> None:
-    """Write `model` as a Hugging Face GPT2LMHeadModel folder (config.json + model.safetensors).
-
-    Only the GPT-2 architecture exports: layernorm, gelu/gelu_tanh, learned positions, no qk-norm,
-    no GQA, no soft-capping. bias=False exports as zero biases (the same function).
-    """
-    from safetensors.torch import save_file
-
-    c = model.config
+def check_gpt2(c: GPTConfig) -> None:
+    """Raise ValueError naming every option of c the Hugging Face GPT-2 layout cannot represent."""
     wrong = [f"{k}={getattr(c, k)!r} (GPT-2 needs {ok!r})" for k, ok in
              (("norm", "layernorm"), ("pos", "learned"), ("qk_norm", False), ("n_kv_head", c.n_head),
               ("logit_softcap", None)) if getattr(c, k) != ok]
@@ -71,6 +64,18 @@ def save_gpt2(model: GPT, path: str | Path) -> None:
     if wrong:
         raise ValueError("cannot export to the Hugging Face GPT-2 layout: " + "; ".join(wrong) +
                          ". Keep the torch checkpoint instead, or train with a GPT-2 architecture.")
+
+
+def save_gpt2(model: GPT, path: str | Path) -> None:
+    """Write `model` as a Hugging Face GPT2LMHeadModel folder (config.json + model.safetensors).
+
+    Only the GPT-2 architecture exports: layernorm, gelu/gelu_tanh, learned positions, no qk-norm,
+    no GQA, no soft-capping. bias=False exports as zero biases (the same function).
+    """
+    from safetensors.torch import save_file
+
+    check_gpt2(model.config)
+    c = model.config
     sd = {}
     for k, v in model.state_dict().items():
         if k.endswith(_CONV1D):

@@ -21,8 +21,8 @@ A run whose summary.json says finished or diverged is skipped, so an interrupted
 with a checkpoint but no summary continues with --init_from=resume). A diverged run (NaN) is a row with
 diverged=True, not a crash of the sweep.
 
-Sweep options (not train.py keys): --dry_run, --results_only, --sweep_dir=DIR, --nproc_per_node=N
-(for the torchrun lines, default 8).
+sweep.py's own keys (SWEEP_DEFAULTS, `python sweep.py -h`): --dry_run, --results_only, --sweep_dir=DIR,
+--nproc_per_node=N (for the torchrun lines, default 8); every other --key=value is a train.py key.
 
 Outputs in the sweep folder: results.csv (one row per run), loss_vs_<key>.png and curves.png (with
 matplotlib; skipped with a message without it), and a printed summary with the learning-rate
@@ -41,10 +41,16 @@ import sys
 import time
 from pathlib import Path
 
-from configurator import ConfigError, parse_args, read_config_file, script_defaults
+from configurator import ConfigError, help_text, parse_args, read_config_file, script_defaults, split_args
 
 TRAIN = Path(__file__).resolve().parent / "train.py"
-_OPTIONS = {"dry_run": False, "results_only": False, "sweep_dir": "", "nproc_per_node": 8}
+# sweep.py's own keys; every other --key=value is a train.py key, passed to every run
+SWEEP_DEFAULTS = dict(
+    dry_run=False,  # print one torchrun line per unfinished run instead of running them
+    results_only=False,  # run nothing: rewrite results.csv, the plots and the summary from the run folders
+    sweep_dir="",  # the sweep folder ('' = sweeps/<config file name>)
+    nproc_per_node=8,  # GPUs per node in the --dry_run torchrun lines
+)
 _SUMMARY_COLUMNS = ["final_train_loss", "final_val_loss", "best_val_loss", "diverged", "tokens",
                     "wall_time_s", "step"]
 _DONE = ("finished", "diverged")  # run states that are not run again
@@ -425,27 +431,19 @@ def plot(grid: dict, rows: list[dict], sweep_dir: Path) -> None:
 # ----------------------------------------------------------------------------- CLI
 
 def _parse_cli(argv: list[str]) -> tuple[str, dict, list[str]]:
-    """(config file, sweep options, train.py overrides as --key=value)."""
-    configs = [a for a in argv if not a.startswith("--") and a.endswith(".py")]
+    """(config file, sweep options, train.py overrides as --key=value), every key and value checked against
+    SWEEP_DEFAULTS and train.py's defaults (configurator.parse_args). `-h` lists the keys and exits."""
+    if any(a in ("-h", "--help") for a in argv):
+        print(help_text(SWEEP_DEFAULTS, __file__).replace("[config.py ...]", "config.py") +
+              "\n  --<any train.py key>=VALUE    # set for every run (`python train.py -h` lists them)")
+        sys.exit(0)
+    defaults = _train_defaults() | SWEEP_DEFAULTS
+    configs, items = split_args(defaults, argv)
     if len(configs) != 1:
-        _fail("usage: python sweep.py config/x.py [--key=value ...] [--dry_run] [--results_only] "
-              "[--sweep_dir=DIR] [--nproc_per_node=N]")
-    opts, overrides, i = dict(_OPTIONS), [], 0
-    rest = [a for a in argv if a != configs[0]]
-    while i < len(rest):
-        key, eq, value = rest[i][2:].partition("=")
-        if not rest[i].startswith("--"):
-            _fail(f"unexpected argument {rest[i]!r}: overrides are written --key=value")
-        if not eq:  # `--key value`, or a bare `--flag` meaning True (as configurator.py reads bools)
-            bare = i + 1 >= len(rest) or rest[i + 1].startswith("--") or isinstance(_OPTIONS.get(key), bool)
-            value, i = ("True", i) if bare else (rest[i + 1], i + 1)
-        if key in _OPTIONS:
-            default = _OPTIONS[key]
-            opts[key] = value in ("True", "true", "1") if isinstance(default, bool) else type(default)(value)
-        else:
-            overrides.append(f"--{key}={value}")
-        i += 1
-    return configs[0], opts, overrides
+        _fail(f"usage: python sweep.py config.py [--key=value ...]: give one sweep config file, got {configs} "
+              f"(-h lists the keys)")
+    opts = {k: v for k, v in parse_args(defaults, argv).items() if k in SWEEP_DEFAULTS}
+    return configs[0], opts, [f"--{k}={v}" for k, v in items if k not in SWEEP_DEFAULTS]
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -11,7 +11,6 @@ The run folder (out_dir) and the checkpoint format: checkpoint.py. The checks th
 train_checks.py; the eval loss: evaluation.py; FSDP2 sharding: parallel.py.
 """
 import dataclasses
-import json
 import math
 import os
 import resource
@@ -50,7 +49,6 @@ from losses import IGNORE_INDEX
 from mfu import peak_flops
 from model import GPT, GPTConfig
 from train_checks import (
-    LAUNCH_KEYS,
     MODEL_KEYS,
     check_data_prepared,
     check_shape,
@@ -58,6 +56,7 @@ from train_checks import (
     fail,
     gpt_config_args,
     lr_at,
+    resolve_init,
     validate,
 )
 
@@ -73,7 +72,7 @@ always_save_checkpoint = True  # save at every eval; False = only when val loss 
 keep_last_k = 2  # ckpt_<step>.pt files kept; ckpt.pt is always the newest
 checkpoint_format = 'full'  # 'full': one portable file, gathered on rank 0 (12 bytes/parameter: 75 GiB at 6.7B);
 #   'dcp': sharded, every rank writes its shards (torch.distributed.checkpoint) to ckpt_<step>.dcp/ on a filesystem
-#   all nodes share; resumes on any world size; `python checkpoint.py convert OUT_DIR --to=DIR` makes it 'full'
+#   all nodes share; resumes on any world size; `python checkpoint.py convert --out_dir=OUT_DIR --to=DIR` makes it 'full'
 init_from = 'scratch'  # 'scratch' | 'resume' (out_dir/ckpt.pt) | 'gpt2-hf:<HF GPT2 folder>' | 'finetune'
 overwrite = False  # a new run into an out_dir that holds a checkpoint: True replaces that run, else stop
 finetune_from = ''  # init_from='finetune': out_dir of the pretraining run whose ckpt.pt gives the weights
@@ -156,25 +155,7 @@ _t_start = time.time()
 # resume: the checkpoint's config, then every key you set; then every config check, before any work
 world_size = int(os.environ.get('WORLD_SIZE', 1)) if parallelism != 'none' else 1
 validate(config, set_keys, int(os.environ.get('WORLD_SIZE', 1)))
-pre_ckpt = None  # the checkpoint whose weights (resume, finetune) are loaded
-try:
-    if init_from == 'resume':
-        pre_ckpt = checkpoint.load_checkpoint(Path(out_dir) / CKPT)
-        inherited = {k: v for k, v in pre_ckpt['config'].items()
-                     if k in config and k not in set_keys and k not in LAUNCH_KEYS}
-        config.update(inherited)
-        validate(config, set_keys, int(os.environ.get('WORLD_SIZE', 1)))
-    elif init_from == 'finetune':
-        pre_ckpt = checkpoint.load_checkpoint(Path(finetune_from) / CKPT)
-        pre_ckpt = {k: pre_ckpt.get(k) for k in ('model', 'model_args', 'config', 'data_identity', 'dcp',
-                                                 'dcp_path')}
-        for key in ('dataset', 'data_root'):  # the tokenizer and validation data of the pretraining run
-            if key in set_keys and config[key] != pre_ckpt['config'][key]:
-                fail(f"init_from='finetune' uses the pretraining run's {key} "
-                     f"({pre_ckpt['config'][key]!r}), not {config[key]!r}: drop --{key}")
-            config[key] = pre_ckpt['config'][key]
-except CheckpointError as e:
-    fail(str(e))
+pre_ckpt = resolve_init(config, set_keys, int(os.environ.get('WORLD_SIZE', 1)))  # resume/finetune: its checkpoint
 if not config['decay_lr']:
     config['schedule'] = 'constant'  # nanoGPT's decay_lr=False, recorded as what the run does
 globals().update(config)  # the resolved values (inherited, finetune's data folder, schedule) as globals
@@ -226,11 +207,9 @@ try:
 except (ValueError, OSError) as e:
     fail(f"dataset {str(data_dir)!r}: {e}")
 identity['chat_sha256'] = data.file_sha256(finetune_data) if finetune_data else None
-if pre_ckpt is not None and pre_ckpt.get('data_identity'):
-    what = dict(dataset_id=f"the dataset folder {data_dir}", tokenizer_id=f"the tokenizer of {data_dir}",
-                chat_sha256=f"finetune_data={finetune_data!r}")
-    changed = [w for k, w in what.items() if (init_from == 'resume' or k != 'chat_sha256')
-               and pre_ckpt['data_identity'].get(k) != identity.get(k)]
+if pre_ckpt is not None and pre_ckpt.get('data_identity'):  # finetune: a new chat file is the point
+    changed = data.identity_changes(pre_ckpt['data_identity'], identity, data_dir, finetune_data,
+                                    with_chat=init_from == 'resume')
     if changed:
         fail(f"{', '.join(changed)} changed since the checkpoint {finetune_from or out_dir} was written "
              f"(identity hashes differ): restore the data the run trained on, or start a new run with "
@@ -465,28 +444,21 @@ def save(reason: str, **progress) -> Path | None:
 
 
 def log_metrics(rec: dict) -> None:
+    """One record to metrics.jsonl (and W&B), rank 0; a failed write stops the run."""
     if master:
         try:
-            with open(run_dir / 'metrics.jsonl', 'a') as f:
-                f.write(json.dumps(checkpoint.json_safe(rec)) + '\n')
-        except OSError as e:
-            fail(f"cannot append to {run_dir / 'metrics.jsonl'}: {e.strerror or e}: free disk space or use a "
-                 f"writable --out_dir (resume from {run_dir / CKPT} afterwards)")
+            checkpoint.append_metrics(run_dir, rec)
+        except CheckpointError as e:
+            fail(str(e))
         if wandb_log:
             wandb.log(checkpoint.json_safe(rec), step=rec['step'])
 
 
-def write_summary(finished: bool, diverged: bool, last_eval: dict, last_loss: float | None, step: int,
-                  tokens: int, best_val_loss: float, nonfinite_skipped: int) -> None:
-    """summary.json (rank 0): how the run ended, the last eval's values and the progress counters."""
+def write_summary(finished: bool, diverged: bool, last_eval: dict, last_loss: float | None, **progress) -> None:
+    """summary.json (rank 0; progress: the progress() counters); a failed write is reported, the run ends anyway."""
     if master:
-        final = {k: v for k, v in last_eval.items() if k not in ('step', 'tokens', 'train_loss', 'val_loss')}
-        summary = dict(finished=finished, diverged=diverged, final_train_loss=last_eval.get('train_loss'),
-                       final_val_loss=last_eval.get('val_loss'), best_val_loss=best_val_loss,
-                       tokens=tokens, wall_time_s=wall_time(), step=step,
-                       nonfinite_skipped=nonfinite_skipped, last_train_loss=last_loss, **final)
         try:
-            checkpoint.write_json(run_dir / 'summary.json', checkpoint.json_safe(summary))
+            checkpoint.write_summary(run_dir, finished, diverged, last_eval, last_loss, wall_time(), **progress)
         except CheckpointError as e:
             tqdm.write(f"train.py: {e}")
 

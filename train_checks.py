@@ -3,7 +3,8 @@ The checks train.py runs on its config before any work, each ending the run with
 key (or file) and the fix (fail): choices, ranges and contradictions between keys and the launch environment
 (validate), a data folder torchrun cannot prepare (check_data_prepared), the loaded weights' shape against the
 keys you set (check_shape), out_dir (check_writable). Also what they derive from the config: the model's
-GPTConfig kwargs (gpt_config_args), the learning rate of a step (lr_at), and which keys a resumed run inherits.
+GPTConfig kwargs (gpt_config_args), the learning rate of a step (lr_at), and the config of a resumed or
+fine-tuned run (resolve_init: which keys a resumed run inherits from its checkpoint).
 """
 import dataclasses
 import math
@@ -12,8 +13,9 @@ from pathlib import Path
 
 import torch
 
+import checkpoint
 import optim
-from checkpoint import CKPT
+from checkpoint import CKPT, CheckpointError
 from model import PRESETS, GPTConfig
 
 # GPTConfig keys a config sets (vocab_size comes from the data)
@@ -166,3 +168,29 @@ def check_writable(folder: Path) -> None:
         fail(f"out_dir={str(folder)!r}: {existing} is a file, not a folder: choose another --out_dir")
     if not os.access(existing, os.W_OK):
         fail(f"out_dir={str(folder)!r}: {existing} is not writable: choose another --out_dir")
+
+
+def resolve_init(cfg: dict, set_keys: frozenset, world_size: int) -> dict | None:
+    """The checkpoint whose weights the run loads (None for init_from scratch or gpt2-hf), with cfg updated in
+    place: a resume takes every key of the run's own config that is not set now and not a LAUNCH_KEY, then is
+    validated again; a finetune trains on the pretraining run's dataset and data_root (its tokenizer). A bad
+    checkpoint, or a dataset set to another folder than the pretraining run's, stops the run."""
+    try:
+        if cfg['init_from'] == 'resume':
+            ckpt = checkpoint.load_checkpoint(Path(cfg['out_dir']) / CKPT)
+            cfg.update({k: v for k, v in ckpt['config'].items()
+                        if k in cfg and k not in set_keys and k not in LAUNCH_KEYS})
+            validate(cfg, set_keys, world_size)
+            return ckpt
+        if cfg['init_from'] == 'finetune':
+            ckpt = checkpoint.load_checkpoint(Path(cfg['finetune_from']) / CKPT)
+            ckpt = {k: ckpt.get(k) for k in ('model', 'model_args', 'config', 'data_identity', 'dcp', 'dcp_path')}
+            for key in ('dataset', 'data_root'):  # the tokenizer and validation data of the pretraining run
+                if key in set_keys and cfg[key] != ckpt['config'][key]:
+                    fail(f"init_from='finetune' uses the pretraining run's {key} "
+                         f"({ckpt['config'][key]!r}), not {cfg[key]!r}: drop --{key}")
+                cfg[key] = ckpt['config'][key]
+            return ckpt
+    except CheckpointError as e:
+        fail(str(e))
+    return None

@@ -199,7 +199,8 @@ def test_dcp_checkpoints_resume_exactly_on_any_world_size_and_convert(runs):
                     init_from="resume")
     _close(_losses(r21), runs["ref"], range(5, 9))
     # one command to the single-file checkpoint: equal to the full-format run's (model and optimizer)
-    proc = subprocess.run([sys.executable, str(ROOT / "checkpoint.py"), "convert", str(run), f"--to={tmp / 'conv'}"],
+    proc = subprocess.run([sys.executable, str(ROOT / "checkpoint.py"), "convert", f"--out_dir={run}",
+                           f"--to={tmp / 'conv'}"],
                           cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     conv = torch.load(tmp / "conv" / "ckpt.pt", weights_only=True)

@@ -72,7 +72,7 @@ always_save_checkpoint = True  # save at every eval; False = only when val loss 
 keep_last_k = 2  # ckpt_<step>.pt files kept; ckpt.pt is always the newest
 checkpoint_format = 'full'  # 'full': one portable file, gathered on rank 0 (12 bytes/parameter: 75 GiB at 6.7B);
 #   'dcp': sharded, every rank writes its shards (torch.distributed.checkpoint) to ckpt_<step>.dcp/ on a filesystem
-#   all nodes share; resumes on any world size; `python checkpoint.py convert --out_dir=OUT_DIR --to=DIR` makes it 'full'
+#   all nodes share; resumes on any world size; `python checkpoint.py convert --out_dir=RUN --to=DIR` makes it 'full'
 init_from = 'scratch'  # 'scratch' | 'resume' (out_dir/ckpt.pt) | 'gpt2-hf:<HF GPT2 folder>' | 'finetune'
 overwrite = False  # a new run into an out_dir that holds a checkpoint: True replaces that run, else stop
 finetune_from = ''  # init_from='finetune': out_dir of the pretraining run whose ckpt.pt gives the weights

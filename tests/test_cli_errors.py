@@ -1,5 +1,5 @@
-"""Bad input never ends in a traceback: every CLI (train, sample, sweep, data, clean, tokenizer, ner, annotate)
-prints one line `<program>: <problem>: <fix>` and exits non-zero. One table of bad inputs, each run as a real
+"""Bad input never ends in a traceback: every CLI (train, sample, sweep, data, checkpoint, clean, tokenizer, ner,
+annotate) prints one line `<program>: <problem>: <fix>` and exits non-zero. One table of bad inputs, each run as a real
 subprocess (in parallel, each stops at once), asserting exit status != 0, no 'Traceback' on stderr, and the
 named key or file in the message. Also: nothing was written (the working tree's data/ and out/ untouched)."""
 import json
@@ -62,6 +62,15 @@ CASES = [
     ('sweep-missing-config', 'sweep.py {t}/missing_config.py', 'missing_config.py'),
     ('sweep-syntax', 'sweep.py {t}/syntax.py', 'syntax.py:2'),
     ('sweep-unknown-grid-key', 'sweep.py {t}/bad_sweep.py --dry_run', 'learning_rat'),
+    ('sweep-unknown-key', 'sweep.py {t}/bad_sweep.py --dryrun', 'dry_run'),
+    ('sweep-no-config', 'sweep.py --dry_run', 'config.py'),
+    ('sweep-option-type', 'sweep.py {t}/bad_sweep.py --nproc_per_node=eight', 'nproc_per_node'),
+    # checkpoint.py
+    ('checkpoint-positional-folder', 'checkpoint.py convert {t}/empty --to={t}/k1', '--out_dir='),
+    ('checkpoint-no-target', 'checkpoint.py convert --out_dir={t}/corrupt', '--to=DIR'),
+    ('checkpoint-corrupt', 'checkpoint.py convert --out_dir={t}/corrupt --to={t}/k2', 'truncated or corrupt'),
+    ('checkpoint-missing', 'checkpoint.py convert --out_dir={t}/empty --hf={t}/k3', 'ckpt.pt'),
+    ('checkpoint-unknown-key', 'checkpoint.py convert --outdir={t}/corrupt', 'out_dir'),
     # data.py
     ('data-no-command', 'data.py', 'prepare'),
     ('data-unknown-key', 'data.py prepare --vocab_sise=5', 'vocab_size'),
@@ -129,7 +138,8 @@ def _tree(folder: Path) -> dict:
 def test_bad_input_gives_one_line_and_no_traceback(bad_inputs):
     t, d = bad_inputs
     assert len(CASES) >= 40 and {c[1].split()[0] for c in CASES} == {
-        'train.py', 'sample.py', 'sweep.py', 'data.py', 'clean.py', 'tokenizer.py', 'ner.py', 'annotate.py'}
+        'train.py', 'sample.py', 'sweep.py', 'data.py', 'clean.py', 'tokenizer.py', 'ner.py', 'annotate.py',
+        'checkpoint.py'}
     before = {p: _tree(ROOT / p) for p in ('data', 'out')}
     argvs = [_argv(name, cmd, t, d) for name, cmd, _ in CASES]
     with ThreadPoolExecutor(max_workers=4) as pool:

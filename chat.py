@@ -89,7 +89,7 @@ def _chat_problem(record) -> str | None:
 
 def format_chat(messages: list[dict], tok: Tokenizer, add_generation_prompt: bool = False,
                 sep: str = " ") -> tuple[list[int], list[int]]:
-    """GPT-SW3 instruct format (tok §9; HF GPTSw3Tokenizer's chat template):
+    """GPT-SW3 instruct format (HF GPTSw3Tokenizer's chat template):
         <|endoftext|><s>User: {user}<s>Bot: {assistant}<s>User: ...<s>[Bot:]
     Each turn is encoded on its own, as HF's tokenizer does between special tokens (so SentencePiece's
     dummy prefix puts the space after 'Bot:'). sep=' ' is the HF template; sep='\\n' gives the model

@@ -22,11 +22,13 @@ Dataset folder data/<name>/ (nanoGPT layout, plus):
 A nanoGPT folder (train.bin/val.bin uint16, optional meta.pkl with vocab_size) is used as it is.
 
 Pipeline (multilingual / generic), streamed so that memory does not grow with the corpus beyond a few
-numbers per document: read (documents.py) -> GPT-SW3 normalisation (tok §4) -> exact dedup (MD5, Nordic Pile
-step 4, tok §10) -> tokenise in worker processes, each kept document once, into a temporary file -> train/val
-split by document per language -> weighted sampling of train per language/category (tok §5) -> shuffle ->
-copy the documents' tokens into train.bin / val.bin in that order (one EOT before each). With no tokenizer
-given, one more pass first streams the training split into SentencePiece (which samples from it).
+numbers per document: read (documents.py) -> GPT-SW3 normalisation (HF GPTSw3Tokenizer.preprocess_text) ->
+exact dedup (MD5, Nordic Pile step 4: Öhman et al. 2023, arXiv:2303.17183) -> tokenise in worker processes, each
+kept document once, into a temporary file -> train/val split by document per language -> weighted sampling of
+train per language/category (GPT-SW3 tokenizer, Stollenwerk 2023, arXiv:2304.14780; code flxst/gpt-sw3-tokenizer
+src/sampling.py) -> shuffle -> copy the documents' tokens into train.bin / val.bin in that order (one EOT before
+each). With no tokenizer given, one more pass first streams the training split into SentencePiece (which
+samples from it).
 """
 import hashlib
 import json
@@ -61,7 +63,7 @@ _PREPARE_DEFAULTS = dict(
     vocab_size=4096,  # size of the own SentencePiece BPE (ignored when tokenizer is given)
     input=None,  # generic: files, folders or globs (.txt .jsonl .jsonl.gz .jsonl.zst .parquet), one language 'all'
     sources=None,  # {'lang' or 'lang/category': path or [paths]}, or a folder <root>/<lang>/[<category>/]
-    weights=None,  # {category: {lang: weight}} (GPT-SW3 layout, tok §5), missing -> 1.0; {} = all 1.0
+    weights=None,  # {category: {lang: weight}} (GPT-SW3 SAMPLING_WEIGHTS layout), missing 1.0; {} = all 1.0
     sampling_scale=1.0,  # GPT-SW3's global percent p: keep weight * p of each group's training documents
     val_fraction=0.1,  # fraction of each language's documents held out (at least 1 document)
     dedup=True,  # drop exact duplicates (MD5 of the normalised text) before the split
@@ -132,12 +134,13 @@ def _not_prepared(dataset: str, folder: Path | None) -> str:
 
 
 # ----------------------------------------------------------------------------------------------------
-# normalise, dedup, split, sample (tok §4, §5, §10)
+# normalise, dedup, split, sample (GPT-SW3 tokenizer recipe, arXiv:2304.14780; Nordic Pile, arXiv:2303.17183)
 
 
 def _sample(n: int, weight: float, rng: np.random.Generator) -> np.ndarray:
-    """GPT-SW3 weighted sampling (tok §5): keep weight * n documents; weight > 1 repeats documents
-    (e.g. wiki 1.5 = every document once plus a random half again), weight < 1 keeps a random subset."""
+    """GPT-SW3 weighted sampling (flxst/gpt-sw3-tokenizer src/sampling.py): keep weight * n documents;
+    weight > 1 repeats documents (e.g. wiki 1.5 = every document once plus a random half again), weight < 1
+    keeps a random subset."""
     whole, frac = divmod(weight, 1.0)
     extra = rng.choice(n, size=round(frac * n), replace=False)
     return np.concatenate([np.tile(np.arange(n), int(whole)), np.sort(extra)]).astype(np.int64)
@@ -175,7 +178,7 @@ def _kept_documents(groups: dict, recipe: dict, stats: dict, sources: list) -> I
 
 def _split_plan(counts: np.ndarray, groups: dict, recipe: dict, stats: dict) -> tuple[np.ndarray, np.ndarray]:
     """Documents numbered 0..N-1 in stream order, counts[g] of them in group g -> (train, val): the document
-    numbers of the training split in training order (sampled by weight, tok §5, then shuffled; a number
+    numbers of the training split in training order (sampled by weight as _sample, then shuffled; a number
     repeats when its weight is > 1) and of the validation split, by language, in stream order within one."""
     rng = np.random.default_rng(recipe["seed"])
     starts = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
@@ -439,7 +442,7 @@ def _train_own_tokenizer(tmp: Path, groups: dict, recipe: dict) -> str:
 
     def training_split():  # one line per "sentence", as SentencePiece reads a text file: a newline is never
         for i, (_, text) in enumerate(_kept_documents(groups, recipe, {}, [])):  # seen and stays the byte
-            for _ in range(repeats[i]):  # piece <0x0A>, as in GPT-SW3's published ids (tok §3)
+            for _ in range(repeats[i]):  # piece <0x0A>, as in GPT-SW3's published ids (HF model card)
                 yield from (line for line in text.split("\n") if line)
     return train_tokenizer([], recipe["vocab_size"], str(tmp / "tokenizer"), documents=training_split(),
                            minloglevel=2)

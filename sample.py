@@ -72,7 +72,7 @@ def main() -> None:
 
     text = Path(start[5:]).read_text(encoding='utf-8') if start.startswith('FILE:') else start
     stop_tokens = None
-    if chat:  # GPT-SW3 instruct format (tokenizer_gptsw3.md §9), built by data.py as for the training data
+    if chat:  # GPT-SW3 instruct format, built by chat.format_chat as for the training data
         from chat import format_chat
 
         ids, _ = format_chat([{'role': 'user', 'content': text}], tok, add_generation_prompt=True)

@@ -1,6 +1,6 @@
 """
-Sweeps: a config file declares a grid, one command runs it (SPEC §1; the Modalities paper's ablation
-workflow in a short file).
+Sweeps: a config file declares a grid, one command runs it (the ablation workflow of Modalities,
+arXiv:2602.08387, in a short file).
 
     python sweep.py config/oec_lr_sweep.py                   # run the grid, one run after another
     python sweep.py config/oec_lr_sweep.py --dry_run         # print one torchrun line per unfinished run
@@ -26,8 +26,8 @@ sweep.py's own keys (SWEEP_DEFAULTS, `python sweep.py -h`): --dry_run, --results
 
 Outputs in the sweep folder: results.csv (one row per run), loss_vs_<key>.png and curves.png (with
 matplotlib; skipped with a message without it), and a printed summary with the learning-rate
-sensitivity per variant (OEC §1.9) and, when norms differ, the DyISRU paper's metrics
-L1/L2/L12/I1/I2/S1/S2.
+sensitivity per variant (Wortsman et al. 2023, arXiv:2309.14322, as the OEC code computes it) and, when
+norms differ, the DyISRU paper's metrics L1/L2/L12/I1/I2/S1/S2.
 """
 import ast
 import csv
@@ -287,7 +287,8 @@ def _loss(row: dict) -> float:
 
 
 def lr_sensitivity(losses: list[float], loss_at_init: float) -> float:
-    """Learning-rate sensitivity, OEC §1.9 (Wortsman et al.'s definition as the OEC code computes it):
+    """Learning-rate sensitivity (Wortsman et al. 2023, arXiv:2309.14322) as the OEC authors' notebook computes it
+    (get_lr_sensitivity; OEC, arXiv:2601.02031):
     LRS = 1/(N-1) * sum_eta [min(L(eta), L0) - min_eta' L(eta')], L0 = the loss at initialisation; a
     diverged run (inf/NaN) counts as L0, and the minimum is taken over the capped losses."""
     if len(losses) < 2:
@@ -356,7 +357,8 @@ def summarize(grid: dict, rows: list[dict]) -> str:
                      + (f"{fv:>9.4f}" if fv is not None else f"{'-':>9}") + "  "
                      + (f"{bv:>9.4f}" if bv is not None else f"{'-':>9}"))
     if len(grid.get("learning_rate", [])) >= 2:
-        lines.append("learning-rate sensitivity (OEC §1.9; L0 = ln(vocab size); diverged runs count as L0):")
+        lines.append("learning-rate sensitivity (Wortsman et al. as in OEC; L0 = ln(vocab size); diverged runs "
+                     "count as L0):")
         others = [k for k in keys if k != "learning_rate"]
         for group, members in itertools.groupby(sorted(rows, key=lambda r: [str(r[k]) for k in others]),
                                                 key=lambda r: tuple(str(r[k]) for k in others)):

@@ -109,10 +109,10 @@ tie_embeddings = True  # output embedding = input embedding (GPT-2)
 init = 'normal'  # 'normal' (GPT-2, N(0, 0.02)) | 'xavier' (OEC)
 logit_softcap = None  # c in c*tanh(logits/c) (OEC v2 uses 30); None = off
 vocab_multiple = None  # pad the vocabulary up to a multiple of this; None = 64 on CUDA (faster matmuls), 1 on CPU
-# losses (OEC paper, ../shared/papers/oec.md)
-z_loss = 0.0  # lambda of the z-loss, mean (log Z)^2 (OEC §1.6; 1e-4 in the paper)
-mu_loss = 0.0  # lambda of the mu-loss, ||mean of output-embedding rows||^2 (OEC §1.5; 1e-4)
-mu_centering = False  # subtract the row mean from the output embedding after every step (OEC §1.4)
+# losses (OEC: Stollenwerk, Lokrantz, Hertzberg 2026, arXiv:2601.02031; authors' code nanoGPT/model.py, train.py)
+z_loss = 0.0  # lambda of the z-loss, mean (log Z)^2 (PaLM, arXiv:2204.02311; 1e-4 in OEC)
+mu_loss = 0.0  # lambda of the mu-loss, ||mean of output-embedding rows||^2 (OEC's mu-loss; 1e-4 in OEC)
+mu_centering = False  # subtract the row mean from the output embedding after every step (OEC's mu-centering)
 # optimizer
 optimizer = 'adamw'  # 'adamw' | 'coupled_adam' (Coupled Adam on one embedding matrix)
 coupled_adam_embedding = 'output'  # coupled matrix: 'output' (lm_head) | 'input' (wte); tied: the same matrix
@@ -373,7 +373,8 @@ if master:
 
 def evaluate() -> dict:
     """The eval record: train/val loss, per-language val loss and bits per byte (val_<lang>.bin), the logit
-    diagnostics on a few val batches and the output-embedding geometry (OEC §1.9, Coupled Adam §2.4).
+    diagnostics on a few val batches and the output-embedding geometry (losses.py: the OEC and Coupled Adam
+    authors' metrics).
     Fine-tuning: train/val loss on chat batches (assistant tokens only), pretrain_val_loss on val.bin."""
     loss = partial(evaluation.estimate_loss, model, n_batches=eval_iters, autocast=autocast, rank=rank,
                    world_size=world_size, device=device)
@@ -567,7 +568,7 @@ while True:
     step_ok = ok if skip_nonfinite else ~halted
     skipped = skipped + (~ok).long()
     optim.guarded_step(opt, step_ok)
-    if mu_centering:  # OEC §1.4: after step + zero_grad, on the output embedding only (also when tied)
+    if mu_centering:  # OEC code nanoGPT/train.py: after step + zero_grad, on the output embedding only (also when tied)
         optim.mu_centering_where_(raw_model.output_embedding(), step_ok)
     iter_num += 1
     tokens_seen += real_tokens

@@ -1,5 +1,5 @@
 """Training throughput of train.py's step vs (a) a Hugging Face GPT2LMHeadModel training step and (b) the
-simplest possible PyTorch loop over our own GPT, on the same shape and batch, in this one process (SPEC §10).
+simplest possible PyTorch loop over our own GPT, on the same shape and batch, in this one process.
 
     python bench/bench_train.py                     # CPU: 6 layers / 6 heads / 384 wide / block 256 / batch 8
     python bench/bench_train.py --threads=1 --rounds=3   # steadier on a CPU shared with other jobs

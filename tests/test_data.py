@@ -274,7 +274,7 @@ def test_format_chat_mask_covers_exactly_the_assistant_tokens(tiny_dataset, spec
 
 def test_format_chat_newline_variant_matches_published_gptsw3_layout(tiny_dataset):
     """The model card form [3, 2] + 'User:\\n...' + [2] + 'Bot:\\n...'; the published ids of
-    '<s>\\nBot:\\n' are 2, Bot, :, <0x0A> (tok §3)."""
+    '<s>\\nBot:\\n' are 2, Bot, :, <0x0A> (GPT-SW3 model card)."""
     tok = dataset_tokenizer(tiny_dataset)
     ids, mask = format_chat(CHAT[:2], tok, sep="\n")
     want = [3, 2] + tok.encode("User:\nVad heter du?") + [2] + tok.encode("Bot:\nJag heter Bot.") + [2]

@@ -88,7 +88,7 @@ def test_fsdp2_meta_init_equals_one_process_init(tmp_path):
             assert torch.isfinite(v).all(), (name, k)
             assert torch.equal(v, ref[k].detach()), (name, k)
         c = GPTConfig(**CONFIGS[name])
-        if name == "oec":  # Xavier-normal of each (hidden, d) half (OEC §1.8); the halves are distinct draws
+        if name == "oec":  # Xavier-normal of each (hidden, d) half (OEC code); the halves are distinct draws
             w = sharded[name]["transformer.h.0.mlp.c_fc.weight"]
             hidden = w.size(0) // 2
             for half in w.chunk(2):
@@ -288,7 +288,7 @@ def data_root(tmp_path_factory, shared_dir) -> Path:
 
 
 def test_mfu_at_most_one_and_peak_logged(tmp_path, data_root, monkeypatch):
-    """Issue 12 item 11 in train.py: a peak measured too low (here: 1 FLOP/s, as if the cores were busy) cannot
+    """In train.py: a peak measured too low (here: 1 FLOP/s, as if the cores were busy) cannot
     make MFU exceed 100%; config.json names the device and the peak used."""
     import mfu
     monkeypatch.setitem(mfu._PEAKS, ("cpu", torch.float32), (1.0, "cpu: measured (test)"))

@@ -330,7 +330,7 @@ def test_gpu_peak_flops_per_device_name(name, tflops):
 
 
 def test_mfu_never_exceeds_one(monkeypatch):
-    """Issue 12 item 11: a CPU peak timed while other jobs ran is too low; MFU is capped by raising the peak
+    """A CPU peak timed while other jobs ran is too low; MFU is capped by raising the peak
     to the achieved rate (with a warning), and the source says so."""
     m = tiny()
     monkeypatch.setitem(mfu._PEAKS, ("cpu", torch.float32), (1e6, "cpu: test peak"))
@@ -344,7 +344,8 @@ def test_mfu_never_exceeds_one(monkeypatch):
 
 
 def test_presets_published_shapes():
-    """GPT-SW3 totals from tokenizer_gptsw3.md §8; GPT-2 124M; OEC sizes count all but the input embedding."""
+    """GPT-SW3 totals (Ekgren et al. 2023, arXiv:2305.12987; HF config.json shapes); GPT-2 124M; OEC sizes
+    count all but the input embedding."""
     expected = {"gpt-sw3-126m": 135.8e6, "gpt-sw3-356m": 369.9e6, "gpt-sw3-1.3b": 1.344e9,
                 "gpt-sw3-6.7b": 6.715e9, "gpt-sw3-20b": 20.34e9, "gpt-sw3-40b": 39.20e9,
                 "gpt2": 124.4e6, "coupled-adam-355m": 354.6e6}

@@ -140,7 +140,7 @@ def test_run_folder_metrics_and_summary(tmp_path, data_root):
         assert r['tokens_per_sec'] > 0 and r['mfu'] > 0 and r['grad_norm'] > 0
     evals = [r for r in recs if 'val_loss' in r]
     assert [r['step'] for r in evals] == [0, 4]
-    assert evals[1]['mu_norm'] < 1e-6 < evals[0]['mu_norm']  # mu-centering after every step (OEC §1.4)
+    assert evals[1]['mu_norm'] < 1e-6 < evals[0]['mu_norm']  # mu-centering after every step (OEC)
     assert {'logits_mean_mean', 'mean_logsqZ', 'isotropy', 'smin_smax', 'corr_emu_logfreq'} <= set(evals[1])
     summary = json.loads((tmp_path / 'run' / 'summary.json').read_text())
     assert summary['finished'] and not summary['diverged']

@@ -31,9 +31,9 @@ num_samples = 3  # number of samples to draw
 max_new_tokens = 200  # tokens generated per sample
 temperature = 0.8  # 1.0 = no change, < 1.0 = less random, 0 = greedy
 top_k = 200  # keep only the top_k most likely tokens (None = all)
-seed = 1337
+seed = 1337  # torch.manual_seed before sampling
 device = 'cuda' if torch.cuda.is_available() else 'cpu'  # 'cpu', 'cuda', 'cuda:1', 'mps', ...
-dtype = 'bfloat16' if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else 'float32'
+dtype = 'bfloat16' if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else 'float32'  # or bfloat16
 # -----------------------------------------------------------------------------
 
 

@@ -63,7 +63,7 @@ from train_checks import (
 # -----------------------------------------------------------------------------
 # default config values: a tiny GPT on Shakespeare that trains in a few CPU minutes
 # I/O
-out_dir = 'out'
+out_dir = 'out'  # the run folder: config.json, metrics.jsonl, ckpt.pt, summary.json (checkpoint.py)
 eval_interval = 100  # steps between evaluations (and checkpoints)
 log_interval = 10  # steps between log lines (console + metrics.jsonl)
 eval_iters = 10  # batches per loss estimate
@@ -80,21 +80,21 @@ finetune_data = ''  # init_from='finetune': chat JSONL, {"messages": [{"role": "
 finetune_val_data = ''  # init_from='finetune': chat JSONL for val_loss; '' = the training conversations
 sample_tokens = 200  # tokens sampled and printed at the end (0 = no sample)
 wandb_log = False  # log to Weights & Biases (needs `pip install wandb`)
-wandb_project = 'nanogpt'
-wandb_run_name = 'run'
+wandb_project = 'nanogpt'  # W&B project (wandb_log=True)
+wandb_run_name = 'run'  # W&B run name (wandb_log=True)
 # data
 dataset = 'shakespeare'  # folder data_root/<dataset>; prepared on first use when data.py knows the name
-data_root = 'data'
+data_root = 'data'  # dataset folders live in data_root/<dataset>
 tokenizer = ''  # '' = the prepared folder's (new folders: data.py trains a BPE) | 'gpt2' | 'cl100k_base' | x.model
 gradient_accumulation_steps = 1  # micro-steps per step over ALL ranks (nanoGPT: divided by world size)
 batch_size = 16  # micro-batch size per rank, in sequences
 block_size = 128  # context length in tokens
 # model (model_preset sets all of these; a key you set explicitly overrides the preset)
 model_preset = ''  # a model.PRESETS name: 'gpt2', 'gpt-sw3-356m', 'oec-16m', ...; '' = the keys below
-n_layer = 4
-n_head = 4
+n_layer = 4  # transformer blocks
+n_head = 4  # attention heads (query heads under GQA)
 n_kv_head = None  # None = n_head (multi-head); fewer = grouped-query attention
-n_embd = 128
+n_embd = 128  # model width (residual stream)
 dropout = 0.0  # for pretraining 0 is good, for finetuning try 0.1+
 bias = False  # bias in Linear layers and LayerNorm
 norm = 'layernorm'  # 'layernorm' | 'rmsnorm' | 'dyt' | 'dyisru' | 'dyt_sp' | 'dyisru_sp'
@@ -118,10 +118,10 @@ optimizer = 'adamw'  # 'adamw' | 'coupled_adam' (Coupled Adam on one embedding m
 coupled_adam_embedding = 'output'  # coupled matrix: 'output' (lm_head) | 'input' (wte); tied: the same matrix
 learning_rate = 2e-3  # max learning rate
 max_iters = 500  # total optimizer steps
-weight_decay = 0.1
+weight_decay = 0.1  # AdamW decoupled weight decay on the >=2-D weights
 decay_token_embedding = True  # nanoGPT decays every >=2-D weight; False: not wte (Coupled Adam code's embdecay)
-beta1 = 0.9
-beta2 = 0.95
+beta1 = 0.9  # AdamW first-moment decay
+beta2 = 0.95  # AdamW second-moment decay
 grad_clip = 1.0  # clip gradients at this norm, 0 = off (the norm is logged either way)
 coupled_adam_avg_scale = 1.0  # Coupled Adam: scale of the averaged second moment
 # learning rate schedule
@@ -142,7 +142,7 @@ fsdp_reduce_every_micro_step = True  # FSDP2 + accumulation: reduce-scatter grad
 tf32 = True  # CUDA fp32 matmuls/convolutions in TF32 (faster, 10-bit mantissa); False = exact fp32. No effect on CPU
 activation_checkpointing = False  # recompute each block's activations in backward (less memory)
 init_device = ''  # '' = build the model on `device`; 'meta' = build on meta, shard, then materialise
-seed = 1337
+seed = 1337  # initial weights, data order, dropout (per rank: seed + rank)
 skip_nonfinite = False  # on a NaN/inf loss or grad norm: skip the batch (counted) instead of stopping
 inject_nonfinite_at_step = -1  # debug/tests: multiply the loss of step N (1-based, as logged) by inf
 debug_ckpt_sleep = 0.0  # debug/tests: seconds between writing the temp checkpoint and renaming it

@@ -134,7 +134,7 @@ def test_multilingual_pipeline(tmp_path):
         lang_val = [tok.decode(d[1:].tolist()) for d in _split_docs(load_tokens(a, f"val_{lang}"), tok.eot)]
         assert langs[lang]["val_bytes"] == sum(len(t.encode()) for t in lang_val)
         assert langs[lang]["val_tokens"] == len(load_tokens(a, f"val_{lang}"))
-    assert meta["sources"][0]["sha256"] == data._sha256(tmp_path / "sv.txt")
+    assert meta["sources"][0]["sha256"] == data.file_sha256(tmp_path / "sv.txt")
 
 
 def _split_docs(ids, eot):

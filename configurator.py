@@ -213,7 +213,7 @@ def configure_command(commands: dict, argv: list[str], source: str) -> tuple[str
 
 
 def help_text(defaults: dict, source: str | None, command: str = "") -> str:
-    comments = _trailing_comments(source) if source else {}
+    comments = _trailing_comments(source, set(defaults)) if source else {}
     width = max((len(k) for k in defaults), default=0)
     head = f"python {Path(source).name if source else 'script.py'}" + (f" {command}" if command else "")
     lines = [f"usage: {head} [config.py ...] [--key=value ...]", ""]
@@ -333,8 +333,9 @@ def _calls_configure(node: ast.stmt) -> bool:
                for n in ast.walk(node))
 
 
-def _trailing_comments(source: str) -> dict:
-    """`name = value  # comment` -> {name: comment} for the script's module-level assignments."""
+def _trailing_comments(source: str, keys: set = frozenset()) -> dict:
+    """`name = value  # comment` -> {name: comment} for the script's module-level assignments. A `dict(...)`
+    whose keywords are exactly `keys` (one command's defaults) gives its own comments first."""
     try:
         text = Path(source).read_text()
     except OSError:
@@ -348,7 +349,9 @@ def _trailing_comments(source: str) -> dict:
         if node.end_lineno in comments:
             out[node.targets[0].id] = comments[node.end_lineno]
         if isinstance(node.value, ast.Call) and getattr(node.value.func, "id", "") == "dict":  # X_DEFAULTS = dict(
-            for kw in node.value.keywords:  # key=value,  # comment   (a sub-command's keys)
-                if kw.arg and kw.value.end_lineno in comments:
-                    out.setdefault(kw.arg, comments[kw.value.end_lineno])
+            own = {kw.arg: comments[kw.value.end_lineno] for kw in node.value.keywords  # key=value,  # comment
+                   if kw.arg and kw.value.end_lineno in comments}  # (a sub-command's keys)
+            if keys and {kw.arg for kw in node.value.keywords} == keys:
+                return out | own  # two commands may share a key name (input) with different meanings
+            out = own | out
     return out

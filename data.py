@@ -45,7 +45,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from clean import DigestSet
+from dedup import DigestSet
 from documents import ON_BAD_INPUT, batched, building, expand, read_documents, replace_folder
 from tokenizer import Tokenizer, get_tokenizer, normalize, train_tokenizer
 

@@ -1,16 +1,17 @@
 """
-NER fine-tuning, evaluation and inference in the manner of nerblackbox (../shared/papers/ner.md), with adaptive
-fine-tuning (ner.md §2.2, optim.AdaptiveFineTuning) as the default. File formats, schemes and scores live in
-nerdata.py; the BERT encoder and its WordPiece tokenizer in bert.py.
+NER fine-tuning and evaluation in the manner of nerblackbox (Stollenwerk 2023, "nerblackbox: A High-level Library
+for Named Entity Recognition in Python", arXiv:2312.04306; code github.com/flxst/nerblackbox), with adaptive
+fine-tuning (Stollenwerk 2022, arXiv:2202.02617, as implemented in nerblackbox's
+nerblackbox/modules/ner_training/callbacks/custom_early_stopping.py; here optim.AdaptiveFineTuning) as the
+default. The tagger (backbones, chunking, inference) is in nertagger.py; file formats in nerdata.py; tag
+schemes and scores in nertags.py; the BERT encoder and its WordPiece tokenizer in bert.py.
 
-    python ner.py train --train train.conll --val dev.conll --test test.conll --encoder DIR --out_dir out-ner
-    python ner.py evaluate --model out-ner/model --data test.conll --out out-eval
-    python ner.py predict --model out-ner/model --input in.txt --output out.jsonl
+    python ner.py train --train=train.conll --val=dev.conll --test=test.conll --encoder=DIR --out_dir=out-ner
+    python ner.py evaluate --model=out-ner/model --data=test.conll --out=out-eval
+    python ner.py predict --model=out-ner/model --input=in.txt --output=out.jsonl [--format=labelstudio|doccano]
 
-Words, not sub-tokens, are the unit everywhere: one sub-token of a word carries its label (the others get
-IGNORE_INDEX): the first for the bidirectional encoder, the last for the causal GPT backbone (the only position
-that has seen the whole word), and a text longer than max_seq_length is cut into chunks at word boundaries that
-overlap by chunk_overlap sub-tokens; each word's prediction comes from the chunk where it has the most context.
+`python ner.py COMMAND -h` lists the keys of a command with their defaults. The annotation commands
+(convert, agreement, merge, resolve) are in annotate.py.
 """
 import json
 import math
@@ -23,12 +24,14 @@ import torch
 from torch.nn import functional as F
 from tqdm import tqdm
 
-import bert
+import annotate
 import nerdata
+import nertags
 from bert import BertForTokenClassification, WordPieceTokenizer
-from configurator import configure
+from configurator import configure_command
 from losses import IGNORE_INDEX
 from nerdata import Example, Issues
+from nertagger import Tagger, collate, encode, load_gpt_backbone, predict, predict_on_file, read_texts, resolve_device
 from optim import FINE_TUNING_PRESETS, AdaptiveFineTuning
 
 TRAIN_DEFAULTS = dict(
@@ -39,240 +42,51 @@ TRAIN_DEFAULTS = dict(
     encoder="",  # HF BERT folder (config.json, model.safetensors|pytorch_model.bin, vocab.txt)
     backbone="",  # 'gpt:<out_dir>' to fine-tune our own GPT checkpoint instead of --encoder
     tokenizer="",  # tokenizer spec for a GPT backbone when its run folder does not name one
-    out_dir="out-ner",
-    preset="adaptive",  # adaptive | original | stable (ner.md §1.7)
+    out_dir="out-ner",  # run folder: config.json, run<k>/, report.json, report.txt, model/ (the best run)
+    preset="adaptive",  # adaptive | original | stable (nerblackbox's modules/training_config/preset.py)
     annotation_scheme="auto",  # auto | io | bio | bilou: the scheme the model is trained on
     max_epochs=0,  # 0 = the preset's (adaptive 250, original 5, stable 20)
-    lr_max=2e-5, warmup_epochs=2, cooldown_epochs=7, patience=0, min_delta=0.0, cooldown_restarts=True,
+    # adaptive fine-tuning (nerblackbox's defaults): linear warm-up, constant lr until val loss stops improving,
+    # then a linear cool-down; stop when the cool-down brings no new best (optim.AdaptiveFineTuning)
+    lr_max=2e-5,  # peak learning rate
+    warmup_epochs=2,  # linear warm-up 0 -> lr_max
+    cooldown_epochs=7,  # linear decay lr_max -> 0 after the first epoch without a new best val loss
+    patience=0,  # extra epochs without improvement before the cool-down starts
+    min_delta=0.0,  # a val loss must beat the best by more than this to count as an improvement
+    cooldown_restarts=True,  # a new best during the cool-down restarts the constant phase (warm restart)
     weight_decay=0.01,  # AdamW, not on biases and norm weights (nerblackbox)
     grad_clip=0.0,  # 0 = off, as in nerblackbox
-    batch_size=16, max_seq_length=128,
+    batch_size=16,  # chunks per optimizer step
+    max_seq_length=128,  # sub-tokens per chunk, [CLS]/[SEP] included; a longer text is cut into chunks
     group_by_length=True,  # batches of similar length (less padding); False = plain random batches
     chunk_overlap=32,  # sub-tokens shared by consecutive chunks of a long text (nerblackbox: 0)
     final_model="last",  # last = the model after the last epoch (the paper's code) | best = lowest val loss
     val_loss_mean="batch",  # batch = mean of per-batch mean losses (the paper's code) | token = over all words
     val_split=0.1,  # fraction of --train held out (seeded shuffle) as validation when --val is not given
-    train_fraction=1.0, val_fraction=1.0,  # subsets, for dataset-size studies (ner.md §2.3)
+    train_fraction=1.0, val_fraction=1.0,  # subsets, for dataset-size studies (Stollenwerk 2022)
     subset="first",  # first = the first max(1, int(x * N)) examples (the paper's code) | random = seeded sample
     seed=42, multiple_runs=1,  # run k uses seed + k; results are mean +- standard error
     save_model=True,  # write the best run's model to out_dir/model
-    device="auto",
+    device="auto",  # auto (cuda if available, else cpu) | cpu | cuda | cuda:N
 )
-EVALUATE_DEFAULTS = dict(model="", data="", out="out-ner-eval", format="auto", token_column=-1, tag_column=-1,
-                         repair_bio=False, batch_size=32, device="auto")
-PREDICT_DEFAULTS = dict(model="", input="", output="", format="jsonl", batch_size=32, device="auto")
-
-
-# -----------------------------------------------------------------------------
-# GPT backbone
-
-class GPTWordTokenizer:
-    """Our GPT tokenizer at word level: each word is encoded with a leading space (HF add_prefix_space=True)."""
-
-    def __init__(self, spec: str):
-        from tokenizer import get_tokenizer
-        self.spec, self.tok = spec, get_tokenizer(spec)
-        self.cls = self.sep = None  # a causal LM needs no [CLS]/[SEP]
-        self.pad = self.tok.eot
-        # Causal attention: a word's first piece (often a lone '▁' space piece) has not seen the word yet, so the
-        # label sits on its last piece, the first position whose hidden state depends on the whole word.
-        self.label_at = "last"
-
-    def encode_word(self, word: str) -> list[int]:
-        return self.tok.encode(" " + word)
-
-
-class GPTForTokenClassification(torch.nn.Module):
-    """Our GPT's final hidden states (after ln_f) + dropout + linear head. Causal: each word sees only its
-    left context, so expect lower F1 than a bidirectional encoder of the same size."""
-
-    def __init__(self, model_args: dict, num_labels: int, dropout: float = 0.1):
-        super().__init__()
-        from model import GPT, GPTConfig
-        self.model_args = model_args
-        self.gpt = GPT(GPTConfig(**model_args))
-        self.dropout = torch.nn.Dropout(dropout)
-        self.classifier = torch.nn.Linear(self.gpt.config.n_embd, num_labels)
-        torch.nn.init.normal_(self.classifier.weight, std=0.02)
-        torch.nn.init.zeros_(self.classifier.bias)
-
-    def forward(self, idx: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
-        # right padding + causal attention: real positions never see the padding, so no mask is needed
-        return self.classifier(self.dropout(self.gpt.hidden_states(idx)))  # (B, T, num_labels)
-
-
-def _load_gpt_backbone(out_dir: str, num_labels: int, tokenizer_spec: str):
-    """A train.py run folder as a token-classification backbone, read by checkpoint.load_run (weights_only)."""
-    from checkpoint import load_run
-    run = load_run(out_dir, "cpu", tokenizer_spec or "")  # its own tokenizer; another one stops
-    model = GPTForTokenClassification(run.checkpoint["model_args"], num_labels)
-    model.gpt.load_state_dict(run.model.state_dict())
-    return model, GPTWordTokenizer(run.tokenizer.name)
-
-
-# -----------------------------------------------------------------------------
-# words -> chunks of sub-tokens, and back
-
-def encode(words: list[str], tokenizer, max_seq_length: int, chunk_overlap: int,
-           label_ids: list[int] | None = None) -> list[dict]:
-    """Chunks of at most max_seq_length ids, cut between words; consecutive chunks share about chunk_overlap
-    sub-tokens. Each chunk: ids, labels (IGNORE_INDEX except at each word's label position: its first sub-token,
-    or its last where tokenizer.label_at == 'last', as for the causal GPT backbone), first (each word's label
-    position, or -1 if the word has no sub-token) and its word range [ws, we)."""
-    specials = 0 if tokenizer.cls is None else 2
-    room = max_seq_length - specials
-    if not 0 <= chunk_overlap < room:
-        raise ValueError(f"chunk_overlap={chunk_overlap} must be >= 0 and below max_seq_length - {specials} = {room}")
-    pieces = [tokenizer.encode_word(w)[:room] for w in words]  # a word longer than a chunk keeps its start
-    last = getattr(tokenizer, "label_at", "first") == "last"
-    chunks, ws = [], 0
-    while ws < len(words):
-        we, n = ws, 0
-        while we < len(words) and n + len(pieces[we]) <= room:
-            n += len(pieces[we])
-            we += 1
-        ids = [] if tokenizer.cls is None else [tokenizer.cls]
-        labels, first = [IGNORE_INDEX] * len(ids), []
-        for w in range(ws, we):
-            first.append((len(ids) + (len(pieces[w]) - 1 if last else 0)) if pieces[w] else -1)
-            ids += pieces[w]
-            labels += [IGNORE_INDEX] * len(pieces[w])
-            if pieces[w] and label_ids is not None:
-                labels[first[-1]] = label_ids[w]
-        if tokenizer.sep is not None:
-            ids.append(tokenizer.sep)
-            labels.append(IGNORE_INDEX)
-        chunks.append(dict(ids=ids, labels=labels, first=first, ws=ws, we=we))
-        if we == len(words):
-            break
-        back, shared = we, 0
-        while back - 1 > ws and shared + len(pieces[back - 1]) <= chunk_overlap:
-            back -= 1
-            shared += len(pieces[back])
-        ws = back
-    return chunks
-
-
-def _collate(chunks: list[dict], pad: int, device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    T = max(len(c["ids"]) for c in chunks)
-    idx = torch.full((len(chunks), T), pad, dtype=torch.long)
-    labels = torch.full((len(chunks), T), IGNORE_INDEX, dtype=torch.long)
-    mask = torch.zeros((len(chunks), T), dtype=torch.long)
-    for b, c in enumerate(chunks):
-        n = len(c["ids"])
-        idx[b, :n], labels[b, :n], mask[b, :n] = torch.tensor(c["ids"]), torch.tensor(c["labels"]), 1
-    return idx.to(device), mask.to(device), labels.to(device)
-
-
-@torch.no_grad()
-def word_probs(model, tokenizer, sentences: list[list[str]], cfg: dict, device) -> list[torch.Tensor]:
-    """Per sentence, (n_words, num_labels) probabilities; a word without sub-tokens gets all mass on 'O'.
-    Overlapping chunks: the word takes the chunk where it is farthest from a chunk edge."""
-    model.eval()
-    items = [(s, c) for s, words in enumerate(sentences)
-             for c in encode(words, tokenizer, cfg["max_seq_length"], cfg["chunk_overlap"])]
-    items.sort(key=lambda it: len(it[1]["ids"]))  # length-sorted batches: little padding
-    C = model.classifier.out_features
-    out = [torch.zeros(len(w), C) for w in sentences]
-    for p in out:
-        p[:, 0] = 1.0  # label 0 is 'O'
-    margin = [torch.full((len(w),), -1) for w in sentences]
-    for i in range(0, len(items), cfg["batch_size"]):
-        batch = items[i:i + cfg["batch_size"]]
-        idx, mask, _ = _collate([c for _, c in batch], tokenizer.pad, device)
-        probs = F.softmax(model(idx, mask).float(), dim=-1).cpu()  # (B, T, C)
-        for b, (s, c) in enumerate(batch):
-            for k, pos in enumerate(c["first"]):
-                w, m = c["ws"] + k, min(k, c["we"] - c["ws"] - 1 - k)
-                if pos >= 0 and m > margin[s][w]:
-                    out[s][w], margin[s][w] = probs[b, pos], m
-    return out
-
-
-# -----------------------------------------------------------------------------
-# a fine-tuned model: load, predict
-
-class Tagger:
-    """A fine-tuned model folder loaded for inference: model, tokenizer, labels and settings."""
-
-    def __init__(self, model, tokenizer, cfg: dict, device: str = "auto"):
-        self.device = _device(device)
-        self.model, self.tokenizer, self.cfg = model.to(self.device).eval(), tokenizer, cfg
-        self.labels: list[str] = cfg["labels"]
-        self.scheme: str = cfg["scheme"]
-
-    @classmethod
-    def load(cls, path: str | Path, device: str = "auto", batch_size: int = 32) -> "Tagger":
-        path = Path(path)
-        if not (path / "ner_config.json").is_file():
-            raise FileNotFoundError(f"{path}/ner_config.json not found: --model must be a folder written by "
-                                    f"`python ner.py train` (out_dir/model)")
-        cfg = json.loads((path / "ner_config.json").read_text()) | {"batch_size": batch_size}
-        if cfg["backbone"] == "bert":
-            model, tok = BertForTokenClassification.from_hf(path), WordPieceTokenizer.from_dir(path)
-        else:
-            model = GPTForTokenClassification(cfg["model_args"], len(cfg["labels"]))
-            model.load_state_dict(torch.load(path / "model.pt", map_location="cpu", weights_only=True))
-            tok = GPTWordTokenizer(cfg["tokenizer"])
-        return cls(model, tok, cfg, device)
-
-    def save(self, path: str | Path) -> None:
-        path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
-        keys = ("labels", "scheme", "max_seq_length", "chunk_overlap", "backbone", "tokenizer", "model_args")
-        cfg = {k: self.cfg.get(k) for k in keys}
-        if cfg["backbone"] == "bert":
-            self.model.save_hf(path, dict(enumerate(self.labels)), {"max_seq_length": cfg["max_seq_length"]})
-            self.tokenizer.save(path)
-        else:
-            torch.save(self.model.state_dict(), path / "model.pt")
-        (path / "ner_config.json").write_text(json.dumps(cfg, indent=2))
-
-    def tag(self, sentences: list[list[str]]) -> tuple[list[list[str]], list[list[float]]]:
-        """Word lists -> predicted tags (in the model's scheme) and the probability of each tag."""
-        probs = word_probs(self.model, self.tokenizer, sentences, self.cfg, self.device)
-        tags = [[self.labels[i] for i in p.argmax(-1).tolist()] for p in probs]
-        scores = [p.max(-1).values.tolist() for p in probs]
-        return tags, scores
-
-
-def predict(tagger: "Tagger | str | Path", texts: list[str] | str) -> list[list[dict]]:
-    """Texts -> per text a list of {char_start, char_end, text, label, score} with int offsets into the original
-    text. A stray I-X after O starts an entity (nerblackbox's autocorrect=True); score = mean word probability."""
-    tagger = tagger if isinstance(tagger, Tagger) else Tagger.load(tagger)
-    texts = [texts] if isinstance(texts, str) else texts
-    spans = [bert.pretokenize(t) for t in texts]
-    tags, scores = tagger.tag([[t[s:e] for s, e in sp] for t, sp in zip(texts, spans)])
-    out = []
-    for text, sp, tg, sc in zip(texts, spans, tags, scores):
-        ents = []
-        for label, a, b in nerdata.entities(nerdata.convert(tg, tagger.scheme, "bio")):
-            s, e = sp[a][0], sp[b - 1][1]
-            ents.append(dict(char_start=s, char_end=e, text=text[s:e], label=label, score=sum(sc[a:b]) / (b - a)))
-        out.append(ents)
-    return out
-
-
-def read_texts(path: str | Path) -> list[dict]:
-    """in.jsonl (standard JSONL; its tags are dropped) or in.txt (one text per line) -> one document per input
-    line, blank lines included (text ''), each with its 1-based "line" number so outputs align with inputs."""
-    if str(path).endswith(".jsonl"):
-        docs = nerdata.read_jsonl(path, keep_blank=True)
-        return [{"line": i + 1} | ({"text": ""} if d is None else {k: v for k, v in d.items() if k != "tags"})
-                for i, d in enumerate(docs)]
-    with open(path, encoding="utf-8") as f:
-        return [{"line": i + 1, "text": line.rstrip("\r\n")} for i, line in enumerate(f)]
-
-
-def predict_on_file(tagger: "Tagger | str | Path", input_path: str | Path, output_path: str | Path) -> list[dict]:
-    """in.jsonl | in.txt -> standard JSONL with model tags {char_start, char_end, token, tag, score}, ready for
-    pre-annotation (ner.md §1.3)."""
-    docs = read_texts(input_path)
-    for d, ents in zip(docs, predict(tagger, [d["text"] for d in docs])):
-        d["tags"] = [dict(char_start=e["char_start"], char_end=e["char_end"], token=e["text"], tag=e["label"],
-                          score=e["score"]) for e in ents]
-    nerdata.write_jsonl(docs, output_path)
-    return docs
+EVALUATE_DEFAULTS = dict(
+    model="",  # a model folder written by `ner.py train` (out_dir/model)
+    data="",  # the data file to evaluate on: CoNLL, pretokenized CSV or standard JSONL
+    out="out-ner-eval",  # folder for metrics.json and predictions.tsv
+    format="auto",  # auto | conll | csv | jsonl
+    token_column=-1, tag_column=-1,  # CoNLL columns, 0-based; -1 = detected from the content (printed)
+    repair_bio=False,  # BIO files: turn an I-X after neither B-X nor I-X into B-X (always counted in issues)
+    batch_size=32,  # chunks per forward pass
+    device="auto",  # auto (cuda if available, else cpu) | cpu | cuda | cuda:N
+)
+PREDICT_DEFAULTS = dict(
+    model="",  # a model folder written by `ner.py train` (out_dir/model)
+    input="",  # in.txt (one text per line) or in.jsonl (standard JSONL; its tags are dropped)
+    output="",  # the file to write
+    format="jsonl",  # jsonl (standard JSONL with scores) | labelstudio (import JSON with predictions) | doccano
+    batch_size=32,  # chunks per forward pass
+    device="auto",  # auto (cuda if available, else cpu) | cpu | cuda | cuda:N
+)
 
 
 # -----------------------------------------------------------------------------
@@ -281,20 +95,22 @@ def predict_on_file(tagger: "Tagger | str | Path", input_path: str | Path, outpu
 def evaluate_tags(gold: list[list[str]], pred: list[list[str]], scheme: str, labels: list[str] | None = None) -> dict:
     """Flat metrics dict: entity.{strict,lenient}.{micro,macro}.{precision,recall,f1,support},
     entity.{mode}.per_class.{TYPE}.*, token.{all,fil}.{micro,macro,macro_present,per_class}.*,
-    entity.strict.well_formed and token.confusion_matrix. gold/pred in the model's scheme, `labels` the model's
+    entity.strict.well_formed, entity.asr.{abidance,precision,recall,f1} (nerblackbox's annotation scheme
+    restoration, nertags.asr_scores) and token.confusion_matrix. gold/pred in the model's scheme, `labels` the model's
     classes (token macro over all of them, as nerblackbox); strict mode uses IOB2 (BILOU for bilou models),
-    lenient mode runs on BIO (ner.md §1.6)."""
+    lenient mode runs on BIO (nerblackbox's metrics/ner_metrics.py)."""
     strict_scheme = "bilou" if scheme == "bilou" else "bio"
-    g_s = [nerdata.convert(s, scheme, strict_scheme) for s in gold]
-    p_s = [nerdata.convert(s, scheme, strict_scheme) if scheme == "io" else s for s in pred]
-    g_b = [nerdata.convert(s, scheme, "bio") for s in gold]
-    p_b = [nerdata.to_bio(s, scheme) for s in pred]
-    token = nerdata.token_scores(gold, pred, labels)
+    g_s = [nertags.convert(s, scheme, strict_scheme) for s in gold]
+    p_s = [nertags.convert(s, scheme, strict_scheme) if scheme == "io" else s for s in pred]
+    g_b = [nertags.convert(s, scheme, "bio") for s in gold]
+    p_b = [nertags.to_bio(s, scheme) for s in pred]
+    token = nertags.token_scores(gold, pred, labels)
     cm = token.pop("confusion_matrix")
-    flat = _flatten({"entity": {"strict": nerdata.entity_scores(g_s, p_s, "strict", strict_scheme),
-                                "lenient": nerdata.entity_scores(g_b, p_b, "lenient")}, "token": token})
-    return flat | {"entity.strict.well_formed": nerdata.well_formed_fraction(p_s, strict_scheme),
-                   "token.confusion_matrix": cm}
+    flat = _flatten({"entity": {"strict": nertags.entity_scores(g_s, p_s, "strict", strict_scheme),
+                                "lenient": nertags.entity_scores(g_b, p_b, "lenient")}, "token": token})
+    asr = {f"entity.asr.{k}": v for k, v in nertags.asr_scores(g_s, p_s, strict_scheme).items()}
+    return flat | asr | {"entity.strict.well_formed": nertags.well_formed_fraction(p_s, strict_scheme),
+                         "token.confusion_matrix": cm}
 
 
 def _flatten(d: dict, prefix: str = "") -> dict:
@@ -311,23 +127,25 @@ def metrics_table(m: dict) -> str:
     """The headline numbers and the per-class strict entity scores as a text table."""
     rows = [("entity strict micro", "entity.strict.micro"), ("entity strict macro", "entity.strict.macro"),
             ("entity lenient micro", "entity.lenient.micro"), ("token fil micro", "token.fil.micro"),
-            ("token all micro", "token.all.micro")]
+            ("token all micro", "token.all.micro")] + [("entity asr micro", "entity.asr")] * ("entity.asr.f1" in m)
     rows += [(f"  {k.split('.')[3]}", k.rsplit(".", 1)[0]) for k in m
              if k.startswith("entity.strict.per_class.") and k.endswith(".f1")]
     lines = [f"{'':24} {'precision':>9} {'recall':>9} {'f1':>9} {'support':>8}"]
     for name, key in rows:
         lines.append(f"{name:24} {m[key + '.precision']:9.4f} {m[key + '.recall']:9.4f} {m[key + '.f1']:9.4f} "
                      f"{m.get(key + '.support', ''):>8}")
+    if "entity.asr.abidance" in m:  # nerblackbox's share of predicted tags that already obey the scheme
+        lines.append(f"{'asr abidance':24} {m['entity.asr.abidance']:9.4f}")
     return "\n".join(lines)
 
 
 def _map_tags(examples: list[Example], scheme: str, labels: list[str], issues: Issues, name: str) -> list:
     """Tags in the model's scheme; labels unseen in training are counted and kept (they cost recall)."""
-    source = nerdata.detect_scheme([ex.tags for ex in examples])
+    source = nertags.detect_scheme([ex.tags for ex in examples])
     known = set(labels)
     out = []
     for i, ex in enumerate(examples):
-        tags = nerdata.convert(ex.tags, source, scheme)
+        tags = nertags.convert(ex.tags, source, scheme)
         for w, t in zip(ex.words, tags):
             if t not in known:
                 issues.add(f"label in {name} unseen in training", f"{name} item {i + 1}: {w!r} {t}")
@@ -337,9 +155,6 @@ def _map_tags(examples: list[Example], scheme: str, labels: list[str], issues: I
 
 # -----------------------------------------------------------------------------
 # training
-
-def _device(name: str) -> str:
-    return ("cuda" if torch.cuda.is_available() else "cpu") if name == "auto" else name
 
 
 def make_optimizer(model: torch.nn.Module, lr: float, weight_decay: float, device: str) -> torch.optim.AdamW:
@@ -374,7 +189,7 @@ def _val_loss(model, chunks: list[dict], pad: int, batch_size: int, device, mean
     total, n, batch_means = 0.0, 0, []
     with torch.no_grad():
         for i in range(0, len(chunks), batch_size):
-            idx, mask, labels = _collate(chunks[i:i + batch_size], pad, device)
+            idx, mask, labels = collate(chunks[i:i + batch_size], pad, device)
             logits = model(idx, mask)
             loss = F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), reduction="sum").item()
             words = (labels != IGNORE_INDEX).sum().item()
@@ -391,7 +206,7 @@ def train_run(cfg: dict, model, tokenizer, train_chunks: list[dict], val_chunks:
     """One fine-tuning run. The model left in `model` is the one after the last epoch (final_model='last', the
     paper's code: nerblackbox v0.0.12 tests `last_model_path`) or the lowest-val-loss epoch (final_model='best',
     nerblackbox v1.0.0's ModelCheckpoint). Returns the training history and which epoch was kept."""
-    device = _device(cfg["device"])
+    device = resolve_device(cfg["device"])
     model.to(device)
     optimizer = make_optimizer(model, cfg["lr_max"], cfg["weight_decay"], device)
     steps_per_epoch = math.ceil(len(train_chunks) / cfg["batch_size"])
@@ -409,7 +224,7 @@ def train_run(cfg: dict, model, tokenizer, train_chunks: list[dict], val_chunks:
         t0, total = time.time(), 0.0
         bar = tqdm(batches, desc=f"seed {seed} epoch {epoch}", leave=False, file=sys.stderr)
         for batch in bar:
-            idx, mask, labels = _collate([train_chunks[i] for i in batch], tokenizer.pad, device)
+            idx, mask, labels = collate([train_chunks[i] for i in batch], tokenizer.pad, device)
             logits = model(idx, mask)
             loss = F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), ignore_index=IGNORE_INDEX)
             optimizer.zero_grad(set_to_none=True)
@@ -447,7 +262,7 @@ def train_run(cfg: dict, model, tokenizer, train_chunks: list[dict], val_chunks:
 
 def _build(cfg: dict, num_labels: int):
     if cfg["backbone"].startswith("gpt:"):
-        return _load_gpt_backbone(cfg["backbone"][4:], num_labels, cfg["tokenizer"])
+        return load_gpt_backbone(cfg["backbone"][4:], num_labels, cfg["tokenizer"])
     if cfg["backbone"]:
         raise ValueError(f"--backbone={cfg['backbone']!r}: write gpt:<train.py out_dir>, or use --encoder=DIR")
     if not cfg["encoder"]:
@@ -518,17 +333,17 @@ def train(cfg: dict) -> dict:
     test_ex, layouts["test"] = _read(cfg["test"], cfg, issues) if cfg["test"] else ([], None)
     train_ex = nerdata.subsample(train_ex, cfg["train_fraction"], cfg["seed"], cfg["subset"])
     val_ex = nerdata.subsample(val_ex, cfg["val_fraction"], cfg["seed"], cfg["subset"])
-    source = nerdata.detect_scheme([ex.tags for ex in train_ex])
+    source = nertags.detect_scheme([ex.tags for ex in train_ex])
     scheme = {"iob1": "bio", "iobes": "bilou"}.get(source, source) if cfg["annotation_scheme"] == "auto" \
         else cfg["annotation_scheme"]
-    types = sorted(nerdata.entity_types(train_ex))
+    types = sorted(nertags.entity_types(train_ex))
     if not types:
         raise ValueError(f"{cfg['train']}: the training sentences hold no entity (every tag is O); "
                          f"{nerdata.layout_text('train', layouts['train'])}")
     for name in ("val", "test"):
         if layouts.get(name) is not None:
             _check_shared_labels(name, layouts[name], types)
-    labels = nerdata.label_list(types, scheme)
+    labels = nertags.label_list(types, scheme)
     label_id = {lab: i for i, lab in enumerate(labels)}
     sets = {"train": train_ex, "val": val_ex, "test": test_ex}
     tags = {k: _map_tags(v, scheme, labels, issues, k) for k, v in sets.items()}
@@ -586,7 +401,8 @@ def train(cfg: dict) -> dict:
 
 
 def _summarize(runs: list[dict]) -> dict:
-    """mean and standard error (std / sqrt(N), ddof=1) over runs of every scalar metric (ner.md §1.3)."""
+    """mean and standard error (std / sqrt(N), ddof=1) over runs of every scalar metric (nerblackbox's
+    compute_mean_and_dmean)."""
     flat = [{"epochs": r["epochs"], "best_val_loss": r["best_val_loss"]}
             | {f"{s}.{k}": v for s in ("val", "test") for k, v in r.get(s, {}).items() if isinstance(v, (int, float))}
             for r in runs]
@@ -630,7 +446,7 @@ def evaluate(cfg: dict) -> dict:
     if not cfg["data"]:
         raise ValueError("give --data=FILE (the file to evaluate on)")
     examples, layout = _read(cfg["data"], cfg, issues)
-    types = sorted({nerdata.split_tag(t)[1] for t in tagger.labels} - {None})
+    types = sorted({nertags.split_tag(t)[1] for t in tagger.labels} - {None})
     _check_shared_labels("data", layout, types)
     gold = _map_tags(examples, tagger.scheme, tagger.labels, issues, "data")
     _count_wordless({"data": examples}, {"data": gold}, tagger.tokenizer, issues)
@@ -649,24 +465,15 @@ def evaluate(cfg: dict) -> dict:
     return metrics
 
 
-def main(argv: list[str]) -> None:
-    if argv and argv[0] in ("agreement", "merge", "resolve", "convert"):  # the annotation workflow
-        import annotate
-        return annotate.main(argv)
-    commands = {"train": TRAIN_DEFAULTS, "evaluate": EVALUATE_DEFAULTS, "predict": PREDICT_DEFAULTS}
-    if not argv or argv[0] not in commands:
-        sys.exit("usage: python ner.py {train|evaluate|predict|agreement|merge|resolve|convert} [--key=value ...]"
-                 "  (-h after a command lists keys)")
-    cfg = configure(dict(commands[argv[0]]), argv[1:], source=__file__)
-    try:
-        if argv[0] == "train":
-            train(cfg)
-        elif argv[0] == "evaluate":
-            evaluate(cfg)
-        else:
-            _predict_cli(cfg)
-    except (ValueError, FileNotFoundError) as e:
-        sys.exit(f"ner.py: {e}")
+def main(argv: list[str] | None = None) -> None:
+    """`python ner.py train|evaluate|predict [config.py ...] [--key=value ...]`."""
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] in ("agreement", "merge", "resolve", "convert"):
+        raise ValueError(f"the annotation commands are in annotate.py: python annotate.py {argv[0]} -h lists "
+                         f"its keys")
+    command, cfg = configure_command({"train": TRAIN_DEFAULTS, "evaluate": EVALUATE_DEFAULTS,
+                                      "predict": PREDICT_DEFAULTS}, argv, __file__)
+    {"train": train, "evaluate": evaluate, "predict": _predict_cli}[command](cfg)
 
 
 def _predict_cli(cfg: dict) -> None:
@@ -679,7 +486,6 @@ def _predict_cli(cfg: dict) -> None:
         docs = predict_on_file(tagger, cfg["input"], cfg["output"])
         n = sum(len(d["tags"]) for d in docs)
     else:
-        import annotate  # the annotation-tool writers live with the agreement tools
         texts = [d["text"] for d in read_texts(cfg["input"])]
         preds = predict(tagger, texts)
         write = annotate.write_labelstudio_predictions if cfg["format"] == "labelstudio" else annotate.write_doccano
@@ -690,4 +496,4 @@ def _predict_cli(cfg: dict) -> None:
 
 if __name__ == "__main__":
     from configurator import run_cli  # bad input: one line `ner.py: problem: fix`, exit 1
-    run_cli("ner.py", main, sys.argv[1:])
+    run_cli("ner.py", main)

@@ -1,5 +1,5 @@
 """
-MinHash-LSH dedup throughput (clean.fuzzy_duplicates, Nordic Pile parameters: 10 hashes, 10-char shingles,
+MinHash-LSH dedup throughput (dedup.fuzzy_duplicates, Nordic Pile parameters: 10 hashes, 10-char shingles,
 2 bands, Jaccard 0.5) on the shared text, and how it scales with the number of documents.
 
     python bench/bench_dedup.py      # all of ../shared/data/text, then a 2 MB sample x1, x4, x16
@@ -8,7 +8,7 @@ MinHash-LSH dedup throughput (clean.fuzzy_duplicates, Nordic Pile parameters: 10
 Scaling: the sample is repeated with small edits (one word of each copy replaced), so a k-times corpus has
 about k-1 near-duplicates of every document. Signatures + LSH must scale ~k (quadratic would be k^2);
 verification costs a constant time per candidate pair, and there are at most 2 pairs per document and band
-(clean.lsh_candidate_pairs), so the whole is linear in documents (x1 has few pairs, hence its low total).
+(dedup.lsh_candidate_pairs), so the whole is linear in documents (x1 has few pairs, hence its low total).
 Baseline in the same run: brute-force pairwise Jaccard over Python shingle sets, on small document counts.
 Peak memory is traced separately (tracemalloc, numpy included) so that it does not slow the timed runs.
 Times are CPU seconds of this process (time.process_time; the work is single-threaded numpy), because the
@@ -23,13 +23,13 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-import clean  # noqa: E402
+import dedup  # noqa: E402
 from configurator import configure  # noqa: E402
 
 text_dir = str(ROOT.parent / "shared" / "data" / "text")  # one document per line, *.txt
 base_mb = 2.0  # size of the sample that is repeated for the scaling runs
 scales = [1, 4, 16]  # corpus = sample x k (copies with one word edited)
-verify = "exact"  # 'exact' | 'estimate' (clean.fuzzy_verify)
+verify = "exact"  # 'exact' | 'estimate' (clean.py's fuzzy_verify)
 brute_docs = [150, 300, 600]  # document counts for the brute-force pairwise baseline
 seed = 0
 
@@ -79,8 +79,8 @@ def peak_mb(fn, *args) -> float:
     return peak / 1e6
 
 
-def dedup(docs: list[str]):
-    return clean.fuzzy_duplicates(docs, verify=verify)
+def run_dedup(docs: list[str]):
+    return dedup.fuzzy_duplicates(docs, verify=verify)
 
 
 def brute_force(docs: list[str]) -> int:
@@ -103,21 +103,21 @@ def main() -> None:
             "  notes (docs/s, MB/s per CPU second)")
     print(f"MinHash-LSH dedup, verify={verify}, 10 hashes, 10-char shingles, 2 bands, Jaccard >= 0.5")
     print(head + "\n" + "-" * len(head))
-    (root, _, stats), t, w = timed(dedup, docs)
+    (root, _, stats), t, w = timed(run_dedup, docs)
     n_dup = int((root != range(len(docs))).sum())
-    print(row("shared text (all, x1)", docs, t, w, peak_mb(dedup, docs),
+    print(row("shared text (all, x1)", docs, t, w, peak_mb(run_dedup, docs),
               f"{n_dup:,} near-dups, {stats['candidate_pairs']:,} candidate pairs"))
     base = sample(docs, base_mb, rng)
     t1 = None
     for k in scales:
         corpus = repeat_with_edits(base, k, rng)
-        (root, _, stats), t, w = timed(dedup, corpus)
-        sig, t_sig, _ = timed(clean.minhash_signatures, corpus)
-        cand, t_lsh, _ = timed(clean.lsh_candidate_pairs, sig, 2)
-        _, t_ver, _ = timed(clean.exact_jaccard, corpus, cand)
+        (root, _, stats), t, w = timed(run_dedup, corpus)
+        sig, t_sig, _ = timed(dedup.minhash_signatures, corpus)
+        cand, t_lsh, _ = timed(dedup.lsh_candidate_pairs, sig, 2)
+        _, t_ver, _ = timed(dedup.exact_jaccard, corpus, cand)
         t1 = t1 or (t_sig + t_lsh, k)
         removed = int((root != range(len(corpus))).sum())
-        print(row(f"sample {base_mb:g} MB x{k}", corpus, t, w, peak_mb(dedup, corpus),
+        print(row(f"sample {base_mb:g} MB x{k}", corpus, t, w, peak_mb(run_dedup, corpus),
                   f"signatures+LSH {t_sig + t_lsh:.2f} s = {(t_sig + t_lsh) / t1[0]:.1f}x first for "
                   f"x{k // t1[1]} docs; exact verify of {stats['candidate_pairs']:,} cand. pairs "
                   f"{1e6 * t_ver / max(len(cand), 1):.0f} us/pair; removed {removed:,} "
@@ -125,7 +125,7 @@ def main() -> None:
     b1 = None
     for n in brute_docs:
         _, t, w = timed(brute_force, base[:n])
-        _, tm, _ = timed(dedup, base[:n])
+        _, tm, _ = timed(run_dedup, base[:n])
         b1 = b1 or (t, n)
         print(row(f"brute force pairs, {n} docs", base[:n], t, w, peak_mb(brute_force, base[:n]),
                   f"cpu/first = {t / b1[0]:.1f} for x{n // b1[1]} docs; MinHash-LSH: {tm:.3f} s"))

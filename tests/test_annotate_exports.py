@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+import agreement as G
 import annotate as A
 
 TEXT = "Grattis 🎉🎉 Anna! Vi ses i Göteborg 👋🏽 med Erik 😀"  # astral emoji before, between and after spans
@@ -53,11 +54,11 @@ def test_merge_and_agreement_of_a_utf16_and_a_codepoint_export(tmp_path):
     (tmp_path / "old.json").write_text(json.dumps([_ls_task("utf16", 1)], ensure_ascii=False), encoding="utf-8")
     (tmp_path / "new.json").write_text(json.dumps([_ls_task("codepoints", 2)], ensure_ascii=False),
                                        encoding="utf-8")
-    annotations, _ = A.load_annotations([str(tmp_path / "old.json"), str(tmp_path / "new.json")])
-    assert A.agreement(annotations)["f1"] == 1.0
-    merged, conflicts = A.merge(annotations)
+    annotations, _ = G.load_annotations([str(tmp_path / "old.json"), str(tmp_path / "new.json")])
+    assert G.agreement(annotations)["f1"] == 1.0
+    merged, conflicts = G.merge(annotations)
     assert conflicts == [] and _spans(merged[0]) == EXPECTED
-    A.main(["convert", str(tmp_path / "old.json"), str(tmp_path / "old.jsonl"), "--to", "standard"])
+    A.main(["convert", f"--input={tmp_path / 'old.json'}", f"--output={tmp_path / 'old.jsonl'}", "--to=standard"])
     assert _spans(A.read_jsonl(tmp_path / "old.jsonl")[0]) == EXPECTED
 
 
@@ -68,9 +69,9 @@ def test_shifted_spans_are_never_merged(tmp_path):
     (tmp_path / "a.json").write_text(json.dumps([task], ensure_ascii=False), encoding="utf-8")
     (tmp_path / "b.json").write_text(json.dumps([_ls_task("codepoints", 2)], ensure_ascii=False), encoding="utf-8")
     with pytest.raises(ValueError, match=r"a.json: 1 span\(s\) whose text differs .*document 1: \[.*'Göteborg'"):
-        A.load_annotations([str(tmp_path / "a.json"), str(tmp_path / "b.json")])
-    with pytest.raises(SystemExit, match="shifted offsets"):
-        A.main(["merge", str(tmp_path / "a.json"), str(tmp_path / "b.json"), "--out", str(tmp_path / "m.jsonl"),
+        G.load_annotations([str(tmp_path / "a.json"), str(tmp_path / "b.json")])
+    with pytest.raises(ValueError, match="shifted offsets"):
+        A.main(["merge", f"--input={tmp_path / 'a.json'},{tmp_path / 'b.json'}", "--out", str(tmp_path / "m.jsonl"),
                 "--conflicts", str(tmp_path / "c.jsonl")])
     assert not (tmp_path / "m.jsonl").exists()
 
@@ -114,13 +115,13 @@ def test_doccano_relation_layout_reads_and_writes():
 def test_relations_survive_labelstudio_doccano_round_trips(tmp_path):
     path = tmp_path / "alice.jsonl"
     path.write_text("".join(json.dumps(x, ensure_ascii=False) + "\n" for x in DOCCANO_REL), encoding="utf-8")
-    A.main(["convert", str(path), str(tmp_path / "ls.json"), "--to", "labelstudio"])
+    A.main(["convert", f"--input={path}", f"--output={tmp_path / 'ls.json'}", "--to=labelstudio"])
     tasks = json.loads((tmp_path / "ls.json").read_text())
     results = tasks[0]["annotations"][0]["result"]
     by_id = {r["id"]: r["value"]["text"] for r in results if r["type"] == "labels"}
     rels = [(by_id[r["from_id"]], by_id[r["to_id"]], r["labels"]) for r in results if r["type"] == "relation"]
     assert rels == [("Anna", "Lund", ["bor_i"]), ("Anna", "Volvo", ["jobbar_på"])]
-    A.main(["convert", str(tmp_path / "ls.json"), str(tmp_path / "back.jsonl"), "--to", "doccano"])
+    A.main(["convert", f"--input={tmp_path / 'ls.json'}", f"--output={tmp_path / 'back.jsonl'}", "--to=doccano"])
     back = A.read_jsonl(tmp_path / "back.jsonl")
     ents = {e["id"]: back[0]["text"][e["start_offset"]:e["end_offset"]] for e in back[0]["entities"]}
     assert [(ents[r["from_id"]], ents[r["to_id"]], r["type"]) for r in back[0]["relations"]] == [
@@ -143,6 +144,6 @@ def test_merge_says_it_does_not_carry_relations(tmp_path, capsys):
     for name in ("alice", "bob"):
         (tmp_path / f"{name}.jsonl").write_text("".join(json.dumps(x, ensure_ascii=False) + "\n"
                                                         for x in DOCCANO_REL), encoding="utf-8")
-    A.main(["merge", str(tmp_path / "alice.jsonl"), str(tmp_path / "bob.jsonl"), "--out", str(tmp_path / "m.jsonl"),
+    A.main(["merge", f"--input={tmp_path / 'alice.jsonl'},{tmp_path / 'bob.jsonl'}", "--out", str(tmp_path / "m.jsonl"),
             "--conflicts", str(tmp_path / "c.jsonl")])
     assert "note: 4 relation(s) in the inputs are not carried into" in capsys.readouterr().out

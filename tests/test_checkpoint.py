@@ -44,8 +44,8 @@ def test_load_run_returns_the_runs_model_tokenizer_config_and_step(run, tiny_dat
 
 def test_ner_gpt_backbone_reads_a_default_train_run(run):
     """ner.py found no tokenizer for a default run (it read config['tokenizer'], which is '')."""
-    import ner
-    model, tok = ner._load_gpt_backbone(str(run), 3, '')
+    import nertagger
+    model, tok = nertagger.load_gpt_backbone(str(run), 3, '')
     ckpt = torch.load(run / 'ckpt.pt', weights_only=True)
     assert all(torch.equal(model.gpt.state_dict()[k], v) for k, v in ckpt['model'].items())
     assert tok.tok.vocab_size == 512 and tok.pad == tok.tok.eot

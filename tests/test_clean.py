@@ -1,5 +1,6 @@
-"""Tests for clean.py: Nordic-Pile-style cleaning (tokenizer_gptsw3.md §4, §10): filters, MD5 and MinHash-LSH
-dedup checked against brute-force Python set computations, outputs, report arithmetic and bad input."""
+"""Tests for clean.py and dedup.py: Nordic-Pile-style cleaning (Öhman et al. 2023, arXiv:2303.17183): filters,
+MD5 and MinHash-LSH dedup checked against brute-force Python set computations, outputs, report arithmetic and
+bad input."""
 import copy
 import json
 import random
@@ -13,6 +14,7 @@ import numpy as np
 import pytest
 
 import clean
+import dedup
 from configurator import config_keys
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -67,12 +69,12 @@ def paragraphs(shared_dir) -> list[str]:
 
 def test_shingle_hashes_match_python_sets():
     texts = ["", "kort", "exakt tio!", "en lite längre text, en lite längre text", "åäö" * 7]
-    h, doc = clean.shingle_hashes(texts, 10)
+    h, doc = dedup.shingle_hashes(texts, 10)
     assert np.all(np.diff(doc) >= 0)
     for i, t in enumerate(texts):
         assert len(np.unique(h[doc == i])) == len(shingles(t))  # no collisions, boundaries respected
     # the same shingle hashes the same in any text
-    h2, _ = clean.shingle_hashes(["xx" + texts[3]], 10)
+    h2, _ = dedup.shingle_hashes(["xx" + texts[3]], 10)
     assert set(h[doc == 3].tolist()) <= set(h2.tolist())
 
 
@@ -81,8 +83,8 @@ def test_exact_jaccard_matches_python_sets(paragraphs):
     texts = paragraphs[:20] + [edit_words(p, rng.randint(1, 12), rng) for p in paragraphs[:20]] + ["", "kort"]
     pairs = [(i, j) for i in range(len(texts)) for j in range(i + 1, len(texts)) if rng.random() < 0.3]
     pairs = np.array(pairs + [(40, 41)])
-    got = clean.exact_jaccard(texts, pairs, 10, chunk_pairs=37)  # several chunks
-    np.testing.assert_array_equal(clean.exact_jaccard(texts, pairs, 10, chunk_chars=3000), got)  # by size
+    got = dedup.exact_jaccard(texts, pairs, 10, chunk_pairs=37)  # several chunks
+    np.testing.assert_array_equal(dedup.exact_jaccard(texts, pairs, 10, chunk_chars=3000), got)  # by size
     want = [jaccard(texts[i], texts[j]) for i, j in pairs]
     np.testing.assert_allclose(got, want, atol=1e-12)
 
@@ -91,34 +93,34 @@ def test_minhash_estimate_is_unbiased(paragraphs):
     """P(min-hashes equal) = Jaccard: averaged over 200 pairs the 10-hash estimate matches the truth."""
     rng = random.Random(1)
     texts = paragraphs[:200] + [edit_words(p, rng.randint(1, 25), rng) for p in paragraphs[:200]]
-    sig = clean.minhash_signatures(texts, 10, 10, seed=0, chunk_chars=20_000)
+    sig = dedup.minhash_signatures(texts, 10, 10, seed=0, chunk_chars=20_000)
     est = (sig[:200] == sig[200:]).mean(1)
     true = np.array([jaccard(a, b) for a, b in zip(texts[:200], texts[200:])])
     assert 0.2 < true.mean() < 0.9
     assert abs(est.mean() - true.mean()) < 0.03  # std of the mean ~ 0.01
     assert np.corrcoef(est, true)[0, 1] > 0.5
     # chunking does not change the signatures
-    np.testing.assert_array_equal(sig, clean.minhash_signatures(texts, 10, 10, seed=0))
+    np.testing.assert_array_equal(sig, dedup.minhash_signatures(texts, 10, 10, seed=0))
 
 
 def test_lsh_candidates_match_brute_force_buckets():
     rng = np.random.default_rng(0)
     sig = rng.integers(0, 3, (60, 6)).astype(np.uint32)  # few values: many shared buckets
-    cand = clean.lsh_candidate_pairs(sig, bands=3)
+    cand = dedup.lsh_candidate_pairs(sig, bands=3)
     assert np.all(cand[:, 0] < cand[:, 1])
     share = {(i, j) for i in range(60) for j in range(i + 1, 60)
              if any((sig[i, b * 2:b * 2 + 2] == sig[j, b * 2:b * 2 + 2]).all() for b in range(3))}
     assert {tuple(p) for p in cand.tolist()} <= share  # only pairs that share a bucket
     # ... and every sharing pair is connected through candidates of that band (star + chain)
     for b in range(3):
-        band = clean.lsh_candidate_pairs(sig[:, b * 2:b * 2 + 2], bands=1)
+        band = dedup.lsh_candidate_pairs(sig[:, b * 2:b * 2 + 2], bands=1)
         parent = list(range(60))
         for i, j in band.tolist():
-            parent[clean._find(parent, j)] = clean._find(parent, i)
+            parent[dedup._find(parent, j)] = dedup._find(parent, i)
         for i in range(60):
             for j in range(i + 1, 60):
                 if (sig[i, b * 2:b * 2 + 2] == sig[j, b * 2:b * 2 + 2]).all():
-                    assert clean._find(parent, i) == clean._find(parent, j)
+                    assert dedup._find(parent, i) == dedup._find(parent, j)
 
 
 def test_near_duplicates_found_distinct_kept(paragraphs):
@@ -126,7 +128,7 @@ def test_near_duplicates_found_distinct_kept(paragraphs):
     rng = random.Random(2)
     originals = paragraphs[:150]
     near = [edit_words(p, 1, rng) for p in paragraphs[:20]]  # Jaccard ~0.9 or more
-    root, sim, stats = clean.fuzzy_duplicates(originals + near)
+    root, sim, stats = dedup.fuzzy_duplicates(originals + near)
     j = np.array([jaccard(p, q) for p, q in zip(paragraphs[:20], near)])
     assert j.min() > 0.75
     found = root[150:] == np.arange(20)
@@ -138,10 +140,11 @@ def test_near_duplicates_found_distinct_kept(paragraphs):
 
 
 def test_lsh_detection_rate_matches_theory(paragraphs):
-    """Over 300 pairs of graded similarity, found fraction = mean of 1 - (1 - s^r)^b (b=2, r=5; §10)."""
+    """Over 300 pairs of graded similarity, found fraction = mean of 1 - (1 - s^r)^b (b=2, r=5: the Nordic
+    Pile's parameters)."""
     rng = random.Random(3)
     near = [edit_words(p, rng.randint(1, 20), rng) for p in paragraphs]
-    root, _, _ = clean.fuzzy_duplicates(paragraphs + near, threshold=0.01)
+    root, _, _ = dedup.fuzzy_duplicates(paragraphs + near, threshold=0.01)
     s = np.array([jaccard(p, q) for p, q in zip(paragraphs, near)])
     found = root[300:] == np.arange(300)
     assert abs(found.mean() - np.mean(1 - (1 - s**5) ** 2)) < 0.1  # std ~ 0.03
@@ -153,9 +156,9 @@ def test_threshold_and_verification():
     s = jaccard(a, b)
     assert 0.5 < s < 0.9
     for verify in ("exact", "estimate"):
-        root, sim, _ = clean.fuzzy_duplicates([a, a + " ", b], threshold=0.5, verify=verify)
+        root, sim, _ = dedup.fuzzy_duplicates([a, a + " ", b], threshold=0.5, verify=verify)
         assert root.tolist()[:2] == [0, 0]
-        root, _, _ = clean.fuzzy_duplicates([a, b], threshold=min(s + 0.05, 1.0), verify="exact")
+        root, _, _ = dedup.fuzzy_duplicates([a, b], threshold=min(s + 0.05, 1.0), verify="exact")
         assert root.tolist() == [0, 1]  # candidate, but below the threshold
 
 
@@ -241,7 +244,7 @@ def corpus(tmp_path, paragraphs) -> Path:
 
 def test_pipeline_outputs_and_report(corpus, tmp_path, capsys):
     out = tmp_path / "out"
-    report = clean.main(["--input", str(corpus / "sv.txt"), str(corpus / "da"), "--out", str(out),
+    report = clean.main([f"--input={corpus / 'sv.txt'},{corpus / 'da'}", "--out", str(out),
                          "--min_chars", "20"])
     kept = [json.loads(x) for x in (out / "kept.jsonl").read_text(encoding="utf-8").splitlines()]
     removed = [json.loads(x) for x in (out / "removed.jsonl").read_text(encoding="utf-8").splitlines()]
@@ -297,7 +300,7 @@ def test_steps_switch_off(corpus, tmp_path):
 
 
 def test_bad_input_stop_mode_writes_nothing(corpus, tmp_path):
-    with pytest.raises(SystemExit, match=r"web\.jsonl:2: invalid JSON"):
+    with pytest.raises((ValueError, OSError), match=r"web\.jsonl:2: invalid JSON"):
         clean.main(["--input", str(corpus), "--out", str(tmp_path / "o"), "--on_bad_input=stop"])
     assert not (tmp_path / "o").exists() and not list(tmp_path.glob(".o.*"))  # no partial output left
 
@@ -314,7 +317,7 @@ def test_bad_input_stop_mode_writes_nothing(corpus, tmp_path):
 def test_bad_config(argv, message, tmp_path):
     (tmp_path / "notes.md").write_text("# notes\n")
     argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
-    with pytest.raises(SystemExit, match=message):
+    with pytest.raises((ValueError, OSError), match=message):
         clean.main(argv + ["--out", str(tmp_path / "o")])
 
 
@@ -348,7 +351,7 @@ def test_existing_out_is_refused_or_replaced_whole(corpus, tmp_path):
     clean.main(["--input", str(corpus), "--out", str(out), "--min_chars", "20"])
     assert (out / "kept" / "nb" / "kept.jsonl").is_file()  # from da/web.jsonl's "lang": "nb" record
     before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
-    with pytest.raises(SystemExit, match="exists and is not empty.*--overwrite=True"):
+    with pytest.raises((ValueError, OSError), match="exists and is not empty.*--overwrite=True"):
         clean.main(["--input", str(corpus / "sv.txt"), "--out", str(out)])
     assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before  # untouched
     clean.main(["--input", str(corpus / "sv.txt"), "--out", str(out), "--overwrite=True", "--min_chars", "20"])
@@ -394,7 +397,7 @@ def test_duplicate_ids_are_reported(tmp_path, paragraphs, capsys):
 
 def test_digest_set_matches_a_python_dict():
     rng = random.Random(0)
-    digests, seen = clean.DigestSet(), {}
+    digests, seen = dedup.DigestSet(), {}
     for b in range(200):
         keys = [bytes([rng.randrange(4)]) * 15 + bytes([rng.randrange(256)]) for _ in range(rng.randrange(60))]
         values = list(range(1000 * b, 1000 * b + len(keys)))

@@ -80,22 +80,38 @@ CASES = [
     ('data-bad-command', 'data.py prepar', 'prepare'),
     ('data-bad-type', 'data.py prepare --val_fraction=abc', 'val_fraction'),
     # clean.py
-    ('clean-input-missing', 'clean.py --input {t}/nope.txt --out {t}/c2', 'nope.txt'),
-    ('clean-type', 'clean.py --input {t}/text.txt --out {t}/c3 --min_chars=abc', 'min_chars'),
+    ('clean-input-missing', 'clean.py --input={t}/nope.txt --out={t}/c2', 'nope.txt'),
+    ('clean-type', 'clean.py --input={t}/text.txt --out={t}/c3 --min_chars=abc', 'min_chars'),
+    ('clean-second-input-missing', 'clean.py --input={t}/text.txt,{t}/nope2.txt --out={t}/c4', 'nope2.txt'),
     # tokenizer.py
-    ('tokenizer-input-missing', 'tokenizer.py train --input {t}/nope.txt --vocab_size 400 --out {t}/tk', 'nope.txt'),
+    ('tokenizer-input-missing', 'tokenizer.py train --input={t}/nope.txt --vocab_size=400 --out={t}/tk', 'nope.txt'),
     ('tokenizer-bad-command', 'tokenizer.py bogus', 'bogus'),
+    ('tokenizer-unknown-key', 'tokenizer.py train --input={t}/text.txt --vocab_sise=400 --out={t}/tk2', 'vocab_size'),
+    ('tokenizer-no-vocab-size', 'tokenizer.py train --input={t}/text.txt --out={t}/tk3', '--vocab_size'),
+    ('tokenizer-spm-clash', 'tokenizer.py train --input={t}/text.txt --vocab_size=400 --out={t}/tk4 '
+     "--spm_args={{'model_prefix':'x'}}", 'model_prefix'),
+    ('tokenizer-eval-bad-pair', 'tokenizer.py evaluate --tokenizer=gpt2 --data={t}/text.txt --out={t}/ev',
+     'LANG=FILE'),
+    ('tokenizer-prune-size', 'tokenizer.py analyze --tokenizer=gpt2 --data=sv={t}/text.txt --prune_sizes=8x '
+     '--out={t}/an', 'prune_sizes'),
     # ner.py
-    ('ner-no-command', 'ner.py', 'train'),
     ('ner-unknown-key', 'ner.py train --bogus=1', 'bogus'),
     ('ner-train-missing', 'ner.py train --train={t}/nope.conll --encoder={t}/empty --out_dir={t}/n1', 'nope.conll'),
     ('ner-backbone-missing', 'ner.py train --train={t}/a.conll --val={t}/a.conll --backbone=gpt:{t}/empty '
      '--out_dir={t}/n2', 'ckpt.pt'),
+    ('ner-annotation-command', 'ner.py agreement --input=a.jsonl,b.jsonl', 'annotate.py'),
+    ('ner-bad-command', 'ner.py trian', 'train'),
     ('ner-predict-missing-model', 'ner.py predict --model={t}/empty --input={t}/text.txt --output={t}/p.jsonl',
      'ner_config.json'),
     # annotate.py
-    ('annotate-missing-input', 'annotate.py convert {t}/nope.json {t}/out.jsonl --to=standard', 'nope.json'),
+    ('annotate-missing-input', 'annotate.py convert --input={t}/nope.json --output={t}/out.jsonl --to=standard',
+     'nope.json'),
     ('annotate-bad-command', 'annotate.py bogus', 'bogus'),
+    ('annotate-bad-target', 'annotate.py convert --input={t}/doc.jsonl --output={t}/o.json --to=excel', 'excel'),
+    ('annotate-text-not-str', 'annotate.py convert --input={t}/badtext.jsonl --output={t}/o.jsonl --to=standard',
+     'badtext.jsonl'),
+    ('annotate-one-file', 'annotate.py agreement --input={t}/doc.jsonl --out={t}/iaa', 'two or more'),
+    ('annotate-resolve-missing', 'annotate.py resolve --merged={t}/doc.jsonl --out={t}/f.jsonl', '--resolved'),
 ]
 
 
@@ -110,6 +126,8 @@ def bad_inputs(tmp_path_factory, tiny_dataset) -> tuple[Path, Path]:
     (t / 'bad_sweep.py').write_text("sweep = dict(learning_rat=[1e-3, 1e-2])\n")
     (t / 'text.txt').write_text("A line of text that is long enough.\n")
     (t / 'a.conll').write_text("Anna B-PER\nlives O\n\n")
+    (t / 'doc.jsonl').write_text('{"id": "1", "text": "Anna bor i Lund.", "tags": []}\n')
+    (t / 'badtext.jsonl').write_text('{"id": "1", "text": 7, "tags": []}\n')
     for name, cut in (('odd', 1), ('short', 2)):  # a truncated file, then one token short of meta.json
         shutil.copytree(tiny_dataset, t / 'data' / name)
         train_bin = t / 'data' / name / 'train.bin'

@@ -10,6 +10,8 @@ import torch
 import bert
 import ner
 import nerdata
+import nertagger
+import nertags
 from bert import BertConfig, BertForTokenClassification
 from nerdata import Example, Issues
 
@@ -160,7 +162,7 @@ def test_shared_corpora_counts(shared_dir, name, kwargs, sentences, tokens, enti
     issues = Issues()
     ex = nerdata.read_examples(shared_dir / "data/ner" / name, issues=issues, **kwargs)
     assert len(ex) == sentences and sum(len(e.words) for e in ex) == tokens
-    scheme = nerdata.detect_scheme([e.tags for e in ex])
+    scheme = nertags.detect_scheme([e.tags for e in ex])
     if entities is not None:
         assert scheme == "bio" and sum(t.startswith("B-") for e in ex for t in e.tags) == entities
     else:
@@ -211,30 +213,30 @@ def test_seeded_splits_and_fractions():
 # ----------------------------------------------------------------------------- schemes
 
 def test_scheme_rules():
-    assert nerdata.convert(["PER", "PER", "O", "LOC", "PER"], "io", "bio") == ["B-PER", "I-PER", "O", "B-LOC", "B-PER"]
-    assert nerdata.convert(["PER", "PER", "PER", "O", "LOC"], "io", "bilou") == ["B-PER", "I-PER", "L-PER", "O",
+    assert nertags.convert(["PER", "PER", "O", "LOC", "PER"], "io", "bio") == ["B-PER", "I-PER", "O", "B-LOC", "B-PER"]
+    assert nertags.convert(["PER", "PER", "PER", "O", "LOC"], "io", "bilou") == ["B-PER", "I-PER", "L-PER", "O",
                                                                                  "U-LOC"]
-    assert nerdata.convert(["U-A", "B-A", "L-A"], "bilou", "bio") == ["B-A", "B-A", "I-A"]
-    assert nerdata.convert(["B-A", "I-A", "O"], "bio", "io") == ["A", "A", "O"]
-    # §1.5 consistency rules: stray I -> B/U, unfinished B -> U, I before O -> L
-    assert nerdata.convert(["O", "I-A", "I-A", "O", "B-A", "O", "I-B"], "bio", "bilou") == \
+    assert nertags.convert(["U-A", "B-A", "L-A"], "bilou", "bio") == ["B-A", "B-A", "I-A"]
+    assert nertags.convert(["B-A", "I-A", "O"], "bio", "io") == ["A", "A", "O"]
+    # nerblackbox's consistency rules (annotation_tags/tags.py): stray I -> B/U, unfinished B -> U, I before O -> L
+    assert nertags.convert(["O", "I-A", "I-A", "O", "B-A", "O", "I-B"], "bio", "bilou") == \
         ["O", "B-A", "L-A", "O", "U-A", "O", "U-B"]
-    assert nerdata.convert(["I-A", "I-A", "B-A", "O", "I-B"], "iob1", "bio") == ["B-A", "I-A", "B-A", "O", "B-B"]
-    assert nerdata.convert(["S-A", "B-B", "E-B"], "iobes", "bilou") == ["U-A", "B-B", "L-B"]
+    assert nertags.convert(["I-A", "I-A", "B-A", "O", "I-B"], "iob1", "bio") == ["B-A", "I-A", "B-A", "O", "B-B"]
+    assert nertags.convert(["S-A", "B-B", "E-B"], "iobes", "bilou") == ["U-A", "B-B", "L-B"]
     rng = random.Random(0)
     for _ in range(200):  # BIO -> BILOU -> BIO is the identity on well-formed BIO
-        tags = nerdata.convert([rng.choice(["O", "A", "B"]) for _ in range(10)], "io", "bio")
-        assert nerdata.convert(nerdata.convert(tags, "bio", "bilou"), "bilou", "bio") == tags
+        tags = nertags.convert([rng.choice(["O", "A", "B"]) for _ in range(10)], "io", "bio")
+        assert nertags.convert(nertags.convert(tags, "bio", "bilou"), "bilou", "bio") == tags
 
 
 def test_detect_scheme_and_bad_tags(tmp_path):
-    assert nerdata.detect_scheme([["O", "PER"]]) == "io"
-    assert nerdata.detect_scheme([["B-PER", "I-PER", "O", "I-LOC"]]) == "bio"  # ill-formed IOB2 stays IOB2
-    assert nerdata.detect_scheme([["I-PER", "I-PER", "B-PER", "O"]]) == "iob1"
-    assert nerdata.detect_scheme([["U-PER", "B-LOC", "L-LOC"]]) == "bilou"
-    assert nerdata.detect_scheme([["S-PER", "B-LOC", "E-LOC"]]) == "iobes"
+    assert nertags.detect_scheme([["O", "PER"]]) == "io"
+    assert nertags.detect_scheme([["B-PER", "I-PER", "O", "I-LOC"]]) == "bio"  # ill-formed IOB2 stays IOB2
+    assert nertags.detect_scheme([["I-PER", "I-PER", "B-PER", "O"]]) == "iob1"
+    assert nertags.detect_scheme([["U-PER", "B-LOC", "L-LOC"]]) == "bilou"
+    assert nertags.detect_scheme([["S-PER", "B-LOC", "E-LOC"]]) == "iobes"
     with pytest.raises(ValueError, match="mix"):
-        nerdata.detect_scheme([["B-PER", "LOC"]])
+        nertags.detect_scheme([["B-PER", "LOC"]])
     f = tmp_path / "bad.conll"
     f.write_text("Anna\tB-PER\nbor\tI-\n")
     with pytest.raises(ValueError, match=r"(?s)no column holds NER tags.*'I-' is neither O nor.*bad.conll:2"):
@@ -271,7 +273,7 @@ def test_entity_scores_equal_seqeval(scheme):
         if scheme == "bio":
             modes.append(("lenient", {}, lenient_ref))
         for mode, kw, ref in modes:
-            ours = nerdata.entity_scores(gold, pred, mode, scheme)
+            ours = nertags.entity_scores(gold, pred, mode, scheme)
             for avg in ("micro", "macro"):
                 p, r, f, _ = ref(gold, pred, average=avg, zero_division=0, **kw)
                 assert ours[avg]["precision"] == pytest.approx(p, abs=1e-12)
@@ -288,7 +290,7 @@ def test_token_scores_equal_sklearn():
     tags = ["O", "B-A", "I-A", "B-B", "I-B", "B-C"]
     gold = [[rng.choice(tags) for _ in range(8)] for _ in range(20)]
     pred = [[rng.choice(tags) for _ in range(8)] for _ in range(20)]
-    ours = nerdata.token_scores(gold, pred)
+    ours = nertags.token_scores(gold, pred)
     g = [t[2:] if t != "O" else t for s in gold for t in s]
     p = [t[2:] if t != "O" else t for s in pred for t in s]
     labels = ours["confusion_matrix"]["labels"]
@@ -309,6 +311,7 @@ def test_evaluate_tags_keys():
     m = ner.evaluate_tags([["B-A", "I-A", "O"]], [["I-A", "I-A", "O"]], "bio")  # ill-formed prediction
     assert m["entity.strict.micro.f1"] == 0.0 and m["entity.lenient.micro.f1"] == 1.0
     assert m["entity.strict.well_formed"] == 0.0
+    assert m["entity.asr.abidance"] == pytest.approx(2 / 3) and m["entity.asr.f1"] == 1.0  # I-A I-A -> B-A I-A
 
 
 # ----------------------------------------------------------------------------- chunking + inference
@@ -330,14 +333,14 @@ def _stub_tagger(minilm, hot_words, **cfg):
     tok = bert.WordPieceTokenizer.from_dir(minilm)
     hot = {tok.encode_word(w)[0] for w in hot_words}
     cfg = dict(labels=["O", "B-LOC", "I-LOC"], scheme="bio", max_seq_length=128, chunk_overlap=0, batch_size=4) | cfg
-    return ner.Tagger(_LookupModel(hot), tok, cfg, "cpu")
+    return nertagger.Tagger(_LookupModel(hot), tok, cfg, "cpu")
 
 
 def test_encode_chunks_first_subtoken_and_overlap(minilm):
     tok = bert.WordPieceTokenizer.from_dir(minilm)
     words = ("Gunhild Westmanssonsky " * 12).split()
     labels = list(range(len(words)))
-    chunks = ner.encode(words, tok, max_seq_length=12, chunk_overlap=4, label_ids=labels)
+    chunks = nertagger.encode(words, tok, max_seq_length=12, chunk_overlap=4, label_ids=labels)
     assert len(chunks) > 3 and all(len(c["ids"]) <= 12 for c in chunks)
     assert chunks[0]["ws"] == 0 and chunks[-1]["we"] == len(words)
     for a, b in zip(chunks, chunks[1:]):
@@ -364,7 +367,7 @@ def test_chunked_prediction_equals_unchunked(minilm):
     probs = {}
     for max_len, overlap in ((512, 0), (16, 0), (16, 6)):
         tagger = _stub_tagger(minilm, ["stockholm", "goteborg"], max_seq_length=max_len, chunk_overlap=overlap)
-        probs[max_len, overlap] = ner.word_probs(tagger.model, tagger.tokenizer, [words], tagger.cfg, "cpu")[0]
+        probs[max_len, overlap] = nertagger.word_probs(tagger.model, tagger.tokenizer, [words], tagger.cfg, "cpu")[0]
     for p in probs.values():
         torch.testing.assert_close(p, probs[512, 0])
     assert probs[512, 0].argmax(-1).tolist() == [1 if w in ("Stockholm", "Göteborg") else 0 for w in words]
@@ -373,7 +376,7 @@ def test_chunked_prediction_equals_unchunked(minilm):
 def test_predict_offsets_on_messy_text(minilm):
     texts = ["I  live in\n\nStockholm  😀 and   Göteborg!", "Crème brûlée in Malmö\tand Åre 👨‍👩‍👧", "", "🙂"]
     tagger = _stub_tagger(minilm, ["stockholm", "goteborg", "malmo", "are"])
-    out = ner.predict(tagger, texts)
+    out = nertagger.predict(tagger, texts)
     got = [[(texts[i][e["char_start"]:e["char_end"]], e["text"], e["label"]) for e in ents]
            for i, ents in enumerate(out)]
     assert got == [[("Stockholm",) * 2 + ("LOC",), ("Göteborg",) * 2 + ("LOC",)],
@@ -454,8 +457,8 @@ def test_adaptive_preset_and_gpt_backbone(trained_run, tmp_path):
     report = ner.train(cfg)
     history = [json.loads(x) for x in (tmp_path / "out/run0/metrics.jsonl").read_text().splitlines()]
     assert len(history) == report["runs"][0]["epochs"]
-    tagger = ner.Tagger.load(tmp_path / "out/model", "cpu")
-    loaded, _ = ner._load_gpt_backbone(str(trained_run), 3, "")
+    tagger = nertagger.Tagger.load(tmp_path / "out/model", "cpu")
+    loaded, _ = nertagger.load_gpt_backbone(str(trained_run), 3, "")
     for k, v in torch.load(trained_run / "ckpt.pt", weights_only=True)["model"].items():
         assert torch.equal(loaded.gpt.state_dict()[k.removeprefix("_orig_mod.")], v), k
     tags, _ = tagger.tag([["anna", "lives", "in", "lund", "with", "erik"] * 3])
@@ -475,7 +478,7 @@ def test_bad_input_messages(tmp_path, tiny_bert):
     with pytest.raises(ValueError, match="gpt:<train.py out_dir>"):
         ner._build(cfg | {"backbone": "bert-base"}, 3)
     with pytest.raises(FileNotFoundError, match="ner_config.json not found"):
-        ner.Tagger.load(tmp_path)
+        nertagger.Tagger.load(tmp_path)
 
 
 @pytest.mark.slow
@@ -490,3 +493,24 @@ def test_minilm_fine_tuning_learns_wnut(minilm, shared_dir, tmp_path):
     report = ner.train(cfg)
     history = [json.loads(x) for x in (tmp_path / "o/run0/metrics.jsonl").read_text().splitlines()]
     assert report["runs"][0]["epochs"] == 2 and history[1]["val_loss"] < history[0]["val_loss"]
+
+
+def test_asr_scores_follow_nerblackbox_by_hand():
+    # nerblackbox (tags.py restore_annotation_scheme_consistency, ner_metrics.py compute_asr_results): the
+    # predictions of all sentences form one sequence; each tag is checked against its ORIGINAL neighbours.
+    pred = [["B-PER", "I-PER", "O", "I-LOC"], ["I-LOC", "O"]]
+    gold = [["B-PER", "I-PER", "O", "B-LOC"], ["I-LOC", "O"]]
+    # flat: B-PER I-PER O I-LOC I-LOC O -> only position 3 changes (I-LOC after O -> B-LOC): abidance 5/6.
+    # restored: B-PER I-PER O B-LOC I-LOC O = PER[0,2) LOC[3,5); gold joined the same way: PER[0,2) LOC[3,5)
+    asr = nertags.asr_scores(gold, pred, "bio")
+    assert asr["abidance"] == pytest.approx(5 / 6)
+    assert asr["precision"] == asr["recall"] == asr["f1"] == 1.0
+    gold2 = [["B-PER", "I-PER", "O", "B-LOC"], ["B-LOC", "O"]]  # joined: PER, LOC[3,4), LOC[4,5)
+    asr2 = nertags.asr_scores(gold2, pred, "bio")
+    assert (asr2["precision"], asr2["recall"]) == (pytest.approx(1 / 2), pytest.approx(1 / 3))
+    # BILOU, the repeated rules: a lone I-X -> L-X (no I/L after) then -> B-X (no B/I before) then -> U-X
+    bilou = nertags.asr_scores([["O", "U-ORG", "O"]], [["O", "I-ORG", "O"]], "bilou")
+    assert bilou["abidance"] == pytest.approx(2 / 3) and bilou["f1"] == 1.0
+    # well-formed predictions are left alone
+    ok = nertags.asr_scores([["B-X", "I-X", "L-X", "U-Y"]], [["B-X", "I-X", "L-X", "U-Y"]], "bilou")
+    assert ok == {"abidance": 1.0, "precision": 1.0, "recall": 1.0, "f1": 1.0}

@@ -11,6 +11,8 @@ from test_ner import _toy_data, minilm, tiny_bert  # noqa: F401 (pytest fixtures
 
 import ner
 import nerdata
+import nertagger
+import nertags
 from bert import WordPieceTokenizer
 
 
@@ -74,13 +76,13 @@ def test_predict_writes_one_record_per_input_line(tmp_path, minilm):  # noqa: F8
     from test_ner import _stub_tagger
     tagger = _stub_tagger(minilm, ["stockholm"])
     (tmp_path / "in.txt").write_text("Stockholm\n\nbor i Stockholm\n   \n", encoding="utf-8")
-    docs = ner.predict_on_file(tagger, tmp_path / "in.txt", tmp_path / "out.jsonl")
+    docs = nertagger.predict_on_file(tagger, tmp_path / "in.txt", tmp_path / "out.jsonl")
     lines = (tmp_path / "out.jsonl").read_text().splitlines()
     assert len(lines) == len(docs) == 4
     assert [json.loads(x)["line"] for x in lines] == [1, 2, 3, 4]
     assert [len(json.loads(x)["tags"]) for x in lines] == [1, 0, 1, 0]
     (tmp_path / "in.jsonl").write_text('{"id": "a", "text": "Stockholm"}\n\n{"id": "b", "text": "x"}\n')
-    docs = ner.predict_on_file(tagger, tmp_path / "in.jsonl", tmp_path / "out2.jsonl")
+    docs = nertagger.predict_on_file(tagger, tmp_path / "in.jsonl", tmp_path / "out2.jsonl")
     assert [(d["line"], d.get("id"), len(d["tags"])) for d in docs] == [(1, "a", 1), (2, None, 0), (3, "b", 0)]
 
 
@@ -93,8 +95,8 @@ def test_evaluated_model_is_the_last_epoch_or_the_best(tmp_path, tiny_bert, fina
     _toy_data(tmp_path / "t.conll", 24, 0)
     ex = nerdata.read_examples(tmp_path / "t.conll")
     tok = WordPieceTokenizer.from_dir(tiny_bert)
-    labels = nerdata.label_list(["LOC", "PER"], "bio")
-    chunks = [c for e in ex for c in ner.encode(e.words, tok, 32, 0, [labels.index(t) for t in e.tags])]
+    labels = nertags.label_list(["LOC", "PER"], "bio")
+    chunks = [c for e in ex for c in nertagger.encode(e.words, tok, 32, 0, [labels.index(t) for t in e.tags])]
     torch.manual_seed(0)
     model = ner.BertForTokenClassification.from_hf(tiny_bert, len(labels))
     cfg = _cfg(tmp_path, tiny_bert, final_model=final_model, max_epochs=4, lr_max=0.3, preset="original")
@@ -111,13 +113,14 @@ def test_val_loss_is_the_mean_of_batch_means_as_the_paper(tiny_bert):  # noqa: F
     labelled tokens (HF cross-entropy with ignore_index -100)."""
     tok = WordPieceTokenizer.from_dir(tiny_bert)
     rng = random.Random(0)
-    chunks = [c for _ in range(11) for c in ner.encode(["anna", "bor", "i", "lund"][:rng.randint(1, 4)], tok, 32, 0,
-                                                         [rng.randint(0, 2) for _ in range(4)])]
+    chunks = [c for _ in range(11)
+              for c in nertagger.encode(["anna", "bor", "i", "lund"][:rng.randint(1, 4)], tok, 32, 0,
+                                        [rng.randint(0, 2) for _ in range(4)])]
     model = ner.BertForTokenClassification.from_hf(tiny_bert, 3).eval()
     batch_means, total, n = [], 0.0, 0
     with torch.no_grad():
         for i in range(0, len(chunks), 4):  # batches of 4, 4, 3
-            idx, mask, labels = ner._collate(chunks[i:i + 4], tok.pad, "cpu")
+            idx, mask, labels = nertagger.collate(chunks[i:i + 4], tok.pad, "cpu")
             loss = torch.nn.functional.cross_entropy(model(idx, mask).flatten(0, 1), labels.flatten())
             batch_means.append(loss.item())
             total += loss.item() * (labels != -100).sum().item()
@@ -150,14 +153,14 @@ def _nerblackbox_token_macro(gold, pred, tag_list_plain, subset):
 
 def test_token_macro_follows_nerblackbox():
     rng = random.Random(3)
-    classes = nerdata.label_list(["A", "B", "C", "D"], "bio")
+    classes = nertags.label_list(["A", "B", "C", "D"], "bio")
     plain = ["O", "A", "B", "C", "D"]
     seen_undefined = seen_defined = False
     for trial in range(60):
         tags = classes if trial % 2 else classes[:5]  # every other trial leaves classes C/D out of the data
         gold = [[rng.choice(tags) for _ in range(6)] for _ in range(5)]
         pred = [[rng.choice(tags) for _ in range(6)] for _ in range(5)]
-        ours = nerdata.token_scores(gold, pred, classes)
+        ours = nertags.token_scores(gold, pred, classes)
         g = [t.split("-")[-1] for s in gold for t in s]
         p = [t.split("-")[-1] for s in pred for t in s]
         for subset in ("all", "fil"):

@@ -1,5 +1,6 @@
-"""NER inference (ner.predict, ner.word_probs) as the README describes it, with the real WordPiece tokenizer of
-the bundled MiniLM encoder (several sub-tokens per word, [CLS]/[SEP]) and an oracle model whose output we set:
+"""NER inference (nertagger.predict, nertagger.word_probs) as the README describes it, with the real WordPiece
+tokenizer of the bundled MiniLM encoder (several sub-tokens per word, [CLS]/[SEP]) and an oracle model whose
+output we set:
 - entities: multi-word entities, a type change inside a run of I- tags and stray I- tags give exactly the
   entities of seqeval's get_entities (conlleval rules) on the predicted tags, with char offsets of the words;
 - the reported score is the mean over the entity's words of the probability of the word's predicted tag;
@@ -15,6 +16,7 @@ import pytest
 import torch
 
 import ner
+import nertagger
 
 seqeval_labeling = pytest.importorskip("seqeval.metrics.sequence_labeling")
 LABELS = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC"]
@@ -65,10 +67,10 @@ def _distinct_words(word_tok, vocabulary: list[str], n: int, seed: int) -> list[
     raise AssertionError(f"fewer than {n} usable words")
 
 
-def _tagger(model, word_tok, max_seq_length=128, chunk_overlap=32, labels=LABELS) -> ner.Tagger:
+def _tagger(model, word_tok, max_seq_length=128, chunk_overlap=32, labels=LABELS) -> nertagger.Tagger:
     cfg = dict(labels=labels, scheme="bio", max_seq_length=max_seq_length, chunk_overlap=chunk_overlap,
                batch_size=4)
-    return ner.Tagger(model, word_tok, cfg, device="cpu")
+    return nertagger.Tagger(model, word_tok, cfg, device="cpu")
 
 
 def _token_oracle(word_tok, word_logits: dict[str, list[float]]) -> Oracle:
@@ -86,7 +88,7 @@ def test_multi_word_entity_and_type_change_inside_i_tags(word_tok, vocabulary):
     logits = {anna: [0, big, 0, 0, 0], maria: [0, 0, big, 0, 0], berg: [0, 0, big, 0, 0],  # B-PER I-PER I-PER
               lund: [0, 0, 0, 0, big], stad: [0, 0, 0, 0, big]}  # then I-LOC I-LOC: a type change, no B-LOC
     text = f"Hej {anna}  {maria} {berg} {lund} {stad}, och nu."
-    ents = ner.predict(_tagger(_token_oracle(word_tok, logits), word_tok), [text])[0]
+    ents = nertagger.predict(_tagger(_token_oracle(word_tok, logits), word_tok), [text])[0]
     assert [(e["label"], e["text"]) for e in ents] == [("PER", f"{anna}  {maria} {berg}"),
                                                        ("LOC", f"{lund} {stad}")]
     for e in ents:  # int offsets into the original text (two spaces inside the first entity)
@@ -101,7 +103,7 @@ def test_random_tags_give_seqeval_entities_and_mean_word_scores(word_tok, vocabu
     logits = {w: [rng.gauss(0, 2) for _ in LABELS] for w in words}
     tagger = _tagger(_token_oracle(word_tok, logits), word_tok)
     texts = [" ".join(rng.choice(words) for _ in range(rng.randint(1, 25))) for _ in range(30)]
-    preds = ner.predict(tagger, texts)
+    preds = nertagger.predict(tagger, texts)
     n_multi = 0
     for text, ents in zip(texts, preds):
         ws = text.split(" ")
@@ -123,7 +125,7 @@ def test_random_tags_give_seqeval_entities_and_mean_word_scores(word_tok, vocabu
 def test_each_word_takes_the_chunk_where_it_is_farthest_from_an_edge(word_tok, vocabulary, max_seq_length,
                                                                      chunk_overlap):
     words = _distinct_words(word_tok, vocabulary, 30, seed=2)
-    chunks = ner.encode(words, word_tok, max_seq_length, chunk_overlap)
+    chunks = nertagger.encode(words, word_tok, max_seq_length, chunk_overlap)
     assert len(chunks) >= 3  # the case under test: a long text in several chunks
     for c in chunks:  # cut at word boundaries, no chunk longer than max_seq_length
         assert len(c["ids"]) <= max_seq_length
@@ -157,14 +159,14 @@ def test_gpt_backbone_fine_tunes_from_the_producer_run(trained_run, tmp_path, sh
     cfg = dict(ner.TRAIN_DEFAULTS, train=str(tmp_path / "train.conll"), backbone=f"gpt:{trained_run}",
                out_dir=str(tmp_path / "out"), max_epochs=1, preset="original", batch_size=8, device="cpu",
                max_seq_length=32, chunk_overlap=8)  # the producer's block_size is 32
-    loaded, tok = ner._load_gpt_backbone(str(trained_run), 3, "")  # the producer's weights and tokenizer
+    loaded, tok = nertagger.load_gpt_backbone(str(trained_run), 3, "")  # the producer's weights and tokenizer
     ckpt = torch.load(trained_run / "ckpt.pt", weights_only=True)
     assert all(torch.equal(loaded.gpt.state_dict()[k], v) for k, v in ckpt["model"].items())
     assert tok.spec == json.loads((trained_run / "config.json").read_text())["tokenizer_spec"]
     report = ner.train(cfg)
     assert report["runs"][0]["epochs"] == 1
-    tagger = ner.Tagger.load(tmp_path / "out" / "model", device="cpu")
-    assert isinstance(ner.predict(tagger, ["Anna flew to New York"])[0], list)
+    tagger = nertagger.Tagger.load(tmp_path / "out" / "model", device="cpu")
+    assert isinstance(nertagger.predict(tagger, ["Anna flew to New York"])[0], list)
 
 
 @pytest.mark.slow  # the shared producer run (data.py + train.py) is built for it
@@ -172,16 +174,16 @@ def test_gpt_backbone_label_position_sees_the_word(trained_run):
     """Two sentences that differ only in their last word: the GPT backbone's logits at that word's label
     position must differ (they cannot, if that position holds only a space piece)."""
     cfg = json.loads((trained_run / "config.json").read_text())
-    tok = ner.GPTWordTokenizer(cfg["tokenizer_spec"])
+    tok = nertagger.GPTWordTokenizer(cfg["tokenizer_spec"])
     ckpt = torch.load(trained_run / "ckpt.pt", weights_only=True)
-    model = ner.GPTForTokenClassification(ckpt["model_args"], 3)
+    model = nertagger.GPTForTokenClassification(ckpt["model_args"], 3)
     model.gpt.load_state_dict(ckpt["model"])
     torch.nn.init.normal_(model.classifier.weight)
     model.eval()
     a, b = [["I", "saw", "Anna"]], [["I", "saw", "Lund"]]
     run_cfg = dict(max_seq_length=32, chunk_overlap=0, batch_size=2)
-    pa = ner.word_probs(model, tok, a, run_cfg, "cpu")[0][-1]
-    pb = ner.word_probs(model, tok, b, run_cfg, "cpu")[0][-1]
+    pa = nertagger.word_probs(model, tok, a, run_cfg, "cpu")[0][-1]
+    pb = nertagger.word_probs(model, tok, b, run_cfg, "cpu")[0][-1]
     assert not torch.allclose(pa, pb), (tok.encode_word("Anna"), tok.encode_word("Lund"))
 
 
@@ -195,9 +197,9 @@ def test_causal_tokenizer_labels_each_word_at_its_last_piece():
             return [1] * len(w)  # one piece per character
 
     words, labels = ["ab", "c", "def"], [5, 6, 7]
-    (chunk,) = ner.encode(words, Pieces(), max_seq_length=16, chunk_overlap=0, label_ids=labels)
+    (chunk,) = nertagger.encode(words, Pieces(), max_seq_length=16, chunk_overlap=0, label_ids=labels)
     assert chunk["first"] == [1, 2, 5]
     assert [(i, y) for i, y in enumerate(chunk["labels"]) if y != ner.IGNORE_INDEX] == [(1, 5), (2, 6), (5, 7)]
     Pieces.label_at = "first"
-    (chunk,) = ner.encode(words, Pieces(), max_seq_length=16, chunk_overlap=0, label_ids=labels)
+    (chunk,) = nertagger.encode(words, Pieces(), max_seq_length=16, chunk_overlap=0, label_ids=labels)
     assert chunk["first"] == [0, 2, 3]

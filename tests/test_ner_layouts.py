@@ -8,6 +8,7 @@ from test_ner import minilm, tiny_bert  # noqa: F401 (pytest fixtures)
 
 import ner
 import nerdata
+import nertags
 
 UNER = "data/ner/uner_sv_talbanken/sv_talbanken-ud-train.iob2"
 SWEDISH = "data/ner/swedish_ner_corpus/train_corpus.txt"
@@ -136,7 +137,7 @@ def test_layout_trains_with_no_column_flags(shared_dir, tmp_path, tiny_bert, nam
     for layout in (config["layouts"]["train"], report["layouts"]["val"]):
         assert {k: layout[k] for k in expected} == expected
     types = sorted({t.split("-")[-1] for _, tags in truth for t in tags} - {"O"})
-    assert config["labels"] == nerdata.label_list(types, config["scheme"])
+    assert config["labels"] == nertags.label_list(types, config["scheme"])
     assert set(report["runs"][0]["val"]) >= {"entity.strict.micro.f1"}
 
 

@@ -1,4 +1,5 @@
-"""Tests for tokenizer.py: GPT-SW3 recipe (tokenizer_gptsw3.md §2-§4), offline tiktoken, §6 metrics."""
+"""Tests for tokenizer.py and tokeval.py: the GPT-SW3 recipe (Stollenwerk 2023, arXiv:2304.14780; the authors'
+gpt-sw3-tokenizer code), offline tiktoken, the authors' evaluation metrics (src/evaluation/evaluate.py)."""
 import csv
 import json
 import random
@@ -13,6 +14,7 @@ import pytest
 import sentencepiece as spm
 
 import tokenizer as T
+import tokeval as E
 from tokenizer import get_tokenizer, normalize, train_tokenizer
 
 N_LINES = 1500  # per language: a tokenizer trains on this in well under a second
@@ -39,7 +41,7 @@ def model(corpus, tmp_path_factory) -> str:
 
 
 # ---------------------------------------------------------------------------------------------------
-# normalisation (§4)
+# normalisation (transformers' GPTSw3Tokenizer.preprocess_text)
 
 
 def test_normalize_steps():
@@ -64,7 +66,7 @@ def test_normalize_matches_hf_gptsw3(model):
 
 
 # ---------------------------------------------------------------------------------------------------
-# training and the vocabulary layout (§2, §3)
+# training and the vocabulary layout (src/training/training_sp.py, src/helpers.py)
 
 
 def test_layout(model):
@@ -186,11 +188,11 @@ def test_whitespace_tokens_byte_identical_to_the_old_hand_written_protobuf(corpu
 
 def test_pruned_model_byte_identical_to_the_old_hand_written_protobuf(model):
     pieces, rest = _old_read_model_proto(Path(model).read_bytes())
-    merges = T.vocab_classes([p[0] for p in pieces])["merge"]
+    merges = E.vocab_classes([p[0] for p in pieces])["merge"]
     for i in range(merges[-1] - 99, merges[-1] + 1):
-        pieces[i][0] = T.PRUNED_PIECE.format(i)
+        pieces[i][0] = E.PRUNED_PIECE.format(i)
     old = spm.SentencePieceProcessor(model_proto=_old_write_model_proto(pieces, rest))
-    new = T.prune_merges(model, VOCAB - 100).sp
+    new = E.prune_merges(model, VOCAB - 100).sp
     assert old.serialized_model_proto() == new.serialized_model_proto()
 
 
@@ -227,7 +229,7 @@ def test_cli_train_with_overrides(corpus, tmp_path):
             "--gptsw3_repr_quirk", "True", "--character_coverage=1.0"])
     pieces = get_tokenizer(prefix + ".model").pieces()
     assert len(pieces) == 600 and pieces[-1] == "▁" * 24
-    # the repr quirk: every training document looked like "['...']", so "['" is a frequent merge (§2)
+    # the repr quirk: every training document looked like "['...']", so "['" is a frequent merge
     assert any(p.startswith("▁['") for p in pieces)
     assert not any("['" in p for p in get_tokenizer(_train_plain(corpus, tmp_path)).pieces())
 
@@ -355,7 +357,7 @@ def test_unknown_tiktoken_names(tmp_path, monkeypatch):
 
 
 # ---------------------------------------------------------------------------------------------------
-# §6 metrics
+# the authors' metrics (src/evaluation/evaluate.py)
 
 
 class _FixedTokenizer:
@@ -369,7 +371,7 @@ class _FixedTokenizer:
         return self.vocab
 
     def encode_batch(self, texts: list[str], preprocess: bool = True) -> list[list[int]]:
-        assert not preprocess  # §6: no GPT-SW3 preprocessing in the evaluation
+        assert not preprocess  # evaluate.py: no GPT-SW3 preprocessing in the evaluation
         return [[self.vocab.index(p) for p in self.docs[t]] for t in texts]
 
 
@@ -380,7 +382,7 @@ def test_metrics_hand_made():
             "xy": ["▁", "<unk>"],  # '▁' + non-initial: a continued word; one unknown
             "  hej": ["▁▁", "▁hej"]}  # a whitespace run counts as a word
     raw = ["hej, värld!", "(bc) a...", "x-y", "  hej"]  # ASCII punctuation is stripped before encoding
-    m = T.evaluation_metrics(_FixedTokenizer(vocab, docs), raw)
+    m = E.evaluation_metrics(_FixedTokenizer(vocab, docs), raw)
     n_tok, n_chars, n_words, n_cont = 10, 9 + 4 + 2 + 5, 6, 3
     assert m["unk_rate"] == pytest.approx(1 / n_tok)
     assert m["ctcl"] == pytest.approx(n_tok / n_chars)
@@ -392,13 +394,13 @@ def test_metrics_hand_made():
 
 def test_metrics_non_ascii_punctuation_is_kept():
     vocab = ["<pad>", "<unk>", "▁«", "hej", "»"]
-    m = T.evaluation_metrics(_FixedTokenizer(vocab, {"«hej»": ["▁«", "hej", "»"]}), ["«hej»."])
+    m = E.evaluation_metrics(_FixedTokenizer(vocab, {"«hej»": ["▁«", "hej", "»"]}), ["«hej»."])
     assert (m["n_chars"], m["fertility"], m["pcw"]) == (5, 3.0, 1.0)
 
 
 def test_metrics_gpt2_byte_level():
     # gpt2: "hello world" -> ['hello', 'Ġworld']: 2 tokens, 1 word (Ġ), first piece non-initial (quirk)
-    m = T.evaluation_metrics(get_tokenizer("gpt2"), ["hello world!"])
+    m = E.evaluation_metrics(get_tokenizer("gpt2"), ["hello world!"])
     assert (m["n_tokens"], m["n_words"], m["n_chars"]) == (2, 1, 11)
     assert (m["unk_rate"], m["ctcl"], m["fertility"], m["pcw"]) == (0.0, 2 / 11, 2.0, 1.0)
     assert m["tokens_per_ws_word"] == 1.0
@@ -421,7 +423,7 @@ def _authors_eval(sp, docs):
 def test_metrics_match_authors_loop(model, corpus):
     docs = corpus["sv_eval"].read_text(encoding="utf-8").splitlines()
     docs += ["  x", "ööö 2023", "🤖🤖 q"]  # whitespace run, split digits, byte fallback
-    m = T.evaluation_metrics(get_tokenizer(model), docs)
+    m = E.evaluation_metrics(get_tokenizer(model), docs)
     ref = _authors_eval(spm.SentencePieceProcessor(model_file=model), docs)
     for k, v in ref.items():
         assert m[k] == pytest.approx(v, rel=1e-12), k
@@ -429,16 +431,16 @@ def test_metrics_match_authors_loop(model, corpus):
 
 def test_cli_evaluate(model, corpus, tmp_path):
     out = tmp_path / "eval"
-    T.main(["evaluate", "--tokenizer", model, "--tokenizer", "gpt2", "--data", f"sv={corpus['sv_eval']}",
-            f"en={corpus['en_eval']}", "--out", str(out)])
+    T.main(["evaluate", f"--tokenizer={model},gpt2", f"--data=sv={corpus['sv_eval']},en={corpus['en_eval']}",
+            "--out", str(out)])
     rows = list(csv.DictReader(open(out / "metrics.csv")))
     assert list(rows[0])[:6] == ["tokenizer", "language", "unk_rate", "ctcl", "fertility", "pcw"]
     assert [(r["tokenizer"], r["language"]) for r in rows] == [(model, "sv"), (model, "en"), ("gpt2", "sv"),
                                                                ("gpt2", "en")]
-    sv = T.evaluation_metrics(get_tokenizer(model), _lines(corpus["sv_eval"]))
+    sv = E.evaluation_metrics(get_tokenizer(model), _lines(corpus["sv_eval"]))
     assert float(rows[0]["fertility"]) == pytest.approx(sv["fertility"])
     assert "| multi.model | sv |" in (out / "metrics.md").read_text()
-    with pytest.raises(SystemExit, match="LANG=FILE"):
+    with pytest.raises(ValueError, match="LANG=FILE"):
         T.main(["evaluate", "--tokenizer", "gpt2", "--data", str(corpus["sv_eval"]), "--out", str(out)])
 
 
@@ -448,34 +450,34 @@ def test_cli_evaluate(model, corpus, tmp_path):
 
 def test_vocab_classes():
     pieces = ["<pad>", "<unk>", "<s>", "<|endoftext|>", "<|python|>", "<0x0A>", "▁t", "he", "a", "▁",
-              T.PRUNED_PIECE.format(10), "▁▁", "▁▁▁", "<0xZZ>"]
-    c = T.vocab_classes(pieces)
+              E.PRUNED_PIECE.format(10), "▁▁", "▁▁▁", "<0xZZ>"]
+    c = E.vocab_classes(pieces)
     assert c == dict(special=[0, 1, 2, 3], code=[4], byte=[5], pruned=[10], single_character=[8, 9],
                      whitespace=[11, 12], merge=[6, 7, 13])
 
 
 def test_prune_merges(model, corpus):
     full = get_tokenizer(model)
-    merges = T.vocab_classes(full.pieces())["merge"]
+    merges = E.vocab_classes(full.pieces())["merge"]
     k = 200
-    pruned = T.prune_merges(model, VOCAB - k)
-    classes = T.vocab_classes(pruned.pieces())
+    pruned = E.prune_merges(model, VOCAB - k)
+    classes = E.vocab_classes(pruned.pieces())
     assert classes["pruned"] == merges[-k:]  # the k lowest-priority merges, up to the last regular one
     assert pruned.pieces()[-23:] == full.pieces()[-23:] and pruned.vocab_size == VOCAB
     docs = corpus["sv_eval"].read_text(encoding="utf-8").splitlines()
     ids = pruned.encode_batch(docs, preprocess=False)
     assert not {i for x in ids for i in x} & set(merges[-k:])  # pruned ids are never produced
     assert sum(map(len, ids)) > sum(map(len, full.encode_batch(docs, preprocess=False)))
-    assert T.prune_merges(model, VOCAB).encode_batch(docs) == full.encode_batch(docs)
+    assert E.prune_merges(model, VOCAB).encode_batch(docs) == full.encode_batch(docs)
     with pytest.raises(ValueError, match="choose a size between"):
-        T.prune_merges(model, VOCAB - len(merges) - 1)
+        E.prune_merges(model, VOCAB - len(merges) - 1)
 
 
 def test_pruning_equals_retraining_smaller(model, corpus, tmp_path):
     # SentencePiece BPE learns merges greedily in order, so keeping the first merges of a 1000-piece model
     # must tokenize exactly like a model trained with 800 pieces on the same text (the reference)
     small = train_tokenizer([str(corpus["sv"]), str(corpus["en"])], 800, str(tmp_path / "small"))
-    pruned, ref = T.prune_merges(model, 800), get_tokenizer(small)
+    pruned, ref = E.prune_merges(model, 800), get_tokenizer(small)
     docs = corpus["sv_eval"].read_text(encoding="utf-8").splitlines()
     as_pieces = lambda tok: [[tok.sp.id_to_piece(i) for i in x] for x in tok.encode_batch(docs)]  # noqa: E731
     assert as_pieces(pruned) == as_pieces(ref)
@@ -484,7 +486,7 @@ def test_pruning_equals_retraining_smaller(model, corpus, tmp_path):
 def test_vocab_overlap():
     multi = ["<pad>", "▁a", "b", "Ġc", "d"]
     mono = ["<pad>", "▁c", "x"]  # V2 = 3
-    rows = T.vocab_overlap(multi, mono, [1, 2, 4, 5])
+    rows = E.vocab_overlap(multi, mono, [1, 2, 4, 5])
     assert [r["overlap_abs"] for r in rows] == [1, 1, 2, 2]  # 'Ġc' is mapped to '▁c'
     assert rows[2]["overlap_rel"] == pytest.approx(2 / 3) and rows[0]["v2"] == 3
 
@@ -493,8 +495,7 @@ def test_cli_analyze(model, corpus, tmp_path):
     mono = train_tokenizer([str(corpus["sv"])], 600, str(tmp_path / "sv"))
     out = tmp_path / "an"
     T.main(["analyze", "--tokenizer", model, "--data", f"sv={corpus['sv_eval']}",
-            "--prune_sizes", "800", "1000",
-            "--mono", f"sv={mono}", "--overlap_sizes", "300", "1000", "--out", str(out)])
+            "--prune_sizes=800,1000", "--mono", f"sv={mono}", "--overlap_sizes=300,1000", "--out", str(out)])
     rows = {r["cls"]: r for r in csv.DictReader(open(out / "vocab_classes.csv"))}
     assert (rows["special"]["count"], rows["byte"]["first_id"]) == ("4", "8")
     assert rows["whitespace"]["last_id"] == str(VOCAB - 1)
@@ -510,7 +511,7 @@ def test_cli_analyze(model, corpus, tmp_path):
 
 def test_plots_without_matplotlib(tmp_path, monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib -> ImportError
-    T._plot(tmp_path / "x.png", "t", "x", "y", {"": ([1], [2])})
+    E._plot(tmp_path / "x.png", "t", "x", "y", {"": ([1], [2])})
     assert "matplotlib is not installed: skipping x.png" in capsys.readouterr().out
     assert not (tmp_path / "x.png").exists()
 
@@ -527,7 +528,18 @@ def test_encode_applies_normalize_only_for_sentencepiece(model):
 
 def test_tokenizer_pickles_for_worker_processes(model):
     import pickle
-    for tok in (get_tokenizer(model), get_tokenizer("gpt2"), T.prune_merges(model, 900)):
+    for tok in (get_tokenizer(model), get_tokenizer("gpt2"), E.prune_merges(model, 900)):
         copy = pickle.loads(pickle.dumps(tok))
         assert (copy.name, copy.eot, copy.vocab_size) == (tok.name, tok.eot, tok.vocab_size)
         assert copy.encode("Hej  världen!\n  x") == tok.encode("Hej  världen!\n  x")
+
+
+def test_cli_analyze_size_lists(model, tmp_path):
+    """`--prune_sizes=800` (one item) and `--prune_sizes=800,1000` both give ints; pruning without --data
+    stops before any work instead of silently skipping the curves."""
+    assert E._ints("prune_sizes", ["800"]) == [800] and E._ints("prune_sizes", (800, 1000)) == [800, 1000]
+    with pytest.raises(ValueError, match="comma-separated integers"):
+        E._ints("prune_sizes", ["8x", 1.5])
+    with pytest.raises(ValueError, match="--prune_sizes needs --data"):
+        T.main(["analyze", f"--tokenizer={model}", "--prune_sizes=800", f"--out={tmp_path / 'an'}"])
+    assert not (tmp_path / "an").exists()

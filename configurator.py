@@ -191,17 +191,15 @@ def script_defaults(path: str) -> dict:
 def configure_command(commands: dict, argv: list[str], source: str) -> tuple[str, Config]:
     """The sub-command form of configure(): `python X.py COMMAND [config.py ...] [--key=value ...]`.
     commands maps each command name to its defaults dict (comments beside the dict's keywords are its -h text).
-    Returns (command, config). `-h` prints the usage line and exits 0; no command prints it to stderr and exits
-    2; an unknown command exits 1 naming the closest command. `X.py COMMAND -h` lists that command's keys with
-    defaults and comments."""
+    Returns (command, config). No command, `-h` or an unknown command prints the usage line and exits (status 0
+    for -h; otherwise to stderr, status 1); `X.py COMMAND -h` lists that command's keys, defaults and comments."""
     name = Path(source).name
     usage = f"usage: python {name} {{{'|'.join(commands)}}} [config.py ...] [--key=value ...]  (COMMAND -h lists keys)"
-    if not argv:  # a usage error: the usage line on stderr, as argparse
-        print(usage, file=sys.stderr)
-        sys.exit(2)
-    if argv[0] in ("-h", "--help"):
+    if argv and argv[0] in ("-h", "--help"):
         print(usage)
         sys.exit(0)
+    if not argv:
+        sys.exit(f"{name}: give a command\n{usage}")
     if argv[0] not in commands:
         close = difflib.get_close_matches(argv[0], list(commands), n=1)
         hint = f"; did you mean {close[0]}?" if close else ""
@@ -300,8 +298,16 @@ def _parse(raw: str, default):
     except (ValueError, SyntaxError):
         value = raw
     if isinstance(default, (list, tuple)) and not isinstance(value, (list, tuple)):
-        return [v for v in raw.split(",") if v]  # `--input=a.txt,b.txt` (or one item) for a list key
+        return [_literal(v) for v in raw.split(",") if v]  # `--input=a.txt,b.txt` (or one item) for a list key
     return value
+
+
+def _literal(raw: str):
+    """A list item as written: a Python literal where it parses (`800` -> 800), else the text."""
+    try:
+        return ast.literal_eval(raw)
+    except (ValueError, SyntaxError):
+        return raw
 
 
 def _coerce(key: str, value, default, where: str):

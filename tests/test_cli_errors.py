@@ -1,5 +1,5 @@
 """Bad input never ends in a traceback: every CLI (train, sample, sweep, data, checkpoint, clean, tokenizer, ner,
-annotate) prints one line `<program>: <problem>: <fix>` and exits non-zero. One table of bad inputs, each run as a real
+annotate, norms) prints one line `<program>: <problem>: <fix>` and exits non-zero. One table of bad inputs, each run as a real
 subprocess (in parallel, each stops at once), asserting exit status != 0, no 'Traceback' on stderr, and the
 named key or file in the message. Also: nothing was written (the working tree's data/ and out/ untouched)."""
 import json
@@ -71,6 +71,7 @@ CASES = [
     ('checkpoint-corrupt', 'checkpoint.py convert --out_dir={t}/corrupt --to={t}/k2', 'truncated or corrupt'),
     ('checkpoint-missing', 'checkpoint.py convert --out_dir={t}/empty --hf={t}/k3', 'ckpt.pt'),
     ('checkpoint-unknown-key', 'checkpoint.py convert --outdir={t}/corrupt', 'out_dir'),
+    ('norms-unknown-key', 'norms.py --outdir={t}/x', 'out'),
     # data.py
     ('data-no-command', 'data.py', 'prepare'),
     ('data-unknown-key', 'data.py prepare --vocab_sise=5', 'vocab_size'),

@@ -130,7 +130,7 @@ def _not_prepared(dataset: str, folder: Path | None) -> str:
         f"unknown dataset {dataset!r} and no input given"
     return (f"{where}. Prepare it first: `python data.py prepare --dataset={dataset} --input=PATH` "
             f"(.txt/.jsonl/.jsonl.zst/.parquet files, folders or globs), or use dataset=shakespeare "
-            f"(embedded) or multilingual (../shared/data/text); train.py prepares those two itself")
+            f"(embedded) or multilingual (the bundled Nordic + English text); train.py prepares those two itself")
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -1,6 +1,6 @@
 """Bad input never ends in a traceback: every CLI (train, sample, sweep, data, checkpoint, clean, tokenizer, ner,
-annotate, norms) prints one line `<program>: <problem>: <fix>` and exits non-zero. One table of bad inputs, each run as a real
-subprocess (in parallel, each stops at once), asserting exit status != 0, no 'Traceback' on stderr, and the
+annotate, norms) prints one line `<program>: <problem>: <fix>` and exits non-zero. One table of bad inputs, each run
+as a real subprocess (in parallel, each stops at once), asserting exit status != 0, no 'Traceback' on stderr, and the
 named key or file in the message. Also: nothing was written (the working tree's data/ and out/ untouched)."""
 import json
 import shutil

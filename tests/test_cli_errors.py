@@ -102,6 +102,9 @@ CASES = [
      '--out_dir={t}/n2', 'ckpt.pt'),
     ('ner-annotation-command', 'ner.py agreement --input=a.jsonl,b.jsonl', 'annotate.py'),
     ('ner-bad-command', 'ner.py trian', 'train'),
+    ('ner-no-command', 'ner.py', 'train|evaluate|predict'),
+    ('tokenizer-no-command', 'tokenizer.py', 'train|evaluate|analyze'),
+    ('annotate-no-command', 'annotate.py', 'convert|agreement'),
     ('ner-predict-missing-model', 'ner.py predict --model={t}/empty --input={t}/text.txt --output={t}/p.jsonl',
      'ner_config.json'),
     # annotate.py

@@ -161,7 +161,7 @@ def test_bad_input_gives_one_line_and_no_traceback(bad_inputs):
     t, d = bad_inputs
     assert len(CASES) >= 40 and {c[1].split()[0] for c in CASES} == {
         'train.py', 'sample.py', 'sweep.py', 'data.py', 'clean.py', 'tokenizer.py', 'ner.py', 'annotate.py',
-        'checkpoint.py'}
+        'checkpoint.py', 'norms.py'}
     before = {p: _tree(ROOT / p) for p in ('data', 'out')}
     argvs = [_argv(name, cmd, t, d) for name, cmd, _ in CASES]
     with ThreadPoolExecutor(max_workers=4) as pool:

@@ -20,7 +20,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from model import _read_hf_weights
+from hf import read_weights as _read_hf_weights
 
 # -----------------------------------------------------------------------------
 # word splitting (the BERT "basic tokenizer" rules, on the original text so offsets are exact)
@@ -405,7 +405,7 @@ def _hf_names(n_layer: int) -> list[str]:
 
 
 def _read_weights(path: Path) -> dict[str, torch.Tensor]:
-    """The one Hugging Face weight reader (model._read_hf_weights, shared with GPT.from_hf), with the fix for
+    """The one Hugging Face weight reader (hf.read_weights, shared with hf.load_gpt2), with the fix for
     --encoder in the message."""
     try:
         return _read_hf_weights(path)

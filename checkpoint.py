@@ -24,16 +24,18 @@ folder on a filesystem all ranks share), and ckpt_<step>.pt holds everything els
 None and 'dcp' = that folder's name. The same atomic rename, ckpt.pt link and keep_last_k pruning apply (the
 folder is renamed into place before its ckpt_<step>.pt is written, and pruned with it). DCP reshards on load, so
 a run resumes on another world size; load_run and sample.py read it in one process, and
-    python checkpoint.py convert OUT_DIR [--to=DIR] [--hf=DIR]
+    python checkpoint.py convert --out_dir=OUT_DIR [--to=DIR] [--hf=DIR]
 writes the single-file checkpoint (a run folder that resumes anywhere) and/or a Hugging Face folder.
 
 Errors a user can fix raise CheckpointError with one message naming the file and the fix.
 """
 import json
+import math
 import os
 import random
 import re
 import shutil
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -85,6 +87,20 @@ def write_json(path: str | Path, obj: dict) -> None:
         tmp.unlink(missing_ok=True)
         raise CheckpointError(f"cannot write {path}: {e.strerror or e}: free disk space or use a writable "
                               f"--out_dir") from None
+
+
+def json_safe(rec: dict) -> dict:
+    """A record JSON can hold: non-finite floats become null."""
+    return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in rec.items()}
+
+
+def git_commit() -> str:
+    """The commit of the code a run used (config.json records it), 'unknown' outside a git checkout."""
+    try:
+        return subprocess.run(['git', 'rev-parse', 'HEAD'], cwd=Path(__file__).parent, capture_output=True,
+                              text=True, timeout=10).stdout.strip() or 'unknown'
+    except OSError:
+        return 'unknown'
 
 
 # -----------------------------------------------------------------------------
@@ -151,6 +167,80 @@ def set_rng_state(s: dict) -> None:
     random.setstate(tuple(tuple(x) if isinstance(x, list) else x for x in s['python']))
     if s['cuda'] and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(s['cuda'])
+
+
+def gather_state(model: torch.nn.Module, opt: torch.optim.Optimizer, checkpoint_format: str, distributed: bool,
+                 world_size: int, rank: int) -> tuple[dict | None, dict | None, list, list[str]]:
+    """What a checkpoint holds of a (DDP/FSDP2) model besides the counters: (model state dict, optimizer state dict,
+    every rank's rng_state(), the names of non-finite weights: a checkpoint of them must not be written).
+    Format 'full': under DDP/FSDP2 (any world size, 1 too) the full state dicts are gathered to rank 0's CPU (a
+    collective every rank joins) as plain tensors keyed by parameter name, so tied weights and another world
+    size load back (Modalities, issues #348/#381); other ranks get None. Format 'dcp': no gather, both None
+    (save_sharded writes the shards); the finite check runs on every rank's shards."""
+    import torch.distributed as dist
+    from torch.distributed.checkpoint.state_dict import (
+        StateDictOptions,
+        get_model_state_dict,
+        get_optimizer_state_dict,
+    )
+    if checkpoint_format == 'dcp':
+        model_sd = optim_sd = None
+        local = [p.to_local() if hasattr(p, 'to_local') else p for p in model.parameters()]
+        finite = torch.stack([torch.isfinite(p).all() for p in local]).all().float().reshape(1)
+        if world_size > 1:
+            dist.all_reduce(finite, op=dist.ReduceOp.MIN)
+        bad = [] if finite.item() else ['(a shard of) some parameter']
+    else:
+        opts = StateDictOptions(full_state_dict=True, cpu_offload=True) if distributed else StateDictOptions()
+        model_sd = get_model_state_dict(model, options=opts)
+        optim_sd = get_optimizer_state_dict(model, opt, options=opts)
+        bad = [k for k, v in model_sd.items() if not torch.isfinite(v).all()] if rank == 0 else []
+        model_sd = {k: v.cpu() for k, v in model_sd.items()} if rank == 0 else None
+    rng = [None] * world_size
+    if world_size > 1:
+        dist.all_gather_object(rng, rng_state())
+    else:
+        rng = [rng_state()]
+    return model_sd, optim_sd if rank == 0 else None, rng, bad
+
+
+def start_run_folder(run_dir: str | Path, config: dict, resume_step: int | None) -> None:
+    """Create run_dir and write its config.json (the resolved config and what the run records beside it). A new
+    run (resume_step None) removes an old run's checkpoints, summary.json and metrics.jsonl first; a resumed one
+    keeps the metrics.jsonl records up to resume_step (later ones will be written again). Rank 0 only."""
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    metrics = run_dir / 'metrics.jsonl'
+    if resume_step is None:
+        for old in [run_dir / CKPT, *step_files(run_dir).values(), run_dir / 'summary.json', metrics]:
+            old.unlink(missing_ok=True)
+    write_json(run_dir / 'config.json', config)
+    if resume_step is not None and metrics.exists():
+        keep = [ln for ln in metrics.read_text().splitlines() if ln and json.loads(ln)['step'] <= resume_step]
+        metrics.write_text(''.join(ln + '\n' for ln in keep))
+
+
+def append_metrics(run_dir: str | Path, rec: dict) -> None:
+    """Append one record (a log step or an eval) to run_dir/metrics.jsonl; non-finite floats become null."""
+    path = Path(run_dir) / 'metrics.jsonl'
+    try:
+        with open(path, 'a') as f:
+            f.write(json.dumps(json_safe(rec)) + '\n')
+    except OSError as e:
+        raise CheckpointError(f"cannot append to {path}: {e.strerror or e}: free disk space or use a writable "
+                              f"--out_dir (resume from {Path(run_dir) / CKPT} afterwards)") from None
+
+
+def write_summary(run_dir: str | Path, finished: bool, diverged: bool, last_eval: dict, last_loss: float | None,
+                  wall_time_s: float, step: int, tokens: int, best_val_loss: float, nonfinite_skipped: int) -> None:
+    """run_dir/summary.json: how the run ended (finished, diverged, else stopped), the last eval's values and the
+    progress counters. Raises CheckpointError when it cannot be written."""
+    final = {k: v for k, v in last_eval.items() if k not in ('step', 'tokens', 'train_loss', 'val_loss')}
+    summary = dict(finished=finished, diverged=diverged, final_train_loss=last_eval.get('train_loss'),
+                   final_val_loss=last_eval.get('val_loss'), best_val_loss=best_val_loss, tokens=tokens,
+                   wall_time_s=wall_time_s, step=step, nonfinite_skipped=nonfinite_skipped,
+                   last_train_loss=last_loss, **final)
+    write_json(Path(run_dir) / 'summary.json', json_safe(summary))
 
 
 # -----------------------------------------------------------------------------
@@ -352,23 +442,36 @@ def load_sharded(model: torch.nn.Module, opt: torch.optim.Optimizer | None, ckpt
 
 
 def convert(out_dir: str | Path, to: str | Path | None = None, hf: str | Path | None = None) -> list[Path]:
-    """A sharded run folder's newest checkpoint as (to) a run folder with the single-file checkpoint
+    """A run folder's newest checkpoint (sharded or not) as (to) a run folder with the single-file checkpoint
     (model and optimizer full state dicts: it resumes in one process or on any world size, and every reader
-    loads it) plus config.json, metrics.jsonl and summary.json; and/or (hf) a Hugging Face folder
-    (GPT.save_hf). One process. Returns the paths written."""
+    loads it) plus config.json, metrics.jsonl and summary.json; and/or (hf) a Hugging Face GPT2LMHeadModel
+    folder (hf.save_gpt2). One process. Every check (the checkpoint, folders that hold a checkpoint or model
+    already, an architecture GPT-2 cannot hold) runs before anything is written. Returns the paths written."""
     import optim
+    from hf import check_gpt2, save_gpt2
+    from model import GPTConfig
     out_dir = Path(out_dir)
+    if to is None and hf is None:
+        raise CheckpointError("nothing to do: pass --to=DIR (a single-file run folder) and/or --hf=DIR "
+                              "(a Hugging Face folder)")
     ckpt = load_checkpoint(out_dir)
+    if to is not None and has_checkpoint(to):
+        raise CheckpointError(f"{to} already holds a checkpoint: pass another --to folder")
+    if hf is not None:
+        if any((Path(hf) / name).exists() for name in ('config.json', 'model.safetensors', 'pytorch_model.bin')):
+            raise CheckpointError(f"{hf} already holds a Hugging Face model: pass another --hf folder")
+        try:
+            check_gpt2(GPTConfig(**ckpt['model_args']))
+        except ValueError as e:
+            raise CheckpointError(str(e)) from None
     written = []
     model = model_from_checkpoint(ckpt) if not ckpt.get('dcp') else None
     if to is not None:
         to = Path(to)
-        if has_checkpoint(to):
-            raise CheckpointError(f"{to} already holds a checkpoint: pass another --to folder")
         if ckpt.get('dcp'):
             from torch.distributed.checkpoint.state_dict import get_optimizer_state_dict
 
-            from model import GPT, GPTConfig
+            from model import GPT
             cfg = ckpt['config']
             model = GPT(GPTConfig(**ckpt['model_args']))
             opt = optim.configure_optimizer(model, optimizer=cfg['optimizer'], learning_rate=cfg['learning_rate'],
@@ -384,30 +487,32 @@ def convert(out_dir: str | Path, to: str | Path | None = None, hf: str | Path | 
                 shutil.copy(out_dir / name, to / name)
         written.append(save_checkpoint(ckpt, to, ckpt['step'], keep_last_k=1))
     if hf is not None:
-        if model is None:
-            model = model_from_checkpoint(ckpt)
-        try:
-            model.save_hf(hf)
-        except ValueError as e:
-            raise CheckpointError(str(e)) from None
+        save_gpt2(model if model is not None else model_from_checkpoint(ckpt), hf)
         written.append(Path(hf))
     return written
 
 
+# `python checkpoint.py convert` keys
+CONVERT_DEFAULTS = dict(
+    out_dir='out',  # the run folder whose newest checkpoint (ckpt.pt, sharded or not) is converted
+    to='',  # write a run folder with the single-file checkpoint here ('' = none)
+    hf='',  # write a Hugging Face GPT2LMHeadModel folder here ('' = none; GPT-2 architectures only)
+)
+
+
 def main(argv: list[str] | None = None) -> None:
-    """python checkpoint.py convert OUT_DIR [--to=DIR] [--hf=DIR]"""
+    """python checkpoint.py convert [config.py] --out_dir=RUN [--to=DIR] [--hf=DIR]"""
+    from configurator import configure_command
     argv = sys.argv[1:] if argv is None else argv
-    usage = "usage: python checkpoint.py convert OUT_DIR [--to=DIR] [--hf=DIR] (at least one of --to, --hf)"
-    opts = dict(a.removeprefix('--').split('=', 1) for a in argv[2:] if a.startswith('--') and '=' in a)
-    if len(argv) < 2 or argv[0] != 'convert' or set(opts) - {'to', 'hf'} or not opts or \
-            len(opts) != len(argv) - 2:
-        sys.exit(usage)
-    try:
-        for p in convert(argv[1], opts.get('to'), opts.get('hf')):
-            print(f"wrote {p}")
-    except CheckpointError as e:
-        sys.exit(f"checkpoint.py: {e}")
+    for a in argv[1:]:
+        if not a.startswith('--') and Path(a).is_dir():  # the old `convert OUT_DIR` form
+            raise CheckpointError(f"{a!r} is a folder, and positional arguments are config files: write "
+                                  f"--out_dir={a}")
+    _, cfg = configure_command({'convert': CONVERT_DEFAULTS}, argv, __file__)
+    for p in convert(cfg['out_dir'], cfg['to'] or None, cfg['hf'] or None):
+        print(f"wrote {p}")
 
 
 if __name__ == '__main__':
-    main()
+    from configurator import run_cli  # bad input: one line `checkpoint.py: problem: fix`, exit 1
+    run_cli('checkpoint.py', main)

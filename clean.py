@@ -67,7 +67,7 @@ max_dup_para_fraction = 0.30  # Gopher: repeated paragraphs (split on blank line
 max_dup_para_char_fraction = 0.20  # Gopher: characters in repeated paragraphs / characters
 max_top_ngram_char_fraction = {2: 0.20, 3: 0.18, 4: 0.16}  # Gopher: chars in the most frequent word n-gram
 max_dup_ngram_char_fraction = {5: 0.15, 6: 0.14, 7: 0.13, 8: 0.12, 9: 0.11, 10: 0.10}  # Gopher: in repeats
-min_stop_words = 2  # Gopher's count; lists from ../shared/data/text/SOURCES.md (no list: not checked)
+min_stop_words = 2  # Gopher's count, on the _STOP_WORDS lists below (a language without a list: not checked)
 languages = []  # supported languages, [] = all (the Nordic Pile used fastText LID; we trust file name/field)
 url_blacklist = []  # substrings of a JSONL `url` field (the Nordic Pile's URL blacklist is not published)
 # fuzzy dedup (dedup.py), Nordic Pile parameters (step 6)
@@ -84,8 +84,9 @@ _FILTERS = ("max_char_repetition", "alpha_present", "min_chars", "max_chars", "m
            "max_dup_line_char_fraction", "max_dup_para_fraction", "max_dup_para_char_fraction",
            "max_top_ngram_char_fraction", "max_dup_ngram_char_fraction", "min_stop_words", "languages",
            "url_blacklist")
-# Stop words per language: the lists of ../shared/data/text/SOURCES.md (appendix; overlaps with English
-# removed). 'no' is the Nordic Pile's code for Norwegian and uses the Bokmål list.
+# Stop words per language: the lists the bundled multilingual corpus was language-filtered with (its
+# SOURCES.md, appendix; words that are also English removed). 'no' is the Nordic Pile's code for Norwegian
+# and uses the Bokmål list.
 _STOP_WORDS = {lang: frozenset(words.split()) for lang, words in {
     "sv": (
         "alla andra annan annat att av bara blev blir både de dem den denna deras dessa dessutom det "

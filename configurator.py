@@ -103,30 +103,54 @@ def parse_args(defaults: dict, argv: list[str]) -> Config:
     """Apply config files and --key=value overrides to a copy of `defaults`; raise ConfigError on bad input.
     The result's set_keys are the keys the files and overrides set."""
     config, set_keys = Config(defaults), set()
+    for key, raw, where in _arguments(defaults, argv):
+        if key is None:
+            set_keys |= _apply_file(config, defaults, raw)
+            continue
+        if raw is None:  # a bare --flag of a bool key
+            _check_known(key, defaults, where)
+            config[key] = True
+        else:
+            _set(config, defaults, key, raw, where)
+        set_keys.add(key)
+    config.set_keys = frozenset(set_keys)
+    return config
+
+
+def split_args(defaults: dict, argv: list[str]) -> tuple[list[str], list[tuple[str, str]]]:
+    """A command line as parse_args reads it, not applied: (config files, [(key, value text), ...]) in order;
+    a bare --flag of a bool key gives 'True'. For a script that passes some keys on to another (sweep.py)."""
+    files, overrides = [], []
+    for key, raw, _ in _arguments(defaults, argv):
+        if key is None:
+            files.append(raw)
+        else:
+            overrides.append((key, "True" if raw is None else raw))
+    return files, overrides
+
+
+def _arguments(defaults: dict, argv: list[str]):
+    """(None, config file, arg) or (key, value text or None for a bare bool --flag, arg) per argument."""
     i = 0
     while i < len(argv):
         arg = argv[i]
         if not arg.startswith("--"):
-            set_keys |= _apply_file(config, defaults, arg)
+            yield None, arg, arg
         elif "=" in arg:
             key, raw = arg[2:].split("=", 1)
-            _set(config, defaults, key, raw, arg)
-            set_keys.add(key)
+            yield key, raw, arg
         else:  # --key value, or a bare --flag for a bool key
             key = arg[2:]
             _check_known(key, defaults, arg)
             nxt = argv[i + 1] if i + 1 < len(argv) else None
             if isinstance(defaults[key], bool) and (nxt is None or nxt.startswith("--") or nxt.endswith(".py")):
-                config[key] = True
+                yield key, None, arg
             elif nxt is None:
                 raise ConfigError(f"{arg} needs a value: write --{key}=VALUE")
             else:
-                _set(config, defaults, key, nxt, arg)
+                yield key, nxt, arg
                 i += 1
-            set_keys.add(key)
         i += 1
-    config.set_keys = frozenset(set_keys)
-    return config
 
 
 def read_config_file(path: str) -> dict:

@@ -1,11 +1,12 @@
 """
-Data: turn text into a run-ready dataset folder, and the loaders that read it (SPEC §6).
+Data: turn text into a run-ready dataset folder (prepare_dataset) and read it back (load_meta, load_tokens,
+dataset_identity). The batches train.py draws from it: loader.py (token windows), chat.py (chat fine-tuning).
+Corpus cleaning before this step: `python clean.py`.
 
     python data.py prepare                                   # embedded default: Shakespeare, own SP BPE
     python data.py prepare --dataset=shakespeare --tokenizer=gpt2
     python data.py prepare config/data_gptsw3_weights.py     # sv/da/nb/nn/en, GPT-SW3 weights
     python data.py prepare --dataset=mine --input=corpus/    # files, folders, globs: .txt .jsonl[.gz|.zst] .parquet
-    python data.py clean --input ... --out ...               # corpus cleaning, see clean.py
 
 Dataset folder data/<name>/ (nanoGPT layout, plus):
     train.bin, val.bin       token ids, uint16 when the vocabulary fits, else uint32. Every document is
@@ -21,20 +22,20 @@ Dataset folder data/<name>/ (nanoGPT layout, plus):
 A nanoGPT folder (train.bin/val.bin uint16, optional meta.pkl with vocab_size) is used as it is.
 
 Pipeline (multilingual / generic), streamed so that memory does not grow with the corpus beyond a few
-numbers per document: read (documents.py) -> GPT-SW3 normalisation (tok §4) -> exact dedup (MD5, Nordic Pile
-step 4, tok §10) -> tokenise in worker processes, each kept document once, into a temporary file -> train/val
-split by document per language -> weighted sampling of train per language/category (tok §5) -> shuffle ->
-copy the documents' tokens into train.bin / val.bin in that order (one EOT before each). With no tokenizer
-given, one more pass first streams the training split into SentencePiece (which samples from it).
+numbers per document: read (documents.py) -> GPT-SW3 normalisation (HF GPTSw3Tokenizer.preprocess_text) ->
+exact dedup (MD5, Nordic Pile step 4: Öhman et al. 2023, arXiv:2303.17183) -> tokenise in worker processes, each
+kept document once, into a temporary file -> train/val split by document per language -> weighted sampling of
+train per language/category (GPT-SW3 tokenizer, Stollenwerk 2023, arXiv:2304.14780; code flxst/gpt-sw3-tokenizer
+src/sampling.py) -> shuffle -> copy the documents' tokens into train.bin / val.bin in that order (one EOT before
+each). With no tokenizer given, one more pass first streams the training split into SentencePiece (which
+samples from it).
 """
 import hashlib
 import json
 import multiprocessing as mp
 import os
 import pickle
-import re
 import sys
-import warnings
 from array import array
 from collections import deque
 from collections.abc import Iterable, Iterator
@@ -42,12 +43,10 @@ from itertools import chain
 from pathlib import Path
 
 import numpy as np
-import torch
 from tqdm import tqdm
 
 from dedup import DigestSet
-from documents import ON_BAD_INPUT, batched, building, expand, has_surrogate, read_documents, replace_folder
-from losses import IGNORE_INDEX
+from documents import ON_BAD_INPUT, batched, building, expand, read_documents, replace_folder
 from tokenizer import Tokenizer, get_tokenizer, normalize, train_tokenizer
 
 SHARED = Path(__file__).resolve().parent.parent / "shared"
@@ -64,7 +63,7 @@ _PREPARE_DEFAULTS = dict(
     vocab_size=4096,  # size of the own SentencePiece BPE (ignored when tokenizer is given)
     input=None,  # generic: files, folders or globs (.txt .jsonl .jsonl.gz .jsonl.zst .parquet), one language 'all'
     sources=None,  # {'lang' or 'lang/category': path or [paths]}, or a folder <root>/<lang>/[<category>/]
-    weights=None,  # {category: {lang: weight}} (GPT-SW3 layout, tok §5), missing -> 1.0; {} = all 1.0
+    weights=None,  # {category: {lang: weight}} (GPT-SW3 SAMPLING_WEIGHTS layout), missing 1.0; {} = all 1.0
     sampling_scale=1.0,  # GPT-SW3's global percent p: keep weight * p of each group's training documents
     val_fraction=0.1,  # fraction of each language's documents held out (at least 1 document)
     dedup=True,  # drop exact duplicates (MD5 of the normalised text) before the split
@@ -94,36 +93,8 @@ def shakespeare_files() -> list[Path]:
     return found
 
 
-def _decode(path: Path, raw: bytes) -> str:
-    """UTF-8 text of a whole file, or an error naming the file, line and byte offset."""
-    bad = raw.find(b"\x00")
-    try:
-        if bad >= 0:
-            raise UnicodeDecodeError("utf-8", raw, bad, bad + 1, "NUL byte (binary file?)")
-        return raw.decode("utf-8")
-    except UnicodeDecodeError as e:
-        line = raw.count(b"\n", 0, e.start) + 1
-        raise ValueError(f"{path}:{line}, byte offset {e.start}: not UTF-8 text ({e.reason}); convert it, "
-                         f"e.g. `iconv -f latin1 -t utf-8`") from None
-
-
-def _json_lines(path: Path, text: str):
-    """(line number, record) for each non-empty line; invalid JSON stops with file:line."""
-    for lineno, line in enumerate(text.split("\n"), 1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{path}:{lineno}: invalid JSON ({e.msg}, column {e.colno}); fix or delete "
-                             f"the line (JSONL = one JSON object per line)") from None
-        if has_surrogate(record):  # an escaped half of an emoji: no tokenizer can encode it
-            raise ValueError(f"{path}:{lineno}: unpaired UTF-16 surrogate in a JSON string; the writer cut a "
-                             f"UTF-16 pair (e.g. an emoji) in half: fix the record")
-        yield lineno, record
-
-
-def _sha256(path: Path) -> str:
+def file_sha256(path: str | Path) -> str:
+    """The sha256 hex digest of a file (dataset sources, tokenizer files, a chat file in data_identity)."""
     with open(path, "rb") as f:
         return hashlib.file_digest(f, "sha256").hexdigest()  # streamed: shards can be gigabytes
 
@@ -159,16 +130,17 @@ def _not_prepared(dataset: str, folder: Path | None) -> str:
         f"unknown dataset {dataset!r} and no input given"
     return (f"{where}. Prepare it first: `python data.py prepare --dataset={dataset} --input=PATH` "
             f"(.txt/.jsonl/.jsonl.zst/.parquet files, folders or globs), or use dataset=shakespeare "
-            f"(embedded) or multilingual (../shared/data/text); train.py prepares those two itself")
+            f"(embedded) or multilingual (the bundled Nordic + English text); train.py prepares those two itself")
 
 
 # ----------------------------------------------------------------------------------------------------
-# normalise, dedup, split, sample (tok §4, §5, §10)
+# normalise, dedup, split, sample (GPT-SW3 tokenizer recipe, arXiv:2304.14780; Nordic Pile, arXiv:2303.17183)
 
 
 def _sample(n: int, weight: float, rng: np.random.Generator) -> np.ndarray:
-    """GPT-SW3 weighted sampling (tok §5): keep weight * n documents; weight > 1 repeats documents
-    (e.g. wiki 1.5 = every document once plus a random half again), weight < 1 keeps a random subset."""
+    """GPT-SW3 weighted sampling (flxst/gpt-sw3-tokenizer src/sampling.py): keep weight * n documents;
+    weight > 1 repeats documents (e.g. wiki 1.5 = every document once plus a random half again), weight < 1
+    keeps a random subset."""
     whole, frac = divmod(weight, 1.0)
     extra = rng.choice(n, size=round(frac * n), replace=False)
     return np.concatenate([np.tile(np.arange(n), int(whole)), np.sort(extra)]).astype(np.int64)
@@ -199,14 +171,14 @@ def _kept_documents(groups: dict, recipe: dict, stats: dict, sources: list) -> I
             counts = report[str(path)]
             st["bad_lines_skipped"] += counts["skipped"]
             st["bad_lines_repaired"] += counts["repaired"]
-            sources.append(dict(language=lang, category=cat, path=str(path.resolve()), sha256=_sha256(path),
+            sources.append(dict(language=lang, category=cat, path=str(path.resolve()), sha256=file_sha256(path),
                                 bytes=path.stat().st_size, documents=n_docs, bad_lines_skipped=counts["skipped"],
                                 bad_lines_repaired=counts["repaired"]))
 
 
 def _split_plan(counts: np.ndarray, groups: dict, recipe: dict, stats: dict) -> tuple[np.ndarray, np.ndarray]:
     """Documents numbered 0..N-1 in stream order, counts[g] of them in group g -> (train, val): the document
-    numbers of the training split in training order (sampled by weight, tok §5, then shuffled; a number
+    numbers of the training split in training order (sampled by weight as _sample, then shuffled; a number
     repeats when its weight is > 1) and of the validation split, by language, in stream order within one."""
     rng = np.random.default_rng(recipe["seed"])
     starts = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
@@ -354,7 +326,7 @@ def _effective_recipe(dataset: str, tokenizer: str | None, given: dict, old: dic
                          for key, v in recipe[k].items()}
     tok_file = Path(str(tokenizer)) if tokenizer else None
     return recipe | dict(format=FORMAT_VERSION, dataset=dataset, tokenizer=tokenizer,
-                         tokenizer_sha256=_sha256(tok_file) if tok_file and tok_file.is_file() else None)
+                         tokenizer_sha256=file_sha256(tok_file) if tok_file and tok_file.is_file() else None)
 
 
 _RECIPE_KEYS = ("vocab_size", "input", "sources", "weights", "sampling_scale", "val_fraction", "dedup",
@@ -388,7 +360,7 @@ def prepare_dataset(dataset: str = "shakespeare", data_root: str | Path = "data"
             raise ValueError(f"{key} must be one of {allowed}, got {recipe[key]!r}")
     groups, forced_unit = _resolve_sources(dataset, recipe["input"], recipe["sources"])
     recipe["txt_unit"] = forced_unit or recipe["txt_unit"]
-    recipe["checksums"] = {f"{lang}/{cat}": [_sha256(p) for p in files]
+    recipe["checksums"] = {f"{lang}/{cat}": [file_sha256(p) for p in files]
                            for (lang, cat), files in groups.items()}
     if recipe["tokenizer"] is not None:
         recipe["vocab_size"] = None  # only the own tokenizer has a size to choose
@@ -470,7 +442,7 @@ def _train_own_tokenizer(tmp: Path, groups: dict, recipe: dict) -> str:
 
     def training_split():  # one line per "sentence", as SentencePiece reads a text file: a newline is never
         for i, (_, text) in enumerate(_kept_documents(groups, recipe, {}, [])):  # seen and stays the byte
-            for _ in range(repeats[i]):  # piece <0x0A>, as in GPT-SW3's published ids (tok §3)
+            for _ in range(repeats[i]):  # piece <0x0A>, as in GPT-SW3's published ids (HF model card)
                 yield from (line for line in text.split("\n") if line)
     return train_tokenizer([], recipe["vocab_size"], str(tmp / "tokenizer"), documents=training_split(),
                            minloglevel=2)
@@ -543,9 +515,18 @@ def dataset_identity(data_dir: str | Path) -> dict:
     if meta.get("recipe") is not None:
         return _identity(meta["recipe"], tokenizer_identity(dataset_tokenizer(data_dir)))
     pkl = data_dir / "meta.pkl"
-    text = ":".join([_sha256(pkl) if pkl.is_file() else "",
+    text = ":".join([file_sha256(pkl) if pkl.is_file() else "",
                      *(str((data_dir / f"{s}.bin").stat().st_size) for s in ("train", "val"))])
     return dict(dataset_id=hashlib.sha256(f"nanogpt:{text}".encode()).hexdigest(), tokenizer_id=None)
+
+
+def identity_changes(old: dict, new: dict, data_dir: str | Path, chat_file: str = "",
+                     with_chat: bool = True) -> list[str]:
+    """What differs between two data identities (dataset_identity() plus 'chat_sha256', a chat file's
+    file_sha256), named for a message: the dataset folder, its tokenizer, the chat file (if with_chat)."""
+    what = dict(dataset_id=f"the dataset folder {data_dir}", tokenizer_id=f"the tokenizer of {data_dir}",
+                chat_sha256=f"finetune_data={chat_file!r}")
+    return [w for k, w in what.items() if (with_chat or k != "chat_sha256") and old.get(k) != new.get(k)]
 
 
 def dataset_tokenizer(data_dir: str | Path) -> Tokenizer:
@@ -560,270 +541,17 @@ def dataset_tokenizer(data_dir: str | Path) -> Tokenizer:
 
 
 # ----------------------------------------------------------------------------------------------------
-# loaders
-
-
-def _too_short(n_tokens: int, block_size: int) -> str:
-    return (f"block_size={block_size} is larger than the data: the split has {n_tokens} tokens and a sample "
-            f"needs block_size + 1 = {block_size + 1}; use --block_size={max(1, n_tokens - 1)} or less, "
-            f"or a larger dataset (a bigger val_fraction for a small val split)")
-
-
-def _to_device(x: torch.Tensor, y: torch.Tensor, device) -> tuple[torch.Tensor, torch.Tensor]:
-    if torch.device(device).type == "cuda":  # pinned + async copy, as nanoGPT
-        return x.pin_memory().to(device, non_blocking=True), y.pin_memory().to(device, non_blocking=True)
-    return x.to(device), y.to(device)
-
-
-def _windows(data: np.ndarray, starts: np.ndarray, block_size: int) -> tuple[torch.Tensor, torch.Tensor]:
-    w = torch.from_numpy(data[starts[:, None] + np.arange(block_size + 1)].astype(np.int64))  # (B, T+1)
-    return w[:, :-1].contiguous(), w[:, 1:].contiguous()  # contiguous: pin_memory() of a view pins a copy
-
-
-def get_batch(data: np.ndarray, batch_size: int, block_size: int, generator: torch.Generator | None = None,
-              device: str | torch.device = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
-    """nanoGPT's loader: batch_size windows at random offsets (with replacement) -> x, y (B, T) int64."""
-    if len(data) <= block_size:
-        raise ValueError(_too_short(len(data), block_size))
-    ix = torch.randint(len(data) - block_size, (batch_size,), generator=generator).numpy()
-    return _to_device(*_windows(data, ix, block_size), device)
-
-
-def epoch_permutation(n: int, seed: int, epoch: int) -> np.ndarray:
-    """The order of the n windows (or conversations) in an epoch."""
-    return np.random.default_rng(seed + epoch).permutation(n)
-
-
-class _Stream:
-    """The sharding rule shared by SequentialLoader and ChatLoader. Epoch e shuffles the n items with
-    numpy default_rng(seed + e) and cuts the permutation into n // batch_size slices of batch_size items
-    (the last n % batch_size items of each epoch are skipped). All epochs' slices form one stream
-    s_0, s_1, ...; micro-step m of rank r reads slice s_(m * world_size + r). So the slices read by all
-    ranks in one optimizer step are the same for any world size with the same micro batch and global
-    batch, and the position is one number, `slices` = m * world_size, valid for any world size."""
-
-    def __init__(self, n: int, batch_size: int, rank: int, world_size: int, seed: int, what: str):
-        if not 0 <= rank < world_size:
-            raise ValueError(f"rank {rank} is not in [0, world_size={world_size})")
-        if n < batch_size * world_size:
-            raise ValueError(f"{what}: {n} items but world_size x batch_size = {world_size} x {batch_size} = "
-                             f"{world_size * batch_size} are needed per step, so some ranks would get "
-                             f"nothing; use a smaller batch_size or block_size, fewer ranks, or more data")
-        self.n, self.batch_size, self.rank, self.world_size, self.seed = n, batch_size, rank, world_size, seed
-        self.n_slices = n // batch_size
-        self.step = 0  # micro-batches this rank has read
-        self._perm_epoch, self._perm = -1, None  # the permutation of the epoch being read
-
-    def next_indices(self) -> np.ndarray:
-        epoch, j = divmod(self.step * self.world_size + self.rank, self.n_slices)
-        self.step += 1
-        if epoch != self._perm_epoch:
-            self._perm_epoch, self._perm = epoch, epoch_permutation(self.n, self.seed, epoch)
-        return self._perm[j * self.batch_size:(j + 1) * self.batch_size]
-
-    @property
-    def epoch(self) -> int:
-        return self.step * self.world_size // self.n_slices
-
-    def state_dict(self) -> dict:
-        return dict(slices=self.step * self.world_size, n=self.n, batch_size=self.batch_size, seed=self.seed)
-
-    def load_state_dict(self, state: dict) -> None:
-        for k in ("n", "batch_size", "seed"):
-            if state[k] != getattr(self, k):
-                raise ValueError(f"loader state has {k}={state[k]}, this loader {getattr(self, k)}: resume "
-                                 f"with the dataset, batch_size, block_size and seed of the checkpoint")
-        if state["slices"] % self.world_size:
-            raise ValueError(f"the checkpoint's loader read {state['slices']} micro-batches in all, which "
-                             f"world_size={self.world_size} does not divide: resume on a world size that "
-                             f"divides gradient_accumulation_steps")
-        self.step = state["slices"] // self.world_size
-
-
-class SequentialLoader:
-    """Sampling without replacement: the non-overlapping windows of block_size + 1 tokens (stride
-    block_size; window i = tokens [i*T, i*T + T]) in a seeded random order per epoch, sharded by rank with
-    the _Stream rule above, resumable exactly through state_dict()/load_state_dict()."""
-
-    def __init__(self, data: np.ndarray, batch_size: int, block_size: int, rank: int = 0, world_size: int = 1,
-                 seed: int = 1337, device: str | torch.device = "cpu"):
-        n_windows = (len(data) - 1) // block_size
-        if n_windows < 1:
-            raise ValueError(_too_short(len(data), block_size))
-        self.data, self.block_size, self.device = data, block_size, device
-        self.stream = _Stream(n_windows, batch_size, rank, world_size, seed,
-                              f"{len(data)} tokens give {n_windows} windows of block_size={block_size}")
-
-    def next_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """-> x, y (B, T) int64, y = x shifted by one token."""
-        starts = self.stream.next_indices() * self.block_size
-        return _to_device(*_windows(self.data, starts, self.block_size), self.device)
-
-    @property
-    def epoch(self) -> int:
-        return self.stream.epoch
-
-    def state_dict(self) -> dict:
-        return self.stream.state_dict() | dict(block_size=self.block_size)
-
-    def load_state_dict(self, state: dict) -> None:
-        if state["block_size"] != self.block_size:
-            raise ValueError(f"loader state has block_size={state['block_size']}, this loader "
-                             f"{self.block_size}: resume with the checkpoint's block_size")
-        self.stream.load_state_dict(state)
-
-
-# ----------------------------------------------------------------------------------------------------
-# chat data (GPT-SW3 instruct format, tok §9; issue 9)
-
-CHAT_HEADERS = {"user": "User:", "assistant": "Bot:"}
-
-
-def load_chat_jsonl(path: str | Path) -> list[list[dict]]:
-    """{"messages": [{"role": "user"|"assistant", "content": str}, ...]} per line -> list of message lists.
-    Invalid JSON stops with file:line. Records with an unknown role, a bad message, or no assistant turn are
-    skipped, counted, and reported in one warning (with their line numbers)."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"chat file {path} not found")
-    out, bad = [], {}
-    for lineno, record in _json_lines(path, _decode(path, path.read_bytes())):
-        problem = _chat_problem(record)
-        if problem:
-            bad.setdefault(problem, []).append(lineno)
-        else:
-            out.append(record["messages"])
-    if bad:
-        n_bad = sum(map(len, bad.values()))
-        detail = "; ".join(f"{len(v)} {k} (lines {', '.join(map(str, v[:10]))}{', ...' * (len(v) > 10)})"
-                           for k, v in bad.items())
-        warnings.warn(f"{path}: skipped {n_bad} of {n_bad + len(out)} records: {detail}", stacklevel=2)
-    if not out:
-        raise ValueError(f"{path}: no valid chat records; each line must be "
-                         f'{{"messages": [{{"role": "user", "content": "..."}}, '
-                         f'{{"role": "assistant", "content": "..."}}]}}')
-    return out
-
-
-def _chat_problem(record) -> str | None:
-    msgs = record.get("messages") if isinstance(record, dict) else None
-    if not isinstance(msgs, list) or not msgs:
-        return "without a 'messages' list"
-    if not all(isinstance(m, dict) and isinstance(m.get("content"), str) for m in msgs):
-        return "with a message lacking string 'content'"
-    if any(m.get("role") not in CHAT_HEADERS for m in msgs):
-        return "with an unknown role (allowed: user, assistant)"
-    if not any(m["role"] == "assistant" for m in msgs):
-        return "without an assistant turn"
-    return None
-
-
-def format_chat(messages: list[dict], tok: Tokenizer, add_generation_prompt: bool = False,
-                sep: str = " ") -> tuple[list[int], list[int]]:
-    """GPT-SW3 instruct format (tok §9; HF GPTSw3Tokenizer's chat template):
-        <|endoftext|><s>User: {user}<s>Bot: {assistant}<s>User: ...<s>[Bot:]
-    Each turn is encoded on its own, as HF's tokenizer does between special tokens (so SentencePiece's
-    dummy prefix puts the space after 'Bot:'). sep=' ' is the HF template; sep='\\n' gives the model
-    card's 'User:\\n{text}' form, whose published ids ([..., 2, 22493 'Bot', 63458 ':', 18 '\\n']) show the
-    newlines next to <s> dropped. Tokenizers without <s> (tiktoken) use <|endoftext|> in its place.
-    loss_mask is 1 exactly on the assistant's content tokens and the <s> that closes its turn (so the
-    model learns to stop), 0 on the prompt: <|endoftext|>, <s>, user turns and the 'Bot:' header.
-    add_generation_prompt appends the 'Bot:' header (mask 0) for sampling."""
-    turn_end = tok.bos if tok.bos is not None else tok.eot
-    ids = [tok.eot] + ([tok.bos] if tok.bos is not None else [])
-    mask = [0] * len(ids)
-    for m in messages:
-        header = CHAT_HEADERS.get(m.get("role"))
-        if header is None:
-            raise ValueError(f"unknown chat role {m.get('role')!r}: use 'user' or 'assistant'")
-        turn = tok.encode(header + sep + m["content"])
-        bot = m["role"] == "assistant"
-        n_head = _common_prefix(turn, tok.encode(header + sep.rstrip(" "))) if bot else len(turn)
-        ids += turn + [turn_end]
-        mask += [0] * n_head + [1] * (len(turn) - n_head) + [int(bot)]
-    if add_generation_prompt:
-        prompt = tok.encode(CHAT_HEADERS["assistant"] + sep.rstrip(" "))
-        ids, mask = ids + prompt, mask + [0] * len(prompt)
-    return ids, mask
-
-
-def _common_prefix(a: list[int], b: list[int]) -> int:
-    n = 0
-    while n < min(len(a), len(b)) and a[n] == b[n]:
-        n += 1
-    return n
-
-
-class ChatLoader:
-    """Padded batches of whole conversations for instruction fine-tuning. Each conversation (format_chat,
-    truncated to block_size + 1 tokens) gives x = ids[:-1] and y = ids[1:] with y = IGNORE_INDEX where the
-    target is not trained on; a batch is padded to its longest example (x with EOT, y with IGNORE_INDEX).
-    Order and sharding: the _Stream rule (a seeded permutation per epoch), resumable via state_dict()."""
-
-    def __init__(self, conversations: list[list[dict]], tok: Tokenizer, batch_size: int, block_size: int,
-                 rank: int = 0, world_size: int = 1, seed: int = 1337, sep: str = " ",
-                 device: str | torch.device = "cpu"):
-        self.examples, truncated, dropped = [], 0, 0
-        for messages in conversations:
-            ids, mask = format_chat(messages, tok, sep=sep)
-            truncated += len(ids) > block_size + 1
-            ids, mask = ids[:block_size + 1], mask[:block_size + 1]
-            if sum(mask[1:]) == 0:  # the assistant turns were cut off: nothing to learn from
-                dropped += 1
-                continue
-            self.examples.append((ids, mask))
-        if truncated:
-            warnings.warn(f"{truncated} of {len(conversations)} conversations are longer than block_size + 1 "
-                          f"= {block_size + 1} tokens and were truncated ({dropped} of them dropped: no "
-                          f"assistant token left); raise block_size to keep them whole", stacklevel=2)
-        self.pad, self.block_size, self.device = tok.eot, block_size, device
-        self.stream = _Stream(len(self.examples), batch_size, rank, world_size, seed, "chat conversations")
-
-    def next_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """-> x (B, L) int64, y (B, L) int64 with IGNORE_INDEX off the assistant tokens; L <= block_size."""
-        batch = [self.examples[i] for i in self.stream.next_indices()]
-        self.last_real_tokens = sum(len(ids) - 1 for ids, _ in batch)  # x's tokens without the padding
-        L = max(len(ids) for ids, _ in batch) - 1
-        x = torch.full((len(batch), L), self.pad, dtype=torch.int64)
-        y = torch.full((len(batch), L), IGNORE_INDEX, dtype=torch.int64)
-        for b, (ids, mask) in enumerate(batch):
-            t = torch.tensor(ids)
-            x[b, :len(ids) - 1] = t[:-1]
-            y[b, :len(ids) - 1] = torch.where(torch.tensor(mask[1:]).bool(), t[1:], IGNORE_INDEX)
-        return _to_device(x, y, self.device)
-
-    @property
-    def epoch(self) -> int:
-        return self.stream.epoch
-
-    def state_dict(self) -> dict:
-        return self.stream.state_dict()
-
-    def load_state_dict(self, state: dict) -> None:
-        self.stream.load_state_dict(state)
-
-
-# ----------------------------------------------------------------------------------------------------
 # CLI
 
 
 def main(argv: list[str] | None = None) -> None:
+    """python data.py prepare [config.py ...] [--key=value ...]: build (or reuse) data_root/<dataset>."""
+    from configurator import InputError, configure_command
     argv = sys.argv[1:] if argv is None else argv
-    if not argv or argv[0] not in ("prepare", "clean"):
-        sys.exit("usage: python data.py prepare [config.py] [--key=value ...]  (-h lists the keys)\n"
-                 "       python data.py clean --input=FILE|DIR[,...] --out=DIR [--key=value ...]")
-    if argv[0] == "clean":
-        import clean  # corpus cleaning lives in clean.py (issue 9)
-        clean.main(argv[1:])
-        return
-    if any(a in ("-h", "--help") for a in argv):  # the keys with the comments beside _PREPARE_DEFAULTS
-        comments = dict(re.findall(r"^    (\w+)=.*?  # (.*)$", Path(__file__).read_text(), re.M))
-        print("usage: python data.py prepare [config.py ...] [--key=value ...]\n")
-        for k, v in _PREPARE_DEFAULTS.items():
-            print(f"  --{k:<15} = {v!r:<14} # {comments.get(k, '')}")
-        return
-    from configurator import configure
-    config = configure(dict(_PREPARE_DEFAULTS), argv[1:], source=__file__)
+    if argv[:1] == ["clean"]:
+        raise InputError("corpus cleaning is its own script: run `python clean.py --input=FILES --out=DIR` "
+                         "(`python clean.py -h` lists the keys)")
+    _, config = configure_command({"prepare": _PREPARE_DEFAULTS}, argv, __file__)
     # a recipe key you set (even to its default value) rebuilds a folder built with another value; keys you
     # did not set keep an existing folder's values
     folder = prepare_dataset(**{k: v for k, v in config.items() if k not in _RECIPE_KEYS or k in config.set_keys})

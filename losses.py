@@ -4,9 +4,10 @@ Losses and the diagnostics the papers measure.
 Training loss = cross-entropy + z_loss * z-loss + mu_loss * mu-loss (each term optional), with optional
 logit soft-capping applied by the model (GPTConfig.logit_softcap calls softcap() in forward).
   - z-loss (PaLM; OEC paper: Stollenwerk, Lokrantz, Hertzberg 2026, arXiv 2601.02031): mean over tokens of (log Z)^2
-  - mu-loss (OEC §1.5): ||mu||^2, mu = mean of the output-embedding rows
-  - soft-capping (Gemma-2 form; OEC v2 §1.7): c * tanh(logits / c)
-Diagnostics (OEC §1.9, Coupled Adam §2.4), cheap enough to run at every eval on a few batches:
+  - mu-loss (OEC code nanoGPT/model.py): ||mu||^2, mu = mean of the output-embedding rows
+  - soft-capping (Gemma 2 form, arXiv:2408.00118; OEC v2): c * tanh(logits / c)
+Diagnostics (OEC code nanoGPT/train.py; Coupled Adam: Stollenwerk & Stollenwerk 2025, arXiv:2502.08441,
+code nanoGPT/analysis/), cheap enough to run at every eval on a few batches:
   logit_diagnostics(logits)            -> logits_mean_mean, logits_mean_std, logits_mean_absmax, mean_logsqZ
   embedding_diagnostics(E, log_unigram) -> mu_norm, mean_row_norm, mu_ratio, isotropy (the authors'),
                                            isotropy_signfree, smin_smax, corr_emu_logfreq (the authors'),
@@ -32,7 +33,8 @@ def _at_least_fp32(x: Tensor) -> Tensor:
 
 
 def z_loss(logits: Tensor, mask: Tensor | None = None) -> Tensor:
-    """PaLM z-loss, unweighted: mean over (masked-in) tokens of logsumexp(logits)^2 (OEC §1.6).
+    """PaLM z-loss, unweighted: mean over (masked-in) tokens of logsumexp(logits)^2 (PaLM, arXiv:2204.02311; OEC code
+    nanoGPT/model.py).
 
     logits (..., V) of any float dtype (computed in fp32 or better); mask (...) bool, True = token counts.
     """
@@ -43,13 +45,15 @@ def z_loss(logits: Tensor, mask: Tensor | None = None) -> Tensor:
 
 
 def mu_loss(weight: Tensor) -> Tensor:
-    """mu-loss, unweighted: ||mu||^2 with mu = mean over the vocabulary of the rows of weight (V,H) (OEC §1.5)."""
+    """mu-loss, unweighted: ||mu||^2 with mu = mean over the vocabulary of the rows of weight (V,H) (OEC code
+    nanoGPT/model.py)."""
     mu = weight.mean(dim=0)  # (H,)
     return torch.dot(mu, mu)
 
 
 def softcap(logits: Tensor, c: float) -> Tensor:
-    """Logit soft-capping, Gemma-2 form c * tanh(logits / c) (OEC v2 §1.7, c = 30 in the paper's runs)."""
+    """Logit soft-capping, Gemma-2 form c * tanh(logits / c) (Gemma 2, arXiv:2408.00118;
+    OEC v2 uses c = 30)."""
     return c * torch.tanh(logits / c)
 
 
@@ -123,7 +127,7 @@ def compute_loss(logits: Tensor, targets: Tensor, output_embedding: Tensor | Non
 
 @torch.no_grad()
 def logit_diagnostics(logits: Tensor, targets: Tensor | None = None) -> dict[str, float]:
-    """Output-logit statistics of the OEC code (`analyze_final_hidden_states`, OEC §1.9).
+    """Output-logit statistics of the OEC code (nanoGPT/train.py `analyze_final_hidden_states`).
 
     logits (B,T,V) or (N,V); targets, if given, drop IGNORE_INDEX positions. With l the logits of one token:
       logits_mean_mean   = mean over tokens of mean_i l_i

@@ -2,22 +2,15 @@
 GPT decoder in one file, nanoGPT style, with the options of the three pretraining papers.
 
 Parameter names follow nanoGPT / Hugging Face GPT-2 (transformer.wte, transformer.h[i].attn.c_attn, ...,
-lm_head), so GPT-2 and GPT-SW3 checkpoints map 1:1 (GPT.from_hf / save_hf at the end of this file).
+lm_head), so GPT-2 and GPT-SW3 checkpoints map 1:1 (hf.load_gpt2 / hf.save_gpt2). Peak FLOP/s for MFU: mfu.py.
 Options (GPTConfig): norm (norms.py), learned or rotary positions, GELU or SwiGLU MLP, per-head qk-norm,
 grouped-query attention, tied or untied embeddings, nanoGPT or OEC (Xavier) init, logit soft-capping.
 References: nanoGPT's model.py (Karpathy); OEC architecture and init: Stollenwerk, Lokrantz, Hertzberg 2026,
 arXiv:2601.02031, and the authors' code ("OEC" below); norm placement: Stollenwerk 2025, arXiv:2503.21708;
 GPT-SW3 shapes: Ekgren et al. 2023, arXiv:2305.12987.
-
-The second half of the file is the BERT-style encoder used by ner.py (BertConfig, BertEncoder,
-BertForTokenClassification), which loads Hugging Face BERT folders (config.json + safetensors/bin).
 """
-import json
 import math
-import time
-import warnings
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 import torch.nn as nn
@@ -25,6 +18,7 @@ import torch.nn.functional as F
 from torch.distributed.tensor import DTensor, distribute_tensor
 
 from losses import compute_loss, softcap
+from mfu import raise_peak_flops
 from norms import NORMS, make_norm
 
 POS = ("learned", "rope")
@@ -319,15 +313,23 @@ class GPT(nn.Module):
                 n -= self.transformer.wte.weight.numel()
         return n
 
-    def forward(self, idx: torch.Tensor, kv_cache: KVCache | None = None, *, targets: torch.Tensor | None = None,
-                z_loss: float = 0.0, mu_loss: float = 0.0):
+    def forward(self, idx: torch.Tensor, *args, kv_cache: KVCache | None = None,
+                targets: torch.Tensor | None = None, z_loss: float = 0.0, mu_loss: float = 0.0):
         """idx (B, T) token ids -> logits (B, T, V) (soft-capped when config.logit_softcap is set).
 
         With targets (B, T) (IGNORE_INDEX = skip): the training loss instead, (total, terms) of
         losses.compute_loss with these z_loss/mu_loss weights (mu-loss on output_embedding()). Computed in
         this forward so that torch.compile compiles the loss with the model: under bf16 the (B*T, V) logits
         are then not upcast and walked eagerly, several times, outside the graph.
+
+        Every argument after idx is keyword-only. nanoGPT's `logits, loss = model(idx, targets)` raises a
+        TypeError saying how to write it here, rather than returning another shape than nanoGPT's.
         """
+        if args:
+            raise TypeError(
+                f"GPT.forward takes one positional argument, idx (B, T), got {1 + len(args)}: nanoGPT's "
+                "`logits, loss = model(idx, targets)` is written `loss, terms = model(idx, targets=targets)` "
+                "here (the mean loss and its terms; logits = model(idx)); a KV cache is passed as kv_cache=")
         logits = self._logits(self.hidden_states(idx, kv_cache))
         if targets is None:
             return logits
@@ -410,209 +412,6 @@ class GPT(nn.Module):
         timed while other jobs ran), the peak is raised to it with a warning: MFU never exceeds 100%."""
         achieved = self.flops_per_token(seq_len) * tokens_per_sec
         return achieved / raise_peak_flops(device, dtype, achieved)
-
-    # ------------------------------------------------------------------------------------------------
-    # Hugging Face GPT2LMHeadModel layout (GPT-2, GPT-SW3): config.json + model.safetensors
-
-    @classmethod
-    def from_hf(cls, path: str | Path, dropout: float = 0.0) -> "GPT":
-        """Load a local Hugging Face GPT2LMHeadModel folder (config.json + model.safetensors or .bin).
-
-        The HF dropout settings are not copied (pass dropout= for fine-tuning)."""
-        path = Path(path)
-        if not (path / "config.json").is_file():
-            raise FileNotFoundError(f"{path / 'config.json'} not found: pass a folder saved by "
-                                    "GPT2LMHeadModel.save_pretrained() (or by GPT.save_hf)")
-        hf = json.loads((path / "config.json").read_text())
-        config = GPTConfig(**_config_from_hf(hf, path), dropout=dropout)
-        sd = _read_hf_weights(path)
-        # GPT2Model folders lack the "transformer." prefix; old GPT-2 files store the causal masks as buffers
-        sd = {(k if k.startswith(("transformer.", "lm_head.")) else f"transformer.{k}"): v
-              for k, v in sd.items()}
-        sd = {k: v for k, v in sd.items() if not k.endswith((".attn.bias", ".attn.masked_bias"))}
-        if config.tie_embeddings:
-            sd.pop("lm_head.weight", None)  # the same tensor as wte (often not stored at all)
-        model = cls(config)
-        ours = model.state_dict()
-        if config.tie_embeddings:
-            ours.pop("lm_head.weight")
-        missing, unexpected = sorted(set(ours) - set(sd)), sorted(set(sd) - set(ours))
-        if missing or unexpected:
-            raise ValueError(f"{path}: weights do not match a GPT-2 layout: missing {missing[:5]}, "
-                             f"unexpected {unexpected[:5]}")
-        with torch.no_grad():
-            for k, v in sd.items():
-                if k.endswith(_CONV1D):  # HF Conv1D stores (in, out), nn.Linear (out, in)
-                    v = v.t()
-                if v.shape != ours[k].shape:
-                    raise ValueError(f"{path}: {k} has shape {tuple(v.shape)}, "
-                                     f"expected {tuple(ours[k].shape)}")
-                ours[k].copy_(v)
-        return model
-
-    def save_hf(self, path: str | Path) -> None:
-        """Write this model as a Hugging Face GPT2LMHeadModel folder (config.json + model.safetensors).
-
-        Only the GPT-2 architecture exports: layernorm, gelu/gelu_tanh, learned positions, no qk-norm,
-        no GQA, no soft-capping. bias=False exports as zero biases (the same function).
-        """
-        from safetensors.torch import save_file
-
-        c = self.config
-        wrong = [f"{k}={getattr(c, k)!r} (GPT-2 needs {ok!r})" for k, ok in
-                 (("norm", "layernorm"), ("pos", "learned"), ("qk_norm", False), ("n_kv_head", c.n_head),
-                  ("logit_softcap", None)) if getattr(c, k) != ok]
-        if c.mlp == "swiglu":
-            wrong.append("mlp='swiglu' (GPT-2 needs 'gelu' or 'gelu_tanh')")
-        if wrong:
-            raise ValueError("cannot export to the Hugging Face GPT-2 layout: " + "; ".join(wrong) +
-                             ". Keep the torch checkpoint instead, or train with a GPT-2 architecture.")
-        sd = {}
-        for k, v in self.state_dict().items():
-            if k.endswith(_CONV1D):
-                v = v.t()
-            sd[k] = v.detach().to("cpu", torch.float32).contiguous()
-            if not c.bias and k.endswith(_CONV1D + ("ln_1.weight", "ln_2.weight", "ln_f.weight")):
-                sd[k.removesuffix("weight") + "bias"] = torch.zeros(sd[k].size(-1))  # GPT-2 always has biases
-        if c.tie_embeddings:
-            del sd["lm_head.weight"]  # stored once, as wte (safetensors refuses shared tensors)
-        path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
-        save_file(sd, str(path / "model.safetensors"), metadata={"format": "pt"})
-        hf = dict(architectures=["GPT2LMHeadModel"], model_type="gpt2", vocab_size=c.vocab_size,
-                  n_positions=c.block_size, n_embd=c.n_embd, n_layer=c.n_layer, n_head=c.n_head, n_inner=None,
-                  activation_function="gelu_new" if c.mlp == "gelu_tanh" else "gelu",
-                  resid_pdrop=c.dropout, embd_pdrop=c.dropout, attn_pdrop=c.dropout, layer_norm_epsilon=1e-5,
-                  initializer_range=0.02, tie_word_embeddings=c.tie_embeddings, torch_dtype="float32")
-        (path / "config.json").write_text(json.dumps(hf, indent=2) + "\n")
-
-
-_CONV1D = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
-_HF_GELU = {"gelu": "gelu", "gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh",
-            "gelu_fast": "gelu_tanh"}
-
-
-def _config_from_hf(hf: dict, path: Path) -> dict:
-    """GPTConfig kwargs from a Hugging Face GPT2Config dict; refuse what our GPT cannot represent exactly."""
-    if hf.get("model_type", "gpt2") != "gpt2":
-        raise ValueError(f"{path}: model_type={hf['model_type']!r}; only GPT2LMHeadModel checkpoints "
-                         "(GPT-2, GPT-SW3) load into GPT")
-    act = hf.get("activation_function", "gelu_new")
-    bad = []
-    if act not in _HF_GELU:
-        bad.append(f"activation_function={act!r} (supported: {', '.join(_HF_GELU)})")
-    if hf.get("n_inner") not in (None, 4 * hf["n_embd"]):
-        bad.append(f"n_inner={hf['n_inner']} (our GELU MLP is 4 * n_embd wide)")
-    if abs(hf.get("layer_norm_epsilon", 1e-5) - 1e-5) > 1e-12:
-        bad.append(f"layer_norm_epsilon={hf['layer_norm_epsilon']} (ours is 1e-5)")
-    for key in ("scale_attn_by_inverse_layer_idx", "reorder_and_upcast_attn"):
-        if hf.get(key):
-            bad.append(f"{key}=True")
-    if not hf.get("scale_attn_weights", True):
-        bad.append("scale_attn_weights=False")
-    if bad:
-        raise ValueError(f"{path}/config.json: not representable by model.GPT: " + "; ".join(bad))
-    return dict(vocab_size=hf["vocab_size"], block_size=hf["n_positions"], n_layer=hf["n_layer"],
-                n_head=hf["n_head"], n_embd=hf["n_embd"], bias=True, norm="layernorm",
-                pos="learned", mlp=_HF_GELU[act], tie_embeddings=hf.get("tie_word_embeddings", True))
-
-
-def _read_hf_weights(path: Path) -> dict[str, torch.Tensor]:
-    if (path / "model.safetensors").is_file():
-        from safetensors.torch import load_file
-
-        return load_file(str(path / "model.safetensors"))
-    if (path / "pytorch_model.bin").is_file():
-        return torch.load(path / "pytorch_model.bin", map_location="cpu", weights_only=True)
-    raise FileNotFoundError(f"{path}: no model.safetensors or pytorch_model.bin (sharded checkpoints are not "
-                            "supported: re-save with save_pretrained(..., max_shard_size='100GB'))")
-
-
-# ----------------------------------------------------------------------------------------------------
-# Peak FLOP/s per device, for MFU
-
-# Dense bf16 tensor-core peak per GPU, FLOP/s. NVIDIA's datasheets list these "with sparsity" (2:4), i.e.
-# twice the dense rate: H100 SXM / H200 SXM 1979, H100 NVL / H200 NVL 1671, H100 PCIe 1513 TFLOP/s; A100 312
-# dense. Matched against torch.cuda.get_device_name() in this order, first substring wins, so the PCIe/NVL
-# names (and GH200, which contains "H200") come before plain "H100"/"H200" (the SXM parts: "NVIDIA H100 80GB
-# HBM3", "NVIDIA H200").
-PEAK_FLOPS = {
-    "H100 PCIe": 1513e12 / 2,
-    "H100 NVL": 1671e12 / 2,
-    "GH200": 1979e12 / 2,  # Grace Hopper: an H100 (SXM rates)
-    "H200 NVL": 1671e12 / 2,
-    "H100": 1979e12 / 2,  # SXM5
-    "H200": 1979e12 / 2,  # SXM
-    "A100": 312e12,  # SXM4 and PCIe alike
-    "B200": 4.5e15 / 2,
-}
-_PEAKS: dict[tuple[str, torch.dtype], tuple[float, str]] = {}  # (device, dtype) -> (FLOP/s, where from)
-
-
-def gpu_peak_flops(name: str) -> float | None:
-    """The PEAK_FLOPS entry for a CUDA device name (first substring match), or None."""
-    return next((flops for key, flops in PEAK_FLOPS.items() if key in name), None)
-
-
-def peak_flops(device: torch.device | str, dtype: torch.dtype = torch.float32) -> tuple[float, str]:
-    """(peak FLOP/s, how it was obtained) for `device`, found once and cached. A listed GPU: its datasheet
-    bf16 peak (also for fp32/TF32 runs, as nanoGPT). Otherwise measured: the best of 10 timed matmuls after a
-    warm-up, in `dtype` on CPU (bf16 on an unlisted GPU). A measured CPU peak is a lower bound of the true
-    one (other jobs share the cores): estimate_mfu raises it when training runs faster."""
-    device = torch.device(device)
-    key = (str(device), dtype)
-    if key not in _PEAKS:
-        name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
-        flops = gpu_peak_flops(name) if device.type == "cuda" else None
-        if flops is not None:
-            _PEAKS[key] = flops, f"{name}: datasheet dense bf16 peak {flops / 1e12:.1f} TFLOP/s"
-        else:
-            if device.type == "cuda":
-                warnings.warn(f"{name} is not in model.PEAK_FLOPS: MFU uses a measured bf16 matmul peak")
-                dtype = torch.bfloat16
-            flops = _measured_peak_flops(device, dtype)
-            _PEAKS[key] = flops, (f"{name}: measured, best of 10 {str(dtype).removeprefix('torch.')} "
-                                  f"matmuls, {flops / 1e9:.1f} GFLOP/s")
-    return _PEAKS[key]
-
-
-def device_peak_flops(device: torch.device | str, dtype: torch.dtype = torch.float32) -> float:
-    """Peak FLOP/s of `device` (see peak_flops)."""
-    return peak_flops(device, dtype)[0]
-
-
-def raise_peak_flops(device: torch.device | str, dtype: torch.dtype, achieved: float) -> float:
-    """The peak for MFU, raised (with a warning, once per raise) to `achieved` FLOP/s when that is higher:
-    the run itself shows the device reaches it. Returns the peak now in use."""
-    peak, source = peak_flops(device, dtype)
-    if achieved > peak:
-        warnings.warn(f"training ran at {achieved / 1e9:.1f} GFLOP/s, above the peak used for MFU ({source}): "
-                      "the peak is raised to the achieved rate, so MFU reads 100% at most")
-        _PEAKS[(str(torch.device(device)), dtype)] = achieved, f"{source}; raised to the achieved rate"
-        peak = achieved
-    return peak
-
-
-def _measured_peak_flops(device: torch.device | str, dtype: torch.dtype | None = None) -> float:
-    """Best FLOP/s of a square matmul over 10 timed trials after one warm-up (RNG-neutral: own generator);
-    dtype None = fp32 on CPU, bf16 on GPU."""
-    device = torch.device(device)
-    dtype = dtype or (torch.float32 if device.type == "cpu" else torch.bfloat16)
-    n = 1024 if device.type == "cpu" else 8192
-    g = torch.Generator(device).manual_seed(0)  # measuring must not shift the training RNG
-    a = torch.randn(n, n, device=device, generator=g).to(dtype)
-    b = torch.randn(n, n, device=device, generator=g).to(dtype)
-    best = float("inf")
-    for trial in range(11):
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        t0 = time.perf_counter()
-        a @ b
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        if trial:  # trial 0 warms up (allocator, threads, clocks)
-            best = min(best, time.perf_counter() - t0)
-    return 2 * n**3 / best
 
 
 # ----------------------------------------------------------------------------------------------------

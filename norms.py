@@ -10,6 +10,7 @@ theory/Dynamic_Activation_Functions.ipynb) and saves a plot.
 """
 import math
 import os
+import sys
 
 import numpy as np
 import torch
@@ -256,11 +257,21 @@ def _plot_outlier(x, y, dyt, dyisru, fit: dict, path: str) -> None:
     plt.close(fig)
 
 
-def main() -> None:
+EXPERIMENT_DEFAULTS = dict(
+    out="out",  # folder for the plot norms_outlier.png ('' = no plot)
+)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`python norms.py [--out=DIR]`: the DyISRU paper's outlier experiment, printed next to the paper's values."""
+    from configurator import configure
+    out = configure(dict(EXPERIMENT_DEFAULTS), argv or [], source=__file__)["out"]
     try:
         import matplotlib  # noqa: F401
-        os.makedirs("out", exist_ok=True)
-        plot_path = os.path.join("out", "norms_outlier.png")
+        if not out:
+            raise ImportError
+        os.makedirs(out, exist_ok=True)
+        plot_path = os.path.join(out, "norms_outlier.png")
     except ImportError:
         plot_path = None
         print("matplotlib not installed: skipping the plot (pip install matplotlib)")
@@ -275,4 +286,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from configurator import run_cli
+    run_cli("norms.py", main, sys.argv[1:])

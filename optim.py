@@ -6,7 +6,8 @@ Optimizers and learning-rate schedules.
                        2025, arXiv 2502.08441)
   get_lr               warmup + cosine / WSD / constant, per iteration (nanoGPT style, no scheduler object)
   mu_centering_        OEC mu-centering, after every optimizer step (Stollenwerk, Lokrantz, Hertzberg 2026,
-                       arXiv 2601.02031)
+                       arXiv 2601.02031); mu_centering_where_ for a step that may be skipped
+  guarded_step         opt.step() only where a device-side finite flag allows it (no host sync with fused AdamW)
   AdaptiveFineTuning   NER fine-tuning schedule with early stopping (Stollenwerk 2022, arXiv 2202.02617) and the
                        fixed-epoch linear presets 'original' / 'stable' (nerblackbox, arXiv 2312.04306)
 """
@@ -162,6 +163,28 @@ def mu_centering_(weight: Tensor) -> None:
     Shifting every row by the same vector adds (-mu . h) to every logit of a token, so softmax is unchanged.
     """
     weight.sub_(weight.mean(dim=0, keepdim=True))  # (V,H) - (1,H)
+
+
+@torch.no_grad()
+def mu_centering_where_(weight: Tensor, ok: Tensor) -> None:
+    """mu_centering_ where ok (a 0-dim bool on the device), a bitwise no-op elsewhere (subtracts mean * 0):
+    no host sync, so a step skipped for a non-finite loss leaves the embedding as it was."""
+    weight.sub_(weight.mean(dim=0, keepdim=True) * ok)
+
+
+# -----------------------------------------------------------------------------
+# a step that may be skipped
+
+def guarded_step(opt: torch.optim.Optimizer, ok: Tensor) -> None:
+    """opt.step() only where ok (a 0-dim bool on the device) is True, without reading ok back when the optimizer
+    can skip on the device: fused AdamW's found_inf (as torch.amp.GradScaler) leaves weights, moments and
+    step count untouched. Other optimizers read ok back (a host sync; free on CPU). Then zero_grad."""
+    if opt.defaults.get('fused'):
+        opt.found_inf = (~ok).float()
+        opt.step()
+    elif bool(ok):
+        opt.step()
+    opt.zero_grad(set_to_none=True)
 
 
 # -----------------------------------------------------------------------------

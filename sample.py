@@ -18,7 +18,7 @@ import torch
 
 from checkpoint import load_run
 from configurator import ConfigError, configure, run_cli
-from model import GPT
+from hf import load_gpt2
 from tokenizer import get_tokenizer
 
 # -----------------------------------------------------------------------------
@@ -31,9 +31,9 @@ num_samples = 3  # number of samples to draw
 max_new_tokens = 200  # tokens generated per sample
 temperature = 0.8  # 1.0 = no change, < 1.0 = less random, 0 = greedy
 top_k = 200  # keep only the top_k most likely tokens (None = all)
-seed = 1337
+seed = 1337  # torch.manual_seed before sampling
 device = 'cuda' if torch.cuda.is_available() else 'cpu'  # 'cpu', 'cuda', 'cuda:1', 'mps', ...
-dtype = 'bfloat16' if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else 'float32'
+dtype = 'bfloat16' if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else 'float32'  # or bfloat16
 # -----------------------------------------------------------------------------
 
 
@@ -62,7 +62,7 @@ def main() -> None:
     _validate()
     torch.manual_seed(seed)
     if hf_dir:
-        model, tok = GPT.from_hf(hf_dir), get_tokenizer(tokenizer)
+        model, tok = load_gpt2(hf_dir), get_tokenizer(tokenizer)
     else:  # the run's model and its own tokenizer (checked: another --tokenizer would decode other text)
         model, tok = load_run(out_dir, device, tokenizer)[:2]
     model.eval().to(device)
@@ -72,10 +72,10 @@ def main() -> None:
 
     text = Path(start[5:]).read_text(encoding='utf-8') if start.startswith('FILE:') else start
     stop_tokens = None
-    if chat:  # GPT-SW3 instruct format (tokenizer_gptsw3.md §9), built by data.py as for the training data
-        import data
+    if chat:  # GPT-SW3 instruct format, built by chat.format_chat as for the training data
+        from chat import format_chat
 
-        ids, _ = data.format_chat([{'role': 'user', 'content': text}], tok, add_generation_prompt=True)
+        ids, _ = format_chat([{'role': 'user', 'content': text}], tok, add_generation_prompt=True)
         stop_tokens = [t for t in (tok.bos, tok.eot) if t is not None]
     else:
         ids = tok.encode(text)

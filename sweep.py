@@ -1,6 +1,6 @@
 """
-Sweeps: a config file declares a grid, one command runs it (SPEC §1; the Modalities paper's ablation
-workflow in a short file).
+Sweeps: a config file declares a grid, one command runs it (the ablation workflow of Modalities,
+arXiv:2602.08387, in a short file).
 
     python sweep.py config/oec_lr_sweep.py                   # run the grid, one run after another
     python sweep.py config/oec_lr_sweep.py --dry_run         # print one torchrun line per unfinished run
@@ -21,13 +21,13 @@ A run whose summary.json says finished or diverged is skipped, so an interrupted
 with a checkpoint but no summary continues with --init_from=resume). A diverged run (NaN) is a row with
 diverged=True, not a crash of the sweep.
 
-Sweep options (not train.py keys): --dry_run, --results_only, --sweep_dir=DIR, --nproc_per_node=N
-(for the torchrun lines, default 8).
+sweep.py's own keys (SWEEP_DEFAULTS, `python sweep.py -h`): --dry_run, --results_only, --sweep_dir=DIR,
+--nproc_per_node=N (for the torchrun lines, default 8); every other --key=value is a train.py key.
 
 Outputs in the sweep folder: results.csv (one row per run), loss_vs_<key>.png and curves.png (with
 matplotlib; skipped with a message without it), and a printed summary with the learning-rate
-sensitivity per variant (OEC §1.9) and, when norms differ, the DyISRU paper's metrics
-L1/L2/L12/I1/I2/S1/S2.
+sensitivity per variant (Wortsman et al. 2023, arXiv:2309.14322, as the OEC code computes it) and, when
+norms differ, the DyISRU paper's metrics L1/L2/L12/I1/I2/S1/S2.
 """
 import ast
 import csv
@@ -41,10 +41,16 @@ import sys
 import time
 from pathlib import Path
 
-from configurator import ConfigError, parse_args, read_config_file, script_defaults
+from configurator import ConfigError, help_text, parse_args, read_config_file, script_defaults, split_args
 
 TRAIN = Path(__file__).resolve().parent / "train.py"
-_OPTIONS = {"dry_run": False, "results_only": False, "sweep_dir": "", "nproc_per_node": 8}
+# sweep.py's own keys; every other --key=value is a train.py key, passed to every run
+SWEEP_DEFAULTS = dict(
+    dry_run=False,  # print one torchrun line per unfinished run instead of running them
+    results_only=False,  # run nothing: rewrite results.csv, the plots and the summary from the run folders
+    sweep_dir="",  # the sweep folder ('' = sweeps/<config file name>)
+    nproc_per_node=8,  # GPUs per node in the --dry_run torchrun lines
+)
 _SUMMARY_COLUMNS = ["final_train_loss", "final_val_loss", "best_val_loss", "diverged", "tokens",
                     "wall_time_s", "step"]
 _DONE = ("finished", "diverged")  # run states that are not run again
@@ -281,7 +287,8 @@ def _loss(row: dict) -> float:
 
 
 def lr_sensitivity(losses: list[float], loss_at_init: float) -> float:
-    """Learning-rate sensitivity, OEC §1.9 (Wortsman et al.'s definition as the OEC code computes it):
+    """Learning-rate sensitivity (Wortsman et al. 2023, arXiv:2309.14322) as the OEC authors' notebook computes it
+    (get_lr_sensitivity; OEC, arXiv:2601.02031):
     LRS = 1/(N-1) * sum_eta [min(L(eta), L0) - min_eta' L(eta')], L0 = the loss at initialisation; a
     diverged run (inf/NaN) counts as L0, and the minimum is taken over the capped losses."""
     if len(losses) < 2:
@@ -350,7 +357,8 @@ def summarize(grid: dict, rows: list[dict]) -> str:
                      + (f"{fv:>9.4f}" if fv is not None else f"{'-':>9}") + "  "
                      + (f"{bv:>9.4f}" if bv is not None else f"{'-':>9}"))
     if len(grid.get("learning_rate", [])) >= 2:
-        lines.append("learning-rate sensitivity (OEC §1.9; L0 = ln(vocab size); diverged runs count as L0):")
+        lines.append("learning-rate sensitivity (Wortsman et al. as in OEC; L0 = ln(vocab size); diverged runs "
+                     "count as L0):")
         others = [k for k in keys if k != "learning_rate"]
         for group, members in itertools.groupby(sorted(rows, key=lambda r: [str(r[k]) for k in others]),
                                                 key=lambda r: tuple(str(r[k]) for k in others)):
@@ -425,27 +433,19 @@ def plot(grid: dict, rows: list[dict], sweep_dir: Path) -> None:
 # ----------------------------------------------------------------------------- CLI
 
 def _parse_cli(argv: list[str]) -> tuple[str, dict, list[str]]:
-    """(config file, sweep options, train.py overrides as --key=value)."""
-    configs = [a for a in argv if not a.startswith("--") and a.endswith(".py")]
+    """(config file, sweep options, train.py overrides as --key=value), every key and value checked against
+    SWEEP_DEFAULTS and train.py's defaults (configurator.parse_args). `-h` lists the keys and exits."""
+    if any(a in ("-h", "--help") for a in argv):
+        print(help_text(SWEEP_DEFAULTS, __file__).replace("[config.py ...]", "config.py") +
+              "\n  --<any train.py key>=VALUE    # set for every run (`python train.py -h` lists them)")
+        sys.exit(0)
+    defaults = _train_defaults() | SWEEP_DEFAULTS
+    configs, items = split_args(defaults, argv)
     if len(configs) != 1:
-        _fail("usage: python sweep.py config/x.py [--key=value ...] [--dry_run] [--results_only] "
-              "[--sweep_dir=DIR] [--nproc_per_node=N]")
-    opts, overrides, i = dict(_OPTIONS), [], 0
-    rest = [a for a in argv if a != configs[0]]
-    while i < len(rest):
-        key, eq, value = rest[i][2:].partition("=")
-        if not rest[i].startswith("--"):
-            _fail(f"unexpected argument {rest[i]!r}: overrides are written --key=value")
-        if not eq:  # `--key value`, or a bare `--flag` meaning True (as configurator.py reads bools)
-            bare = i + 1 >= len(rest) or rest[i + 1].startswith("--") or isinstance(_OPTIONS.get(key), bool)
-            value, i = ("True", i) if bare else (rest[i + 1], i + 1)
-        if key in _OPTIONS:
-            default = _OPTIONS[key]
-            opts[key] = value in ("True", "true", "1") if isinstance(default, bool) else type(default)(value)
-        else:
-            overrides.append(f"--{key}={value}")
-        i += 1
-    return configs[0], opts, overrides
+        _fail(f"usage: python sweep.py config.py [--key=value ...]: give one sweep config file, got {configs} "
+              f"(-h lists the keys)")
+    opts = {k: v for k, v in parse_args(defaults, argv).items() if k in SWEEP_DEFAULTS}
+    return configs[0], opts, [f"--{k}={v}" for k, v in items if k not in SWEEP_DEFAULTS]
 
 
 def main(argv: list[str] | None = None) -> None:

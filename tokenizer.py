@@ -295,7 +295,7 @@ class Tokenizer:
         if self.sp is not None:
             return self.sp.encode([normalize(t) for t in texts] if preprocess else list(texts))
         # a plain loop: encode_ordinary_batch dispatches every text to a thread pool, which measured 1.5-2.5x
-        # slower than this loop on 2 busy cores (77k lines of ../shared/data/text)
+        # slower than this loop on 2 busy cores (77k lines of the bundled multilingual corpus)
         return [self.enc.encode_ordinary(t) for t in texts]
 
     def decode(self, ids: list[int]) -> str:
@@ -332,7 +332,7 @@ def _bytes_to_unicode() -> dict[int, str]:
 
 def get_tokenizer(spec: str) -> Tokenizer:
     """spec: path to a SentencePiece .model | path to a .tiktoken[.gz] file | gpt2 | r50k_base | cl100k_base |
-    o200k_base (offline from ../shared/data/tiktoken, or $TIKTOKEN_RANKS_DIR)."""
+    o200k_base (offline: the rank files of the bundled data folder's tiktoken/, or $TIKTOKEN_RANKS_DIR)."""
     spec = str(spec)
     if spec.endswith(".model"):
         if not Path(spec).is_file():

@@ -1,6 +1,6 @@
 """
 The text path at scale: tokenisation throughput of data.py against the tokenizer's own batch encode, and
-peak memory of `prepare` and `clean` on a corpus and on the same corpus x8 (SPEC §10; measured, not assumed).
+peak memory of `prepare` and `clean` on a corpus and on the same corpus x8 (measured, not assumed).
 
     nice python bench/bench_data.py                      # 3 MB of the shared text, x1 and x8, own SP 4096 + gpt2
     nice python bench/bench_data.py --base_mb=1 --repeats=1 --tokenizers="['own']"

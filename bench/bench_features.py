@@ -6,7 +6,7 @@ Step-time overhead of each paper feature vs the plain baseline, on the same smal
 
 One training step = forward + compute_loss + backward + optimizer.step (+ mu-centering). Variants run
 interleaved (one timed chunk of `steps` steps per variant per repeat) and we report the median per-step time
-over repeats, as a ratio to the baseline measured in the same run (targets, SPEC §10: z-loss, mu-loss,
+over repeats, as a ratio to the baseline measured in the same run (targets: z-loss, mu-loss,
 mu-centering <= 1.02; Coupled Adam <= 1.05 vs foreach and fused AdamW; DyT/DyISRU <= 1.10 vs LayerNorm,
 compiled). Peak memory: CUDA max_memory_allocated per variant; on CPU, the peak RSS added by building the
 variant and running `steps` steps, in a fresh subprocess (Linux VmHWM after resetting it through

@@ -1,5 +1,5 @@
 """Training throughput of train.py's step vs (a) a Hugging Face GPT2LMHeadModel training step and (b) the
-simplest possible PyTorch loop over our own GPT, on the same shape and batch, in this one process (SPEC §10).
+simplest possible PyTorch loop over our own GPT, on the same shape and batch, in this one process.
 
     python bench/bench_train.py                     # CPU: 6 layers / 6 heads / 384 wide / block 256 / batch 8
     python bench/bench_train.py --threads=1 --rounds=3   # steadier on a CPU shared with other jobs
@@ -30,6 +30,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 import data  # noqa: E402
 from configurator import configure  # noqa: E402
+from loader import get_batch  # noqa: E402
 from model import GPT, GPTConfig  # noqa: E402
 
 device = 'cpu'
@@ -113,7 +114,7 @@ def main() -> None:
     vocab = data.load_meta(folder)['vocab_size']
     train = data.load_tokens(folder, 'train')
     gen = torch.Generator().manual_seed(0)
-    batches = [data.get_batch(train, batch_size, block_size, gen, device) for _ in range(steps + warmup)]
+    batches = [get_batch(train, batch_size, block_size, gen, device) for _ in range(steps + warmup)]
     cfg = GPTConfig(vocab_size=vocab, block_size=block_size, n_layer=n_layer, n_head=n_head, n_embd=n_embd,
                     bias=True, mlp='gelu_tanh', dropout=0.0)
     hf_cfg = GPT2Config(vocab_size=vocab, n_positions=block_size, n_embd=n_embd, n_layer=n_layer,

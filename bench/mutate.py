@@ -58,9 +58,9 @@ TARGETS = {
     'tokenizer': ('tokeval.py', ['tokeval.x__word_initial*', 'tokeval.x_evaluation_metrics*'],
                   ['tests/test_tokenizer.py', 'tests/test_mutation_kills.py']),
     # the data loaders' order and resume state
-    'loaders': ('data.py', ['data.x_epoch_permutation*', 'data.xǁ_Streamǁ*', 'data.x__windows*',
-                            'data.xǁSequentialLoaderǁ*', 'data.xǁChatLoaderǁ*'],
-                ['tests/test_data.py', 'tests/test_mutation_kills.py']),
+    'loaders': ('loader.py', ['loader.x_epoch_permutation*', 'loader.xǁStreamǁ*', 'loader.x__windows*',
+                              'loader.xǁSequentialLoaderǁ*'], ['tests/test_data.py', 'tests/test_mutation_kills.py']),
+    'chat': ('chat.py', ['chat.xǁChatLoaderǁ*'], ['tests/test_data.py', 'tests/test_mutation_kills.py']),
 }
 STATUS = {1: 'killed', 3: 'killed', 0: 'survived', 5: 'no tests', 33: 'no tests', 34: 'skipped',
           35: 'suspicious', 36: 'timeout', 24: 'timeout', -24: 'timeout', 152: 'timeout', 255: 'timeout',

@@ -3,7 +3,7 @@
 #
 # Weights W[category][language] "used for tokenizer training and e.g. 126m, 345m, 5b runs", from
 # flxst/gpt-sw3-tokenizer SAMPLING_WEIGHTS/SAMPLING_WEIGHTS_real_OLD_USED_FOR_TOKENIZER_TRAINING.csv
-# (../shared/papers/tokenizer_gptsw3.md §5). A category/language group keeps weight * sampling_scale of its
+# (Stollenwerk 2023, arXiv:2304.14780). A category/language group keeps weight * sampling_scale of its
 # training documents (weight > 1 repeats documents; GPT-SW3's global percent p is sampling_scale).
 # Languages: sv, en, no (Norwegian), da, is, cd (code). The later "7b" weights differ only in en:
 # web_sources 0 and wiki 1.5.

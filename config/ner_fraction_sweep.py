@@ -1,6 +1,7 @@
 """
-The adaptive fine-tuning experiment in miniature (ner.md §2.3): `adaptive` vs `original` fine-tuning on
-fractions of a training set, a few seeds each; F1 and the number of epochs per fraction.
+The adaptive fine-tuning experiment in miniature (Stollenwerk 2022, arXiv:2202.02617; the setup of
+nerblackbox's paper/experiments/*.py): `adaptive` vs `original` fine-tuning on fractions of a training set,
+a few seeds each; F1 and the number of epochs per fraction.
 
     python config/ner_fraction_sweep.py                                   # the defaults below (CPU: long)
     python config/ner_fraction_sweep.py --fractions="[0.01]" --seeds=2 --max_epochs_adaptive=30

@@ -1,5 +1,6 @@
-# OEC 16M (../shared/papers/oec.md §1.8): RoPE, SwiGLU, qk-LayerNorm, no bias, untied, Xavier, AdamW without
-# weight decay, 5000 warmup steps then cosine to 1e-5, 100k steps. Add the arm to compare:
+# OEC 16M (Stollenwerk, Lokrantz, Hertzberg 2026, arXiv:2601.02031; the authors' nanoGPT/config/*): RoPE,
+# SwiGLU, qk-LayerNorm, no bias, untied, Xavier, AdamW without weight decay, 5000 warmup steps then cosine to
+# 1e-5, 100k steps. Add the arm to compare:
 #   --z_loss=1e-4 | --mu_loss=1e-4 | --mu_centering=True ; sweep --learning_rate over 1e-3 ... 3e-1
 # launch (the paper used 4 GPUs): torchrun --standalone --nproc_per_node=4 train.py config/oec_16m.py --parallelism=ddp
 # batch: 16 sequences x 2048 tokens x 4 micro-steps (global; 1 per GPU on 4 GPUs) = 131,072 tokens/step

@@ -3,11 +3,12 @@
 # about 30 min for the 28 runs.
 #   python sweep.py config/oec_lr_sweep.py               # results in sweeps/oec_lr_sweep/
 #   python sweep.py config/oec_lr_sweep.py --dry_run     # the torchrun lines instead
-# Look for (paper §1.10): baseline degrades/diverges at the highest rates with a huge mean logit
-# (logits_mean_mean), z-loss keeps mean_logsqZ small while mu_norm grows, mu-loss / mu-centering keep
-# mu_norm ~ 0 and stay near their best loss; LR sensitivity per variant in the printed summary.
+# Look for (the paper's results; the authors' loss_overview_all.csv): baseline degrades/diverges at the
+# highest rates with a huge mean logit (logits_mean_mean), z-loss keeps mean_logsqZ small while mu_norm grows,
+# mu-loss / mu-centering keep mu_norm ~ 0 and stay near their best loss; LR sensitivity per variant in the
+# printed summary.
 dataset = 'shakespeare'
-# model: RoPE, SwiGLU, qk-LayerNorm, LayerNorm without biases, untied head, Xavier init (OEC §1.8, v1)
+# model: RoPE, SwiGLU, qk-LayerNorm, LayerNorm without biases, untied head, Xavier init (OEC v1 configs)
 n_layer = 2
 n_head = 4
 n_embd = 64
@@ -42,7 +43,7 @@ dtype = 'float32'
 sweep = dict(learning_rate=[1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1, 1.0])
 variants = dict(
     baseline={},
-    z_loss=dict(z_loss=1e-4),  # OEC §1.6, lambda 1e-4
-    mu_loss=dict(mu_loss=1e-4),  # OEC §1.5, lambda 1e-4
-    mu_centering=dict(mu_centering=True),  # OEC §1.4
+    z_loss=dict(z_loss=1e-4),  # PaLM z-loss as in OEC, lambda 1e-4
+    mu_loss=dict(mu_loss=1e-4),  # OEC mu-loss, lambda 1e-4
+    mu_centering=dict(mu_centering=True),  # OEC mu-centering
 )

@@ -1,5 +1,5 @@
 # The OEC learning-rate sweep (config/oec_lr_sweep.py) run 3.3x longer and into higher rates, to look for the
-# baseline's break-down (OEC §1.10) that 300 steps do not show. 20 runs, about 20 min on 2 CPU cores.
+# baseline's break-down (OEC, arXiv:2601.02031) that 300 steps do not show. 20 runs, about 20 min on 2 CPU cores.
 #   python sweep.py config/oec_lr_sweep_long.py
 exec(open('config/oec_lr_sweep.py').read())  # the same OEC setup, model and variants
 max_iters = 1000  # 1000 steps x 8 x 64 = 512k tokens per run

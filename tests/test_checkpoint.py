@@ -137,3 +137,29 @@ def test_write_json_is_atomic(tmp_path):
 def test_checkpoint_loads_with_weights_only_and_tiny_run_shape(run):
     ckpt = torch.load(run / 'ckpt.pt', weights_only=True)
     assert ckpt['model_args']['n_layer'] == TINY['n_layer'] and type(ckpt['config']) is dict
+
+
+def test_convert_cli_writes_a_hf_folder_and_refuses_before_writing(run, tmp_path, capsys):
+    """`python checkpoint.py convert --out_dir=RUN --hf=DIR [--to=DIR]` (configurator keys): writes a Hugging
+    Face folder of train.py's run; an existing model there, no target, or the old positional form stop with one
+    message before anything is written; -h lists the keys with defaults and comments."""
+    from hf import load_gpt2
+    hf = tmp_path / 'hf'
+    checkpoint.main(['convert', f'--out_dir={run}', f'--hf={hf}'])
+    ours = load_run(run).model
+    x = torch.randint(0, ours.config.vocab_size, (1, 8))
+    torch.testing.assert_close(load_gpt2(hf).eval()(x), ours(x))
+    before = (hf / 'model.safetensors').stat().st_mtime_ns
+    with pytest.raises(CheckpointError, match='already holds a Hugging Face model'):  # checked before --to is written
+        checkpoint.main(['convert', f'--out_dir={run}', f'--hf={hf}', f'--to={tmp_path / "full"}'])
+    assert (hf / 'model.safetensors').stat().st_mtime_ns == before and not (tmp_path / 'full').exists()
+    with pytest.raises(CheckpointError, match='--to=DIR'):
+        checkpoint.main(['convert', f'--out_dir={run}'])
+    with pytest.raises(CheckpointError, match=f'write --out_dir={run}'):
+        checkpoint.main(['convert', str(run), f'--to={tmp_path / "full"}'])
+    assert not (tmp_path / 'full').exists()
+    with pytest.raises(SystemExit) as e:
+        checkpoint.main(['convert', '-h'])
+    assert e.value.code == 0
+    out = capsys.readouterr().out
+    assert all(f'--{k}' in out for k in checkpoint.CONVERT_DEFAULTS) and '# write a Hugging Face' in out

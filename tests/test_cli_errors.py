@@ -1,6 +1,6 @@
-"""Bad input never ends in a traceback: every CLI (train, sample, sweep, data, clean, tokenizer, ner, annotate)
-prints one line `<program>: <problem>: <fix>` and exits non-zero. One table of bad inputs, each run as a real
-subprocess (in parallel, each stops at once), asserting exit status != 0, no 'Traceback' on stderr, and the
+"""Bad input never ends in a traceback: every CLI (train, sample, sweep, data, checkpoint, clean, tokenizer, ner,
+annotate, norms) prints one line `<program>: <problem>: <fix>` and exits non-zero. One table of bad inputs, each run
+as a real subprocess (in parallel, each stops at once), asserting exit status != 0, no 'Traceback' on stderr, and the
 named key or file in the message. Also: nothing was written (the working tree's data/ and out/ untouched)."""
 import json
 import shutil
@@ -62,12 +62,24 @@ CASES = [
     ('sweep-missing-config', 'sweep.py {t}/missing_config.py', 'missing_config.py'),
     ('sweep-syntax', 'sweep.py {t}/syntax.py', 'syntax.py:2'),
     ('sweep-unknown-grid-key', 'sweep.py {t}/bad_sweep.py --dry_run', 'learning_rat'),
+    ('sweep-unknown-key', 'sweep.py {t}/bad_sweep.py --dryrun', 'dry_run'),
+    ('sweep-no-config', 'sweep.py --dry_run', 'config.py'),
+    ('sweep-option-type', 'sweep.py {t}/bad_sweep.py --nproc_per_node=eight', 'nproc_per_node'),
+    # checkpoint.py
+    ('checkpoint-positional-folder', 'checkpoint.py convert {t}/empty --to={t}/k1', '--out_dir='),
+    ('checkpoint-no-target', 'checkpoint.py convert --out_dir={t}/corrupt', '--to=DIR'),
+    ('checkpoint-corrupt', 'checkpoint.py convert --out_dir={t}/corrupt --to={t}/k2', 'truncated or corrupt'),
+    ('checkpoint-missing', 'checkpoint.py convert --out_dir={t}/empty --hf={t}/k3', 'ckpt.pt'),
+    ('checkpoint-unknown-key', 'checkpoint.py convert --outdir={t}/corrupt', 'out_dir'),
+    ('norms-unknown-key', 'norms.py --outdir={t}/x', 'out'),
     # data.py
     ('data-no-command', 'data.py', 'prepare'),
     ('data-unknown-key', 'data.py prepare --vocab_sise=5', 'vocab_size'),
     ('data-input-missing', 'data.py prepare --dataset=mine --data_root={t}/data --input={t}/nope.txt', 'nope.txt'),
     ('data-syntax', 'data.py prepare {t}/syntax.py', 'syntax.py:2'),
-    ('data-clean-input-missing', 'data.py clean --input {t}/nope.txt --out {t}/c1', 'nope.txt'),
+    ('data-clean-moved', 'data.py clean --input={t}/nope.txt --out={t}/c1', 'clean.py'),
+    ('data-bad-command', 'data.py prepar', 'prepare'),
+    ('data-bad-type', 'data.py prepare --val_fraction=abc', 'val_fraction'),
     # clean.py
     ('clean-input-missing', 'clean.py --input={t}/nope.txt --out={t}/c2', 'nope.txt'),
     ('clean-type', 'clean.py --input={t}/text.txt --out={t}/c3 --min_chars=abc', 'min_chars'),
@@ -90,6 +102,9 @@ CASES = [
      '--out_dir={t}/n2', 'ckpt.pt'),
     ('ner-annotation-command', 'ner.py agreement --input=a.jsonl,b.jsonl', 'annotate.py'),
     ('ner-bad-command', 'ner.py trian', 'train'),
+    ('ner-no-command', 'ner.py', 'train|evaluate|predict'),
+    ('tokenizer-no-command', 'tokenizer.py', 'train|evaluate|analyze'),
+    ('annotate-no-command', 'annotate.py', 'convert|agreement'),
     ('ner-predict-missing-model', 'ner.py predict --model={t}/empty --input={t}/text.txt --output={t}/p.jsonl',
      'ner_config.json'),
     # annotate.py
@@ -145,7 +160,8 @@ def _tree(folder: Path) -> dict:
 def test_bad_input_gives_one_line_and_no_traceback(bad_inputs):
     t, d = bad_inputs
     assert len(CASES) >= 40 and {c[1].split()[0] for c in CASES} == {
-        'train.py', 'sample.py', 'sweep.py', 'data.py', 'clean.py', 'tokenizer.py', 'ner.py', 'annotate.py'}
+        'train.py', 'sample.py', 'sweep.py', 'data.py', 'clean.py', 'tokenizer.py', 'ner.py', 'annotate.py',
+        'checkpoint.py', 'norms.py'}
     before = {p: _tree(ROOT / p) for p in ('data', 'out')}
     argvs = [_argv(name, cmd, t, d) for name, cmd, _ in CASES]
     with ThreadPoolExecutor(max_workers=4) as pool:

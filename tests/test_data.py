@@ -1,5 +1,5 @@
-"""data.py: preparation (layout, idempotence, dtype, multilingual pipeline), loaders (coverage, sharding,
-resume), chat format and mask, bad input."""
+"""data.py: preparation (layout, idempotence, dtype, multilingual pipeline); loader.py: coverage, sharding,
+resume; chat.py: chat format and mask; bad input."""
 import json
 import pickle
 
@@ -8,17 +8,9 @@ import pytest
 import torch
 
 import data
-from data import (
-    ChatLoader,
-    SequentialLoader,
-    dataset_tokenizer,
-    format_chat,
-    get_batch,
-    load_chat_jsonl,
-    load_meta,
-    load_tokens,
-    prepare_dataset,
-)
+from chat import ChatLoader, format_chat, load_chat_jsonl
+from data import dataset_tokenizer, load_meta, load_tokens, prepare_dataset
+from loader import SequentialLoader, epoch_permutation, get_batch
 from losses import IGNORE_INDEX
 from tokenizer import get_tokenizer, normalize
 
@@ -142,7 +134,7 @@ def test_multilingual_pipeline(tmp_path):
         lang_val = [tok.decode(d[1:].tolist()) for d in _split_docs(load_tokens(a, f"val_{lang}"), tok.eot)]
         assert langs[lang]["val_bytes"] == sum(len(t.encode()) for t in lang_val)
         assert langs[lang]["val_tokens"] == len(load_tokens(a, f"val_{lang}"))
-    assert meta["sources"][0]["sha256"] == data._sha256(tmp_path / "sv.txt")
+    assert meta["sources"][0]["sha256"] == data.file_sha256(tmp_path / "sv.txt")
 
 
 def _split_docs(ids, eot):
@@ -282,7 +274,7 @@ def test_format_chat_mask_covers_exactly_the_assistant_tokens(tiny_dataset, spec
 
 def test_format_chat_newline_variant_matches_published_gptsw3_layout(tiny_dataset):
     """The model card form [3, 2] + 'User:\\n...' + [2] + 'Bot:\\n...'; the published ids of
-    '<s>\\nBot:\\n' are 2, Bot, :, <0x0A> (tok §3)."""
+    '<s>\\nBot:\\n' are 2, Bot, :, <0x0A> (GPT-SW3 model card)."""
     tok = dataset_tokenizer(tiny_dataset)
     ids, mask = format_chat(CHAT[:2], tok, sep="\n")
     want = [3, 2] + tok.encode("User:\nVad heter du?") + [2] + tok.encode("Bot:\nJag heter Bot.") + [2]
@@ -297,7 +289,7 @@ def test_chat_loader_targets_and_padding(tiny_dataset):
     convs = [CHAT[:2], CHAT, [{"role": "user", "content": "Hej"}, {"role": "assistant", "content": "Hej!"}]]
     loader = ChatLoader(convs * 2, tok, batch_size=3, block_size=256, seed=0)
     x, y = loader.next_batch()
-    order = data.epoch_permutation(6, 0, 0)[:3]
+    order = epoch_permutation(6, 0, 0)[:3]
     for b, i in enumerate(order):
         ids, mask = format_chat((convs * 2)[i], tok)
         n = len(ids) - 1
@@ -387,9 +379,11 @@ def test_cli_prepare_generic_folder(tmp_path, capsys):
     assert "train" in capsys.readouterr().out
     with pytest.raises(SystemExit, match="unknown config key 'tokeniser'"):
         data.main(["prepare", "--tokeniser=gpt2"])
-    data.main(["prepare", "-h"])
-    assert "--txt_unit        = 'line'         # .txt files: 'line' = one document per line" in \
-        capsys.readouterr().out
+    with pytest.raises(SystemExit) as e:
+        data.main(["prepare", "-h"])
+    assert e.value.code == 0
+    help_line = next(ln for ln in capsys.readouterr().out.splitlines() if "--txt_unit" in ln)
+    assert "'line'" in help_line and "# .txt files: 'line' = one document per line" in help_line
 
 
 def test_non_utf8_offsets_are_file_offsets_in_jsonl_and_whole_files(tmp_path):

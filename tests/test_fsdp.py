@@ -26,8 +26,8 @@ from conftest import torchrun  # noqa: E402
 from test_train import TINY, _losses, _metrics, _write_bytes_dataset, run_train  # noqa: E402
 
 import checkpoint  # noqa: E402
-import data  # noqa: E402
 import optim  # noqa: E402
+from loader import SequentialLoader, get_batch  # noqa: E402
 from model import GPT, PRESETS, GPTConfig  # noqa: E402
 
 SEED = 1234
@@ -85,7 +85,7 @@ def test_fsdp2_meta_init_equals_one_process_init(tmp_path):
             assert torch.isfinite(v).all(), (name, k)
             assert torch.equal(v, ref[k].detach()), (name, k)
         c = GPTConfig(**CONFIGS[name])
-        if name == "oec":  # Xavier-normal of each (hidden, d) half (OEC §1.8); the halves are distinct draws
+        if name == "oec":  # Xavier-normal of each (hidden, d) half (OEC code); the halves are distinct draws
             w = sharded[name]["transformer.h.0.mlp.c_fc.weight"]
             hidden = w.size(0) // 2
             for half in w.chunk(2):
@@ -186,7 +186,8 @@ def test_dcp_checkpoints_resume_exactly_on_any_world_size_and_convert(runs):
                     init_from="resume")
     _close(_losses(r21), runs["ref"], range(5, 9))
     # one command to the single-file checkpoint: equal to the full-format run's (model and optimizer)
-    proc = subprocess.run([sys.executable, str(ROOT / "checkpoint.py"), "convert", str(run), f"--to={tmp / 'conv'}"],
+    proc = subprocess.run([sys.executable, str(ROOT / "checkpoint.py"), "convert", f"--out_dir={run}",
+                           f"--to={tmp / 'conv'}"],
                           cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     conv = torch.load(tmp / "conv" / "ckpt.pt", weights_only=True)
@@ -274,10 +275,10 @@ def data_root(tmp_path_factory, shared_dir) -> Path:
 
 
 def test_mfu_at_most_one_and_peak_logged(tmp_path, data_root, monkeypatch):
-    """Issue 12 item 11 in train.py: a peak measured too low (here: 1 FLOP/s, as if the cores were busy) cannot
+    """In train.py: a peak measured too low (here: 1 FLOP/s, as if the cores were busy) cannot
     make MFU exceed 100%; config.json names the device and the peak used."""
-    import model
-    monkeypatch.setitem(model._PEAKS, ("cpu", torch.float32), (1.0, "cpu: measured (test)"))
+    import mfu
+    monkeypatch.setitem(mfu._PEAKS, ("cpu", torch.float32), (1.0, "cpu: measured (test)"))
     with pytest.warns(UserWarning, match="raised to the achieved rate"):
         recs = run_train(tmp_path / "run", data_root, max_iters=3, eval_interval=10)
     mfus = [r["mfu"] for r in recs if "mfu" in r]
@@ -289,9 +290,9 @@ def test_mfu_at_most_one_and_peak_logged(tmp_path, data_root, monkeypatch):
 def test_batches_are_contiguous_for_pinned_copies():
     """F12: pin_memory() of a view copies into pinned memory it then cannot reuse; batches come contiguous."""
     tokens = np.arange(10_000, dtype=np.uint16)
-    x, y = data.get_batch(tokens, 4, 16, torch.Generator().manual_seed(0))
+    x, y = get_batch(tokens, 4, 16, torch.Generator().manual_seed(0))
     assert x.is_contiguous() and y.is_contiguous() and torch.equal(x[:, 1:], y[:, :-1])
-    x, y = data.SequentialLoader(tokens, 4, 16).next_batch()
+    x, y = SequentialLoader(tokens, 4, 16).next_batch()
     assert x.is_contiguous() and y.is_contiguous()
 
 

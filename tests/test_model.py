@@ -5,8 +5,10 @@ import math
 import pytest
 import torch
 
-import model as model_module
-from model import GPT, PRESETS, GPTConfig, apply_rope, device_peak_flops, rope_cache
+import mfu
+from hf import load_gpt2, save_gpt2
+from mfu import device_peak_flops
+from model import GPT, PRESETS, GPTConfig, apply_rope, rope_cache
 
 TINY = dict(vocab_size=61, block_size=16, n_layer=2, n_head=4, n_embd=32)
 VARIANTS = {
@@ -182,8 +184,22 @@ def test_kv_cache_chunked_prefill_equals_full_forward():
     m = tiny(**VARIANTS["mqa_rope_dyt"])
     idx = torch.randint(0, 61, (2, 14))
     kv = KVCache(m.config.n_layer, m.config.block_size)
-    chunks = [m(idx[:, a:b], kv) for a, b in ((0, 5), (5, 6), (6, 14))]
+    chunks = [m(idx[:, a:b], kv_cache=kv) for a, b in ((0, 5), (5, 6), (6, 14))]
     torch.testing.assert_close(torch.cat(chunks, dim=1), m(idx), atol=1e-5, rtol=1e-5)
+
+
+def test_nanogpt_positional_targets_fail_with_how_to_get_the_loss():
+    """nanoGPT's model(idx, targets) (second positional argument) stops with a TypeError that names the
+    keyword form; the keyword form returns the loss, and the logits come from model(idx)."""
+    from losses import compute_loss
+
+    m = tiny()
+    idx, y = torch.randint(0, 61, (2, 8)), torch.randint(0, 61, (2, 8))
+    with pytest.raises(TypeError, match=r"loss, terms = model\(idx, targets=targets\)"):
+        m(idx, y)
+    loss, terms = m(idx, targets=y)
+    torch.testing.assert_close(loss, compute_loss(m(idx), y, None)[0])
+    assert m(idx).shape == (2, 8, m.config.vocab_size)
 
 
 def test_sampling_is_seeded_and_stops():
@@ -247,7 +263,7 @@ def test_num_params_and_flops():
     peak = device_peak_flops("cpu")
     assert peak > 1e8 and device_peak_flops("cpu") == peak  # measured once, cached
     assert tied.estimate_mfu(1000.0, "cpu") == pytest.approx(tied.flops_per_token() * 1000.0 / peak)
-    assert set(model_module.PEAK_FLOPS) >= {"A100", "H100", "H200", "B200"}
+    assert set(mfu.PEAK_FLOPS) >= {"A100", "H100", "H200", "B200"}
 
 
 def test_meta_init_keeps_embeddings_tied():
@@ -309,26 +325,27 @@ def test_compiled_loss_equals_eager():
     ("NVIDIA GeForce RTX 4090", None)])
 def test_gpu_peak_flops_per_device_name(name, tflops):
     """Dense bf16 peaks (datasheet sparse figures / 2); PCIe and NVL parts are not taken for SXM ones."""
-    peak = model_module.gpu_peak_flops(name)
+    peak = mfu.gpu_peak_flops(name)
     assert (peak is None) if tflops is None else peak == pytest.approx(tflops * 1e12)
 
 
 def test_mfu_never_exceeds_one(monkeypatch):
-    """Issue 12 item 11: a CPU peak timed while other jobs ran is too low; MFU is capped by raising the peak
+    """A CPU peak timed while other jobs ran is too low; MFU is capped by raising the peak
     to the achieved rate (with a warning), and the source says so."""
     m = tiny()
-    monkeypatch.setitem(model_module._PEAKS, ("cpu", torch.float32), (1e6, "cpu: test peak"))
+    monkeypatch.setitem(mfu._PEAKS, ("cpu", torch.float32), (1e6, "cpu: test peak"))
     with pytest.warns(UserWarning, match="raised"):
         assert m.estimate_mfu(1e6, "cpu") == 1.0
     achieved = m.flops_per_token() * 1e6
-    assert model_module.peak_flops("cpu") == (achieved, "cpu: test peak; raised to the achieved rate")
+    assert mfu.peak_flops("cpu") == (achieved, "cpu: test peak; raised to the achieved rate")
     assert m.estimate_mfu(5e5, "cpu") == pytest.approx(0.5)  # the raised peak stays
     # training windows shorter than the context: attention FLOPs use the window length
     assert m.flops_per_token(seq_len=8) == 6 * m.num_params() + 12 * 2 * 8 * 32
 
 
 def test_presets_published_shapes():
-    """GPT-SW3 totals from tokenizer_gptsw3.md §8; GPT-2 124M; OEC sizes count all but the input embedding."""
+    """GPT-SW3 totals (Ekgren et al. 2023, arXiv:2305.12987; HF config.json shapes); GPT-2 124M; OEC sizes
+    count all but the input embedding."""
     expected = {"gpt-sw3-126m": 135.8e6, "gpt-sw3-356m": 369.9e6, "gpt-sw3-1.3b": 1.344e9,
                 "gpt-sw3-6.7b": 6.715e9, "gpt-sw3-20b": 20.34e9, "gpt-sw3-40b": 39.20e9,
                 "gpt2": 124.4e6, "coupled-adam-355m": 354.6e6}
@@ -367,7 +384,7 @@ def test_from_hf_matches_transformers(tmp_path, act, tie):
     with torch.no_grad():
         ref = hf(idx).logits
     for folder in ("safetensors", "bin"):
-        ours = GPT.from_hf(tmp_path / folder).eval()
+        ours = load_gpt2(tmp_path / folder).eval()
         assert ours.config.mlp == ("gelu_tanh" if act == "gelu_new" else "gelu")
         assert ours.config.tie_embeddings == tie
         with torch.no_grad():
@@ -379,22 +396,22 @@ def test_save_hf_loads_in_transformers(tmp_path, kw):
     transformers = pytest.importorskip("transformers")
     m = tiny(**(dict(mlp="gelu_tanh") | kw))
     _randomise(m)
-    m.save_hf(tmp_path)
+    save_gpt2(m, tmp_path)
     hf = transformers.GPT2LMHeadModel.from_pretrained(tmp_path).eval()
     idx = torch.randint(0, 61, (2, 16))
     with torch.no_grad():
         assert (hf(idx).logits - m(idx)).abs().max().item() <= 1e-4
     assert (hf.lm_head.weight is hf.transformer.wte.weight) == m.config.tie_embeddings
-    back = GPT.from_hf(tmp_path).eval()  # and back again
+    back = load_gpt2(tmp_path).eval()  # and back again
     torch.testing.assert_close(back(idx), m(idx))
 
 
 def test_hf_bad_input(tmp_path):
     with pytest.raises(ValueError, match=r"norm='rmsnorm'.*pos='rope'.*mlp='swiglu'"):
-        tiny(norm="rmsnorm", pos="rope", mlp="swiglu").save_hf(tmp_path / "x")
+        save_gpt2(tiny(norm="rmsnorm", pos="rope", mlp="swiglu"), tmp_path / "x")
     with pytest.raises(FileNotFoundError, match="config.json"):
-        GPT.from_hf(tmp_path / "missing")
-    tiny().save_hf(tmp_path / "ok")
+        load_gpt2(tmp_path / "missing")
+    save_gpt2(tiny(), tmp_path / "ok")
     (tmp_path / "ok" / "model.safetensors").unlink()
     with pytest.raises(FileNotFoundError, match="model.safetensors or pytorch_model.bin"):
-        GPT.from_hf(tmp_path / "ok")
+        load_gpt2(tmp_path / "ok")

@@ -580,7 +580,7 @@ def test_evaluation_metrics_zero_denominators_and_empty_input():
 
 
 # -----------------------------------------------------------------------------------------------------------
-# the data loaders' order and resume state (data.py)
+# the data loaders' order and resume state (loader.py, chat.py)
 
 def test_sequential_loader_bounds_defaults_and_resume_into_a_new_epoch():
     """One window is enough (len = block_size + 1); a length of 2 x block_size still gives one window (its
@@ -590,7 +590,7 @@ def test_sequential_loader_bounds_defaults_and_resume_into_a_new_epoch():
     import numpy as np
     import torch
 
-    from data import SequentialLoader, epoch_permutation
+    from loader import SequentialLoader, epoch_permutation
 
     x, y = SequentialLoader(np.arange(9), 1, 8).next_batch()
     assert torch.equal(x[0], torch.arange(8)) and torch.equal(y[0], torch.arange(1, 9))
@@ -624,7 +624,8 @@ def test_chat_loader_truncation_report_defaults_sep_and_real_tokens(tiny_dataset
 
     import torch
 
-    from data import ChatLoader, dataset_tokenizer, format_chat
+    from chat import ChatLoader, format_chat
+    from data import dataset_tokenizer
 
     tok = dataset_tokenizer(tiny_dataset)
     long = " ".join(["sweet love and gentle night"] * 30)

@@ -65,7 +65,8 @@ def test_dyisru_formula(x, softplus):
 
 
 def test_make_norm_init_mapping():
-    """norms.md §3.2: beta0 = 1/alpha0^2 (0.5 -> 4, 1 -> 1);
+    """DyISRU paper (arXiv:2503.21708) initial values (authors' results/Theory_Initial_Values.ipynb):
+    beta0 = 1/alpha0^2 (0.5 -> 4, 1 -> 1);
     softplus: beta_hat0 = softplus^-1(1/alpha0^2) (0.5 -> 3.98)."""
     assert make_norm("dyisru", 8, alpha0=0.5).beta.item() == pytest.approx(4.0)
     assert make_norm("dyisru", 8, alpha0=1.0).beta.item() == pytest.approx(1.0)
@@ -108,7 +109,8 @@ def test_scalars_learn_and_reset(name):
 
 
 def test_outlier_experiment(tmp_path):
-    """norms.md §3.3: DyT alpha 0.0486 (mean |res| 0.328), DyISRU beta 301.06 (mean |res| 0.0048)."""
+    """The DyISRU paper's outlier fit (arXiv:2503.21708; the authors' notebook): DyT alpha 0.0486 (mean |res|
+    0.328), DyISRU beta 301.06 (mean |res| 0.0048)."""
     r = outlier_experiment(str(tmp_path / "outlier.png"))
     assert f"{r['alpha']:.2g}" == "0.049" and f"{r['dyt_mean_abs_residual']:.2g}" == "0.33"
     assert f"{r['beta']:.2g}" == "3e+02" and f"{r['dyisru_mean_abs_residual']:.2g}" == "0.0048"

@@ -43,7 +43,8 @@ def test_uncoupled_equals_torch_adamw_step_for_step(weight_decay, avg_scale):
 
 
 def _reference_coupled_adam(W, grads, lr, betas, eps, wd, avg_scale):
-    """coupled_adam.md §2.3, written out with plain loops over rows and columns."""
+    """Coupled Adam (the authors' coupled_adam.py::_multi_tensor_adamw), written out with plain loops over rows
+    and columns."""
     W = W.clone().double()
     V, H = W.shape
     m = torch.zeros(V, H, dtype=torch.float64)
@@ -90,7 +91,8 @@ def test_coupled_rows_share_second_moment_and_keep_mu_fixed_for_ce_gradients():
     W_c, W_a = nn.Parameter(E.clone()), nn.Parameter(E.clone())
     for W in (W_c, W_a):
         nn.functional.cross_entropy(h @ W.T, targets).backward()
-    # CE gradient wrt the unembedding rows sums to zero over the vocabulary (coupled_adam.md §2.2)
+    # CE gradient wrt the unembedding rows sums to zero over the vocabulary (Stollenwerk & Stollenwerk 2025,
+    # arXiv:2502.08441)
     assert W_c.grad.sum(0).abs().max() < 1e-15
     lr = 1e-3
     CoupledAdam([W_c], lr=lr).step()
@@ -289,7 +291,7 @@ def test_mu_centering_zeroes_mu_and_keeps_softmax():
 
 
 # -----------------------------------------------------------------------------
-# NER adaptive fine-tuning (ner.md §2.2)
+# NER adaptive fine-tuning (Stollenwerk 2022, arXiv:2202.02617; nerblackbox callbacks/custom_early_stopping.py)
 
 def _replay(sched, opt, val_losses):
     """LR used by every optimizer step, epoch by epoch, and the epoch at which the schedule says stop."""
@@ -333,7 +335,7 @@ def test_adaptive_fine_tuning_replay_with_restart_during_cooldown():
 
 def test_adaptive_fine_tuning_defaults_stop_after_best_plus_8():
     opt = _opt()
-    sched = AdaptiveFineTuning(opt, 3)  # ner.md §2.2 defaults
+    sched = AdaptiveFineTuning(opt, 3)  # nerblackbox defaults
     assert (sched.lr_max, sched.warmup_epochs, sched.cooldown_epochs, sched.max_epochs) == (2e-5, 2, 7, 250)
     losses = [5.0, 4.0, 3.0, 3.5] + [3.1] * 10
     lrs, stop = _replay(sched, opt, losses)

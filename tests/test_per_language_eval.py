@@ -12,6 +12,7 @@ from conftest import TINY_TRAIN, read_jsonl, train_py
 from torch.nn import functional as F
 
 import data
+from loader import get_batch
 from model import GPT, GPTConfig
 
 
@@ -41,7 +42,7 @@ def test_val_loss_and_bits_per_byte_per_language(tmp_path, shared_dir):
         gen = torch.Generator().manual_seed(ckpt['config']['seed'] + 7)  # train.py's fixed eval windows
         with torch.no_grad():
             ce = sum(F.cross_entropy(model(x).flatten(0, 1), y.flatten()).item()
-                     for x, y in (data.get_batch(val, B, T, gen) for _ in range(n))) / n
+                     for x, y in (get_batch(val, B, T, gen) for _ in range(n))) / n
         assert ev[f'val_loss/{lang}'] == pytest.approx(ce, rel=1e-5), lang
         lm = meta['languages'][lang]
         assert lm['val_tokens'] == len(val)

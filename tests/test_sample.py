@@ -8,7 +8,7 @@ import pytest
 import torch
 from test_train import run_train
 
-import data
+from chat import format_chat
 from checkpoint import load_run
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -51,7 +51,7 @@ def test_sample_chat_stops_at_end_of_turn(run_dir):
              "--max_new_tokens=8", "--temperature=0")
     assert r.returncode == 0, r.stderr
     tok = load_run(run_dir).tokenizer
-    ids, _ = data.format_chat([{"role": "user", "content": "What is 2+2?"}], tok, add_generation_prompt=True)
+    ids, _ = format_chat([{"role": "user", "content": "What is 2+2?"}], tok, add_generation_prompt=True)
     stops = [t for t in (tok.bos, tok.eot) if t is not None]
     new = _greedy(run_dir, ids, 8, stops)
     cut = [i for i, t in enumerate(new) if t in stops]

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 import sweep
+from configurator import ConfigError
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -100,6 +101,28 @@ def test_bad_inputs_fail_before_any_run(tmp_path, fake_train, text, overrides, m
     with pytest.raises(SystemExit, match=message):
         sweep.main([_config(tmp_path, text), *overrides, "--sweep_dir=sw"])
     assert not (tmp_path / "sw").exists() and not fake_train.exists()
+
+
+def test_cli_keys_go_through_configurator(tmp_path, fake_train, capsys):
+    """sweep.py's own keys (SWEEP_DEFAULTS) and train.py overrides in configurator's forms (--key=value, --key
+    value, a bare bool --flag); -h lists the own keys with default and comment; a misspelt key stops with the
+    closest key, before anything is written."""
+    with pytest.raises(SystemExit) as e:
+        sweep.main(["-h"])
+    assert e.value.code == 0
+    help_lines = capsys.readouterr().out.splitlines()
+    for key, default in sweep.SWEEP_DEFAULTS.items():
+        line = next(ln for ln in help_lines if ln.strip().startswith(f"--{key} "))
+        assert repr(default) in line and "# " in line, line
+    config = _config(tmp_path, GRID)
+    sweep.main([config, "--sweep_dir", "sw", "--dry_run", "--nproc_per_node", "2", "--max_iters", "3"])
+    first = shlex.split(capsys.readouterr().out.splitlines()[0])
+    assert first[2] == "--nproc_per_node=2" and first[5] == "--max_iters=3"
+    with pytest.raises(ConfigError, match="did you mean dry_run"):
+        sweep.main([config, "--sweep_dir=sw2", "--dryrun"])
+    with pytest.raises(ConfigError, match="'nproc_per_node' expects int"):
+        sweep.main([config, "--sweep_dir=sw2", "--nproc_per_node=eight"])
+    assert not (tmp_path / "sw2").exists() and not fake_train.exists()
 
 
 def test_refuses_a_folder_with_another_grid(tmp_path, fake_train, capsys):

@@ -18,9 +18,12 @@ import numpy as np
 import pytest
 import torch
 
+import checkpoint
 import configurator
 import data
 import losses
+from chat import ChatLoader, load_chat_jsonl
+from loader import get_batch
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = dict(n_layer=2, n_head=2, n_embd=32, block_size=32, batch_size=4, eval_iters=2, max_iters=8,
@@ -137,7 +140,7 @@ def test_run_folder_metrics_and_summary(tmp_path, data_root):
         assert r['tokens_per_sec'] > 0 and r['mfu'] > 0 and r['grad_norm'] > 0
     evals = [r for r in recs if 'val_loss' in r]
     assert [r['step'] for r in evals] == [0, 4]
-    assert evals[1]['mu_norm'] < 1e-6 < evals[0]['mu_norm']  # mu-centering after every step (OEC §1.4)
+    assert evals[1]['mu_norm'] < 1e-6 < evals[0]['mu_norm']  # mu-centering after every step (OEC)
     assert {'logits_mean_mean', 'mean_logsqZ', 'isotropy', 'smin_smax', 'corr_emu_logfreq'} <= set(evals[1])
     summary = json.loads((tmp_path / 'run' / 'summary.json').read_text())
     assert summary['finished'] and not summary['diverged']
@@ -249,7 +252,7 @@ def test_init_from_hf_gpt2_folder(tmp_path, data_root):
     gen, val = torch.Generator().manual_seed(1337 + 7), data.load_tokens(data_root / 'en', 'val')
     with torch.no_grad():  # the step-0 eval = HF's own loss on the same fixed validation windows
         ref = np.mean([losses.cross_entropy(hf(x).logits, y).item()
-                       for x, y in (data.get_batch(val, 4, 32, gen) for _ in range(2))])
+                       for x, y in (get_batch(val, 4, 32, gen) for _ in range(2))])
     assert recs[0]['val_loss'] == pytest.approx(ref, abs=1e-4)
     assert json.loads((tmp_path / 'run' / 'config.json').read_text())['model_args']['mlp'] == 'gelu_tanh'
 
@@ -328,9 +331,9 @@ def test_chat_loss_is_the_mean_over_the_global_batch_tokens(tmp_path, chat_setup
                                                                                                 rel=1e-5)
     tokens_a = [r['tokens'] for r in a if 'loss' in r]
     assert tokens_a == [r['tokens'] for r in b if 'loss' in r]
-    chats = data.load_chat_jsonl(chat_setup['chat'])
+    chats = load_chat_jsonl(chat_setup['chat'])
     tok = data.dataset_tokenizer(chat_setup['data_root'] / chat_setup['dataset'])
-    loader = data.ChatLoader(chats, tok, 2, 64)
+    loader = ChatLoader(chats, tok, 2, 64)
     real, padded = [], []
     for _ in range(3):
         x, _y = loader.next_batch()
@@ -350,10 +353,11 @@ def test_chat_finetune_resumes_bitwise(tmp_path, chat_setup):
 
 @pytest.mark.slow
 def test_gpt2_hf_run_resumes_bitwise(tmp_path, data_root):
+    from hf import save_gpt2
     from model import GPT, GPTConfig
     torch.manual_seed(0)
-    GPT(GPTConfig(vocab_size=256, block_size=32, n_layer=2, n_head=2, n_embd=32, bias=True,
-                  mlp='gelu_tanh')).save_hf(tmp_path / 'hf')
+    save_gpt2(GPT(GPTConfig(vocab_size=256, block_size=32, n_layer=2, n_head=2, n_embd=32, bias=True,
+                            mlp='gelu_tanh')), tmp_path / 'hf')
     flags = dict(init_from=f"gpt2-hf:{tmp_path / 'hf'}", dropout=0.1)
     full = _losses(run_train(tmp_path / 'full', data_root, **flags))
     run_train(tmp_path / 'cut', data_root, **flags, max_iters=4)
@@ -392,12 +396,18 @@ def test_resume_takes_the_runs_own_config(tmp_path, data_root):
     assert torch.load(out / 'ckpt.pt', weights_only=True)['step'] == 3
 
 
-def test_optimizer_keys_set_on_resume_are_the_ones_that_train(tmp_path, data_root):
+@pytest.mark.parametrize('fmt', ['full', 'dcp'])
+def test_optimizer_keys_set_on_resume_are_the_ones_that_train(tmp_path, data_root, fmt):
     """Loading an optimizer state also loads its param_groups' hyper-parameters; a weight_decay or beta set on the
-    resume command line must still be the one the optimizer uses (unset ones stay the run's own)."""
+    resume command line must still be the one the optimizer uses (unset ones stay the run's own), also when the
+    state comes from sharded (DCP) checkpoint files."""
     out = tmp_path / 'run'
-    run_train(out, data_root, max_iters=2, eval_interval=2, weight_decay=0.05, beta1=0.8)
-    run_train(out, data_root, init_from='resume', max_iters=3, eval_interval=3, weight_decay=0.2, beta2=0.9)
+    run_train(out, data_root, max_iters=2, eval_interval=2, weight_decay=0.05, beta1=0.8, checkpoint_format=fmt)
+    run_train(out, data_root, init_from='resume', max_iters=3, eval_interval=3, weight_decay=0.2, beta2=0.9,
+              checkpoint_format=fmt)
+    if fmt == 'dcp':  # the optimizer state is in the shards: read it through the single-file conversion
+        checkpoint.convert(out, to=tmp_path / 'full')
+        out = tmp_path / 'full'
     groups = torch.load(out / 'ckpt.pt', weights_only=True)['optimizer']['param_groups']
     assert sorted({g['weight_decay'] for g in groups}) == [0.0, 0.2]  # the no-decay group stays at 0
     assert {tuple(g['betas']) for g in groups} == {(0.8, 0.9)}

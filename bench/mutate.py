@@ -1,10 +1,10 @@
 """
 Mutation testing of the critical functions with mutmut 3 (not in CI: minutes to hours per module on a CPU).
 
-    python bench/mutate.py losses optim norms          # the three numerical cores, one after another
-    python bench/mutate.py nertags --max_children=2    # more workers on a quiet machine
-    python bench/mutate.py sampling --time_box_s=720   # stop after 12 min; the rest is reported "not checked"
-    python bench/mutate.py --list                      # the targets, their functions and tests
+    python bench/mutate.py --targets=losses,optim,norms         # the three numerical cores, one after another
+    python bench/mutate.py --targets=nertags --max_children=2    # more workers on a quiet machine
+    python bench/mutate.py --targets=sampling --time_box_s=720   # stop after 12 min; the rest is "not checked"
+    python bench/mutate.py --list                                # the targets, their functions and tests
 
 For each target, a throw-away copy of the repository is made under --work (default /tmp/mutate), its
 pyproject.toml gets a [tool.mutmut] section naming the one source file and the tests that exercise it, and
@@ -18,7 +18,6 @@ The training step (train.py's loop: loss/gradient accumulation, the finite check
 script code, which mutmut cannot mutate (it mutates functions): it is checked by hand-made mutants instead,
 listed in tests/README.md.
 """
-import argparse
 import fnmatch
 import json
 import os
@@ -208,46 +207,48 @@ def summarize(target: str, repo: Path, limit_s: float) -> dict:
     return dict(file=src, mutants=len(codes), **counts, survivors=survivors, per_function=per_function)
 
 
+MUTATE_DEFAULTS = dict(
+    targets=[],  # targets to mutate, comma-separated (python bench/mutate.py --list shows them)
+    work='/tmp/mutate',  # scratch folder for the copies
+    max_children=1,  # parallel mutant workers
+    recheck_s=120.0,  # wall-clock limit per re-checked timeout
+    time_box_s=0.0,  # stop mutmut after this many seconds per target (0: no limit); the rest is "not checked"
+    only=[],  # a subset of the target's function patterns to run, comma-separated (e.g. what a time box left)
+    list=False,  # show the targets and exit
+    summary_only=False,  # summarise the last run in --work again
+)
+
+
 def main(argv: list[str]) -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-    ap.add_argument('targets', nargs='*', help=f"any of {', '.join(TARGETS)}")
-    ap.add_argument('--work', default='/tmp/mutate', help='scratch folder for the copies')
-    ap.add_argument('--max_children', type=int, default=1, help='parallel mutant workers')
-    ap.add_argument('--recheck_s', type=float, default=120, help='wall-clock limit per re-checked timeout')
-    ap.add_argument('--time_box_s', type=float, default=0,
-                    help='stop mutmut after this many seconds per target (0: no limit); the rest is "not checked"')
-    ap.add_argument('--only', default='', help='comma-separated subset of the target\'s function patterns to run '
-                    '(e.g. a rerun of what a time box left)')
-    ap.add_argument('--list', action='store_true', help='show the targets and exit')
-    ap.add_argument('--summary_only', action='store_true', help='summarise the last run in --work again')
-    args = ap.parse_args(argv)
-    if args.list or not args.targets:
+    from configurator import configure
+    args = configure(dict(MUTATE_DEFAULTS), argv, source=__file__)
+    if args['list'] or not args['targets']:
         for t, (src, pats, tests) in TARGETS.items():
             print(f"{t:<10} {src:<13} {' '.join(pats)}  <- {' '.join(tests)}")
         return
-    unknown = [t for t in args.targets if t not in TARGETS]
+    unknown = [t for t in args['targets'] if t not in TARGETS]
     if unknown:
         sys.exit(f"unknown target(s) {unknown}: use any of {', '.join(TARGETS)}")
     if shutil.which('mutmut') is None:
         sys.exit("mutmut not found: pip install -r requirements-dev.txt")
     env = dict(os.environ, OMP_NUM_THREADS='1', MKL_NUM_THREADS='1')
-    for target in args.targets:
-        repo = Path(args.work) / target / 'repo'
-        if args.only:  # the summary then counts these functions only
-            TARGETS[target] = (TARGETS[target][0], args.only.split(','), TARGETS[target][2])
-        if args.summary_only:
-            print(json.dumps(summarize(target, repo, args.recheck_s)))
+    for target in args['targets']:
+        repo = Path(args['work']) / target / 'repo'
+        if args['only']:  # the summary then counts these functions only
+            TARGETS[target] = (TARGETS[target][0], list(args['only']), TARGETS[target][2])
+        if args['summary_only']:
+            print(json.dumps(summarize(target, repo, args['recheck_s'])))
             continue
-        repo = prepare(target, Path(args.work))
-        cmd = ['mutmut', 'run', f'--max-children={args.max_children}', *TARGETS[target][1]]
+        repo = prepare(target, Path(args['work']))
+        cmd = ['mutmut', 'run', f"--max-children={args['max_children']}", *TARGETS[target][1]]
         print(f"== {target}: {' '.join(cmd)} (in {repo})", flush=True)
         with open(repo.parent / 'mutmut.log', 'w') as log:
             proc = subprocess.Popen(cmd, cwd=repo, env=env, stdout=log, stderr=subprocess.STDOUT,
                                     start_new_session=True)
             try:
-                proc.wait(timeout=args.time_box_s or None)
+                proc.wait(timeout=args['time_box_s'] or None)
             except subprocess.TimeoutExpired:  # results so far are in the .meta files (saved per mutant)
-                print(f"{target}: time box of {args.time_box_s:.0f} s reached, stopping mutmut", flush=True)
+                print(f"{target}: time box of {args['time_box_s']:.0f} s reached, stopping mutmut", flush=True)
                 os.killpg(proc.pid, signal.SIGINT)
                 try:
                     proc.wait(timeout=60)
@@ -255,7 +256,7 @@ def main(argv: list[str]) -> None:
                     os.killpg(proc.pid, signal.SIGKILL)
                     proc.wait()
         try:
-            result = summarize(target, repo, args.recheck_s)
+            result = summarize(target, repo, args['recheck_s'])
         except FileNotFoundError:
             print(f"{target}: mutmut produced no results; see {repo.parent / 'mutmut.log'}")
             continue
@@ -265,4 +266,5 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == '__main__':
+    sys.path.insert(0, str(ROOT))
     main(sys.argv[1:])

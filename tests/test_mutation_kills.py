@@ -5,8 +5,10 @@ import warnings
 
 import numpy as np
 import pytest
+import torch
 
 from losses import unigram_log_probs
+from optim import CoupledAdam, guarded_step, mu_centering_, mu_centering_where_
 
 
 def test_unigram_log_probs_counts_every_chunk():
@@ -699,3 +701,117 @@ def test_strict_entities_and_entity_scores_edges():
     assert none["macro"] == dict(precision=0.0, recall=0.0, f1=0.0, support=0)
     with pytest.raises(ValueError, match="^gold and predicted tag sequences differ in length$"):
         entity_scores([["O", "O"]], [["O"]], "strict")
+
+
+# --- optim.py: CoupledAdam's defaults and checks, guarded_step, mu_centering_where_ (the @torch.no_grad()
+# functions mutmut skipped until bench/mutate.py rewrote the decorator)
+
+def _adam_pair(seed: int = 0, **kw):
+    """A (4, 3) embedding-like and a (3,) parameter with fixed gradients; CoupledAdam(coupled=False) and
+    torch.optim.AdamW on equal copies (coupled=False is AdamW exactly)."""
+    g = torch.Generator().manual_seed(seed)
+    ws = [torch.randn(4, 3, generator=g), torch.randn(3, generator=g)]
+    grads = [torch.randn(4, 3, generator=g), torch.randn(3, generator=g)]
+    a = [w.clone().requires_grad_() for w in ws]
+    b = [w.clone().requires_grad_() for w in ws]
+    for p, q, gr in zip(a, b, grads):
+        p.grad, q.grad = gr.clone(), gr.clone()
+    return a, b, CoupledAdam(a, coupled=False, **kw), torch.optim.AdamW(b, **({"lr": 1e-3, "betas": (0.9, 0.95),
+                                                                             "eps": 1e-8, "weight_decay": 0.0} | kw))
+
+
+def test_coupled_adam_defaults_are_adamws_with_betas_0_9_0_95():
+    """Defaults lr 1e-3, eps 1e-8, weight_decay 0, avg_scale 1 (kills the default-value mutants): the same step
+    as AdamW(lr=1e-3, betas=(0.9, 0.95), eps=1e-8, weight_decay=0); eps matters with tiny gradients."""
+    a, b, ours, ref = _adam_pair()
+    for p in a + b:
+        p.grad.mul_(1e-7)  # |g| ~ eps: an eps of 1.0 instead of 1e-8 changes the step by orders of magnitude
+    ours.step()
+    ref.step()
+    for p, q in zip(a, b):
+        torch.testing.assert_close(p, q, rtol=0, atol=1e-7)
+    assert CoupledAdam([torch.zeros(2, 2, requires_grad=True)]).defaults["avg_scale"] == 1.0
+    # avg_scale's default is 1: a coupled step with the default equals one with avg_scale=1.0 given explicitly
+    w = torch.randn(5, 3, generator=torch.Generator().manual_seed(1))
+    grad = torch.randn(5, 3, generator=torch.Generator().manual_seed(2))
+    outs = []
+    for kw in ({}, {"avg_scale": 1.0}, {"avg_scale": 2.0}):
+        p = w.clone().requires_grad_()
+        p.grad = grad.clone()
+        CoupledAdam([p], **kw).step()
+        outs.append(p.detach())
+    assert torch.equal(outs[0], outs[1]) and not torch.equal(outs[0], outs[2])
+
+
+def test_coupled_adam_weight_decay_one_is_applied():
+    """weight_decay=1.0 is a decay like any other (kills `if wd != 1`)."""
+    import torch
+    a, b, ours, ref = _adam_pair(weight_decay=1.0, lr=0.1)
+    ours.step()
+    ref.step()
+    for p, q in zip(a, b):
+        torch.testing.assert_close(p, q)
+
+
+def test_coupled_adam_checks_each_hyper_parameter_alone_at_its_boundary():
+    """Each bad value alone raises, with the message; boundary values lr=0, eps=0, beta=0 are valid, beta=1 and
+    avg_scale=0 are not (kills the `and`/`<=`/`< 2` mutants of the check)."""
+    p = [torch.zeros(2, 2, requires_grad=True)]
+    for ok in (dict(lr=0.0), dict(eps=0.0), dict(betas=(0.0, 0.0)), dict(weight_decay=0.0)):
+        CoupledAdam(p, **ok)
+    for bad in (dict(lr=-1e-3), dict(eps=-1e-8), dict(weight_decay=-0.1), dict(avg_scale=0.0),
+                dict(avg_scale=-1.0), dict(betas=(1.0, 0.95)), dict(betas=(0.9, 1.0)), dict(betas=(0.9, 1.5)),
+                dict(betas=(-0.1, 0.95))):
+        with pytest.raises(ValueError, match=r"CoupledAdam: invalid .*need lr, eps, wd >= 0"):
+            CoupledAdam(p, **bad)
+
+
+def test_coupled_adam_step_returns_the_closures_loss_and_refuses_sparse_gradients():
+    p = torch.ones(3, 2, requires_grad=True)
+    opt = CoupledAdam([p])
+    assert opt.step() is None  # no gradient yet, no closure: nothing to return
+
+    def closure():
+        opt.zero_grad()
+        loss = (p ** 2).sum()
+        loss.backward()
+        return loss
+    assert opt.step(closure).item() == 6.0
+    emb = torch.nn.Embedding(4, 2, sparse=True)
+    emb(torch.tensor([1])).sum().backward()
+    with pytest.raises(RuntimeError, match=r"^CoupledAdam does not support sparse gradients \(use a dense"):
+        CoupledAdam(emb.parameters()).step()
+
+
+@pytest.mark.parametrize("fused", [False, True])
+def test_guarded_step_steps_only_where_ok_and_clears_gradients(fused):
+    """ok=False leaves weights and optimizer state untouched (fused AdamW through found_inf, others by reading ok
+    back); ok=True is a plain step; gradients are cleared to None either way."""
+    w0 = torch.randn(4, 3, generator=torch.Generator().manual_seed(0))
+    grad = torch.randn(4, 3, generator=torch.Generator().manual_seed(1))
+    ref = w0.clone().requires_grad_()
+    ref.grad = grad.clone()
+    torch.optim.AdamW([ref], lr=0.1).step()
+    p = w0.clone().requires_grad_()
+    opt = torch.optim.AdamW([p], lr=0.1, fused=fused)
+    p.grad = grad.clone()
+    guarded_step(opt, torch.tensor(False))
+    assert torch.equal(p.detach(), w0) and p.grad is None
+    assert not opt.state[p] or opt.state[p]["step"].item() == 0  # no step counted
+    p.grad = grad.clone()
+    guarded_step(opt, torch.tensor(True))
+    torch.testing.assert_close(p.detach(), ref.detach())
+    assert p.grad is None and opt.state[p]["step"].item() == 1
+
+
+def test_mu_centering_where_centres_only_where_ok():
+    w = torch.randn(6, 4, generator=torch.Generator().manual_seed(0)) + 3.0
+    kept = w.clone()
+    mu_centering_where_(kept, torch.tensor(False))
+    assert torch.equal(kept, w)  # bitwise untouched
+    centred, ref = w.clone(), w.clone()
+    mu_centering_where_(centred, torch.tensor(True))
+    mu_centering_(ref)
+    assert torch.equal(centred, ref)
+    torch.testing.assert_close(centred.mean(dim=0), torch.zeros(4), rtol=0, atol=1e-6)
+    assert centred.shape == (6, 4) and not torch.equal(centred[0], centred[1])  # per column, not one scalar

@@ -68,3 +68,20 @@ def test_sample_missing_checkpoint(tmp_path):
     r = _run(f"--out_dir={tmp_path}")
     assert r.returncode != 0 and "ckpt.pt not found" in r.stderr and "--out_dir" in r.stderr
     assert "Traceback" not in r.stderr
+
+
+@pytest.mark.slow
+def test_sample_from_a_hugging_face_folder_equals_the_run(trained_run, tmp_path):
+    """--hf_dir: the producer run converted by `checkpoint.py convert --hf` and sampled from that folder with the
+    run's own tokenizer gives the same greedy text as sampling the run folder itself."""
+    hf = tmp_path / "hf"
+    conv = subprocess.run([sys.executable, str(ROOT / "checkpoint.py"), "convert", f"--out_dir={trained_run}",
+                           f"--hf={hf}"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert conv.returncode == 0, conv.stderr
+    spec = load_run(trained_run).config["tokenizer_spec"]
+    args = ["--start=To be", "--num_samples=1", "--max_new_tokens=8", "--temperature=0"]
+    from_run = _run(f"--out_dir={trained_run}", *args)
+    from_hf = _run(f"--hf_dir={hf}", f"--tokenizer={spec}", *args)
+    assert from_run.returncode == 0 and from_hf.returncode == 0, from_run.stderr + from_hf.stderr
+    assert from_hf.stdout == from_run.stdout and from_run.stdout.startswith("To be")
+    assert "--tokenizer" in _run(f"--hf_dir={hf}", *args).stderr  # an HF folder needs its tokenizer named

@@ -815,3 +815,27 @@ def test_mu_centering_where_centres_only_where_ok():
     assert torch.equal(centred, ref)
     torch.testing.assert_close(centred.mean(dim=0), torch.zeros(4), rtol=0, atol=1e-6)
     assert centred.shape == (6, 4) and not torch.equal(centred[0], centred[1])  # per column, not one scalar
+
+
+class _NoHostRead(torch.Tensor):
+    """A 0-dim bool tensor whose value may not be read back on the host (bool(t) raises)."""
+
+    def __bool__(self):
+        raise AssertionError("guarded_step read the step flag back on the host")
+
+
+def test_guarded_step_with_fused_adamw_never_reads_the_flag_back():
+    """Fused AdamW skips on the device through found_inf: no host sync per step (kills the mutants that miss
+    the 'fused' default and fall back to bool(ok)); a non-fused optimizer must read it back."""
+    p = torch.randn(3, 2, requires_grad=True)
+    w0 = p.detach().clone()
+    opt = torch.optim.AdamW([p], lr=0.1, fused=True)
+    p.grad = torch.randn(3, 2)
+    guarded_step(opt, torch.tensor(False).as_subclass(_NoHostRead))
+    assert torch.equal(p.detach(), w0)
+    p.grad = torch.randn(3, 2)
+    guarded_step(opt, torch.tensor(True).as_subclass(_NoHostRead))
+    assert not torch.equal(p.detach(), w0)
+    p.grad = torch.randn(3, 2)
+    with pytest.raises(AssertionError, match="read the step flag back"):
+        guarded_step(torch.optim.AdamW([p], lr=0.1), torch.tensor(True).as_subclass(_NoHostRead))

@@ -8,7 +8,15 @@ import pytest
 import torch
 
 from losses import unigram_log_probs
-from optim import CoupledAdam, guarded_step, mu_centering_, mu_centering_where_
+from optim import (
+    AdaptiveFineTuning,
+    CoupledAdam,
+    configure_optimizer,
+    get_lr,
+    guarded_step,
+    mu_centering_,
+    mu_centering_where_,
+)
 
 
 def test_unigram_log_probs_counts_every_chunk():
@@ -839,3 +847,84 @@ def test_guarded_step_with_fused_adamw_never_reads_the_flag_back():
     p.grad = torch.randn(3, 2)
     with pytest.raises(AssertionError, match="read the step flag back"):
         guarded_step(torch.optim.AdamW([p], lr=0.1), torch.tensor(True).as_subclass(_NoHostRead))
+
+
+# --- optim.py: configure_optimizer, get_lr and AdaptiveFineTuning (survivors of the second optim run)
+
+def _tiny_gpt():
+    from model import GPT, GPTConfig
+    torch.manual_seed(0)
+    return GPT(GPTConfig(vocab_size=17, block_size=6, n_layer=1, n_head=2, n_embd=8, bias=True))
+
+
+def test_configure_optimizer_defaults_and_arguments_reach_the_optimizer():
+    """Defaults: torch AdamW, lr 6e-4, weight decay 0.1 on >= 2-D parameters, not fused, torch's default foreach
+    (CPU); on CUDA fused without foreach. lr, betas and eps reach AdamW and CoupledAdam; avg_scale defaults to 1."""
+    opt = configure_optimizer(_tiny_gpt())
+    assert type(opt) is torch.optim.AdamW
+    assert opt.defaults["lr"] == 6e-4 and {g["weight_decay"] for g in opt.param_groups} == {0.1, 0.0}
+    assert not opt.defaults["fused"] and opt.defaults["foreach"] is None
+    cuda = configure_optimizer(_tiny_gpt(), device_type="cuda")  # CPU tensors: only the flags are checked
+    assert cuda.defaults["fused"] is True and cuda.defaults["foreach"] is False
+    for name, kind in (("adamw", torch.optim.AdamW), ("coupled_adam", CoupledAdam)):
+        o = configure_optimizer(_tiny_gpt(), name, learning_rate=3e-3, betas=(0.8, 0.9), eps=1e-6)
+        assert type(o) is kind
+        assert all((g["lr"], g["betas"], g["eps"]) == (3e-3, (0.8, 0.9), 1e-6) for g in o.param_groups)
+    assert configure_optimizer(_tiny_gpt(), "coupled_adam").defaults["avg_scale"] == 1.0
+
+
+def test_configure_optimizer_messages_say_the_fix():
+    with pytest.raises(ValueError, match=r"use --coupled_adam_embedding=output \(lm_head, the paper's matrix\) or "
+                                         r"=input \(wte\)$"):
+        configure_optimizer(_tiny_gpt(), "coupled_adam", coupled_adam_embedding="both")
+    with pytest.raises(ValueError, match=r"needs a trainable matrix to couple \(model\.output_embedding\(\) for "
+                                         r"'output', model\.transformer\.wte\.weight for 'input'\); this model has "
+                                         r"none: use --optimizer=adamw$"):
+        configure_optimizer(torch.nn.Linear(3, 3), "coupled_adam")
+
+
+def test_get_lr_wsd_message_names_the_valid_range():
+    with pytest.raises(ValueError, match=r"use 0 < wsd_decay_frac <= 1 - warmup_iters / max_iters$"):
+        get_lr(0, "wsd", warmup_iters=10, max_iters=100, wsd_decay_frac=0.0)
+
+
+def test_adaptive_fine_tuning_checks_each_count_alone():
+    opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
+    AdaptiveFineTuning(opt, 1, max_epochs=1)  # one epoch is a valid run
+    for bad in (dict(warmup_epochs=-1), dict(cooldown_epochs=-1), dict(patience=-1), dict(max_epochs=0)):
+        with pytest.raises(ValueError, match="AdaptiveFineTuning: need steps_per_epoch >= 1"):
+            AdaptiveFineTuning(opt, 3, **bad)
+    fresh = AdaptiveFineTuning(opt, 3).state_dict()  # nothing recorded yet
+    assert (fresh["wait"], fresh["improved"], fresh["in_cooldown"], fresh["epoch"]) == (0, False, False, 0)
+
+
+def test_adaptive_fine_tuning_cool_down_only_for_early_stopping_constant_and_positive_epochs():
+    """A bad epoch starts the cool-down only with early stopping, the constant schedule and cooldown_epochs > 0:
+    the linear schedule keeps its decay, and cooldown_epochs=0 keeps the constant LR."""
+    def lr_after_a_bad_epoch(**kw):
+        opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
+        s = AdaptiveFineTuning(opt, 2, lr_max=1.0, warmup_epochs=0, max_epochs=10, **kw)
+        s.end_epoch(1.0)
+        s.step()
+        s.end_epoch(2.0)  # no improvement: wait 1 = cooldown_wait
+        return s.get_lr(), s.in_cooldown
+    assert lr_after_a_bad_epoch() == (1.0, True)  # the cool-down starts at factor 1, then falls
+    assert lr_after_a_bad_epoch(cooldown_epochs=0) == (1.0, False)
+    assert lr_after_a_bad_epoch(lr_schedule="linear") == (pytest.approx(1 - 1 / 20), False)
+
+
+@pytest.mark.parametrize("steps_per_epoch,warmup_epochs,max_epochs", [(1, 1, 2), (1, 0, 1), (2, 1, 3), (3, 2, 5)])
+def test_adaptive_fine_tuning_linear_equals_transformers_schedule(steps_per_epoch, warmup_epochs, max_epochs):
+    """lr_schedule='linear' equals transformers.get_linear_schedule_with_warmup step for step, also where the
+    decay phase is a single step (total - warmup = 1)."""
+    from transformers import get_linear_schedule_with_warmup
+    p = torch.zeros(1, requires_grad=True)
+    ours_opt, hf_opt = torch.optim.SGD([p], lr=1.0), torch.optim.SGD([p], lr=1.0)
+    ours = AdaptiveFineTuning(ours_opt, steps_per_epoch, lr_max=1.0, warmup_epochs=warmup_epochs,
+                              max_epochs=max_epochs, lr_schedule="linear", early_stopping=False)
+    hf = get_linear_schedule_with_warmup(hf_opt, warmup_epochs * steps_per_epoch, max_epochs * steps_per_epoch)
+    for _ in range(max_epochs * steps_per_epoch + 1):
+        assert ours_opt.param_groups[0]["lr"] == pytest.approx(hf_opt.param_groups[0]["lr"])
+        ours.step()
+        hf_opt.step()
+        hf.step()

@@ -928,3 +928,29 @@ def test_adaptive_fine_tuning_linear_equals_transformers_schedule(steps_per_epoc
         ours.step()
         hf_opt.step()
         hf.step()
+
+
+# --- losses.py: the diagnostics (decorated, first mutated this session) and unigram_log_probs' messages
+
+def test_diagnostics_messages_say_what_and_how():
+    from losses import IGNORE_INDEX, embedding_diagnostics, logit_diagnostics
+    with pytest.raises(ValueError, match=r"^unigram_log_probs: token id 50 outside \[0, 50\): pass the model's "
+                                         r"vocab_size \(meta\.json\) for this dataset$"):
+        unigram_log_probs(np.array([0, 50]), 50)
+    with pytest.raises(ValueError, match="^unigram_log_probs: no tokens given$"):
+        unigram_log_probs(np.array([], dtype=np.int64), 50)
+    with pytest.raises(ValueError, match="^logit_diagnostics got no tokens: every target is IGNORE_INDEX$"):
+        logit_diagnostics(torch.zeros(1, 2, 5), torch.full((1, 2), IGNORE_INDEX))
+    with pytest.raises(ValueError, match=r"^log_unigram has shape \(6,\), expected \(7,\): count it with "
+                                         r"unigram_log_probs\(tokens, vocab_size=model vocab_size\)$"):
+        embedding_diagnostics(torch.randn(7, 4), torch.zeros(6))
+
+
+def test_smin_smax_of_a_rank_deficient_embedding_is_zero_not_nan():
+    """V < H: E^T E has H - V zero eigenvalues, which LAPACK returns as tiny numbers of either sign; they are
+    clipped at 0 before the square root, so smin/smax is ~0, never NaN."""
+    from losses import embedding_diagnostics
+    for seed in range(10):
+        E = torch.randn(3, 16, generator=torch.Generator().manual_seed(seed))
+        r = embedding_diagnostics(E)["smin_smax"]
+        assert np.isfinite(r) and 0 <= r < 1e-6

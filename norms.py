@@ -266,15 +266,14 @@ def main(argv: list[str] | None = None) -> None:
     """`python norms.py [--out=DIR]`: the DyISRU paper's outlier experiment, printed next to the paper's values."""
     from configurator import configure
     out = configure(dict(EXPERIMENT_DEFAULTS), argv or [], source=__file__)["out"]
-    try:
-        import matplotlib  # noqa: F401
-        if not out:
-            raise ImportError
-        os.makedirs(out, exist_ok=True)
-        plot_path = os.path.join(out, "norms_outlier.png")
-    except ImportError:
-        plot_path = None
-        print("matplotlib not installed: skipping the plot (pip install matplotlib)")
+    plot_path = os.path.join(out, "norms_outlier.png") if out else None  # --out='' = no plot, asked for
+    if plot_path:
+        try:
+            import matplotlib  # noqa: F401
+            os.makedirs(out, exist_ok=True)
+        except ImportError:
+            plot_path = None
+            print("matplotlib not installed: skipping the plot (pip install matplotlib)")
     r = outlier_experiment(plot_path)
     print(f"DyT:    alpha = {r['alpha']:.4f}  mean |residual| = {r['dyt_mean_abs_residual']:.4f}"
           "   (paper: alpha 0.0486, 0.328)")

@@ -954,3 +954,35 @@ def test_smin_smax_of_a_rank_deficient_embedding_is_zero_not_nan():
         E = torch.randn(3, 16, generator=torch.Generator().manual_seed(seed))
         r = embedding_diagnostics(E)["smin_smax"]
         assert np.isfinite(r) and 0 <= r < 1e-6
+
+
+def test_norms_main_prints_the_fit_next_to_the_paper_and_no_plot_when_out_is_empty(tmp_path, monkeypatch, capsys):
+    """`python norms.py --out=`: no plot and no claim that matplotlib is missing; the three lines give the fit,
+    the paper's values and the ratio of the residuals (and -h reads the key's comment from norms.py)."""
+    import norms
+    monkeypatch.chdir(tmp_path)
+    norms.main(["--out="])
+    out = capsys.readouterr().out
+    r = norms.outlier_experiment(None)
+    assert out.splitlines() == [
+        f"DyT:    alpha = {r['alpha']:.4f}  mean |residual| = {r['dyt_mean_abs_residual']:.4f}   (paper: alpha 0.0486, "
+        "0.328)",
+        f"DyISRU: beta  = {r['beta']:.2f}  mean |residual| = {r['dyisru_mean_abs_residual']:.4f}   (paper: beta "
+        "301.06, 0.0048)",
+        f"DyISRU fits {r['dyt_mean_abs_residual'] / r['dyisru_mean_abs_residual']:.0f}x better"]
+    assert not (tmp_path / "out").exists()
+    with pytest.raises(SystemExit):
+        norms.main(["-h"])
+    assert "# folder for the plot norms_outlier.png" in capsys.readouterr().out
+
+
+def test_reset_parameters_sets_gamma_one_and_bias_zero_for_every_norm():
+    from norms import make_norm
+    for name in ("layernorm", "rmsnorm", "dyt", "dyisru"):
+        norm = make_norm(name, 5)
+        with torch.no_grad():
+            for p in norm.parameters():
+                p.fill_(3.0)
+        norm.reset_parameters()
+        assert torch.equal(norm.weight, torch.ones(5)), name
+        assert getattr(norm, "bias", None) is None or torch.equal(norm.bias, torch.zeros(5)), name

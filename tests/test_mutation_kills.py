@@ -1,6 +1,7 @@
 """Behaviour tests written to kill the mutants that survived bench/mutate.py (mutmut) in the critical
 functions; each test names the behaviour, the comment names the mutant class it kills. The equivalent
 mutants (no behaviour to check) are listed in tests/README.md."""
+import sys
 import warnings
 
 import numpy as np
@@ -986,3 +987,13 @@ def test_reset_parameters_sets_gamma_one_and_bias_zero_for_every_norm():
         norm.reset_parameters()
         assert torch.equal(norm.weight, torch.ones(5)), name
         assert getattr(norm, "bias", None) is None or torch.equal(norm.bias, torch.zeros(5)), name
+
+
+def test_norms_main_without_matplotlib_says_so_and_skips_only_the_plot(tmp_path, monkeypatch, capsys):
+    import norms
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # `import matplotlib` raises ImportError
+    monkeypatch.chdir(tmp_path)
+    norms.main([])
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "matplotlib not installed: skipping the plot (pip install matplotlib)"
+    assert len(lines) == 4 and lines[3].startswith("DyISRU fits") and not (tmp_path / "out").exists()

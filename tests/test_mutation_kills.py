@@ -7,6 +7,7 @@ import warnings
 import numpy as np
 import pytest
 import torch
+from test_tokenizer import _FixedTokenizer  # a known tokenization
 
 from losses import unigram_log_probs
 from optim import (
@@ -530,20 +531,6 @@ def test_predict_from_a_saved_folder_a_single_text_and_a_bilou_tagger(minilm_tok
 # -----------------------------------------------------------------------------------------------------------
 # tokenizer metrics (tokeval.evaluation_metrics)
 
-class _PiecesTokenizer:
-    """A known tokenization: each (punctuation-stripped) text maps to given SentencePiece-style pieces."""
-    sp, unk = True, 1
-
-    def __init__(self, vocab: list[str], docs: dict[str, list[str]]):
-        self.vocab, self.docs = vocab, docs
-
-    def pieces(self) -> list[str]:
-        return self.vocab
-
-    def encode_batch(self, texts: list[str], preprocess: bool = True) -> list[list[int]]:
-        return [[self.vocab.index(p) for p in self.docs[t]] for t in texts]
-
-
 def test_evaluation_metrics_equal_a_per_document_count_on_random_corpora():
     """Every metric against the authors' per-document loop (src/evaluation/evaluate.py, counted here document by
     document), on random pieces: documents that start with a continuation piece after a document that ends with
@@ -557,7 +544,7 @@ def test_evaluation_metrics_equal_a_per_document_count_on_random_corpora():
     for _ in range(200):
         docs = {f"w{k} x{'y' * k}": [rng.choice(vocab[1:]) for _ in range(rng.randint(1, 6))]
                 for k in range(rng.randint(1, 5))}
-        m = evaluation_metrics(_PiecesTokenizer(vocab, docs), list(docs))
+        m = evaluation_metrics(_FixedTokenizer(vocab, docs), list(docs))
         n_tok = n_unk = n_words = n_cont = 0
         for pieces in docs.values():
             mask = [p.startswith("▁") for p in pieces]
@@ -580,14 +567,14 @@ def test_evaluation_metrics_zero_denominators_and_empty_input():
     from tokeval import evaluation_metrics
 
     vocab = ["<pad>", "<unk>", "c", "▁▁"]
-    m = evaluation_metrics(_PiecesTokenizer(vocab, {"cc": ["c", "c"]}), ["cc"])
+    m = evaluation_metrics(_FixedTokenizer(vocab, {"cc": ["c", "c"]}), ["cc"])
     assert math.isnan(m["fertility"]) and math.isnan(m["pcw"]) and m["n_words"] == 0
     assert m["tokens_per_ws_word"] == 2.0
-    m = evaluation_metrics(_PiecesTokenizer(vocab, {"  ": ["▁▁"]}), ["  "])
+    m = evaluation_metrics(_FixedTokenizer(vocab, {"  ": ["▁▁"]}), ["  "])
     assert math.isnan(m["tokens_per_ws_word"]) and m["fertility"] == 1.0
     with pytest.raises(ValueError, match=r"^no tokens to evaluate: every document is empty after removing ASCII "
                                          r"punctuation$"):
-        evaluation_metrics(_PiecesTokenizer(vocab, {"": []}), ["...", "!"])
+        evaluation_metrics(_FixedTokenizer(vocab, {"": []}), ["...", "!"])
 
 
 # -----------------------------------------------------------------------------------------------------------

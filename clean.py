@@ -4,8 +4,8 @@ normalise -> empty check -> document metrics + quality filters -> exact dedup (M
 (MinHash-LSH, dedup.py), with every removed document written to a side file and a per-step, per-language
 report.
 
-    python clean.py --input=../shared/data/text --out=out-clean
-    python data.py clean --input=sv.txt,more/da.jsonl --out=out-clean --min_chars=20
+    python clean.py --input=corpus/ --out=out-clean                  # a folder of sv.txt, da.jsonl, ...
+    python clean.py --input=sv.txt,more/da.jsonl --out=out-clean --min_chars=20
 
 Input (--input takes files, folders and globs, comma-separated; see documents.py): *.txt with ONE DOCUMENT
 PER LINE (a blank line is an empty document and is reported as one), *.jsonl[.gz|.zst] and *.parquet records

@@ -274,7 +274,8 @@ def analyze_command(cfg: dict) -> None:
 
 
 def _ints(key: str, values: list) -> list[int]:
-    """A list key of sizes: `--key=800` gives ['800'], `--key=800,1000` gives (800, 1000): both become ints."""
+    """A list key of sizes as ints: the command line gives ints (`--key=800,1000`), a config file may give
+    digit strings (['800']); anything else is an error naming the key."""
     bad = [v for v in values if isinstance(v, bool) or not (isinstance(v, int) or str(v).strip().isdigit())]
     if bad:
         raise ValueError(f"--{key} takes comma-separated integers (e.g. --{key}=800,1000), got {bad}")

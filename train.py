@@ -103,6 +103,8 @@ norm_alpha0_attn = None  # init of the post-attention norm ln_2; None = norm_alp
 norm_init = None  # DyT/DyISRU raw alpha/beta at init, as the DyISRU code's init_alpha/init_beta (replaces alpha0)
 norm_init_attn = None  # the same for ln_2; None = norm_init
 pos = 'learned'  # 'learned' | 'rope'
+rope_theta = 10000.0  # RoPE base (Llama 3: 500000)
+rope_fraction = 0.5  # share of each head's channels RoPE rotates (OEC: 0.5; Llama, Qwen3: 1.0)
 mlp = 'gelu'  # 'gelu' | 'swiglu'
 qk_norm = False  # normalise q and k per head (qk-LayerNorm)
 tie_embeddings = True  # output embedding = input embedding (GPT-2)

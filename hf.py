@@ -443,7 +443,10 @@ def _tiktoken_to_hf(tok, model_max_length: int):
     b2u, enc = _bytes_to_unicode(), tok.enc
     vocab = {"".join(b2u[b] for b in token): rank for token, rank in enc._mergeable_ranks.items()}
     core = HFTokenizer(models.BPE(vocab, _tiktoken_merges(enc), ignore_merges=False))
-    core.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Split(Regex(enc._pat_str), behavior="isolated"),
+    # Oniguruma (the tokenizers library's regex engine) reads `{1,3}+` as a repeated group, not as possessive
+    # (cl100k_base's digit runs): at the end of an alternative, greedy `{1,3}` matches the same
+    pattern = enc._pat_str.replace("{1,3}+", "{1,3}")
+    core.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Split(Regex(pattern), behavior="isolated"),
                                                   pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
     core.decoder = decoders.ByteLevel()
     eot = enc.decode_single_token_bytes(enc.eot_token).decode()
@@ -478,9 +481,9 @@ def hf_tokenizer(tok, model_max_length: int):
     for text in [PROBE, *PROBE.splitlines(keepends=True)]:
         ours, theirs = tok.encode(text), hf(text, add_special_tokens=False)["input_ids"]
         if ours != theirs:
-            raise ValueError(f"tokenizer {tok.name}: the Hugging Face tokenizer built from it encodes {text[:40]!r} "
-                             f"to other ids ({theirs[:8]}... vs ours {ours[:8]}...): it cannot be exported "
-                             "exactly")
+            i = next((i for i, (a, b) in enumerate(zip(ours, theirs)) if a != b), min(len(ours), len(theirs)))
+            raise ValueError(f"tokenizer {tok.name} cannot be exported exactly: the Hugging Face tokenizer built "
+                             f"from it encodes {text!r} to {theirs[i:i + 3]} at token {i}, ours to {ours[i:i + 3]}")
     return hf
 
 

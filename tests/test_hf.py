@@ -169,21 +169,43 @@ def test_tokenizer_files_give_our_ids(tmp_path, tiny_dataset):
         assert auto.eos_token_id == tok.eot and auto.decode(tok.encode(TEXT[:40])) == tok.decode(tok.encode(TEXT[:40]))
 
 
+@pytest.fixture(scope="module")
+def gpt2_run(tmp_path_factory) -> Path:
+    """A train.py run on the tiny plays tokenized with GPT-2's tiktoken encoding (vocabulary 50257)."""
+    from conftest import TINY_PLAYS
+
+    from data import prepare_dataset, shakespeare_files
+    root = tmp_path_factory.mktemp("gpt2data")
+    plays = [str(p) for p in shakespeare_files() if p.name in TINY_PLAYS]
+    prepare_dataset("tiny_gpt2", data_root=root, input=plays, txt_unit="file", tokenizer="gpt2", num_proc=1)
+    out = root.parent / "gpt2run"
+    r = train_py(out, root, "tiny_gpt2")
+    assert r.returncode == 0, r.stderr
+    return out
+
+
 @pytest.mark.slow
-def test_convert_hf_folder_generates_as_sample_py(trained_run, tmp_path):
-    """`checkpoint.py convert --hf` of the producer run (its 512-token SentencePiece BPE): config.json and
-    generation_config.json carry the tokenizer's bos/eos/pad ids; transformers' greedy generate() on
-    AutoTokenizer's ids gives the text sample.py prints with --temperature=0."""
+@pytest.mark.parametrize("which", ["sentencepiece", "gpt2"])
+def test_convert_hf_folder_generates_as_sample_py(request, tmp_path, which):
+    """`checkpoint.py convert --hf` of a train.py run (the producer run with its 512-token SentencePiece BPE, and
+    a GPT-2-tokenizer run): config.json and generation_config.json carry the tokenizer's bos/eos/pad ids;
+    transformers' greedy generate() on AutoTokenizer's ids gives the text sample.py prints with
+    --temperature=0."""
+    trained_run = request.getfixturevalue("trained_run" if which == "sentencepiece" else "gpt2_run")
     out = tmp_path / "hf"
     conv = subprocess.run([sys.executable, str(ROOT / "checkpoint.py"), "convert", f"--out_dir={trained_run}",
                            f"--hf={out}"], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert conv.returncode == 0, conv.stderr
     run = load_run(trained_run)
-    sp = run.tokenizer.sp
     cfg, gen = (json.loads((out / f).read_text()) for f in ("config.json", "generation_config.json"))
-    ids = dict(bos_token_id=sp.bos_id(), eos_token_id=sp.eos_id(), pad_token_id=sp.pad_id())
-    assert ids == dict(bos_token_id=2, eos_token_id=3, pad_token_id=0)  # GPT-SW3's <s>, <|endoftext|>, <pad>
-    assert all(cfg[k] == gen[k] == v for k, v in ids.items()) and cfg["vocab_size"] == 512
+    if which == "sentencepiece":  # GPT-SW3's <s>, <|endoftext|>, <pad>, read from the model file
+        sp = run.tokenizer.sp
+        ids = dict(bos_token_id=sp.bos_id(), eos_token_id=sp.eos_id(), pad_token_id=sp.pad_id())
+        assert ids == dict(bos_token_id=2, eos_token_id=3, pad_token_id=0) and cfg["vocab_size"] == 512
+    else:  # GPT-2 as published: <|endoftext|> is bos and eos, no pad
+        ids = dict(bos_token_id=50256, eos_token_id=50256, pad_token_id=None)
+        assert run.tokenizer.eot == 50256 and cfg["vocab_size"] >= 50257
+    assert all(cfg[k] == gen[k] == v for k, v in ids.items())
     prompt, n = "To be, or not", 12
     tok = transformers.AutoTokenizer.from_pretrained(out)
     model = transformers.AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32).eval()

@@ -21,6 +21,7 @@ ROOT = Path(__file__).resolve().parent.parent
 BASE = dict(vocab_size=96, block_size=32, n_layer=2, n_head=4, n_embd=32, pos="rope", mlp="swiglu")
 # one config per export layout (what export_layout must choose, and the transformers class it writes)
 LAYOUTS = {
+    "gpt2_gelu_tanh": (dict(norm="layernorm", pos="learned", mlp="gelu_tanh"), "GPT2LMHeadModel"),
     "llama_gqa_untied": (dict(norm="rmsnorm", rope_fraction=1.0, n_kv_head=2, tie_embeddings=False, bias=False,
                               rope_theta=500000.0), "LlamaForCausalLM"),
     "llama_bias_tied": (dict(norm="rmsnorm", rope_fraction=1.0, bias=True), "LlamaForCausalLM"),
@@ -54,7 +55,7 @@ def _max_diff(a: torch.Tensor, b: torch.Tensor) -> float:
 def test_export_gives_equal_logits_in_transformers_and_loads_back(tmp_path, name):
     kw, cls = LAYOUTS[name]
     torch.manual_seed(0)
-    ours = GPT(GPTConfig(**BASE, **kw)).eval()
+    ours = GPT(GPTConfig(**(BASE | kw))).eval()
     _randomise(ours)
     layout = hf.save_hf(ours, tmp_path)
     theirs = transformers.AutoModelForCausalLM.from_pretrained(tmp_path, dtype=torch.float32).eval()
@@ -220,6 +221,7 @@ def test_convert_hf_folder_generates_as_sample_py(request, tmp_path, which):
     assert y.size(1) == x.size(1) + n
 
 
+@pytest.mark.slow
 def test_convert_refuses_before_writing_anything(tiny_dataset, tmp_path):
     """A DyT run has no Hugging Face architecture: one line naming the option, neither --to nor --hf written."""
     out = tmp_path / "dyt"

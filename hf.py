@@ -515,4 +515,8 @@ def save_hf(model: GPT, path: str | Path, tokenizer=None, hf_tok=None) -> str:
     (path / "generation_config.json").write_text(json.dumps(gen, indent=2) + "\n")
     if hf_tok is not None:
         hf_tok.save_pretrained(path)
+        tok_cfg = json.loads((path / "tokenizer_config.json").read_text())
+        if tok_cfg.get("tokenizer_class") == "TokenizersBackend":  # transformers 5's name; 4 knows only this one
+            tok_cfg["tokenizer_class"] = "PreTrainedTokenizerFast"
+            (path / "tokenizer_config.json").write_text(json.dumps(tok_cfg, indent=2) + "\n")
     return layout

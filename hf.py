@@ -24,6 +24,7 @@ import torch
 
 from model import GPT, GPTConfig, swiglu_hidden
 
+
 def load_gpt2(path: str | Path, dropout: float = 0.0) -> GPT:
     """A GPT with the weights of a local Hugging Face GPT2LMHeadModel folder (config.json + model.safetensors
     or pytorch_model.bin). Raises FileNotFoundError for a missing file, ValueError for a config or weights our
@@ -274,11 +275,10 @@ def _rope_state_from_hf(sd: dict[str, torch.Tensor], model: GPT, layout: str, pa
     with torch.no_grad():
         for key, hf_key, rows, heads in table:
             if hf_key not in sd:
-                if key.endswith(".bias") and hf_key not in sd:
+                if key.endswith(".bias"):
                     continue  # ours starts at zero (init_weights)
                 raise ValueError(f"{path}: {hf_key} is missing from the weights")
             v = sd[hf_key].float()
-            v = _reorder(v, heads, inverse) if heads else v
             if key not in ours:  # a bias=False model: the HF LayerNorm bias must be zero
                 if v.abs().max() > 0:
                     raise ValueError(f"{path}: {hf_key} is not zero but the model has no biases")
@@ -286,6 +286,7 @@ def _rope_state_from_hf(sd: dict[str, torch.Tensor], model: GPT, layout: str, pa
             target = ours[key][rows] if rows is not None else ours[key]
             if v.shape != target.shape:
                 raise ValueError(f"{path}: {hf_key} has shape {tuple(v.shape)}, expected {tuple(target.shape)}")
+            v = _reorder(v, heads, inverse) if heads else v
             if key in copied and key.endswith("_norm.weight") and not torch.equal(copied[key], v):
                 raise ValueError(f"{path}: {hf_key} differs from head 0's: our qk-norm is one norm shared "
                                  "by every head")

@@ -1,8 +1,8 @@
 """
 Hugging Face model folders to and from our models; the one home of Hugging Face in and out:
 
-    model = hf.load_hf("folder")             # GPT2LMHeadModel, LlamaForCausalLM, Qwen3ForCausalLM,
-                                             # GlmForCausalLM or StableLmForCausalLM folder -> model.GPT
+    model = hf.load_hf("folder")             # GPT2LMHeadModel, LlamaForCausalLM, Qwen3ForCausalLM, GlmForCausalLM,
+                                             # Glm4MoeForCausalLM (dense) or StableLmForCausalLM -> model.GPT
     hf.save_hf(model, "out/hf", tokenizer)   # model.GPT -> the one HF architecture that computes the same
                                              # function, plus the tokenizer files and generation_config.json
     model = hf.load_gpt2("gpt2-folder")      # GPT-2 only (GPT-2, GPT-SW3), as before
@@ -151,15 +151,16 @@ def read_weights(path: Path) -> dict[str, torch.Tensor]:
 # every layout: which Hugging Face architecture computes the same function as our GPT
 
 ROPE_LAYOUTS = {"llama": "LlamaForCausalLM", "qwen3": "Qwen3ForCausalLM", "glm": "GlmForCausalLM",
-                "stablelm": "StableLmForCausalLM"}  # model_type -> class (transformers/models/<model_type>)
+                "glm4_moe": "Glm4MoeForCausalLM", "stablelm": "StableLmForCausalLM"}  # model_type -> class
 
 
 def export_layout(c: GPTConfig) -> str:
     """The model_type of the Hugging Face architecture whose forward equals a GPT with config c (fp32):
     'gpt2' (layernorm, learned positions, GELU: check_gpt2), 'llama' (rmsnorm, RoPE on every channel, SwiGLU,
     biases or not), 'qwen3' (llama's + RMSNorm qk-norm over each head before RoPE, no biases), 'glm' (rmsnorm,
-    RoPE on a fraction of each head in interleaved pairs as ours, SwiGLU, no biases), 'stablelm' (layernorm,
-    RoPE on a fraction of each head, SwiGLU, optional per-head LayerNorm qk-norm, no biases: the OEC
+    RoPE on a fraction of each head in interleaved pairs as ours, SwiGLU, no biases), 'glm4_moe' (glm's with
+    RMSNorm qk-norm over each head before RoPE; every layer dense: first_k_dense_replace = n_layer), 'stablelm'
+    (layernorm, RoPE on a fraction of each head, SwiGLU, optional per-head LayerNorm qk-norm, no biases: the OEC
     architecture). Raises ValueError naming every option of c that no exportable architecture holds."""
     if c.pos == "learned":
         check_gpt2(c)
@@ -182,11 +183,10 @@ def export_layout(c: GPTConfig) -> str:
             bad.append(f"bias=True with rope_fraction={c.rope_fraction} (GLM has no MLP or output-projection "
                        "biases; Llama has biases but rotates every channel: rope_fraction=1.0)")
     elif c.norm == "rmsnorm":
-        layout = "qwen3"
-        if c.rope_fraction != 1 or c.bias:
-            bad.append(f"qk_norm=True with norm='rmsnorm', rope_fraction={c.rope_fraction}, bias={c.bias} "
-                       "(Qwen3, RMSNorm over each head before RoPE, needs rope_fraction=1.0 and bias=False; "
-                       "OLMo-2 normalises the whole projection, not each head)")
+        layout = "qwen3" if c.rope_fraction == 1 else "glm4_moe"
+        if c.bias:
+            bad.append("bias=True with qk_norm=True and norm='rmsnorm' (Qwen3 and GLM-4-MoE, RMSNorm over each "
+                       "head before RoPE, have no MLP biases; OLMo-2 normalises the whole projection, not each head)")
     if bad:
         raise ValueError("cannot export to a Hugging Face architecture with the same function: " + "; ".join(bad)
                          + ". Keep the torch checkpoint instead.")
@@ -226,12 +226,12 @@ def _rope_table(c: GPTConfig, layout: str) -> list[tuple[str, str, slice | None,
                   (f"{o}attn.c_attn.{p}", f"{h}self_attn.v_proj.{p}", slice(q + kv, q + 2 * kv), 0),
                   (f"{o}attn.c_proj.{p}", f"{h}self_attn.o_proj.{p}", None, 0),
                   (f"{o}mlp.c_proj.{p}", f"{h}mlp.down_proj.{p}", None, 0)]
-            if layout == "glm":
+            if layout == "glm":  # GLM-4-MoE's dense MLP has gate_proj and up_proj, as Llama
                 t.append((f"{o}mlp.c_fc.{p}", f"{h}mlp.gate_up_proj.{p}", None, 0))
             else:
                 t += [(f"{o}mlp.c_fc.{p}", f"{h}mlp.gate_proj.{p}", slice(0, ff), 0),
                       (f"{o}mlp.c_fc.{p}", f"{h}mlp.up_proj.{p}", slice(ff, 2 * ff), 0)]
-        if c.qk_norm and layout == "qwen3":
+        if c.qk_norm and layout in ("qwen3", "glm4_moe"):
             t += [(f"{o}attn.{x}_norm.weight", f"{h}self_attn.{x}_norm.weight", None, 1) for x in "qk"]
         elif c.qk_norm:  # StableLM: one LayerNorm per head, without bias; ours is one shared by every head
             t += [(f"{o}attn.q_norm.weight", f"{h}self_attn.q_layernorm.norms.{j}.weight", None, 1)
@@ -301,7 +301,7 @@ def _rope_config_to_hf(c: GPTConfig, layout: str) -> dict:
     """config.json of a Llama-family layout. rope_theta and partial_rotary_factor are written both inside
     rope_parameters (transformers >= 5) and at the top level (transformers 4)."""
     rope = dict(rope_type="default", rope_theta=c.rope_theta)
-    if layout in ("glm", "stablelm"):
+    if layout in ("glm", "glm4_moe", "stablelm"):
         rope["partial_rotary_factor"] = c.rope_fraction
     hf = dict(architectures=[ROPE_LAYOUTS[layout]], model_type=layout, vocab_size=c.vocab_size,
               hidden_size=c.n_embd, intermediate_size=swiglu_hidden(c.n_embd), num_hidden_layers=c.n_layer,
@@ -318,6 +318,8 @@ def _rope_config_to_hf(c: GPTConfig, layout: str) -> dict:
         hf.update(mlp_bias=c.bias, pretraining_tp=1)
     if layout == "qwen3":
         hf.update(use_sliding_window=False)
+    if layout == "glm4_moe":  # no mixture-of-experts layer: the first n_layer layers are dense
+        hf.update(use_qk_norm=c.qk_norm, first_k_dense_replace=c.n_layer)
     return hf
 
 
@@ -328,7 +330,7 @@ def _rope_config_from_hf(hf: dict, path: Path) -> dict:
     hs = hf["hidden_size"] // heads
     rope = hf.get("rope_parameters") or dict(rope_type=(hf.get("rope_scaling") or {}).get("rope_type", "default"),
                                              rope_theta=hf.get("rope_theta", 10000.0))
-    default_fraction = {"glm": 0.5, "stablelm": 0.25}.get(layout, 1.0)  # the config classes' defaults
+    default_fraction = {"glm": 0.5, "glm4_moe": 0.5, "stablelm": 0.25}.get(layout, 1.0)  # the classes' defaults
     fraction = rope.get("partial_rotary_factor", hf.get("partial_rotary_factor", default_fraction))
     if layout in ("llama", "qwen3"):
         fraction = 1.0  # their attention rotates every channel, whatever the config says
@@ -343,7 +345,10 @@ def _rope_config_from_hf(hf: dict, path: Path) -> dict:
                       f"{swiglu_hidden(hf['hidden_size'])})"),
                      (abs(eps - _EPS) < 1e-12, f"norm epsilon {eps} (ours: {_EPS})"),
                      (not hf.get("use_sliding_window"), "use_sliding_window=True"),
-                     (not hf.get("use_parallel_residual"), "use_parallel_residual=True")):
+                     (not hf.get("use_parallel_residual"), "use_parallel_residual=True"),
+                     (hf.get("first_k_dense_replace", 1) >= hf["num_hidden_layers"] or layout != "glm4_moe",
+                      f"first_k_dense_replace={hf.get('first_k_dense_replace', 1)} < num_hidden_layers "
+                      "(mixture-of-experts layers; ours are dense)")):
         if not ok:
             bad.append(what)
     if bad:
@@ -352,7 +357,7 @@ def _rope_config_from_hf(hf: dict, path: Path) -> dict:
                 n_layer=hf["num_hidden_layers"], n_head=heads, n_kv_head=hf.get("num_key_value_heads") or heads,
                 n_embd=hf["hidden_size"], norm="layernorm" if layout == "stablelm" else "rmsnorm", pos="rope",
                 rope_theta=float(rope.get("rope_theta", 10000.0)), rope_fraction=float(fraction), mlp="swiglu",
-                qk_norm=bool(hf.get("qk_layernorm")) if layout == "stablelm" else layout == "qwen3")
+                qk_norm=layout == "qwen3" or bool(hf.get("qk_layernorm") or hf.get("use_qk_norm")))
 
 
 def _rope_bias(hf: dict, sd: dict[str, torch.Tensor]) -> bool:
@@ -365,7 +370,7 @@ def _rope_bias(hf: dict, sd: dict[str, torch.Tensor]) -> bool:
 
 def load_hf(path: str | Path, dropout: float = 0.0) -> GPT:
     """A GPT computing the same function as a local Hugging Face folder: GPT2LMHeadModel (load_gpt2) or one of
-    ROPE_LAYOUTS (LlamaForCausalLM, Qwen3ForCausalLM, GlmForCausalLM, StableLmForCausalLM). Raises
+    ROPE_LAYOUTS (Llama, Qwen3, GLM, GLM-4-MoE with dense layers only, StableLM). Raises
     FileNotFoundError for a missing file, ValueError for a config or weights our GPT cannot represent exactly."""
     path = Path(path)
     if not (path / "config.json").is_file():

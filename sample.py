@@ -23,7 +23,7 @@ from tokenizer import get_tokenizer
 
 # -----------------------------------------------------------------------------
 out_dir = 'out'  # run folder holding ckpt.pt (written by train.py)
-hf_dir = ''  # or: a Hugging Face folder (GPT-2, GPT-SW3, Llama, Qwen3, GLM, StableLM: hf.load_hf) to sample from
+hf_dir = ''  # or: a Hugging Face folder (GPT-2, GPT-SW3, Llama, Qwen3, GLM, StableLM...: hf.load_hf)
 tokenizer = ''  # tokenizer spec (see tokenizer.get_tokenizer); '' = the one the run was trained with
 start = "\n"  # prompt text, or FILE:path to read it from a file
 chat = False  # wrap start in the GPT-SW3 chat format <|endoftext|><s>User: {start}<s>Bot: and stop at <s>

@@ -227,7 +227,7 @@ if pre_ckpt is not None:
     model_args = dict(pre_ckpt['model_args'])
     check_shape(model_args, config, set_keys, f"the checkpoint of {finetune_from or out_dir}")
     model_args['dropout'] = dropout  # resume: the run's own (inherited); finetune: this config's
-elif init_from.startswith(('gpt2-hf:', 'hf:')):  # GPT-2, Llama, Qwen3, GLM, StableLM (hf.load_hf)
+elif init_from.startswith(('gpt2-hf:', 'hf:')):  # GPT-2, Llama, Qwen3, GLM(-4-MoE), StableLM (hf.load_hf)
     try:
         hf_model = load_hf(init_from.split(':', 1)[1], dropout=dropout)
     except (ValueError, OSError) as e:

@@ -98,7 +98,7 @@ def validate(cfg: dict, set_keys: frozenset, world_size: int) -> None:
             fail(str(e))
     if not (cfg['init_from'] in ('scratch', 'resume', 'finetune') or cfg['init_from'].startswith(('gpt2-hf:', 'hf:'))):
         fail(f"init_from={cfg['init_from']!r}: use 'scratch', 'resume', 'finetune' or 'hf:<folder>' "
-             f"(a local Hugging Face GPT-2, Llama, Qwen3, GLM or StableLM folder; nothing is downloaded)")
+             f"(a local Hugging Face GPT-2, Llama, Qwen3, GLM, GLM-4-MoE or StableLM folder; nothing is downloaded)")
     if cfg['init_from'] == 'finetune' and not (cfg['finetune_from'] and cfg['finetune_data']):
         fail("init_from='finetune' needs --finetune_from=<pretraining out_dir> and "
              "--finetune_data=<chat.jsonl>")

@@ -28,6 +28,8 @@ LAYOUTS = {
     "qwen3_qknorm_mqa": (dict(norm="rmsnorm", rope_fraction=1.0, qk_norm=True, n_kv_head=1, tie_embeddings=False,
                               bias=False), "Qwen3ForCausalLM"),
     "glm_half_rope": (dict(norm="rmsnorm", n_kv_head=2, tie_embeddings=False, bias=False), "GlmForCausalLM"),
+    "glm4_moe_qknorm_half_rope": (dict(norm="rmsnorm", qk_norm=True, n_kv_head=2, tie_embeddings=False, bias=False),
+                                  "Glm4MoeForCausalLM"),
     "stablelm_oec": (dict(norm="layernorm", qk_norm=True, n_kv_head=2, tie_embeddings=False, bias=False,
                           init="xavier"), "StableLmForCausalLM"),
 }
@@ -91,6 +93,8 @@ HF_MODELS = {
                                             pad_token_id=0, eos_token_id=1)),
     "stablelm_qk_layernorm": ("StableLmForCausalLM", dict(num_key_value_heads=2, qk_layernorm=True,
                                                           layer_norm_eps=1e-5)),
+    "glm4_moe_dense_qk_norm": ("Glm4MoeForCausalLM", dict(num_key_value_heads=2, use_qk_norm=True,
+                                                          first_k_dense_replace=2, partial_rotary_factor=0.5)),
 }
 
 
@@ -115,7 +119,7 @@ def test_transformers_folder_loads_with_equal_logits(tmp_path, name):
     (dict(norm="dyt"), "norm='dyt'"),
     (dict(norm="dyisru_sp"), "norm='dyisru_sp'"),
     (dict(norm="rmsnorm", rope_fraction=1.0, logit_softcap=30.0), "logit_softcap=30.0"),
-    (dict(norm="rmsnorm", qk_norm=True), "qk_norm=True"),  # RMSNorm qk-norm with half-rotated heads: none
+    (dict(norm="rmsnorm", qk_norm=True, bias=True), "bias=True"),  # Qwen3 and GLM-4-MoE have no MLP biases
     (dict(norm="layernorm", bias=True), "bias=True"),  # StableLM has no MLP biases
     (dict(norm="rmsnorm", bias=True), "bias=True"),  # GLM neither
     (dict(norm="rmsnorm", mlp="gelu"), "mlp='gelu'"),
@@ -139,6 +143,10 @@ def test_folders_our_gpt_cannot_compute_are_refused(tmp_path):
     _hf_model("LlamaForCausalLM", rms_norm_eps=1e-6).save_pretrained(tmp_path / "eps")  # ours: 1e-5
     with pytest.raises(ValueError, match="norm epsilon 1e-06"):
         hf.load_hf(tmp_path / "eps")
+    _hf_model("Glm4MoeForCausalLM", first_k_dense_replace=1, n_routed_experts=2, num_experts_per_tok=1,
+              moe_intermediate_size=16).save_pretrained(tmp_path / "moe")  # layer 1 is a mixture of experts
+    with pytest.raises(ValueError, match="first_k_dense_replace=1"):
+        hf.load_hf(tmp_path / "moe")
     stable = _hf_model("StableLmForCausalLM", qk_layernorm=True, layer_norm_eps=1e-5,  # heads' norms differ
                        num_key_value_heads=2)
     stable.save_pretrained(tmp_path / "stable")

@@ -224,7 +224,7 @@ if chat and tok is None:
 # -----------------------------------------------------------------------------
 # model args: preset, then every model key you set; or the checkpoint's / HF folder's shape. Shape checks
 if pre_ckpt is not None:
-    model_args = dict(pre_ckpt['model_args'])
+    model_args = dataclasses.asdict(GPTConfig(**pre_ckpt['model_args']))  # model keys added since: their defaults
     check_shape(model_args, config, set_keys, f"the checkpoint of {finetune_from or out_dir}")
     model_args['dropout'] = dropout  # resume: the run's own (inherited); finetune: this config's
 elif init_from.startswith(('gpt2-hf:', 'hf:')):  # GPT-2, Llama, Qwen3, GLM(-4-MoE), StableLM (hf.load_hf)

@@ -258,6 +258,21 @@ def test_init_from_hf_gpt2_folder(tmp_path, data_root):
 
 
 @pytest.mark.slow
+def test_resume_of_a_checkpoint_written_before_the_rope_keys(tmp_path, tiny_dataset):
+    """A checkpoint whose model_args lack model keys added later (rope_theta, rope_fraction) resumes with
+    their defaults, the function it was trained with."""
+    from conftest import train_py
+    out = tmp_path / 'run'
+    assert train_py(out, tiny_dataset.parent, tiny_dataset.name).returncode == 0
+    ckpt = torch.load(out / 'ckpt.pt', weights_only=True)
+    for key in ('rope_theta', 'rope_fraction'):
+        del ckpt['model_args'][key], ckpt['config'][key]
+    torch.save(ckpt, out / 'ckpt.pt')
+    r = train_py(out, tiny_dataset.parent, tiny_dataset.name, init_from='resume', max_iters=3)
+    assert r.returncode == 0, r.stderr
+    assert torch.load(out / 'ckpt.pt', weights_only=True)['model_args']['rope_fraction'] == 0.5
+
+@pytest.mark.slow
 @pytest.mark.parametrize('cls, kw', [('LlamaForCausalLM', dict(num_key_value_heads=1, tie_word_embeddings=False)),
                                      ('StableLmForCausalLM', dict(num_key_value_heads=2, partial_rotary_factor=0.5))])
 def test_init_from_hf_llama_family_folder(tmp_path, tiny_dataset, cls, kw):

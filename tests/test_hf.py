@@ -239,3 +239,20 @@ def test_convert_refuses_before_writing_anything(tiny_dataset, tmp_path):
         convert(out, to=tmp_path / "full", hf=tmp_path / "hf")
     assert not (tmp_path / "full").exists() and not (tmp_path / "hf").exists()
 
+
+
+def test_a_tokenizer_that_cannot_be_exported_exactly_is_refused_before_writing(tmp_path, monkeypatch):
+    """The probe check is live: a tokenizer.json missing half of GPT-2's merges encodes the probe text to other
+    ids, so save_hf stops with one line naming the tokenizer and the first differing token, and writes nothing.
+    A SentencePiece model without an end-of-text piece is refused too (GPTSw3Tokenizer would add one)."""
+    from tokenizer import get_tokenizer, train_tokenizer
+    merges = hf._tiktoken_merges
+    monkeypatch.setattr(hf, "_tiktoken_merges", lambda enc: merges(enc)[:25000])
+    model = GPT(GPTConfig(**(BASE | dict(vocab_size=50257, norm="rmsnorm", bias=False))))
+    with pytest.raises(ValueError, match=r"tokenizer gpt2 cannot be exported exactly: .* at token \d+") as e:
+        hf.save_hf(model, tmp_path / "hf", get_tokenizer("gpt2"))
+    assert "\n" not in str(e.value) and not (tmp_path / "hf").exists()
+    spm = train_tokenizer([], 380, str(tmp_path / "noeos"), documents=[TEXT] * 50, eos_id=-1,
+                          add_whitespace_tokens=False, num_threads=1)
+    with pytest.raises(ValueError, match="no end-of-text piece"):
+        hf.hf_tokenizer(get_tokenizer(spm), 32)

@@ -448,6 +448,7 @@ def _tiktoken_to_hf(tok, model_max_length: int):
     from tokenizer import _bytes_to_unicode
     b2u, enc = _bytes_to_unicode(), tok.enc
     vocab = {"".join(b2u[b] for b in token): rank for token, rank in enc._mergeable_ranks.items()}
+    vocab |= enc._special_tokens  # at their own ids (cl100k_base leaves a gap before them): added tokens reuse them
     core = HFTokenizer(models.BPE(vocab, _tiktoken_merges(enc), ignore_merges=False))
     # Oniguruma (the tokenizers library's regex engine) reads `{1,3}+` as a repeated group, not as possessive
     # (cl100k_base's digit runs): at the end of an alternative, greedy `{1,3}` matches the same
@@ -484,6 +485,9 @@ def hf_tokenizer(tok, model_max_length: int):
     split_special_tokens=True to transformers for ours. Raises ValueError (the encoding, the first text that
     differs) when they differ."""
     hf = _sentencepiece_to_hf(tok, model_max_length) if tok.sp is not None else _tiktoken_to_hf(tok, model_max_length)
+    if hf.eos_token_id != tok.eot:
+        raise ValueError(f"tokenizer {tok.name} cannot be exported exactly: its end-of-text id {tok.eot} becomes "
+                         f"{hf.eos_token_id} in transformers")
     for text in [PROBE, *PROBE.splitlines(keepends=True)]:
         ours, theirs = tok.encode(text), hf(text, add_special_tokens=False)["input_ids"]
         if ours != theirs:

@@ -161,21 +161,22 @@ def _auto_ids(folder: Path, text: str) -> list[int]:
     return transformers.AutoTokenizer.from_pretrained(folder)(text, add_special_tokens=False)["input_ids"]
 
 
-def test_tokenizer_files_give_our_ids(tmp_path, tiny_dataset):
-    """A SentencePiece tokenizer through GPTSw3Tokenizer (spiece.model), GPT-2's tiktoken through tokenizer.json:
-    AutoTokenizer gives our ids on the whole text and on each line; literal special-token text differs unless
-    transformers is told split_special_tokens=True (documented)."""
+@pytest.mark.parametrize("name", ["sp", "gpt2", pytest.param("cl100k_base", marks=pytest.mark.slow)])
+def test_tokenizer_files_give_our_ids(tmp_path, tiny_dataset, name):
+    """A SentencePiece tokenizer through GPTSw3Tokenizer (spiece.model), GPT-2's and cl100k_base's tiktoken through
+    tokenizer.json: AutoTokenizer gives our ids on the whole text and on each line; literal special-token text
+    differs unless transformers is told split_special_tokens=True (documented)."""
     import data
     from tokenizer import get_tokenizer
-    for name, tok in (("sp", data.dataset_tokenizer(tiny_dataset)), ("gpt2", get_tokenizer("gpt2"))):
-        hf.hf_tokenizer(tok, 32).save_pretrained(tmp_path / name)
-        auto = transformers.AutoTokenizer.from_pretrained(tmp_path / name)
-        assert type(auto).__name__ == ("GPTSw3Tokenizer" if name == "sp" else "TokenizersBackend")
-        for text in (TEXT, *TEXT.splitlines(keepends=True)):
-            assert auto(text, add_special_tokens=False)["input_ids"] == tok.encode(text), (name, text)
-        special = "a <|endoftext|> b"
-        assert auto(special, split_special_tokens=True)["input_ids"] == tok.encode(special)
-        assert auto.eos_token_id == tok.eot and auto.decode(tok.encode(TEXT[:40])) == tok.decode(tok.encode(TEXT[:40]))
+    tok = data.dataset_tokenizer(tiny_dataset) if name == "sp" else get_tokenizer(name)
+    hf.hf_tokenizer(tok, 32).save_pretrained(tmp_path / name)
+    auto = transformers.AutoTokenizer.from_pretrained(tmp_path / name)
+    assert type(auto).__name__ == ("GPTSw3Tokenizer" if name == "sp" else "TokenizersBackend")
+    for text in (TEXT, *TEXT.splitlines(keepends=True)):
+        assert auto(text, add_special_tokens=False)["input_ids"] == tok.encode(text), (name, text)
+    special = "a <|endoftext|> b"
+    assert auto(special, split_special_tokens=True)["input_ids"] == tok.encode(special)
+    assert auto.eos_token_id == tok.eot and auto.decode(tok.encode(TEXT[:40])) == tok.decode(tok.encode(TEXT[:40]))
 
 
 @pytest.fixture(scope="module")

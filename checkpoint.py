@@ -25,7 +25,8 @@ None and 'dcp' = that folder's name. The same atomic rename, ckpt.pt link and ke
 folder is renamed into place before its ckpt_<step>.pt is written, and pruned with it). DCP reshards on load, so
 a run resumes on another world size; load_run and sample.py read it in one process, and
     python checkpoint.py convert --out_dir=OUT_DIR [--to=DIR] [--hf=DIR]
-writes the single-file checkpoint (a run folder that resumes anywhere) and/or a Hugging Face folder.
+writes the single-file checkpoint (a run folder that resumes anywhere) and/or a Hugging Face folder (weights,
+config, tokenizer: AutoModelForCausalLM and AutoTokenizer load it).
 
 Errors a user can fix raise CheckpointError with one message naming the file and the fix.
 """
@@ -441,14 +442,17 @@ def load_sharded(model: torch.nn.Module, opt: torch.optim.Optimizer | None, ckpt
         set_optimizer_state_dict(model, opt, state['optim'])
 
 
-def convert(out_dir: str | Path, to: str | Path | None = None, hf: str | Path | None = None) -> list[Path]:
+def convert(out_dir: str | Path, to: str | Path | None = None, hf: str | Path | None = None,
+            tokenizer: str = '') -> list[Path]:
     """A run folder's newest checkpoint (sharded or not) as (to) a run folder with the single-file checkpoint
     (model and optimizer full state dicts: it resumes in one process or on any world size, and every reader
-    loads it) plus config.json, metrics.jsonl and summary.json; and/or (hf) a Hugging Face GPT2LMHeadModel
-    folder (hf.save_gpt2). One process. Every check (the checkpoint, folders that hold a checkpoint or model
-    already, an architecture GPT-2 cannot hold) runs before anything is written. Returns the paths written."""
+    loads it) plus config.json, metrics.jsonl and summary.json; and/or (hf) a complete Hugging Face folder
+    (hf.save_hf: the architecture with the same function, the run's tokenizer with the same ids, bos/eos/pad
+    ids; tokenizer: a spec for a run whose tokenizer is not found, checked to be the run's). One process.
+    Every check (the checkpoint, folders that hold a checkpoint or model already, an architecture or tokenizer
+    Hugging Face cannot hold exactly) runs before anything is written. Returns the paths written."""
     import optim
-    from hf import check_gpt2, save_gpt2
+    from hf import hf_tokenizer, save_hf
     from model import GPTConfig
     out_dir = Path(out_dir)
     if to is None and hf is None:
@@ -460,8 +464,13 @@ def convert(out_dir: str | Path, to: str | Path | None = None, hf: str | Path | 
     if hf is not None:
         if any((Path(hf) / name).exists() for name in ('config.json', 'model.safetensors', 'pytorch_model.bin')):
             raise CheckpointError(f"{hf} already holds a Hugging Face model: pass another --hf folder")
+        from hf import export_layout
+        cfg = GPTConfig(**ckpt['model_args'])
+        tok = find_tokenizer(ckpt.get('config', {}), out_dir, tokenizer,
+                             (ckpt.get('data_identity') or {}).get('tokenizer_id'))
         try:
-            check_gpt2(GPTConfig(**ckpt['model_args']))
+            export_layout(cfg)
+            hf_tok = hf_tokenizer(tok, cfg.block_size)
         except ValueError as e:
             raise CheckpointError(str(e)) from None
     written = []
@@ -487,7 +496,7 @@ def convert(out_dir: str | Path, to: str | Path | None = None, hf: str | Path | 
                 shutil.copy(out_dir / name, to / name)
         written.append(save_checkpoint(ckpt, to, ckpt['step'], keep_last_k=1))
     if hf is not None:
-        save_gpt2(model if model is not None else model_from_checkpoint(ckpt), hf)
+        save_hf(model if model is not None else model_from_checkpoint(ckpt), hf, tok, hf_tok)
         written.append(Path(hf))
     return written
 
@@ -496,12 +505,13 @@ def convert(out_dir: str | Path, to: str | Path | None = None, hf: str | Path | 
 CONVERT_DEFAULTS = dict(
     out_dir='out',  # the run folder whose newest checkpoint (ckpt.pt, sharded or not) is converted
     to='',  # write a run folder with the single-file checkpoint here ('' = none)
-    hf='',  # write a Hugging Face GPT2LMHeadModel folder here ('' = none; GPT-2 architectures only)
+    hf='',  # write a Hugging Face folder here: weights, config, tokenizer ('' = none; docs/model.md: layouts)
+    tokenizer='',  # --hf: the run's tokenizer, where the run folder does not name one that exists ('' = its own)
 )
 
 
 def main(argv: list[str] | None = None) -> None:
-    """python checkpoint.py convert [config.py] --out_dir=RUN [--to=DIR] [--hf=DIR]"""
+    """python checkpoint.py convert [config.py] --out_dir=RUN [--to=DIR] [--hf=DIR [--tokenizer=SPEC]]"""
     from configurator import configure_command
     argv = sys.argv[1:] if argv is None else argv
     for a in argv[1:]:
@@ -509,7 +519,7 @@ def main(argv: list[str] | None = None) -> None:
             raise CheckpointError(f"{a!r} is a folder, and positional arguments are config files: write "
                                   f"--out_dir={a}")
     _, cfg = configure_command({'convert': CONVERT_DEFAULTS}, argv, __file__)
-    for p in convert(cfg['out_dir'], cfg['to'] or None, cfg['hf'] or None):
+    for p in convert(cfg['out_dir'], cfg['to'] or None, cfg['hf'] or None, cfg['tokenizer']):
         print(f"wrote {p}")
 
 

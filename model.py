@@ -42,6 +42,8 @@ class GPTConfig:
     norm_init: float | None = None  # DyT/DyISRU raw alpha/beta at init as the DyISRU code's init_alpha/init_beta
     norm_init_attn: float | None = None  # (norms.make_norm); set, they replace norm_alpha0(_attn); None = same
     pos: str = "learned"  # 'learned' absolute positions (GPT-2) or 'rope' (OEC, rotary on half the head dim)
+    rope_theta: float = 10000.0  # RoPE base: frequencies theta^(-2i/rotated dims) (Llama 2: 1e4, Llama 3: 5e5)
+    rope_fraction: float = 0.5  # share of each head's channels RoPE rotates (OEC: 0.5; Llama, Qwen3: 1.0)
     mlp: str = "gelu"  # 'gelu' (exact, nanoGPT, GPT-SW3), 'gelu_tanh' (GPT-2's gelu_new), 'swiglu' (OEC)
     qk_norm: bool = False  # norm on q and k per head before attention (OEC; Wortsman et al. 2023, arXiv:2309.14322)
     tie_embeddings: bool = True  # lm_head.weight is transformer.wte.weight
@@ -64,10 +66,14 @@ class GPTConfig:
         if self.n_head % self.n_kv_head:
             raise ValueError(f"n_head={self.n_head} is not divisible by n_kv_head={self.n_kv_head}: "
                              "change n_kv_head to a divisor of n_head")
-        if self.pos == "rope" and (self.n_embd // self.n_head) % 4:
-            raise ValueError(f"pos='rope' rotates pairs of channels in the first half of each head, so "
-                             f"the head dim n_embd/n_head={self.n_embd // self.n_head} must divide by 4: "
-                             "change n_embd or n_head")
+        rot = self.n_embd // self.n_head * self.rope_fraction
+        if self.pos == "rope" and (rot != int(rot) or int(rot) % 2 or rot < 2 or self.rope_fraction > 1):
+            raise ValueError(f"pos='rope' rotates pairs of channels in the first rope_fraction="
+                             f"{self.rope_fraction} of each head, so the head dim n_embd/n_head="
+                             f"{self.n_embd // self.n_head} times rope_fraction must be an even number of at "
+                             "least 2 (rope_fraction <= 1): change n_embd, n_head or rope_fraction")
+        if self.rope_theta <= 0:
+            raise ValueError(f"rope_theta={self.rope_theta} must be > 0: change rope_theta")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout={self.dropout} must be in [0, 1): change dropout")
         for key in ("norm_alpha0", "norm_alpha0_attn", "logit_softcap"):
@@ -98,18 +104,21 @@ def _normal_(p: torch.Tensor, std: float) -> None:
 # ----------------------------------------------------------------------------------------------------
 # Rotary position embedding, as in the OEC code (arXiv:2601.02031): lucidrains' RotaryEmbedding(dim=head_dim/2),
 # i.e. only the first half of each head's channels is rotated, in interleaved pairs (0,1), (2,3), ...,
-# with frequencies theta^(-2i/(head_dim/2)); the second half passes through unchanged.
+# with frequencies theta^(-2i/(head_dim/2)); the second half passes through unchanged. rope_fraction=1 rotates
+# every channel (Su et al. 2021, arXiv:2104.09864, eq. 34; Llama); hf.py maps the pairs to HF's layouts.
 
-def rope_cache(head_dim: int, T: int, theta: float = 10000.0) -> tuple[torch.Tensor, torch.Tensor]:
-    """cos, sin of shape (T, head_dim/4): one angle per position and rotated pair."""
-    rot = head_dim // 2
+def rope_cache(head_dim: int, T: int, theta: float = 10000.0,
+               fraction: float = 0.5) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos, sin of shape (T, rot/2), rot = head_dim * fraction rotated channels: one angle per position and
+    rotated pair."""
+    rot = int(head_dim * fraction)
     inv_freq = 1.0 / theta ** (torch.arange(0, rot, 2, dtype=torch.float64) / rot)  # (rot/2,)
     angles = torch.outer(torch.arange(T, dtype=torch.float64), inv_freq)  # (T, rot/2), fp64: exact at large T
     return angles.cos().float(), angles.sin().float()
 
 
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate x (B, T, nh, hs) at positions given by cos/sin (T, hs/4)."""
+    """Rotate the first 2 * cos.size(-1) channels of x (B, T, nh, hs) at positions given by cos/sin (T, rot/2)."""
     rot = 2 * cos.size(-1)
     x1, x2 = x[..., :rot].unflatten(-1, (-1, 2)).unbind(-1)  # (B, T, nh, rot/2) each
     cos, sin = cos[:, None, :].to(x.dtype), sin[:, None, :].to(x.dtype)  # (T, 1, rot/2)
@@ -186,13 +195,18 @@ class CausalSelfAttention(nn.Module):
         return self.resid_dropout(self.c_proj(y))
 
 
+def swiglu_hidden(n_embd: int) -> int:
+    """SwiGLU hidden size as in the OEC code (Modalities' SwiGLU): 256 * ceil((2/3 * 4d) / 256)."""
+    return 256 * ((int(2 * 4 * n_embd / 3) + 255) // 256)
+
+
 class MLP(nn.Module):
 
     def __init__(self, config: GPTConfig):
         super().__init__()
         self.swiglu = config.mlp == "swiglu"
-        if self.swiglu:  # OEC code (Modalities' SwiGLU): hidden = 256 * ceil((2/3 * 4d) / 256)
-            hidden = 256 * ((int(2 * 4 * config.n_embd / 3) + 255) // 256)
+        if self.swiglu:
+            hidden = swiglu_hidden(config.n_embd)
             self.c_fc = nn.Linear(config.n_embd, 2 * hidden, bias=config.bias)  # [gate W | value V]: 1 matmul
         else:
             hidden = 4 * config.n_embd
@@ -245,7 +259,7 @@ class GPT(nn.Module):
         if config.tie_embeddings:
             self.transformer.wte.weight = self.lm_head.weight  # one Parameter (V, H)
         if config.pos == "rope":  # not saved: recomputed by init_weights (also after meta-device init)
-            n_pairs = config.n_embd // config.n_head // 4
+            n_pairs = int(config.n_embd // config.n_head * config.rope_fraction) // 2
             self.register_buffer("rope_cos", torch.empty(config.block_size, n_pairs), persistent=False)
             self.register_buffer("rope_sin", torch.empty_like(self.rope_cos), persistent=False)
         self.init_weights()
@@ -273,7 +287,7 @@ class GPT(nn.Module):
             elif hasattr(m, "reset_parameters"):  # the norms (norms.py): constant fills
                 m.reset_parameters()
         if c.pos == "rope":
-            cos, sin = rope_cache(c.n_embd // c.n_head, c.block_size)
+            cos, sin = rope_cache(c.n_embd // c.n_head, c.block_size, c.rope_theta, c.rope_fraction)
             self.rope_cos.copy_(cos)
             self.rope_sin.copy_(sin)
 

@@ -18,12 +18,12 @@ import torch
 
 from checkpoint import load_run
 from configurator import ConfigError, configure, run_cli
-from hf import load_gpt2
+from hf import load_hf
 from tokenizer import get_tokenizer
 
 # -----------------------------------------------------------------------------
 out_dir = 'out'  # run folder holding ckpt.pt (written by train.py)
-hf_dir = ''  # or: a Hugging Face GPT2LMHeadModel folder (GPT-2, GPT-SW3) to sample from instead
+hf_dir = ''  # or: a Hugging Face folder (GPT-2, GPT-SW3, Llama, Qwen3, GLM, StableLM...: hf.load_hf)
 tokenizer = ''  # tokenizer spec (see tokenizer.get_tokenizer); '' = the one the run was trained with
 start = "\n"  # prompt text, or FILE:path to read it from a file
 chat = False  # wrap start in the GPT-SW3 chat format <|endoftext|><s>User: {start}<s>Bot: and stop at <s>
@@ -62,7 +62,7 @@ def main() -> None:
     _validate()
     torch.manual_seed(seed)
     if hf_dir:
-        model, tok = load_gpt2(hf_dir), get_tokenizer(tokenizer)
+        model, tok = load_hf(hf_dir), get_tokenizer(tokenizer)
     else:  # the run's model and its own tokenizer (checked: another --tokenizer would decode other text)
         model, tok = load_run(out_dir, device, tokenizer)[:2]
     model.eval().to(device)

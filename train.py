@@ -43,7 +43,7 @@ import parallel
 from chat import ChatLoader, load_chat_jsonl
 from checkpoint import CKPT, CheckpointError
 from configurator import configure
-from hf import load_gpt2
+from hf import load_hf
 from loader import SequentialLoader
 from losses import IGNORE_INDEX
 from mfu import peak_flops
@@ -73,7 +73,7 @@ keep_last_k = 2  # ckpt_<step>.pt files kept; ckpt.pt is always the newest
 checkpoint_format = 'full'  # 'full': one portable file, gathered on rank 0 (12 bytes/parameter: 75 GiB at 6.7B);
 #   'dcp': sharded, every rank writes its shards (torch.distributed.checkpoint) to ckpt_<step>.dcp/ on a filesystem
 #   all nodes share; resumes on any world size; `python checkpoint.py convert --out_dir=RUN --to=DIR` makes it 'full'
-init_from = 'scratch'  # 'scratch' | 'resume' (out_dir/ckpt.pt) | 'gpt2-hf:<HF GPT2 folder>' | 'finetune'
+init_from = 'scratch'  # 'scratch' | 'resume' (out_dir/ckpt.pt) | 'hf:<HF folder>' (gpt2-hf: too) | 'finetune'
 overwrite = False  # a new run into an out_dir that holds a checkpoint: True replaces that run, else stop
 finetune_from = ''  # init_from='finetune': out_dir of the pretraining run whose ckpt.pt gives the weights
 finetune_data = ''  # init_from='finetune': chat JSONL, {"messages": [{"role": "user"|"assistant", ...}]}
@@ -103,6 +103,8 @@ norm_alpha0_attn = None  # init of the post-attention norm ln_2; None = norm_alp
 norm_init = None  # DyT/DyISRU raw alpha/beta at init, as the DyISRU code's init_alpha/init_beta (replaces alpha0)
 norm_init_attn = None  # the same for ln_2; None = norm_init
 pos = 'learned'  # 'learned' | 'rope'
+rope_theta = 10000.0  # RoPE base (Llama 3: 500000)
+rope_fraction = 0.5  # share of each head's channels RoPE rotates (OEC: 0.5; Llama, Qwen3: 1.0)
 mlp = 'gelu'  # 'gelu' | 'swiglu'
 qk_norm = False  # normalise q and k per head (qk-LayerNorm)
 tie_embeddings = True  # output embedding = input embedding (GPT-2)
@@ -222,16 +224,16 @@ if chat and tok is None:
 # -----------------------------------------------------------------------------
 # model args: preset, then every model key you set; or the checkpoint's / HF folder's shape. Shape checks
 if pre_ckpt is not None:
-    model_args = dict(pre_ckpt['model_args'])
+    model_args = dataclasses.asdict(GPTConfig(**pre_ckpt['model_args']))  # model keys added since: their defaults
     check_shape(model_args, config, set_keys, f"the checkpoint of {finetune_from or out_dir}")
     model_args['dropout'] = dropout  # resume: the run's own (inherited); finetune: this config's
-elif init_from.startswith('gpt2-hf:'):
+elif init_from.startswith(('gpt2-hf:', 'hf:')):  # GPT-2, Llama, Qwen3, GLM(-4-MoE), StableLM (hf.load_hf)
     try:
-        hf_model = load_gpt2(init_from.split(':', 1)[1], dropout=dropout)
+        hf_model = load_hf(init_from.split(':', 1)[1], dropout=dropout)
     except (ValueError, OSError) as e:
         fail(f"init_from={init_from!r}: {e}")
     model_args = dataclasses.asdict(hf_model.config)  # weights are copied below
-    check_shape(model_args, config, set_keys, f"the Hugging Face folder {init_from[8:]}")
+    check_shape(model_args, config, set_keys, f"the Hugging Face folder {init_from.split(':', 1)[1]}")
 else:
     model_args = gpt_config_args(config, set_keys, data_vocab)
 if 'block_size' not in set_keys and init_from != 'resume':
@@ -316,7 +318,7 @@ if pre_ckpt is not None and pre_ckpt.get('dcp'):  # sharded: each rank reads its
         checkpoint.load_sharded(raw_model, opt if init_from == 'resume' else None, pre_ckpt)
     except CheckpointError as e:
         fail(str(e))
-elif pre_ckpt is not None or init_from.startswith('gpt2-hf:'):  # weights: checkpoint, or the HF model's
+elif pre_ckpt is not None or init_from.startswith(('gpt2-hf:', 'hf:')):  # weights: checkpoint, or the HF model's
     weights = pre_ckpt['model'] if pre_ckpt is not None else hf_model.state_dict()
     weights = {k.removeprefix('_orig_mod.'): v for k, v in weights.items()}
     set_model_state_dict(raw_model, weights, options=StateDictOptions(full_state_dict=True))

@@ -96,9 +96,9 @@ def validate(cfg: dict, set_keys: frozenset, world_size: int) -> None:
             GPTConfig(**gpt_config_args(cfg, set_keys, vocab_size=1))
         except ValueError as e:
             fail(str(e))
-    if not (cfg['init_from'] in ('scratch', 'resume', 'finetune') or cfg['init_from'].startswith('gpt2-hf:')):
-        fail(f"init_from={cfg['init_from']!r}: use 'scratch', 'resume', 'finetune' or 'gpt2-hf:<folder>' "
-             f"(a local Hugging Face GPT2LMHeadModel folder; nothing is downloaded)")
+    if not (cfg['init_from'] in ('scratch', 'resume', 'finetune') or cfg['init_from'].startswith(('gpt2-hf:', 'hf:'))):
+        fail(f"init_from={cfg['init_from']!r}: use 'scratch', 'resume', 'finetune' or 'hf:<folder>' "
+             f"(a local Hugging Face GPT-2, Llama, Qwen3, GLM, GLM-4-MoE or StableLM folder; nothing is downloaded)")
     if cfg['init_from'] == 'finetune' and not (cfg['finetune_from'] and cfg['finetune_data']):
         fail("init_from='finetune' needs --finetune_from=<pretraining out_dir> and "
              "--finetune_data=<chat.jsonl>")
@@ -171,7 +171,7 @@ def check_writable(folder: Path) -> None:
 
 
 def resolve_init(cfg: dict, set_keys: frozenset, world_size: int) -> dict | None:
-    """The checkpoint whose weights the run loads (None for init_from scratch or gpt2-hf), with cfg updated in
+    """The checkpoint whose weights the run loads (None for init_from scratch or hf:/gpt2-hf:), with cfg updated in
     place: a resume takes every key of the run's own config that is not set now and not a LAUNCH_KEY, then is
     validated again; a finetune trains on the pretraining run's dataset and data_root (its tokenizer). A bad
     checkpoint, or a dataset set to another folder than the pretraining run's, stops the run."""

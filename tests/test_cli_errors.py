@@ -48,6 +48,9 @@ CASES = [
     ('train-hf-missing', 'train.py --init_from=gpt2-hf:{t}/empty --data_root={d} --dataset=tiny '
      '--out_dir={t}/o3', 'config.json'),
     ('train-bad-init', 'train.py --init_from=gpt2', 'init_from'),
+    ('train-rope-fraction', 'train.py --pos=rope --rope_fraction=0.3', 'rope_fraction'),
+    ('train-rope-theta', 'train.py --pos=rope --rope_theta=0', 'rope_theta'),
+    ('train-hf-layout-missing', 'train.py --init_from=hf:{t}/empty --data_root={d} --dataset=tiny', 'config.json'),
     # sample.py
     ('sample-temperature', 'sample.py --temperature=-1', 'temperature'),
     ('sample-top-k', 'sample.py --top_k=0', 'top_k'),

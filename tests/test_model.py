@@ -40,6 +40,8 @@ def _randomise(m: torch.nn.Module, std: float = 0.3) -> None:
     (dict(n_embd=30), "n_embd"),
     (dict(n_kv_head=3), "n_kv_head"),
     (dict(pos="rope", n_embd=24, n_head=4), "head dim"),
+    (dict(pos="rope", rope_fraction=0.3), "rope_fraction"),
+    (dict(pos="rope", rope_theta=0.0), "rope_theta"),
     (dict(norm="batchnorm"), "norm"),
     (dict(pos="alibi"), "pos"),
     (dict(mlp="relu"), "mlp"),

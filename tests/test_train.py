@@ -258,6 +258,45 @@ def test_init_from_hf_gpt2_folder(tmp_path, data_root):
 
 
 @pytest.mark.slow
+def test_resume_of_a_checkpoint_written_before_the_rope_keys(tmp_path, tiny_dataset):
+    """A checkpoint whose model_args lack model keys added later (rope_theta, rope_fraction) resumes with
+    their defaults, the function it was trained with."""
+    from conftest import train_py
+    out = tmp_path / 'run'
+    assert train_py(out, tiny_dataset.parent, tiny_dataset.name).returncode == 0
+    ckpt = torch.load(out / 'ckpt.pt', weights_only=True)
+    for key in ('rope_theta', 'rope_fraction'):
+        del ckpt['model_args'][key], ckpt['config'][key]
+    torch.save(ckpt, out / 'ckpt.pt')
+    r = train_py(out, tiny_dataset.parent, tiny_dataset.name, init_from='resume', max_iters=3)
+    assert r.returncode == 0, r.stderr
+    assert torch.load(out / 'ckpt.pt', weights_only=True)['model_args']['rope_fraction'] == 0.5
+
+@pytest.mark.slow
+@pytest.mark.parametrize('cls, kw', [('LlamaForCausalLM', dict(num_key_value_heads=1, tie_word_embeddings=False)),
+                                     ('StableLmForCausalLM', dict(num_key_value_heads=2, partial_rotary_factor=0.5))])
+def test_init_from_hf_llama_family_folder(tmp_path, tiny_dataset, cls, kw):
+    """init_from='hf:<folder>' (hf.load_hf): a random transformers Llama / StableLM folder starts the run; with
+    learning_rate=0 the run's checkpoint computes the folder's logits, and the run records the layout's keys."""
+    from conftest import train_py
+    transformers = pytest.importorskip('transformers')
+    torch.manual_seed(0)
+    config = getattr(transformers, cls.replace('ForCausalLM', 'Config'))
+    hf = getattr(transformers, cls)(config(vocab_size=512, hidden_size=32, intermediate_size=256, num_hidden_layers=2,
+                                           num_attention_heads=2, max_position_embeddings=32, rms_norm_eps=1e-5,
+                                           layer_norm_eps=1e-5, **kw)).eval()
+    hf.save_pretrained(tmp_path / 'hf')
+    r = train_py(tmp_path / 'run', tiny_dataset.parent, tiny_dataset.name, init_from=f"hf:{tmp_path / 'hf'}",
+                 max_iters=1, eval_interval=1, warmup_iters=0, learning_rate=0.0, min_lr=0.0, bias=False)
+    assert r.returncode == 0, r.stderr
+    run = checkpoint.load_run(tmp_path / 'run')
+    x = torch.randint(0, 512, (2, 32))
+    with torch.no_grad():
+        assert (run.model(x) - hf(x).logits).abs().max().item() <= 1e-4
+    assert run.config['pos'] == 'rope' and run.config['rope_fraction'] == (1.0 if 'Llama' in cls else 0.5)
+
+
+@pytest.mark.slow
 def test_finetune_on_chat_learns_the_answers(tmp_path, shared_dir):
     """init_from='finetune': the pretraining checkpoint's weights (same val loss), a fresh optimizer and step
     count, chat batches with loss on the assistant tokens only; the loss on made-up Q/A pairs falls to ~0."""

@@ -587,3 +587,86 @@ def test_train_py_reads_top_to_bottom():
                 if not lines or max(lines) > fn.lineno:
                     late.append(f"{fn.name} (line {fn.lineno}) reads {n.id}, assigned at lines {lines}")
     assert not late, sorted(set(late))
+
+
+# -----------------------------------------------------------------------------
+# the loop, quick: a few steps of the tiny model, seconds each (the long end-to-end versions above are slow)
+
+def _same(a: float, b: float) -> bool:
+    """Bitwise-equal logged floats (a skipped step logs its non-finite loss as null)."""
+    return repr(a) == repr(b)
+
+
+def test_resume_quick_is_bitwise_and_carries_every_counter(tmp_path, data_root):
+    """4 steps uninterrupted = 2 steps, then resumed to 4: every logged loss, the final weights and optimizer
+    state bitwise, and every counter the checkpoint carries (step, tokens, skipped steps, best val loss, loader
+    position); a skipped non-finite step before the cut must still be counted after it."""
+    # lr 0.5 without warmup makes the val loss rise above the step-0 one: the best val loss is then the one
+    # recorded before the cut, which only a correctly restored counter carries to the end
+    flags = dict(max_iters=4, eval_interval=2, lr_decay_iters=4, dropout=0.1, keep_last_k=1, skip_nonfinite=True,
+                 inject_nonfinite_at_step=2, learning_rate=0.5, min_lr=0.05, warmup_iters=0)
+    full = run_train(tmp_path / 'full', data_root, **flags)
+    run_train(tmp_path / 'cut', data_root, **(flags | dict(max_iters=2)))
+    cut = torch.load(tmp_path / 'cut' / 'ckpt.pt', weights_only=True)
+    assert cut['step'] == 2 and cut['nonfinite_skipped'] == 1 and cut['tokens'] == 2 * 4 * 32
+    resumed = run_train(tmp_path / 'cut', data_root, **flags, init_from='resume')
+    a, b = _losses(full), _losses(resumed)
+    assert sorted(a) == sorted(b) == [1, 2, 3, 4] and all(_same(a[s], b[s]) for s in a), (a, b)
+    assert b[2] is None and all(math.isfinite(b[s]) for s in (1, 3, 4))  # non-finite is logged as null
+    f = torch.load(tmp_path / 'full' / 'ckpt.pt', weights_only=True)
+    r = torch.load(tmp_path / 'cut' / 'ckpt.pt', weights_only=True)
+    for key in ('step', 'tokens', 'nonfinite_skipped', 'best_val_loss', 'loader', 'schedule'):
+        assert f[key] == r[key], key
+    assert f['step'] == 4 and f['nonfinite_skipped'] == 1 and f['tokens'] == 4 * 4 * 32
+    evals = [rec['val_loss'] for rec in full if 'val_loss' in rec]
+    assert f['best_val_loss'] == min(evals) == evals[0] < min(evals[1:])
+    assert all(torch.equal(f['model'][k], r['model'][k]) for k in f['model'])
+    for k, state in f['optimizer']['state'].items():
+        assert all(torch.equal(v, r['optimizer']['state'][k][n]) for n, v in state.items()), k
+    for name in ('full', 'cut'):
+        summary = json.loads((tmp_path / name / 'summary.json').read_text())
+        assert summary['nonfinite_skipped'] == 1 and summary['tokens'] == f['tokens'] and summary['step'] == 4
+
+
+def _schedule_by_hand(it: int, schedule: str, lr: float, min_lr: float, warmup: int, decay_iters: int,
+                      max_iters: int, wsd_frac: float) -> float:
+    """nanoGPT's get_lr (linear warmup lr*(it+1)/(warmup+1), cosine to min_lr), and WSD (Hu et al. 2024,
+    arXiv:2404.06395: constant, then linear to min_lr over the last wsd_frac of max_iters), written out again."""
+    if it < warmup:
+        return lr * (it + 1) / (warmup + 1)
+    if schedule == 'cosine':
+        if it > decay_iters:
+            return min_lr
+        return min_lr + 0.5 * (1 + math.cos(math.pi * (it - warmup) / (decay_iters - warmup))) * (lr - min_lr)
+    start = max_iters - round(wsd_frac * max_iters)
+    return lr if it < start else lr + min(1.0, (it - start) / (max_iters - start)) * (min_lr - lr)
+
+
+@pytest.mark.parametrize('schedule', ['cosine', 'wsd'])
+def test_logged_lr_is_the_schedule_and_the_one_adamw_applied(tmp_path, data_root, schedule):
+    """The lr logged at step s (s steps done) is the schedule at iteration s-1, and it is the lr the optimizer
+    used: with weight decay 0, AdamW's update is p_{s-1} - p_s = lr * m_hat / (sqrt(v_hat) + eps), so the lr
+    implied by two consecutive checkpoints (ckpt_<s-1>, ckpt_<s> with its moments) must equal the logged one."""
+    hp = dict(learning_rate=1e-2, min_lr=1e-3, warmup_iters=2, lr_decay_iters=5, max_iters=7, wsd_decay_frac=0.5)
+    recs = run_train(tmp_path / 'run', data_root, schedule=schedule, eval_interval=1, keep_last_k=10,
+                     weight_decay=0.0, beta1=0.9, beta2=0.95, **hp)
+    logged = {r['step']: r['lr'] for r in recs if 'lr' in r}
+    expect = {s: _schedule_by_hand(s - 1, schedule, hp['learning_rate'], hp['min_lr'], hp['warmup_iters'],
+                                   hp['lr_decay_iters'], hp['max_iters'], hp['wsd_decay_frac']) for s in range(1, 8)}
+    assert logged.keys() == expect.keys()
+    assert all(math.isclose(logged[s], expect[s], rel_tol=1e-12) for s in expect), (logged, expect)
+    assert len(set(round(v, 12) for v in expect.values())) >= 4  # warmup, peak and decay all exercised
+    ckpts = checkpoint.step_files(tmp_path / 'run')
+    assert sorted(ckpts) == list(range(1, 8))
+    name = 'transformer.h.0.mlp.c_fc.weight'
+    for s in range(2, 8):
+        before = torch.load(ckpts[s - 1], weights_only=True)['model'][name].double()
+        after = torch.load(ckpts[s], weights_only=True)
+        st = after['optimizer']['state'][name]
+        t = float(st['step'])
+        assert t == s
+        direction = (st['exp_avg'].double() / (1 - 0.9 ** t)) / (
+            (st['exp_avg_sq'].double() / (1 - 0.95 ** t)).sqrt() + 1e-8)
+        big = direction.abs() > 0.1
+        implied = ((before - after['model'][name].double())[big] / direction[big]).median().item()
+        assert math.isclose(implied, logged[s], rel_tol=1e-3), (s, implied, logged[s])

@@ -670,3 +670,28 @@ def test_logged_lr_is_the_schedule_and_the_one_adamw_applied(tmp_path, data_root
         big = direction.abs() > 0.1
         implied = ((before - after['model'][name].double())[big] / direction[big]).median().item()
         assert math.isclose(implied, logged[s], rel_tol=1e-3), (s, implied, logged[s])
+
+
+@pytest.mark.parametrize('block, ok', [(39, True), (40, False), (41, False)])
+def test_val_split_must_be_longer_than_block_size(tmp_path, block, ok):
+    """400 bytes: 360 train, 40 val tokens. A window needs block_size + 1 tokens, so block_size 39 is the
+    largest that works; 40 and 41 stop before any work, naming val.bin and the fix."""
+    _write_bytes_dataset(tmp_path / 'data' / 'small', bytes(range(65, 65 + 20)) * 20)
+    args = dict(dataset='small', block_size=block, max_iters=1, eval_interval=1, batch_size=2)
+    if ok:
+        assert _losses(run_train(tmp_path / 'run', tmp_path / 'data', **args)) == {1: pytest.approx(5.5, abs=0.6)}
+    else:
+        _fails(tmp_path, tmp_path / 'data', rf'val\.bin has 40 tokens, not more than block_size={block}', **args)
+
+
+@pytest.mark.parametrize('block, ok', [(32, True), (33, False)])
+def test_resume_block_size_up_to_the_models_context(tmp_path, data_root, block, ok):
+    """A resumed or fine-tuned run may train on windows up to the model's context (32 here), not beyond."""
+    run_train(tmp_path / 'run', data_root, max_iters=2, eval_interval=2)
+    if ok:
+        assert max(_losses(run_train(tmp_path / 'run', data_root, max_iters=3, eval_interval=3, block_size=block,
+                                     init_from='resume'))) == 3
+    else:
+        with pytest.raises(SystemExit, match=rf"block_size={block} is longer than the model's context 32"):
+            run_train(tmp_path / 'run', data_root, max_iters=3, eval_interval=3, block_size=block,
+                      init_from='resume')

@@ -60,6 +60,16 @@ TARGETS = {
     'loaders': ('loader.py', ['loader.x_epoch_permutation*', 'loader.xǁStreamǁ*', 'loader.x__windows*',
                               'loader.xǁSequentialLoaderǁ*'], ['tests/test_data.py', 'tests/test_mutation_kills.py']),
     'chat': ('chat.py', ['chat.xǁChatLoaderǁ*'], ['tests/test_data.py', 'tests/test_mutation_kills.py']),
+    # the files the first mutation runs left out: the eval loss, checkpoints, readers, dedup, sweeps, MFU
+    'evaluation': ('evaluation.py', ['evaluation.*'], ['tests/test_evaluation.py', 'tests/test_train.py']),
+    'checkpoint': ('checkpoint.py', ['checkpoint.*'], ['tests/test_checkpoint.py', 'tests/test_train.py']),
+    'documents': ('documents.py', ['documents.*'], ['tests/test_documents.py', 'tests/test_line_endings.py',
+                                                    'tests/test_data.py']),
+    'dedup': ('dedup.py', ['dedup.*'], ['tests/test_dedup.py', 'tests/test_clean.py']),
+    'sweep': ('sweep.py', ['sweep.*'], ['tests/test_sweep.py']),
+    'mfu': ('mfu.py', ['mfu.*'], ['tests/test_model.py', 'tests/test_fsdp.py']),
+    'nerreaders': ('nerdata.py', ['nerdata.*'], ['tests/test_ner_layouts.py', 'tests/test_ner.py',
+                                                 'tests/test_line_endings.py', 'tests/test_ner_checks.py']),
 }
 STATUS = {1: 'killed', 3: 'killed', 0: 'survived', 5: 'no tests', 33: 'no tests', 34: 'skipped',
           35: 'suspicious', 36: 'timeout', 24: 'timeout', -24: 'timeout', 152: 'timeout', 255: 'timeout',

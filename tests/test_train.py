@@ -695,3 +695,43 @@ def test_resume_block_size_up_to_the_models_context(tmp_path, data_root, block, 
         with pytest.raises(SystemExit, match=rf"block_size={block} is longer than the model's context 32"):
             run_train(tmp_path / 'run', data_root, max_iters=3, eval_interval=3, block_size=block,
                       init_from='resume')
+
+
+def test_per_language_val_loss_and_bits_per_byte_quick(tmp_path, data_root):
+    """Every val_loss/<lang> is the mean F.cross_entropy of the checkpoint over train.py's fixed windows of that
+    language's split (generator seed + 7), and val_bpb/<lang> = nats / ln 2 x tokens per byte from meta.json
+    (0.5 here: the helper records twice as many bytes as tokens). The long version on data.py's output is slow."""
+    text = (data_root / 'en' / 'train.bin').read_bytes()[::2][:40_000]  # bytes of English text (uint16 -> low byte)
+    _write_bytes_dataset(tmp_path / 'data' / 'two', text, langs={'xx': text[:3000], 'yy': text[::-1][:3000]})
+    recs = run_train(tmp_path / 'run', tmp_path / 'data', dataset='two', max_iters=2, eval_interval=2)
+    ev = [r for r in recs if 'val_loss' in r][-1]
+    ckpt = torch.load(tmp_path / 'run' / 'ckpt.pt', weights_only=True)
+    from model import GPT, GPTConfig
+    model = GPT(GPTConfig(**ckpt['model_args']))
+    model.load_state_dict(ckpt['model'])
+    model.eval()
+    for lang in ('xx', 'yy'):
+        val = data.load_tokens(tmp_path / 'data' / 'two', f'val_{lang}')
+        gen = torch.Generator().manual_seed(ckpt['config']['seed'] + 7)
+        with torch.no_grad():
+            ce = sum(torch.nn.functional.cross_entropy(model(x).flatten(0, 1), y.flatten()).item()
+                     for x, y in (get_batch(val, TINY['batch_size'], TINY['block_size'], gen)
+                                  for _ in range(TINY['eval_iters']))) / TINY['eval_iters']
+        assert ev[f'val_loss/{lang}'] == pytest.approx(ce, rel=1e-5), lang
+        assert ev[f'val_bpb/{lang}'] == pytest.approx(ce / math.log(2) * 0.5, rel=1e-5), lang
+    assert ev['val_loss/xx'] != ev['val_loss/yy']
+
+
+def test_gradient_of_micro_steps_equals_one_batch_quick(tmp_path, data_root):
+    """8 sequences per step as 1 x 8 or 4 micro-steps x 2: the logged gradient norm (before clipping) and loss
+    agree, so the loss of every micro-step is weighted by its share of the batch. The ranks x micro-steps grid
+    is the slow test_grad_scale."""
+    flags = dict(max_iters=2, eval_interval=2, grad_clip=0.0, tie_embeddings=False, mu_loss=1e-2, z_loss=1e-3)
+    one = run_train(tmp_path / 'one', data_root, batch_size=8, gradient_accumulation_steps=1, **flags)
+    four = run_train(tmp_path / 'four', data_root, batch_size=2, gradient_accumulation_steps=4, **flags)
+    a, b = ([r for r in recs if 'grad_norm' in r] for recs in (one, four))
+    assert [r['step'] for r in a] == [r['step'] for r in b] == [1, 2] and a[0]['grad_norm'] > 0.1
+    for x, y in zip(a, b):
+        for key in ('grad_norm', 'loss', 'mu_loss', 'z_loss'):
+            assert x[key] == pytest.approx(y[key], rel=1e-5), (key, x, y)
+        assert x['tokens'] == y['tokens']

@@ -658,18 +658,20 @@ def test_logged_lr_is_the_schedule_and_the_one_adamw_applied(tmp_path, data_root
     assert len(set(round(v, 12) for v in expect.values())) >= 4  # warmup, peak and decay all exercised
     ckpts = checkpoint.step_files(tmp_path / 'run')
     assert sorted(ckpts) == list(range(1, 8))
-    name = 'transformer.h.0.mlp.c_fc.weight'
-    for s in range(2, 8):
-        before = torch.load(ckpts[s - 1], weights_only=True)['model'][name].double()
-        after = torch.load(ckpts[s], weights_only=True)
-        st = after['optimizer']['state'][name]
-        t = float(st['step'])
-        assert t == s
-        direction = (st['exp_avg'].double() / (1 - 0.9 ** t)) / (
-            (st['exp_avg_sq'].double() / (1 - 0.95 ** t)).sqrt() + 1e-8)
-        big = direction.abs() > 0.1
-        implied = ((before - after['model'][name].double())[big] / direction[big]).median().item()
-        assert math.isclose(implied, logged[s], rel_tol=1e-3), (s, implied, logged[s])
+    # a matrix (the decayed group) and a norm gain (the no-decay group): every group must get the lr
+    for name in ('transformer.h.0.mlp.c_fc.weight', 'transformer.ln_f.weight'):
+        for s in range(2, 8):
+            before = torch.load(ckpts[s - 1], weights_only=True)['model'][name].double()
+            after = torch.load(ckpts[s], weights_only=True)
+            st = after['optimizer']['state'][name]
+            t = float(st['step'])
+            assert t == s
+            direction = (st['exp_avg'].double() / (1 - 0.9 ** t)) / (
+                (st['exp_avg_sq'].double() / (1 - 0.95 ** t)).sqrt() + 1e-8)
+            big = direction.abs() > 0.1
+            assert big.sum() >= 8
+            implied = ((before - after['model'][name].double())[big] / direction[big]).median().item()
+            assert math.isclose(implied, logged[s], rel_tol=1e-3), (name, s, implied, logged[s])
 
 
 @pytest.mark.parametrize('block, ok', [(39, True), (40, False), (41, False)])

@@ -609,6 +609,7 @@ def test_resume_quick_is_bitwise_and_carries_every_counter(tmp_path, data_root):
     run_train(tmp_path / 'cut', data_root, **(flags | dict(max_iters=2)))
     cut = torch.load(tmp_path / 'cut' / 'ckpt.pt', weights_only=True)
     assert cut['step'] == 2 and cut['nonfinite_skipped'] == 1 and cut['tokens'] == 2 * 4 * 32
+    shutil.copytree(tmp_path / 'cut', tmp_path / 'cut2')
     resumed = run_train(tmp_path / 'cut', data_root, **flags, init_from='resume')
     a, b = _losses(full), _losses(resumed)
     assert sorted(a) == sorted(b) == [1, 2, 3, 4] and all(_same(a[s], b[s]) for s in a), (a, b)
@@ -626,6 +627,9 @@ def test_resume_quick_is_bitwise_and_carries_every_counter(tmp_path, data_root):
     for name in ('full', 'cut'):
         summary = json.loads((tmp_path / name / 'summary.json').read_text())
         assert summary['nonfinite_skipped'] == 1 and summary['tokens'] == f['tokens'] and summary['step'] == 4
+    # a step skipped after the resume adds to the one skipped before it
+    run_train(tmp_path / 'cut2', data_root, **(flags | dict(inject_nonfinite_at_step=4)), init_from='resume')
+    assert torch.load(tmp_path / 'cut2' / 'ckpt.pt', weights_only=True)['nonfinite_skipped'] == 2
 
 
 def _schedule_by_hand(it: int, schedule: str, lr: float, min_lr: float, warmup: int, decay_iters: int,
@@ -735,5 +739,26 @@ def test_gradient_of_micro_steps_equals_one_batch_quick(tmp_path, data_root):
     assert [r['step'] for r in a] == [r['step'] for r in b] == [1, 2] and a[0]['grad_norm'] > 0.1
     for x, y in zip(a, b):
         for key in ('grad_norm', 'loss', 'mu_loss', 'z_loss'):
+            assert x[key] == pytest.approx(y[key], rel=1e-5), (key, x, y)
+        assert x['tokens'] == y['tokens']
+
+
+def test_two_ddp_ranks_give_the_loss_and_gradient_of_one_process_quick(tmp_path, data_root):
+    """2 gloo ranks x 4 sequences = 1 process x 8: logged loss, terms and gradient norm (before clipping) agree,
+    so each rank's micro-step weight counts the world size and the logged loss is averaged over the ranks.
+    The full grid of splits (DDP and FSDP2, accumulation) is the slow test_grad_scale."""
+    from conftest import train_py
+    flags = dict(max_iters=2, eval_interval=2, lr_decay_iters=2, warmup_iters=1, grad_clip=0.0, mu_loss=1e-2,
+                 tie_embeddings=False, dtype='float32')
+    flags |= {k: v for k, v in TINY.items() if k not in flags and k != 'batch_size'}
+    one = run_train(tmp_path / 'one', data_root, batch_size=8, **flags)
+    r = train_py(tmp_path / 'two', data_root, 'en', nproc=2, parallelism='ddp', batch_size=4,
+                 gradient_accumulation_steps=2, bias=False, **flags)  # run_train's TINY has no bias
+    assert r.returncode == 0, r.stderr[-3000:]
+    a = [x for x in one if 'grad_norm' in x]
+    b = [x for x in _metrics(tmp_path / 'two') if 'grad_norm' in x]
+    assert [x['step'] for x in a] == [x['step'] for x in b] == [1, 2] and a[0]['grad_norm'] > 0.1
+    for x, y in zip(a, b):
+        for key in ('grad_norm', 'loss', 'mu_loss'):
             assert x[key] == pytest.approx(y[key], rel=1e-5), (key, x, y)
         assert x['tokens'] == y['tokens']

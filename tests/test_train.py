@@ -653,7 +653,7 @@ def test_logged_lr_is_the_schedule_and_the_one_adamw_applied(tmp_path, data_root
     implied by two consecutive checkpoints (ckpt_<s-1>, ckpt_<s> with its moments) must equal the logged one."""
     hp = dict(learning_rate=1e-2, min_lr=1e-3, warmup_iters=2, lr_decay_iters=5, max_iters=7, wsd_decay_frac=0.5)
     recs = run_train(tmp_path / 'run', data_root, schedule=schedule, eval_interval=1, keep_last_k=10,
-                     weight_decay=0.0, beta1=0.9, beta2=0.95, **hp)
+                     weight_decay=0.0, beta1=0.9, beta2=0.95, grad_clip=0.0, **hp)  # 0 = no clipping
     logged = {r['step']: r['lr'] for r in recs if 'lr' in r}
     expect = {s: _schedule_by_hand(s - 1, schedule, hp['learning_rate'], hp['min_lr'], hp['warmup_iters'],
                                    hp['lr_decay_iters'], hp['max_iters'], hp['wsd_decay_frac']) for s in range(1, 8)}
@@ -762,3 +762,17 @@ def test_two_ddp_ranks_give_the_loss_and_gradient_of_one_process_quick(tmp_path,
         for key in ('grad_norm', 'loss', 'mu_loss'):
             assert x[key] == pytest.approx(y[key], rel=1e-5), (key, x, y)
         assert x['tokens'] == y['tokens']
+
+
+def test_a_skipped_step_changes_no_weight_with_mu_centering(tmp_path, data_root):
+    """skip_nonfinite: a skipped step is no step at all; mu-centering, applied after each step, must not run
+    either (it would centre the untrained output embedding): the weights equal those of the same skipped
+    step without mu-centering."""
+    flags = dict(max_iters=1, eval_interval=1, warmup_iters=0, lr_decay_iters=1, skip_nonfinite=True,
+                 inject_nonfinite_at_step=1, tie_embeddings=False)
+    run_train(tmp_path / 'mu', data_root, mu_centering=True, **flags)
+    run_train(tmp_path / 'plain', data_root, **flags)
+    a, b = (torch.load(tmp_path / n / 'ckpt.pt', weights_only=True) for n in ('mu', 'plain'))
+    assert a['nonfinite_skipped'] == b['nonfinite_skipped'] == 1
+    assert all(torch.equal(a['model'][k], b['model'][k]) for k in a['model'])
+    assert a['model']['lm_head.weight'].mean(0).abs().max() > 1e-4  # not centred: a centring would show

@@ -38,11 +38,12 @@ def estimate_loss(model: torch.nn.Module, next_batch: Batches, n_batches: int, *
                   device: str | torch.device = "cpu") -> tuple[float, dict]:
     """(mean CE in nats/token, logit diagnostics) over n_batches batches (rounded up to a multiple of
     world_size), split over the ranks (every rank draws every batch and keeps its share) and all-reduced.
-    The diagnostics average over the first `diagnostics` batches of each rank. The model is put back in
-    training mode."""
+    The diagnostics average over the first `diagnostics` batches overall, whatever the world size (every rank
+    also computes them on its own first batch, weighted 0 past those, so all ranks reduce the same keys).
+    The model is put back in training mode."""
     model.eval()
     n_batches = math.ceil(n_batches / world_size) * world_size  # every rank runs the same number of forwards
-    diagnostics = min(diagnostics, n_batches // world_size)
+    diagnostics = min(diagnostics, n_batches)
     ce_sum, diag = 0.0, {}
     for k in range(n_batches):
         x, y = next_batch()
@@ -51,9 +52,10 @@ def estimate_loss(model: torch.nn.Module, next_batch: Batches, n_batches: int, *
         with autocast:
             logits = model(x)
             ce_sum += losses.cross_entropy(logits, y).item()
-        if k < diagnostics * world_size:
+        if diagnostics and k < max(diagnostics, world_size):
+            w = 1 / diagnostics if k < diagnostics else 0.0
             for key, v in losses.logit_diagnostics(logits, y).items():
-                diag[key] = diag.get(key, 0.0) + v / (diagnostics * world_size)
+                diag[key] = diag.get(key, 0.0) + w * v
     keys = sorted(diag)
     stats = torch.tensor([ce_sum / n_batches] + [diag[k] for k in keys], device=device)
     if world_size > 1:

@@ -60,23 +60,79 @@ TARGETS = {
     'loaders': ('loader.py', ['loader.x_epoch_permutation*', 'loader.xǁStreamǁ*', 'loader.x__windows*',
                               'loader.xǁSequentialLoaderǁ*'], ['tests/test_data.py', 'tests/test_mutation_kills.py']),
     'chat': ('chat.py', ['chat.xǁChatLoaderǁ*'], ['tests/test_data.py', 'tests/test_mutation_kills.py']),
+    # the files the first mutation runs left out: the eval loss, checkpoints, readers, dedup, sweeps, MFU
+    'evaluation': ('evaluation.py', ['evaluation.*'], ['tests/test_evaluation.py', 'tests/test_train.py']),
+    'checkpoint': ('checkpoint.py', ['checkpoint.*'], ['tests/test_checkpoint.py', 'tests/test_train.py']),
+    'documents': ('documents.py', ['documents.*'], ['tests/test_documents.py', 'tests/test_line_endings.py',
+                                                    'tests/test_data.py']),
+    'dedup': ('dedup.py', ['dedup.*'], ['tests/test_dedup.py', 'tests/test_clean.py']),
+    'sweep': ('sweep.py', ['sweep.*'], ['tests/test_sweep.py']),
+    'mfu': ('mfu.py', ['mfu.*'], ['tests/test_model.py', 'tests/test_fsdp.py']),
+    'nerreaders': ('nerdata.py', ['nerdata.*'], ['tests/test_ner_layouts.py', 'tests/test_ner.py',
+                                                 'tests/test_line_endings.py', 'tests/test_ner_checks.py']),
 }
+# train.py's loop is module-level code that mutmut cannot reach: hand-written one-line mutants, each a silently wrong
+# number (not a crash), run against the quick tests of the loop (--train_loop=True). (name, original, mutant)
+TRAIN_MUTANTS = [
+    ('lr one step ahead', "lr = lr_at(iter_num, config)", "lr = lr_at(iter_num + 1, config)"),
+    ('lr set on the first group only', "for group in opt.param_groups:\n        group['lr'] = lr",
+     "for group in opt.param_groups[:1]:\n        group['lr'] = lr"),
+    ('logged lr is the next step\'s', "loss=vals[0], lr=lr,", "loss=vals[0], lr=lr_at(iter_num, config),"),
+    ('micro-step weight without world_size', "weight = trained[micro_step] * world_size / n_global",
+     "weight = trained[micro_step] / n_global"),
+    ('micro-step weight 1 (sum, not mean)', "(loss * weight).backward()", "loss.backward()"),
+    ('logged loss not averaged over ranks', "stats = torch.cat([stats / world_size,", "stats = torch.cat([stats,"),
+    ('tokens not restored on resume', "iter_num, tokens_seen = pre_ckpt['step'], pre_ckpt['tokens']",
+     "iter_num, tokens_seen = pre_ckpt['step'], 0"),
+    ('skipped steps not restored', "best_val_loss, nonfinite_skipped = pre_ckpt['best_val_loss'], "
+     "pre_ckpt['nonfinite_skipped']", "best_val_loss, nonfinite_skipped = pre_ckpt['best_val_loss'], 0"),
+    ('best val loss not restored', "best_val_loss, nonfinite_skipped = pre_ckpt['best_val_loss'], ",
+     "best_val_loss, nonfinite_skipped = float('inf'), "),
+    ('loader position not restored', "loader.load_state_dict(pre_ckpt['loader'])", "pass"),
+    ('dropout RNG not restored', "checkpoint.set_rng_state(pre_ckpt['rng'][rank])", "torch.manual_seed(seed + rank)"),
+    ('tokens counted per step, not summed', "tokens_seen += real_tokens", "tokens_seen = real_tokens"),
+    ('skipped count forgets the resumed ones', "nonfinite_skipped = skipped_before + int(skipped_v)",
+     "nonfinite_skipped = int(skipped_v)"),
+    ('always_save_checkpoint ignored', "if iter_num > start_iter and (improved or always_save_checkpoint):",
+     "if iter_num > start_iter and improved:"),
+    ('per-language loss on the main val split', "rec[f'val_loss/{lang}'], _ = loss(windows(lang_data))",
+     "rec[f'val_loss/{lang}'], _ = loss(windows(val_data))"),
+    ('bits per byte times ln 2', "/ math.log(2) * tokens_per_byte", "* math.log(2) * tokens_per_byte"),
+    ('eval windows change with the step', "block_size=block_size, seed=seed + 7,",
+     "block_size=block_size, seed=seed + 7 + iter_num,"),
+    ('no final eval off the interval', "if (iter_num % eval_interval == 0 or iter_num >= max_iters or eval_only)",
+     "if (iter_num % eval_interval == 0 or eval_only)"),
+    ('mu-centering also on a skipped step', "optim.mu_centering_where_(raw_model.output_embedding(), step_ok)",
+     "optim.mu_centering_where_(raw_model.output_embedding(), torch.ones((), dtype=torch.bool))"),
+    ('clip at 0 when grad_clip=0', "grad_clip if grad_clip > 0 else float('inf')",
+     "grad_clip if grad_clip >= 0 else float('inf')"),
+    ('decay_lr=False ignored', "    config['schedule'] = 'constant'  # nanoGPT's decay_lr=False",
+     "    pass  # nanoGPT's decay_lr=False"),
+]
+TRAIN_LOOP_TESTS = ['tests/test_train.py', 'tests/test_evaluation.py']  # their quick tests (-m "not slow")
+
 STATUS = {1: 'killed', 3: 'killed', 0: 'survived', 5: 'no tests', 33: 'no tests', 34: 'skipped',
           35: 'suspicious', 36: 'timeout', 24: 'timeout', -24: 'timeout', 152: 'timeout', 255: 'timeout',
           37: 'caught by type check', -11: 'killed', -9: 'killed', None: 'not checked'}
 
 
-def prepare(target: str, work: Path) -> Path:
-    """A copy of the tracked files plus a [tool.mutmut] section; ../shared linked beside it."""
-    src, _, tests = TARGETS[target]
-    repo = work / target / 'repo'
-    shutil.rmtree(work / target, ignore_errors=True)
+def copy_repo(repo: Path) -> Path:
+    """A fresh copy of the tracked (and untracked, not ignored) files of this repository at `repo`."""
+    shutil.rmtree(repo, ignore_errors=True)
     files = subprocess.run(['git', 'ls-files', '--cached', '--others', '--exclude-standard'], cwd=ROOT,
                            capture_output=True, text=True, check=True).stdout.split()
     for f in files:
         if (ROOT / f).is_file():
             (repo / f).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(ROOT / f, repo / f)
+    return repo
+
+
+def prepare(target: str, work: Path) -> Path:
+    """A copy of the tracked files plus a [tool.mutmut] section; ../shared linked beside it."""
+    src, _, tests = TARGETS[target]
+    shutil.rmtree(work / target, ignore_errors=True)
+    repo = copy_repo(work / target / 'repo')
     shared = ROOT.parent / 'shared'
     for where in (work / target / 'shared', repo / 'shared'):  # tests find ../shared from repo/ and repo/mutants/
         where.symlink_to(shared)
@@ -215,13 +271,44 @@ MUTATE_DEFAULTS = dict(
     time_box_s=0.0,  # stop mutmut after this many seconds per target (0: no limit); the rest is "not checked"
     only=[],  # a subset of the target's function patterns to run, comma-separated (e.g. what a time box left)
     list=False,  # show the targets and exit
+    train_loop=False,  # also run the hand-written mutants of train.py's loop (TRAIN_MUTANTS) against its quick tests
     summary_only=False,  # summarise the last run in --work again
 )
+
+
+def train_loop_mutants(work: Path, env: dict) -> list[dict]:
+    """Apply each TRAIN_MUTANTS entry to a copy of train.py and run the loop's quick tests (stop at the first
+    failure): killed = a test failed. Prints one line per mutant; returns the rows."""
+    repo = copy_repo(work / 'train' / 'repo')
+    if (ROOT.parent / 'shared').is_dir():  # older test fixtures read the data beside the repository
+        (work / 'train' / 'shared').symlink_to(ROOT.parent / 'shared')
+    original = (repo / 'train.py').read_text()
+    rows = []
+    for name, old, new in TRAIN_MUTANTS:
+        if original.count(old) != 1:
+            rows.append(dict(mutant=name, status=f'not applied ({original.count(old)} matches)'))
+        else:
+            (repo / 'train.py').write_text(original.replace(old, new))
+            t0 = time.time()
+            r = subprocess.run([sys.executable, '-m', 'pytest', '-x', '-q', '-p', 'no:cacheprovider', '-m',
+                                'not slow', *TRAIN_LOOP_TESTS], cwd=repo, env=env, capture_output=True, text=True)
+            failed = [line.split(' ')[1] for line in r.stdout.splitlines() if line.startswith('FAILED ')]
+            rows.append(dict(mutant=name, status='killed' if r.returncode == 1 else
+                             'survived' if r.returncode == 0 else f'error (exit {r.returncode})',
+                             by=failed[:1], seconds=round(time.time() - t0)))
+        print(json.dumps(rows[-1]), flush=True)
+    (repo / 'train.py').write_text(original)
+    return rows
 
 
 def main(argv: list[str]) -> None:
     from configurator import configure
     args = configure(dict(MUTATE_DEFAULTS), argv, source=__file__)
+    if args['train_loop']:
+        rows = train_loop_mutants(Path(args['work']), dict(os.environ, OMP_NUM_THREADS='1', MKL_NUM_THREADS='1'))
+        print(f"train.py loop: {len(rows)} mutants, {sum(r['status'] == 'killed' for r in rows)} killed")
+        if not args['targets']:
+            return
     if args['list'] or not args['targets']:
         for t, (src, pats, tests) in TARGETS.items():
             print(f"{t:<10} {src:<13} {' '.join(pats)}  <- {' '.join(tests)}")

@@ -84,6 +84,29 @@ def test_save_is_atomic_and_prunes(tmp_path):
     assert load_checkpoint(tmp_path)['step'] == 3
 
 
+def test_ckpt_pt_is_complete_at_every_moment_of_a_save(tmp_path, monkeypatch):
+    """Before and after every file operation of a save (the write, each rename and link), ckpt.pt loads as a
+    complete checkpoint: the previous one until the final rename, the new one after it; never a partial file."""
+    checkpoint.save_checkpoint({'model': {'w': torch.ones(3)}, 'model_args': {}, 'step': 1}, tmp_path, 1, 2)
+    seen = []
+
+    def spy(real):
+        def op(*args):
+            seen.append(load_checkpoint(tmp_path)['step'])
+            out = real(*args)
+            if hasattr(args[-1], 'flush'):
+                args[-1].flush()  # the bytes written so far are on disk, as a kill would leave them
+            seen.append(load_checkpoint(tmp_path)['step'])
+            return out
+        return op
+    for module, name in ((torch, 'save'), (os, 'replace'), (os, 'link')):
+        monkeypatch.setattr(module, name, spy(getattr(module, name)))
+    checkpoint.save_checkpoint({'model': {'w': torch.zeros(3)}, 'model_args': {}, 'step': 2}, tmp_path, 2, 2)
+    monkeypatch.undo()
+    assert len(seen) >= 6 and seen == sorted(seen) and seen[0] == 1 and seen[-1] == 2, seen
+    assert torch.equal(load_checkpoint(tmp_path)['model']['w'], torch.zeros(3))
+
+
 def test_full_disk_gives_one_message_and_removes_the_partial_file(tmp_path, monkeypatch):
     checkpoint.save_checkpoint({'model': {}, 'model_args': {}, 'step': 1}, tmp_path, 1, keep_last_k=2)
 

@@ -405,3 +405,45 @@ def test_digest_set_matches_a_python_dict():
                     for k, v in zip(keys, values)]
         assert digests.first_of(keys, values).tolist() == expected
     assert len(digests) == len(seen) and len(digests.runs) <= 1 + np.log2(len(seen))
+
+
+class _Only(dict):
+    """Metrics with one value set; every other metric reads None (its filter is then not applied)."""
+    def __missing__(self, key):
+        return None
+
+
+def _failed(cfg: dict, metric: str, value: float) -> dict[str, bool]:
+    return {name: failed for name, m, _, _, failed in clean.quality_checks(_Only({metric: value}), {}, cfg)
+            if m == metric}
+
+
+def test_every_quality_filter_at_its_threshold():
+    """At, just below and just above each threshold: a 'max' filter removes a document only above it, a
+    'min' filter only below it (the value at the threshold is kept)."""
+    cfg = copy.deepcopy(config_keys(vars(clean)))
+    cfg["max_chars"] = 1000  # 0 = no limit: give it one to test
+    cases = [(name, metric, t, kind) for name, metric, t, kind in [
+        ("max_char_repetition", "char_repetition", cfg["max_char_repetition"], "max"),
+        ("alpha_present", "alpha_chars", 1, "min"),
+        ("min_chars", "chars", cfg["min_chars"], "min"),
+        ("max_chars", "chars", cfg["max_chars"], "max"),
+        ("max_digit_fraction", "digit_fraction", cfg["max_digit_fraction"], "max"),
+        ("min_mean_line_length", "mean_line_length", cfg["min_mean_line_length"], "min"),
+        ("min_median_line_length", "median_line_length", cfg["min_median_line_length"], "min"),
+        ("max_dup_line_fraction", "dup_line_fraction", cfg["max_dup_line_fraction"], "max"),
+        ("max_dup_line_char_fraction", "dup_line_char_fraction", cfg["max_dup_line_char_fraction"], "max"),
+        ("max_dup_para_fraction", "dup_para_fraction", cfg["max_dup_para_fraction"], "max"),
+        ("max_dup_para_char_fraction", "dup_para_char_fraction", cfg["max_dup_para_char_fraction"], "max"),
+        ("min_stop_words", "stop_words", cfg["min_stop_words"], "min"),
+        *[("max_top_ngram_char_fraction", f"top_{n}gram_char_fraction", t, "max")
+          for n, t in cfg["max_top_ngram_char_fraction"].items()],
+        *[("max_dup_ngram_char_fraction", f"dup_{n}gram_char_fraction", t, "max")
+          for n, t in cfg["max_dup_ngram_char_fraction"].items()]]]
+    for name, metric, t, kind in cases:
+        eps = 1 if isinstance(t, int) else 1e-9
+        at, below, above = (_failed(cfg, metric, v)[name] for v in (t, t - eps, t + eps))
+        assert not at, (name, t)
+        assert (above, below) == ((True, False) if kind == "max" else (False, True)), (name, kind, t)
+    every = _Only({metric: 0.0 for _, metric, _, _ in cases})  # every numeric filter clean.py applies
+    assert {(n, m) for n, m, *_ in clean.quality_checks(every, {}, cfg)} == {(n, m) for n, m, _, _ in cases}

@@ -514,3 +514,20 @@ def test_asr_scores_follow_nerblackbox_by_hand():
     # well-formed predictions are left alone
     ok = nertags.asr_scores([["B-X", "I-X", "L-X", "U-Y"]], [["B-X", "I-X", "L-X", "U-Y"]], "bilou")
     assert ok == {"abidance": 1.0, "precision": 1.0, "recall": 1.0, "f1": 1.0}
+
+
+def test_fine_tuning_defaults_and_presets_are_nerblackbox_published_ones():
+    """nerblackbox (Stollenwerk 2023, arXiv:2312.04306; modules/data/training_configs/default.ini and
+    modules/training_config/preset.py) and adaptive fine-tuning (Stollenwerk 2022, arXiv:2202.02617): the
+    defaults and the three presets, pinned."""
+    d = ner.TRAIN_DEFAULTS
+    assert {k: d[k] for k in ("lr_max", "warmup_epochs", "cooldown_epochs", "patience", "min_delta",
+                              "cooldown_restarts", "weight_decay", "batch_size", "max_seq_length", "seed",
+                              "preset")} == dict(lr_max=2e-5, warmup_epochs=2, cooldown_epochs=7, patience=0,
+                                                 min_delta=0.0, cooldown_restarts=True, weight_decay=0.01,
+                                                 batch_size=16, max_seq_length=128, seed=42, preset="adaptive")
+    assert ner.FINE_TUNING_PRESETS == {
+        "adaptive": dict(lr_schedule="constant", early_stopping=True, max_epochs=250),
+        "original": dict(lr_schedule="linear", early_stopping=False, max_epochs=5),  # BERT paper
+        "stable": dict(lr_schedule="linear", early_stopping=False, max_epochs=20),  # Mosbach et al. 2021
+    }

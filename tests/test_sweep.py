@@ -272,3 +272,19 @@ def test_norm_ablation_metrics_from_real_train_runs(tmp_path, monkeypatch, capsy
     l1, l2 = min(loss["d1"], loss["d2"]), min(loss["d1"], loss["d2"], loss["d12"])  # d12 is off the diagonal
     assert f"L1 {l1:.4f}" in line and f"L2 {l2:.4f}" in line and f"L12 {l1 - l2:.4f}" in line
     assert "(2 1-D / 3 runs, 0 diverged)" in line
+
+
+def test_stability_counts_a_run_at_exactly_1_1_best_as_stable():
+    """The DyISRU code's rule (results/plots.py::_compute_metrics): unstable means loss > 1.1 x best, so a run
+    at exactly 1.1 x best is stable and enters S; just above it is unstable; a NaN run counts only in #runs."""
+    best, share, s = sweep._stability([1.0, 1.1, 1.1 + 1e-9, math.nan])
+    assert best == 1.0 and share == 1 / 4 and s == pytest.approx((1.0 + 1.1) / 2 - 1.0)
+    assert sweep._stability([2.0, 2.2 - 1e-9]) == (2.0, 0.0, pytest.approx((2.2 - 1e-9) / 2 + 1.0 - 2.0))
+
+
+def test_lr_sensitivity_caps_at_the_loss_at_init_exactly():
+    """LRS = 1/(N-1) sum [min(L, L0) - min L]: a run at L0 and one above L0 (or diverged) all count as L0."""
+    assert sweep.lr_sensitivity([3.0, 5.0, 5.0 + 1e-9, math.inf], 5.0) == pytest.approx((0 + 2 + 2 + 2) / 3)
+    assert sweep.lr_sensitivity([3.0, 4.0], 5.0) == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="at least two"):
+        sweep.lr_sensitivity([3.0], 5.0)

@@ -543,3 +543,39 @@ def test_cli_analyze_size_lists(model, tmp_path):
     with pytest.raises(ValueError, match="--prune_sizes needs --data"):
         T.main(["analyze", f"--tokenizer={model}", "--prune_sizes=800", f"--out={tmp_path / 'an'}"])
     assert not (tmp_path / "an").exists()
+
+
+# ---------------------------------------------------------------------------------------------------
+# the published recipe, pinned: GPT-SW3 tokenizer (Stollenwerk 2023, arXiv:2304.14780), the authors' code
+# gpt-sw3-tokenizer src/training/training_sp.py and train.sh (the production 64k run)
+
+GPTSW3_PUBLISHED = dict(
+    model_type="bpe", normalization_rule_name="identity", remove_extra_whitespaces=False, add_dummy_prefix=True,
+    split_digits=True, byte_fallback=True, character_coverage=0.9999, pad_id=0, unk_id=1, bos_id=2, eos_id=3,
+    pad_piece="<pad>", unk_piece="<unk>", bos_piece="<s>", eos_piece="<|endoftext|>",
+    user_defined_symbols=["<|javascript|>", "<|python|>", "<|sql|>", "<|shell|>"],
+    max_sentence_length=2_000_000, minloglevel=1, allow_whitespace_only_pieces=False,
+)  # and train_extremely_large_corpus=True: SentencePiece >= 0.2 always counts in 64 bits and deprecates the flag
+
+
+def test_gptsw3_settings_are_the_published_ones(model):
+    """Every SentencePiece flag of the recipe equals the authors' call; the one deviation (input_sentence_size:
+    a reservoir sample instead of GPT-SW3's 0 = all) is the only other key besides a deprecated one. The trained model's own proto
+    records the same flags, so nothing between the dict and SentencePiece drops one."""
+    ours = {"input_sentence_size", "train_extremely_large_corpus"}
+    assert {k: v for k, v in T.GPTSW3_SETTINGS.items() if k not in ours} == GPTSW3_PUBLISHED
+    assert set(T.GPTSW3_SETTINGS) - set(GPTSW3_PUBLISHED) <= ours
+    assert T.GPTSW3_SETTINGS.get("train_extremely_large_corpus", True) is True
+    assert T.WHITESPACE_TOKENS == ["▁" * n for n in range(2, 25)]  # --add_whitespace_tokens 2: 23 pieces
+    assert T.TRAIN_OPTIONS["add_whitespace_tokens"] is True
+    proto = T.load_model_proto(model)
+    spec, norm = proto.trainer_spec, proto.normalizer_spec
+    assert spec.model_type == spec.BPE and spec.split_digits and spec.byte_fallback
+    assert spec.character_coverage == pytest.approx(0.9999) and spec.max_sentence_length == 2_000_000
+    assert not spec.allow_whitespace_only_pieces
+    assert (spec.pad_id, spec.unk_id, spec.bos_id, spec.eos_id) == (0, 1, 2, 3)
+    assert (spec.pad_piece, spec.unk_piece, spec.bos_piece, spec.eos_piece) == ("<pad>", "<unk>", "<s>",
+                                                                                  "<|endoftext|>")
+    assert list(spec.user_defined_symbols) == GPTSW3_PUBLISHED["user_defined_symbols"]
+    assert norm.name == "identity" and not norm.remove_extra_whitespaces and norm.add_dummy_prefix
+    assert [p.piece for p in proto.pieces[-23:]] == T.WHITESPACE_TOKENS  # appended after training

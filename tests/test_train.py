@@ -626,3 +626,192 @@ def test_train_py_reads_top_to_bottom():
                 if not lines or max(lines) > fn.lineno:
                     late.append(f"{fn.name} (line {fn.lineno}) reads {n.id}, assigned at lines {lines}")
     assert not late, sorted(set(late))
+
+
+# -----------------------------------------------------------------------------
+# the loop, quick: a few steps of the tiny model, seconds each (the long end-to-end versions above are slow)
+
+def _same(a: float, b: float) -> bool:
+    """Bitwise-equal logged floats (a skipped step logs its non-finite loss as null)."""
+    return repr(a) == repr(b)
+
+
+def test_resume_quick_is_bitwise_and_carries_every_counter(tmp_path, data_root):
+    """4 steps uninterrupted = 2 steps, then resumed to 4: every logged loss, the final weights and optimizer
+    state bitwise, and every counter the checkpoint carries (step, tokens, skipped steps, best val loss, loader
+    position); a skipped non-finite step before the cut must still be counted after it."""
+    # lr 0.5 without warmup makes the val loss rise above the step-0 one: the best val loss is then the one
+    # recorded before the cut, which only a correctly restored counter carries to the end
+    flags = dict(max_iters=4, eval_interval=2, lr_decay_iters=4, dropout=0.1, keep_last_k=1, skip_nonfinite=True,
+                 inject_nonfinite_at_step=2, learning_rate=0.5, min_lr=0.05, warmup_iters=0)
+    full = run_train(tmp_path / 'full', data_root, **flags)
+    run_train(tmp_path / 'cut', data_root, **(flags | dict(max_iters=2)))
+    cut = torch.load(tmp_path / 'cut' / 'ckpt.pt', weights_only=True)
+    assert cut['step'] == 2 and cut['nonfinite_skipped'] == 1 and cut['tokens'] == 2 * 4 * 32
+    shutil.copytree(tmp_path / 'cut', tmp_path / 'cut2')
+    resumed = run_train(tmp_path / 'cut', data_root, **flags, init_from='resume')
+    a, b = _losses(full), _losses(resumed)
+    assert sorted(a) == sorted(b) == [1, 2, 3, 4] and all(_same(a[s], b[s]) for s in a), (a, b)
+    assert b[2] is None and all(math.isfinite(b[s]) for s in (1, 3, 4))  # non-finite is logged as null
+    f = torch.load(tmp_path / 'full' / 'ckpt.pt', weights_only=True)
+    r = torch.load(tmp_path / 'cut' / 'ckpt.pt', weights_only=True)
+    for key in ('step', 'tokens', 'nonfinite_skipped', 'best_val_loss', 'loader', 'schedule'):
+        assert f[key] == r[key], key
+    assert f['step'] == 4 and f['nonfinite_skipped'] == 1 and f['tokens'] == 4 * 4 * 32
+    evals = [rec['val_loss'] for rec in full if 'val_loss' in rec]
+    assert f['best_val_loss'] == min(evals) == evals[0] < min(evals[1:])
+    assert all(torch.equal(f['model'][k], r['model'][k]) for k in f['model'])
+    for k, state in f['optimizer']['state'].items():
+        assert all(torch.equal(v, r['optimizer']['state'][k][n]) for n, v in state.items()), k
+    for name in ('full', 'cut'):
+        summary = json.loads((tmp_path / name / 'summary.json').read_text())
+        assert summary['nonfinite_skipped'] == 1 and summary['tokens'] == f['tokens'] and summary['step'] == 4
+    # a step skipped after the resume adds to the one skipped before it
+    run_train(tmp_path / 'cut2', data_root, **(flags | dict(inject_nonfinite_at_step=4)), init_from='resume')
+    assert torch.load(tmp_path / 'cut2' / 'ckpt.pt', weights_only=True)['nonfinite_skipped'] == 2
+
+
+def _schedule_by_hand(it: int, schedule: str, lr: float, min_lr: float, warmup: int, decay_iters: int,
+                      max_iters: int, wsd_frac: float) -> float:
+    """nanoGPT's get_lr (linear warmup lr*(it+1)/(warmup+1), cosine to min_lr), and WSD (Hu et al. 2024,
+    arXiv:2404.06395: constant, then linear to min_lr over the last wsd_frac of max_iters), written out again."""
+    if it < warmup:
+        return lr * (it + 1) / (warmup + 1)
+    if schedule == 'cosine':
+        if it > decay_iters:
+            return min_lr
+        return min_lr + 0.5 * (1 + math.cos(math.pi * (it - warmup) / (decay_iters - warmup))) * (lr - min_lr)
+    start = max_iters - round(wsd_frac * max_iters)
+    return lr if it < start else lr + min(1.0, (it - start) / (max_iters - start)) * (min_lr - lr)
+
+
+@pytest.mark.parametrize('schedule', ['cosine', 'wsd'])
+def test_logged_lr_is_the_schedule_and_the_one_adamw_applied(tmp_path, data_root, schedule):
+    """The lr logged at step s (s steps done) is the schedule at iteration s-1, and it is the lr the optimizer
+    used: with weight decay 0, AdamW's update is p_{s-1} - p_s = lr * m_hat / (sqrt(v_hat) + eps), so the lr
+    implied by two consecutive checkpoints (ckpt_<s-1>, ckpt_<s> with its moments) must equal the logged one."""
+    hp = dict(learning_rate=1e-2, min_lr=1e-3, warmup_iters=2, lr_decay_iters=5, max_iters=7, wsd_decay_frac=0.5)
+    recs = run_train(tmp_path / 'run', data_root, schedule=schedule, eval_interval=1, keep_last_k=10,
+                     weight_decay=0.0, beta1=0.9, beta2=0.95, grad_clip=0.0, **hp)  # 0 = no clipping
+    logged = {r['step']: r['lr'] for r in recs if 'lr' in r}
+    expect = {s: _schedule_by_hand(s - 1, schedule, hp['learning_rate'], hp['min_lr'], hp['warmup_iters'],
+                                   hp['lr_decay_iters'], hp['max_iters'], hp['wsd_decay_frac']) for s in range(1, 8)}
+    assert logged.keys() == expect.keys()
+    assert all(math.isclose(logged[s], expect[s], rel_tol=1e-12) for s in expect), (logged, expect)
+    assert len(set(round(v, 12) for v in expect.values())) >= 4  # warmup, peak and decay all exercised
+    ckpts = checkpoint.step_files(tmp_path / 'run')
+    assert sorted(ckpts) == list(range(1, 8))
+    # a matrix (the decayed group) and a norm gain (the no-decay group): every group must get the lr
+    for name in ('transformer.h.0.mlp.c_fc.weight', 'transformer.ln_f.weight'):
+        for s in range(2, 8):
+            before = torch.load(ckpts[s - 1], weights_only=True)['model'][name].double()
+            after = torch.load(ckpts[s], weights_only=True)
+            st = after['optimizer']['state'][name]
+            t = float(st['step'])
+            assert t == s
+            direction = (st['exp_avg'].double() / (1 - 0.9 ** t)) / (
+                (st['exp_avg_sq'].double() / (1 - 0.95 ** t)).sqrt() + 1e-8)
+            big = direction.abs() > 0.1
+            assert big.sum() >= 8
+            implied = ((before - after['model'][name].double())[big] / direction[big]).median().item()
+            assert math.isclose(implied, logged[s], rel_tol=1e-3), (name, s, implied, logged[s])
+
+
+@pytest.mark.parametrize('block, ok', [(39, True), (40, False), (41, False)])
+def test_val_split_must_be_longer_than_block_size(tmp_path, block, ok):
+    """400 bytes: 360 train, 40 val tokens. A window needs block_size + 1 tokens, so block_size 39 is the
+    largest that works; 40 and 41 stop before any work, naming val.bin and the fix."""
+    _write_bytes_dataset(tmp_path / 'data' / 'small', bytes(range(65, 65 + 20)) * 20)
+    args = dict(dataset='small', block_size=block, max_iters=1, eval_interval=1, batch_size=2)
+    if ok:
+        assert _losses(run_train(tmp_path / 'run', tmp_path / 'data', **args)) == {1: pytest.approx(5.5, abs=0.6)}
+    else:
+        _fails(tmp_path, tmp_path / 'data', rf'val\.bin has 40 tokens, not more than block_size={block}', **args)
+
+
+@pytest.mark.parametrize('block, ok', [(32, True), (33, False)])
+def test_resume_block_size_up_to_the_models_context(tmp_path, data_root, block, ok):
+    """A resumed or fine-tuned run may train on windows up to the model's context (32 here), not beyond."""
+    run_train(tmp_path / 'run', data_root, max_iters=2, eval_interval=2)
+    if ok:
+        assert max(_losses(run_train(tmp_path / 'run', data_root, max_iters=3, eval_interval=3, block_size=block,
+                                     init_from='resume'))) == 3
+    else:
+        with pytest.raises(SystemExit, match=rf"block_size={block} is longer than the model's context 32"):
+            run_train(tmp_path / 'run', data_root, max_iters=3, eval_interval=3, block_size=block,
+                      init_from='resume')
+
+
+def test_per_language_val_loss_and_bits_per_byte_quick(tmp_path, data_root):
+    """Every val_loss/<lang> is the mean F.cross_entropy of the checkpoint over train.py's fixed windows of that
+    language's split (generator seed + 7), and val_bpb/<lang> = nats / ln 2 x tokens per byte from meta.json
+    (0.5 here: the helper records twice as many bytes as tokens). The long version on data.py's output is slow."""
+    text = (data_root / 'en' / 'train.bin').read_bytes()[::2][:40_000]  # bytes of English text (uint16 -> low byte)
+    _write_bytes_dataset(tmp_path / 'data' / 'two', text, langs={'xx': text[:3000], 'yy': text[::-1][:3000]})
+    recs = run_train(tmp_path / 'run', tmp_path / 'data', dataset='two', max_iters=2, eval_interval=2)
+    ev = [r for r in recs if 'val_loss' in r][-1]
+    ckpt = torch.load(tmp_path / 'run' / 'ckpt.pt', weights_only=True)
+    from model import GPT, GPTConfig
+    model = GPT(GPTConfig(**ckpt['model_args']))
+    model.load_state_dict(ckpt['model'])
+    model.eval()
+    for lang in ('xx', 'yy'):
+        val = data.load_tokens(tmp_path / 'data' / 'two', f'val_{lang}')
+        gen = torch.Generator().manual_seed(ckpt['config']['seed'] + 7)
+        with torch.no_grad():
+            ce = sum(torch.nn.functional.cross_entropy(model(x).flatten(0, 1), y.flatten()).item()
+                     for x, y in (get_batch(val, TINY['batch_size'], TINY['block_size'], gen)
+                                  for _ in range(TINY['eval_iters']))) / TINY['eval_iters']
+        assert ev[f'val_loss/{lang}'] == pytest.approx(ce, rel=1e-5), lang
+        assert ev[f'val_bpb/{lang}'] == pytest.approx(ce / math.log(2) * 0.5, rel=1e-5), lang
+    assert ev['val_loss/xx'] != ev['val_loss/yy']
+
+
+def test_gradient_of_micro_steps_equals_one_batch_quick(tmp_path, data_root):
+    """8 sequences per step as 1 x 8 or 4 micro-steps x 2: the logged gradient norm (before clipping) and loss
+    agree, so the loss of every micro-step is weighted by its share of the batch. The ranks x micro-steps grid
+    is the slow test_grad_scale."""
+    flags = dict(max_iters=2, eval_interval=2, grad_clip=0.0, tie_embeddings=False, mu_loss=1e-2, z_loss=1e-3)
+    one = run_train(tmp_path / 'one', data_root, batch_size=8, gradient_accumulation_steps=1, **flags)
+    four = run_train(tmp_path / 'four', data_root, batch_size=2, gradient_accumulation_steps=4, **flags)
+    a, b = ([r for r in recs if 'grad_norm' in r] for recs in (one, four))
+    assert [r['step'] for r in a] == [r['step'] for r in b] == [1, 2] and a[0]['grad_norm'] > 0.1
+    for x, y in zip(a, b):
+        for key in ('grad_norm', 'loss', 'mu_loss', 'z_loss'):
+            assert x[key] == pytest.approx(y[key], rel=1e-5), (key, x, y)
+        assert x['tokens'] == y['tokens']
+
+
+def test_two_ddp_ranks_give_the_loss_and_gradient_of_one_process_quick(tmp_path, data_root):
+    """2 gloo ranks x 4 sequences = 1 process x 8: logged loss, terms and gradient norm (before clipping) agree,
+    so each rank's micro-step weight counts the world size and the logged loss is averaged over the ranks.
+    The full grid of splits (DDP and FSDP2, accumulation) is the slow test_grad_scale."""
+    from conftest import train_py
+    flags = dict(max_iters=2, eval_interval=2, lr_decay_iters=2, warmup_iters=1, grad_clip=0.0, mu_loss=1e-2,
+                 tie_embeddings=False, dtype='float32')
+    flags |= {k: v for k, v in TINY.items() if k not in flags and k != 'batch_size'}
+    one = run_train(tmp_path / 'one', data_root, batch_size=8, **flags)
+    r = train_py(tmp_path / 'two', data_root, 'en', nproc=2, parallelism='ddp', batch_size=4,
+                 gradient_accumulation_steps=2, bias=False, **flags)  # run_train's TINY has no bias
+    assert r.returncode == 0, r.stderr[-3000:]
+    a = [x for x in one if 'grad_norm' in x]
+    b = [x for x in _metrics(tmp_path / 'two') if 'grad_norm' in x]
+    assert [x['step'] for x in a] == [x['step'] for x in b] == [1, 2] and a[0]['grad_norm'] > 0.1
+    for x, y in zip(a, b):
+        for key in ('grad_norm', 'loss', 'mu_loss'):
+            assert x[key] == pytest.approx(y[key], rel=1e-5), (key, x, y)
+        assert x['tokens'] == y['tokens']
+
+
+def test_a_skipped_step_changes_no_weight_with_mu_centering(tmp_path, data_root):
+    """skip_nonfinite: a skipped step is no step at all; mu-centering, applied after each step, must not run
+    either (it would centre the untrained output embedding): the weights equal those of the same skipped
+    step without mu-centering."""
+    flags = dict(max_iters=1, eval_interval=1, warmup_iters=0, lr_decay_iters=1, skip_nonfinite=True,
+                 inject_nonfinite_at_step=1, tie_embeddings=False)
+    run_train(tmp_path / 'mu', data_root, mu_centering=True, **flags)
+    run_train(tmp_path / 'plain', data_root, **flags)
+    a, b = (torch.load(tmp_path / n / 'ckpt.pt', weights_only=True) for n in ('mu', 'plain'))
+    assert a['nonfinite_skipped'] == b['nonfinite_skipped'] == 1
+    assert all(torch.equal(a['model'][k], b['model'][k]) for k in a['model'])
+    assert a['model']['lm_head.weight'].mean(0).abs().max() > 1e-4  # not centred: a centring would show

@@ -86,6 +86,7 @@ wandb_run_name = 'run'  # W&B run name (wandb_log=True)
 dataset = 'shakespeare'  # folder data_root/<dataset>; prepared on first use when data.py knows the name
 data_root = 'data'  # dataset folders live in data_root/<dataset>
 tokenizer = ''  # '' = the prepared folder's (new folders: data.py trains a BPE) | 'gpt2' | 'cl100k_base' | x.model
+rebuild_dataset = False  # True: a tokenizer other than the prepared folder's rebuilds it in place (else: stop)
 gradient_accumulation_steps = 1  # micro-steps per step over ALL ranks (nanoGPT: divided by world size)
 batch_size = 16  # micro-batch size per rank, in sequences
 block_size = 128  # context length in tokens
@@ -196,9 +197,10 @@ autocast = torch.autocast(device_type, dtype=torch.bfloat16) if dtype == 'bfloat
 # their checkpoint trained on, and stop if it is not the same (data.dataset_identity) before anything else
 data_dir = Path(data_root) / dataset
 if master and pre_ckpt is None and (tokenizer or not (data_dir / 'train.bin').is_file()):
-    # a given tokenizer re-prepares the folder only when it differs (data.py compares recipes)
+    # a given tokenizer other than the folder's stops the run, or with rebuild_dataset rebuilds the folder
     try:
-        data.prepare_dataset(dataset, data_root=data_root, tokenizer=tokenizer or None)
+        data.prepare_dataset(dataset, data_root=data_root, tokenizer=tokenizer or None,
+                             rebuild_dataset=rebuild_dataset)
     except (ValueError, OSError) as e:
         fail(f"cannot prepare dataset {dataset!r} in {data_dir}: {e}")
 if world_size > 1:  # a given tokenizer may make rank 0 rebuild the folder: wait for it without the 10-30 min

@@ -514,12 +514,14 @@ def _predict_cli(cfg: dict) -> None:
         raise ValueError("give --input=in.jsonl|in.txt and --output=out.jsonl")
     if cfg["format"] not in ("jsonl", "labelstudio", "doccano"):
         raise ValueError(f"--format={cfg['format']!r}: choose jsonl, labelstudio or doccano")
+    check_output_path("output", cfg["output"], [cfg["input"]])
+    inputs = read_texts(cfg["input"])  # a missing file or one of another kind (CoNLL) stops before the model loads
     tagger = Tagger.load(cfg["model"], cfg["device"], cfg["batch_size"])
     if cfg["format"] == "jsonl":
         docs = predict_on_file(tagger, cfg["input"], cfg["output"])
         n = sum(len(d["tags"]) for d in docs)
     else:
-        texts = [d["text"] for d in read_texts(cfg["input"])]
+        texts = [d["text"] for d in inputs]
         preds = predict(tagger, texts)
         write = annotate.write_labelstudio_predictions if cfg["format"] == "labelstudio" else annotate.write_doccano
         write(texts, preds, cfg["output"])

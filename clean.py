@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 
 import tokenizer
-from configurator import config_keys, configure
+from configurator import check_output_path, config_keys, configure
 from dedup import DigestSet, fuzzy_duplicates, minhash_signatures
 from documents import ON_BAD_INPUT, batched, building, expand, read_documents, replace_folder
 
@@ -527,7 +527,9 @@ def check_config(cfg: dict) -> None:
 
 
 def check_out(cfg: dict) -> None:
-    """--out must be new or empty, unless overwrite=True (then it is replaced whole, atomically)."""
+    """--out must be new or empty, unless overwrite=True (then it is replaced whole, atomically), and outside every
+    input folder (a rerun would read its own output)."""
+    check_output_path("out", cfg["out"], cfg["input"])
     out = Path(cfg["out"])
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out {out} is a file: give a folder")

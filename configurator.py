@@ -83,7 +83,7 @@ def check_output_path(key: str, path, inputs=()) -> None:
     if not str(path).strip():
         raise ConfigError(f"--{key} is empty, which would write into the current folder: give a path")
     out = Path(path).resolve()
-    for src in map(str, inputs):
+    for src in map(str, [inputs] if isinstance(inputs, (str, Path)) else inputs):
         if out == Path(src).resolve():
             raise ConfigError(f"--{key}={path} is also an input ({src}): writing it would overwrite the input; "
                               f"choose another --{key}")

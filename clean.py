@@ -15,7 +15,8 @@ folder (sv/wiki.jsonl -> sv), else 'unknown'. A document's id is its `id` field,
 is always "FILE:LINE" (LINE = the row of a Parquet file): unique, so `duplicate_of` names it. Ids used twice
 are counted in the report (`duplicate_ids`).
 Output in --out (built in a temporary folder and renamed into place: an existing non-empty --out is
-refused unless --overwrite=True, which replaces it whole): kept.jsonl, kept/<lang>/kept.jsonl,
+refused unless --overwrite=True, which replaces it whole; an --out inside an input folder is refused, as a rerun
+would read it): kept.jsonl, kept/<lang>/kept.jsonl,
 removed.jsonl (every removed document or bad input record with `reason` = the step: bad_input | empty |
 quality | exact_dup | fuzzy_dup; duplicates carry `duplicate_of` = the key of the kept document),
 report.json (documents and bytes per step and language). Nothing is dropped silently.

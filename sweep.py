@@ -18,8 +18,9 @@ Runs are the cartesian product, named by their swept values in grid order (`lear
 variant=z_loss`), each a train.py run folder under the sweep folder (--sweep_dir, default
 sweeps/<config name>). The grid is recorded in sweep.json; a folder holding another grid is refused.
 A run whose summary.json says finished or diverged is skipped, so an interrupted sweep resumes (a run
-with a checkpoint but no summary continues with --init_from=resume). A diverged run (NaN) is a row with
-diverged=True, not a crash of the sweep.
+with a checkpoint but no summary continues with --init_from=resume). A SIGTERM or SIGINT to sweep.py is
+forwarded to the running train.py, which saves; the run is recorded as interrupted (train.log) and resumes on
+the next sweep.py. A diverged run (NaN) is a row with diverged=True, not a crash of the sweep.
 
 sweep.py's own keys (SWEEP_DEFAULTS, `python sweep.py -h`): --dry_run, --results_only, --sweep_dir=DIR,
 --nproc_per_node=N (for the torchrun lines, default 8); every other --key=value is a train.py key.

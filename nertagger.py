@@ -229,8 +229,9 @@ def read_texts(path: str | Path) -> list[dict]:
     layout = nerdata.conll_layout_or_none(path)
     if layout is not None:  # token<TAB>tag lines: as text, the tag column would be tagged too
         raise ValueError(f"{path} is a CoNLL file (words in column {layout['token_column']}, NER tags in column "
-                         f"{layout['tag_column']}), not text with one document per line: to score a model on it use `ner.py evaluate --data={path}`; to tag "
-                         f"its sentences give them as text lines or standard JSONL")
+                         f"{layout['tag_column']}), not text with one document per line: to score a model on it use "
+                         f"`ner.py evaluate --data={path}`; to tag its sentences give them as text lines or standard "
+                         f"JSONL")
     with open(path, encoding="utf-8") as f:
         return [{"line": i + 1, "text": line.rstrip("\r\n")} for i, line in enumerate(f)]
 

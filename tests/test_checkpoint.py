@@ -173,9 +173,10 @@ def test_run_folder_lock_refuses_a_second_run_and_takes_over_a_stale_lock(tmp_pa
     was killed (-9: no clean-up) leaves a stale lock file, taken over with one message; release removes the lock
     file and the folders the lock made, when nothing else was written there."""
     run_dir = tmp_path / 'a' / 'run'
-    holder = subprocess.Popen([sys.executable, '-c', f"import checkpoint, sys; checkpoint.lock_run_folder({str(run_dir)!r}); "
-                               "print('locked', flush=True); sys.stdin.read()"], cwd=ROOT, stdin=subprocess.PIPE,
-                              stdout=subprocess.PIPE, text=True)
+    code = (f"import checkpoint, sys; checkpoint.lock_run_folder({str(run_dir)!r}); print('locked', flush=True); "
+            "sys.stdin.read()")
+    holder = subprocess.Popen([sys.executable, '-c', code], cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                              text=True)
     try:
         assert holder.stdout.readline().strip() == 'locked'
         with pytest.raises(CheckpointError, match=rf"in use by another run: pid {holder.pid} on .*, started 20"):

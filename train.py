@@ -168,6 +168,8 @@ if parallelism == 'none' or int(os.environ.get('RANK', 0)) == 0:  # one run per 
         checkpoint.lock_run_folder(out_dir)
     except CheckpointError as e:
         fail(str(e))
+# SIGTERM before the training loop's own handler (below): stop at once, nothing to save, the lock released
+signal.signal(signal.SIGTERM, lambda signum, frame: fail("stopped by SIGTERM before the first step (nothing saved)"))
 if init_from != 'resume' and checkpoint.has_checkpoint(run_dir) and not overwrite:
     fail(f"out_dir={out_dir!r} holds another run's checkpoint: continue it with --init_from=resume, choose "
          f"a new --out_dir, or pass --overwrite=True to replace that run")

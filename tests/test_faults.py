@@ -160,3 +160,13 @@ def test_one_run_per_out_dir_and_the_lock_goes_with_the_run(tiny_dataset, tmp_pa
     assert r.returncode == 0, r.stderr[-3000:]
     assert f"taking over the stale lock of pid {proc.pid} on h, started 2026-01-01" in r.stderr
     assert not (out / '.lock').exists()
+    early = tmp_path / 'early'  # SIGTERM as soon as the lock is taken (setup, or the first steps): lock released
+    proc = _popen(early, tiny_dataset, **LONG)
+    t0 = time.time()
+    while not (early / '.lock').exists():
+        assert proc.poll() is None and time.time() - t0 < 120, proc.stdout.read()[-3000:]
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGTERM)
+    log = proc.communicate(timeout=120)[0]
+    assert proc.returncode in (0, 1) and 'Traceback' not in log and 'stopped by SIGTERM' in log, log[-3000:]
+    assert not (early / '.lock').exists()

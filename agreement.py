@@ -31,7 +31,11 @@ def load_annotations(paths: list[str]) -> tuple[dict[str, dict[str, dict]], dict
     A file with one annotator is named by its file name; a file holding several (a Label Studio export)
     is split into its annotators. Checks the inputs agree with each other (texts, documents, labels)."""
     annotations, sources = {}, {}
-    for path in paths:
+    for k, path in enumerate(paths):
+        twice = [p for p in paths[:k] if Path(p).resolve() == Path(path).resolve()]
+        if twice:
+            raise ValueError(f"{path} is given twice in --input ({twice[0]}): one annotator's file compared with "
+                             f"itself agrees perfectly; give each annotator's file once")
         docs, report = read_documents(path, annotator=None)
         if report.get("text_mismatch"):  # the offsets point elsewhere than the annotator's text: never merge those
             raise ValueError(f"{path}: {len(report['text_mismatch'])} span(s) whose text differs from the document "
@@ -50,7 +54,9 @@ def load_annotations(paths: list[str]) -> tuple[dict[str, dict[str, dict]], dict
                 by_id[doc_id(d, i)] = d
             annotations[name], sources[name] = by_id, path
     if len(annotations) < 2:
-        raise ValueError(f"agreement needs at least two annotators, got {list(annotations)} from {paths}")
+        raise ValueError(f"agreement and merge need two or more annotators, got {list(annotations)} from {paths}: "
+                         f"give two or more files, comma-separated (--input=A.jsonl,B.jsonl), or a Label Studio "
+                         f"export holding several annotators")
     _check_consistent(annotations, sources)
     return annotations, sources
 

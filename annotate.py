@@ -24,7 +24,7 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
-from configurator import configure_command
+from configurator import check_output_path, configure_command
 
 CONVERT_DEFAULTS = dict(
     input="",  # a standard JSONL, Doccano JSONL or Label Studio JSON export (the format is read from the content)
@@ -33,11 +33,11 @@ CONVERT_DEFAULTS = dict(
     annotator="",  # annotator name for the spans of a Doccano input file ('' = none)
 )
 AGREEMENT_DEFAULTS = dict(
-    input=[],  # two or more annotation files (any format; a Label Studio export may hold several annotators)
+    input=[],  # two or more annotation files (any format), or one Label Studio export of several annotators
     out="",  # folder for agreement.json
 )
 MERGE_DEFAULTS = dict(
-    input=[],  # two or more annotation files of the same documents
+    input=[],  # two or more annotation files of the same documents, or one Label Studio export of several annotators
     out="",  # merged.jsonl: agreed spans, every other span a ??? conflict with its votes
     conflicts="",  # conflicts.jsonl: the documents with conflicts, worst agreement first, to review
 )
@@ -61,8 +61,12 @@ _REPORT_TEXT = {
                      "(check the offsets)",
     "overlap": "overlapping spans of one annotator: kept; Doccano needs a project with 'Allow overlapping "
                "spans'",
-    "utf16_offsets": "Label Studio offsets counted in UTF-16 code units (older exports: an emoji counts 2), "
-                     "converted to code points; written back in UTF-16 for Label Studio",
+    "utf16_offsets": "offsets counted in UTF-16 code units (older Label Studio exports, some Doccano ones: an "
+                     "emoji counts 2), converted to code points; written back in UTF-16 for the tool",
+    "crlf_offsets": "Label Studio offsets that count a CRLF as one character (the browser's LF), converted to "
+                    "code points; written back so for Label Studio",
+    "utf16_crlf_offsets": "Label Studio offsets in UTF-16 code units that count a CRLF as one character, "
+                          "converted to code points; written back so for Label Studio",
     "relation_lost": "relations whose ends are not spans of the document: not written",
 }
 
@@ -174,21 +178,34 @@ def _annotation_names(annotations: list[dict]) -> list[str | None]:
     return names
 
 
-def _utf16_to_codepoints(text: str) -> list[int]:
-    """Index: a UTF-16 code unit offset into text -> the code point offset (an astral character such as most
-    emoji is 2 units, 1 code point). Offsets inside a surrogate pair map to the character's start."""
+OFFSET_UNITS = ("codepoints", "utf16", "crlf", "utf16+crlf")  # how a tool's export may count offsets
+
+
+def _to_codepoints(text: str, unit: str) -> list[int]:
+    """Index: an offset as an export counts it -> the code point offset into text. 'utf16': an astral character
+    (most emoji) is 2 UTF-16 code units, 1 code point; 'crlf': a CRLF counts as one character (a browser's
+    textarea turns it into LF). Offsets inside a surrogate pair or a CRLF map to the character's start."""
     out = []
     for i, c in enumerate(text):
-        out += [i] * (2 if ord(c) > 0xFFFF else 1)
+        if "crlf" in unit and c == "\n" and text[i - 1:i] == "\r":
+            continue  # the CRLF was counted once, at its CR
+        out += [i] * (2 if "utf16" in unit and ord(c) > 0xFFFF else 1)
     return out + [len(text)]
 
 
-def _codepoints_to_utf16(text: str) -> list[int]:
-    out, unit = [], 0
-    for c in text:
-        out.append(unit)
-        unit += 2 if ord(c) > 0xFFFF else 1
-    return out + [unit]
+def _from_codepoints(text: str, unit: str) -> list[int]:
+    """Index: a code point offset into text -> the offset as an export of that unit counts it."""
+    out, pos = [], 0
+    for i, c in enumerate(text):
+        out.append(pos)
+        if not ("crlf" in unit and c == "\r" and text[i + 1:i + 2] == "\n"):
+            pos += 2 if "utf16" in unit and ord(c) > 0xFFFF else 1
+    return out + [pos]
+
+
+def _unit_tells(text: str) -> bool:
+    """Whether the offset units differ in text: characters beyond U+FFFF or a CRLF."""
+    return "\r\n" in text or any(ord(c) > 0xFFFF for c in text)
 
 
 def _span_results(tasks: list[dict]):
@@ -202,22 +219,26 @@ def _span_results(tasks: list[dict]):
 
 
 def labelstudio_offset_unit(tasks: list[dict]) -> str:
-    """'codepoints' or 'utf16': how an export counts value.start/end. Label Studio wrote UTF-16 code units in some
-    versions (JavaScript string indices: one emoji = 2) and code points in newer ones. Decided by checking every
-    span's value.text against the document under both readings; only texts with characters beyond U+FFFF can
-    tell them apart. Code points when nothing tells (then both readings agree wherever a span has text)."""
-    votes = {"codepoints": 0, "utf16": 0}
+    """One of OFFSET_UNITS: how an export counts value.start/end. Label Studio wrote UTF-16 code units in some
+    versions (JavaScript string indices: one emoji = 2) and code points in newer ones, and counts a CRLF of the
+    text as one character (the browser shows it as LF). Decided by checking every span's value.text against the
+    document under each reading; only texts with characters beyond U+FFFF or a CRLF can tell them apart. Code
+    points when nothing tells (then every reading agrees wherever a span has text)."""
+    votes = dict.fromkeys(OFFSET_UNITS, 0)
     for task, r in _span_results(tasks):
         text = task.get("data", {}).get("text")
-        if not isinstance(text, str) or all(ord(c) <= 0xFFFF for c in text):
-            continue
         s, e, want = r["value"]["start"], r["value"]["end"], r["value"]["text"]
-        if not (isinstance(s, int) and isinstance(e, int)):
+        if not isinstance(text, str) or not _unit_tells(text) or not (isinstance(s, int) and isinstance(e, int)):
             continue
-        votes["codepoints"] += text[s:e] == want
-        u = _utf16_to_codepoints(text)
-        votes["utf16"] += 0 <= s <= e < len(u) and text[u[s]:u[e]] == want
-    return "utf16" if votes["utf16"] > votes["codepoints"] else "codepoints"
+        for unit in OFFSET_UNITS:
+            m = _to_codepoints(text, unit)
+            votes[unit] += 0 <= s <= e < len(m) and _same_text(text[m[s]:m[e]], want)
+    return max(OFFSET_UNITS, key=lambda u: votes[u])  # the first of a tie: code points
+
+
+def _same_text(token: str, want) -> bool:
+    """A span's text equals the tool's, a CRLF in it counted as the LF the tool saw."""
+    return token == want or token.replace("\r\n", "\n") == want
 
 
 def _span_result_error(r: dict, where: str) -> str | None:
@@ -244,6 +265,7 @@ def labelstudio_to_standard(tasks: list[dict], source: str = "labelstudio") -> t
                          f"got {type(tasks).__name__}")
     unit = labelstudio_offset_unit(tasks)
     docs, report = [], {}
+    units_note = "utf16_offsets" if unit == "utf16" else f"{unit.replace('+', '_')}_offsets"
     for i, task in enumerate(tasks):
         did = str(task.get("id", i + 1))
         text = task.get("data", {}).get("text")
@@ -251,13 +273,13 @@ def labelstudio_to_standard(tasks: list[dict], source: str = "labelstudio") -> t
             raise ValueError(f"{source}, task {did}: no data.text string (data keys: "
                              f"{sorted(task.get('data', {}))}); the labeling config must read the text as "
                              f"value=\"$text\"")
-        to_cp = _utf16_to_codepoints(text) if unit == "utf16" else None
+        to_cp = _to_codepoints(text, unit) if unit != "codepoints" and _unit_tells(text) else None
         rest = {k: v for k, v in task.items() if k != "annotations"}
         rest["data"] = {k: v for k, v in task["data"].items() if k != "text"}
         doc = {"id": did, "text": text, "tags": [], "annotators": [],
                "meta": {"labelstudio": {"task": rest, "annotations": []}}}
-        if unit == "utf16":
-            doc["meta"]["labelstudio"]["offsets"] = "utf16"
+        if unit != "codepoints":
+            doc["meta"]["labelstudio"]["offsets"] = unit
         relations = []
         annotations = task.get("annotations", [])
         for ann, name in zip(annotations, _annotation_names(annotations)):
@@ -287,15 +309,16 @@ def labelstudio_to_standard(tasks: list[dict], source: str = "labelstudio") -> t
                 s, e = v["start"], v["end"]
                 if to_cp is not None:
                     if not (isinstance(s, int) and isinstance(e, int) and 0 <= s <= e < len(to_cp)):
-                        raise ValueError(f"{where}: span [{s}, {e}) is outside the text ({len(to_cp) - 1} UTF-16 "
-                                         f"code units)")
+                        raise ValueError(f"{where}: span [{s}, {e}) is outside the text ({len(to_cp) - 1} "
+                                         f"offsets counted as {unit})")
                     s, e = to_cp[s], to_cp[e]
-                    _note(report, "utf16_offsets", did, f"[{v['start']}, {v['end']}) -> [{s}, {e})")
+                    if (s, e) != (v["start"], v["end"]):
+                        _note(report, units_note, did, f"[{v['start']}, {v['end']}) -> [{s}, {e})")
                 _check_span(text, s, e, where)
                 token = text[s:e]
                 extra = {k: x for k, x in r.items() if k != "value"}
                 extra_value = {k: x for k, x in v.items()
-                               if k not in ("start", "end", "labels") and not (k == "text" and x == token)}
+                               if k not in ("start", "end", "labels") and not (k == "text" and _same_text(token, x))}
                 if "text" in extra_value:
                     _note(report, "text_mismatch", did, f"[{s}, {e}) {v['text']!r} vs {token!r}")
                 if extra_value:
@@ -370,7 +393,7 @@ def standard_to_labelstudio(docs: list[dict], from_name: str = "label",
     tasks = []
     for i, doc in enumerate(docs):
         ls = doc.get("meta", {}).get("labelstudio", {})
-        units = _codepoints_to_utf16(doc["text"]) if ls.get("offsets") == "utf16" else None  # as it came in
+        units = _from_codepoints(doc["text"], ls["offsets"]) if ls.get("offsets") else None  # as it came in
         task = copy.deepcopy(ls.get("task", {}))
         if "id" not in task and "id" in doc:  # Label Studio task ids are ints
             task["id"] = int(doc["id"]) if str(doc["id"]).isdigit() else doc["id"]
@@ -415,13 +438,50 @@ def split_by_annotator(docs: list[dict]) -> dict[str, list[dict]]:
 
 # ----------------------------------------------------------------------------- Doccano
 
+def _doccano_offsets(line: dict) -> list[tuple]:
+    """The (start, end) of every span of a Doccano line, either layout (malformed items skipped)."""
+    if isinstance(line.get("entities"), list):
+        return [(x.get("start_offset"), x.get("end_offset")) for x in line["entities"] if isinstance(x, dict)]
+    spans = line.get("label")
+    return [tuple(x[:2]) for x in spans if isinstance(x, list) and len(x) == 3] if isinstance(spans, list) else []
+
+
+def _clean_span(text: str, s: int, e: int) -> bool:
+    """Whether [s, e) is what an annotator marks: not empty, no space at its ends, no word cut at either end."""
+    if not 0 <= s < e <= len(text) or text[s:e] != text[s:e].strip():
+        return False
+    return (s == 0 or not (text[s - 1].isalnum() and text[s].isalnum())) and \
+        (e == len(text) or not (text[e - 1].isalnum() and text[e].isalnum()))
+
+
+def doccano_offset_unit(lines: list[dict]) -> str:
+    """'codepoints' or 'utf16': how a Doccano export counts its offsets (some count UTF-16 code units: an emoji
+    = 2). Doccano keeps no span text, so each reading is scored by its spans' ends: read in the wrong unit, a span
+    after an emoji is shifted by a character per emoji and cuts words ('na o' for 'Anna'); the reading with more
+    spans that start and end at word boundaries wins. Only texts with characters beyond U+FFFF can tell; code
+    points when they tie."""
+    votes = {"codepoints": 0, "utf16": 0}
+    for line in lines:
+        text = line.get("text") if isinstance(line, dict) else None
+        if not isinstance(text, str) or all(ord(c) <= 0xFFFF for c in text):
+            continue
+        m = _to_codepoints(text, "utf16")
+        for s, e in _doccano_offsets(line):
+            if isinstance(s, int) and isinstance(e, int):
+                votes["codepoints"] += _clean_span(text, s, e)
+                votes["utf16"] += 0 <= s <= e < len(m) and _clean_span(text, m[s], m[e])
+    return "utf16" if votes["utf16"] > votes["codepoints"] else "codepoints"
+
+
 def doccano_to_standard(lines: list[dict], annotator: str | None = None,
                         source: str = "doccano") -> tuple[list[dict], Report]:
     """Doccano JSONL, one annotator per file, in either layout Doccano exports: sequence labeling
     {"text", "label": [[start, end, tag]]} or relation extraction {"text", "entities": [{id, label, start_offset,
     end_offset}], "relations": [{id, from_id, to_id, type}]} -> standard documents (entity ids become tag "id",
     relations a document "relations" list). A "scores" list (written by write_doccano, one per label) becomes the
-    tags' scores."""
+    tags' scores. Offsets in UTF-16 code units are detected (doccano_offset_unit), converted to code points
+    (reported) and written back so by standard_to_doccano."""
+    unit, report = doccano_offset_unit(lines), {}
     docs = []
     for i, line in enumerate(lines):
         did = str(line.get("id", i + 1))
@@ -445,8 +505,16 @@ def doccano_to_standard(lines: list[dict], annotator: str | None = None,
         if not isinstance(text, str):
             raise ValueError(f"{where}: expected a string 'text'")
         scores = line.get("scores")
+        to_cp = _to_codepoints(text, unit) if unit == "utf16" and _unit_tells(text) else None
         tags = []
         for k, (s, e, tag, extra) in enumerate(items):
+            if to_cp is not None:
+                if not (isinstance(s, int) and isinstance(e, int) and 0 <= s <= e < len(to_cp)):
+                    raise ValueError(f"{where}: span [{s}, {e}) is outside the text ({len(to_cp) - 1} UTF-16 "
+                                     f"code units)")
+                if (to_cp[s], to_cp[e]) != (s, e):
+                    _note(report, "utf16_offsets", did, f"[{s}, {e}) -> [{to_cp[s]}, {to_cp[e]})")
+                s, e = to_cp[s], to_cp[e]
             _check_span(text, s, e, where)
             tags.append({"char_start": s, "char_end": e, "token": text[s:e], "tag": tag, **extra})
             if scores is not None:
@@ -470,8 +538,10 @@ def doccano_to_standard(lines: list[dict], annotator: str | None = None,
         meta = {k: v for k, v in line.items() if k not in ("text", "label", "scores", "entities", "relations")}
         if meta:
             doc["meta"] = {"doccano": meta}
+        if unit == "utf16":
+            doc.setdefault("meta", {})["doccano_offsets"] = unit
         docs.append(doc)
-    return docs, {}
+    return docs, report
 
 
 def _doccano_entities(doc: dict, did: str, report: Report) -> tuple[list[dict], list[dict]]:
@@ -514,8 +584,12 @@ def standard_to_doccano(docs: list[dict], source: str = "documents") -> tuple[li
         if "id" not in line and "id" in doc:
             line["id"] = doc["id"]
         tags = doc["tags"]
+        unit = doc.get("meta", {}).get("doccano_offsets")
+        if unit:  # the unit it came in
+            units = _from_codepoints(doc["text"], unit)
+            tags = [{**t, "char_start": units[t["char_start"]], "char_end": units[t["char_end"]]} for t in tags]
         if with_relations:
-            entities, relations = _doccano_entities(doc, did, report)
+            entities, relations = _doccano_entities({**doc, "tags": tags}, did, report)
             line.update(text=doc["text"], entities=entities, relations=relations)
         else:
             line.update(text=doc["text"], label=[[t["char_start"], t["char_end"], t["tag"]] for t in tags])
@@ -588,9 +662,10 @@ def main(argv: list[str] | None = None) -> None:
     if command == "convert":
         return _convert(cfg)
     import agreement  # it imports this file's readers, so it is imported here, not at the top
-    if command in ("agreement", "merge") and len(cfg["input"]) < 2:
-        raise ValueError(f"{command}: --input needs two or more files, comma-separated: "
-                         f"--input=A.jsonl,B.jsonl (got {cfg['input']})")
+    outputs = {"merge": ("out", "conflicts"), "resolve": ("out",)}.get(command, ())
+    inputs = cfg["input"] if command in ("agreement", "merge") else [cfg["merged"], cfg["resolved"]]
+    for key in outputs:  # (agreement's --out is a folder for agreement.json)
+        check_output_path(key, cfg[key], inputs + [cfg[k] for k in outputs if k != key])
     {"agreement": agreement.agreement_command, "merge": agreement.merge_command,
      "resolve": agreement.resolve_command}[command](cfg)
 
@@ -598,6 +673,7 @@ def main(argv: list[str] | None = None) -> None:
 def _convert(cfg: dict) -> None:
     if cfg["to"] not in ("standard", "labelstudio", "doccano"):
         raise ValueError(f"--to={cfg['to']!r}: choose standard, labelstudio or doccano")
+    check_output_path("output", cfg["output"], [cfg["input"]])
     docs, report = read_documents(cfg["input"], cfg["annotator"] or None)
     out = Path(cfg["output"])
     if cfg["to"] == "labelstudio":

@@ -11,6 +11,7 @@ Run folder (out_dir):
     ckpt.pt          the newest checkpoint: a hard link to the newest ckpt_<step>.pt
     ckpt_<step>.pt   the last keep_last_k checkpoints, step zero-padded to 7 digits
     summary.json     written when the run ends (finished, diverged or stopped)
+    .lock            while a run uses the folder: its pid, host and start time (lock_run_folder)
 
 A checkpoint is one portable file, a dict of tensors and plain Python values (every load here uses
 torch.load(weights_only=True)): 'model' and 'optimizer' (full state dicts keyed by parameter name, the same
@@ -30,12 +31,15 @@ config, tokenizer: AutoModelForCausalLM and AutoTokenizer load it).
 
 Errors a user can fix raise CheckpointError with one message naming the file and the fix.
 """
+import atexit
+import fcntl
 import json
 import math
 import os
 import random
 import re
 import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -219,6 +223,74 @@ def start_run_folder(run_dir: str | Path, config: dict, resume_step: int | None)
     if resume_step is not None and metrics.exists():
         keep = [ln for ln in metrics.read_text().splitlines() if ln and json.loads(ln)['step'] <= resume_step]
         metrics.write_text(''.join(ln + '\n' for ln in keep))
+
+
+LOCK = '.lock'  # a run folder's lock file while train.py uses it: the holder's pid, host and start time
+_held: dict[Path, tuple[int, Path, list[Path]]] = {}  # this process's locks: folder -> (fd, lock file, folders made)
+
+
+def _holder(fd: int) -> str:
+    """'pid N on HOST, started TIME' from a lock file's content ('' when it holds none)."""
+    try:
+        rec = json.loads(os.pread(fd, 4096, 0) or b'null')
+        return f"pid {rec['pid']} on {rec['host']}, started {rec['started']}"
+    except (ValueError, TypeError, KeyError):
+        return ''
+
+
+def lock_run_folder(run_dir: str | Path, program: str = 'train.py') -> None:
+    """Hold run_dir (created if missing) for the rest of this process, so that a second run on it stops at once
+    instead of interleaving its writes with this one's. The lock is flock(2) on run_dir/.lock, whose content names
+    the holder (pid, host, start time). The kernel drops it whenever the process ends (kill -9 too), so a lock file
+    whose lock is free is stale: it is taken over with a one-line message naming the old holder. A folder this
+    process holds already (an earlier in-process run) is held on. Released at exit and by release_run_folders.
+    Raises CheckpointError naming the holder and the fix."""
+    run_dir = Path(run_dir)
+    if run_dir.resolve() in _held:
+        return
+    made = [p for p in (run_dir, *run_dir.parents) if not p.exists()]  # deepest first
+    run_dir.mkdir(parents=True, exist_ok=True)
+    path = run_dir / LOCK
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = _holder(fd) or 'another process'
+            os.close(fd)
+            raise CheckpointError(f"out_dir {run_dir} is in use by another run: {holder} (lock {path}): wait for "
+                                  f"it to end, or choose another --out_dir") from None
+        try:  # the holder may have removed the file between our open and flock: then lock the new one
+            if os.stat(path).st_ino == os.fstat(fd).st_ino:
+                break
+        except FileNotFoundError:
+            pass
+        os.close(fd)
+    old = _holder(fd)
+    if old:
+        print(f"{program}: out_dir {run_dir}: taking over the stale lock of {old}, which is no longer running",
+              file=sys.stderr)
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, json.dumps(dict(pid=os.getpid(), host=socket.gethostname(),
+                                  started=time.strftime('%Y-%m-%d %H:%M:%S %z'))).encode(), 0)
+    _held[run_dir.resolve()] = (fd, path, made)
+
+
+def release_run_folders() -> None:
+    """Release this process's run-folder locks: the lock file is removed (while still held), then the folders
+    lock_run_folder created, if nothing else was written into them (a run that stopped at a check)."""
+    while _held:
+        _, (fd, path, made) = _held.popitem()
+        path.unlink(missing_ok=True)
+        os.close(fd)
+        for folder in made:
+            try:
+                folder.rmdir()
+            except OSError:
+                break
+
+
+atexit.register(release_run_folders)  # any exit but a kill: the kernel drops a killed process's flock itself
 
 
 def append_metrics(run_dir: str | Path, rec: dict) -> None:

@@ -15,7 +15,8 @@ folder (sv/wiki.jsonl -> sv), else 'unknown'. A document's id is its `id` field,
 is always "FILE:LINE" (LINE = the row of a Parquet file): unique, so `duplicate_of` names it. Ids used twice
 are counted in the report (`duplicate_ids`).
 Output in --out (built in a temporary folder and renamed into place: an existing non-empty --out is
-refused unless --overwrite=True, which replaces it whole): kept.jsonl, kept/<lang>/kept.jsonl,
+refused unless --overwrite=True, which replaces it whole; an --out inside an input folder is refused, as a rerun
+would read it): kept.jsonl, kept/<lang>/kept.jsonl,
 removed.jsonl (every removed document or bad input record with `reason` = the step: bad_input | empty |
 quality | exact_dup | fuzzy_dup; duplicates carry `duplicate_of` = the key of the kept document),
 report.json (documents and bytes per step and language). Nothing is dropped silently.
@@ -36,7 +37,7 @@ from pathlib import Path
 import numpy as np
 
 import tokenizer
-from configurator import config_keys, configure
+from configurator import check_output_path, config_keys, configure
 from dedup import DigestSet, fuzzy_duplicates, minhash_signatures
 from documents import ON_BAD_INPUT, batched, building, expand, read_documents, replace_folder
 
@@ -527,7 +528,9 @@ def check_config(cfg: dict) -> None:
 
 
 def check_out(cfg: dict) -> None:
-    """--out must be new or empty, unless overwrite=True (then it is replaced whole, atomically)."""
+    """--out must be new or empty, unless overwrite=True (then it is replaced whole, atomically), and outside every
+    input folder (a rerun would read its own output)."""
+    check_output_path("out", cfg["out"], cfg["input"])
     out = Path(cfg["out"])
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out {out} is a file: give a folder")

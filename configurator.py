@@ -27,8 +27,10 @@ configure() ignores both, sweep.py reads them with read_config_file().
 """
 import ast
 import difflib
+import glob
 import io
 import os
+import re
 import sys
 import tokenize
 import traceback
@@ -72,6 +74,26 @@ def error_line(e: BaseException) -> str:
     if isinstance(e, OSError) and e.filename is not None and not isinstance(e, InputError):
         return f"{e.filename}: {e.strerror or e}: check the path (and that its disk is writable and not full)"
     return " ".join(str(e).split("\n")) or type(e).__name__
+
+
+def check_output_path(key: str, path, inputs=()) -> None:
+    """An output path a CLI is about to write, checked before any work: --key is not empty (an empty path is
+    the current folder), not one of `inputs` (writing it would overwrite that input), and not inside an input
+    folder or under a glob's folder (a rerun would read its own output). Raises ConfigError naming the key."""
+    if not str(path).strip():
+        raise ConfigError(f"--{key} is empty, which would write into the current folder: give a path")
+    out = Path(path).resolve()
+    for src in map(str, [inputs] if isinstance(inputs, (str, Path)) else inputs):
+        if out == Path(src).resolve():
+            raise ConfigError(f"--{key}={path} is also an input ({src}): writing it would overwrite the input; "
+                              f"choose another --{key}")
+        folder = Path(src).resolve() if Path(src).is_dir() else None
+        if glob.has_magic(src):  # the folder the pattern searches: its part before the first wildcard
+            base = re.split(r"[*?\[]", src, maxsplit=1)[0]
+            folder = Path(base or ".").resolve() if not base or base.endswith("/") else Path(base).resolve().parent
+        if folder is not None and out.is_relative_to(folder):
+            raise ConfigError(f"--{key}={path} is inside the input folder {folder} (of {src}): a rerun would read "
+                              f"its own output as input; choose a --{key} outside it")
 
 
 def config_keys(namespace: dict) -> dict:

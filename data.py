@@ -72,6 +72,7 @@ _PREPARE_DEFAULTS = dict(
     on_bad_input="stop",  # bad records (documents.py): 'stop' | 'skip' | 'replace' (counted in meta.json)
     num_proc=0,  # tokeniser worker processes; 0 = os.cpu_count()
     seed=1337,  # split, sampling and shuffle
+    rebuild_dataset=False,  # True: rebuild a folder prepared with another recipe in place (its runs cannot resume)
 )
 
 
@@ -339,11 +340,13 @@ def prepare_dataset(dataset: str = "shakespeare", data_root: str | Path = "data"
                     weights: dict | None = None, sampling_scale: float | None = None,
                     val_fraction: float | None = None, dedup: bool | None = None, txt_unit: str | None = None,
                     on_bad_input: str | None = None, num_proc: int = 0, seed: int | None = None,
-                    text_field: str | None = None) -> Path:
+                    text_field: str | None = None, rebuild_dataset: bool = False) -> Path:
     """Build data_root/dataset (see the module docstring; the arguments are explained in _PREPARE_DEFAULTS)
     and return its path. Idempotent: the folder is reused when its meta.json recipe equals the requested
-    one (tokenizer, arguments and the sources' sha256); otherwise it is rebuilt (atomically, by renaming a
-    finished temporary folder). tokenizer=None means the dataset's own SentencePiece BPE. Other arguments
+    one (tokenizer, arguments and the sources' sha256). A folder prepared with another recipe is rebuilt only
+    with rebuild_dataset=True (atomically, by renaming a finished temporary folder): every run trained on it
+    could no longer resume; otherwise ValueError names the folder, what differs and a new dataset name. A folder
+    without a finished build is built. tokenizer=None means the dataset's own SentencePiece BPE. Other arguments
     left as None keep the existing folder's values (else the defaults), so a folder built from a config
     is reused by a plain prepare_dataset(name). A folder without our recipe (nanoGPT layout) is used as it
     is. Under torchrun call it on one rank (then a barrier)."""
@@ -370,11 +373,33 @@ def prepare_dataset(dataset: str = "shakespeare", data_root: str | Path = "data"
         return folder
     if old is not None:
         changed = sorted(k for k in recipe if recipe[k] != old.get(k))
+        if not rebuild_dataset:
+            raise ValueError(f"{folder} was prepared with another recipe ({_recipe_changes(changed, old, recipe)})"
+                             f" and runs may have trained on it: prepare the new one under its own name, e.g. "
+                             f"--dataset={_new_name(dataset, recipe, changed)}, or rebuild {folder} in place with "
+                             f"--rebuild_dataset=True (runs trained on it can then no longer resume)")
         print(f"{folder}: prepared with another recipe (differs in {', '.join(changed)}); rebuilding")
     with building(folder) as tmp:  # .<dataset>.building.XXXX; those of killed runs are removed first
         _build(tmp, folder, groups, recipe, num_proc or os.cpu_count() or 1)
         replace_folder(tmp, folder)  # the finished folder appears at once, replacing the old one whole
     return folder
+
+
+def _recipe_changes(changed: list[str], old: dict, new: dict) -> str:
+    """"tokenizer: the dataset's own BPE -> 'gpt2'; ..." for a message (long values cut)."""
+    def short(k: str, v) -> str:
+        text = "the dataset's own BPE" if v is None and k == "tokenizer" else repr(v)
+        return text if len(text) <= 60 else text[:57] + "..."
+    named = dict(checksums="a source file changed", tokenizer_sha256="the tokenizer file changed")
+    return "; ".join(named.get(k) or f"{k}: {short(k, old.get(k))} -> {short(k, new.get(k))}" for k in changed)
+
+
+def _new_name(dataset: str, recipe: dict, changed: list[str]) -> str:
+    """A dataset name for the new recipe: <dataset>_<tokenizer name> when the tokenizer differs, else _v2."""
+    tok = recipe["tokenizer"]
+    if "tokenizer" in changed and tok:
+        return f"{dataset}_{Path(str(tok)).stem if str(tok).endswith(('.model', '.tiktoken')) else tok}"
+    return f"{dataset}_v2"
 
 
 def _build(tmp: Path, folder: Path, groups: dict, recipe: dict, num_proc: int) -> None:

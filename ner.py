@@ -28,7 +28,7 @@ import annotate
 import nerdata
 import nertags
 from bert import BertForTokenClassification, WordPieceTokenizer
-from configurator import configure_command
+from configurator import check_output_path, configure_command
 from losses import IGNORE_INDEX
 from nerdata import Example, Issues
 from nertagger import Tagger, collate, encode, load_gpt_backbone, predict, predict_on_file, read_texts, resolve_device
@@ -43,6 +43,7 @@ TRAIN_DEFAULTS = dict(
     backbone="",  # 'gpt:<out_dir>' to fine-tune our own GPT checkpoint instead of --encoder
     tokenizer="",  # tokenizer spec for a GPT backbone when its run folder does not name one
     out_dir="out-ner",  # run folder: config.json, run<k>/, report.json, report.txt, model/ (the best run)
+    overwrite=False,  # True: replace the earlier run in out_dir (its model too); False: stop if out_dir holds one
     preset="adaptive",  # adaptive | original | stable (nerblackbox's modules/training_config/preset.py)
     annotation_scheme="auto",  # auto | io | bio | bilou: the scheme the model is trained on
     max_epochs=0,  # 0 = the preset's (adaptive 250, original 5, stable 20)
@@ -206,19 +207,12 @@ def train_run(cfg: dict, model, tokenizer, train_chunks: list[dict], val_chunks:
     """One fine-tuning run. The model left in `model` is the one after the last epoch (final_model='last', the
     paper's code: nerblackbox v0.0.12 tests `last_model_path`) or the lowest-val-loss epoch (final_model='best',
     nerblackbox v1.0.0's ModelCheckpoint). Returns the training history and which epoch was kept."""
-    device = resolve_device(cfg["device"])
-    model.to(device)
-    optimizer = make_optimizer(model, cfg["lr_max"], cfg["weight_decay"], device)
-    steps_per_epoch = math.ceil(len(train_chunks) / cfg["batch_size"])
-    preset = dict(FINE_TUNING_PRESETS[cfg["preset"]])
-    preset["max_epochs"] = cfg["max_epochs"] or preset["max_epochs"]
-    sched = AdaptiveFineTuning(optimizer, steps_per_epoch, lr_max=cfg["lr_max"], warmup_epochs=cfg["warmup_epochs"],
-                               cooldown_epochs=cfg["cooldown_epochs"], patience=cfg["patience"],
-                               min_delta=cfg["min_delta"], cooldown_restarts=cfg["cooldown_restarts"], **preset)
+    device, optimizer, sched = _training_setup(cfg, model, len(train_chunks))
+    steps_per_epoch = sched.steps_per_epoch
     gen = torch.Generator().manual_seed(seed)
     best_state, best_loss, best_epoch, history, step = None, math.inf, 0, [], 0
     log = open(run_dir / "metrics.jsonl", "w")
-    for epoch in range(1, preset["max_epochs"] + 1):
+    for epoch in range(1, sched.max_epochs + 1):
         model.train()
         batches = train_batches([len(c["ids"]) for c in train_chunks], cfg["batch_size"], gen, cfg["group_by_length"])
         t0, total = time.time(), 0.0
@@ -258,6 +252,31 @@ def train_run(cfg: dict, model, tokenizer, train_chunks: list[dict], val_chunks:
     kept = best_epoch if best_state is not None else len(history)
     return dict(epochs=len(history), best_val_loss=best_loss, best_epoch=best_epoch, evaluated_epoch=kept,
                 history=history)
+
+
+def _training_setup(cfg: dict, model, n_train_chunks: int) -> tuple[str, torch.optim.AdamW, AdaptiveFineTuning]:
+    """(device, AdamW, schedule) of a run, the model moved to the device. train() calls it once before writing
+    anything, so that a bad value (device, learning rate, epochs) stops the command before any write."""
+    device = resolve_device(cfg["device"])
+    try:
+        model.to(device)
+    except (RuntimeError, AssertionError) as e:  # torch without CUDA raises AssertionError
+        raise ValueError(f"--device={cfg['device']!r}: {e}: use --device=cpu or auto") from None
+    optimizer = make_optimizer(model, cfg["lr_max"], cfg["weight_decay"], device)
+    preset = dict(FINE_TUNING_PRESETS[cfg["preset"]])
+    preset["max_epochs"] = cfg["max_epochs"] or preset["max_epochs"]
+    sched = AdaptiveFineTuning(optimizer, math.ceil(n_train_chunks / cfg["batch_size"]), lr_max=cfg["lr_max"],
+                               warmup_epochs=cfg["warmup_epochs"], cooldown_epochs=cfg["cooldown_epochs"],
+                               patience=cfg["patience"], min_delta=cfg["min_delta"],
+                               cooldown_restarts=cfg["cooldown_restarts"], **preset)
+    return device, optimizer, sched
+
+
+def _earlier_run(out: Path) -> list[Path]:
+    """What an earlier `ner.py train` left in out: config.json, report.json/.txt, model/, run<k>/."""
+    names = ("config.json", "report.json", "report.txt", "model")
+    return sorted([out / n for n in names if (out / n).exists()] +
+                  [p for p in out.glob("run*") if p.is_dir() and p.name[3:].isdigit()]) if out.is_dir() else []
 
 
 def _build(cfg: dict, num_labels: int):
@@ -313,6 +332,11 @@ def _validate(cfg: dict) -> None:
             raise ValueError(f"--{key}={cfg[key]!r}: choose one of {allowed}")
     if not cfg["train"]:
         raise ValueError("give --train=FILE (and --val=FILE, or a val_split of --train)")
+    check_output_path("out_dir", cfg["out_dir"], [cfg[k] for k in ("train", "val", "test") if cfg[k]])
+    earlier = _earlier_run(Path(cfg["out_dir"]))
+    if earlier and not cfg["overwrite"]:
+        raise ValueError(f"--out_dir={cfg['out_dir']} holds an earlier run ({', '.join(p.name for p in earlier)}): "
+                         f"choose another --out_dir, or pass --overwrite=True to replace it (its model too)")
 
 
 def train(cfg: dict) -> dict:
@@ -351,6 +375,8 @@ def train(cfg: dict) -> dict:
     model, tok = _build(cfg, len(labels))
     _check_positions(cfg, model)
     _count_wordless(sets, tags, tok, issues)
+    chunks = _chunks(sets, tags, tok, cfg, label_id)
+    _training_setup(cfg, model, len(chunks["train"]))  # its checks, before anything is written
     for name, layout in layouts.items():
         if layout is not None:
             print(nerdata.layout_text(name, layout))
@@ -359,6 +385,8 @@ def train(cfg: dict) -> dict:
     if issues.counts:
         print(issues)  # before training, so a bad file costs nothing
     out = Path(cfg["out_dir"])
+    for old in _earlier_run(out):  # only with overwrite=True (checked above): nothing of that run is mixed in
+        shutil.rmtree(old) if old.is_dir() else old.unlink()
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.json").write_text(json.dumps(cfg | dict(labels=labels, scheme=scheme, source_scheme=source,
                                                             layouts=layouts, torch_version=torch.__version__,
@@ -369,9 +397,7 @@ def train(cfg: dict) -> dict:
         if k:
             torch.manual_seed(seed)
             model, tok = _build(cfg, len(labels))
-        chunks = {s: [c for ex, t in zip(sets[s], tags[s]) for c in encode(
-            ex.words, tok, cfg["max_seq_length"], cfg["chunk_overlap"], [label_id.get(x, IGNORE_INDEX) for x in t])]
-            for s in ("train", "val")}
+            chunks = _chunks(sets, tags, tok, cfg, label_id)
         run_dir = out / f"run{k}"
         run_dir.mkdir(exist_ok=True)
         result = train_run(cfg, model, tok, chunks["train"], chunks["val"], seed, run_dir)
@@ -398,6 +424,13 @@ def train(cfg: dict) -> dict:
     (out / "report.txt").write_text(text + "\n")
     print(text)
     return report
+
+
+def _chunks(sets: dict, tags: dict, tok, cfg: dict, label_id: dict) -> dict[str, list[dict]]:
+    """The train and val sentences as encoded chunks (nertagger.encode), labels as class ids."""
+    return {s: [c for ex, t in zip(sets[s], tags[s]) for c in encode(
+        ex.words, tok, cfg["max_seq_length"], cfg["chunk_overlap"], [label_id.get(x, IGNORE_INDEX) for x in t])]
+        for s in ("train", "val")}
 
 
 def _summarize(runs: list[dict]) -> dict:
@@ -481,12 +514,14 @@ def _predict_cli(cfg: dict) -> None:
         raise ValueError("give --input=in.jsonl|in.txt and --output=out.jsonl")
     if cfg["format"] not in ("jsonl", "labelstudio", "doccano"):
         raise ValueError(f"--format={cfg['format']!r}: choose jsonl, labelstudio or doccano")
+    check_output_path("output", cfg["output"], [cfg["input"]])
+    inputs = read_texts(cfg["input"])  # a missing file or one of another kind (CoNLL) stops before the model loads
     tagger = Tagger.load(cfg["model"], cfg["device"], cfg["batch_size"])
     if cfg["format"] == "jsonl":
         docs = predict_on_file(tagger, cfg["input"], cfg["output"])
         n = sum(len(d["tags"]) for d in docs)
     else:
-        texts = [d["text"] for d in read_texts(cfg["input"])]
+        texts = [d["text"] for d in inputs]
         preds = predict(tagger, texts)
         write = annotate.write_labelstudio_predictions if cfg["format"] == "labelstudio" else annotate.write_doccano
         write(texts, preds, cfg["output"])

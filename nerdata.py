@@ -222,6 +222,22 @@ def detect_conll_layout(records: list[tuple], path, token_column: int = -1, tag_
                     token_column=token_column >= 0, tag_column=tag_column >= 0))
 
 
+def conll_layout_or_none(path: str | Path) -> dict | None:
+    """The layout of a file that is CoNLL (a token column and a column of NER tags: O, B-X, I-X, ...), or None
+    (plain text: a line of words has no such column). For a reader of text that must not take a CoNLL file
+    as text. A column of IO labels counts only in a file whose every token line has a TAB."""
+    records = _conll_records(path)
+    try:
+        layout = detect_conll_layout(records, path)
+    except ValueError:
+        return None
+    tag = layout["tag_column"]
+    prefixed = all(r[1][tag] in OUTSIDE or r[1][tag][1:2] == "-" for r in records if r[0] == "row"
+                   and len(r[1]) > tag)
+    tabbed = all(r[3] for r in records if r[0] == "row")
+    return layout if prefixed or tabbed else None
+
+
 def read_conll(path: str | Path, token_column: int = -1, tag_column: int = -1,
                issues: Issues | None = None) -> tuple[list["Example"], dict]:
     """CoNLL-style file -> (examples, layout). Columns: TAB-separated, or whitespace when a line has no TAB. A

@@ -226,6 +226,12 @@ def read_texts(path: str | Path) -> list[dict]:
         docs = nerdata.read_jsonl(path, keep_blank=True)
         return [{"line": i + 1} | ({"text": ""} if d is None else {k: v for k, v in d.items() if k != "tags"})
                 for i, d in enumerate(docs)]
+    layout = nerdata.conll_layout_or_none(path)
+    if layout is not None:  # token<TAB>tag lines: as text, the tag column would be tagged too
+        raise ValueError(f"{path} is a CoNLL file (words in column {layout['token_column']}, NER tags in column "
+                         f"{layout['tag_column']}), not text with one document per line: to score a model on it use "
+                         f"`ner.py evaluate --data={path}`; to tag its sentences give them as text lines or standard "
+                         f"JSONL")
     with open(path, encoding="utf-8") as f:
         return [{"line": i + 1, "text": line.rstrip("\r\n")} for i, line in enumerate(f)]
 

@@ -18,8 +18,9 @@ Runs are the cartesian product, named by their swept values in grid order (`lear
 variant=z_loss`), each a train.py run folder under the sweep folder (--sweep_dir, default
 sweeps/<config name>). The grid is recorded in sweep.json; a folder holding another grid is refused.
 A run whose summary.json says finished or diverged is skipped, so an interrupted sweep resumes (a run
-with a checkpoint but no summary continues with --init_from=resume). A diverged run (NaN) is a row with
-diverged=True, not a crash of the sweep.
+with a checkpoint but no summary continues with --init_from=resume). A SIGTERM or SIGINT to sweep.py is
+forwarded to the running train.py, which saves; the run is recorded as interrupted (train.log) and resumes on
+the next sweep.py. A diverged run (NaN) is a row with diverged=True, not a crash of the sweep.
 
 sweep.py's own keys (SWEEP_DEFAULTS, `python sweep.py -h`): --dry_run, --results_only, --sweep_dir=DIR,
 --nproc_per_node=N (for the torchrun lines, default 8); every other --key=value is a train.py key.
@@ -36,6 +37,7 @@ import itertools
 import json
 import math
 import shlex
+import signal
 import subprocess
 import sys
 import time
@@ -197,8 +199,31 @@ def _command(config: str, run: dict, run_dir: Path) -> list[str]:
     return [config, *run["args"], f"--out_dir={run_dir}"] + (["--init_from=resume"] if resume else [])
 
 
+def _run_child(cmd: list[str], log) -> tuple[int, str | None]:
+    """Run train.py as a child process until it exits: (exit status, the name of the signal that stopped it or
+    None). SIGTERM and SIGINT sent to sweep.py are forwarded to the child, which saves a checkpoint at the end of
+    its step and exits (train.py), and sweep.py waits for that: a sweep killed by a scheduler leaves no
+    train.py running on its own and no run without its checkpoint."""
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+    got = []
+
+    def forward(signum, frame):
+        got.append(signal.Signals(signum).name)
+        if proc.poll() is None:
+            proc.send_signal(signum)
+    old = {s: signal.signal(s, forward) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        rc = proc.wait()  # the handler runs in between; wait() goes on waiting (PEP 475)
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+    return rc, got[0] if got else None
+
+
 def run_all(config: str, runs: list[dict], sweep_dir: Path) -> None:
-    """Run the unfinished runs one after another as `python train.py ...` subprocesses (log: train.log)."""
+    """Run the unfinished runs one after another as `python train.py ...` subprocesses (log: train.log). A
+    SIGTERM/SIGINT is forwarded to the running train.py; once it has saved and exited, the run is recorded as
+    interrupted in its train.log and KeyboardInterrupt ends the sweep; the next sweep.py resumes the run."""
     for i, run in enumerate(runs, 1):
         run_dir = sweep_dir / run["name"]
         status = run_status(run_dir)
@@ -212,8 +237,15 @@ def run_all(config: str, runs: list[dict], sweep_dir: Path) -> None:
         with open(run_dir / "train.log", "a") as log:
             log.write("$ " + shlex.join(cmd) + "\n")
             log.flush()
-            rc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, check=False).returncode
+            rc, stopped_by = _run_child(cmd, log)
+            if stopped_by:
+                log.write(f"# sweep.py: interrupted by {stopped_by} (forwarded to train.py, exit {rc}); the next "
+                          f"`sweep.py` resumes this run from its checkpoint\n")
         status, summary = run_status(run_dir), _read_json(run_dir / "summary.json")
+        if stopped_by:
+            print(f"    interrupted by {stopped_by}: train.py saved and exited ({status}); rerun the same command "
+                  f"to resume it", flush=True)
+            raise KeyboardInterrupt
         loss = summary.get("final_val_loss")
         print(f"    {status} in {time.time() - t0:.0f} s" + (f", final val loss {loss:.4f}" if loss else ""))
         if rc != 0 and status != "diverged":

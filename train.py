@@ -86,6 +86,7 @@ wandb_run_name = 'run'  # W&B run name (wandb_log=True)
 dataset = 'shakespeare'  # folder data_root/<dataset>; prepared on first use when data.py knows the name
 data_root = 'data'  # dataset folders live in data_root/<dataset>
 tokenizer = ''  # '' = the prepared folder's (new folders: data.py trains a BPE) | 'gpt2' | 'cl100k_base' | x.model
+rebuild_dataset = False  # True: a tokenizer other than the prepared folder's rebuilds it in place (else: stop)
 gradient_accumulation_steps = 1  # micro-steps per step over ALL ranks (nanoGPT: divided by world size)
 batch_size = 16  # micro-batch size per rank, in sequences
 block_size = 128  # context length in tokens
@@ -157,16 +158,23 @@ _t_start = time.time()
 # resume: the checkpoint's config, then every key you set; then every config check, before any work
 world_size = int(os.environ.get('WORLD_SIZE', 1)) if parallelism != 'none' else 1
 validate(config, set_keys, int(os.environ.get('WORLD_SIZE', 1)))
+check_writable(out_dir)
 pre_ckpt = resolve_init(config, set_keys, int(os.environ.get('WORLD_SIZE', 1)))  # resume/finetune: its checkpoint
 if not config['decay_lr']:
     config['schedule'] = 'constant'  # nanoGPT's decay_lr=False, recorded as what the run does
 globals().update(config)  # the resolved values (inherited, finetune's data folder, schedule) as globals
 chat = bool(finetune_data)  # chat fine-tuning (init_from='finetune', or the resume of such a run)
 run_dir = Path(out_dir)
+if parallelism == 'none' or int(os.environ.get('RANK', 0)) == 0:  # one run per folder: rank 0 holds its lock
+    try:  # from before any write; a failed check releases it (fail), as does any exit
+        checkpoint.lock_run_folder(out_dir)
+    except CheckpointError as e:
+        fail(str(e))
+# SIGTERM before the training loop's own handler (below): stop at once, nothing to save, the lock released
+signal.signal(signal.SIGTERM, lambda signum, frame: fail("stopped by SIGTERM before the first step (nothing saved)"))
 if init_from != 'resume' and checkpoint.has_checkpoint(run_dir) and not overwrite:
     fail(f"out_dir={out_dir!r} holds another run's checkpoint: continue it with --init_from=resume, choose "
          f"a new --out_dir, or pass --overwrite=True to replace that run")
-check_writable(run_dir)
 check_data_prepared(config, world_size, pre_ckpt is not None)
 
 # -----------------------------------------------------------------------------
@@ -193,9 +201,10 @@ autocast = torch.autocast(device_type, dtype=torch.bfloat16) if dtype == 'bfloat
 # their checkpoint trained on, and stop if it is not the same (data.dataset_identity) before anything else
 data_dir = Path(data_root) / dataset
 if master and pre_ckpt is None and (tokenizer or not (data_dir / 'train.bin').is_file()):
-    # a given tokenizer re-prepares the folder only when it differs (data.py compares recipes)
+    # a given tokenizer other than the folder's stops the run, or with rebuild_dataset rebuilds the folder
     try:
-        data.prepare_dataset(dataset, data_root=data_root, tokenizer=tokenizer or None)
+        data.prepare_dataset(dataset, data_root=data_root, tokenizer=tokenizer or None,
+                             rebuild_dataset=rebuild_dataset)
     except (ValueError, OSError) as e:
         fail(f"cannot prepare dataset {dataset!r} in {data_dir}: {e}")
 if world_size > 1:  # a given tokenizer may make rank 0 rebuild the folder: wait for it without the 10-30 min
@@ -277,6 +286,7 @@ if init_from == 'resume' and pre_ckpt['step'] >= max_iters and not eval_only:
     if master:
         print(f"train.py: {run_dir / CKPT} is at step {pre_ckpt['step']} and max_iters={max_iters}: nothing to "
               f"do (the run folder is unchanged); pass a larger --max_iters to continue")
+    checkpoint.release_run_folders()
     if world_size > 1:
         dist.destroy_process_group()
     sys.exit(0)
@@ -415,8 +425,8 @@ def checkpoint_state(step: int, tokens: int, best_val_loss: float, nonfinite_ski
     model_sd, optim_sd, rng, bad = checkpoint.gather_state(raw_model, opt, checkpoint_format, parallelism != 'none',
                                                            world_size, rank)
     if bad:  # never overwrite a good checkpoint with a broken one
-        raise SystemExit(f"train.py: refusing to checkpoint non-finite weights ({bad[:3]}) at step "
-                         f"{step}; last good checkpoint: {run_dir / CKPT}")
+        fail(f"refusing to checkpoint non-finite weights ({bad[:3]}) at step {step}; last good checkpoint: "
+             f"{run_dir / CKPT}")
     if not master:
         return None
     return {'model': model_sd, 'optimizer': optim_sd, 'step': step,
@@ -591,9 +601,9 @@ while True:
         where = f"last good checkpoint: {last_ckpt}" if last_ckpt else "no checkpoint written yet"
         write_summary(False, True, last_eval, last_loss, **progress())
         pbar.close()
-        raise SystemExit(f"train.py: non-finite loss {bad[0]} (grad norm {bad[-1]}) at step {iter_num + 1}; "
-                         f"stopped without updating the weights; {where}. Lower learning_rate, add "
-                         f"z_loss/mu_loss/mu_centering, or set skip_nonfinite=True")
+        fail(f"non-finite loss {bad[0]} (grad norm {bad[-1]}) at step {iter_num + 1}; stopped without updating "
+             f"the weights; {where}. Lower learning_rate, add z_loss/mu_loss/mu_centering, or set "
+             f"skip_nonfinite=True")
     tokens_pending.clear()
     if skipped_before + int(skipped_v) > nonfinite_skipped:
         nonfinite_skipped = skipped_before + int(skipped_v)
@@ -643,3 +653,4 @@ if wandb_log and master:
     wandb.finish()
 if world_size > 1:
     dist.destroy_process_group()
+checkpoint.release_run_folders()  # (also at exit; here for a run inside another process, as tests do)

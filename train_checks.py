@@ -16,6 +16,7 @@ import torch
 import checkpoint
 import optim
 from checkpoint import CKPT, CheckpointError
+from configurator import ConfigError, check_output_path
 from model import PRESETS, GPTConfig
 
 # GPTConfig keys a config sets (vocab_size comes from the data)
@@ -29,6 +30,7 @@ LAUNCH_KEYS = ('out_dir', 'init_from', 'overwrite', 'eval_only', 'sample_tokens'
 
 def fail(msg: str) -> None:
     """Stop before any work with one clear message (every rank raises it, so torchrun exits cleanly)."""
+    checkpoint.release_run_folders()  # the run folder's lock (rank 0), and the folder if the lock made it
     raise SystemExit(f"train.py: {msg}")
 
 
@@ -161,8 +163,14 @@ def check_shape(model_args: dict, cfg: dict, set_keys: frozenset, source: str) -
                 f"with init_from='scratch'")
 
 
-def check_writable(folder: Path) -> None:
-    """out_dir must be creatable and writable (the nearest existing folder on its path is checked)."""
+def check_writable(out_dir: str) -> None:
+    """out_dir must be a path (not empty: that is the current folder), creatable and writable (the nearest
+    existing folder on its path is checked)."""
+    try:
+        check_output_path('out_dir', out_dir)
+    except ConfigError as e:
+        fail(str(e))
+    folder = Path(out_dir)
     existing = next(p for p in (folder, *folder.absolute().parents) if p.exists())
     if not existing.is_dir():
         fail(f"out_dir={str(folder)!r}: {existing} is a file, not a folder: choose another --out_dir")

@@ -147,3 +147,101 @@ def test_merge_says_it_does_not_carry_relations(tmp_path, capsys):
     A.main(["merge", f"--input={tmp_path / 'alice.jsonl'},{tmp_path / 'bob.jsonl'}", "--out", str(tmp_path / "m.jsonl"),
             "--conflicts", str(tmp_path / "c.jsonl")])
     assert "note: 4 relation(s) in the inputs are not carried into" in capsys.readouterr().out
+
+
+def _doccano_line(unit: str, layout: str = "label") -> dict:
+    """A Doccano line of TEXT as an export counting `unit` writes it (Doccano keeps no span text)."""
+    spans = [(TEXT.index(w), TEXT.index(w) + len(w), lab) for w, lab in SPANS]
+    if unit == "utf16":
+        spans = [(_utf16(s), _utf16(e), lab) for s, e, lab in spans]
+    if layout == "label":
+        return {"id": 1, "text": TEXT, "label": [list(x) for x in spans]}
+    return {"id": 1, "text": TEXT, "relations": [{"id": 1, "from_id": 1, "to_id": 3, "type": "knows"}],
+            "entities": [{"id": k + 1, "label": lab, "start_offset": s, "end_offset": e}
+                         for k, (s, e, lab) in enumerate(spans)]}
+
+
+@pytest.mark.parametrize("layout", ["label", "entities"])
+@pytest.mark.parametrize("unit", ["codepoints", "utf16"])
+def test_doccano_offset_unit_detected_and_converted(unit, layout):
+    """A Doccano export counting UTF-16 code units: detected from where its spans start and end, converted to
+    code points (reported), written back in UTF-16 (before: 'na o'-like shifted spans, 'nothing lost')."""
+    lines = [_doccano_line(unit, layout)]
+    assert A.doccano_offset_unit(lines) == unit
+    docs, report = A.doccano_to_standard(copy.deepcopy(lines))
+    assert _spans(docs[0]) == EXPECTED
+    assert bool(report.get("utf16_offsets")) == (unit == "utf16")
+    assert A.standard_to_doccano(docs)[0] == lines  # written back in the unit it came in
+
+
+def test_merge_agreement_and_convert_of_a_utf16_doccano_export(tmp_path):
+    A.write_jsonl([_doccano_line("utf16")], tmp_path / "alice.jsonl")
+    (tmp_path / "bob.json").write_text(json.dumps([_ls_task("codepoints", 2)], ensure_ascii=False), encoding="utf-8")
+    annotations, _ = G.load_annotations([str(tmp_path / "alice.jsonl"), str(tmp_path / "bob.json")])
+    assert G.agreement(annotations)["f1"] == 1.0
+    merged, conflicts = G.merge(annotations)
+    assert conflicts == [] and _spans(merged[0]) == EXPECTED
+    A.main(["convert", f"--input={tmp_path / 'alice.jsonl'}", f"--output={tmp_path / 'a.jsonl'}", "--to=standard"])
+    assert _spans(A.read_jsonl(tmp_path / "a.jsonl")[0]) == EXPECTED
+
+
+CRLF_TEXT = "Anna bor i Lund.\r\nErik 🎉 bor i Visby.\r\n\r\nMaria i Kiruna."
+CRLF_SPANS = [("Anna", "PER"), ("Lund", "LOC"), ("Erik", "PER"), ("Visby", "LOC"), ("Maria", "PER")]
+
+
+def _crlf_task(unit: str, annotator: int) -> dict:
+    """A Label Studio task whose text has CRLFs, the offsets counted as the browser saw the text (a CRLF = one LF),
+    in code points or UTF-16 code units."""
+    seen = CRLF_TEXT.replace("\r\n", "\n")
+    results = []
+    for k, (word, label) in enumerate(CRLF_SPANS):
+        s = seen.index(word)
+        e = s + len(word)
+        if "utf16" in unit:
+            s, e = _utf16(s, seen), _utf16(e, seen)
+        results.append({"id": f"c{annotator}{k}", "from_name": "label", "to_name": "text", "type": "labels",
+                        "value": {"start": s, "end": e, "text": word, "labels": [label]}})
+    return {"id": 7, "data": {"text": CRLF_TEXT}, "annotations": [{"id": annotator, "completed_by": annotator,
+                                                                     "result": results}]}
+
+
+@pytest.mark.parametrize("unit", ["crlf", "utf16+crlf"])
+def test_labelstudio_crlf_offsets_are_repaired_in_convert_merge_and_agreement(unit, tmp_path, capsys):
+    """Offsets that count a CRLF as one character: detected, converted to code points (convert too, not only
+    merge and agreement; before: converted with a text_mismatch warning and shifted spans), written back so."""
+    export = [_crlf_task(unit, 1)]
+    expected = sorted((CRLF_TEXT.index(w), CRLF_TEXT.index(w) + len(w), w, lab) for w, lab in CRLF_SPANS)
+    assert A.labelstudio_offset_unit(export) == unit
+    docs, report = A.labelstudio_to_standard(copy.deepcopy(export))
+    assert _spans(docs[0]) == expected and "text_mismatch" not in report
+    assert A.standard_to_labelstudio(docs) == export
+    (tmp_path / "a.json").write_text(json.dumps(export, ensure_ascii=False), encoding="utf-8")
+    A.main(["convert", f"--input={tmp_path / 'a.json'}", f"--output={tmp_path / 'a.jsonl'}", "--to=standard"])
+    assert _spans(A.read_jsonl(tmp_path / "a.jsonl")[0]) == expected
+    assert "text_mismatch" not in capsys.readouterr().out
+    b = _crlf_task(unit, 2)
+    b["annotations"][0]["result"][1]["value"]["labels"] = ["ORG"]  # one disagreement: Lund
+    (tmp_path / "b.json").write_text(json.dumps([b], ensure_ascii=False), encoding="utf-8")
+    merged, conflicts = G.merge(G.load_annotations([str(tmp_path / "a.json"), str(tmp_path / "b.json")])[0])
+    assert [(t["token"], t["tag"]) for t in conflicts[0]["tags"] if t["tag"] == G.CONFLICT] == [("Lund", "???")]
+
+
+def test_one_labelstudio_export_of_several_annotators_is_enough_for_agreement_and_merge(tmp_path):
+    """`-h` says a Label Studio export may hold several annotators: one such file is accepted (before: 'needs two
+    or more files'); one file of one annotator, or one file given twice, is refused."""
+    task = _ls_task("codepoints", 1)
+    task["annotations"] += _ls_task("codepoints", 2)["annotations"]
+    (tmp_path / "both.json").write_text(json.dumps([task], ensure_ascii=False), encoding="utf-8")
+    A.main(["agreement", f"--input={tmp_path / 'both.json'}", f"--out={tmp_path / 'iaa'}"])
+    result = json.loads((tmp_path / "iaa" / "agreement.json").read_text())
+    assert result["annotators"] == ["1", "2"] and result["f1"] == 1.0
+    A.main(["merge", f"--input={tmp_path / 'both.json'}", f"--out={tmp_path / 'm.jsonl'}",
+            f"--conflicts={tmp_path / 'c.jsonl'}"])
+    assert _spans(A.read_jsonl(tmp_path / "m.jsonl")[0]) == EXPECTED
+    (tmp_path / "one.json").write_text(json.dumps([_ls_task("codepoints", 1)], ensure_ascii=False), encoding="utf-8")
+    with pytest.raises(ValueError, match=r"two or more annotators, got \['one'\]"):
+        A.main(["agreement", f"--input={tmp_path / 'one.json'}", f"--out={tmp_path / 'o'}"])
+    with pytest.raises(ValueError, match="one.json is given twice"):
+        A.main(["agreement", f"--input={tmp_path / 'one.json'},{tmp_path}/../{tmp_path.name}/one.json",
+                f"--out={tmp_path / 'o'}"])
+    assert not (tmp_path / "o").exists()

@@ -5,9 +5,12 @@ import json
 import os
 import pickle
 import shutil
+import subprocess
+import sys
 
 import pytest
 import torch
+from conftest import ROOT
 from test_train import TINY, run_train
 
 import checkpoint
@@ -186,3 +189,31 @@ def test_convert_cli_writes_a_hf_folder_and_refuses_before_writing(run, tmp_path
     assert e.value.code == 0
     out = capsys.readouterr().out
     assert all(f'--{k}' in out for k in checkpoint.CONVERT_DEFAULTS) and '# write a Hugging Face' in out
+
+
+def test_run_folder_lock_refuses_a_second_run_and_takes_over_a_stale_lock(tmp_path, capsys):
+    """One run per folder: a live holder (another process) is named with its pid and start time; a holder that
+    was killed (-9: no clean-up) leaves a stale lock file, taken over with one message; release removes the lock
+    file and the folders the lock made, when nothing else was written there."""
+    run_dir = tmp_path / 'a' / 'run'
+    code = (f"import checkpoint, sys; checkpoint.lock_run_folder({str(run_dir)!r}); print('locked', flush=True); "
+            "sys.stdin.read()")
+    holder = subprocess.Popen([sys.executable, '-c', code], cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                              text=True)
+    try:
+        assert holder.stdout.readline().strip() == 'locked'
+        with pytest.raises(CheckpointError, match=rf"in use by another run: pid {holder.pid} on .*, started 20"):
+            checkpoint.lock_run_folder(run_dir)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert (run_dir / checkpoint.LOCK).is_file()  # killed: its lock file stays, its flock is gone
+    checkpoint.lock_run_folder(run_dir)
+    assert f"taking over the stale lock of pid {holder.pid}" in capsys.readouterr().err
+    assert json.loads((run_dir / checkpoint.LOCK).read_text())['pid'] == os.getpid()
+    checkpoint.release_run_folders()
+    assert not (run_dir / checkpoint.LOCK).exists() and run_dir.is_dir()  # the killed holder made the folder
+    fresh = tmp_path / 'b' / 'c'
+    checkpoint.lock_run_folder(fresh)
+    checkpoint.release_run_folders()
+    assert not (tmp_path / 'b').exists()  # made by the lock and left empty: removed

@@ -119,6 +119,27 @@ CASES = [
      'badtext.jsonl'),
     ('annotate-one-file', 'annotate.py agreement --input={t}/doc.jsonl --out={t}/iaa', 'two or more'),
     ('annotate-resolve-missing', 'annotate.py resolve --merged={t}/doc.jsonl --out={t}/f.jsonl', '--resolved'),
+    # one run per folder; a folder a run uses is never rebuilt under it; no output over its input
+    ('train-empty-out-dir', 'train.py --out_dir=', '--out_dir is empty'),
+    ('train-tokenizer-vs-prepared', 'train.py --data_root={t}/data --dataset=prepared --tokenizer=gpt2',
+     '--rebuild_dataset=True'),
+    ('data-recipe-vs-prepared', 'data.py prepare --data_root={t}/data --dataset=prepared --tokenizer=gpt2',
+     '--dataset=prepared_gpt2'),
+    ('ner-train-empty-out-dir', 'ner.py train --train={t}/a.conll --encoder={t}/empty --out_dir=', '--out_dir'),
+    ('ner-train-over-a-run', 'ner.py train --train={t}/a.conll --encoder={t}/empty --out_dir={t}/nerrun',
+     '--overwrite=True'),
+    ('ner-predict-output-is-input', 'ner.py predict --model={t}/empty --input={t}/text.txt --output={t}/text.txt',
+     '--output'),
+    ('annotate-convert-output-is-input', 'annotate.py convert --input={t}/doc.jsonl --output={t}/doc.jsonl '
+     '--to=standard', '--output'),
+    ('annotate-merge-out-is-input', 'annotate.py merge --input={t}/doc.jsonl,{t}/doc2.jsonl --out={t}/doc2.jsonl '
+     '--conflicts={t}/c.jsonl', '--out'),
+    ('clean-out-inside-input', 'clean.py --input={t}/corpus --out={t}/corpus/clean', 'inside the input folder'),
+    ('clean-out-inside-glob', 'clean.py --input={t}/corpus/*.txt --out={t}/corpus/c2', 'inside the input folder'),
+    # wrong file kind
+    ('ner-predict-conll', 'ner.py predict --model={t}/empty --input={t}/a.conll --output={t}/p2.jsonl', 'CoNLL'),
+    ('annotate-same-file-twice', 'annotate.py agreement --input={t}/doc.jsonl,{t}/doc.jsonl --out={t}/iaa2',
+     'given twice'),
 ]
 
 
@@ -135,6 +156,12 @@ def bad_inputs(tmp_path_factory, tiny_dataset) -> tuple[Path, Path]:
     (t / 'a.conll').write_text("Anna B-PER\nlives O\n\n")
     (t / 'doc.jsonl').write_text('{"id": "1", "text": "Anna bor i Lund.", "tags": []}\n')
     (t / 'badtext.jsonl').write_text('{"id": "1", "text": 7, "tags": []}\n')
+    (t / 'doc2.jsonl').write_text('{"id": "1", "text": "Anna bor i Lund.", "tags": []}\n')
+    (t / 'corpus').mkdir()
+    (t / 'corpus' / 'sv.txt').write_text("En rad med text som är lång nog för att behållas av filtren här.\n")
+    (t / 'nerrun' / 'model').mkdir(parents=True)  # an earlier ner.py train run
+    (t / 'nerrun' / 'report.json').write_text('{}')
+    shutil.copytree(tiny_dataset, t / 'data' / 'prepared')  # a prepared folder (own BPE) runs may use
     for name, cut in (('odd', 1), ('short', 2)):  # a truncated file, then one token short of meta.json
         shutil.copytree(tiny_dataset, t / 'data' / name)
         train_bin = t / 'data' / name / 'train.bin'
@@ -177,3 +204,7 @@ def test_bad_input_gives_one_line_and_no_traceback(bad_inputs):
     assert {p: _tree(ROOT / p) for p in ('data', 'out')} == before  # nothing written in the working tree
     assert not [p.name for p in t.iterdir() if p.name.startswith(('o-', 'o1', 'o2', 'o3', 'nodata'))]
     assert json.loads((t / 'data' / 'odd' / 'meta.json').read_text())['recipe']  # the bad folders stay as they were
+    assert json.loads((t / 'data' / 'prepared' / 'meta.json').read_text())['tokenizer'] != 'gpt2'  # not rebuilt
+    assert sorted(p.name for p in (t / 'corpus').iterdir()) == ['sv.txt']  # no output inside the input
+    assert sorted(p.name for p in (t / 'nerrun').iterdir()) == ['model', 'report.json']
+    assert (t / 'doc2.jsonl').read_text() == (t / 'doc.jsonl').read_text() and (t / 'text.txt').read_text()

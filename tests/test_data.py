@@ -2,10 +2,14 @@
 resume; chat.py: chat format and mask; bad input."""
 import json
 import pickle
+import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 import torch
+from conftest import ROOT
 
 import data
 from chat import ChatLoader, format_chat, load_chat_jsonl
@@ -49,7 +53,7 @@ def test_prepare_is_idempotent_and_rebuilds_for_another_tokenizer(tiny_dataset, 
     folder = prepare_dataset("t", data_root=tmp_path, input=plays, txt_unit="file", vocab_size=512,
                              num_proc=1)
     assert (folder / "tokenizer.model").is_file()
-    folder = prepare_dataset("t", data_root=tmp_path, tokenizer="gpt2", num_proc=2)  # another tokenizer
+    folder = prepare_dataset("t", data_root=tmp_path, tokenizer="gpt2", num_proc=2, rebuild_dataset=True)
     meta = load_meta(folder)
     assert meta["tokenizer"] == "gpt2" and meta["vocab_size"] == 50257 and meta["dtype"] == "uint16"
     assert not (folder / "tokenizer.model").exists() and meta["recipe"]["txt_unit"] == "file"
@@ -60,8 +64,27 @@ def test_prepare_is_idempotent_and_rebuilds_for_another_tokenizer(tiny_dataset, 
     mtime = (folder / "train.bin").stat().st_mtime_ns
     prepare_dataset("t", data_root=tmp_path, tokenizer="gpt2")
     assert (folder / "train.bin").stat().st_mtime_ns == mtime
-    folder = prepare_dataset("t", data_root=tmp_path, num_proc=1)  # back to an own tokenizer, default size
+    folder = prepare_dataset("t", data_root=tmp_path, num_proc=1, rebuild_dataset=True)  # own tokenizer again
     assert load_meta(folder)["vocab_size"] == data._PREPARE_DEFAULTS["vocab_size"]
+
+
+def test_a_prepared_folder_is_rebuilt_only_with_rebuild_dataset(tiny_dataset, tmp_path):
+    """Another tokenizer (or recipe) for a prepared folder stops with the folder, what differs and a new name;
+    the folder stays as it was (runs trained on it still resume). --rebuild_dataset=True rebuilds it in place."""
+    shutil.copytree(tiny_dataset, tmp_path / "tiny")
+    before = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "tiny").iterdir()}
+    with pytest.raises(ValueError, match=r"tiny was prepared with another recipe \(tokenizer: the dataset's own BPE "
+                                         r"-> 'gpt2'.*--dataset=tiny_gpt2, or rebuild .* --rebuild_dataset=True"):
+        prepare_dataset("tiny", data_root=tmp_path, tokenizer="gpt2")
+    with pytest.raises(ValueError, match=r"\(val_fraction: 0.1 -> 0.3\).*--dataset=tiny_v2"):
+        prepare_dataset("tiny", data_root=tmp_path, val_fraction=0.3)
+    assert {p.name: p.stat().st_mtime_ns for p in (tmp_path / "tiny").iterdir()} == before
+    r = subprocess.run([sys.executable, "data.py", "prepare", "--dataset=tiny", f"--data_root={tmp_path}",
+                        "--vocab_size=400"], cwd=ROOT, capture_output=True, text=True)
+    assert r.returncode == 1 and "vocab_size: 512 -> 400" in r.stderr and "Traceback" not in r.stderr, r.stderr
+    assert {p.name: p.stat().st_mtime_ns for p in (tmp_path / "tiny").iterdir()} == before
+    prepare_dataset("tiny", data_root=tmp_path, tokenizer="gpt2", num_proc=1, rebuild_dataset=True)
+    assert load_meta(tmp_path / "tiny")["tokenizer"] == "gpt2"
 
 
 def test_uint32_when_vocab_exceeds_uint16(tmp_path):
@@ -413,7 +436,8 @@ def test_sources_folder_per_language_and_category(tmp_path):
     assert load_meta(folder)["val_splits"] == ["val_da", "val_sv"]
     _write_lines(tmp_path / "other.txt", [f"rad {i}" for i in range(5)])  # a new input replaces the sources
     other = str(tmp_path / "other.txt")
-    meta = load_meta(prepare_dataset("c", data_root=tmp_path, tokenizer="gpt2", input=other, num_proc=1))
+    meta = load_meta(prepare_dataset("c", data_root=tmp_path, tokenizer="gpt2", input=other, num_proc=1,
+                                     rebuild_dataset=True))
     assert list(meta["languages"]) == ["all"] and meta["train_docs"] + meta["val_docs"] == 5
 
 
@@ -494,7 +518,7 @@ def test_prepare_reports_a_malformed_record_with_file_and_line(tmp_path, shared_
     meta = load_meta(prepare_dataset("x", on_bad_input="skip", **kw))
     assert meta["languages"]["all"]["bad_lines_skipped"] == 1 and meta["sources"][0]["bad_lines_skipped"] == 1
     assert meta["train_docs"] + meta["val_docs"] == 199
-    meta = load_meta(prepare_dataset("x", on_bad_input="replace", **kw))
+    meta = load_meta(prepare_dataset("x", on_bad_input="replace", rebuild_dataset=True, **kw))
     assert meta["languages"]["all"]["bad_lines_repaired"] == 1 and meta["train_docs"] + meta["val_docs"] == 200
 
 

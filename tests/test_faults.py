@@ -132,3 +132,41 @@ def test_infinite_grad_norm_with_finite_loss_stops_before_the_step(tiny_dataset,
     # the loss of that step was finite: printed in the message
     loss = float(r.stderr.split('non-finite loss ')[1].split(' ')[0])
     assert math.isfinite(loss) and loss > 1e30
+
+
+@pytest.mark.slow
+def test_one_run_per_out_dir_and_the_lock_goes_with_the_run(tiny_dataset, tmp_path):
+    """A second train.py on a running run's out_dir stops before writing anything, naming the first one's pid and
+    start time (as a new run with --overwrite=True and as a resume); the lock file goes when the first run ends by
+    SIGTERM; a lock file left by a killed run (its flock is gone) is taken over with one message."""
+    out = tmp_path / 'run'
+    proc = _popen(out, tiny_dataset, **dict(LONG, eval_interval=2))
+    try:
+        _wait_for_steps(out, [proc], 3)  # a checkpoint at step 2, so that a resume gets as far as the lock
+        for extra in (dict(overwrite=True), dict(init_from='resume')):
+            r = train_py(out, tiny_dataset.parent, tiny_dataset.name, **extra)
+            assert r.returncode == 1 and 'Traceback' not in r.stderr, r.stderr[-3000:]
+            assert f"is in use by another run: pid {proc.pid} on " in r.stderr and ', started 20' in r.stderr
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        log = proc.communicate(timeout=120)[0]
+    assert proc.returncode == 0 and 'stopped by SIGTERM' in log, log[-3000:]
+    steps = [x['step'] for x in read_jsonl(out / 'metrics.jsonl') if 'loss' in x]
+    assert steps == list(range(1, steps[-1] + 1))  # one writer: no step twice
+    assert not (out / '.lock').exists()
+    (out / '.lock').write_text(json.dumps(dict(pid=proc.pid, host='h', started='2026-01-01 00:00:00')))  # kill -9
+    r = train_py(out, tiny_dataset.parent, tiny_dataset.name, init_from='resume', **dict(
+        LONG, max_iters=steps[-1] + 1))
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert f"taking over the stale lock of pid {proc.pid} on h, started 2026-01-01" in r.stderr
+    assert not (out / '.lock').exists()
+    early = tmp_path / 'early'  # SIGTERM as soon as the lock is taken (setup, or the first steps): lock released
+    proc = _popen(early, tiny_dataset, **LONG)
+    t0 = time.time()
+    while not (early / '.lock').exists():
+        assert proc.poll() is None and time.time() - t0 < 120, proc.stdout.read()[-3000:]
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGTERM)
+    log = proc.communicate(timeout=120)[0]
+    assert proc.returncode in (0, 1) and 'Traceback' not in log and 'stopped by SIGTERM' in log, log[-3000:]
+    assert not (early / '.lock').exists()

@@ -481,6 +481,32 @@ def test_bad_input_messages(tmp_path, tiny_bert):
         nertagger.Tagger.load(tmp_path)
 
 
+def test_train_writes_nothing_before_every_check_and_replaces_a_run_only_with_overwrite(tiny_bert, tmp_path):
+    """A value that only the optimizer or schedule checks (lr_max < 0, warmup_epochs < 0) stops train before
+    config.json; an out_dir that holds an earlier run's model is refused without --overwrite=True, and replaced
+    whole with it; an empty out_dir is refused."""
+    _toy_data(tmp_path / "train.conll", 16, 0)
+    _toy_data(tmp_path / "val.conll", 8, 1)
+    out = tmp_path / "o"
+    cfg = ner.TRAIN_DEFAULTS | dict(train=str(tmp_path / "train.conll"), val=str(tmp_path / "val.conll"),
+                                    encoder=str(tiny_bert), out_dir=str(out), preset="original", max_epochs=1,
+                                    batch_size=8)
+    for bad, match in (({"lr_max": -1.0}, "learning rate"), ({"warmup_epochs": -1}, "warmup"),
+                       ({"out_dir": ""}, "--out_dir is empty")):
+        with pytest.raises(ValueError, match=match):
+            ner.train(cfg | bad)
+        assert not out.exists()
+    ner.train(cfg)
+    before = {p: p.stat().st_mtime_ns for p in out.rglob("*")}
+    with pytest.raises(ValueError, match=r"holds an earlier run \(config.json, model, report.json, report.txt, "
+                                         r"run0\).*--overwrite=True"):
+        ner.train(cfg)
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("*")} == before
+    (out / "run3").mkdir()  # a run of an earlier multiple_runs=4
+    ner.train(cfg | {"overwrite": True, "save_model": False})
+    assert sorted(p.name for p in out.iterdir()) == ["config.json", "report.json", "report.txt", "run0"]
+
+
 @pytest.mark.slow
 def test_minilm_fine_tuning_learns_wnut(minilm, shared_dir, tmp_path):
     """The real encoder, a few steps on a WNUT-17 slice: the validation loss falls."""

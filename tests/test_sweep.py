@@ -3,7 +3,12 @@ and norm metrics on hand-made tables, and an end-to-end sweep of two tiny train.
 import csv
 import json
 import math
+import os
 import shlex
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -288,3 +293,40 @@ def test_lr_sensitivity_caps_at_the_loss_at_init_exactly():
     assert sweep.lr_sensitivity([3.0, 4.0], 5.0) == pytest.approx(1.0)
     with pytest.raises(ValueError, match="at least two"):
         sweep.lr_sensitivity([3.0], 5.0)
+
+
+@pytest.mark.slow
+def test_sigterm_reaches_the_train_child_which_saves_and_resumes_on_the_next_sweep(tmp_path):
+    """A scheduler's SIGTERM to sweep.py: forwarded to its train.py child, which saves at the end of its step and
+    exits; sweep.py waits for it, records the run as interrupted and exits non-zero; no train.py is left running.
+    The same command again resumes the run from its checkpoint and finishes it, no step lost or repeated."""
+    _random_tokens_dataset(tmp_path / "data" / "tiny")
+    (tmp_path / "tiny.py").write_text(  # checkpoints every 2 steps, each 0.3 s slower: the run lasts ~6 s
+        "dataset = 'tiny'\ndata_root = 'data'\nn_layer = 1\nn_head = 2\nn_embd = 16\nblock_size = 16\n"
+        "batch_size = 4\nmax_iters = 40\nwarmup_iters = 2\nlr_decay_iters = 40\neval_interval = 2\n"
+        "eval_iters = 1\nlog_interval = 1\nsample_tokens = 0\ndevice = 'cpu'\ndtype = 'float32'\n"
+        "debug_ckpt_sleep = 0.3\nsweep = dict(learning_rate=[0.01])\n")
+    cmd = [sys.executable, str(ROOT / "sweep.py"), "tiny.py"]
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
+    run_dir = tmp_path / "sweeps" / "tiny" / "learning_rate=0.01"
+    proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    t0 = time.time()
+    while not ((run_dir / "ckpt.pt").exists() and (run_dir / ".lock").exists()):
+        assert proc.poll() is None and time.time() - t0 < 180, proc.stdout.read()[-3000:]
+        time.sleep(0.05)
+    child = json.loads((run_dir / ".lock").read_text())["pid"]
+    proc.send_signal(signal.SIGTERM)
+    out = proc.communicate(timeout=120)[0]
+    assert proc.returncode == 1 and "interrupted by SIGTERM" in out, out[-3000:]
+    with pytest.raises(ProcessLookupError):
+        os.kill(child, 0)  # the child has exited (and was waited for)
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert not summary["finished"] and summary["step"] < 40
+    assert "# sweep.py: interrupted by SIGTERM" in (run_dir / "train.log").read_text()
+    r = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, env=env, timeout=300)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    log = (run_dir / "train.log").read_text()
+    assert log.count("$ ") == 2 and log.rsplit("$ ", 1)[1].splitlines()[0].endswith("--init_from=resume")
+    assert json.loads((run_dir / "summary.json").read_text())["finished"]
+    steps = [json.loads(x)["step"] for x in (run_dir / "metrics.jsonl").read_text().splitlines() if '"loss"' in x]
+    assert steps == list(range(1, 41))

@@ -525,7 +525,7 @@ def test_resume_or_finetune_on_other_data_stops_before_anything_is_touched(tmp_p
         run_train(out, root, dataset='tiny', init_from='resume', tokenizer='gpt2')
     assert _snapshot(root) == data_before and _snapshot(out) == run_before  # today: data/tiny re-prepared
     meta = data.load_meta(root / 'tiny')
-    data.prepare_dataset('tiny', data_root=root, vocab_size=400, num_proc=1)  # the folder is rebuilt
+    data.prepare_dataset('tiny', data_root=root, vocab_size=400, num_proc=1, rebuild_dataset=True)  # rebuilt
     assert data.load_meta(root / 'tiny')['identity'] != meta['identity']
     with pytest.raises(SystemExit, match=r"the dataset folder .*tiny, the tokenizer of .*tiny changed since the "
                                          r"checkpoint"):

@@ -11,6 +11,7 @@ Run folder (out_dir):
     ckpt.pt          the newest checkpoint: a hard link to the newest ckpt_<step>.pt
     ckpt_<step>.pt   the last keep_last_k checkpoints, step zero-padded to 7 digits
     summary.json     written when the run ends (finished, diverged or stopped)
+    evals.jsonl      one JSON object per held-out evaluation of a finished checkpoint (python evaluation.py)
 
 A checkpoint is one portable file, a dict of tensors and plain Python values (every load here uses
 torch.load(weights_only=True)): 'model' and 'optimizer' (full state dicts keyed by parameter name, the same
@@ -220,9 +221,10 @@ def start_run_folder(run_dir: str | Path, config: dict, resume_step: int | None)
         metrics.write_text(''.join(ln + '\n' for ln in keep))
 
 
-def append_metrics(run_dir: str | Path, rec: dict) -> None:
-    """Append one record (a log step or an eval) to run_dir/metrics.jsonl; non-finite floats become null."""
-    path = Path(run_dir) / 'metrics.jsonl'
+def append_metrics(run_dir: str | Path, rec: dict, name: str = 'metrics.jsonl') -> None:
+    """Append one record (a log step or an eval) to run_dir/metrics.jsonl (or to run_dir/<name>: evaluation.py's
+    evals.jsonl); non-finite floats become null."""
+    path = Path(run_dir) / name
     try:
         with open(path, 'a') as f:
             f.write(json.dumps(json_safe(rec)) + '\n')

@@ -49,8 +49,9 @@ _GEN_CHUNK = 32  # generate this many tokens between checks for the stop strings
 class GPTLM(TemplateLM):
     """lm-eval's LM over a model.GPT: from a run folder (out_dir) or a GPT and Tokenizer in memory.
     batch_size: requests per forward (an int: lm-eval's 'auto' is not supported). device: where the model runs
-    ('' = cuda if available). dtype: 'float32' | 'bfloat16' (autocast). Raises ConfigError/CheckpointError
-    (one line) for bad arguments or a run folder that does not load."""
+    ('' = cuda if available). dtype: 'float32' | 'bfloat16' (autocast). max_batch_size (passed by lm-eval for its
+    'auto' batch size) is ignored. Raises ConfigError/CheckpointError (one line) for bad arguments or a run
+    folder that does not load."""
 
     def __init__(self, out_dir: str = '', model=None, tokenizer='', batch_size: int | str = 8, device: str = '',
                  dtype: str = 'float32', max_batch_size: int | None = None) -> None:

@@ -148,3 +148,20 @@ def test_bf16_logits_and_mu_centering_separate_rounding_from_the_model(trained_r
     assert centered['nats'] == pytest.approx(score(model, logits_dtype='bfloat16', mu_centering=True)['nats'],
                                              rel=1e-3)
     assert abs(centered['logits_mean_mean']) < 1e-2
+
+
+@pytest.mark.slow
+def test_a_hugging_face_folder_scores_as_its_run(trained_run, data_root, tmp_path):
+    import checkpoint
+    checkpoint.convert(trained_run, hf=tmp_path / 'hf')
+    run = evaluation.evaluate(out_dir=str(trained_run), datasets=['tiny'], data_root=str(data_root),
+                              batch_size=64, write=False)[0]
+    spm = str(data_root / 'tiny' / 'tokenizer.model')
+    hf = evaluation.evaluate(hf_dir=str(tmp_path / 'hf'), tokenizer=spm, datasets=['tiny'],
+                             data_root=str(data_root), batch_size=64)[0]
+    assert hf['val_loss'] == pytest.approx(run['val_loss'], rel=1e-5) and hf['step'] is None
+    assert hf['val_bpb'] == pytest.approx(run['val_bpb'], rel=1e-5)
+    assert read_jsonl(tmp_path / 'hf' / 'evals.jsonl')[0]['val_loss'] == hf['val_loss']
+    with pytest.raises(ValueError, match='another tokenizer'):
+        evaluation.evaluate(hf_dir=str(tmp_path / 'hf'), tokenizer=spm, datasets=['other'],
+                            data_root=str(data_root))

@@ -47,7 +47,7 @@ dtype = 'float32'  # 'float32' | 'bfloat16' (ours: autocast; HFLM: weights in bf
 out = 'bench/results/lmeval.txt'  # result lines are appended here ('' = print only)
 
 
-def _requests(tok, n: int, ctx_tokens: int) -> list:
+def _requests(n: int, ctx_tokens: int) -> list:
     """n Instances (context, ' continuation'): consecutive pieces of the plays, 4 candidate continuations each."""
     import random
 
@@ -97,7 +97,7 @@ def main() -> None:
         ours = lmeval.GPTLM(model=model, tokenizer=tok, batch_size=batch_size, device=device, dtype=dtype)
         theirs = HFLM(pretrained=f'{tmp}/hf', tokenizer=GPTSw3Tokenizer(vocab_file=f'{tmp}/tok.model'),
                       batch_size=batch_size, device=device, dtype=dtype, prefix_token_id=tok.eot)
-        requests = _requests(tok, n_requests, ctx_tokens)
+        requests = _requests(n_requests, ctx_tokens)
         rates = {'ours': [], 'hflm': []}
         _, a = _timed(ours, requests[:batch_size * 2])  # warm-up
         _, b = _timed(theirs, requests[:batch_size * 2])

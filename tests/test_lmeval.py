@@ -107,7 +107,7 @@ def test_every_architecture_scores_as_an_independent_forward(trained_run, arch):
     for (ctx, cont), (logp, greedy) in zip(PAIRS, got, strict=True):
         if ctx:
             whole, c = tok.encode(ctx + cont), tok.encode(ctx)
-            c, k = c, whole[len(c):]
+            k = whole[len(c):]  # lm-eval's split: the continuation is what the context's ids do not cover
         else:
             c, k = [tok.eot], tok.encode(cont)
         seq = torch.tensor((c + k)[-(L + 1):])

@@ -12,6 +12,7 @@ Run folder (out_dir):
     ckpt_<step>.pt   the last keep_last_k checkpoints, step zero-padded to 7 digits
     summary.json     written when the run ends (finished, diverged or stopped)
     .lock            while a run uses the folder: its pid, host and start time (lock_run_folder)
+    evals.jsonl      one JSON object per held-out evaluation of a finished checkpoint (python evaluation.py)
 
 A checkpoint is one portable file, a dict of tensors and plain Python values (every load here uses
 torch.load(weights_only=True)): 'model' and 'optimizer' (full state dicts keyed by parameter name, the same
@@ -293,9 +294,10 @@ def release_run_folders() -> None:
 atexit.register(release_run_folders)  # any exit but a kill: the kernel drops a killed process's flock itself
 
 
-def append_metrics(run_dir: str | Path, rec: dict) -> None:
-    """Append one record (a log step or an eval) to run_dir/metrics.jsonl; non-finite floats become null."""
-    path = Path(run_dir) / 'metrics.jsonl'
+def append_metrics(run_dir: str | Path, rec: dict, name: str = 'metrics.jsonl') -> None:
+    """Append one record (a log step or an eval) to run_dir/metrics.jsonl (or to run_dir/<name>: evaluation.py's
+    evals.jsonl); non-finite floats become null."""
+    path = Path(run_dir) / name
     try:
         with open(path, 'a') as f:
             f.write(json.dumps(json_safe(rec)) + '\n')

@@ -224,7 +224,8 @@ if pre_ckpt is not None and pre_ckpt.get('data_identity'):  # finetune: a new ch
     if changed:
         fail(f"{', '.join(changed)} changed since the checkpoint {finetune_from or out_dir} was written "
              f"(identity hashes differ): restore the data the run trained on, or start a new run with "
-             f"init_from='scratch'")
+             f"init_from='scratch'; to score the run on other data: python evaluation.py "
+             f"--out_dir={finetune_from or out_dir} --datasets={dataset}")
 data_vocab = meta.get('vocab_size') or 50304  # nanoGPT folder without meta.pkl: GPT-2 tokens, padded
 if chat and tok is None:
     fail(f"init_from='finetune' needs the tokenizer of the pretraining data, but {data_dir} records none "

@@ -75,6 +75,15 @@ CASES = [
     ('checkpoint-missing', 'checkpoint.py convert --out_dir={t}/empty --hf={t}/k3', 'ckpt.pt'),
     ('checkpoint-unknown-key', 'checkpoint.py convert --outdir={t}/corrupt', 'out_dir'),
     ('norms-unknown-key', 'norms.py --outdir={t}/x', 'out'),
+    # evaluation.py, lmeval.py
+    ('evaluation-logits-dtype', 'evaluation.py --out_dir={t}/corrupt --logits_dtype=float16', 'logits_dtype'),
+    ('evaluation-no-ckpt', 'evaluation.py --out_dir={t}/empty', 'ckpt.pt'),
+    ('evaluation-hf-no-tokenizer', 'evaluation.py --hf_dir={t}/empty --datasets=tiny', '--tokenizer'),
+    ('evaluation-dataset-missing', 'evaluation.py --hf_dir={t}/empty --tokenizer={d}/tiny/tokenizer.model '
+     '--datasets=nope --data_root={d}', 'nope'),
+    ('evaluation-unknown-key', 'evaluation.py --dataset=tiny', 'datasets'),
+    ('lmeval-no-run', 'lmeval.py run --model nanogpt --model_args out_dir={t}/empty --tasks shakespeare_cloze '
+     '--include_path evals', 'ckpt.pt'),
     # data.py
     ('data-no-command', 'data.py', 'prepare'),
     ('data-unknown-key', 'data.py prepare --vocab_sise=5', 'vocab_size'),
@@ -191,7 +200,7 @@ def test_bad_input_gives_one_line_and_no_traceback(bad_inputs):
     t, d = bad_inputs
     assert len(CASES) >= 40 and {c[1].split()[0] for c in CASES} == {
         'train.py', 'sample.py', 'sweep.py', 'data.py', 'clean.py', 'tokenizer.py', 'ner.py', 'annotate.py',
-        'checkpoint.py', 'norms.py'}
+        'checkpoint.py', 'norms.py', 'evaluation.py', 'lmeval.py'}
     before = {p: _tree(ROOT / p) for p in ('data', 'out')}
     argvs = [_argv(name, cmd, t, d) for name, cmd, _ in CASES]
     with ThreadPoolExecutor(max_workers=4) as pool:

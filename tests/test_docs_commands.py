@@ -183,7 +183,7 @@ def page_dirs(tmp_path_factory):
             work = base / "repo"
             work.mkdir()
             for entry in ROOT.iterdir():
-                if entry.suffix == ".py" or entry.name in ("config", "bench", "examples"):
+                if entry.suffix == ".py" or entry.name in ("config", "bench", "examples", "evals"):
                     (work / entry.name).symlink_to(entry)
             if SHARED.is_dir():
                 (base / "shared").symlink_to(SHARED)

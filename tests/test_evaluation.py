@@ -1,19 +1,31 @@
-"""evaluation.py: the eval loss train.py logs, split over ranks: 2 gloo ranks give the same loss and logit
-diagnostics as 1 process, and the loss is the mean cross-entropy over the batches (F.cross_entropy by hand)."""
+"""evaluation.py: the eval loss train.py logs (estimate_loss: 2 gloo ranks give the same loss and logit diagnostics
+as 1 process; the loss is the mean cross-entropy over the batches), and the held-out scoring (`python
+evaluation.py`, evaluation.evaluate, score_tokens) on the producers' output: the trained_run fixture scored on its
+own dataset and on a two-language dataset data.py prepared with the same tokenizer. Every figure is recomputed
+independently: the cross-entropy with torch.nn.functional over the same consecutive windows of the checkpoint's
+GPT, bits per byte from meta.json's byte counts (themselves checked against the decoded validation text). Another
+tokenizer is refused before any work; the run folder's training state is only read."""
+import hashlib
+import math
 import os
+import shutil
+import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 import torch.nn.functional as F
+from conftest import ROOT, TINY_PLAYS, read_jsonl
 
+import data
 import evaluation
+from checkpoint import load_checkpoint, model_from_checkpoint
 from model import GPT, GPTConfig
 
-ROOT = Path(__file__).resolve().parent.parent
 CFG = dict(n_layer=1, n_head=2, n_embd=16, block_size=8, vocab_size=64, bias=True)
 TOKENS = np.random.default_rng(0).integers(0, 64, 4000).astype(np.uint16)
 
@@ -64,3 +76,147 @@ def test_eval_loss_is_the_mean_cross_entropy_of_the_batches():
                        for x, y in (batches() for _ in range(5))])
     loss, _ = _estimate(5)
     assert abs(loss - ref) <= 1e-6 * ref
+
+
+@pytest.fixture(scope='module')
+def data_root(tiny_dataset, tmp_path_factory) -> Path:
+    """tiny (trained_run's dataset), twolang (four other plays as languages 'en' and 'xx', the same tokenizer)
+    and other (one play, its own 400-token BPE: another tokenizer)."""
+    root = tmp_path_factory.mktemp('evaldata')
+    shutil.copytree(tiny_dataset, root / 'tiny')
+    plays = [p for p in data.shakespeare_files() if p.name not in TINY_PLAYS]
+    plays = sorted(plays, key=lambda p: p.stat().st_size)[:5]  # the shortest: seconds to tokenize
+    data.prepare_dataset('twolang', data_root=root, tokenizer=str(tiny_dataset / 'tokenizer.model'),
+                         sources={'en': [str(p) for p in plays[:2]], 'xx': [str(p) for p in plays[2:4]]},
+                         txt_unit='file', num_proc=1)
+    data.prepare_dataset('other', data_root=root, input=[str(plays[4])], vocab_size=400, num_proc=1)
+    return root
+
+
+def _reference_nats(model: GPT, tokens: np.ndarray, T: int) -> float:
+    """Total cross-entropy (nats) of tokens[1:], windows tokens[s:s+T] -> tokens[s+1:s+T+1], one at a time."""
+    ids = torch.from_numpy(np.asarray(tokens, dtype=np.int64))
+    total = 0.0
+    with torch.no_grad():
+        for s in range(0, len(ids) - 1, T):
+            y = ids[s + 1:s + T + 1]
+            total += F.cross_entropy(model(ids[s:s + len(y)][None])[0], y, reduction='sum').item()
+    return total
+
+
+def _hashes(folder: Path) -> dict:
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir()) if p.is_file()}
+
+
+@pytest.mark.slow
+def test_scores_a_run_on_datasets_and_languages_leaving_the_training_state(trained_run, data_root, tmp_path):
+    run = tmp_path / 'run'
+    shutil.copytree(trained_run, run)
+    before = _hashes(run)
+    p = subprocess.run([sys.executable, str(ROOT / 'evaluation.py'), f'--out_dir={run}', '--datasets=tiny,twolang',
+                        f'--data_root={data_root}', '--device=cpu', '--batch_size=3'],
+                       capture_output=True, text=True, timeout=300, env={'OMP_NUM_THREADS': '1', 'PATH': ''})
+    assert p.returncode == 0, p.stderr[-3000:]
+    after = _hashes(run)
+    assert set(after) == set(before) | {'evals.jsonl'}
+    assert {k: after[k] for k in before} == before  # ckpt.pt, metrics.jsonl, config.json, summary.json untouched
+    tiny, two = read_jsonl(run / 'evals.jsonl')
+
+    model = model_from_checkpoint(load_checkpoint(run)).eval()
+    T = model.config.block_size
+    assert tiny['block_size'] == T and tiny['logits_dtype'] == 'float32' and tiny['mu_centering'] is False
+    assert tiny['step'] == 2 and tiny['dataset_id'] == data.dataset_identity(data_root / 'tiny')['dataset_id']
+    val = data.load_tokens(data_root / 'tiny', 'val')
+    nats, meta = _reference_nats(model, val, T), data.load_meta(data_root / 'tiny')
+    assert tiny['val_tokens'] == len(val) - 1 and tiny['val_bytes'] == meta['val_bytes']
+    assert tiny['val_loss'] == pytest.approx(nats / (len(val) - 1), rel=1e-5)
+    assert tiny['val_bpb'] == pytest.approx(nats / (math.log(2) * meta['val_bytes']), rel=1e-5)
+    assert not any(k.startswith('val_loss/') for k in tiny)  # one language: no per-language keys
+
+    meta, total_nats, total_bytes = data.load_meta(data_root / 'twolang'), 0.0, 0
+    tok = data.dataset_tokenizer(data_root / 'twolang')
+    for lang in ('en', 'xx'):
+        val = data.load_tokens(data_root / 'twolang', f'val_{lang}')
+        nats, n_bytes = _reference_nats(model, val, T), meta['languages'][lang]['val_bytes']
+        assert two[f'val_loss/{lang}'] == pytest.approx(nats / (len(val) - 1), rel=1e-5)
+        assert two[f'val_bpb/{lang}'] == pytest.approx(nats / (math.log(2) * n_bytes), rel=1e-5)
+        # the byte count: the UTF-8 bytes of the language's validation documents (EOT separators carry none)
+        docs = np.split(np.asarray(val), np.flatnonzero(np.asarray(val) == meta['eot'])[1:])
+        text_bytes = sum(len(tok.decode(d[1:].tolist()).encode('utf-8')) for d in docs)
+        assert abs(text_bytes - n_bytes) <= meta['languages'][lang]['val_docs']
+        total_nats, total_bytes = total_nats + nats, total_bytes + n_bytes
+    assert two['val_bpb'] == pytest.approx(total_nats / (math.log(2) * total_bytes), rel=1e-5)
+    assert two['val_tokens'] == two['val_tokens/en'] + two['val_tokens/xx']
+    assert two['val_loss/en'] != two['val_loss/xx']
+
+    again = evaluation.evaluate(out_dir=str(run), datasets=['tiny'], data_root=str(data_root), batch_size=8)
+    assert again[0]['val_loss'] == pytest.approx(tiny['val_loss'], rel=1e-6)  # batching does not change it
+    assert len(read_jsonl(run / 'evals.jsonl')) == 3  # appended
+
+
+@pytest.mark.slow
+def test_a_dataset_with_another_tokenizer_is_refused_before_any_work(trained_run, data_root, tmp_path):
+    run = tmp_path / 'run'
+    shutil.copytree(trained_run, run)
+    p = subprocess.run([sys.executable, str(ROOT / 'evaluation.py'), f'--out_dir={run}', '--datasets=tiny,other',
+                        f'--data_root={data_root}', '--device=cpu'], capture_output=True, text=True, timeout=300)
+    assert p.returncode == 1 and 'Traceback' not in p.stderr
+    assert p.stderr.startswith('evaluation.py: ') and len(p.stderr.strip().splitlines()) == 1, p.stderr
+    assert "'other'" in p.stderr or '/other' in p.stderr and 'tokenizer' in p.stderr
+    assert not (run / 'evals.jsonl').exists()  # tiny, listed first, was not scored either
+
+
+def _untied_copy(model: GPT) -> GPT:
+    """The same function with lm_head a parameter of its own (so its rows can move without moving wte)."""
+    cfg = dict(vars(model.config), tie_embeddings=False)
+    untied = GPT(GPTConfig(**cfg)).eval()
+    untied.load_state_dict(model.state_dict())
+    return untied
+
+
+def test_bf16_logits_and_mu_centering_separate_rounding_from_the_model(trained_run):
+    model = model_from_checkpoint(load_checkpoint(trained_run)).eval()
+    x = torch.randint(0, model.config.vocab_size, (2, 16))
+    capped = GPT(GPTConfig(**dict(vars(model.config), logit_softcap=2.0))).eval()
+    for m in (model, capped):  # output_logits is the model's own head
+        torch.testing.assert_close(evaluation.output_logits(m, m.hidden_states(x)), m(x), rtol=0, atol=0)
+    tokens = np.asarray(data.load_tokens(Path(load_checkpoint(trained_run)['config']['data_root']) / 'tiny', 'val'))
+    tokens = tokens[:2000]
+    score = lambda m, **kw: evaluation.score_tokens(m, tokens, batch_size=16, **kw)  # noqa: E731
+    plain = score(model)
+    # tied model: centering acts on the output side only (centering the shared matrix would move the inputs too)
+    assert score(model, mu_centering=True)['nats'] == pytest.approx(plain['nats'], rel=1e-5)
+    assert model.transformer.wte.weight is model.lm_head.weight
+
+    # a gauge shift of the output embedding, e_i <- e_i + v, makes the mean logit ~ 800 and leaves fp32 alone
+    shifted = _untied_copy(model)
+    with torch.no_grad():
+        h_bar = model.hidden_states(torch.from_numpy(tokens[None, :32].astype(np.int64)))[0].mean(0)  # (C,)
+        shifted.lm_head.weight += 800 * h_bar / h_bar.dot(h_bar)
+    fp32 = score(shifted)
+    assert fp32['logits_mean_mean'] > 400 and abs(plain['logits_mean_mean']) < 10
+    assert fp32['nats'] / fp32['tokens'] == pytest.approx(plain['nats'] / plain['tokens'], abs=2e-3)
+    bf16, bf16_plain = score(shifted, logits_dtype='bfloat16'), score(model, logits_dtype='bfloat16')
+    assert (bf16['nats'] - bf16_plain['nats']) / bf16['tokens'] > 0.3  # rounding at |logit| ~ 800 costs nats
+    assert abs(bf16_plain['nats'] - plain['nats']) / plain['tokens'] < 0.05
+    centered = score(shifted, logits_dtype='bfloat16', mu_centering=True)
+    assert centered['nats'] == pytest.approx(score(model, logits_dtype='bfloat16', mu_centering=True)['nats'],
+                                             rel=1e-3)
+    assert abs(centered['logits_mean_mean']) < 1e-2
+
+
+@pytest.mark.slow
+def test_a_hugging_face_folder_scores_as_its_run(trained_run, data_root, tmp_path):
+    import checkpoint
+    checkpoint.convert(trained_run, hf=tmp_path / 'hf')
+    run = evaluation.evaluate(out_dir=str(trained_run), datasets=['tiny'], data_root=str(data_root),
+                              batch_size=64, write=False)[0]
+    spm = str(data_root / 'tiny' / 'tokenizer.model')
+    hf = evaluation.evaluate(hf_dir=str(tmp_path / 'hf'), tokenizer=spm, datasets=['tiny'],
+                             data_root=str(data_root), batch_size=64)[0]
+    assert hf['val_loss'] == pytest.approx(run['val_loss'], rel=1e-5) and hf['step'] is None
+    assert hf['val_bpb'] == pytest.approx(run['val_bpb'], rel=1e-5)
+    assert read_jsonl(tmp_path / 'hf' / 'evals.jsonl')[0]['val_loss'] == hf['val_loss']
+    with pytest.raises(ValueError, match='another tokenizer'):
+        evaluation.evaluate(hf_dir=str(tmp_path / 'hf'), tokenizer=spm, datasets=['other'],
+                            data_root=str(data_root))

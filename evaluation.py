@@ -160,7 +160,7 @@ def score_tokens(model: torch.nn.Module, tokens: np.ndarray, *, block_size: int 
 # `python evaluation.py` keys (-h lists them with these comments)
 EVAL_DEFAULTS = dict(
     out_dir='out',  # the run folder whose ckpt.pt is scored; the records are appended to its evals.jsonl
-    hf_dir='',  # or: a Hugging Face GPT2LMHeadModel folder to score (records appended to its evals.jsonl)
+    hf_dir='',  # or: a Hugging Face folder to score (hf.load_hf: GPT-2, Llama, Qwen3...; records to its evals.jsonl)
     tokenizer='',  # hf_dir only: its tokenizer spec ('' = the folder's spiece.model); must be each dataset's
     datasets=[],  # comma-separated dataset names under data_root ([] = the run's own training dataset)
     data_root='data',  # dataset folders live in data_root/<dataset> (prepared by data.py)
@@ -208,7 +208,7 @@ def evaluate(out_dir: str = 'out', hf_dir: str = '', tokenizer: str = '', datase
     import data
     from checkpoint import append_metrics, load_checkpoint, model_from_checkpoint
     from configurator import ConfigError
-    from hf import load_gpt2
+    from hf import load_hf
     from tokenizer import get_tokenizer
     if logits_dtype not in LOGITS_DTYPES:
         raise ConfigError(f"logits_dtype={logits_dtype!r} is not one of {', '.join(LOGITS_DTYPES)}: fix --logits_dtype")
@@ -238,7 +238,7 @@ def evaluate(out_dir: str = 'out', hf_dir: str = '', tokenizer: str = '', datase
         source = f"the run in {out_dir}"
         names = list(datasets or [ckpt['config']['dataset']])
     plans = _dataset_plan(data_root, names, tokenizer_id, source)
-    model = load_gpt2(hf_dir) if hf_dir else model_from_checkpoint(ckpt)
+    model = load_hf(hf_dir) if hf_dir else model_from_checkpoint(ckpt)
     model.to(device)
     records = []
     for plan in plans:

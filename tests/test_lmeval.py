@@ -47,12 +47,11 @@ def _responses(out: dict) -> dict:
 @pytest.mark.slow
 def test_same_scores_as_lm_evals_hf_model_on_the_exported_folder(trained_run, tmp_path, monkeypatch):
     from lm_eval.models.huggingface import HFLM
-    from transformers import GPTSw3Tokenizer
+    from transformers import AutoTokenizer
     hf_dir = tmp_path / 'hf'
     checkpoint.convert(trained_run, hf=hf_dir)
     run = checkpoint.load_run(trained_run)
-    spm_file = run.tokenizer.name  # the run's SentencePiece model
-    hf_tok = GPTSw3Tokenizer(vocab_file=spm_file)  # TODO(lead): the tokenizer `convert --hf` exports, once it does
+    hf_tok = AutoTokenizer.from_pretrained(hf_dir)  # the tokenizer `convert --hf` exported beside the weights
     sample = "To be, or not to be, that is the question:\n  Whether 'tis nobler in the mind to suffer"
     assert hf_tok.encode(sample, add_special_tokens=False) == run.tokenizer.encode(sample)
 

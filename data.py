@@ -60,18 +60,18 @@ _PREPARE_DEFAULTS = dict(
     dataset="shakespeare",  # folder under data_root: shakespeare | multilingual | any name + input/sources
     data_root="data",  # dataset folders live in data_root/<dataset>
     tokenizer=None,  # None: train the dataset's own SentencePiece BPE; or a .model/.tiktoken path, gpt2, ...
-    vocab_size=4096,  # size of the own SentencePiece BPE (ignored when tokenizer is given)
+    vocab_size=4096,  # [1, inf) size of the own SentencePiece BPE (ignored when tokenizer is given)
     input=None,  # generic: files, folders or globs (.txt .jsonl .jsonl.gz .jsonl.zst .parquet), one language 'all'
     sources=None,  # {'lang' or 'lang/category': path or [paths]}, or a folder <root>/<lang>/[<category>/]
-    weights=None,  # {category: {lang: weight}} (GPT-SW3 SAMPLING_WEIGHTS layout), missing 1.0; {} = all 1.0
-    sampling_scale=1.0,  # GPT-SW3's global percent p: keep weight * p of each group's training documents
-    val_fraction=0.1,  # fraction of each language's documents held out (at least 1 document)
+    weights=None,  # [0, inf) {category: {lang: weight}} (GPT-SW3 SAMPLING_WEIGHTS layout), missing 1.0; {} = all 1.0
+    sampling_scale=1.0,  # (0, inf) GPT-SW3's global percent p: keep weight * p of each group's training documents
+    val_fraction=0.1,  # (0, 1) fraction of each language's documents held out (at least 1 document)
     dedup=True,  # drop exact duplicates (MD5 of the normalised text) before the split
     txt_unit="line",  # .txt files: 'line' = one document per line, 'file' = one document per file
     text_field="text",  # the text field of .jsonl* records / text column of .parquet files
     on_bad_input="stop",  # bad records (documents.py): 'stop' | 'skip' | 'replace' (counted in meta.json)
-    num_proc=0,  # tokeniser worker processes; 0 = os.cpu_count()
-    seed=1337,  # split, sampling and shuffle
+    num_proc=0,  # [0, inf) tokeniser worker processes; 0 = os.cpu_count()
+    seed=1337,  # [0, inf) split, sampling and shuffle
 )
 
 

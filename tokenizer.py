@@ -41,24 +41,24 @@ GPTSW3_SETTINGS = dict(
     add_dummy_prefix=True,  # a leading '▁' before each document, so its first word is word-initial
     split_digits=True,  # every digit its own piece
     byte_fallback=True,  # unknown characters as <0x..> byte pieces, never <unk>
-    character_coverage=0.9999,  # share of characters kept as single-character pieces
-    pad_id=0,  # ids and pieces of the specials: <pad> 0, <unk> 1, <s> 2, <|endoftext|> 3
-    unk_id=1,  # <unk>
-    bos_id=2,  # <s>
-    eos_id=3,  # <|endoftext|>, the document separator
+    character_coverage=0.9999,  # (0, 1] share of characters kept as single-character pieces
+    pad_id=0,  # [-1, inf) ids and pieces of the specials: <pad> 0, <unk> 1, <s> 2, <|endoftext|> 3
+    unk_id=1,  # [0, inf) <unk>
+    bos_id=2,  # [-1, inf) <s>
+    eos_id=3,  # [-1, inf) <|endoftext|>, the document separator
     pad_piece="<pad>",  # the piece of pad_id
     unk_piece="<unk>",  # the piece of unk_id
     bos_piece="<s>",  # the piece of bos_id
     eos_piece="<|endoftext|>",  # the piece of eos_id
     user_defined_symbols=CODE_TOKENS,  # pieces never split (ids 4..7)
     train_extremely_large_corpus=True,  # SentencePiece's 64-bit counters
-    max_sentence_length=2_000_000,  # bytes; one whole document is one "sentence"
-    minloglevel=1,  # SentencePiece logging: 1 = warnings and errors only
+    max_sentence_length=2_000_000,  # [1, inf) bytes; one whole document is one "sentence"
+    minloglevel=1,  # [0, 3] SentencePiece logging: 1 = warnings and errors only
     allow_whitespace_only_pieces=False,  # not set in GPT-SW3 -> SP default False
     # ours: GPT-SW3 left this at 0 = hold every document in memory. SentencePiece instead keeps a uniform
     # reservoir sample of this many documents from the stream (shuffle_input_sentence=True, its default),
     # so training memory stays bounded on any corpus; on fewer documents the vocabulary is the same as with 0
-    input_sentence_size=1_000_000,  # ours (GPT-SW3: 0 = all): documents in SentencePiece's reservoir sample
+    input_sentence_size=1_000_000,  # [0, inf) ours (GPT-SW3: 0 = all): documents in SentencePiece's reservoir sample
 )
 # options of this file (not SentencePiece flags); any other key is passed to SentencePieceTrainer.train
 TRAIN_OPTIONS = dict(
@@ -67,7 +67,7 @@ TRAIN_OPTIONS = dict(
     on_bad_input="stop",  # bad records (not UTF-8, NUL, lone surrogate, bad JSON): 'stop' | 'skip' | 'replace'
     text_field="text",  # the text field of .jsonl* records and the text column of .parquet files
     txt_unit="line",  # .txt files: 'line' = one document per line, 'file' = one document per file
-    num_threads=os.cpu_count() or 1,  # SentencePiece training threads (default: all cores)
+    num_threads=os.cpu_count() or 1,  # [1, inf) SentencePiece training threads (default: all cores)
 )
 
 # ----------------------------------------------------------------------------------------------------
@@ -347,7 +347,7 @@ def get_tokenizer(spec: str) -> Tokenizer:
 
 TRAIN_DEFAULTS = dict(
     input=[],  # comma-separated files, folders or globs: .txt (a document per line), .jsonl[.gz|.zst], .parquet
-    vocab_size=0,  # final vocabulary size, the 23 whitespace tokens included (GPT-SW3: 64000)
+    vocab_size=0,  # [0, inf) final vocabulary size, the 23 whitespace tokens included (GPT-SW3: 64000)
     out="",  # output prefix: writes OUT.model and OUT.vocab
     spm_args={},  # other SentencePieceTrainer.train flags, e.g. --spm_args="{'seed_sentencepiece_size': 10**5}"
     **TRAIN_OPTIONS,
@@ -364,9 +364,9 @@ ANALYZE_DEFAULTS = dict(
     tokenizer="",  # the (multilingual) tokenizer to analyze
     out="",  # output folder: analysis.md, CSV tables and PNG plots
     data=[],  # comma-separated LANG=FILE pairs for the pruning curves
-    prune_sizes=[],  # comma-separated vocabulary sizes to prune merges to (needs --data and a .model)
+    prune_sizes=[],  # [1, inf) comma-separated vocabulary sizes to prune merges to (needs --data and a .model)
     mono=[],  # comma-separated LANG=MODEL monolingual tokenizers for the vocabulary overlap
-    overlap_sizes=[],  # comma-separated V1 values for the overlap ([] = 8 steps up to the vocabulary size)
+    overlap_sizes=[],  # [1, inf) comma-separated V1 values for the overlap ([] = 8 steps up to the vocabulary size)
     on_bad_input="stop",  # bad records (not UTF-8, NUL, lone surrogate, bad JSON): 'stop' | 'skip' | 'replace'
     text_field="text",  # the text field of .jsonl* records and the text column of .parquet files
 )

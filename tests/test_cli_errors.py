@@ -116,6 +116,23 @@ CASES = [
      'badtext.jsonl'),
     ('annotate-one-file', 'annotate.py agreement --input={t}/doc.jsonl --out={t}/iaa', 'two or more'),
     ('annotate-resolve-missing', 'annotate.py resolve --merged={t}/doc.jsonl --out={t}/f.jsonl', '--resolved'),
+    # every numeric key has a declared range (configurator), checked before any work
+    ('data-val-fraction-negative', 'data.py prepare --dataset=vf --data_root={t}/data --input={t}/text.txt '
+     '--val_fraction=-0.5', 'val_fraction=-0.5 is outside its range (0, 1)'),
+    ('data-val-fraction-above-1', 'data.py prepare --dataset=vf --data_root={t}/data --input={t}/text.txt '
+     '--val_fraction=1.5', 'val_fraction=1.5 is outside its range (0, 1)'),
+    ('data-weight-negative', 'data.py prepare --dataset=vf --data_root={t}/data --input={t}/text.txt '
+     "--weights={{'all':{{'all':-1}}}}", 'weights='),
+    ('train-wsd-frac', 'train.py --wsd_decay_frac=1.5', 'wsd_decay_frac'),
+    ('train-dataset-none', 'train.py {t}/dataset_none.py', "'dataset' expects str"),
+    ('sample-seed', 'sample.py --seed=-1', 'seed=-1'),
+    ('sweep-grid-range', 'sweep.py {t}/range_sweep.py --dry_run', 'learning_rate=-1.0'),
+    ('clean-range', 'clean.py --input={t}/text.txt --out={t}/c5 --max_digit_fraction=2', 'max_digit_fraction'),
+    ('tokenizer-range', 'tokenizer.py train --input={t}/text.txt --vocab_size=400 --out={t}/tk5 '
+     '--character_coverage=0', 'character_coverage'),
+    ('ner-val-split', 'ner.py train --train={t}/a.conll --val_split=1.5 --out_dir={t}/n3', 'val_split'),
+    ('ner-predict-batch', 'ner.py predict --model={t}/empty --input={t}/text.txt --output={t}/p2.jsonl '
+     '--batch_size=0', 'batch_size'),
 ]
 
 
@@ -128,6 +145,8 @@ def bad_inputs(tmp_path_factory, tiny_dataset) -> tuple[Path, Path]:
     (t / 'syntax.py').write_text("batch_size = 4\nlearning_rate = = 3\n")
     (t / 'raises.py').write_text("batch_size = undefined_name\n")
     (t / 'bad_sweep.py').write_text("sweep = dict(learning_rat=[1e-3, 1e-2])\n")
+    (t / 'range_sweep.py').write_text("sweep = dict(learning_rate=[1e-3, -1.0])\n")
+    (t / 'dataset_none.py').write_text("dataset = None\n")
     (t / 'text.txt').write_text("A line of text that is long enough.\n")
     (t / 'a.conll').write_text("Anna B-PER\nlives O\n\n")
     (t / 'doc.jsonl').write_text('{"id": "1", "text": "Anna bor i Lund.", "tags": []}\n')

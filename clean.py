@@ -34,6 +34,7 @@ from collections import Counter
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
 import tokenizer
 from configurator import config_keys, configure
@@ -46,6 +47,7 @@ text_field = "text"  # the text field of the records (also: "lang", "id", "url" 
 out = "out-clean"  # output folder: kept.jsonl, kept/<lang>/kept.jsonl, removed.jsonl, report.json
 overwrite = False  # True: replace an existing non-empty --out as a whole (False: refuse, nothing is read)
 on_bad_input = "skip"  # bad records (documents.py): 'skip' (to removed.jsonl + report) | 'stop' | 'replace'
+max_document_bytes = 8_000_000  # [1, inf) a longer line or row is bad input (never read whole): bounds memory
 write_metrics = False  # also store each kept document's metrics in kept.jsonl (removed ones always have them)
 # steps: each one a switch (the empty-document check always runs)
 normalize = True  # GPT-SW3 normalisation, tokenizer.normalize (Nordic Pile step 1)
@@ -297,9 +299,13 @@ def clean(cfg: dict, out_dir: Path) -> dict:
     store = out_dir / ".survivors.jsonl"
     offsets, packed, sigs = array("q", [0]), array("q"), []  # per survivor: where its record is, its key
     docs = read_documents(cfg["input"], cfg["text_field"], "line", cfg["on_bad_input"], report["files"],
-                          fields=True, yield_bad=True)
+                          fields=True, yield_bad=True, max_document_bytes=cfg["max_document_bytes"])
+    progress = tqdm(desc="clean", unit=" docs", file=sys.stderr, mininterval=2, disable=None)
     with open(out_dir / "removed.jsonl", "w", encoding="utf-8") as removed, open(store, "wb") as f_store:
         for batch in batched(docs, BATCH_DOCS):
+            progress.update(len(batch))
+            progress.set_postfix_str(f"{report['total']['input']['bytes'] / 1e6:,.0f} MB, {batch[-1].source}",
+                                     refresh=False)
             recs = [_record(d, file_no, cfg["on_bad_input"]) for d in batch]
             alive = _first_steps(recs, cfg, report, removed, ids, exact, list(file_no))
             for rec in alive:
@@ -312,6 +318,7 @@ def clean(cfg: dict, out_dir: Path) -> dict:
                 sigs.append(minhash_signatures([r["text"] for r in alive], cfg["minhash_num_perm"],
                                                cfg["minhash_shingle_size"], cfg["minhash_seed"]))
                 report["time_s"]["fuzzy_dup"] += time.perf_counter() - t0
+    progress.close()
     files = list(file_no)
     exact = ids = None  # pass 1's dedup state is not needed any more: free it before fuzzy dedup's peak
     texts = _StoredTexts(store, np.frombuffer(offsets, np.int64))

@@ -405,3 +405,21 @@ def test_digest_set_matches_a_python_dict():
                     for k, v in zip(keys, values)]
         assert digests.first_of(keys, values).tolist() == expected
     assert len(digests) == len(seen) and len(digests.runs) <= 1 + np.log2(len(seen))
+
+
+def test_a_document_over_max_document_bytes_is_bad_input_named_by_file_and_line(tmp_path):
+    """One huge line (the whole corpus on one line) is never read whole: under on_bad_input='skip' it goes to
+    removed.jsonl as bad_input with its FILE:LINE, the other documents are cleaned; under 'stop' the run stops
+    naming FILE:LINE and the key to raise."""
+    src = tmp_path / "sv.txt"
+    other = "Du kan också skriva ut filen, men då måste du först välja en skrivare i listan och trycka på knappen."
+    src.write_text(f"{GOOD_SV}\n{'Ett ord till. ' * 2000}\n{other}\n", encoding="utf-8")
+    report = clean.main(["--input", str(src), "--out", str(tmp_path / "o"), "--max_document_bytes=10000"])
+    removed = [json.loads(line) for line in (tmp_path / "o" / "removed.jsonl").read_text().splitlines()]
+    assert [(r["key"], r["reason"]) for r in removed] == [(f"{src}:2", "bad_input")]
+    assert "28,001 bytes, over the limit of 10,000" in removed[0]["error"]
+    assert report["total"]["kept"]["docs"] == 2 and report["total"]["removed"]["bad_input"]["docs"] == 1
+    with pytest.raises(ValueError, match=rf"{src}:2: document of .* over the limit .* raise max_document_bytes"):
+        clean.main(["--input", str(src), "--out", str(tmp_path / "o2"), "--max_document_bytes=10000",
+                    "--on_bad_input=stop"])
+    assert not (tmp_path / "o2").exists()

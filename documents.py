@@ -11,7 +11,7 @@ Formats, told apart by the file name:
 Paths may be files, folders (searched recursively for those suffixes, sorted) or glob patterns. Files are
 read one line or one Parquet batch at a time, so memory does not grow with the corpus; and one document
 (a line, a whole-file .txt document, a Parquet row) may hold at most MAX_DOCUMENT_BYTES (8 MB; argument
-max_document_bytes): a longer one is never held in memory whole (a line is read past in 1 MiB pieces) and is a
+max_document_bytes): a longer one is never held in memory whole (a line is read past in 64 KiB pieces) and is a
 bad record, "FILE:LINE: document of N bytes, over the limit", so that no step after the reader (metrics,
 normalisation, SentencePiece) meets a text that is a whole corpus on one line.
 
@@ -54,7 +54,7 @@ SUFFIXES = (".txt", ".jsonl", ".jsonl.gz", ".jsonl.zst", ".parquet")
 PARQUET_BATCH_ROWS = 1024  # rows decoded at a time: bounds memory on shards of any size
 MAX_DOCUMENT_BYTES = 8_000_000  # the largest document read (UTF-8 bytes): clean.py's metrics take ~70x a
 # document's size in memory; a book is ~1-5 MB, and SentencePiece drops "sentences" over 2 MB (GPT-SW3's setting)
-_READ_BYTES = 1 << 20  # a text file is read in pieces of this size, so an over-long line is never held whole
+_READ_BYTES = 1 << 16  # a text file is read in pieces of this size, so an over-long line is never held whole
 _SURROGATE = re.compile("[\ud800-\udfff]")
 _ESCAPED_SURROGATE = re.compile(rb"\\u[dD][89a-fA-F]")  # a JSON escape of either half of a UTF-16 pair
 _FIX = {
@@ -236,7 +236,7 @@ def _zstd_chunks(path: Path):
     import zstandard
     dobj = None
     with open(path, "rb") as f:
-        while chunk := f.read(_READ_BYTES // 16):  # text expands ~3-10x: pieces of about _READ_BYTES out
+        while chunk := f.read(_READ_BYTES):  # text expands ~3-10x in decompression
             while chunk:
                 dobj = dobj or zstandard.ZstdDecompressor().decompressobj()
                 yield dobj.decompress(chunk)

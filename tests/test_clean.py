@@ -395,14 +395,18 @@ def test_duplicate_ids_are_reported(tmp_path, paragraphs, capsys):
     assert "2 record(s) reuse an id" in capsys.readouterr().err
 
 
-def test_digest_set_matches_a_python_dict():
+@pytest.mark.parametrize("with_values", [True, False])
+def test_digest_set_matches_a_python_dict(with_values):
     rng = random.Random(0)
-    digests, seen = dedup.DigestSet(), {}
+    digests, seen = dedup.DigestSet(values=with_values), {}
     for b in range(200):
         keys = [bytes([rng.randrange(4)]) * 15 + bytes([rng.randrange(256)]) for _ in range(rng.randrange(60))]
         values = list(range(1000 * b, 1000 * b + len(keys)))
         expected = [seen.setdefault(k, v) if k in seen else seen.setdefault(k, v) * 0 - 1
                     for k, v in zip(keys, values)]
+        if not with_values:  # the digests alone: 0 for one seen before
+            expected = [min(e, 0) for e in expected]
+            values = None
         assert digests.first_of(keys, values).tolist() == expected
     assert len(digests) == len(seen) and len(digests.runs) <= 1 + np.log2(len(seen))
 

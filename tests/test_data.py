@@ -1,6 +1,7 @@
 """data.py: preparation (layout, idempotence, dtype, multilingual pipeline); loader.py: coverage, sharding,
 resume; chat.py: chat format and mask; bad input."""
 import json
+import os
 import pickle
 
 import numpy as np
@@ -13,6 +14,8 @@ from data import dataset_tokenizer, load_meta, load_tokens, prepare_dataset
 from loader import SequentialLoader, epoch_permutation, get_batch
 from losses import IGNORE_INDEX
 from tokenizer import get_tokenizer, normalize
+
+from conftest import ROOT
 
 
 def _docs(folder, split):
@@ -507,3 +510,34 @@ def test_stale_build_folder_of_a_killed_prepare_is_removed(tmp_path):
     prepare_dataset("d", data_root=tmp_path / "data", input=str(tmp_path / "a.txt"), tokenizer="gpt2")
     assert sorted(p.name for p in (tmp_path / "data").iterdir()) == ["d"]
     assert not (tmp_path / "data" / "d" / ".lock").exists()
+
+
+
+_PEAK_CHILD = """
+import re, sys
+sys.path.insert(0, sys.argv[1])
+import data
+data.prepare_dataset(sys.argv[2], data_root=sys.argv[3], input=sys.argv[4], tokenizer=sys.argv[5], num_proc=1)
+print(int(re.search(r"VmHWM:\\s+(\\d+) kB", open("/proc/self/status").read()).group(1)) * 1024)
+"""
+
+
+@pytest.mark.slow
+def test_prepare_memory_per_added_document_is_small(tiny_dataset, tmp_path):
+    """Peak RSS of `prepare` (a fresh process each) on 50k and 600k one-line documents: what it keeps per
+    document (dedup digests, token offsets, sizes, the split) adds < 75 bytes per added document (it was ~115:
+    MD5 digests with unused values, int64 groups and sizes, whole-split temporaries). The figures for a real
+    corpus: bench/bench_data.py --parts="['memory_short']"."""
+    import subprocess
+    import sys
+    peaks = []
+    for n in (50_000, 600_000):
+        path = tmp_path / f"short{n}.txt"
+        path.write_text("".join(f"line {i} of {n}: a short document\n" for i in range(n)))
+        r = subprocess.run([sys.executable, "-c", _PEAK_CHILD, str(ROOT), f"s{n}",
+                            str(tmp_path), str(path), str(tiny_dataset / "tokenizer.model")],
+                           capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+        assert r.returncode == 0, r.stderr[-2000:]
+        peaks.append(int(r.stdout.split()[-1]))
+        assert load_meta(tmp_path / f"s{n}")["train_docs"] + load_meta(tmp_path / f"s{n}")["val_docs"] == n
+    assert (peaks[1] - peaks[0]) / 550_000 < 75, peaks

@@ -177,7 +177,7 @@ def _one_line_corpus(path, line_bytes: int) -> list[str]:
 @pytest.mark.parametrize("suffix", [".txt", ".jsonl", ".jsonl.zst"])
 def test_a_document_over_the_size_limit_is_never_held_whole(tmp_path, suffix):
     """A 20 MB line with a 1 MB limit: refused under 'stop' naming FILE:LINE, skipped and counted under
-    'skip', with the documents around it intact; the reader's peak memory stays near its 1 MiB read pieces."""
+    'skip', with the documents around it intact; the reader's peak memory stays near its 64 KiB read pieces."""
     import tracemalloc
     path = tmp_path / f"big{suffix}"
     lines = _one_line_corpus(tmp_path / "big.txt", 20_000_000)

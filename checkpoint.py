@@ -273,6 +273,13 @@ def newest_intact(run_dir: str | Path, exclude: Path | None = None) -> tuple[int
     return None
 
 
+def missing_latest(run_dir: str | Path) -> str:
+    """For a message about a missing ckpt.pt: the newest intact ckpt_<step>.pt beside it and how to use it."""
+    good = newest_intact(run_dir)
+    return (f"; but {good[1]} (step {good[0]}) is intact, so ckpt.pt (a hard link to the newest step file) "
+            f"was removed: `ln {good[1]} {Path(run_dir) / CKPT}` and run again" if good else "")
+
+
 def load_checkpoint(path: str | Path, map_location='cpu') -> dict:
     """The checkpoint dict of a run folder (its ckpt.pt) or of a checkpoint file.
 
@@ -291,7 +298,7 @@ def load_checkpoint(path: str | Path, map_location='cpu') -> dict:
         return ckpt
     except CheckpointError as e:
         if not path.exists():
-            raise
+            raise CheckpointError(f"{e}{missing_latest(path.parent)}") from None
         good = newest_intact(path.parent, exclude=path)
         fix = (f"the newest intact checkpoint is {good[1]} (step {good[0]}): `cp {good[1]} {path}` and run "
                f"again" if good else "no intact ckpt_<step>.pt is left in that folder: start a new run")
@@ -333,15 +340,25 @@ def find_tokenizer(config: dict, run_dir: str | Path, spec: str = '', expected_i
         candidates.append(('--tokenizer', spec))
     elif recorded and (Path(recorded).is_file() or not recorded.endswith(('.model', '.tiktoken', '.gz'))):
         candidates.append(('the run config', recorded))
+    nanogpt = None  # a nanoGPT dataset folder (train.bin, no meta.json) the run trained on
     if not spec and 'dataset' in config:
         rel = Path(config.get('data_root', 'data')) / config['dataset']
         for d in (rel, Path(run_dir).resolve().parent / rel):
             if (d / 'meta.json').is_file() and data.load_meta(d).get('tokenizer'):
                 candidates.append((str(d), d))
+            elif (d / 'train.bin').is_file() and not (d / 'meta.json').is_file():
+                nanogpt = nanogpt or d
+    if not candidates and nanogpt is not None and (nanogpt / 'meta.pkl').is_file():
+        from tokenizer import CharTokenizer
+        try:  # nanoGPT's character-level data (shakespeare_char): its meta.pkl maps characters to ids
+            return CharTokenizer(nanogpt / 'meta.pkl')
+        except ValueError as e:
+            raise CheckpointError(f"the run in {run_dir} trained on the nanoGPT folder {nanogpt}: {e}") from None
     if not candidates:
-        raise CheckpointError(f"cannot tell which tokenizer the run in {run_dir} used (its config names none "
-                              f"and its dataset folder is not found): pass --tokenizer=SPEC (a .model file, "
-                              f"'gpt2', 'cl100k_base', ...)")
+        where = (f"its dataset folder {nanogpt} is in nanoGPT's layout, which records no tokenizer (nanoGPT's "
+                 f"openwebtext and shakespeare use gpt2)" if nanogpt else "its dataset folder is not found")
+        raise CheckpointError(f"cannot tell which tokenizer the run in {run_dir} used (its config names none and "
+                              f"{where}): pass --tokenizer=SPEC (a .model file, 'gpt2', 'cl100k_base', ...)")
     found = []
     for where, src in candidates:  # the first one that is the run's own tokenizer
         tok = data.dataset_tokenizer(src) if isinstance(src, Path) else get_tokenizer(src)

@@ -499,7 +499,8 @@ def load_meta(data_dir: str | Path) -> dict:
 def load_tokens(data_dir: str | Path, split: str = "train") -> np.memmap:
     """The token ids of split 'train' | 'val' | 'val_<lang>' as a read-only memmap. Raises ValueError
     (naming the file and the fix) when the file's size is no whole number of tokens of meta.json's dtype, or
-    its token count differs from the count meta.json records (a truncated or replaced file)."""
+    its token count differs from the count meta.json records (a truncated or replaced file), or, in a nanoGPT
+    folder (read once, 64 Mi tokens at a time), it holds an id outside meta.pkl's vocab_size."""
     meta = load_meta(data_dir)
     path = Path(data_dir) / f"{split}.bin"
     if not path.is_file():
@@ -515,7 +516,14 @@ def load_tokens(data_dir: str | Path, split: str = "train") -> np.memmap:
     if expected is not None and size // dtype.itemsize != expected:
         raise ValueError(f"{path} holds {size // dtype.itemsize} tokens but meta.json records {expected}: "
                          f"the file is truncated or from another build: {fix}")
-    return np.memmap(path, dtype=dtype, mode="r")
+    tokens = np.memmap(path, dtype=dtype, mode="r")
+    if meta.get("recipe") is None and meta.get("vocab_size"):  # nanoGPT: nothing vouches for the ids
+        top = max((int(tokens[i:i + (1 << 26)].max()) for i in range(0, len(tokens), 1 << 26)), default=-1)
+        if top >= meta["vocab_size"]:
+            raise ValueError(f"{path} holds token id {top}, outside the vocabulary of {Path(data_dir) / 'meta.pkl'} "
+                             f"(vocab_size {meta['vocab_size']}): the .bin files and meta.pkl are from different "
+                             f"preparations; prepare the folder again (or fix meta.pkl's vocab_size)")
+    return tokens
 
 
 def tokenizer_identity(tok: Tokenizer) -> str:

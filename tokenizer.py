@@ -318,6 +318,32 @@ class Tokenizer:
         return f"Tokenizer({self.name!r}, vocab_size={self.vocab_size}, eot={self.eot}, bos={self.bos})"
 
 
+class CharTokenizer:
+    """nanoGPT's character-level tokenizer (its data/shakespeare_char/prepare.py): the `stoi`/`itos` tables
+    of a dataset folder's meta.pkl. No end-of-text or begin token. Raises ValueError for a meta.pkl without
+    those tables, and on encode for a character outside them."""
+
+    def __init__(self, meta_pkl: str | Path):
+        import pickle
+        with open(meta_pkl, "rb") as f:
+            meta = pickle.load(f)
+        if not isinstance(meta, dict) or not {"stoi", "itos"} <= set(meta):
+            raise ValueError(f"{meta_pkl} has no character tables (stoi, itos), so its ids cannot be decoded: "
+                             f"pass --tokenizer=SPEC (nanoGPT's GPT-2 data: gpt2)")
+        self.name, self.stoi, self.itos = str(meta_pkl), meta["stoi"], meta["itos"]
+        self.vocab_size, self.eot, self.bos, self.sp, self.enc = len(self.itos), None, None, None, None
+
+    def encode(self, text: str, preprocess: bool = True) -> list[int]:
+        unknown = sorted(set(text) - set(self.stoi))
+        if unknown:
+            raise ValueError(f"characters {unknown[:5]} are not in {self.name}: use only the training text's "
+                             f"characters")
+        return [self.stoi[c] for c in text]
+
+    def decode(self, ids: list[int]) -> str:
+        return "".join(self.itos[i] for i in ids)
+
+
 def _bytes_to_unicode() -> dict[int, str]:
     """GPT-2's byte -> printable char map (so a space byte shows as 'Ġ'), as in HF byte-level BPE."""
     bs = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]

@@ -44,7 +44,7 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from configurator import InputError
+from configurator import InputError, write_error
 
 CKPT = 'ckpt.pt'  # the newest checkpoint of a run folder
 _STEP_FILE = re.compile(r'ckpt_(\d{7,})\.pt')  # ckpt_<step>.pt: the only files pruning may remove
@@ -85,8 +85,7 @@ def write_json(path: str | Path, obj: dict) -> None:
         os.replace(tmp, path)
     except OSError as e:
         tmp.unlink(missing_ok=True)
-        raise CheckpointError(f"cannot write {path}: {e.strerror or e}: free disk space or use a writable "
-                              f"--out_dir") from None
+        raise CheckpointError(f"{write_error(e, path.parent, path.name)} (or use another --out_dir)") from None
 
 
 def json_safe(rec: dict) -> dict:
@@ -131,12 +130,11 @@ def save_checkpoint(ckpt: dict, run_dir: str | Path, step: int, keep_last_k: int
         dir_fd = os.open(run_dir, os.O_RDONLY)
         os.fsync(dir_fd)  # make the renames durable
         os.close(dir_fd)
-    except OSError as e:
+    except (OSError, RuntimeError) as e:  # torch.save: a RuntimeError when the disk fills as the file closes
         tmp.unlink(missing_ok=True)
         latest_tmp.unlink(missing_ok=True)
-        raise CheckpointError(f"cannot write the step-{step} checkpoint to {run_dir}: {e.strerror or e}: free "
-                              f"disk space or use a writable --out_dir; {run_dir / CKPT} still holds the "
-                              f"previous checkpoint") from None
+        raise CheckpointError(f"{write_error(e, run_dir, f'the step-{step} checkpoint')} (or use another "
+                              f"--out_dir); {run_dir / CKPT} still holds the previous checkpoint") from None
     prune(run_dir, step, keep_last_k)
     return path
 

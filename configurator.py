@@ -34,10 +34,12 @@ configure() ignores both, sweep.py reads them with read_config_file().
 """
 import ast
 import difflib
+import errno
 import io
 import math
 import os
 import re
+import shutil
 import sys
 import tokenize
 import traceback
@@ -78,9 +80,50 @@ def run_cli(program: str, main, *args):
 
 def error_line(e: BaseException) -> str:
     """One line for an expected error: its own message, or for a bare OSError the file and the fix."""
+    if isinstance(e, OSError) and _SHORT_WRITE.search(str(e)):
+        return f"a write stopped short ({e}): the disk is full: free space or write elsewhere"
     if isinstance(e, OSError) and e.filename is not None and not isinstance(e, InputError):
         return f"{e.filename}: {e.strerror or e}: check the path (and that its disk is writable and not full)"
     return " ".join(str(e).split("\n")) or type(e).__name__
+
+
+_SHORT_WRITE = re.compile(r"^\d+ requested and \d+ written$")  # numpy's tofile/np.save when the disk is full
+_LEFTOVERS = ("*.tmp", ".*.building.*", ".*.old.*")  # temporary files and folders a killed write leaves
+
+
+def is_disk_full(e: BaseException) -> bool:
+    """Whether a failed write ran out of space: errno ENOSPC/EDQUOT, numpy's "N requested and M written"
+    (tofile and np.save drop the errno), or torch.save's "file write failed" (a RuntimeError)."""
+    return (isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT)) or bool(
+        _SHORT_WRITE.search(str(e))) or "file write failed" in str(e) or "unexpected pos" in str(e)
+
+
+def write_error(e: BaseException, where: str | Path, what: str) -> InputError:
+    """A failed write of `what` into folder `where` as one message naming the cause: for a full disk the free
+    space and the largest leftover temporary files (*.tmp, .NAME.building.*, .NAME.old.*) in `where` and its
+    parent, which a killed run left and which may be what fills it; otherwise the OS's reason."""
+    where = Path(where)
+    if not is_disk_full(e):
+        reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e).splitlines()[0] if str(e) else ""
+        return InputError(f"cannot write {what} in {where}: {reason or type(e).__name__}: check that the folder "
+                          f"is writable")
+    existing = next((p for p in (where, *where.absolute().parents) if p.exists()), Path("/"))
+    free = shutil.disk_usage(existing).free
+    left = sorted(((_size(p), p) for d in {existing, existing.parent} for pattern in _LEFTOVERS
+                   for p in d.glob(pattern)), reverse=True)
+    named = "; ".join(f"{p} ({n / 1e6:,.1f} MB)" for n, p in left[:3] if n)
+    return InputError(f"cannot write {what} in {where}: the disk is full ({free / 1e6:,.1f} MB free): free space "
+                      f"or write elsewhere" + (f"; leftovers of killed runs that take space: {named} "
+                                               f"(remove them if no run is writing them)" if named else ""))
+
+
+def _size(path: Path) -> int:
+    """Bytes of a file, or of the files under a folder."""
+    try:
+        return path.stat().st_size if path.is_file() else sum(f.stat().st_size for f in path.rglob("*")
+                                                                if f.is_file())
+    except OSError:
+        return 0
 
 
 def config_keys(namespace: dict) -> dict:

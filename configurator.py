@@ -95,7 +95,8 @@ def is_disk_full(e: BaseException) -> bool:
     """Whether a failed write ran out of space: errno ENOSPC/EDQUOT, numpy's "N requested and M written"
     (tofile and np.save drop the errno), or torch.save's "file write failed" (a RuntimeError)."""
     return (isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT)) or bool(
-        _SHORT_WRITE.search(str(e))) or "file write failed" in str(e) or "unexpected pos" in str(e)
+        _SHORT_WRITE.search(str(e))) or any(m in str(e) for m in (
+            "file write failed", "unexpected pos", "No space left on device", "StorageFull"))  # torch, safetensors
 
 
 def write_error(e: BaseException, where: str | Path, what: str) -> InputError:

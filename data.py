@@ -45,6 +45,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from configurator import is_disk_full, write_error
 from dedup import DigestSet
 from documents import ON_BAD_INPUT, batched, building, expand, read_documents, replace_folder
 from tokenizer import Tokenizer, get_tokenizer, normalize, train_tokenizer
@@ -395,9 +396,14 @@ def prepare_dataset(dataset: str = "shakespeare", data_root: str | Path = "data"
     if old is not None:
         changed = sorted(k for k in recipe if recipe[k] != old.get(k))
         print(f"{folder}: prepared with another recipe (differs in {', '.join(changed)}); rebuilding")
-    with building(folder) as tmp:  # .<dataset>.building.XXXX; those of killed runs are removed first
-        _build(tmp, folder, groups, recipe, num_proc or os.cpu_count() or 1)
-        replace_folder(tmp, folder)  # the finished folder appears at once, replacing the old one whole
+    try:
+        with building(folder) as tmp:  # .<dataset>.building.XXXX; those of killed runs are removed first
+            _build(tmp, folder, groups, recipe, num_proc or os.cpu_count() or 1)
+            replace_folder(tmp, folder)  # the finished folder appears at once, replacing the old one whole
+    except OSError as e:
+        if not is_disk_full(e):
+            raise
+        raise write_error(e, folder.parent, f"dataset {folder.name}") from None  # numpy's message hides it
     return folder
 
 

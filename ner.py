@@ -15,7 +15,6 @@ schemes and scores in nertags.py; the BERT encoder and its WordPiece tokenizer i
 """
 import json
 import math
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -386,8 +385,7 @@ def train(cfg: dict) -> dict:
         (run_dir / "report.json").write_text(json.dumps(result, indent=2))
         if cfg["save_model"] and (not runs or result["val"]["entity.strict.micro.f1"] >
                                   max(r["val"]["entity.strict.micro.f1"] for r in runs)):
-            shutil.rmtree(out / "model", ignore_errors=True)
-            tagger.save(out / "model")  # the best run by validation F1 serves inference (nerblackbox)
+            tagger.save(out / "model")  # the best run by validation F1 serves inference (nerblackbox); replaced whole
         runs.append(result)
     report = dict(runs=[{k: v for k, v in r.items() if k != "history"} for r in runs],
                   summary=_summarize(runs), issues=issues.summary(), scheme=scheme, labels=labels, layouts=layouts,

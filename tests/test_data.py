@@ -541,3 +541,24 @@ def test_prepare_memory_per_added_document_is_small(tiny_dataset, tmp_path):
         peaks.append(int(r.stdout.split()[-1]))
         assert load_meta(tmp_path / f"s{n}")["train_docs"] + load_meta(tmp_path / f"s{n}")["val_docs"] == n
     assert (peaks[1] - peaks[0]) / 550_000 < 75, peaks
+
+
+def test_a_full_disk_while_preparing_says_so(tiny_dataset, tmp_path, monkeypatch):
+    """numpy's tofile/np.save report a full disk as 'N requested and M written' (no errno): prepare says the
+    disk is full, names a leftover build folder of a killed run that takes space, and leaves no build folder."""
+    from configurator import InputError, error_line
+
+    def full_disk(*args, **kwargs):
+        raise OSError("122880 requested and 0 written")  # what ndarray.tofile raises on ENOSPC
+    monkeypatch.setattr(data, "_gather", full_disk)
+    stale = tmp_path / ".old.building.x1"  # another dataset's build folder, killed: not locked, not ours
+    stale.mkdir()
+    (stale / "documents.bin").write_bytes(b"x" * 3_000_000)
+    text = tmp_path / "t.txt"
+    text.write_text("".join(f"document {i} of a few words\n" for i in range(50)))
+    with pytest.raises(InputError, match=rf"dataset new in {tmp_path}: the disk is full .*{stale} \(3.0 MB\)"):
+        prepare_dataset("new", data_root=tmp_path, input=str(text), tokenizer=str(tiny_dataset / "tokenizer.model"),
+                        num_proc=1)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".old.building.x1", "t.txt"]
+    assert error_line(OSError("122880 requested and 0 written")).endswith("the disk is full: free space or write "
+                                                                          "elsewhere")

@@ -16,6 +16,7 @@ import gzip
 import hashlib
 import os
 import sys
+import tempfile
 import unicodedata
 from collections import Counter
 from collections.abc import Iterable, Iterator
@@ -94,8 +95,14 @@ NORMAL = model_pb2.ModelProto.SentencePiece.NORMAL
 
 
 def load_model_proto(model_file: str) -> model_pb2.ModelProto:
+    """The parsed SentencePiece model file; ValueError naming the file when it is not one."""
+    from google.protobuf.message import DecodeError
     proto = model_pb2.ModelProto()
-    proto.ParseFromString(Path(model_file).read_bytes())
+    try:
+        proto.ParseFromString(Path(model_file).read_bytes())
+    except DecodeError as e:
+        raise ValueError(f"{model_file} is not a SentencePiece model ({e}): give a .model file written by "
+                         f"`python tokenizer.py train` or SentencePiece") from None
     return proto
 
 
@@ -364,7 +371,11 @@ def get_tokenizer(spec: str) -> Tokenizer:
         if not Path(spec).is_file():
             raise FileNotFoundError(f"SentencePiece model {spec} not found: train one with "
                                     f"`python tokenizer.py train --input=FILE --vocab_size=N --out=PREFIX`")
-        return Tokenizer(spec, sp=spm.SentencePieceProcessor(model_file=spec))
+        try:
+            return Tokenizer(spec, sp=spm.SentencePieceProcessor(model_file=spec))
+        except RuntimeError as e:  # SentencePiece: "INTERNAL: could not parse ModelProto from ..."
+            raise ValueError(f"{spec} is not a SentencePiece model ({str(e).strip()[:100]}): give a .model file "
+                             f"written by `python tokenizer.py train` or SentencePiece") from None
     return Tokenizer(spec, enc=_tiktoken_encoding(spec))
 
 
@@ -398,6 +409,22 @@ ANALYZE_DEFAULTS = dict(
 )
 
 
+def check_out_prefix(out: str) -> None:
+    """OUT.model and OUT.vocab can be written: checked before training (which can take hours) by creating a
+    temporary file in the nearest existing folder on the path. Raises ValueError naming --out and the fix."""
+    for f in (Path(out + ".model"), Path(out + ".vocab")):
+        if f.is_dir():
+            raise ValueError(f"--out={out}: {f} is a folder, and training writes that file: choose another --out")
+    existing = next(p for p in Path(out).absolute().parents if p.exists())
+    if not existing.is_dir():
+        raise ValueError(f"--out={out}: {existing} is a file, not a folder: choose another --out")
+    try:
+        tempfile.TemporaryFile(dir=existing).close()
+    except OSError as e:
+        raise ValueError(f"--out={out}: cannot write in {existing} ({e.strerror or e}): choose a writable "
+                         f"--out") from None
+
+
 def main(argv: list[str] | None = None) -> None:
     """`python tokenizer.py train|evaluate|analyze [config.py ...] [--key=value ...]`."""
     command, cfg = configure_command({"train": TRAIN_DEFAULTS, "evaluate": EVALUATE_DEFAULTS,
@@ -414,6 +441,7 @@ def main(argv: list[str] | None = None) -> None:
         if clash:
             raise ValueError(f"--spm_args sets {clash}: set a key of this script with --KEY=VALUE; model_prefix "
                              f"is --out")
+        check_out_prefix(out)
         train_tokenizer(input_files, vocab_size, out, **cfg, **spm_args)
         return
     import tokeval  # it imports this file's tokenizers, so it is imported here, not at the top

@@ -543,3 +543,25 @@ def test_cli_analyze_size_lists(model, tmp_path):
     with pytest.raises(ValueError, match="--prune_sizes needs --data"):
         T.main(["analyze", f"--tokenizer={model}", "--prune_sizes=800", f"--out={tmp_path / 'an'}"])
     assert not (tmp_path / "an").exists()
+
+
+def test_out_is_checked_before_training_and_a_junk_model_is_refused(tmp_path, monkeypatch):
+    """`tokenizer.py train` refuses an --out it cannot write (OUT.model a folder, a file on the path) before
+    SentencePiece trains; a file that is no SentencePiece model is a ValueError naming it (not SentencePiece's
+    RuntimeError), for get_tokenizer and for the model-file reader alike."""
+    text = tmp_path / "t.txt"
+    text.write_text("ett två tre fyra fem sex sju åtta nio tio\n" * 20)
+
+    def trains(**kwargs):
+        raise AssertionError("SentencePiece was started before --out was checked")
+    monkeypatch.setattr(spm.SentencePieceTrainer, "train", trains)
+    (tmp_path / "tok.model").mkdir()
+    with pytest.raises(ValueError, match=r"--out=.*tok: .*tok.model is a folder"):
+        T.main(["train", f"--input={text}", "--vocab_size=400", f"--out={tmp_path / 'tok'}"])
+    with pytest.raises(ValueError, match=rf"--out=.*: {text} is a file, not a folder"):
+        T.main(["train", f"--input={text}", "--vocab_size=400", f"--out={text}/sub/tok"])
+    junk = tmp_path / "junk.model"
+    junk.write_bytes(b"\x08\x96\x01 not a model")
+    for load in (get_tokenizer, T.load_model_proto):
+        with pytest.raises(ValueError, match=rf"{junk} is not a SentencePiece model"):
+            load(str(junk))

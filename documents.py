@@ -23,8 +23,9 @@ Bad input, one policy under one name everywhere (`on_bad_input`):
                records that cannot be repaired (invalid JSON, no text field) are skipped and counted
 Bad records are: bytes that are not UTF-8, NUL characters (binary data), JSON strings holding an unpaired
 UTF-16 surrogate (e.g. an escaped half of an emoji, which no UTF-8 writer can encode), invalid JSON, a
-record whose `text_field` is missing or not a string, and a document over max_document_bytes (never repaired). LINE is the 1-based line of a text file, also of a
-compressed one (its byte offset counts in the decompressed stream), or the 1-based row of a Parquet file.
+record whose `text_field` is missing or not a string, and a document over max_document_bytes (never
+repaired). LINE is the 1-based line of a text file, also of a compressed one (its byte offset counts in the
+decompressed stream), or the 1-based row of a Parquet file.
 
 What is built from documents (a dataset folder, a cleaning output) is built in a temporary folder beside
 its destination and renamed into place when complete (`building`, `replace_folder` at the end of this file),

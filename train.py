@@ -100,7 +100,7 @@ bias = False  # bias in Linear layers and LayerNorm
 norm = 'layernorm'  # 'layernorm' | 'rmsnorm' | 'dyt' | 'dyisru' | 'dyt_sp' | 'dyisru_sp'
 norm_alpha0 = 0.5  # (0, inf) DyT alpha0 (DyISRU beta0 = 1/alpha0^2)
 norm_alpha0_attn = None  # (0, inf) init of the post-attention norm ln_2; None = norm_alpha0
-norm_init = None  # (-inf, inf) DyT/DyISRU raw alpha/beta at init, as the DyISRU code's init_alpha/init_beta (replaces alpha0)
+norm_init = None  # (-inf, inf) DyT/DyISRU raw alpha/beta at init, the DyISRU code's init_alpha/init_beta (not alpha0)
 norm_init_attn = None  # (-inf, inf) the same for ln_2; None = norm_init
 pos = 'learned'  # 'learned' | 'rope'
 mlp = 'gelu'  # 'gelu' | 'swiglu'
@@ -108,7 +108,7 @@ qk_norm = False  # normalise q and k per head (qk-LayerNorm)
 tie_embeddings = True  # output embedding = input embedding (GPT-2)
 init = 'normal'  # 'normal' (GPT-2, N(0, 0.02)) | 'xavier' (OEC)
 logit_softcap = None  # (0, inf) c in c*tanh(logits/c) (OEC v2 uses 30); None = off
-vocab_multiple = None  # [1, inf) pad the vocabulary up to a multiple of this; None = 64 on CUDA (faster matmuls), 1 on CPU
+vocab_multiple = None  # [1, inf) pad the vocabulary to a multiple of this; None = 64 on CUDA (faster matmuls), 1 on CPU
 # losses (OEC: Stollenwerk, Lokrantz, Hertzberg 2026, arXiv:2601.02031; authors' code nanoGPT/model.py, train.py)
 z_loss = 0.0  # [0, inf) lambda of the z-loss, mean (log Z)^2 (PaLM, arXiv:2204.02311; 1e-4 in OEC)
 mu_loss = 0.0  # [0, inf) lambda of the mu-loss, ||mean of output-embedding rows||^2 (OEC's mu-loss; 1e-4 in OEC)
@@ -136,7 +136,7 @@ device = 'cuda' if torch.cuda.is_available() else 'cpu'  # 'cpu' | 'cuda' | 'cud
 dtype = 'bfloat16' if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else 'float32'  # or bf16
 compile = False  # torch.compile the model (PyTorch 2)
 parallelism = 'none'  # 'none' | 'ddp' | 'fsdp' (FSDP2 fully_shard per block); ddp/fsdp need torchrun
-fsdp_shard_size = 0  # [0, inf) HSDP: shard within groups of this many ranks (GPUs per node), replicate across groups; 0 = all
+fsdp_shard_size = 0  # [0, inf) HSDP: shard within groups of this many ranks (GPUs per node), replicate across; 0 = all
 fsdp_reduce_every_micro_step = True  # FSDP2 + accumulation: reduce-scatter gradients at every micro-step, so only
 #   gradient shards are held (lean); False = only at the last micro-step (fewer collectives, full fp32 gradients held)
 tf32 = True  # CUDA fp32 matmuls/convolutions in TF32 (faster, 10-bit mantissa); False = exact fp32. No effect on CPU

@@ -416,7 +416,7 @@ def test_a_document_over_max_document_bytes_is_bad_input_named_by_file_and_line(
     removed.jsonl as bad_input with its FILE:LINE, the other documents are cleaned; under 'stop' the run stops
     naming FILE:LINE and the key to raise."""
     src = tmp_path / "sv.txt"
-    other = "Du kan också skriva ut filen, men då måste du först välja en skrivare i listan och trycka på knappen."
+    other = "Du kan också skriva ut filen, men då måste du först välja en skrivare och trycka på knappen."
     src.write_text(f"{GOOD_SV}\n{'Ett ord till. ' * 2000}\n{other}\n", encoding="utf-8")
     report = clean.main(["--input", str(src), "--out", str(tmp_path / "o"), "--max_document_bytes=10000"])
     removed = [json.loads(line) for line in (tmp_path / "o" / "removed.jsonl").read_text().splitlines()]

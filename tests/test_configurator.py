@@ -222,8 +222,9 @@ def _help_keys(cli: str) -> dict:
 
 
 def _numeric(v) -> bool:
+    items = v.values() if isinstance(v, dict) else v
     return not isinstance(v, bool) and (isinstance(v, (int, float)) or (
-        isinstance(v, (list, tuple, dict)) and bool(v) and all(map(_numeric, v.values() if isinstance(v, dict) else v))))
+        isinstance(v, (list, tuple, dict)) and bool(v) and all(map(_numeric, items))))
 
 
 def _as_value(default, x) -> str:

@@ -50,7 +50,7 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from configurator import InputError
+from configurator import InputError, write_error
 
 CKPT = 'ckpt.pt'  # the newest checkpoint of a run folder
 _STEP_FILE = re.compile(r'ckpt_(\d{7,})\.pt')  # ckpt_<step>.pt: the only files pruning may remove
@@ -91,8 +91,7 @@ def write_json(path: str | Path, obj: dict) -> None:
         os.replace(tmp, path)
     except OSError as e:
         tmp.unlink(missing_ok=True)
-        raise CheckpointError(f"cannot write {path}: {e.strerror or e}: free disk space or use a writable "
-                              f"--out_dir") from None
+        raise CheckpointError(f"{write_error(e, path.parent, path.name)} (or use another --out_dir)") from None
 
 
 def json_safe(rec: dict) -> dict:
@@ -137,12 +136,11 @@ def save_checkpoint(ckpt: dict, run_dir: str | Path, step: int, keep_last_k: int
         dir_fd = os.open(run_dir, os.O_RDONLY)
         os.fsync(dir_fd)  # make the renames durable
         os.close(dir_fd)
-    except OSError as e:
+    except (OSError, RuntimeError) as e:  # torch.save: a RuntimeError when the disk fills as the file closes
         tmp.unlink(missing_ok=True)
         latest_tmp.unlink(missing_ok=True)
-        raise CheckpointError(f"cannot write the step-{step} checkpoint to {run_dir}: {e.strerror or e}: free "
-                              f"disk space or use a writable --out_dir; {run_dir / CKPT} still holds the "
-                              f"previous checkpoint") from None
+        raise CheckpointError(f"{write_error(e, run_dir, f'the step-{step} checkpoint')} (or use another "
+                              f"--out_dir); {run_dir / CKPT} still holds the previous checkpoint") from None
     prune(run_dir, step, keep_last_k)
     return path
 
@@ -348,6 +346,13 @@ def newest_intact(run_dir: str | Path, exclude: Path | None = None) -> tuple[int
     return None
 
 
+def missing_latest(run_dir: str | Path) -> str:
+    """For a message about a missing ckpt.pt: the newest intact ckpt_<step>.pt beside it and how to use it."""
+    good = newest_intact(run_dir)
+    return (f"; but {good[1]} (step {good[0]}) is intact, so ckpt.pt (a hard link to the newest step file) "
+            f"was removed: `ln {good[1]} {Path(run_dir) / CKPT}` and run again" if good else "")
+
+
 def load_checkpoint(path: str | Path, map_location='cpu') -> dict:
     """The checkpoint dict of a run folder (its ckpt.pt) or of a checkpoint file.
 
@@ -366,7 +371,7 @@ def load_checkpoint(path: str | Path, map_location='cpu') -> dict:
         return ckpt
     except CheckpointError as e:
         if not path.exists():
-            raise
+            raise CheckpointError(f"{e}{missing_latest(path.parent)}") from None
         good = newest_intact(path.parent, exclude=path)
         fix = (f"the newest intact checkpoint is {good[1]} (step {good[0]}): `cp {good[1]} {path}` and run "
                f"again" if good else "no intact ckpt_<step>.pt is left in that folder: start a new run")
@@ -408,15 +413,25 @@ def find_tokenizer(config: dict, run_dir: str | Path, spec: str = '', expected_i
         candidates.append(('--tokenizer', spec))
     elif recorded and (Path(recorded).is_file() or not recorded.endswith(('.model', '.tiktoken', '.gz'))):
         candidates.append(('the run config', recorded))
+    nanogpt = None  # a nanoGPT dataset folder (train.bin, no meta.json) the run trained on
     if not spec and 'dataset' in config:
         rel = Path(config.get('data_root', 'data')) / config['dataset']
         for d in (rel, Path(run_dir).resolve().parent / rel):
             if (d / 'meta.json').is_file() and data.load_meta(d).get('tokenizer'):
                 candidates.append((str(d), d))
+            elif (d / 'train.bin').is_file() and not (d / 'meta.json').is_file():
+                nanogpt = nanogpt or d
+    if not candidates and nanogpt is not None and (nanogpt / 'meta.pkl').is_file():
+        from tokenizer import CharTokenizer
+        try:  # nanoGPT's character-level data (shakespeare_char): its meta.pkl maps characters to ids
+            return CharTokenizer(nanogpt / 'meta.pkl')
+        except ValueError as e:
+            raise CheckpointError(f"the run in {run_dir} trained on the nanoGPT folder {nanogpt}: {e}") from None
     if not candidates:
-        raise CheckpointError(f"cannot tell which tokenizer the run in {run_dir} used (its config names none "
-                              f"and its dataset folder is not found): pass --tokenizer=SPEC (a .model file, "
-                              f"'gpt2', 'cl100k_base', ...)")
+        where = (f"its dataset folder {nanogpt} is in nanoGPT's layout, which records no tokenizer (nanoGPT's "
+                 f"openwebtext and shakespeare use gpt2)" if nanogpt else "its dataset folder is not found")
+        raise CheckpointError(f"cannot tell which tokenizer the run in {run_dir} used (its config names none and "
+                              f"{where}): pass --tokenizer=SPEC (a .model file, 'gpt2', 'cl100k_base', ...)")
     found = []
     for where, src in candidates:  # the first one that is the run's own tokenizer
         tok = data.dataset_tokenizer(src) if isinstance(src, Path) else get_tokenizer(src)

@@ -35,6 +35,7 @@ from collections import Counter
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
 import tokenizer
 from configurator import check_output_path, config_keys, configure
@@ -47,6 +48,7 @@ text_field = "text"  # the text field of the records (also: "lang", "id", "url" 
 out = "out-clean"  # output folder: kept.jsonl, kept/<lang>/kept.jsonl, removed.jsonl, report.json
 overwrite = False  # True: replace an existing non-empty --out as a whole (False: refuse, nothing is read)
 on_bad_input = "skip"  # bad records (documents.py): 'skip' (to removed.jsonl + report) | 'stop' | 'replace'
+max_document_bytes = 8_000_000  # [1, inf) a longer line or row is bad input (never read whole): bounds memory
 write_metrics = False  # also store each kept document's metrics in kept.jsonl (removed ones always have them)
 # steps: each one a switch (the empty-document check always runs)
 normalize = True  # GPT-SW3 normalisation, tokenizer.normalize (Nordic Pile step 1)
@@ -55,29 +57,29 @@ exact_dedup = True  # MD5 of the normalised text, first occurrence kept (Nordic 
 fuzzy_dedup = True  # MinHash-LSH over all input files, first document of a cluster kept (Nordic Pile step 6)
 # quality filters, in the order they are checked; a document is removed by the first it fails
 skip_filters = []  # filter names to switch off, e.g. ['min_chars', 'min_stop_words']
-max_char_repetition = 0.5  # ours: share of the most frequent non-space character ('aaaa', '----' = 1.0)
+max_char_repetition = 0.5  # [0, 1] ours: share of the most frequent non-space character ('aaaa', '----' = 1.0)
 # (then 'alpha_present', the Nordic Pile's filter name: at least one letter; no threshold)
-min_chars = 50  # a third-party Nordic Pile re-implementation: fewer than 50 characters
-max_chars = 0  # ours: 0 = no limit (the Nordic Pile's upper length bound, if any, is unknown)
-max_digit_fraction = 0.2  # the same re-implementation: digits / characters
-min_mean_line_length = 9.0  # the same re-implementation: mean chars per line
-min_median_line_length = 9.0  # same source: median chars per line
-max_dup_line_fraction = 0.30  # Gopher (Rae et al. 2021, arXiv:2112.11446, Table A1): repeated lines / lines
-max_dup_line_char_fraction = 0.20  # Gopher: characters in repeated lines / characters in lines
-max_dup_para_fraction = 0.30  # Gopher: repeated paragraphs (split on blank lines) / paragraphs
-max_dup_para_char_fraction = 0.20  # Gopher: characters in repeated paragraphs / characters
-max_top_ngram_char_fraction = {2: 0.20, 3: 0.18, 4: 0.16}  # Gopher: chars in the most frequent word n-gram
-max_dup_ngram_char_fraction = {5: 0.15, 6: 0.14, 7: 0.13, 8: 0.12, 9: 0.11, 10: 0.10}  # Gopher: in repeats
-min_stop_words = 2  # Gopher's count, on the _STOP_WORDS lists below (a language without a list: not checked)
+min_chars = 50  # [0, inf) a third-party Nordic Pile re-implementation: fewer than 50 characters
+max_chars = 0  # [0, inf) ours: 0 = no limit (the Nordic Pile's upper length bound, if any, is unknown)
+max_digit_fraction = 0.2  # [0, 1] the same re-implementation: digits / characters
+min_mean_line_length = 9.0  # [0, inf) the same re-implementation: mean chars per line
+min_median_line_length = 9.0  # [0, inf) same source: median chars per line
+max_dup_line_fraction = 0.30  # [0, 1] Gopher (Rae et al. 2021, arXiv:2112.11446, Table A1): repeated lines / lines
+max_dup_line_char_fraction = 0.20  # [0, 1] Gopher: characters in repeated lines / characters in lines
+max_dup_para_fraction = 0.30  # [0, 1] Gopher: repeated paragraphs (split on blank lines) / paragraphs
+max_dup_para_char_fraction = 0.20  # [0, 1] Gopher: characters in repeated paragraphs / characters
+max_top_ngram_char_fraction = {2: 0.20, 3: 0.18, 4: 0.16}  # [0, 1] Gopher: chars in the most frequent word n-gram
+max_dup_ngram_char_fraction = {5: 0.15, 6: 0.14, 7: 0.13, 8: 0.12, 9: 0.11, 10: 0.10}  # [0, 1] Gopher: in repeats
+min_stop_words = 2  # [0, inf) Gopher's count, on the _STOP_WORDS lists below (a language without a list: not checked)
 languages = []  # supported languages, [] = all (the Nordic Pile used fastText LID; we trust file name/field)
 url_blacklist = []  # substrings of a JSONL `url` field (the Nordic Pile's URL blacklist is not published)
 # fuzzy dedup (dedup.py), Nordic Pile parameters (step 6)
-minhash_num_perm = 10  # hash functions per signature
-minhash_shingle_size = 10  # characters per shingle
-minhash_bands = 2  # LSH bands; rows per band = num_perm / bands
-jaccard_threshold = 0.5  # a candidate pair is a duplicate when its Jaccard similarity is >= this
+minhash_num_perm = 10  # [1, inf) hash functions per signature
+minhash_shingle_size = 10  # [1, inf) characters per shingle
+minhash_bands = 2  # [1, inf) LSH bands; rows per band = num_perm / bands
+jaccard_threshold = 0.5  # (0, 1] a candidate pair is a duplicate when its Jaccard similarity is >= this
 fuzzy_verify = "exact"  # ours: 'exact' = Jaccard of the shingle sets | 'estimate' = share of equal MinHashes
-minhash_seed = 0  # seed of the hash functions
+minhash_seed = 0  # [0, inf) seed of the hash functions
 
 _STEPS = ("bad_input", "empty", "quality", "exact_dup", "fuzzy_dup")
 _FILTERS = ("max_char_repetition", "alpha_present", "min_chars", "max_chars", "max_digit_fraction",
@@ -298,9 +300,13 @@ def clean(cfg: dict, out_dir: Path) -> dict:
     store = out_dir / ".survivors.jsonl"
     offsets, packed, sigs = array("q", [0]), array("q"), []  # per survivor: where its record is, its key
     docs = read_documents(cfg["input"], cfg["text_field"], "line", cfg["on_bad_input"], report["files"],
-                          fields=True, yield_bad=True)
+                          fields=True, yield_bad=True, max_document_bytes=cfg["max_document_bytes"])
+    progress = tqdm(desc="clean", unit=" docs", file=sys.stderr, mininterval=2, disable=None)
     with open(out_dir / "removed.jsonl", "w", encoding="utf-8") as removed, open(store, "wb") as f_store:
         for batch in batched(docs, BATCH_DOCS):
+            progress.update(len(batch))
+            progress.set_postfix_str(f"{report['total']['input']['bytes'] / 1e6:,.0f} MB, {batch[-1].source}",
+                                     refresh=False)
             recs = [_record(d, file_no, cfg["on_bad_input"]) for d in batch]
             alive = _first_steps(recs, cfg, report, removed, ids, exact, list(file_no))
             for rec in alive:
@@ -313,6 +319,7 @@ def clean(cfg: dict, out_dir: Path) -> dict:
                 sigs.append(minhash_signatures([r["text"] for r in alive], cfg["minhash_num_perm"],
                                                cfg["minhash_shingle_size"], cfg["minhash_seed"]))
                 report["time_s"]["fuzzy_dup"] += time.perf_counter() - t0
+    progress.close()
     files = list(file_no)
     exact = ids = None  # pass 1's dedup state is not needed any more: free it before fuzzy dedup's peak
     texts = _StoredTexts(store, np.frombuffer(offsets, np.int64))

@@ -14,9 +14,16 @@ configure() returns a Config: the resolved dict plus `set_keys`, the keys a conf
 set, whatever their value (a key set to its default value counts as set: "a key you set always wins").
 
 Errors (one clear message each, before any work): an unknown key lists close matches; a wrong type names
-the key, the expected and the given type; a config file that does not run names its file and line. A `None`
-default accepts any value; bools accept True/False/true/false/1/0; an int is accepted where a float is
-expected. `-h`/`--help` prints every key with its default and the comment beside it in the script.
+the key, the expected and the given type; a value outside the key's declared range names the key and the range;
+a config file that does not run names its file and line. A `None` default accepts any value; a key with another
+default accepts None only where its comment says what None means (`top_k = 200  # ... (None = all)`); bools
+accept True/False/true/false/1/0; an int is accepted where a float is expected. `-h`/`--help` prints every key
+with its default and the comment beside it in the script.
+
+Ranges are declared beside the defaults: a key's comment that starts with an interval, `[lo, hi]`, `(lo, hi)`
+or half-open, with `inf` for no bound (`val_fraction=0.1,  # (0, 1) fraction held out`), is checked on every
+number the key holds (also the items of a list and the values of a dict): a value outside it, or a non-finite
+one, stops before any work. `-h` shows the interval with the comment.
 
 Every CLI reports bad input the same way: errors it expects (InputError and its ConfigError, ValueError,
 OSError) are printed by run_cli(program, main) as one line `<program>: <problem>: <fix>` with exit status 1,
@@ -27,10 +34,13 @@ configure() ignores both, sweep.py reads them with read_config_file().
 """
 import ast
 import difflib
+import errno
 import glob
 import io
+import math
 import os
 import re
+import shutil
 import sys
 import tokenize
 import traceback
@@ -71,6 +81,8 @@ def run_cli(program: str, main, *args):
 
 def error_line(e: BaseException) -> str:
     """One line for an expected error: its own message, or for a bare OSError the file and the fix."""
+    if isinstance(e, OSError) and _SHORT_WRITE.search(str(e)):
+        return f"a write stopped short ({e}): the disk is full: free space or write elsewhere"
     if isinstance(e, OSError) and e.filename is not None and not isinstance(e, InputError):
         return f"{e.filename}: {e.strerror or e}: check the path (and that its disk is writable and not full)"
     return " ".join(str(e).split("\n")) or type(e).__name__
@@ -96,6 +108,46 @@ def check_output_path(key: str, path, inputs=()) -> None:
                               f"its own output as input; choose a --{key} outside it")
 
 
+_SHORT_WRITE = re.compile(r"^\d+ requested and \d+ written$")  # numpy's tofile/np.save when the disk is full
+_LEFTOVERS = ("*.tmp", ".*.building.*", ".*.old.*")  # temporary files and folders a killed write leaves
+
+
+def is_disk_full(e: BaseException) -> bool:
+    """Whether a failed write ran out of space: errno ENOSPC/EDQUOT, numpy's "N requested and M written"
+    (tofile and np.save drop the errno), or torch.save's "file write failed" (a RuntimeError)."""
+    return (isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT)) or bool(
+        _SHORT_WRITE.search(str(e))) or any(m in str(e) for m in (
+            "file write failed", "unexpected pos", "No space left on device", "StorageFull"))  # torch, safetensors
+
+
+def write_error(e: BaseException, where: str | Path, what: str) -> InputError:
+    """A failed write of `what` into folder `where` as one message naming the cause: for a full disk the free
+    space and the largest leftover temporary files (*.tmp, .NAME.building.*, .NAME.old.*) in `where` and its
+    parent, which a killed run left and which may be what fills it; otherwise the OS's reason."""
+    where = Path(where)
+    if not is_disk_full(e):
+        reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e).splitlines()[0] if str(e) else ""
+        return InputError(f"cannot write {what} in {where}: {reason or type(e).__name__}: check that the folder "
+                          f"is writable")
+    existing = next((p for p in (where, *where.absolute().parents) if p.exists()), Path("/"))
+    free = shutil.disk_usage(existing).free
+    left = sorted(((_size(p), p) for d in {existing, existing.parent} for pattern in _LEFTOVERS
+                   for p in d.glob(pattern)), reverse=True)
+    named = "; ".join(f"{p} ({n / 1e6:,.1f} MB)" for n, p in left[:3] if n)
+    return InputError(f"cannot write {what} in {where}: the disk is full ({free / 1e6:,.1f} MB free): free space "
+                      f"or write elsewhere" + (f"; leftovers of killed runs that take space: {named} "
+                                               f"(remove them if no run is writing them)" if named else ""))
+
+
+def _size(path: Path) -> int:
+    """Bytes of a file, or of the files under a folder."""
+    try:
+        return path.stat().st_size if path.is_file() else sum(f.stat().st_size for f in path.rglob("*")
+                                                                if f.is_file())
+    except OSError:
+        return 0
+
+
 def config_keys(namespace: dict) -> dict:
     """The config-like names of a module namespace: public, plain-data values (ALL_CAPS constants excluded)."""
     return {k: v for k, v in namespace.items()
@@ -112,7 +164,7 @@ def configure(namespace: dict, argv: list[str], source: str | None = None, exit_
         print(help_text(defaults, source))
         sys.exit(0)
     try:
-        config = parse_args(defaults, argv)
+        config = parse_args(defaults, argv, source)
     except ConfigError as e:
         if not exit_on_error:
             raise
@@ -121,22 +173,70 @@ def configure(namespace: dict, argv: list[str], source: str | None = None, exit_
     return config
 
 
-def parse_args(defaults: dict, argv: list[str]) -> Config:
+def parse_args(defaults: dict, argv: list[str], source: str | None = None) -> Config:
     """Apply config files and --key=value overrides to a copy of `defaults`; raise ConfigError on bad input.
-    The result's set_keys are the keys the files and overrides set."""
+    source: the script whose comments declare the keys' ranges and which keys accept None (see the module
+    docstring); without it no range is checked. The result's set_keys are the keys the files and overrides set."""
+    comments = _trailing_comments(source, set(defaults)) if source else {}
+    nullable = {k for k, c in comments.items() if "None" in c}
     config, set_keys = Config(defaults), set()
     for key, raw, where in _arguments(defaults, argv):
         if key is None:
-            set_keys |= _apply_file(config, defaults, raw)
+            set_keys |= _apply_file(config, defaults, raw, nullable)
             continue
         if raw is None:  # a bare --flag of a bool key
             _check_known(key, defaults, where)
             config[key] = True
         else:
-            _set(config, defaults, key, raw, where)
+            _set(config, defaults, key, raw, where, nullable)
         set_keys.add(key)
+    check_ranges(config, declared_ranges(comments))
     config.set_keys = frozenset(set_keys)
     return config
+
+
+_INTERVAL = re.compile(r"\s*([\[(])\s*(-?inf|[-+0-9.e]+)\s*,\s*(-?inf|[-+0-9.e]+)\s*([\])])")
+
+
+def declared_ranges(comments: dict) -> dict:
+    """{key: (lo, hi, lo_open, hi_open, text)} of the keys whose comment starts with an interval."""
+    out = {}
+    for key, comment in comments.items():
+        m = _INTERVAL.match(comment)
+        if m:
+            try:
+                lo, hi = float(m.group(2)), float(m.group(3))
+            except ValueError:
+                continue  # not numbers: an ordinary comment that starts with a bracket
+            out[key] = (lo, hi, m.group(1) == "(", m.group(4) == ")", m.group(0).strip())
+    return out
+
+
+def check_ranges(config: dict, ranges: dict) -> None:
+    """Raise ConfigError naming the key and its range for the first number outside the key's range (see
+    declared_ranges); None and non-numbers are left to the type check."""
+    for key, (lo, hi, lo_open, hi_open, text) in ranges.items():
+        for x in _numbers(config.get(key)):
+            below = x <= lo if lo_open else x < lo
+            above = x >= hi if hi_open else x > hi
+            if below or above or not math.isfinite(x):
+                held = "is" if x is config[key] else f"holds {x!r},"
+                raise ConfigError(f"{key}={config[key]!r} {held} outside its range {text}: set --{key} to a "
+                                  f"value in {text}")
+
+
+def _numbers(value):
+    """The ints and floats in a value: itself, or the items of a list/tuple and the values of a dict."""
+    if isinstance(value, bool):
+        return
+    if isinstance(value, (int, float)):
+        yield value
+    elif isinstance(value, (list, tuple)):
+        for v in value:
+            yield from _numbers(v)
+    elif isinstance(value, dict):
+        for v in value.values():
+            yield from _numbers(v)
 
 
 def split_args(defaults: dict, argv: list[str]) -> tuple[list[str], list[tuple[str, str]]]:
@@ -280,7 +380,7 @@ def _assigned_names(tree: ast.Module) -> set[str]:
     return names
 
 
-def _apply_file(config: dict, defaults: dict, path: str) -> set[str]:
+def _apply_file(config: dict, defaults: dict, path: str, nullable: set = frozenset()) -> set[str]:
     """Apply a config file to config; return the keys it set (assigned in it, or changed by it)."""
     namespace = dict(config)  # a config file may refer to other keys, as in nanoGPT
     p = Path(path)
@@ -295,14 +395,14 @@ def _apply_file(config: dict, defaults: dict, path: str) -> set[str]:
         if key in config and value is config[key] and key not in assigned:
             continue
         _check_known(key, defaults, f"{path}: {key}")
-        config[key] = _coerce(key, value, defaults[key], f"{path}: {key} = {value!r}")
+        config[key] = _coerce(key, value, defaults[key], f"{path}: {key} = {value!r}", key in nullable)
         set_keys.add(key)
     return set_keys
 
 
-def _set(config: dict, defaults: dict, key: str, raw: str, where: str) -> None:
+def _set(config: dict, defaults: dict, key: str, raw: str, where: str, nullable: set = frozenset()) -> None:
     _check_known(key, defaults, where)
-    config[key] = _coerce(key, _parse(raw, defaults[key]), defaults[key], where)
+    config[key] = _coerce(key, _parse(raw, defaults[key]), defaults[key], where, key in nullable)
 
 
 def _parse(raw: str, default):
@@ -332,8 +432,8 @@ def _literal(raw: str):
         return raw
 
 
-def _coerce(key: str, value, default, where: str):
-    if default is None or value is None:
+def _coerce(key: str, value, default, where: str, nullable: bool = False):
+    if default is None or (value is None and nullable):
         return value
     if isinstance(default, bool) or isinstance(value, bool):
         if isinstance(default, bool) and isinstance(value, bool):

@@ -45,6 +45,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from configurator import is_disk_full, write_error
 from dedup import DigestSet
 from documents import ON_BAD_INPUT, batched, building, expand, read_documents, replace_folder
 from tokenizer import Tokenizer, get_tokenizer, normalize, train_tokenizer
@@ -60,18 +61,18 @@ _PREPARE_DEFAULTS = dict(
     dataset="shakespeare",  # folder under data_root: shakespeare | multilingual | any name + input/sources
     data_root="data",  # dataset folders live in data_root/<dataset>
     tokenizer=None,  # None: train the dataset's own SentencePiece BPE; or a .model/.tiktoken path, gpt2, ...
-    vocab_size=4096,  # size of the own SentencePiece BPE (ignored when tokenizer is given)
+    vocab_size=4096,  # [1, inf) size of the own SentencePiece BPE (ignored when tokenizer is given)
     input=None,  # generic: files, folders or globs (.txt .jsonl .jsonl.gz .jsonl.zst .parquet), one language 'all'
     sources=None,  # {'lang' or 'lang/category': path or [paths]}, or a folder <root>/<lang>/[<category>/]
-    weights=None,  # {category: {lang: weight}} (GPT-SW3 SAMPLING_WEIGHTS layout), missing 1.0; {} = all 1.0
-    sampling_scale=1.0,  # GPT-SW3's global percent p: keep weight * p of each group's training documents
-    val_fraction=0.1,  # fraction of each language's documents held out (at least 1 document)
+    weights=None,  # [0, inf) {category: {lang: weight}} (GPT-SW3 SAMPLING_WEIGHTS layout), missing 1.0; {} = all 1.0
+    sampling_scale=1.0,  # (0, inf) GPT-SW3's global percent p: keep weight * p of each group's training documents
+    val_fraction=0.1,  # (0, 1) fraction of each language's documents held out (at least 1 document)
     dedup=True,  # drop exact duplicates (MD5 of the normalised text) before the split
     txt_unit="line",  # .txt files: 'line' = one document per line, 'file' = one document per file
     text_field="text",  # the text field of .jsonl* records / text column of .parquet files
     on_bad_input="stop",  # bad records (documents.py): 'stop' | 'skip' | 'replace' (counted in meta.json)
-    num_proc=0,  # tokeniser worker processes; 0 = os.cpu_count()
-    seed=1337,  # split, sampling and shuffle
+    num_proc=0,  # [0, inf) tokeniser worker processes; 0 = os.cpu_count()
+    seed=1337,  # [0, inf) split, sampling and shuffle
     rebuild_dataset=False,  # True: rebuild a folder prepared with another recipe in place (its runs cannot resume)
 )
 
@@ -138,20 +139,22 @@ def _not_prepared(dataset: str, folder: Path | None) -> str:
 # normalise, dedup, split, sample (GPT-SW3 tokenizer recipe, arXiv:2304.14780; Nordic Pile, arXiv:2303.17183)
 
 
-def _sample(n: int, weight: float, rng: np.random.Generator) -> np.ndarray:
+def _sample(n: int, weight: float, rng: np.random.Generator) -> np.ndarray | slice:
     """GPT-SW3 weighted sampling (flxst/gpt-sw3-tokenizer src/sampling.py): keep weight * n documents;
     weight > 1 repeats documents (e.g. wiki 1.5 = every document once plus a random half again), weight < 1
-    keeps a random subset."""
+    keeps a random subset. -> indices into the n documents (a whole slice for weight 1: no copy)."""
     whole, frac = divmod(weight, 1.0)
     extra = rng.choice(n, size=round(frac * n), replace=False)
-    return np.concatenate([np.tile(np.arange(n), int(whole)), np.sort(extra)]).astype(np.int64)
+    if not len(extra) and whole == 1:
+        return np.s_[:]
+    return np.concatenate([np.tile(np.arange(n), int(whole)), np.sort(extra)]).astype(np.int64, copy=False)
 
 
 def _kept_documents(groups: dict, recipe: dict, stats: dict, sources: list) -> Iterator[tuple[int, str]]:
     """Stream (group number, normalised text) of every document that is not empty and, with dedup, not an
     exact duplicate (MD5, first occurrence kept), in group, file and line order. Fills `stats` per language
     and `sources` per file as it goes. A file without a document stops the run (FILE is empty)."""
-    seen = DigestSet() if recipe["dedup"] else None
+    seen = DigestSet(values=False) if recipe["dedup"] else None  # 16 bytes per kept document
     for g, ((lang, cat), files) in enumerate(groups.items()):
         st = stats.setdefault(lang, dict(duplicates_removed=0, empty_removed=0, bad_lines_skipped=0,
                                          bad_lines_repaired=0, sampling_weight={}))
@@ -192,16 +195,18 @@ def _split_plan(counts: np.ndarray, groups: dict, recipe: dict, stats: dict) -> 
         perm = rng.permutation(n)
         n_val = min(n - 1, max(1, round(recipe["val_fraction"] * n)))
         val.append((lang, starts[g] + np.sort(perm[:n_val])))
-        train_docs = starts[g] + np.sort(perm[n_val:])
+        train_docs = np.sort(perm[n_val:])
+        del perm  # the arrays here are the peak of a corpus of many short documents: one copy at a time
+        train_docs += starts[g]
         if recipe["weights"] and lang not in recipe["weights"].get(cat, {}):
             print(f"note: the weights table has no entry for category {cat!r} language {lang!r}: weight 1.0")
         w = (recipe["weights"] or {}).get(cat, {}).get(lang, 1.0) * recipe["sampling_scale"]
         stats[lang]["sampling_weight"][cat] = w
         train.append(train_docs[_sample(len(train_docs), w, rng)])
-    train = np.concatenate(train)
+    train = train[0] if len(train) == 1 else np.concatenate(train)
     if not len(train):
         raise ValueError("every training document was sampled away: raise the weights or sampling_scale")
-    train = train[rng.permutation(len(train))]  # mix languages and categories
+    rng.shuffle(train)  # mix languages and categories (in place: as train[rng.permutation(len(train))])
     order = {lang: i for i, lang in enumerate(stats)}
     val.sort(key=lambda v: order[v[0]])  # stable: per language, in source order
     return train, np.concatenate([v for _, v in val])
@@ -259,13 +264,13 @@ def tokenize_to_file(docs: Iterable[str], tokenizer: str | Tokenizer, path: Path
             pool = mp.get_context("fork").Pool(num_proc)
         else:
             pool = mp.get_context("spawn").Pool(num_proc, _init_worker, (_worker_tok.name,))
-    lengths, pending = [np.zeros(1, np.int64)], deque()
+    lengths, pending = [np.zeros(1, np.uint32)], deque()
     try:
         with open(path, "wb") as f, tqdm(desc=desc, unit="doc", disable=None) as bar:
             def write_oldest():
                 flat, n = pending.popleft().get() if pool else pending.popleft()
                 flat.tofile(f)
-                lengths.append(n)
+                lengths.append(n.astype(np.uint32))  # tokens per document: half the memory of int64
                 bar.update(len(n))
             for chunk in _text_chunks(docs, chunk_chars):
                 task = (chunk, dtype)
@@ -277,21 +282,23 @@ def tokenize_to_file(docs: Iterable[str], tokenizer: str | Tokenizer, path: Path
     finally:
         if pool:
             pool.terminate()
-    return np.concatenate(lengths).cumsum()
+    return np.concatenate(lengths).cumsum(dtype=np.int64)
+
+
+_BLOCK = 1 << 16  # documents per block where a split's per-document arrays are processed
 
 
 def _gather(src: Path, offsets: np.ndarray, order: np.ndarray, outs: list, itemsize: int) -> None:
     """Append the tokens of documents `order` (numbers into offsets) from file src to every file in outs,
     one run of consecutive documents at a time, by pread (a memmap's pages would count as our memory)."""
-    if not len(order):
-        return
-    cut = np.flatnonzero(np.diff(order) != 1) + 1
-    starts = offsets[order[np.r_[0, cut]]] * itemsize  # (R,) byte range of each run
-    ends = offsets[order[np.r_[cut, len(order)] - 1] + 1] * itemsize
     fd = os.open(src, os.O_RDONLY)
     try:
-        for lo in range(0, len(starts), 1 << 16):  # Python ints for a block of runs at a time
-            for a, b in zip(starts[lo:lo + (1 << 16)].tolist(), ends[lo:lo + (1 << 16)].tolist()):
+        for lo in range(0, len(order), _BLOCK):  # a block of documents at a time: memory does not grow with N
+            block = order[lo:lo + _BLOCK]
+            cut = np.flatnonzero(np.diff(block) != 1) + 1
+            starts = offsets[block[np.r_[0, cut]]] * itemsize  # (R,) byte range of each run
+            ends = offsets[block[np.r_[cut, len(block)] - 1] + 1] * itemsize
+            for a, b in zip(starts.tolist(), ends.tolist()):
                 while a < b:  # at most 64 MiB at a time
                     buf = os.pread(fd, min(b - a, 1 << 26), a)
                     for out in outs:
@@ -299,6 +306,24 @@ def _gather(src: Path, offsets: np.ndarray, order: np.ndarray, outs: list, items
                     a += len(buf)
     finally:
         os.close(fd)
+
+
+def _split_counts(order: np.ndarray, offsets: np.ndarray, n_bytes: np.ndarray, lang_of: np.ndarray,
+                  n_langs: int) -> tuple[np.ndarray, np.ndarray]:
+    """The documents `order` of one split -> (their token start offsets in the split's file, (N + 1,) int64;
+    (3, n_langs) int64: documents, tokens and bytes per language), a block of documents at a time."""
+    starts, counts, total = np.empty(len(order) + 1, np.int64), np.zeros((3, n_langs), np.int64), 0
+    starts[0] = 0
+    for lo in range(0, len(order), _BLOCK):
+        block = order[lo:lo + _BLOCK]
+        n_tokens = offsets[block + 1] - offsets[block]
+        np.cumsum(n_tokens, out=starts[lo + 1:lo + 1 + len(block)])
+        starts[lo + 1:lo + 1 + len(block)] += total
+        total = int(starts[lo + len(block)])
+        lang = lang_of[block]
+        for row, w in enumerate((None, n_tokens, n_bytes[block])):
+            counts[row] += np.bincount(lang, w, n_langs).round().astype(np.int64)  # exact below 2**53
+    return starts, counts
 
 
 def token_dtype(vocab_size: int) -> np.dtype:
@@ -379,9 +404,14 @@ def prepare_dataset(dataset: str = "shakespeare", data_root: str | Path = "data"
                              f"--dataset={_new_name(dataset, recipe, changed)}, or rebuild {folder} in place with "
                              f"--rebuild_dataset=True (runs trained on it can then no longer resume)")
         print(f"{folder}: prepared with another recipe (differs in {', '.join(changed)}); rebuilding")
-    with building(folder) as tmp:  # .<dataset>.building.XXXX; those of killed runs are removed first
-        _build(tmp, folder, groups, recipe, num_proc or os.cpu_count() or 1)
-        replace_folder(tmp, folder)  # the finished folder appears at once, replacing the old one whole
+    try:
+        with building(folder) as tmp:  # .<dataset>.building.XXXX; those of killed runs are removed first
+            _build(tmp, folder, groups, recipe, num_proc or os.cpu_count() or 1)
+            replace_folder(tmp, folder)  # the finished folder appears at once, replacing the old one whole
+    except OSError as e:
+        if not is_disk_full(e):
+            raise
+        raise write_error(e, folder.parent, f"dataset {folder.name}") from None  # numpy's message hides it
     return folder
 
 
@@ -411,25 +441,27 @@ def _build(tmp: Path, folder: Path, groups: dict, recipe: dict, num_proc: int) -
         raise ValueError(f"tokenizer {spec} has no <|endoftext|> (eos) token to separate documents")
     dtype = token_dtype(tok.vocab_size)
     stats, sources = {}, []
-    group_of, n_bytes = array("q"), array("q")  # per kept document: 16 bytes of state
+    counts, n_bytes = np.zeros(len(groups), np.int64), array("I")  # per kept document: 4 bytes of state
+    # (the reader's MAX_DOCUMENT_BYTES keeps a document's size far below 2**32)
 
     def texts():
         for g, text in _kept_documents(groups, recipe, stats, sources):
-            group_of.append(g)
+            counts[g] += 1  # documents come in group order: counts give each one's group
             n_bytes.append(len(text.encode()))  # normalised UTF-8
             yield text
     offsets = tokenize_to_file(texts(), tok, tmp / "documents.bin", dtype, num_proc, "tokenize")
-    group_of, n_bytes = np.frombuffer(group_of, np.int64), np.frombuffer(n_bytes, np.int64)
-    train, val = _split_plan(np.bincount(group_of, minlength=len(groups)), groups, recipe, stats)
+    n_bytes = np.frombuffer(n_bytes, np.uint32)
+    train, val = _split_plan(counts, groups, recipe, stats)
     langs = list(stats)
-    lang_of = np.array([langs.index(lang) for lang, _ in groups])[group_of]  # (N,) language of each document
-    n_tokens = np.diff(offsets)
+    lang_of = np.repeat(np.array([langs.index(lang) for lang, _ in groups], np.uint8 if len(langs) < 256 else
+                                 np.int64), counts)  # (N,) language of each document
     for split, order in (("train", train), ("val", val)):
-        np.save(tmp / f"{split}_docs.npy", np.concatenate([[0], np.cumsum(n_tokens[order])]).astype(np.int64))
+        starts, per_lang = _split_counts(order, offsets, n_bytes, lang_of, len(langs))
+        np.save(tmp / f"{split}_docs.npy", starts)
+        del starts
         for i, lang in enumerate(langs):
-            sel = order[lang_of[order] == i]
-            stats[lang].update({f"{split}_docs": len(sel), f"{split}_tokens": int(n_tokens[sel].sum()),
-                                f"{split}_bytes": int(n_bytes[sel].sum())})
+            stats[lang].update({f"{split}_{k}": int(per_lang[row, i]) for row, k in
+                                enumerate(("docs", "tokens", "bytes"))})
     with open(tmp / "train.bin", "wb") as f:
         _gather(tmp / "documents.bin", offsets, train, [f], dtype.itemsize)
     with open(tmp / "val.bin", "wb") as f:  # val is sorted by language: each language one contiguous slice
@@ -498,7 +530,8 @@ def load_meta(data_dir: str | Path) -> dict:
 def load_tokens(data_dir: str | Path, split: str = "train") -> np.memmap:
     """The token ids of split 'train' | 'val' | 'val_<lang>' as a read-only memmap. Raises ValueError
     (naming the file and the fix) when the file's size is no whole number of tokens of meta.json's dtype, or
-    its token count differs from the count meta.json records (a truncated or replaced file)."""
+    its token count differs from the count meta.json records (a truncated or replaced file), or, in a nanoGPT
+    folder (read once, 64 Mi tokens at a time), it holds an id outside meta.pkl's vocab_size."""
     meta = load_meta(data_dir)
     path = Path(data_dir) / f"{split}.bin"
     if not path.is_file():
@@ -514,7 +547,14 @@ def load_tokens(data_dir: str | Path, split: str = "train") -> np.memmap:
     if expected is not None and size // dtype.itemsize != expected:
         raise ValueError(f"{path} holds {size // dtype.itemsize} tokens but meta.json records {expected}: "
                          f"the file is truncated or from another build: {fix}")
-    return np.memmap(path, dtype=dtype, mode="r")
+    tokens = np.memmap(path, dtype=dtype, mode="r")
+    if meta.get("recipe") is None and meta.get("vocab_size"):  # nanoGPT: nothing vouches for the ids
+        top = max((int(tokens[i:i + (1 << 26)].max()) for i in range(0, len(tokens), 1 << 26)), default=-1)
+        if top >= meta["vocab_size"]:
+            raise ValueError(f"{path} holds token id {top}, outside the vocabulary of {Path(data_dir) / 'meta.pkl'} "
+                             f"(vocab_size {meta['vocab_size']}): the .bin files and meta.pkl are from different "
+                             f"preparations; prepare the folder again (or fix meta.pkl's vocab_size)")
+    return tokens
 
 
 def tokenizer_identity(tok: Tokenizer) -> str:

@@ -185,10 +185,13 @@ def _find(parent: np.ndarray, x: int) -> int:
 class DigestSet:
     """The distinct 16-byte digests (MD5) seen so far, each with a 64-bit value (e.g. where it was first
     seen), in sorted numpy runs that merge like a binary counter (O(log N) runs, O(N log N) work in all),
-    instead of a Python set at ~100 bytes per entry."""
+    instead of a Python set at ~100 bytes per entry. values=False keeps the digests alone (16 bytes per entry,
+    runs merged by an in-place sort: at most ~32 bytes per entry at a merge), and first_of gives 0 for a digest
+    seen before."""
 
-    def __init__(self):
-        self.runs: list[tuple[np.ndarray, np.ndarray]] = []  # (keys (n,) S16 sorted, values (n,) int64)
+    def __init__(self, values: bool = True):
+        self.values = values
+        self.runs: list[tuple[np.ndarray, np.ndarray | None]] = []  # (keys (n,) S16 sorted, values (n,) int64)
 
     def __len__(self) -> int:
         return sum(len(k) for k, _ in self.runs)
@@ -205,7 +208,7 @@ class DigestSet:
         for run_keys, run_values in self.runs:
             i = np.minimum(np.searchsorted(run_keys, keys), len(run_keys) - 1)
             hit = run_keys[i] == keys
-            out[hit] = run_values[i[hit]]
+            out[hit] = 0 if run_values is None else run_values[i[hit]]
         _, first, inv = np.unique(keys, return_index=True, return_inverse=True)
         first = first[inv.ravel()]  # (B,) position of each digest's first occurrence in this batch
         later = (first != np.arange(len(keys))) & (out < 0)
@@ -216,6 +219,13 @@ class DigestSet:
 
     def _add(self, keys: np.ndarray, values: np.ndarray) -> None:
         if not len(keys):
+            return
+        if not self.values:
+            self.runs.append((np.sort(keys), None))
+            while len(self.runs) > 1 and len(self.runs[-2][0]) <= 2 * len(self.runs[-1][0]):
+                k = np.concatenate([self.runs.pop()[0], self.runs.pop()[0]])
+                k.sort()  # in place
+                self.runs.append((k, None))
             return
         order = np.argsort(keys, kind="stable")
         self.runs.append((keys[order], values[order]))

@@ -9,7 +9,11 @@ Formats, told apart by the file name:
     .jsonl .jsonl.gz .jsonl.zst   one JSON object per line; the document is the string field `text_field`
     .parquet                 one document per row of the string column `text_field` (FineWeb's layout)
 Paths may be files, folders (searched recursively for those suffixes, sorted) or glob patterns. Files are
-read one line or one Parquet batch at a time, so memory does not grow with the corpus.
+read one line or one Parquet batch at a time, so memory does not grow with the corpus; and one document
+(a line, a whole-file .txt document, a Parquet row) may hold at most MAX_DOCUMENT_BYTES (8 MB; argument
+max_document_bytes): a longer one is never held in memory whole (a line is read past in 64 KiB pieces) and is a
+bad record, "FILE:LINE: document of N bytes, over the limit", so that no step after the reader (metrics,
+normalisation, SentencePiece) meets a text that is a whole corpus on one line.
 
 Bad input, one policy under one name everywhere (`on_bad_input`):
     'stop'     stop at the first bad record with ValueError "FILE:LINE: what is wrong; how to fix it"
@@ -18,9 +22,10 @@ Bad input, one policy under one name everywhere (`on_bad_input`):
     'replace'  repair the text (each bad byte, NUL or unpaired surrogate -> U+FFFD) and count it per file;
                records that cannot be repaired (invalid JSON, no text field) are skipped and counted
 Bad records are: bytes that are not UTF-8, NUL characters (binary data), JSON strings holding an unpaired
-UTF-16 surrogate (e.g. an escaped half of an emoji, which no UTF-8 writer can encode), invalid JSON, and a
-record whose `text_field` is missing or not a string. LINE is the 1-based line of a text file, also of a
-compressed one (its byte offset counts in the decompressed stream), or the 1-based row of a Parquet file.
+UTF-16 surrogate (e.g. an escaped half of an emoji, which no UTF-8 writer can encode), invalid JSON, a
+record whose `text_field` is missing or not a string, and a document over max_document_bytes (never
+repaired). LINE is the 1-based line of a text file, also of a compressed one (its byte offset counts in the
+decompressed stream), or the 1-based row of a Parquet file.
 
 What is built from documents (a dataset folder, a cleaning output) is built in a temporary folder beside
 its destination and renamed into place when complete (`building`, `replace_folder` at the end of this file),
@@ -48,6 +53,9 @@ except ImportError:  # pragma: no cover - elsewhere stale folders are only remov
 ON_BAD_INPUT = ("stop", "skip", "replace")
 SUFFIXES = (".txt", ".jsonl", ".jsonl.gz", ".jsonl.zst", ".parquet")
 PARQUET_BATCH_ROWS = 1024  # rows decoded at a time: bounds memory on shards of any size
+MAX_DOCUMENT_BYTES = 8_000_000  # the largest document read (UTF-8 bytes): clean.py's metrics take ~70x a
+# document's size in memory; a book is ~1-5 MB, and SentencePiece drops "sentences" over 2 MB (GPT-SW3's setting)
+_READ_BYTES = 1 << 16  # a text file is read in pieces of this size, so an over-long line is never held whole
 _SURROGATE = re.compile("[\ud800-\udfff]")
 _ESCAPED_SURROGATE = re.compile(rb"\\u[dD][89a-fA-F]")  # a JSON escape of either half of a UTF-16 pair
 _FIX = {
@@ -55,6 +63,7 @@ _FIX = {
     "nul": "it looks like binary data: remove it from the input",
     "surrogate": "the writer cut a UTF-16 pair (e.g. an emoji) in half: fix the record",
     "json": "write one JSON object per line",
+    "size": "split it into smaller documents (e.g. one paragraph per line)",
 }
 
 
@@ -108,27 +117,29 @@ def expand(paths: str | Path | list) -> list[Path]:
 
 def read_documents(paths: str | Path | list, text_field: str = "text", txt_unit: str = "line",
                    on_bad_input: str = "stop", report: dict | None = None, fields: bool = False,
-                   yield_bad: bool = False) -> Iterator[Document]:
+                   yield_bad: bool = False, max_document_bytes: int | None = None) -> Iterator[Document]:
     """Stream the documents of `paths` (see the module docstring) in file order, then line order.
     Every record is yielded, also empty ones (callers decide what an empty document means); a trailing
     newline does not make an extra record. report (optional, filled as the files are read):
     {file: {"documents", "skipped", "repaired"}}. fields=True also returns the other fields of each
-    JSONL/Parquet record; yield_bad=True also yields skipped records (text = the raw line, repaired).
+    JSONL/Parquet record; yield_bad=True also yields skipped records (text = the raw line, repaired; empty for
+    a document over max_document_bytes, None = MAX_DOCUMENT_BYTES).
     Raises ValueError (FILE:LINE and the fix) for bad input under 'stop' and for unreadable files."""
     if on_bad_input not in ON_BAD_INPUT:
         raise ValueError(f"on_bad_input must be one of {ON_BAD_INPUT}, got {on_bad_input!r}")
     if txt_unit not in ("line", "file"):
         raise ValueError(f"txt_unit must be 'line' or 'file', got {txt_unit!r}")
     report = {} if report is None else report
+    limit = MAX_DOCUMENT_BYTES if max_document_bytes is None else max_document_bytes
     for path in expand(paths):
         counts = report.setdefault(str(path), dict(documents=0, skipped=0, repaired=0))
         fmt = format_of(path)
         if fmt == "parquet":
-            records = _parquet_records(path, text_field, on_bad_input, fields)
+            records = _parquet_records(path, text_field, on_bad_input, fields, limit)
         elif fmt == "txt" and txt_unit == "file":
-            records = _whole_file(path, on_bad_input)
+            records = _whole_file(path, on_bad_input, limit)
         else:
-            records = _line_records(path, fmt, text_field, on_bad_input, fields)
+            records = _line_records(path, fmt, text_field, on_bad_input, fields, limit)
         for doc, problem in records:
             if doc.error is not None:
                 counts["skipped"] += 1
@@ -145,6 +156,12 @@ def read_documents(paths: str | Path | list, text_field: str = "text", txt_unit:
 
 # ----------------------------------------------------------------------------------------------------
 # one record: decode, check, repair
+
+
+def _too_long(where: str, size: int, limit: int, on_bad_input: str) -> str:
+    """The error of a document over the size limit (raised under 'stop'; never repaired)."""
+    return _bad(where, f"document of {size:,} bytes, over the limit of {limit:,} bytes per document",
+                _FIX["size"] + " or raise max_document_bytes", on_bad_input)
 
 
 def _bad(where: str, problem: str, fix: str, on_bad_input: str) -> str:
@@ -214,41 +231,68 @@ def _replace_surrogates(obj):
 # the formats
 
 
-def _zstd_lines(path: Path):
-    """Lines of a .zst file, decompressed one frame at a time (the Pile's shards hold several frames).
+def _zstd_chunks(path: Path):
+    """The decompressed bytes of a .zst file, one frame at a time (the Pile's shards hold several frames).
     A stream that ends inside a frame raises EOFError: zstandard's stream_reader would end it silently."""
     import zstandard
-    rest, dobj = b"", None
+    dobj = None
     with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            out = []
+        while chunk := f.read(_READ_BYTES):  # text expands ~3-10x in decompression
             while chunk:
                 dobj = dobj or zstandard.ZstdDecompressor().decompressobj()
-                out.append(dobj.decompress(chunk))
+                yield dobj.decompress(chunk)
                 chunk = dobj.unused_data if dobj.eof else b""
                 dobj = None if dobj.eof else dobj
-            lines = (rest + b"".join(out)).split(b"\n")
-            rest = lines.pop()
-            yield from (line + b"\n" for line in lines)
     if dobj is not None:
         raise EOFError("compressed file ended before the end of a zstd frame")
-    if rest:
-        yield rest
 
 
-def _open_lines(path: Path, fmt: str):
-    """An iterator over the raw lines of a file, decompressing .gz / .zst as a stream."""
+def _file_chunks(path: Path, fmt: str):
+    """The bytes of a file in pieces of about _READ_BYTES, decompressing .gz / .zst as a stream."""
     if fmt == "jsonl.zst":
-        return _zstd_lines(path)
-    return gzip.open(path, "rb") if fmt == "jsonl.gz" else open(path, "rb")
+        yield from _zstd_chunks(path)
+        return
+    with gzip.open(path, "rb") if fmt == "jsonl.gz" else open(path, "rb") as f:
+        while chunk := f.read(_READ_BYTES):
+            yield chunk
 
 
-def _line_records(path: Path, fmt: str, text_field: str, on_bad_input: str, fields: bool):
+def _bounded_lines(chunks, limit: int):
+    """The lines (each with its newline) of a stream of byte pieces; a line over `limit` bytes is never held
+    whole: its length in bytes (an int) is yielded instead, once the stream has been read past it."""
+    parts, held, skipped = [], 0, 0  # parts of the line so far (held bytes), or bytes of a line read past
+    for chunk in chunks:
+        pieces = chunk.split(b"\n")
+        for i, piece in enumerate(pieces):
+            if skipped or held + len(piece) > limit:
+                skipped, parts, held = skipped + held + len(piece), [], 0
+            else:
+                parts.append(piece)
+                held += len(piece)
+            if i == len(pieces) - 1:
+                break  # the line goes on in the next piece
+            if skipped:
+                yield skipped + 1
+            else:
+                yield b"".join(parts) + b"\n"
+            parts, held, skipped = [], 0, 0
+    if skipped:
+        yield skipped
+    elif held:
+        yield b"".join(parts)
+
+
+def _line_records(path: Path, fmt: str, text_field: str, on_bad_input: str, fields: bool, limit: int):
     """.txt (a document per line) and .jsonl[.gz|.zst]: (Document, error or None) per line."""
     offset, n = 0, 0
-    lines = _open_lines(path, fmt)
+    lines = _bounded_lines(_file_chunks(path, fmt), limit + 1)  # a CR before the newline is not counted
     try:
         for n, raw in enumerate(lines, 1):
+            if isinstance(raw, int):  # a line over the limit, already read past
+                msg = _too_long(f"{path}:{n}", raw, limit, on_bad_input)
+                yield Document("", str(path), n, error=msg), msg
+                offset += raw
+                continue
             yield _line_record(raw, path, fmt, n, offset, text_field, on_bad_input, fields)
             offset += len(raw)
     except (OSError, EOFError) as e:  # gzip.BadGzipFile is an OSError
@@ -283,8 +327,13 @@ def _line_record(raw: bytes, path: Path, fmt: str, n: int, offset: int, text_fie
     return Document(text, str(path), n, rec if fields else {}, err), msg or msg2
 
 
-def _whole_file(path: Path, on_bad_input: str):
+def _whole_file(path: Path, on_bad_input: str, limit: int):
     """.txt with txt_unit='file': one document (line 0); a bad byte is reported with its line."""
+    size = path.stat().st_size
+    if size > limit:
+        msg = _too_long(f"{path}:0", size, limit, on_bad_input)
+        yield Document("", str(path), 0, error=msg), msg
+        return
     raw = path.read_bytes()
     try:
         raw.decode("utf-8")
@@ -296,7 +345,7 @@ def _whole_file(path: Path, on_bad_input: str):
     yield Document(text, str(path), 0, error=None if fixed else msg), msg
 
 
-def _parquet_records(path: Path, text_field: str, on_bad_input: str, fields: bool):
+def _parquet_records(path: Path, text_field: str, on_bad_input: str, fields: bool, limit: int):
     """.parquet: one document per row of the string column text_field, read PARQUET_BATCH_ROWS at a time."""
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -329,6 +378,10 @@ def _parquet_records(path: Path, text_field: str, on_bad_input: str, fields: boo
             where = f"{path}:{row}"
             if raw is None:
                 msg = _bad(where, f"null {text_field!r} (row {row})", "fill or drop the row", on_bad_input)
+                yield Document("", str(path), row, error=msg), msg
+                continue
+            if len(raw) > limit:
+                msg = _too_long(where, len(raw), limit, on_bad_input)
                 yield Document("", str(path), row, error=msg), msg
                 continue
             text, msg, fixed = _decode(raw, where + f" (row {row})", 0, on_bad_input)

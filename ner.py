@@ -37,7 +37,7 @@ from optim import FINE_TUNING_PRESETS, AdaptiveFineTuning
 TRAIN_DEFAULTS = dict(
     train="", val="", test="",  # data files: CoNLL, pretokenized CSV or standard JSONL (see --format)
     format="auto",  # auto | conll | csv | jsonl
-    token_column=-1, tag_column=-1,  # CoNLL columns, 0-based; -1 = detected from the content (printed)
+    token_column=-1, tag_column=-1,  # [-1, inf) CoNLL columns, 0-based; -1 = detected from the content (printed)
     repair_bio=False,  # BIO files: turn an I-X after neither B-X nor I-X into B-X (always counted in issues)
     encoder="",  # HF BERT folder (config.json, model.safetensors|pytorch_model.bin, vocab.txt)
     backbone="",  # 'gpt:<out_dir>' to fine-tune our own GPT checkpoint instead of --encoder
@@ -46,27 +46,28 @@ TRAIN_DEFAULTS = dict(
     overwrite=False,  # True: replace the earlier run in out_dir (its model too); False: stop if out_dir holds one
     preset="adaptive",  # adaptive | original | stable (nerblackbox's modules/training_config/preset.py)
     annotation_scheme="auto",  # auto | io | bio | bilou: the scheme the model is trained on
-    max_epochs=0,  # 0 = the preset's (adaptive 250, original 5, stable 20)
+    max_epochs=0,  # [0, inf) 0 = the preset's (adaptive 250, original 5, stable 20)
     # adaptive fine-tuning (nerblackbox's defaults): linear warm-up, constant lr until val loss stops improving,
     # then a linear cool-down; stop when the cool-down brings no new best (optim.AdaptiveFineTuning)
-    lr_max=2e-5,  # peak learning rate
-    warmup_epochs=2,  # linear warm-up 0 -> lr_max
-    cooldown_epochs=7,  # linear decay lr_max -> 0 after the first epoch without a new best val loss
-    patience=0,  # extra epochs without improvement before the cool-down starts
-    min_delta=0.0,  # a val loss must beat the best by more than this to count as an improvement
+    lr_max=2e-5,  # (0, inf) peak learning rate
+    warmup_epochs=2,  # [0, inf) linear warm-up 0 -> lr_max
+    cooldown_epochs=7,  # [0, inf) linear decay lr_max -> 0 after the first epoch without a new best val loss
+    patience=0,  # [0, inf) extra epochs without improvement before the cool-down starts
+    min_delta=0.0,  # [0, inf) a val loss must beat the best by more than this to count as an improvement
     cooldown_restarts=True,  # a new best during the cool-down restarts the constant phase (warm restart)
-    weight_decay=0.01,  # AdamW, not on biases and norm weights (nerblackbox)
-    grad_clip=0.0,  # 0 = off, as in nerblackbox
-    batch_size=16,  # chunks per optimizer step
-    max_seq_length=128,  # sub-tokens per chunk, [CLS]/[SEP] included; a longer text is cut into chunks
+    weight_decay=0.01,  # [0, inf) AdamW, not on biases and norm weights (nerblackbox)
+    grad_clip=0.0,  # [0, inf) 0 = off, as in nerblackbox
+    batch_size=16,  # [1, inf) chunks per optimizer step
+    max_seq_length=128,  # [3, inf) sub-tokens per chunk, [CLS]/[SEP] included; a longer text is cut into chunks
     group_by_length=True,  # batches of similar length (less padding); False = plain random batches
-    chunk_overlap=32,  # sub-tokens shared by consecutive chunks of a long text (nerblackbox: 0)
+    chunk_overlap=32,  # [0, inf) sub-tokens shared by consecutive chunks of a long text (nerblackbox: 0)
     final_model="last",  # last = the model after the last epoch (the paper's code) | best = lowest val loss
     val_loss_mean="batch",  # batch = mean of per-batch mean losses (the paper's code) | token = over all words
-    val_split=0.1,  # fraction of --train held out (seeded shuffle) as validation when --val is not given
-    train_fraction=1.0, val_fraction=1.0,  # subsets, for dataset-size studies (Stollenwerk 2022)
+    val_split=0.1,  # (0, 1) fraction of --train held out (seeded shuffle) as validation when --val is not given
+    train_fraction=1.0, val_fraction=1.0,  # (0, 1] subsets, for dataset-size studies (Stollenwerk 2022)
     subset="first",  # first = the first max(1, int(x * N)) examples (the paper's code) | random = seeded sample
-    seed=42, multiple_runs=1,  # run k uses seed + k; results are mean +- standard error
+    seed=42,  # [0, inf) run k uses seed + k
+    multiple_runs=1,  # [1, inf) runs with seeds seed, seed + 1, ...; results are mean +- standard error
     save_model=True,  # write the best run's model to out_dir/model
     device="auto",  # auto (cuda if available, else cpu) | cpu | cuda | cuda:N
 )
@@ -75,9 +76,9 @@ EVALUATE_DEFAULTS = dict(
     data="",  # the data file to evaluate on: CoNLL, pretokenized CSV or standard JSONL
     out="out-ner-eval",  # folder for metrics.json and predictions.tsv
     format="auto",  # auto | conll | csv | jsonl
-    token_column=-1, tag_column=-1,  # CoNLL columns, 0-based; -1 = detected from the content (printed)
+    token_column=-1, tag_column=-1,  # [-1, inf) CoNLL columns, 0-based; -1 = detected from the content (printed)
     repair_bio=False,  # BIO files: turn an I-X after neither B-X nor I-X into B-X (always counted in issues)
-    batch_size=32,  # chunks per forward pass
+    batch_size=32,  # [1, inf) chunks per forward pass
     device="auto",  # auto (cuda if available, else cpu) | cpu | cuda | cuda:N
 )
 PREDICT_DEFAULTS = dict(
@@ -85,7 +86,7 @@ PREDICT_DEFAULTS = dict(
     input="",  # in.txt (one text per line) or in.jsonl (standard JSONL; its tags are dropped)
     output="",  # the file to write
     format="jsonl",  # jsonl (standard JSONL with scores) | labelstudio (import JSON with predictions) | doccano
-    batch_size=32,  # chunks per forward pass
+    batch_size=32,  # [1, inf) chunks per forward pass
     device="auto",  # auto (cuda if available, else cpu) | cpu | cuda | cuda:N
 )
 
@@ -411,8 +412,7 @@ def train(cfg: dict) -> dict:
         (run_dir / "report.json").write_text(json.dumps(result, indent=2))
         if cfg["save_model"] and (not runs or result["val"]["entity.strict.micro.f1"] >
                                   max(r["val"]["entity.strict.micro.f1"] for r in runs)):
-            shutil.rmtree(out / "model", ignore_errors=True)
-            tagger.save(out / "model")  # the best run by validation F1 serves inference (nerblackbox)
+            tagger.save(out / "model")  # the best run by validation F1 serves inference (nerblackbox); replaced whole
         runs.append(result)
     report = dict(runs=[{k: v for k, v in r.items() if k != "history"} for r in runs],
                   summary=_summarize(runs), issues=issues.summary(), scheme=scheme, labels=labels, layouts=layouts,

@@ -22,6 +22,8 @@ import bert
 import nerdata
 import nertags
 from bert import BertForTokenClassification, WordPieceTokenizer
+from configurator import write_error
+from documents import building, replace_folder
 from losses import IGNORE_INDEX
 
 # -----------------------------------------------------------------------------
@@ -183,8 +185,18 @@ class Tagger:
         return cls(model, tok, cfg, device)
 
     def save(self, path: str | Path) -> None:
+        """Write the model folder, built beside it and renamed into place (documents.building), so a failed
+        save leaves `path` as it was. A failed write (a full disk) raises InputError naming the cause."""
+        from safetensors import SafetensorError
         path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
+        try:
+            with building(path) as tmp:
+                self._write(tmp)
+                replace_folder(tmp, path)
+        except (OSError, RuntimeError, SafetensorError) as e:  # torch.save and safetensors report a full disk so
+            raise write_error(e, path.parent, f"the model {path.name}") from None
+
+    def _write(self, path: Path) -> None:
         keys = ("labels", "scheme", "max_seq_length", "chunk_overlap", "backbone", "tokenizer", "model_args")
         cfg = {k: self.cfg.get(k) for k in keys}
         if cfg["backbone"] == "bert":

@@ -27,11 +27,11 @@ hf_dir = ''  # or: a Hugging Face folder (GPT-2, GPT-SW3, Llama, Qwen3, GLM, Sta
 tokenizer = ''  # tokenizer spec (see tokenizer.get_tokenizer); '' = the one the run was trained with
 start = "\n"  # prompt text, or FILE:path to read it from a file
 chat = False  # wrap start in the GPT-SW3 chat format <|endoftext|><s>User: {start}<s>Bot: and stop at <s>
-num_samples = 3  # number of samples to draw
-max_new_tokens = 200  # tokens generated per sample
-temperature = 0.8  # 1.0 = no change, < 1.0 = less random, 0 = greedy
-top_k = 200  # keep only the top_k most likely tokens (None = all)
-seed = 1337  # torch.manual_seed before sampling
+num_samples = 3  # [1, inf) number of samples to draw
+max_new_tokens = 200  # [1, inf) tokens generated per sample
+temperature = 0.8  # [0, inf) 1.0 = no change, < 1.0 = less random, 0 = greedy
+top_k = 200  # [1, inf) keep only the top_k most likely tokens (None = all)
+seed = 1337  # [0, inf) torch.manual_seed before sampling
 device = 'cuda' if torch.cuda.is_available() else 'cpu'  # 'cpu', 'cuda', 'cuda:1', 'mps', ...
 dtype = 'bfloat16' if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else 'float32'  # or bfloat16
 # -----------------------------------------------------------------------------

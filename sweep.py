@@ -51,7 +51,7 @@ SWEEP_DEFAULTS = dict(
     dry_run=False,  # print one torchrun line per unfinished run instead of running them
     results_only=False,  # run nothing: rewrite results.csv, the plots and the summary from the run folders
     sweep_dir="",  # the sweep folder ('' = sweeps/<config file name>)
-    nproc_per_node=8,  # GPUs per node in the --dry_run torchrun lines
+    nproc_per_node=8,  # [1, inf) GPUs per node in the --dry_run torchrun lines
 )
 _SUMMARY_COLUMNS = ["final_train_loss", "final_val_loss", "best_val_loss", "diverged", "tokens",
                     "wall_time_s", "step"]
@@ -147,7 +147,7 @@ def load_sweep(config: str, overrides: list[str]) -> tuple[dict, dict, list[dict
     for run in runs:  # exactly what train.py will parse: the config file, the overrides, the run's keys
         run["args"] = overrides + [f"--{k}={format_value(v)}" for k, v in run["settings"].items()]
         try:
-            parse_args(defaults, [config] + run["args"])
+            parse_args(defaults, [config] + run["args"], str(TRAIN))  # train.py's types and ranges
         except ConfigError as e:
             _fail(f"run {run['name']}: {e}")
     return grid, variants or {}, runs
@@ -476,7 +476,7 @@ def _parse_cli(argv: list[str]) -> tuple[str, dict, list[str]]:
     if len(configs) != 1:
         _fail(f"usage: python sweep.py config.py [--key=value ...]: give one sweep config file, got {configs} "
               f"(-h lists the keys)")
-    opts = {k: v for k, v in parse_args(defaults, argv).items() if k in SWEEP_DEFAULTS}
+    opts = {k: v for k, v in parse_args(defaults, argv, __file__).items() if k in SWEEP_DEFAULTS}
     return configs[0], opts, [f"--{k}={v}" for k, v in items if k not in SWEEP_DEFAULTS]
 
 

@@ -16,6 +16,7 @@ import gzip
 import hashlib
 import os
 import sys
+import tempfile
 import unicodedata
 from collections import Counter
 from collections.abc import Iterable, Iterator
@@ -41,24 +42,24 @@ GPTSW3_SETTINGS = dict(
     add_dummy_prefix=True,  # a leading '▁' before each document, so its first word is word-initial
     split_digits=True,  # every digit its own piece
     byte_fallback=True,  # unknown characters as <0x..> byte pieces, never <unk>
-    character_coverage=0.9999,  # share of characters kept as single-character pieces
-    pad_id=0,  # ids and pieces of the specials: <pad> 0, <unk> 1, <s> 2, <|endoftext|> 3
-    unk_id=1,  # <unk>
-    bos_id=2,  # <s>
-    eos_id=3,  # <|endoftext|>, the document separator
+    character_coverage=0.9999,  # (0, 1] share of characters kept as single-character pieces
+    pad_id=0,  # [-1, inf) ids and pieces of the specials: <pad> 0, <unk> 1, <s> 2, <|endoftext|> 3
+    unk_id=1,  # [0, inf) <unk>
+    bos_id=2,  # [-1, inf) <s>
+    eos_id=3,  # [-1, inf) <|endoftext|>, the document separator
     pad_piece="<pad>",  # the piece of pad_id
     unk_piece="<unk>",  # the piece of unk_id
     bos_piece="<s>",  # the piece of bos_id
     eos_piece="<|endoftext|>",  # the piece of eos_id
     user_defined_symbols=CODE_TOKENS,  # pieces never split (ids 4..7)
     train_extremely_large_corpus=True,  # SentencePiece's 64-bit counters
-    max_sentence_length=2_000_000,  # bytes; one whole document is one "sentence"
-    minloglevel=1,  # SentencePiece logging: 1 = warnings and errors only
+    max_sentence_length=2_000_000,  # [1, inf) bytes; one whole document is one "sentence"
+    minloglevel=1,  # [0, 3] SentencePiece logging: 1 = warnings and errors only
     allow_whitespace_only_pieces=False,  # not set in GPT-SW3 -> SP default False
     # ours: GPT-SW3 left this at 0 = hold every document in memory. SentencePiece instead keeps a uniform
     # reservoir sample of this many documents from the stream (shuffle_input_sentence=True, its default),
     # so training memory stays bounded on any corpus; on fewer documents the vocabulary is the same as with 0
-    input_sentence_size=1_000_000,  # ours (GPT-SW3: 0 = all): documents in SentencePiece's reservoir sample
+    input_sentence_size=1_000_000,  # [0, inf) ours (GPT-SW3: 0 = all): documents in SentencePiece's reservoir sample
 )
 # options of this file (not SentencePiece flags); any other key is passed to SentencePieceTrainer.train
 TRAIN_OPTIONS = dict(
@@ -67,7 +68,7 @@ TRAIN_OPTIONS = dict(
     on_bad_input="stop",  # bad records (not UTF-8, NUL, lone surrogate, bad JSON): 'stop' | 'skip' | 'replace'
     text_field="text",  # the text field of .jsonl* records and the text column of .parquet files
     txt_unit="line",  # .txt files: 'line' = one document per line, 'file' = one document per file
-    num_threads=os.cpu_count() or 1,  # SentencePiece training threads (default: all cores)
+    num_threads=os.cpu_count() or 1,  # [1, inf) SentencePiece training threads (default: all cores)
 )
 
 # ----------------------------------------------------------------------------------------------------
@@ -94,8 +95,14 @@ NORMAL = model_pb2.ModelProto.SentencePiece.NORMAL
 
 
 def load_model_proto(model_file: str) -> model_pb2.ModelProto:
+    """The parsed SentencePiece model file; ValueError naming the file when it is not one."""
+    from google.protobuf.message import DecodeError
     proto = model_pb2.ModelProto()
-    proto.ParseFromString(Path(model_file).read_bytes())
+    try:
+        proto.ParseFromString(Path(model_file).read_bytes())
+    except DecodeError as e:
+        raise ValueError(f"{model_file} is not a SentencePiece model ({e}): give a .model file written by "
+                         f"`python tokenizer.py train` or SentencePiece") from None
     return proto
 
 
@@ -318,6 +325,32 @@ class Tokenizer:
         return f"Tokenizer({self.name!r}, vocab_size={self.vocab_size}, eot={self.eot}, bos={self.bos})"
 
 
+class CharTokenizer:
+    """nanoGPT's character-level tokenizer (its data/shakespeare_char/prepare.py): the `stoi`/`itos` tables
+    of a dataset folder's meta.pkl. No end-of-text or begin token. Raises ValueError for a meta.pkl without
+    those tables, and on encode for a character outside them."""
+
+    def __init__(self, meta_pkl: str | Path):
+        import pickle
+        with open(meta_pkl, "rb") as f:
+            meta = pickle.load(f)
+        if not isinstance(meta, dict) or not {"stoi", "itos"} <= set(meta):
+            raise ValueError(f"{meta_pkl} has no character tables (stoi, itos), so its ids cannot be decoded: "
+                             f"pass --tokenizer=SPEC (nanoGPT's GPT-2 data: gpt2)")
+        self.name, self.stoi, self.itos = str(meta_pkl), meta["stoi"], meta["itos"]
+        self.vocab_size, self.eot, self.bos, self.sp, self.enc = len(self.itos), None, None, None, None
+
+    def encode(self, text: str, preprocess: bool = True) -> list[int]:
+        unknown = sorted(set(text) - set(self.stoi))
+        if unknown:
+            raise ValueError(f"characters {unknown[:5]} are not in {self.name}: use only the training text's "
+                             f"characters")
+        return [self.stoi[c] for c in text]
+
+    def decode(self, ids: list[int]) -> str:
+        return "".join(self.itos[i] for i in ids)
+
+
 def _bytes_to_unicode() -> dict[int, str]:
     """GPT-2's byte -> printable char map (so a space byte shows as 'Ġ'), as in HF byte-level BPE."""
     bs = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
@@ -338,7 +371,11 @@ def get_tokenizer(spec: str) -> Tokenizer:
         if not Path(spec).is_file():
             raise FileNotFoundError(f"SentencePiece model {spec} not found: train one with "
                                     f"`python tokenizer.py train --input=FILE --vocab_size=N --out=PREFIX`")
-        return Tokenizer(spec, sp=spm.SentencePieceProcessor(model_file=spec))
+        try:
+            return Tokenizer(spec, sp=spm.SentencePieceProcessor(model_file=spec))
+        except RuntimeError as e:  # SentencePiece: "INTERNAL: could not parse ModelProto from ..."
+            raise ValueError(f"{spec} is not a SentencePiece model ({str(e).strip()[:100]}): give a .model file "
+                             f"written by `python tokenizer.py train` or SentencePiece") from None
     return Tokenizer(spec, enc=_tiktoken_encoding(spec))
 
 
@@ -347,7 +384,7 @@ def get_tokenizer(spec: str) -> Tokenizer:
 
 TRAIN_DEFAULTS = dict(
     input=[],  # comma-separated files, folders or globs: .txt (a document per line), .jsonl[.gz|.zst], .parquet
-    vocab_size=0,  # final vocabulary size, the 23 whitespace tokens included (GPT-SW3: 64000)
+    vocab_size=0,  # [0, inf) final vocabulary size, the 23 whitespace tokens included (GPT-SW3: 64000)
     out="",  # output prefix: writes OUT.model and OUT.vocab
     spm_args={},  # other SentencePieceTrainer.train flags, e.g. --spm_args="{'seed_sentencepiece_size': 10**5}"
     **TRAIN_OPTIONS,
@@ -364,12 +401,28 @@ ANALYZE_DEFAULTS = dict(
     tokenizer="",  # the (multilingual) tokenizer to analyze
     out="",  # output folder: analysis.md, CSV tables and PNG plots
     data=[],  # comma-separated LANG=FILE pairs for the pruning curves
-    prune_sizes=[],  # comma-separated vocabulary sizes to prune merges to (needs --data and a .model)
+    prune_sizes=[],  # [1, inf) comma-separated vocabulary sizes to prune merges to (needs --data and a .model)
     mono=[],  # comma-separated LANG=MODEL monolingual tokenizers for the vocabulary overlap
-    overlap_sizes=[],  # comma-separated V1 values for the overlap ([] = 8 steps up to the vocabulary size)
+    overlap_sizes=[],  # [1, inf) comma-separated V1 values for the overlap ([] = 8 steps up to the vocabulary size)
     on_bad_input="stop",  # bad records (not UTF-8, NUL, lone surrogate, bad JSON): 'stop' | 'skip' | 'replace'
     text_field="text",  # the text field of .jsonl* records and the text column of .parquet files
 )
+
+
+def check_out_prefix(out: str) -> None:
+    """OUT.model and OUT.vocab can be written: checked before training (which can take hours) by creating a
+    temporary file in the nearest existing folder on the path. Raises ValueError naming --out and the fix."""
+    for f in (Path(out + ".model"), Path(out + ".vocab")):
+        if f.is_dir():
+            raise ValueError(f"--out={out}: {f} is a folder, and training writes that file: choose another --out")
+    existing = next(p for p in Path(out).absolute().parents if p.exists())
+    if not existing.is_dir():
+        raise ValueError(f"--out={out}: {existing} is a file, not a folder: choose another --out")
+    try:
+        tempfile.TemporaryFile(dir=existing).close()
+    except OSError as e:
+        raise ValueError(f"--out={out}: cannot write in {existing} ({e.strerror or e}): choose a writable "
+                         f"--out") from None
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -388,6 +441,7 @@ def main(argv: list[str] | None = None) -> None:
         if clash:
             raise ValueError(f"--spm_args sets {clash}: set a key of this script with --KEY=VALUE; model_prefix "
                              f"is --out")
+        check_out_prefix(out)
         train_tokenizer(input_files, vocab_size, out, **cfg, **spm_args)
         return
     import tokeval  # it imports this file's tokenizers, so it is imported here, not at the top

@@ -64,12 +64,12 @@ from train_checks import (
 # default config values: a tiny GPT on Shakespeare that trains in a few CPU minutes
 # I/O
 out_dir = 'out'  # the run folder: config.json, metrics.jsonl, ckpt.pt, summary.json (checkpoint.py)
-eval_interval = 100  # steps between evaluations (and checkpoints)
-log_interval = 10  # steps between log lines (console + metrics.jsonl)
-eval_iters = 10  # batches per loss estimate
+eval_interval = 100  # [1, inf) steps between evaluations (and checkpoints)
+log_interval = 10  # [1, inf) steps between log lines (console + metrics.jsonl)
+eval_iters = 10  # [1, inf) batches per loss estimate
 eval_only = False  # evaluate the initial model once and exit
 always_save_checkpoint = True  # save at every eval; False = only when val loss improves (nanoGPT)
-keep_last_k = 2  # ckpt_<step>.pt files kept; ckpt.pt is always the newest
+keep_last_k = 2  # [1, inf) ckpt_<step>.pt files kept; ckpt.pt is always the newest
 checkpoint_format = 'full'  # 'full': one portable file, gathered on rank 0 (12 bytes/parameter: 75 GiB at 6.7B);
 #   'dcp': sharded, every rank writes its shards (torch.distributed.checkpoint) to ckpt_<step>.dcp/ on a filesystem
 #   all nodes share; resumes on any world size; `python checkpoint.py convert --out_dir=RUN --to=DIR` makes it 'full'
@@ -78,7 +78,7 @@ overwrite = False  # a new run into an out_dir that holds a checkpoint: True rep
 finetune_from = ''  # init_from='finetune': out_dir of the pretraining run whose ckpt.pt gives the weights
 finetune_data = ''  # init_from='finetune': chat JSONL, {"messages": [{"role": "user"|"assistant", ...}]}
 finetune_val_data = ''  # init_from='finetune': chat JSONL for val_loss; '' = the training conversations
-sample_tokens = 200  # tokens sampled and printed at the end (0 = no sample)
+sample_tokens = 200  # [0, inf) tokens sampled and printed at the end (0 = no sample)
 wandb_log = False  # log to Weights & Biases (needs `pip install wandb`)
 wandb_project = 'nanogpt'  # W&B project (wandb_log=True)
 wandb_run_name = 'run'  # W&B run name (wandb_log=True)
@@ -87,22 +87,22 @@ dataset = 'shakespeare'  # folder data_root/<dataset>; prepared on first use whe
 data_root = 'data'  # dataset folders live in data_root/<dataset>
 tokenizer = ''  # '' = the prepared folder's (new folders: data.py trains a BPE) | 'gpt2' | 'cl100k_base' | x.model
 rebuild_dataset = False  # True: a tokenizer other than the prepared folder's rebuilds it in place (else: stop)
-gradient_accumulation_steps = 1  # micro-steps per step over ALL ranks (nanoGPT: divided by world size)
-batch_size = 16  # micro-batch size per rank, in sequences
-block_size = 128  # context length in tokens
+gradient_accumulation_steps = 1  # [1, inf) micro-steps per step over ALL ranks (nanoGPT: divided by world size)
+batch_size = 16  # [1, inf) micro-batch size per rank, in sequences
+block_size = 128  # [1, inf) context length in tokens
 # model (model_preset sets all of these; a key you set explicitly overrides the preset)
 model_preset = ''  # a model.PRESETS name: 'gpt2', 'gpt-sw3-356m', 'oec-16m', ...; '' = the keys below
-n_layer = 4  # transformer blocks
-n_head = 4  # attention heads (query heads under GQA)
-n_kv_head = None  # None = n_head (multi-head); fewer = grouped-query attention
-n_embd = 128  # model width (residual stream)
-dropout = 0.0  # for pretraining 0 is good, for finetuning try 0.1+
+n_layer = 4  # [1, inf) transformer blocks
+n_head = 4  # [1, inf) attention heads (query heads under GQA)
+n_kv_head = None  # [1, inf) None = n_head (multi-head); fewer = grouped-query attention
+n_embd = 128  # [1, inf) model width (residual stream)
+dropout = 0.0  # [0, 1) for pretraining 0 is good, for finetuning try 0.1+
 bias = False  # bias in Linear layers and LayerNorm
 norm = 'layernorm'  # 'layernorm' | 'rmsnorm' | 'dyt' | 'dyisru' | 'dyt_sp' | 'dyisru_sp'
-norm_alpha0 = 0.5  # DyT alpha0 (DyISRU beta0 = 1/alpha0^2)
-norm_alpha0_attn = None  # init of the post-attention norm ln_2; None = norm_alpha0
-norm_init = None  # DyT/DyISRU raw alpha/beta at init, as the DyISRU code's init_alpha/init_beta (replaces alpha0)
-norm_init_attn = None  # the same for ln_2; None = norm_init
+norm_alpha0 = 0.5  # (0, inf) DyT alpha0 (DyISRU beta0 = 1/alpha0^2)
+norm_alpha0_attn = None  # (0, inf) init of the post-attention norm ln_2; None = norm_alpha0
+norm_init = None  # (-inf, inf) DyT/DyISRU raw alpha/beta at init, the DyISRU code's init_alpha/init_beta (not alpha0)
+norm_init_attn = None  # (-inf, inf) the same for ln_2; None = norm_init
 pos = 'learned'  # 'learned' | 'rope'
 rope_theta = 10000.0  # RoPE base (Llama 3: 500000)
 rope_fraction = 0.5  # share of each head's channels RoPE rotates (OEC: 0.5; Llama, Qwen3: 1.0)
@@ -110,45 +110,45 @@ mlp = 'gelu'  # 'gelu' | 'swiglu'
 qk_norm = False  # normalise q and k per head (qk-LayerNorm)
 tie_embeddings = True  # output embedding = input embedding (GPT-2)
 init = 'normal'  # 'normal' (GPT-2, N(0, 0.02)) | 'xavier' (OEC)
-logit_softcap = None  # c in c*tanh(logits/c) (OEC v2 uses 30); None = off
-vocab_multiple = None  # pad the vocabulary up to a multiple of this; None = 64 on CUDA (faster matmuls), 1 on CPU
+logit_softcap = None  # (0, inf) c in c*tanh(logits/c) (OEC v2 uses 30); None = off
+vocab_multiple = None  # [1, inf) pad the vocabulary to a multiple of this; None = 64 on CUDA (faster matmuls), 1 on CPU
 # losses (OEC: Stollenwerk, Lokrantz, Hertzberg 2026, arXiv:2601.02031; authors' code nanoGPT/model.py, train.py)
-z_loss = 0.0  # lambda of the z-loss, mean (log Z)^2 (PaLM, arXiv:2204.02311; 1e-4 in OEC)
-mu_loss = 0.0  # lambda of the mu-loss, ||mean of output-embedding rows||^2 (OEC's mu-loss; 1e-4 in OEC)
+z_loss = 0.0  # [0, inf) lambda of the z-loss, mean (log Z)^2 (PaLM, arXiv:2204.02311; 1e-4 in OEC)
+mu_loss = 0.0  # [0, inf) lambda of the mu-loss, ||mean of output-embedding rows||^2 (OEC's mu-loss; 1e-4 in OEC)
 mu_centering = False  # subtract the row mean from the output embedding after every step (OEC's mu-centering)
 # optimizer
 optimizer = 'adamw'  # 'adamw' | 'coupled_adam' (Coupled Adam on one embedding matrix)
 coupled_adam_embedding = 'output'  # coupled matrix: 'output' (lm_head) | 'input' (wte); tied: the same matrix
-learning_rate = 2e-3  # max learning rate
-max_iters = 500  # total optimizer steps
-weight_decay = 0.1  # AdamW decoupled weight decay on the >=2-D weights
+learning_rate = 2e-3  # [0, inf) max learning rate
+max_iters = 500  # [0, inf) total optimizer steps
+weight_decay = 0.1  # [0, inf) AdamW decoupled weight decay on the >=2-D weights
 decay_token_embedding = True  # nanoGPT decays every >=2-D weight; False: not wte (Coupled Adam code's embdecay)
-beta1 = 0.9  # AdamW first-moment decay
-beta2 = 0.95  # AdamW second-moment decay
-grad_clip = 1.0  # clip gradients at this norm, 0 = off (the norm is logged either way)
-coupled_adam_avg_scale = 1.0  # Coupled Adam: scale of the averaged second moment
+beta1 = 0.9  # [0, 1) AdamW first-moment decay
+beta2 = 0.95  # [0, 1) AdamW second-moment decay
+grad_clip = 1.0  # [0, inf) clip gradients at this norm, 0 = off (the norm is logged either way)
+coupled_adam_avg_scale = 1.0  # (0, inf) Coupled Adam: scale of the averaged second moment
 # learning rate schedule
 decay_lr = True  # nanoGPT key: False = constant learning_rate (same as schedule='constant')
 schedule = 'cosine'  # 'cosine' | 'wsd' | 'constant'; all with linear warmup
-warmup_iters = 30  # steps of linear warmup
-lr_decay_iters = 500  # cosine: steps until min_lr (~ max_iters per Chinchilla)
-min_lr = 2e-4  # ~ learning_rate/10 per Chinchilla
-wsd_decay_frac = 0.2  # wsd: fraction of max_iters spent decaying at the end
+warmup_iters = 30  # [0, inf) steps of linear warmup
+lr_decay_iters = 500  # [0, inf) cosine: steps until min_lr (~ max_iters per Chinchilla)
+min_lr = 2e-4  # [0, inf) ~ learning_rate/10 per Chinchilla
+wsd_decay_frac = 0.2  # [0, 1] wsd: fraction of max_iters spent decaying at the end
 # system
 device = 'cuda' if torch.cuda.is_available() else 'cpu'  # 'cpu' | 'cuda' | 'cuda:1' ...
 dtype = 'bfloat16' if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else 'float32'  # or bf16
 compile = False  # torch.compile the model (PyTorch 2)
 parallelism = 'none'  # 'none' | 'ddp' | 'fsdp' (FSDP2 fully_shard per block); ddp/fsdp need torchrun
-fsdp_shard_size = 0  # HSDP: shard within groups of this many ranks (GPUs per node), replicate across groups; 0 = all
+fsdp_shard_size = 0  # [0, inf) HSDP: shard within groups of this many ranks (GPUs per node), replicate across; 0 = all
 fsdp_reduce_every_micro_step = True  # FSDP2 + accumulation: reduce-scatter gradients at every micro-step, so only
 #   gradient shards are held (lean); False = only at the last micro-step (fewer collectives, full fp32 gradients held)
 tf32 = True  # CUDA fp32 matmuls/convolutions in TF32 (faster, 10-bit mantissa); False = exact fp32. No effect on CPU
 activation_checkpointing = False  # recompute each block's activations in backward (less memory)
 init_device = ''  # '' = build the model on `device`; 'meta' = build on meta, shard, then materialise
-seed = 1337  # initial weights, data order, dropout (per rank: seed + rank)
+seed = 1337  # [0, inf) initial weights, data order, dropout (per rank: seed + rank)
 skip_nonfinite = False  # on a NaN/inf loss or grad norm: skip the batch (counted) instead of stopping
-inject_nonfinite_at_step = -1  # debug/tests: multiply the loss of step N (1-based, as logged) by inf
-debug_ckpt_sleep = 0.0  # debug/tests: seconds between writing the temp checkpoint and renaming it
+inject_nonfinite_at_step = -1  # [-1, inf) debug/tests: multiply the loss of step N (1-based, as logged) by inf
+debug_ckpt_sleep = 0.0  # [0, inf) debug/tests: seconds between writing the temp checkpoint and renaming it
 # -----------------------------------------------------------------------------
 config = configure(globals(), sys.argv[1:])
 set_keys = config.set_keys  # the keys a config file or the command line set: they always win

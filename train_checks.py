@@ -114,8 +114,8 @@ def validate(cfg: dict, set_keys: frozenset, world_size: int) -> None:
     if cfg['init_from'] == 'finetune' and not (Path(cfg['finetune_from']) / CKPT).is_file():
         fail(f"finetune_from={cfg['finetune_from']!r} has no {CKPT}: point it at a pretraining out_dir")
     if cfg['init_from'] == 'resume' and not (Path(cfg['out_dir']) / CKPT).is_file():
-        fail(f"init_from='resume' but {cfg['out_dir']}/{CKPT} does not exist: check --out_dir or use "
-             f"init_from='scratch'")
+        fail(f"init_from='resume' but {cfg['out_dir']}/{CKPT} does not exist"
+             + (checkpoint.missing_latest(cfg['out_dir']) or ": check --out_dir or use init_from='scratch'"))
     if cfg['init_from'] in ('resume', 'finetune') and 'tokenizer' in set_keys:
         fail(f"init_from={cfg['init_from']!r} trains with the checkpoint's tokenizer and data: drop "
              f"--tokenizer (or start a new run with init_from='scratch')")

@@ -19,6 +19,8 @@ not bigger ones), each document prefixed with its copy number so that exact dedu
 (clean's fuzzy dedup then removes 7 of 8 near-duplicates, after holding their signatures and reading their
 texts back). Printed: the peak of each run, the ratio x8/x1 (target <= 1.3)
 and the growth above a process that only imports the module (torch, for data.py, is most of the base).
+Part "memory_short": the same for `prepare` on many short documents (each line of the base corpus one document,
+x1 and x`short_scale`), where what grows is the state kept per document (dedup digests, offsets, the split).
 """
 import json
 import os
@@ -44,7 +46,8 @@ row_group_rows = 1024  # rows per Parquet row group (a reader holds one row grou
 tokenizers = ["own", "gpt2"]  # 'own' = a 4096 SentencePiece BPE trained here on the base (GPT-SW3 recipe)
 workers = [1, 2]  # num_proc values to measure
 repeats = 3  # best of n (wall clock)
-parts = ["throughput", "memory"]  # which measurements to run
+short_scale = 12  # memory_short: the many-short-documents corpus = its base x short_scale
+parts = ["throughput", "memory", "memory_short"]  # which measurements to run
 config = configure(globals(), sys.argv[1:])
 
 
@@ -162,6 +165,19 @@ def memory(docs: list[str], x1: Path, tmp: Path, spec: str) -> None:
               f"{runs[0] - base:>11.0f} -> {runs[1] - base:.0f} MB")
 
 
+def memory_short(docs: list[str], tmp: Path, spec: str) -> None:
+    lines = [line for d in docs for line in d.split("\n")]
+    corpora = [write_parquet_shards(tmp / f"short_x{k}", [f"{c}: {x}" for c in range(k) for x in lines], shards * k)
+               for k in (1, short_scale)]
+    base = peak_rss_mb("prepare", "-", tmp / "none", spec)
+    runs = [peak_rss_mb("prepare", str(c), tmp / f"prepare_{c.name}", spec) for c in corpora]
+    print(f"\npeak RSS (MB), prepare on short documents (one line each): {len(lines):,} vs "
+          f"{len(lines) * short_scale:,} documents: import only {base:.0f}, x1 {runs[0]:.0f}, x{short_scale} "
+          f"{runs[1]:.0f}, ratio {runs[1] / runs[0]:.2f}x (target <= 1.3), growth above import {runs[0] - base:.0f} -> "
+          f"{runs[1] - base:.0f} MB ({(runs[1] - runs[0]) * 2**20 / (len(lines) * (short_scale - 1)):.0f} "
+          f"bytes per added document)")
+
+
 def main() -> None:
     docs = base_docs()
     tmp = Path(tempfile.mkdtemp())
@@ -175,6 +191,8 @@ def main() -> None:
         throughput(docs, x1, tmp, specs)
     if "memory" in parts:
         memory(docs, x1, tmp, own)
+    if "memory_short" in parts:
+        memory_short(docs, tmp, own)
 
 
 if __name__ == "__main__":

@@ -117,12 +117,41 @@ def test_full_disk_gives_one_message_and_removes_the_partial_file(tmp_path, monk
         f.write(b'partial bytes')
         raise OSError(errno.ENOSPC, 'No space left on device')
     monkeypatch.setattr(torch, 'save', full_disk)
-    with pytest.raises(CheckpointError, match=r'step-2 checkpoint .*No space left on device: free disk space '
-                                              r'or use a writable --out_dir.*still holds the previous'):
+    with pytest.raises(CheckpointError, match=r'step-2 checkpoint .*the disk is full \([\d,.]+ MB free\): free '
+                                              r'space or write elsewhere.*still holds the previous'):
         checkpoint.save_checkpoint({'model': {}}, tmp_path, 2, keep_last_k=2)
     assert sorted(p.name for p in tmp_path.iterdir()) == ['ckpt.pt', 'ckpt_0000001.pt']  # no .tmp left
     monkeypatch.undo()
     assert load_checkpoint(tmp_path)['step'] == 1
+
+
+@pytest.mark.parametrize('error', [OSError(errno.ENOSPC, 'No space left on device'),
+                                   RuntimeError('[enforce fail at inline_container.cc:664] . unexpected pos 64 vs 0'),
+                                   RuntimeError('PytorchStreamWriter failed writing file data/0: file write failed')])
+def test_a_full_disk_says_so_and_names_the_leftovers_that_fill_it(tmp_path, monkeypatch, error):
+    """torch.save's RuntimeError when the disk fills as the file closes is a full disk too (not a traceback);
+    a leftover temporary folder of a killed write beside the checkpoint is named with its size."""
+    leftover = tmp_path / 'ckpt_0000009.dcp.tmp'
+    leftover.mkdir()
+    (leftover / '__0_0.distcp').write_bytes(b'x' * 2_000_000)
+
+    def full_disk(obj, f):
+        f.write(b'partial bytes')
+        raise error
+    monkeypatch.setattr(torch, 'save', full_disk)
+    with pytest.raises(CheckpointError, match=rf'the disk is full .*{leftover} \(2.0 MB\)'):
+        checkpoint.save_checkpoint({'model': {}}, tmp_path, 2, keep_last_k=2)
+    assert not list(tmp_path.glob('ckpt*.pt*'))
+
+
+def test_a_missing_ckpt_pt_names_the_intact_step_file(run, tmp_path):
+    kept = _copy(run, tmp_path)
+    (kept / 'ckpt.pt').unlink()
+    with pytest.raises(CheckpointError, match=rf"ckpt.pt not found.*{kept / 'ckpt_0000002.pt'} \(step 2\) is intact"):
+        load_checkpoint(kept)
+    r = subprocess.run([sys.executable, 'train.py', f'--out_dir={kept}', '--init_from=resume'], cwd=ROOT,
+                       capture_output=True, text=True)
+    assert r.returncode == 1 and 'Traceback' not in r.stderr and f"ln {kept / 'ckpt_0000002.pt'}" in r.stderr
 
 
 def test_truncated_ckpt_names_the_newest_intact_step_file(run, tmp_path):

@@ -395,14 +395,18 @@ def test_duplicate_ids_are_reported(tmp_path, paragraphs, capsys):
     assert "2 record(s) reuse an id" in capsys.readouterr().err
 
 
-def test_digest_set_matches_a_python_dict():
+@pytest.mark.parametrize("with_values", [True, False])
+def test_digest_set_matches_a_python_dict(with_values):
     rng = random.Random(0)
-    digests, seen = dedup.DigestSet(), {}
+    digests, seen = dedup.DigestSet(values=with_values), {}
     for b in range(200):
         keys = [bytes([rng.randrange(4)]) * 15 + bytes([rng.randrange(256)]) for _ in range(rng.randrange(60))]
         values = list(range(1000 * b, 1000 * b + len(keys)))
         expected = [seen.setdefault(k, v) if k in seen else seen.setdefault(k, v) * 0 - 1
                     for k, v in zip(keys, values)]
+        if not with_values:  # the digests alone: 0 for one seen before
+            expected = [min(e, 0) for e in expected]
+            values = None
         assert digests.first_of(keys, values).tolist() == expected
     assert len(digests) == len(seen) and len(digests.runs) <= 1 + np.log2(len(seen))
 
@@ -447,3 +451,21 @@ def test_every_quality_filter_at_its_threshold():
         assert (above, below) == ((True, False) if kind == "max" else (False, True)), (name, kind, t)
     every = _Only({metric: 0.0 for _, metric, _, _ in cases})  # every numeric filter clean.py applies
     assert {(n, m) for n, m, *_ in clean.quality_checks(every, {}, cfg)} == {(n, m) for n, m, _, _ in cases}
+
+
+def test_a_document_over_max_document_bytes_is_bad_input_named_by_file_and_line(tmp_path):
+    """One huge line (the whole corpus on one line) is never read whole: under on_bad_input='skip' it goes to
+    removed.jsonl as bad_input with its FILE:LINE, the other documents are cleaned; under 'stop' the run stops
+    naming FILE:LINE and the key to raise."""
+    src = tmp_path / "sv.txt"
+    other = "Du kan också skriva ut filen, men då måste du först välja en skrivare och trycka på knappen."
+    src.write_text(f"{GOOD_SV}\n{'Ett ord till. ' * 2000}\n{other}\n", encoding="utf-8")
+    report = clean.main(["--input", str(src), "--out", str(tmp_path / "o"), "--max_document_bytes=10000"])
+    removed = [json.loads(line) for line in (tmp_path / "o" / "removed.jsonl").read_text().splitlines()]
+    assert [(r["key"], r["reason"]) for r in removed] == [(f"{src}:2", "bad_input")]
+    assert "28,001 bytes, over the limit of 10,000" in removed[0]["error"]
+    assert report["total"]["kept"]["docs"] == 2 and report["total"]["removed"]["bad_input"]["docs"] == 1
+    with pytest.raises(ValueError, match=rf"{src}:2: document of .* over the limit .* raise max_document_bytes"):
+        clean.main(["--input", str(src), "--out", str(tmp_path / "o2"), "--max_document_bytes=10000",
+                    "--on_bad_input=stop"])
+    assert not (tmp_path / "o2").exists()

@@ -3,12 +3,14 @@ annotate, norms) prints one line `<program>: <problem>: <fix>` and exits non-zer
 as a real subprocess (in parallel, each stops at once), asserting exit status != 0, no 'Traceback' on stderr, and the
 named key or file in the message. Also: nothing was written (the working tree's data/ and out/ untouched)."""
 import json
+import pickle
 import shutil
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -149,11 +151,36 @@ CASES = [
     ('ner-predict-conll', 'ner.py predict --model={t}/empty --input={t}/a.conll --output={t}/p2.jsonl', 'CoNLL'),
     ('annotate-same-file-twice', 'annotate.py agreement --input={t}/doc.jsonl,{t}/doc.jsonl --out={t}/iaa2',
      'given twice'),
+    # every numeric key has a declared range (configurator), checked before any work
+    ('data-val-fraction-negative', 'data.py prepare --dataset=vf --data_root={t}/data --input={t}/text.txt '
+     '--val_fraction=-0.5', 'val_fraction=-0.5 is outside its range (0, 1)'),
+    ('data-val-fraction-above-1', 'data.py prepare --dataset=vf --data_root={t}/data --input={t}/text.txt '
+     '--val_fraction=1.5', 'val_fraction=1.5 is outside its range (0, 1)'),
+    ('data-weight-negative', 'data.py prepare --dataset=vf --data_root={t}/data --input={t}/text.txt '
+     "--weights={{'all':{{'all':-1}}}}", 'weights='),
+    ('train-wsd-frac', 'train.py --wsd_decay_frac=1.5', 'wsd_decay_frac'),
+    ('train-dataset-none', 'train.py {t}/dataset_none.py', "'dataset' expects str"),
+    ('sample-seed', 'sample.py --seed=-1', 'seed=-1'),
+    ('sweep-grid-range', 'sweep.py {t}/range_sweep.py --dry_run', 'learning_rate=-1.0'),
+    ('clean-range', 'clean.py --input={t}/text.txt --out={t}/c5 --max_digit_fraction=2', 'max_digit_fraction'),
+    ('tokenizer-range', 'tokenizer.py train --input={t}/text.txt --vocab_size=400 --out={t}/tk5 '
+     '--character_coverage=0', 'character_coverage'),
+    ('ner-val-split', 'ner.py train --train={t}/a.conll --val_split=1.5 --out_dir={t}/n3', 'val_split'),
+    ('tokenizer-out-is-folder', 'tokenizer.py train --input={t}/text.txt --vocab_size=400 --out={t}/tkdir',
+     'tkdir.model is a folder'),
+    ('tokenizer-junk-model', 'tokenizer.py evaluate --tokenizer={t}/junk.model --data=sv={t}/text.txt --out={t}/ev2',
+     'junk.model is not a SentencePiece model'),
+    ('data-junk-model', 'data.py prepare --dataset=jm --data_root={t}/data --input={t}/text.txt '
+     '--tokenizer={t}/junk.model', 'junk.model is not a SentencePiece model'),
+    ('train-nanogpt-ids-over-vocab', 'train.py --data_root={t}/data --dataset=nano', 'token id 99'),
+    ('sample-ckpt-pt-missing', 'sample.py --out_dir={t}/stepfile', 'ckpt_0000002.pt (step 2) is intact'),
+    ('ner-predict-batch', 'ner.py predict --model={t}/empty --input={t}/text.txt --output={t}/p2.jsonl '
+     '--batch_size=0', 'batch_size'),
 ]
 
 
 @pytest.fixture(scope='module')
-def bad_inputs(tmp_path_factory, tiny_dataset) -> tuple[Path, Path]:
+def bad_inputs(tmp_path_factory, tiny_dataset, trained_run) -> tuple[Path, Path]:
     t = tmp_path_factory.mktemp('bad')
     (t / 'empty').mkdir()
     (t / 'corrupt').mkdir()
@@ -161,6 +188,16 @@ def bad_inputs(tmp_path_factory, tiny_dataset) -> tuple[Path, Path]:
     (t / 'syntax.py').write_text("batch_size = 4\nlearning_rate = = 3\n")
     (t / 'raises.py').write_text("batch_size = undefined_name\n")
     (t / 'bad_sweep.py').write_text("sweep = dict(learning_rat=[1e-3, 1e-2])\n")
+    (t / 'range_sweep.py').write_text("sweep = dict(learning_rate=[1e-3, -1.0])\n")
+    (t / 'dataset_none.py').write_text("dataset = None\n")
+    (t / 'tkdir.model').mkdir()
+    (t / 'junk.model').write_bytes(b'not a SentencePiece model')
+    (t / 'data' / 'nano').mkdir(parents=True)  # a nanoGPT folder whose ids exceed meta.pkl's vocab_size
+    np.arange(100, dtype=np.uint16).repeat(50).tofile(t / 'data' / 'nano' / 'train.bin')
+    np.arange(100, dtype=np.uint16).repeat(5).tofile(t / 'data' / 'nano' / 'val.bin')
+    (t / 'data' / 'nano' / 'meta.pkl').write_bytes(pickle.dumps({'vocab_size': 65}))
+    (t / 'stepfile').mkdir()  # a run folder whose ckpt.pt is gone but ckpt_0000002.pt is intact
+    shutil.copy(trained_run / 'ckpt.pt', t / 'stepfile' / 'ckpt_0000002.pt')
     (t / 'text.txt').write_text("A line of text that is long enough.\n")
     (t / 'a.conll').write_text("Anna B-PER\nlives O\n\n")
     (t / 'doc.jsonl').write_text('{"id": "1", "text": "Anna bor i Lund.", "tags": []}\n')

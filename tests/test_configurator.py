@@ -1,3 +1,6 @@
+import ast
+import math
+import re
 import subprocess
 import sys
 import textwrap
@@ -6,6 +9,8 @@ from pathlib import Path
 import pytest
 
 from configurator import ConfigError, configure, parse_args, read_sweep, script_defaults
+
+ROOT = Path(__file__).resolve().parent.parent
 
 DEFAULTS = dict(out_dir="out", batch_size=12, learning_rate=6e-4, compile=True, dropout=0.0,
                 betas=(0.9, 0.95), device=None, n_layer=12)
@@ -188,3 +193,115 @@ def test_sub_commands_list_their_keys_with_comments(tmp_path):
     bad = run("fitt")
     assert bad.returncode == 1 and "did you mean fit" in bad.stderr and "Traceback" not in bad.stderr
     assert "unknown config key 'lrr'" in run("fit", "--lrr=1").stderr
+
+
+# --- ranges: every numeric key of every CLI declares its valid interval beside its default --------------------
+
+CLIS = ["train.py", "sample.py", "sweep.py", "data.py prepare", "clean.py", "tokenizer.py train",
+        "tokenizer.py evaluate", "tokenizer.py analyze", "ner.py train", "ner.py evaluate", "ner.py predict",
+        "annotate.py convert", "annotate.py agreement", "annotate.py merge", "annotate.py resolve",
+        "checkpoint.py convert", "norms.py"]
+_HELP_LINE = re.compile(r"^  --(\w+)\s+= (.*?)(?:  # (.*))?$")
+
+
+def _help_keys(cli: str) -> dict:
+    """{key: (default, comment)} as `python CLI -h` lists them."""
+    r = subprocess.run([sys.executable, *cli.split(), "-h"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    keys = {}
+    for line in r.stdout.splitlines():
+        m = _HELP_LINE.match(line)
+        if m:
+            try:
+                default = ast.literal_eval(m.group(2).strip())
+            except (ValueError, SyntaxError):
+                default = m.group(2).strip()
+            keys[m.group(1)] = (default, m.group(3) or "")
+    assert keys or cli.startswith(("annotate", "checkpoint", "norms")), cli
+    return keys
+
+
+def _numeric(v) -> bool:
+    items = v.values() if isinstance(v, dict) else v
+    return not isinstance(v, bool) and (isinstance(v, (int, float)) or (
+        isinstance(v, (list, tuple, dict)) and bool(v) and all(map(_numeric, items))))
+
+
+def _as_value(default, x) -> str:
+    """x written as the key's value: a dict key gets x as its first value, a list key [x]."""
+    if isinstance(default, dict):
+        return repr({**default, next(iter(default)): x})
+    if isinstance(default, (list, tuple)):
+        return repr([x])
+    return "1e999" if x == math.inf else "-1e999" if x == -math.inf else repr(x)
+
+
+def _cases(lo, hi, lo_open, hi_open, is_int):
+    """(values outside the range, values inside it at its bounds)."""
+    step = 1 if is_int else 0.5
+    bad, good = [], []
+    for bound, is_open, sign in ((lo, lo_open, -1), (hi, hi_open, 1)):
+        if math.isinf(bound):
+            if not is_int:
+                bad.append(bound)  # inf and -inf are never in range
+            continue
+        bad.append(bound if is_open else bound + sign * step)
+        good.append(bound - sign * 1e-6 if is_open else (int(bound) if is_int else bound))
+    return [int(x) if is_int and math.isfinite(x) else x for x in bad], good
+
+
+@pytest.mark.slow
+def test_every_numeric_key_of_every_cli_has_a_range_that_is_checked():
+    """Over each CLI's -h keys: a numeric key without a declared range fails; every value outside a declared
+    range stops configure() with one line `<script>: <key>=... outside its range ...` (exit status 1, the
+    CLI's first step), and the in-range values at the bounds are accepted."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from configurator import declared_ranges
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        helps = dict(zip(CLIS, pool.map(_help_keys, CLIS)))
+    unranged, checked = [], 0
+    for cli, keys in helps.items():
+        script, *command = cli.split()
+        ranges = declared_ranges({k: c for k, (_, c) in keys.items()})
+        unranged += [f"{cli} --{k}" for k, (v, _) in keys.items() if _numeric(v) and k not in ranges]
+        defaults = {k: v for k, (v, _) in keys.items()}
+        for key, (lo, hi, lo_open, hi_open, text) in ranges.items():
+            default = defaults[key]
+            items = list(default.values()) if isinstance(default, dict) else list(default) \
+                if isinstance(default, (list, tuple)) else [default]
+            is_int = all(isinstance(x, int) for x in items) and float(lo).is_integer()
+            bad, good = _cases(lo, hi, lo_open, hi_open, is_int)
+            assert bad, f"{cli} --{key}: no value outside {text} to test"
+            for x in bad:
+                arg = f"--{key}={_as_value(default, x)}"
+                with pytest.raises(SystemExit) as e:
+                    configure(dict(defaults), [arg], source=str(ROOT / script))
+                msg = e.value.code
+                assert isinstance(msg, str) and "\n" not in msg and msg.startswith(f"{script}: {key}=") \
+                    and f"outside its range {text}" in msg, (cli, arg, msg)
+                checked += 1
+            for x in good:
+                value = ast.literal_eval(_as_value(default, x))
+                assert configure(dict(defaults), [f"--{key}={value!r}"], source=str(ROOT / script))[key] == value
+    assert not unranged, f"numeric keys without a declared range (write it first in the comment): {unranged}"
+    assert checked > 100
+
+
+def test_a_range_is_read_from_the_comment_and_none_only_where_the_comment_allows_it(tmp_path):
+    script = tmp_path / "s.py"
+    script.write_text("frac = 0.5  # (0, 1] a share\nsizes = [8]  # [1, inf) sizes\nk = 200  # top k (None = all)\n"
+                      "name = 'a'  # a name\nbox = 3  # (a comment that starts with a bracket, 1, 2)\n")
+    defaults = script_defaults(str(script))
+    c = parse_args(defaults, ["--frac=1", "--sizes=4,5", "--k=None", "--box=-7"], str(script))
+    assert (c["frac"], c["sizes"], c["k"], c["box"]) == (1.0, [4, 5], None, -7)
+    for arg, what in (("--frac=0", "frac=0.0 is outside its range (0, 1]"), ("--frac=1e999", "frac=inf"),
+                      ("--sizes=4,0", "sizes=[4, 0] holds 0, outside its range [1, inf)"),
+                      ("--frac=None", "'frac' expects float")):
+        with pytest.raises(ConfigError, match=re.escape(what)):
+            parse_args(defaults, [arg], str(script))
+    for text, what in (("frac = -1\n", "frac=-1.0 is outside its range (0, 1]"),
+                       ("name = None\n", "name = None: key 'name' expects str")):  # `dataset = None` in a config
+        (tmp_path / "c.py").write_text(text)
+        with pytest.raises(ConfigError, match=re.escape(what)):
+            parse_args(defaults, [str(tmp_path / "c.py")], str(script))

@@ -1,6 +1,7 @@
 """data.py: preparation (layout, idempotence, dtype, multilingual pipeline); loader.py: coverage, sharding,
 resume; chat.py: chat format and mask; bad input."""
 import json
+import os
 import pickle
 import shutil
 import subprocess
@@ -531,3 +532,55 @@ def test_stale_build_folder_of_a_killed_prepare_is_removed(tmp_path):
     prepare_dataset("d", data_root=tmp_path / "data", input=str(tmp_path / "a.txt"), tokenizer="gpt2")
     assert sorted(p.name for p in (tmp_path / "data").iterdir()) == ["d"]
     assert not (tmp_path / "data" / "d" / ".lock").exists()
+
+
+
+_PEAK_CHILD = """
+import re, sys
+sys.path.insert(0, sys.argv[1])
+import data
+data.prepare_dataset(sys.argv[2], data_root=sys.argv[3], input=sys.argv[4], tokenizer=sys.argv[5], num_proc=1)
+print(int(re.search(r"VmHWM:\\s+(\\d+) kB", open("/proc/self/status").read()).group(1)) * 1024)
+"""
+
+
+@pytest.mark.slow
+def test_prepare_memory_per_added_document_is_small(tiny_dataset, tmp_path):
+    """Peak RSS of `prepare` (a fresh process each) on 50k and 600k one-line documents: what it keeps per
+    document (dedup digests, token offsets, sizes, the split) adds < 75 bytes per added document (it was ~115:
+    MD5 digests with unused values, int64 groups and sizes, whole-split temporaries). The figures for a real
+    corpus: bench/bench_data.py --parts="['memory_short']"."""
+    import subprocess
+    import sys
+    peaks = []
+    for n in (50_000, 600_000):
+        path = tmp_path / f"short{n}.txt"
+        path.write_text("".join(f"line {i} of {n}: a short document\n" for i in range(n)))
+        r = subprocess.run([sys.executable, "-c", _PEAK_CHILD, str(ROOT), f"s{n}",
+                            str(tmp_path), str(path), str(tiny_dataset / "tokenizer.model")],
+                           capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+        assert r.returncode == 0, r.stderr[-2000:]
+        peaks.append(int(r.stdout.split()[-1]))
+        assert load_meta(tmp_path / f"s{n}")["train_docs"] + load_meta(tmp_path / f"s{n}")["val_docs"] == n
+    assert (peaks[1] - peaks[0]) / 550_000 < 75, peaks
+
+
+def test_a_full_disk_while_preparing_says_so(tiny_dataset, tmp_path, monkeypatch):
+    """numpy's tofile/np.save report a full disk as 'N requested and M written' (no errno): prepare says the
+    disk is full, names a leftover build folder of a killed run that takes space, and leaves no build folder."""
+    from configurator import InputError, error_line
+
+    def full_disk(*args, **kwargs):
+        raise OSError("122880 requested and 0 written")  # what ndarray.tofile raises on ENOSPC
+    monkeypatch.setattr(data, "_gather", full_disk)
+    stale = tmp_path / ".old.building.x1"  # another dataset's build folder, killed: not locked, not ours
+    stale.mkdir()
+    (stale / "documents.bin").write_bytes(b"x" * 3_000_000)
+    text = tmp_path / "t.txt"
+    text.write_text("".join(f"document {i} of a few words\n" for i in range(50)))
+    with pytest.raises(InputError, match=rf"dataset new in {tmp_path}: the disk is full .*{stale} \(3.0 MB\)"):
+        prepare_dataset("new", data_root=tmp_path, input=str(text), tokenizer=str(tiny_dataset / "tokenizer.model"),
+                        num_proc=1)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".old.building.x1", "t.txt"]
+    assert error_line(OSError("122880 requested and 0 written")).endswith("the disk is full: free space or write "
+                                                                          "elsewhere")

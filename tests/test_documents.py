@@ -2,6 +2,7 @@
 format and policy. Fixtures (.jsonl.gz, .jsonl.zst, .parquet) are written here from ../shared/data/text."""
 import gzip
 import json
+import random
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -162,3 +163,52 @@ def test_bad_paths_and_options(tmp_path):
     frames = b"".join(zstandard.ZstdCompressor().compress(body[i:i + 5000]) for i in range(0, len(body), 5000))
     (tmp_path / "frames.jsonl.zst").write_bytes(frames)  # several frames, cut mid-line: one stream
     assert [d.text for d in read_documents(tmp_path / "frames.jsonl.zst")] == [f"line {i}" for i in range(1000)]
+
+
+def _one_line_corpus(path, line_bytes: int) -> list[str]:
+    """A .txt file: a short line, one line of line_bytes bytes, a short line."""
+    letters = bytes(b"abcdefghijklmnopqrstuvwxyz "[b % 27] for b in range(256))
+    long = random.Random(0).randbytes(line_bytes).translate(letters).decode()  # random text: zstd cannot squeeze it
+    lines = ["a först short document", long, "a last short document"]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return lines
+
+
+@pytest.mark.parametrize("suffix", [".txt", ".jsonl", ".jsonl.zst"])
+def test_a_document_over_the_size_limit_is_never_held_whole(tmp_path, suffix):
+    """A 20 MB line with a 1 MB limit: refused under 'stop' naming FILE:LINE, skipped and counted under
+    'skip', with the documents around it intact; the reader's peak memory stays near its 64 KiB read pieces."""
+    import tracemalloc
+    path = tmp_path / f"big{suffix}"
+    lines = _one_line_corpus(tmp_path / "big.txt", 20_000_000)
+    if suffix != ".txt":
+        body = b"".join(json.dumps({"text": t}, ensure_ascii=False).encode() + b"\n" for t in lines)
+        path.write_bytes(zstandard.ZstdCompressor().compress(body) if suffix.endswith("zst") else body)
+    with pytest.raises(ValueError, match=rf"{path}:2: document of [\d,]{{10}} bytes, over the limit of 1,000,000"):
+        list(read_documents(path, max_document_bytes=1_000_000))
+    report = {}
+    tracemalloc.start()
+    docs = list(read_documents(path, on_bad_input="skip", report=report, max_document_bytes=1_000_000,
+                               yield_bad=True))
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert [d.text for d in docs] == [lines[0], "", lines[2]] and [d.line for d in docs] == [1, 2, 3]
+    assert "over the limit" in docs[1].error and report[str(path)] == dict(documents=2, skipped=1, repaired=0)
+    assert peak < 4_000_000, peak  # the 20 MB line was never in memory (zstd: its compressed frame is small)
+    assert [d.text for d in read_documents(path, max_document_bytes=30_000_000)] == lines  # under the limit
+
+
+def test_lines_are_the_same_read_in_pieces(tmp_path, monkeypatch):
+    """The piecewise reader splits lines exactly as Python's file iteration, whatever the piece size."""
+    import documents
+    text = "".join(random_line + "\n" * (i % 3 == 0) + "\r\n" * (i % 5 == 0) + "\n"
+                   for i, random_line in enumerate(["x" * (i * 7 % 23) + "å" * (i % 4) for i in range(200)]))
+    path = tmp_path / "lines.txt"
+    path.write_bytes(text.encode() + b"no newline at the end")
+    expected = [d.text for d in read_documents(path)]
+    assert expected == [line.rstrip(b"\n").rstrip(b"\r").decode() for line in open(path, "rb")]
+    for size in (1, 2, 3, 7, 64):
+        monkeypatch.setattr(documents, "_READ_BYTES", size)
+        assert [d.text for d in read_documents(path)] == expected
+    with pytest.raises(ValueError, match=f"{path}:0: document of"):  # a whole-file document too
+        list(read_documents(path, txt_unit="file", max_document_bytes=10))

@@ -2,10 +2,13 @@
 quirks of the shared NER corpora, schemes, chunking, inference offsets, training end to end (tiny models)."""
 import json
 import random
+import subprocess
+import sys
 import warnings
 
 import pytest
 import torch
+from conftest import ROOT
 
 import bert
 import ner
@@ -443,6 +446,32 @@ def test_train_evaluate_predict_cli(tiny_bert, tmp_path, capsys):
               f"--output={tmp_path / 'dc.jsonl'}", "--format=doccano"])
     line = json.loads((tmp_path / "dc.jsonl").read_text().splitlines()[0])
     assert line["text"] == "maria lives in  kiruna" and [x[2] for x in line["label"]] == ["PER", "LOC"]
+
+
+_FULL_DISK_CHILD = """
+import errno, runpy, sys
+import safetensors.torch
+def full_disk(*args, **kwargs):
+    raise OSError(errno.ENOSPC, "No space left on device")
+safetensors.torch.save_file = full_disk  # the model weights' writer
+sys.argv = ["ner.py", *sys.argv[1:]]
+runpy.run_path("ner.py", run_name="__main__")
+"""
+
+
+def test_a_full_disk_while_saving_the_model_is_one_line(tiny_bert, tmp_path):
+    """ner.py train whose model save hits a full disk: one line naming the cause, exit 1, no traceback, and no
+    half-written model folder (it is built beside out_dir/model and renamed into place)."""
+    _toy_data(tmp_path / "train.conll", 16, 0)
+    _toy_data(tmp_path / "val.conll", 8, 1)
+    out = tmp_path / "run"
+    r = subprocess.run([sys.executable, "-c", _FULL_DISK_CHILD, "train", f"--train={tmp_path / 'train.conll'}",
+                        f"--val={tmp_path / 'val.conll'}", f"--encoder={tiny_bert}", f"--out_dir={out}",
+                        "--max_epochs=1", "--batch_size=8"], cwd=ROOT, capture_output=True, text=True)
+    assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr[-3000:]
+    assert r.stderr.strip().splitlines()[-1].startswith(f"ner.py: cannot write the model model in {out}: the disk "
+                                                       f"is full (")
+    assert not (out / "model").exists() and not list(out.glob(".model.*"))
 
 
 def test_adaptive_preset_and_gpt_backbone(trained_run, tmp_path):

@@ -85,3 +85,36 @@ def test_sample_from_a_hugging_face_folder_equals_the_run(trained_run, tmp_path)
     assert from_run.returncode == 0 and from_hf.returncode == 0, from_run.stderr + from_hf.stderr
     assert from_hf.stdout == from_run.stdout and from_run.stdout.startswith("To be")
     assert "--tokenizer" in _run(f"--hf_dir={hf}", *args).stderr  # an HF folder needs its tokenizer named
+
+
+@pytest.mark.slow
+def test_a_nanogpt_char_folder_samples_with_its_meta_pkl(tmp_path):
+    """A run on nanoGPT's character-level layout (train.bin/val.bin uint16 + meta.pkl with stoi/itos, as its
+    data/shakespeare_char/prepare.py writes): sample.py decodes with meta.pkl's characters, the greedy output
+    equal to the run's model; without the character tables it says why and what to pass."""
+    import pickle
+
+    import numpy as np
+    from conftest import train_py
+
+    from data import shakespeare_files
+    text = shakespeare_files()[0].read_text(encoding="utf-8")[:40_000]
+    chars = sorted(set(text))
+    stoi, itos = {c: i for i, c in enumerate(chars)}, dict(enumerate(chars))
+    folder = tmp_path / "data" / "shakespeare_char"
+    folder.mkdir(parents=True)
+    ids = np.array([stoi[c] for c in text], np.uint16)
+    ids[:36_000].tofile(folder / "train.bin")
+    ids[36_000:].tofile(folder / "val.bin")
+    (folder / "meta.pkl").write_bytes(pickle.dumps({"vocab_size": len(chars), "itos": itos, "stoi": stoi}))
+    out = tmp_path / "run"
+    r = train_py(out, folder.parent, "shakespeare_char")
+    assert r.returncode == 0, r.stderr[-3000:]
+    prompt = "The "
+    r = _run(f"--out_dir={out}", f"--start={prompt}", "--num_samples=1", "--max_new_tokens=8", "--temperature=0")
+    assert r.returncode == 0, r.stderr[-3000:]
+    expected = prompt + "".join(itos[i] for i in _greedy(out, [stoi[c] for c in prompt], 8))
+    assert r.stdout.split("\n---------------")[0] == expected
+    (folder / "meta.pkl").write_bytes(pickle.dumps({"vocab_size": len(chars)}))  # no character tables
+    r = _run(f"--out_dir={out}", f"--start={prompt}")
+    assert r.returncode == 1 and "Traceback" not in r.stderr and "has no character tables" in r.stderr

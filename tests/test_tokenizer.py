@@ -560,8 +560,8 @@ GPTSW3_PUBLISHED = dict(
 
 def test_gptsw3_settings_are_the_published_ones(model):
     """Every SentencePiece flag of the recipe equals the authors' call; the one deviation (input_sentence_size:
-    a reservoir sample instead of GPT-SW3's 0 = all) is the only other key besides a deprecated one. The trained model's own proto
-    records the same flags, so nothing between the dict and SentencePiece drops one."""
+    a reservoir sample instead of GPT-SW3's 0 = all) is the only other key besides a deprecated one. The trained
+    model's own proto records the same flags, so nothing between the dict and SentencePiece drops one."""
     ours = {"input_sentence_size", "train_extremely_large_corpus"}
     assert {k: v for k, v in T.GPTSW3_SETTINGS.items() if k not in ours} == GPTSW3_PUBLISHED
     assert set(T.GPTSW3_SETTINGS) - set(GPTSW3_PUBLISHED) <= ours
@@ -579,3 +579,25 @@ def test_gptsw3_settings_are_the_published_ones(model):
     assert list(spec.user_defined_symbols) == GPTSW3_PUBLISHED["user_defined_symbols"]
     assert norm.name == "identity" and not norm.remove_extra_whitespaces and norm.add_dummy_prefix
     assert [p.piece for p in proto.pieces[-23:]] == T.WHITESPACE_TOKENS  # appended after training
+
+
+def test_out_is_checked_before_training_and_a_junk_model_is_refused(tmp_path, monkeypatch):
+    """`tokenizer.py train` refuses an --out it cannot write (OUT.model a folder, a file on the path) before
+    SentencePiece trains; a file that is no SentencePiece model is a ValueError naming it (not SentencePiece's
+    RuntimeError), for get_tokenizer and for the model-file reader alike."""
+    text = tmp_path / "t.txt"
+    text.write_text("ett två tre fyra fem sex sju åtta nio tio\n" * 20)
+
+    def trains(**kwargs):
+        raise AssertionError("SentencePiece was started before --out was checked")
+    monkeypatch.setattr(spm.SentencePieceTrainer, "train", trains)
+    (tmp_path / "tok.model").mkdir()
+    with pytest.raises(ValueError, match=r"--out=.*tok: .*tok.model is a folder"):
+        T.main(["train", f"--input={text}", "--vocab_size=400", f"--out={tmp_path / 'tok'}"])
+    with pytest.raises(ValueError, match=rf"--out=.*: {text} is a file, not a folder"):
+        T.main(["train", f"--input={text}", "--vocab_size=400", f"--out={text}/sub/tok"])
+    junk = tmp_path / "junk.model"
+    junk.write_bytes(b"\x08\x96\x01 not a model")
+    for load in (get_tokenizer, T.load_model_proto):
+        with pytest.raises(ValueError, match=rf"{junk} is not a SentencePiece model"):
+            load(str(junk))

@@ -514,3 +514,20 @@ def test_asr_scores_follow_nerblackbox_by_hand():
     # well-formed predictions are left alone
     ok = nertags.asr_scores([["B-X", "I-X", "L-X", "U-Y"]], [["B-X", "I-X", "L-X", "U-Y"]], "bilou")
     assert ok == {"abidance": 1.0, "precision": 1.0, "recall": 1.0, "f1": 1.0}
+
+
+def test_fine_tuning_precision_is_bf16_autocast_and_tf32_on_cuda_only():
+    """ner.mixed_precision, which wraps the fine-tuning and validation forwards: bf16 autocast + TF32 on CUDA (the
+    object is built without a GPU; warnings about a missing CUDA are expected here), fp32 and no flag on CPU."""
+    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    try:
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+        ctx = ner.mixed_precision("cpu")
+        assert not isinstance(ctx, torch.autocast) and not torch.backends.cuda.matmul.allow_tf32
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            ctx = ner.mixed_precision("cuda:0")
+        assert isinstance(ctx, torch.autocast) and ctx.device == "cuda" and ctx.fast_dtype == torch.bfloat16
+        assert torch.backends.cuda.matmul.allow_tf32 and torch.backends.cudnn.allow_tf32
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved

@@ -56,7 +56,7 @@ class CoupledAdam(torch.optim.Optimizer):
                 raise RuntimeError("CoupledAdam does not support sparse gradients (use a dense nn.Embedding)")
             state = self.state[p]
             if not state:
-                state["step"] = 0
+                state["step"] = torch.zeros((), dtype=torch.float32, device=p.device)
                 state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
                 state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
             # the step count lives on the parameter's device (as fused AdamW's), so that a step skipped on the

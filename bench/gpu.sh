@@ -6,4 +6,5 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-$(command -v python3 || command -v python)}
+"$PY" -c "import torch" 2>/dev/null || { echo "gpu.sh: $PY cannot import torch: set PY=<the Python with the machine's CUDA torch> (nothing is installed)" >&2; exit 1; }
 exec "$PY" bench/gpu_check.py --python="$PY" ${OUT:+--out="$OUT"} "$@"

@@ -3,6 +3,7 @@ files, budget SKIPs and failures; the whole check end to end (slow). An import o
 fails here, not on a GPU machine."""
 import importlib.util
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -91,8 +92,8 @@ def test_whole_check_runs_on_cpu(tmp_path):
     DCP resume, bench_train.py), each PASS or INFO; at most 3 files under the output folder."""
     out = tmp_path / 'out'
     r = subprocess.run(['bash', str(ROOT / 'bench' / 'gpu.sh'), '--device=cpu', f'--out={out}', '--budget_s=1500'],
-                       capture_output=True, text=True, timeout=1500, env=dict(__import__('os').environ,
-                                                                              OMP_NUM_THREADS='1'))
+                       capture_output=True, text=True, timeout=1500,
+                       env=dict(os.environ, OMP_NUM_THREADS='1', PY=sys.executable))
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     figures = [json.loads(ln) for ln in (out / 'figures.jsonl').read_text().splitlines()]
     assert [f['check'] for f in figures] == [n for n, _, _ in gpu_check.PLAN]

@@ -25,7 +25,9 @@ class CoupledAdam(torch.optim.Optimizer):
     square root: every row then shares one per-column v (Coupled Adam, Stollenwerk & Stollenwerk 2025, arXiv
     2502.08441; code flxst/coupled-adam nanoGPT/coupled_adam.py). The stored state exp_avg_sq stays per element
     (uncoupled), as in the authors' code. Groups with coupled=False (and 1-D parameters) follow torch.optim.AdamW
-    exactly. Vectorised with torch._foreach_* like AdamW's foreach path.
+    exactly. Vectorised with torch._foreach_* like AdamW's foreach path. As fused AdamW, it keeps the step count
+    on the parameter's device and takes `found_inf` (set by guarded_step): a step is skipped on the device, with
+    no host-device sync.
     """
 
     def __init__(self, params, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.95), eps: float = 1e-8,

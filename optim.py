@@ -7,7 +7,8 @@ Optimizers and learning-rate schedules.
   get_lr               warmup + cosine / WSD / constant, per iteration (nanoGPT style, no scheduler object)
   mu_centering_        OEC mu-centering, after every optimizer step (Stollenwerk, Lokrantz, Hertzberg 2026,
                        arXiv 2601.02031); mu_centering_where_ for a step that may be skipped
-  guarded_step         opt.step() only where a device-side finite flag allows it (no host sync: fused AdamW, CoupledAdam)
+  guarded_step         opt.step() only where a device-side finite flag allows it (no host sync: fused AdamW,
+                       CoupledAdam)
   AdaptiveFineTuning   NER fine-tuning schedule with early stopping (Stollenwerk 2022, arXiv 2202.02617) and the
                        fixed-epoch linear presets 'original' / 'stable' (nerblackbox, arXiv 2312.04306)
 """

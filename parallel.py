@@ -1,7 +1,8 @@
 """
 Data parallelism for train.py under torchrun: TF32 for fp32 matmuls, FSDP2 sharding of a GPT (one
 fully_shard unit per block plus the root), over all ranks or, for HSDP, within groups of ranks (one node)
-and replicated across them, and sums of host numbers over the ranks (host_sum). DDP needs no helper: train.py wraps the model in DistributedDataParallel.
+and replicated across them, and sums of host numbers over the ranks (host_sum). DDP needs no helper: train.py
+wraps the model in DistributedDataParallel.
 """
 import torch
 import torch.distributed as dist

@@ -45,7 +45,6 @@ from checkpoint import CKPT, CheckpointError
 from configurator import configure
 from hf import load_gpt2
 from loader import SequentialLoader
-from losses import IGNORE_INDEX
 from mfu import peak_flops
 from model import GPT, GPTConfig
 from train_checks import (

@@ -455,14 +455,19 @@ def main(argv: list[str]) -> int:
     t0 = time.time()
     with tempfile.TemporaryDirectory(prefix='gpu_check_') as work:
         ctx = new_context(cfg, work)
+        blocked = ''  # a failed preflight or data check: every later check is SKIP, with that as the reason
         for name, fn, limit in PLAN:
             if only and name not in only and name not in ('preflight', 'data'):
                 continue
+            if blocked:
+                ctx['check_t0'] = time.time()
+                record(ctx, name, 'SKIP', f"{blocked} failed (see its line above)")
+                continue
             status = run_check(ctx, name, fn, limit, cfg['budget_s'] - (time.time() - t0))
             if name in ('preflight', 'data') and status == 'FAIL':
-                return 1  # nothing else can run
+                blocked = name
     print(f"gpu_check.py: {time.time() - t0:.0f} s; results in {cfg['out']}/results.txt and figures.jsonl")
-    return 0
+    return 1 if blocked else 0
 
 
 if __name__ == '__main__':

@@ -68,6 +68,16 @@ def test_budget_skip_is_skip_and_a_broken_check_is_fail(tmp_path):
     assert "FAIL ImportError: cannot import name 'peak_flops'" in lines[1]
 
 
+def test_a_failed_preflight_skips_every_later_check_with_the_reason(tmp_path, monkeypatch):
+    """main(): when preflight fails (here: no CUDA), every later check is recorded SKIP naming it; exit 1."""
+    monkeypatch.setattr(gpu_check.torch.cuda, 'is_available', lambda: False)
+    assert gpu_check.main(['--device=cuda', f'--out={tmp_path / "out"}']) == 1
+    lines = (tmp_path / 'out' / 'results.txt').read_text().splitlines()
+    assert 'FAIL' in lines[0] and 'torch.cuda.is_available() is False' in lines[0]
+    assert len(lines) == len(gpu_check.PLAN)
+    assert all(' SKIP preflight failed' in ln for ln in lines[1:])
+
+
 def test_failed_run_is_fail_with_its_error_line_in_log_txt(tmp_path):
     """A train.py run that stops (here: a bad key) makes the check FAIL with the run's error line; its log's
     tail goes to log.txt (the third and last file under the output folder)."""

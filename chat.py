@@ -149,9 +149,12 @@ class ChatLoader:
         self.stream = Stream(len(self.examples), batch_size, rank, world_size, seed, "chat conversations")
 
     def next_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """-> x (B, L) int64, y (B, L) int64 with IGNORE_INDEX off the assistant tokens; L <= block_size."""
+        """-> x (B, L) int64, y (B, L) int64 with IGNORE_INDEX off the assistant tokens; L <= block_size.
+        Sets last_real_tokens (x's tokens, no padding) and last_trained_tokens (y's targets that are not
+        IGNORE_INDEX): host numbers, so the training step reads nothing back from the device to count them."""
         batch = [self.examples[i] for i in self.stream.next_indices()]
         self.last_real_tokens = sum(len(ids) - 1 for ids, _ in batch)  # x's tokens without the padding
+        self.last_trained_tokens = sum(sum(mask[1:]) for _, mask in batch)  # y != IGNORE_INDEX, counted on the host
         L = max(len(ids) for ids, _ in batch) - 1
         x = torch.full((len(batch), L), self.pad, dtype=torch.int64)
         y = torch.full((len(batch), L), IGNORE_INDEX, dtype=torch.int64)

@@ -87,7 +87,13 @@ class _CrossEntropyZLoss(torch.autograd.Function):
         w = mask / n  # (N,) 1/n for kept tokens, 0 for ignored ones
         grad = torch.exp(logp)  # (N,V) softmax
         grad.mul_(((g_ce + 2 * g_z * lse) * w)[:, None])
-        grad.scatter_add_(1, t, (-g_ce * w)[:, None].to(grad.dtype))
+        if torch.compiler.is_compiling():
+            # one pointwise expression: inductor fuses exp, scale, the one-hot term and the cast to the logits'
+            # dtype into one kernel that writes only the (N,V) gradient in that dtype. An in-place scatter_add_
+            # here made it realise an extra fp32 (N,V) buffer first (4 bytes x N x V written and read again)
+            onehot = torch.arange(grad.size(1), device=grad.device) == t  # (N,V) bool, never materialised
+            return torch.where(onehot, grad - (g_ce * w)[:, None], grad), None, None
+        grad.scatter_add_(1, t, (-g_ce * w)[:, None].to(grad.dtype))  # eager: in place, no (N,V) temporary
         return grad, None, None
 
 

@@ -18,6 +18,7 @@ import math
 import shutil
 import sys
 import time
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 
 import torch
@@ -27,6 +28,7 @@ from tqdm import tqdm
 import annotate
 import nerdata
 import nertags
+import parallel
 from bert import BertForTokenClassification, WordPieceTokenizer
 from configurator import check_output_path, configure_command
 from losses import IGNORE_INDEX
@@ -183,6 +185,14 @@ def train_batches(lengths: list[int], batch_size: int, gen: torch.Generator, gro
     return batches
 
 
+def mixed_precision(device: str | torch.device) -> AbstractContextManager:
+    """The precision of the fine-tuning forward: on CUDA bf16 autocast (matmuls in bf16, the loss on fp32 logits)
+    and TF32 for the matmuls left in fp32, as train.py's; on CPU fp32 (autocast there would be slower)."""
+    device_type = torch.device(device).type
+    parallel.set_tf32(device_type, True)
+    return torch.autocast("cuda", dtype=torch.bfloat16) if device_type == "cuda" else nullcontext()
+
+
 def _val_loss(model, chunks: list[dict], pad: int, batch_size: int, device, mean: str = "batch") -> float:
     """Validation cross-entropy. mean='batch': the mean over batches of each batch's mean over its labelled
     words, as the paper's code (nerblackbox NerModelEvaluation: np.stack(batch losses).mean()); the last, smaller
@@ -192,7 +202,8 @@ def _val_loss(model, chunks: list[dict], pad: int, batch_size: int, device, mean
     with torch.no_grad():
         for i in range(0, len(chunks), batch_size):
             idx, mask, labels = collate(chunks[i:i + batch_size], pad, device)
-            logits = model(idx, mask)
+            with mixed_precision(device):
+                logits = model(idx, mask)
             loss = F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), reduction="sum").item()
             words = (labels != IGNORE_INDEX).sum().item()
             total, n = total + loss, n + words
@@ -220,7 +231,8 @@ def train_run(cfg: dict, model, tokenizer, train_chunks: list[dict], val_chunks:
         bar = tqdm(batches, desc=f"seed {seed} epoch {epoch}", leave=False, file=sys.stderr)
         for batch in bar:
             idx, mask, labels = collate([train_chunks[i] for i in batch], tokenizer.pad, device)
-            logits = model(idx, mask)
+            with mixed_precision(device):
+                logits = model(idx, mask)
             loss = F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), ignore_index=IGNORE_INDEX)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()

@@ -7,7 +7,8 @@ Optimizers and learning-rate schedules.
   get_lr               warmup + cosine / WSD / constant, per iteration (nanoGPT style, no scheduler object)
   mu_centering_        OEC mu-centering, after every optimizer step (Stollenwerk, Lokrantz, Hertzberg 2026,
                        arXiv 2601.02031); mu_centering_where_ for a step that may be skipped
-  guarded_step         opt.step() only where a device-side finite flag allows it (no host sync with fused AdamW)
+  guarded_step         opt.step() only where a device-side finite flag allows it (no host sync: fused AdamW,
+                       CoupledAdam)
   AdaptiveFineTuning   NER fine-tuning schedule with early stopping (Stollenwerk 2022, arXiv 2202.02617) and the
                        fixed-epoch linear presets 'original' / 'stable' (nerblackbox, arXiv 2312.04306)
 """
@@ -25,7 +26,9 @@ class CoupledAdam(torch.optim.Optimizer):
     square root: every row then shares one per-column v (Coupled Adam, Stollenwerk & Stollenwerk 2025, arXiv
     2502.08441; code flxst/coupled-adam nanoGPT/coupled_adam.py). The stored state exp_avg_sq stays per element
     (uncoupled), as in the authors' code. Groups with coupled=False (and 1-D parameters) follow torch.optim.AdamW
-    exactly. Vectorised with torch._foreach_* like AdamW's foreach path.
+    exactly. Vectorised with torch._foreach_* like AdamW's foreach path. As fused AdamW, it keeps the step count
+    on the parameter's device and takes `found_inf` (set by guarded_step): a step is skipped on the device, with
+    no host-device sync.
     """
 
     def __init__(self, params, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.95), eps: float = 1e-8,
@@ -56,22 +59,46 @@ class CoupledAdam(torch.optim.Optimizer):
                 raise RuntimeError("CoupledAdam does not support sparse gradients (use a dense nn.Embedding)")
             state = self.state[p]
             if not state:
-                state["step"] = 0
+                state["step"] = torch.zeros((), dtype=torch.float32, device=p.device)
                 state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
                 state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-            state["step"] += 1
+            # the step count lives on the parameter's device (as fused AdamW's), so that a step skipped on the
+            # device does not count and nothing is read back; an int (older checkpoints) or a CPU tensor (what
+            # Optimizer.load_state_dict leaves) is moved there once
+            state["step"] = torch.as_tensor(state["step"], dtype=torch.float32, device=p.device)
         grads = [p.grad for p in params]
         exp_avgs = [self.state[p]["exp_avg"] for p in params]
         exp_avg_sqs = [self.state[p]["exp_avg_sq"] for p in params]
         steps = [self.state[p]["step"] for p in params]
-        # the same op sequence as torch.optim.AdamW (foreach), so coupled=False matches it to rounding
+        # found_inf (fused AdamW's attribute, set by guarded_step): a 0-dim float on the device, 1 = skip the step.
+        # A skipped step leaves weights, moments and step count as they were, decided on the device (no host sync)
+        found_inf = getattr(self, "found_inf", None)
+        if found_inf is None:
+            def pick(if_ok, _if_skipped):
+                return if_ok
+        else:
+            ok = found_inf.to(steps[0].device) == 0  # 0-dim bool
+
+            def pick(if_ok, if_skipped):  # a 0-dim float64 on the device (filled there: no copy from the host)
+                return torch.where(ok, torch.full((), if_ok, dtype=torch.float64, device=ok.device), if_skipped)
+            grads = [torch.where(ok, g, 0.0) for g in grads]  # a skipped step's inf/NaN never reaches the state
+        # torch.optim.AdamW's op sequence (foreach, with its capturable form of the bias correction: tensors on the
+        # device), so coupled=False matches AdamW to rounding
+        torch._foreach_add_(steps, pick(1.0, 0.0))
         if wd != 0:
-            torch._foreach_mul_(params, 1 - lr * wd)
-        torch._foreach_lerp_(exp_avgs, grads, 1 - beta1)
-        torch._foreach_mul_(exp_avg_sqs, beta2)
-        torch._foreach_addcmul_(exp_avg_sqs, grads, grads, 1 - beta2)
-        step_size = [-lr / (1 - beta1 ** t) for t in steps]
-        bias_correction2_sqrt = [(1 - beta2 ** t) ** 0.5 for t in steps]
+            torch._foreach_mul_(params, pick(1 - lr * wd, 1.0))
+        torch._foreach_lerp_(exp_avgs, grads, pick(1 - beta1, 0.0))
+        torch._foreach_mul_(exp_avg_sqs, pick(beta2, 1.0))
+        torch._foreach_addcmul_(exp_avg_sqs, grads, grads, 1 - beta2)  # grads are 0 in a skipped step
+        # t in fp32, or fp64 for fp64 weights; >= 1: a skipped first step has t = 0, and 1 - beta^0 would divide by 0
+        t = torch._foreach_clamp_min([s.to(torch.promote_types(p.dtype, s.dtype)) for s, p in zip(steps, params)], 1.0)
+        inv_step_size = torch._foreach_pow(beta1, t)  # -> (beta1^t - 1) / lr = 1 / step size; -inf when skipped
+        torch._foreach_sub_(inv_step_size, 1.0)
+        torch._foreach_div_(inv_step_size, pick(lr, 0.0))
+        bias_correction2_sqrt = torch._foreach_pow(beta2, t)  # -> sqrt(1 - beta2^t)
+        torch._foreach_neg_(bias_correction2_sqrt)
+        torch._foreach_add_(bias_correction2_sqrt, 1.0)
+        torch._foreach_sqrt_(bias_correction2_sqrt)
         # Coupled Adam (arXiv 2502.08441): v_c = avg_scale * mean_over_vocab(v), shape (1, H), shared by all rows
         coupled = [group["coupled"] and p.dim() >= 2 for p in params]
         second = [v.mean(dim=0, keepdim=True).mul_(group["avg_scale"]) if c else v
@@ -79,12 +106,13 @@ class CoupledAdam(torch.optim.Optimizer):
         denom = torch._foreach_sqrt(second)
         torch._foreach_div_(denom, bias_correction2_sqrt)
         torch._foreach_add_(denom, eps)
+        torch._foreach_mul_(denom, inv_step_size)  # p += m / (denom / step size) = step size * m / denom
         plain = [i for i, c in enumerate(coupled) if not c]
         if plain:
             torch._foreach_addcdiv_([params[i] for i in plain], [exp_avgs[i] for i in plain],
-                                    [denom[i] for i in plain], [step_size[i] for i in plain])
+                                    [denom[i] for i in plain])
         for i in (i for i, c in enumerate(coupled) if c):
-            params[i].addcdiv_(exp_avgs[i], denom[i], value=step_size[i])  # denom (1,H) broadcasts over V rows
+            params[i].addcdiv_(exp_avgs[i], denom[i])  # denom (1,H) broadcasts over the V rows
 
 
 # -----------------------------------------------------------------------------
@@ -177,9 +205,9 @@ def mu_centering_where_(weight: Tensor, ok: Tensor) -> None:
 
 def guarded_step(opt: torch.optim.Optimizer, ok: Tensor) -> None:
     """opt.step() only where ok (a 0-dim bool on the device) is True, without reading ok back when the optimizer
-    can skip on the device: fused AdamW's found_inf (as torch.amp.GradScaler) leaves weights, moments and
-    step count untouched. Other optimizers read ok back (a host sync; free on CPU). Then zero_grad."""
-    if opt.defaults.get('fused'):
+    can skip on the device: fused AdamW's found_inf (as torch.amp.GradScaler), and CoupledAdam's, leave weights,
+    moments and step count untouched. Other optimizers read ok back (a host sync; free on CPU). Then zero_grad."""
+    if opt.defaults.get('fused') or isinstance(opt, CoupledAdam):
         opt.found_inf = (~ok).float()
         opt.step()
     elif bool(ok):

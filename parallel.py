@@ -1,9 +1,11 @@
 """
-Data parallelism for train.py under torchrun: TF32 for fp32 matmuls, and FSDP2 sharding of a GPT (one
+Data parallelism for train.py under torchrun: TF32 for fp32 matmuls, FSDP2 sharding of a GPT (one
 fully_shard unit per block plus the root), over all ranks or, for HSDP, within groups of ranks (one node)
-and replicated across them. DDP needs no helper: train.py wraps the model in DistributedDataParallel.
+and replicated across them, and sums of host numbers over the ranks (host_sum). DDP needs no helper: train.py
+wraps the model in DistributedDataParallel.
 """
 import torch
+import torch.distributed as dist
 from torch.distributed.device_mesh import DeviceMesh, init_device_mesh
 from torch.distributed.fsdp import fully_shard
 
@@ -31,3 +33,12 @@ def shard_gpt(model: torch.nn.Module, mesh: DeviceMesh) -> None:
     for block in model.transformer.h:
         fully_shard(block, mesh=mesh)
     fully_shard(model, mesh=mesh)
+
+
+def host_sum(values: list[int], group: dist.ProcessGroup) -> list[int]:
+    """Each of `values` (integers on the host, e.g. token counts) summed over the ranks of `group`, a gloo group:
+    the tensor stays on the CPU, so no rank waits for its GPU (an all-reduce of a CUDA tensor read back with
+    .item() is a host-device sync every step). Exact up to 2**53."""
+    sums = torch.tensor(values, dtype=torch.float64, device='cpu')
+    dist.all_reduce(sums, group=group)
+    return [int(v) for v in sums.numpy()]  # .numpy() works on CPU tensors only: this can never read a GPU back

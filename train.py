@@ -45,7 +45,6 @@ from checkpoint import CKPT, CheckpointError
 from configurator import configure
 from hf import load_hf
 from loader import SequentialLoader
-from losses import IGNORE_INDEX
 from mfu import peak_flops
 from model import GPT, GPTConfig
 from train_checks import (
@@ -137,7 +136,7 @@ wsd_decay_frac = 0.2  # [0, 1] wsd: fraction of max_iters spent decaying at the 
 # system
 device = 'cuda' if torch.cuda.is_available() else 'cpu'  # 'cpu' | 'cuda' | 'cuda:1' ...
 dtype = 'bfloat16' if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else 'float32'  # or bf16
-compile = False  # torch.compile the model (PyTorch 2)
+compile = None  # torch.compile the model (PyTorch 2); None = on for CUDA (nanoGPT's default), off on CPU
 parallelism = 'none'  # 'none' | 'ddp' | 'fsdp' (FSDP2 fully_shard per block); ddp/fsdp need torchrun
 fsdp_shard_size = 0  # [0, inf) HSDP: shard within groups of this many ranks (GPUs per node), replicate across; 0 = all
 fsdp_reduce_every_micro_step = True  # FSDP2 + accumulation: reduce-scatter gradients at every micro-step, so only
@@ -145,6 +144,8 @@ fsdp_reduce_every_micro_step = True  # FSDP2 + accumulation: reduce-scatter grad
 tf32 = True  # CUDA fp32 matmuls/convolutions in TF32 (faster, 10-bit mantissa); False = exact fp32. No effect on CPU
 activation_checkpointing = False  # recompute each block's activations in backward (less memory)
 init_device = ''  # '' = build the model on `device`; 'meta' = build on meta, shard, then materialise
+dist_timeout_s = 1800  # (0, inf) seconds a collective waits for the other ranks before the run stops
+#   (init_process_group's timeout): raise it when rank 0 writes large checkpoints to a slow disk while the others wait
 seed = 1337  # [0, inf) initial weights, data order, dropout (per rank: seed + rank)
 skip_nonfinite = False  # on a NaN/inf loss or grad norm: skip the batch (counted) instead of stopping
 inject_nonfinite_at_step = -1  # [-1, inf) debug/tests: multiply the loss of step N (1-based, as logged) by inf
@@ -185,8 +186,14 @@ if parallelism != 'none':
     if device.startswith('cuda'):
         device = f"cuda:{os.environ.get('LOCAL_RANK', 0)}"
         torch.cuda.set_device(device)
-    dist.init_process_group('nccl' if device.startswith('cuda') else 'gloo')
+    dist.init_process_group('nccl' if device.startswith('cuda') else 'gloo',
+                            timeout=timedelta(seconds=dist_timeout_s))
 device_type = 'cuda' if device.startswith('cuda') else 'cpu'
+# chat fine-tuning sums per-rank token counts every step: host numbers, so over a CPU (gloo) group, no device sync
+host_group = dist.new_group(backend='gloo', timeout=timedelta(seconds=dist_timeout_s)) if chat and world_size > 1 \
+    else None
+if config['compile'] is None:  # on CUDA compile pays for itself within a few dozen steps; on CPU rarely
+    config['compile'] = compile = device_type == 'cuda'
 parallel.set_tf32(device_type, tf32)
 if config['vocab_multiple'] is None:  # 64 on CUDA: tensor-core friendly lm_head shapes (nanoGPT's 50304)
     config['vocab_multiple'] = vocab_multiple = 64 if device_type == 'cuda' else 1
@@ -389,7 +396,9 @@ def evaluate() -> dict:
     diagnostics on a few val batches and the output-embedding geometry (losses.py: the OEC and Coupled Adam
     authors' metrics).
     Fine-tuning: train/val loss on chat batches (assistant tokens only), pretrain_val_loss on val.bin."""
-    loss = partial(evaluation.estimate_loss, model, n_batches=eval_iters, autocast=autocast, rank=rank,
+    # the eager model (raw_model; DDP is not needed without gradients): compiling the eval forward (no_grad, eval
+    # mode) would be a second graph, compiled at the step-0 eval (docs/training.md: what that costs, and why not)
+    loss = partial(evaluation.estimate_loss, raw_model, n_batches=eval_iters, autocast=autocast, rank=rank,
                    world_size=world_size, device=device)
     windows = partial(evaluation.fixed_batches, batch_size=batch_size, block_size=block_size, seed=seed + 7,
                       device=device)
@@ -539,13 +548,11 @@ while True:
     batches, trained, real_tokens = [], [], 0  # trained: targets in the loss; real: input tokens, no padding
     for _ in range(grad_accum):
         batches.append(loader.next_batch())
-        trained.append(int((batches[-1][1] != IGNORE_INDEX).sum()) if chat else batches[-1][1].numel())
+        trained.append(loader.last_trained_tokens if chat else batches[-1][1].numel())  # counted on the host
         real_tokens += loader.last_real_tokens if chat else batches[-1][0].numel()
     n_global = sum(trained) * world_size  # pretraining: every micro-batch has B x T targets
-    if chat and world_size > 1:  # chat: the counts differ by rank
-        counts = torch.tensor([sum(trained), real_tokens], dtype=torch.float64, device=device)
-        dist.all_reduce(counts)
-        n_global, real_tokens = int(counts[0].item()), int(counts[1].item())
+    if chat and world_size > 1:  # chat: the counts differ by rank; summed on the host (gloo), no device sync
+        n_global, real_tokens = parallel.host_sum([sum(trained), real_tokens], host_group)
     else:
         real_tokens *= world_size
     n_global = max(n_global, 1)

@@ -25,7 +25,7 @@ MODEL_KEYS = [f.name for f in dataclasses.fields(GPTConfig) if f.name != 'vocab_
 LAUNCH_KEYS = ('out_dir', 'init_from', 'overwrite', 'eval_only', 'sample_tokens', 'wandb_log', 'device',
                 'dtype', 'compile', 'parallelism', 'activation_checkpointing', 'init_device',
                 'inject_nonfinite_at_step', 'debug_ckpt_sleep', 'fsdp_shard_size', 'fsdp_reduce_every_micro_step',
-                'tf32')
+                'tf32', 'dist_timeout_s')
 
 
 def fail(msg: str) -> None:
@@ -68,12 +68,15 @@ def validate(cfg: dict, set_keys: frozenset, world_size: int) -> None:
         if not math.isfinite(cfg[key]) or cfg[key] > torch.finfo(torch.float32).max:  # nan slips past '< 0'
             fail(f"{key}={cfg[key]} is not a finite float32 value: set --{key} to a number below 3.4e38")
     for key in ('batch_size', 'block_size', 'gradient_accumulation_steps', 'eval_interval', 'log_interval',
-                'eval_iters', 'keep_last_k'):
+                'eval_iters', 'keep_last_k', 'dist_timeout_s'):
         if cfg[key] < 1:
             fail(f"{key}={cfg[key]} must be >= 1: set --{key} to 1 or more")
     if cfg['vocab_multiple'] is not None and (not isinstance(cfg['vocab_multiple'], int) or cfg['vocab_multiple'] < 1):
         fail(f"vocab_multiple={cfg['vocab_multiple']!r} must be an integer >= 1: set --vocab_multiple to 1 or "
              f"more, or None (64 on CUDA, 1 on CPU)")
+    if cfg['compile'] not in (None, True, False):  # a None default parses --compile=false as the string 'false'
+        fail(f"compile={cfg['compile']!r} is not True, False or None (None: on for CUDA, off on CPU): use "
+             f"--compile=True or --compile=False")
     shard = cfg['fsdp_shard_size']
     if shard and (cfg['parallelism'] != 'fsdp' or shard < 0 or world_size % shard):
         fail(f"fsdp_shard_size={shard} needs --parallelism=fsdp and must divide the world size {world_size} "

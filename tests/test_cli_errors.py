@@ -26,6 +26,8 @@ CASES = [
     ('train-beta1', 'train.py --beta1=1.0', 'beta1'),
     ('train-beta2', 'train.py --beta2=-0.1', 'beta2'),
     ('train-vocab-multiple', 'train.py --vocab_multiple=0', 'vocab_multiple'),
+    ('train-compile-string', 'train.py --compile=false', 'compile=False'),
+    ('train-dist-timeout', 'train.py --dist_timeout_s=0', 'dist_timeout_s'),
     ('train-decay-vs-schedule', 'train.py --decay_lr=False --schedule=cosine', 'decay_lr'),
     ('train-dtype', 'train.py --dtype=float16', 'dtype'),
     ('train-dropout', 'train.py --dropout=1.5', 'dropout'),

@@ -94,3 +94,33 @@ def test_chat_loss_and_grad_norm_do_not_depend_on_the_rank_split(tmp_path, chat_
     _close(_losses(ddp), _losses(ref), range(1, 4))
     _close(_grad_norms(ddp), _grad_norms(ref), range(1, 4))
     assert [r['tokens'] for r in ddp if 'loss' in r] == [r['tokens'] for r in ref if 'loss' in r]
+
+
+def _step_lines() -> range:
+    """train.py's lines from the start of one optimizer step to the test for a log point (the step proper)."""
+    lines = (ROOT / 'train.py').read_text().splitlines()
+    first = lines.index('    lr = lr_at(iter_num, config)') + 1
+    last = next(i for i, ln in enumerate(lines) if ln.startswith('    if not (iter_num % log_interval == 0')) + 1
+    return range(first, last + 1)
+
+
+@pytest.mark.slow
+def test_chat_step_on_two_ranks_reads_nothing_back(tmp_path, chat_setup):
+    """Chat fine-tuning with Coupled Adam on 2 ranks (DDP): no host read of a tensor's value (.item(), bool(),
+    .tolist(), int(), nonzero, ...: a host-device sync on CUDA) anywhere in the optimizer step, between log
+    points (tests/probe_train.py counts them per train.py line: the CPU stand-in for torch.cuda's sync debug mode,
+    which bench/gpu_check.py uses on a GPU). The token counts are host numbers summed over a gloo group."""
+    s = chat_setup
+    args = dict(TINY, data_root=str(s['data_root']), dataset=s['dataset'], init_from='finetune',
+                finetune_from=str(s['pre']), finetune_data=str(s['chat']), n_embd=32, block_size=64, max_iters=4,
+                eval_interval=4, log_interval=4, warmup_iters=1, batch_size=1, gradient_accumulation_steps=2,
+                optimizer='coupled_adam', parallelism='ddp', out_dir=str(tmp_path / 'run'))
+    proc = conftest.torchrun(ROOT / 'tests' / 'probe_train.py', [str(tmp_path / 'probe')] + [
+        f'--{k}={v}' for k, v in args.items()], 2, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    step = _step_lines()
+    for rank in (0, 1):
+        reads = json.loads((tmp_path / 'probe' / f'probe_rank{rank}.json').read_text())['reads']
+        in_step = [r for r in reads if r[2] == '<module>' and r[1] in step]
+        assert in_step == [], in_step
+        assert any(r[0] == 'tolist' and r[1] > step[-1] for r in reads)  # the probe sees the log point's read

@@ -254,3 +254,65 @@ def test_unigram_and_diagnostics_bad_input():
         embedding_diagnostics(torch.randn(10, 3), torch.zeros(9))
     with pytest.raises(ValueError, match="IGNORE_INDEX"):
         logit_diagnostics(torch.randn(2, 3), torch.full((2,), IGNORE_INDEX))
+
+
+def _allocations(prof) -> list[int]:
+    """Sizes in bytes of every CPU allocation the profiler (profile_memory=True) recorded, freed or not."""
+    sizes, todo = [], list(prof.profiler.kineto_results.experimental_event_tree())
+    while todo:
+        node = todo.pop()
+        size = getattr(node.extra_fields, "alloc_size", 0)
+        sizes += [size] if size > 0 else []
+        todo += node.children
+    return sizes
+
+
+def _ce_z_reference(logits, t, z):
+    """F.cross_entropy + z * mean(logsumexp^2) by autograd, fp32, the reference for the fused backward."""
+    lg = logits.float()
+    keep = t != -100
+    return F.cross_entropy(lg, t) + z * torch.logsumexp(lg[keep], dim=-1).square().mean()
+
+
+def _profiled_backward(fn, logits, t):
+    from torch.profiler import ProfilerActivity, profile
+    loss = fn(logits, t)
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        loss.backward()
+    return _allocations(prof)
+
+
+def test_fused_ce_z_loss_backward_allocates_only_the_gradient_eager():
+    """Eager backward: the one (N,V) fp32 buffer is the gradient itself (exp in place, scale in place, the one-hot
+    term scattered in place), and the gradient equals F.cross_entropy's + the z-loss's by autograd."""
+    N, V = 64, 3001
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(N, V, generator=g).requires_grad_()
+    t = torch.randint(0, V, (N,), generator=g)
+    t[:3] = -100
+    sizes = _profiled_backward(lambda lg, tt: compute_loss(lg, tt, z_loss=1e-2)[0], logits, t)
+    assert sum(s >= N * V * 4 for s in sizes) == 1, sorted(sizes)[-4:]
+    ref = logits.detach().clone().requires_grad_()
+    _ce_z_reference(ref, t, 1e-2).backward()
+    torch.testing.assert_close(logits.grad, ref.grad, rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.slow
+def test_fused_ce_z_loss_compiled_backward_writes_no_fp32_buffer():
+    """torch.compile (inductor, here its CPU backend; the same fusion decides the CUDA kernels): the backward of
+    bf16 logits writes one (N,V) bf16 gradient and no fp32 (N,V) buffer (the scatter_add_ form made inductor
+    realise one, then cast it: 6 bytes per logit more traffic). Gradients equal the autograd reference."""
+    N, V = 128, 2003
+    g = torch.Generator().manual_seed(1)
+    logits = torch.randn(N, V, generator=g).bfloat16().requires_grad_()
+    t = torch.randint(0, V, (N,), generator=g)
+    t[:5] = -100
+    fn = torch.compile(lambda lg, tt: compute_loss(lg, tt, z_loss=1e-2)[0], fullgraph=True)
+    fn(logits, t).backward()  # compiles
+    logits.grad = None
+    sizes = _profiled_backward(fn, logits, t)
+    assert not any(s >= N * V * 4 for s in sizes), sorted(sizes)[-4:]
+    assert sum(s == N * V * 2 for s in sizes) == 1  # the bf16 gradient
+    ref = logits.detach().clone().requires_grad_()
+    _ce_z_reference(ref, t, 1e-2).backward()
+    torch.testing.assert_close(logits.grad.float(), ref.grad.float(), rtol=2e-2, atol=1e-6)

@@ -586,3 +586,20 @@ def test_fine_tuning_defaults_and_presets_are_nerblackbox_published_ones():
         "original": dict(lr_schedule="linear", early_stopping=False, max_epochs=5),  # BERT paper
         "stable": dict(lr_schedule="linear", early_stopping=False, max_epochs=20),  # Mosbach et al. 2021
     }
+
+
+def test_fine_tuning_precision_is_bf16_autocast_and_tf32_on_cuda_only():
+    """ner.mixed_precision, which wraps the fine-tuning and validation forwards: bf16 autocast + TF32 on CUDA (the
+    object is built without a GPU; warnings about a missing CUDA are expected here), fp32 and no flag on CPU."""
+    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    try:
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+        ctx = ner.mixed_precision("cpu")
+        assert not isinstance(ctx, torch.autocast) and not torch.backends.cuda.matmul.allow_tf32
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            ctx = ner.mixed_precision("cuda:0")
+        assert isinstance(ctx, torch.autocast) and ctx.device == "cuda" and ctx.fast_dtype == torch.bfloat16
+        assert torch.backends.cuda.matmul.allow_tf32 and torch.backends.cudnn.allow_tf32
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved

@@ -815,3 +815,19 @@ def test_a_skipped_step_changes_no_weight_with_mu_centering(tmp_path, data_root)
     assert a['nonfinite_skipped'] == b['nonfinite_skipped'] == 1
     assert all(torch.equal(a['model'][k], b['model'][k]) for k in a['model'])
     assert a['model']['lm_head.weight'].mean(0).abs().max() > 1e-4  # not centred: a centring would show
+
+
+@pytest.mark.slow
+def test_compiled_run_compiles_one_graph_and_evals_eagerly(tmp_path, tiny_dataset):
+    """compile=True: the training forward (loss inside) is the one graph torch.compile makes; the evals at step 0
+    and at the end run the eager model, so no second graph (no_grad, eval mode) is compiled at the step-0 eval.
+    (tests/probe_train.py counts dynamo's graphs; backend aot_eager: the same graphs, no code generation.)"""
+    args = dict(TINY, out_dir=str(tmp_path / 'run'), data_root=str(tiny_dataset.parent), dataset=tiny_dataset.name,
+                compile=True, max_iters=2, eval_interval=2)
+    proc = subprocess.run([sys.executable, str(ROOT / 'tests' / 'probe_train.py'), str(tmp_path / 'probe'),
+                           *[f'--{k}={v}' for k, v in args.items()]], cwd=ROOT, capture_output=True, text=True,
+                          timeout=600, env=dict(os.environ, OMP_NUM_THREADS='1', PROBE_BACKEND='aot_eager'))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert json.loads((tmp_path / 'probe' / 'probe_rank0.json').read_text())['unique_graphs'] == 1
+    assert len([r for r in _metrics(tmp_path / 'run') if 'val_loss' in r]) == 2  # both evals ran
+    assert json.loads((tmp_path / 'run' / 'config.json').read_text())['compile'] is True

@@ -1,7 +1,8 @@
 """
 Optimizers and learning-rate schedules.
 
-  configure_optimizer  AdamW parameter groups (nanoGPT's decay rule), or Coupled Adam on one embedding matrix
+  configure_optimizer  AdamW parameter groups (nanoGPT's decay rule), or Coupled Adam on one embedding matrix;
+                       run_optimizer: the same from a train.py config (train.py and checkpoint.py convert)
   CoupledAdam          Adam whose second moment is averaged over the vocabulary (Stollenwerk & Stollenwerk
                        2025, arXiv 2502.08441)
   get_lr               warmup + cosine / WSD / constant, per iteration (nanoGPT style, no scheduler object)
@@ -150,6 +151,17 @@ def configure_optimizer(model: nn.Module, optimizer: str = "adamw", learning_rat
         return torch.optim.AdamW(groups, lr=learning_rate, betas=betas, eps=eps, fused=fused,
                                  foreach=False if fused else None)
     return CoupledAdam(groups, lr=learning_rate, betas=betas, eps=eps, avg_scale=coupled_adam_avg_scale)
+
+
+def run_optimizer(model: nn.Module, config: dict, device_type: str = "cpu") -> torch.optim.Optimizer:
+    """The optimizer of a train.py run, from its config (train.py's keys: optimizer, learning_rate, weight_decay,
+    beta1, beta2, coupled_adam_avg_scale, decay_token_embedding, coupled_adam_embedding). train.py and
+    `checkpoint.py convert` both build it here, so a converted checkpoint has the groups the run trained with.
+    A config written before a key existed gets configure_optimizer's default, which is what the run then used."""
+    keys = ("optimizer", "learning_rate", "weight_decay", "coupled_adam_avg_scale", "decay_token_embedding",
+            "coupled_adam_embedding")
+    return configure_optimizer(model, betas=(config["beta1"], config["beta2"]), device_type=device_type,
+                               **{k: config[k] for k in keys if k in config})
 
 
 # -----------------------------------------------------------------------------

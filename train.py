@@ -302,11 +302,7 @@ raw_model = model  # the GPT itself (its parameters are DTensor shards under FSD
 if parallelism == 'ddp':
     model = DDP(model, device_ids=[torch.device(device).index] if device_type == 'cuda' else None)
 ddp_model = model  # the DDP wrapper itself (compile wraps it below): its gradient-sync switch
-opt = optim.configure_optimizer(raw_model, optimizer=config['optimizer'], learning_rate=config['learning_rate'],
-                                weight_decay=config['weight_decay'], betas=(config['beta1'], config['beta2']),
-                                coupled_adam_avg_scale=config['coupled_adam_avg_scale'], device_type=device_type,
-                                decay_token_embedding=config['decay_token_embedding'],
-                                coupled_adam_embedding=config['coupled_adam_embedding'])
+opt = optim.run_optimizer(raw_model, config, device_type)  # checkpoint.py convert builds the same
 iter_num, tokens_seen, best_val_loss, nonfinite_skipped, wall_time_before = 0, 0, float('inf'), 0, 0.0
 # loading an optimizer state (full or sharded) also loads its param_groups' hyper-parameters (weight_decay, betas,
 # ...): this config's are restored after it, so a key set on the resume command line is the one that trains

@@ -163,3 +163,30 @@ def test_convert_cli_writes_a_hf_folder_and_refuses_before_writing(run, tmp_path
     assert e.value.code == 0
     out = capsys.readouterr().out
     assert all(f'--{k}' in out for k in checkpoint.CONVERT_DEFAULTS) and '# write a Hugging Face' in out
+
+
+_GROUPINGS = [dict(optimizer='adamw', decay_token_embedding=d) for d in (True, False)] + [
+    dict(optimizer='coupled_adam', coupled_adam_embedding=e, decay_token_embedding=d)
+    for e in ('output', 'input') for d in (True, False)]
+
+
+@pytest.mark.parametrize('grouping', [
+    pytest.param(dict(g, tie_embeddings=t), marks=[] if (g.get('coupled_adam_embedding'), g['decay_token_embedding'],
+                                                        t) == ('input', False, False) else pytest.mark.slow)
+    for g in _GROUPINGS for t in (False, True)], ids=lambda g: '-'.join(str(v) for v in g.values()))
+def test_converted_dcp_checkpoint_has_the_full_runs_param_groups(tiny_dataset, tmp_path, grouping):
+    """`checkpoint.py convert` of a sharded (dcp) run writes the optimizer the run trained with: its param groups
+    (members, weight decay, coupled, lr, betas) and state equal those of the same run saved in the full format,
+    for every optimizer and grouping key (convert once rebuilt the groups without decay_token_embedding and
+    coupled_adam_embedding)."""
+    kw = dict(grouping, max_iters=2, eval_interval=2, eval_iters=1, weight_decay=0.1)
+    run_train(tmp_path / 'full', tiny_dataset.parent, dataset=tiny_dataset.name, **kw)
+    run_train(tmp_path / 'dcp', tiny_dataset.parent, dataset=tiny_dataset.name, checkpoint_format='dcp', **kw)
+    checkpoint.convert(tmp_path / 'dcp', to=tmp_path / 'conv')
+    full = torch.load(tmp_path / 'full' / 'ckpt.pt', weights_only=True)['optimizer']
+    conv = torch.load(tmp_path / 'conv' / 'ckpt.pt', weights_only=True)['optimizer']
+    assert conv['param_groups'] == full['param_groups']
+    assert {0.0, 0.1} <= {g['weight_decay'] for g in full['param_groups']}  # the grouping is not trivial
+    assert conv['state'].keys() == full['state'].keys()
+    for name, st in full['state'].items():
+        assert all(torch.equal(torch.as_tensor(conv['state'][name][k]), torch.as_tensor(v)) for k, v in st.items()), name

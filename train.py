@@ -151,6 +151,14 @@ config = configure(globals(), sys.argv[1:])
 set_keys = config.set_keys  # the keys a config file or the command line set: they always win
 _t_start = time.time()
 
+
+def resolve(**values) -> None:
+    """One config view: a value settled after the command line (a preset's model shape, this rank's device, ...)
+    goes to config (config.json, checkpoints) and to the global the loop reads, never to only one of them."""
+    config.update(values)
+    globals().update(values)
+
+
 # -----------------------------------------------------------------------------
 # resume: the checkpoint's config, then every key you set; then every config check, before any work
 world_size = int(os.environ.get('WORLD_SIZE', 1)) if parallelism != 'none' else 1
@@ -173,13 +181,13 @@ rank = int(os.environ.get('RANK', 0)) if world_size > 1 or parallelism != 'none'
 master = rank == 0
 if parallelism != 'none':
     if device.startswith('cuda'):
-        device = f"cuda:{os.environ.get('LOCAL_RANK', 0)}"
+        resolve(device=f"cuda:{os.environ.get('LOCAL_RANK', 0)}")
         torch.cuda.set_device(device)
     dist.init_process_group('nccl' if device.startswith('cuda') else 'gloo')
 device_type = 'cuda' if device.startswith('cuda') else 'cpu'
 parallel.set_tf32(device_type, tf32)
 if config['vocab_multiple'] is None:  # 64 on CUDA: tensor-core friendly lm_head shapes (nanoGPT's 50304)
-    config['vocab_multiple'] = vocab_multiple = 64 if device_type == 'cuda' else 1
+    resolve(vocab_multiple=64 if device_type == 'cuda' else 1)
 grad_accum = gradient_accumulation_steps // world_size  # micro-steps per rank
 # bf16: autocast (matmuls in bf16; residual stream, embeddings, norms, softmax/CE and the mu-loss in fp32), the same
 # recipe for one process, DDP and FSDP2 (FSDP2 without a MixedPrecisionPolicy: its bf16 param_dtype would also
@@ -239,7 +247,7 @@ if 'block_size' not in set_keys and init_from != 'resume':
 if block_size > model_args['block_size']:
     fail(f"block_size={block_size} is longer than the model's context {model_args['block_size']}: use "
          f"--block_size={model_args['block_size']} or less")
-config.update({k: model_args[k] for k in MODEL_KEYS if k != 'block_size'}, block_size=block_size)
+resolve(**{k: model_args[k] for k in MODEL_KEYS if k != 'block_size'}, block_size=block_size)
 config['tokenizer_spec'] = tok.name if tok else None  # the tokenizer actually used (sample.py reads it)
 config['data_identity'] = identity
 try:

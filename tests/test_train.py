@@ -587,3 +587,25 @@ def test_train_py_reads_top_to_bottom():
                 if not lines or max(lines) > fn.lineno:
                     late.append(f"{fn.name} (line {fn.lineno}) reads {n.id}, assigned at lines {lines}")
     assert not late, sorted(set(late))
+
+
+def test_a_preset_runs_globals_equal_its_config_json(tmp_path, tiny_dataset):
+    """One config view: after resolution (here model_preset=oec-16m: 6 layers over the default 4, its context,
+    vocab_multiple) every config key train.py's loop reads as a global has the value config.json records."""
+    out = tmp_path / 'run'
+    keys = dict(model_preset='oec-16m', block_size=32, batch_size=2, max_iters=1, eval_interval=1, eval_iters=1,
+                sample_tokens=0, device='cpu', dtype='float32', out_dir=out, data_root=tiny_dataset.parent,
+                dataset=tiny_dataset.name)
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
+    old_argv, sys.argv = sys.argv, ['train.py'] + [f'--{k}={v}' for k, v in keys.items()]
+    try:
+        run = runpy.run_path(str(ROOT / 'train.py'), run_name='__main__')  # the module's globals at the end
+    finally:
+        sys.argv = old_argv
+        for s, h in handlers.items():
+            signal.signal(s, h)
+    cfg = json.loads((out / 'config.json').read_text())
+    defaults = configurator.script_defaults(str(ROOT / 'train.py'))
+    assert cfg['n_layer'] == 6 and cfg['model_args']['n_layer'] == 6  # the preset, not the default 4
+    assert json.loads(json.dumps({k: run[k] for k in defaults})) == {k: cfg[k] for k in defaults}
+

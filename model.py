@@ -314,11 +314,11 @@ class GPT(nn.Module):
         return n
 
     def forward(self, idx: torch.Tensor, *args, kv_cache: KVCache | None = None,
-                targets: torch.Tensor | None = None, z_loss: float = 0.0, mu_loss: float = 0.0):
+                targets: torch.Tensor | None = None, **loss_weights: float):
         """idx (B, T) token ids -> logits (B, T, V) (soft-capped when config.logit_softcap is set).
 
         With targets (B, T) (IGNORE_INDEX = skip): the training loss instead, (total, terms) of
-        losses.compute_loss with these z_loss/mu_loss weights (mu-loss on output_embedding()). Computed in
+        losses.compute_loss with these loss_weights (z_loss=, mu_loss=, ...: losses.LOSS_TERMS). Computed in
         this forward so that torch.compile compiles the loss with the model: under bf16 the (B*T, V) logits
         are then not upcast and walked eagerly, several times, outside the graph.
 
@@ -333,8 +333,7 @@ class GPT(nn.Module):
         logits = self._logits(self.hidden_states(idx, kv_cache))
         if targets is None:
             return logits
-        out_emb = self.output_embedding() if mu_loss > 0 else None
-        return compute_loss(logits, targets, out_emb, z_loss=z_loss, mu_loss=mu_loss)
+        return compute_loss(logits, targets, self.output_embedding(), **loss_weights)
 
     def hidden_states(self, idx: torch.Tensor, kv_cache: KVCache | None = None) -> torch.Tensor:
         B, T = idx.size()

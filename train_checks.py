@@ -16,6 +16,7 @@ import torch
 import checkpoint
 import optim
 from checkpoint import CKPT, CheckpointError
+from losses import LOSS_TERMS
 from model import PRESETS, GPTConfig
 
 # GPTConfig keys a config sets (vocab_size comes from the data)
@@ -59,7 +60,7 @@ def validate(cfg: dict, set_keys: frozenset, world_size: int) -> None:
             hint = (" (float16 needs a loss scaler, which this loop does not have: use bfloat16)"
                     if cfg[key] == 'float16' else "")
             fail(f"{key}={cfg[key]!r} is not one of {allowed}{hint}: fix --{key}")
-    for key in ('z_loss', 'mu_loss', 'weight_decay', 'grad_clip', 'learning_rate', 'min_lr', 'dropout',
+    for key in (*LOSS_TERMS, 'weight_decay', 'grad_clip', 'learning_rate', 'min_lr', 'dropout',
                 'max_iters', 'warmup_iters', 'lr_decay_iters', 'sample_tokens'):
         if cfg[key] < 0:
             fail(f"{key}={cfg[key]} is negative: use 0 (off) or a positive value")

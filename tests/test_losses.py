@@ -254,3 +254,24 @@ def test_unigram_and_diagnostics_bad_input():
         embedding_diagnostics(torch.randn(10, 3), torch.zeros(9))
     with pytest.raises(ValueError, match="IGNORE_INDEX"):
         logit_diagnostics(torch.randn(2, 3), torch.full((2,), IGNORE_INDEX))
+
+
+def test_a_new_loss_term_is_one_entry(monkeypatch):
+    """A term added to LOSS_TERMS (name -> function of LossInput) is weighted by the keyword of its name in
+    compute_loss and GPT.forward and comes back in terms under that name; the others are unchanged."""
+    import losses
+    from model import GPT, GPTConfig
+    monkeypatch.setitem(losses.LOSS_TERMS, 'logit_l2', lambda x: x.logits.square().mean())
+    logits, targets = _random_batch()
+    total, terms = compute_loss(logits, targets, z_loss=1e-2, logit_l2=0.5)
+    ref = F.cross_entropy(logits.reshape(-1, logits.size(-1)), targets.reshape(-1), ignore_index=IGNORE_INDEX)
+    torch.testing.assert_close(terms['logit_l2'], logits.square().mean())
+    torch.testing.assert_close(total, ref + 1e-2 * terms['z_loss'] + 0.5 * logits.square().mean())
+    assert list(terms) == ['ce', 'z_loss', 'logit_l2']
+    torch.manual_seed(0)
+    m = GPT(GPTConfig(n_layer=1, n_head=2, n_embd=8, block_size=8, vocab_size=11))
+    x, y = torch.randint(0, 11, (2, 8)), torch.randint(0, 11, (2, 8))
+    loss, terms = m(x, targets=y, logit_l2=0.5)
+    torch.testing.assert_close(loss, compute_loss(m(x), y, None, logit_l2=0.5)[0])
+    with pytest.raises(TypeError, match="unknown loss terms \\['logit_l3'\\]"):
+        compute_loss(logits, targets, logit_l3=1.0)

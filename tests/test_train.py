@@ -609,3 +609,28 @@ def test_a_preset_runs_globals_equal_its_config_json(tmp_path, tiny_dataset):
     assert cfg['n_layer'] == 6 and cfg['model_args']['n_layer'] == 6  # the preset, not the default 4
     assert json.loads(json.dumps({k: run[k] for k in defaults})) == {k: cfg[k] for k in defaults}
 
+
+def test_a_new_loss_term_takes_three_lines_and_reaches_metrics_by_name(tmp_path, tiny_dataset, monkeypatch):
+    """docs/model.md's recipe: a function, its LOSS_TERMS entry and its weight's line in train.py's config block
+    (here in a copy of train.py) give a trained term, logged under its name; the logged loss is the weighted sum."""
+    source = (ROOT / 'train.py').read_text()
+    anchor = "mu_centering = False"
+    assert source.count(anchor) == 1
+    script = tmp_path / 'train.py'
+    script.write_text(source.replace(anchor, "logit_l2 = 0.0  # lambda of mean(logits^2)\n" + anchor))
+    monkeypatch.setitem(losses.LOSS_TERMS, 'logit_l2', lambda x: x.logits.square().mean())
+    out = tmp_path / 'run'
+    keys = dict(TINY, max_iters=2, eval_interval=2, out_dir=out, data_root=tiny_dataset.parent,
+                dataset=tiny_dataset.name, z_loss=1e-2, logit_l2=1e-3)
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
+    monkeypatch.setattr(sys, 'argv', ['train.py'] + [f'--{k}={v}' for k, v in keys.items()])
+    try:
+        runpy.run_path(str(script), run_name='__main__')
+    finally:
+        for s, h in handlers.items():
+            signal.signal(s, h)
+    steps = [r for r in _metrics(out) if 'loss' in r]
+    assert len(steps) == 2 and all(r['logit_l2'] > 0 and 'mu_loss' not in r for r in steps)
+    for r in steps:
+        assert r['loss'] == pytest.approx(r['ce'] + 1e-2 * r['z_loss'] + 1e-3 * r['logit_l2'], rel=1e-6)
+    assert json.loads((out / 'config.json').read_text())['logit_l2'] == 1e-3

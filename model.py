@@ -10,7 +10,7 @@ arXiv:2601.02031, and the authors' code ("OEC" below); norm placement: Stollenwe
 GPT-SW3 shapes: Ekgren et al. 2023, arXiv:2305.12987.
 """
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import torch
 import torch.nn as nn
@@ -453,3 +453,16 @@ PRESETS: dict[str, dict] = {
     "dyisru-125m": _gpt2_like(12, 12, 768, **_NANOGPT) | dict(norm="dyisru_sp"),
     "dyisru-760m": _gpt2_like(24, 16, 1536, **_NANOGPT) | dict(norm="dyisru_sp"),
 }
+
+
+# GPTConfig keys a train.py config sets (vocab_size comes from the data)
+MODEL_KEYS = [f.name for f in fields(GPTConfig) if f.name != 'vocab_size']
+
+
+def gpt_config_args(cfg: dict, set_keys: frozenset, vocab_size: int) -> dict:
+    """GPTConfig kwargs: the preset (if any), then every model key you set (whatever its value; the
+    defaults fill what the preset leaves open), the vocabulary padded up to vocab_multiple."""
+    preset = dict(PRESETS[cfg['model_preset']]) if cfg['model_preset'] else {}
+    args = {k: cfg[k] if k in set_keys or k not in preset else preset[k] for k in MODEL_KEYS}
+    multiple = cfg['vocab_multiple'] or 1  # resolved before the model (None: 64 on CUDA, 1 on CPU)
+    return dict(args, vocab_size=math.ceil(vocab_size / multiple) * multiple)

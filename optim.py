@@ -5,7 +5,8 @@ Optimizers and learning-rate schedules.
                        run_optimizer: the same from a train.py config (train.py and checkpoint.py convert)
   CoupledAdam          Adam whose second moment is averaged over the vocabulary (Stollenwerk & Stollenwerk
                        2025, arXiv 2502.08441)
-  get_lr               warmup + cosine / WSD / constant, per iteration (nanoGPT style, no scheduler object)
+  get_lr               warmup + cosine / WSD / constant, per iteration (nanoGPT style, no scheduler object);
+                       lr_at: the same from a train.py config
   mu_centering_        OEC mu-centering, after every optimizer step (Stollenwerk, Lokrantz, Hertzberg 2026,
                        arXiv 2601.02031); mu_centering_where_ for a step that may be skipped
   guarded_step         opt.step() only where a device-side finite flag allows it (no host sync with fused AdamW)
@@ -237,6 +238,13 @@ def get_lr(it: int, schedule: str = "cosine", learning_rate: float = 6e-4, min_l
         return learning_rate
     frac = min(1.0, (it - decay_start) / decay_iters)
     return learning_rate + frac * (min_lr - learning_rate)
+
+
+def lr_at(it: int, cfg: dict) -> float:
+    """get_lr at step `it` of a train.py config (decay_lr=False: constant)."""
+    return get_lr(it, cfg['schedule'] if cfg['decay_lr'] else 'constant', cfg['learning_rate'],
+                        cfg['min_lr'], cfg['warmup_iters'], cfg['lr_decay_iters'], cfg['max_iters'],
+                        cfg['wsd_decay_frac'])
 
 
 # -----------------------------------------------------------------------------

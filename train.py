@@ -47,18 +47,9 @@ from hf import load_gpt2
 from loader import SequentialLoader
 from losses import IGNORE_INDEX
 from mfu import peak_flops
-from model import GPT, GPTConfig
-from train_checks import (
-    MODEL_KEYS,
-    check_data_prepared,
-    check_shape,
-    check_writable,
-    fail,
-    gpt_config_args,
-    lr_at,
-    resolve_init,
-    validate,
-)
+from model import GPT, MODEL_KEYS, GPTConfig, gpt_config_args
+from optim import lr_at
+from train_checks import check_data_prepared, check_shape, check_writable, fail, resolve_init, validate
 
 # -----------------------------------------------------------------------------
 # default config values: a tiny GPT on Shakespeare that trains in a few CPU minutes

@@ -570,11 +570,8 @@ def convert(out_dir: str | Path, to: str | Path | None = None, hf: str | Path | 
             from torch.distributed.checkpoint.state_dict import get_optimizer_state_dict
 
             from model import GPT
-            cfg = ckpt['config']
             model = GPT(GPTConfig(**ckpt['model_args']))
-            opt = optim.configure_optimizer(model, optimizer=cfg['optimizer'], learning_rate=cfg['learning_rate'],
-                                            weight_decay=cfg['weight_decay'], betas=(cfg['beta1'], cfg['beta2']),
-                                            coupled_adam_avg_scale=cfg['coupled_adam_avg_scale'])
+            opt = optim.run_optimizer(model, ckpt['config'])  # the run's groups, as train.py built them
             load_sharded(model, opt, ckpt)
             ckpt = dict(ckpt, model=model.state_dict(), optimizer=get_optimizer_state_dict(model, opt))
             for key in ('dcp', 'dcp_path'):

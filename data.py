@@ -35,6 +35,7 @@ import json
 import multiprocessing as mp
 import os
 import pickle
+import signal
 import sys
 from array import array
 from collections import deque
@@ -219,9 +220,38 @@ def _split_plan(counts: np.ndarray, groups: dict, recipe: dict, stats: dict) -> 
 _worker_tok: Tokenizer | None = None  # the tokenizer of this (worker) process
 
 
-def _init_worker(spec: str) -> None:
+_STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT}
+
+
+def _init_worker(spec: str | None) -> None:
+    """Set up a worker: the default SIGTERM action (Pool.terminate() ends it), SIGINT ignored (Ctrl-C reaches the
+    parent, whose `finally` terminates the workers), then both unblocked (_worker_pool forks with them blocked);
+    under spawn, load the tokenizer by name."""
     global _worker_tok
-    _worker_tok = get_tokenizer(spec)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if hasattr(signal, "pthread_sigmask"):
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
+    if spec is not None:
+        _worker_tok = get_tokenizer(spec)
+
+
+def _worker_pool(num_proc: int, tok: Tokenizer):
+    """A pool of num_proc workers that Pool.terminate() always ends. Forked (the tokenizer is inherited; spawn and
+    forkserver would re-run a __main__ without a main guard, such as train.py, in every worker) with SIGTERM and
+    SIGINT blocked until _init_worker has set the worker's own actions: a forked worker inherits the parent's Python
+    handlers, and one that notes SIGTERM and carries on (train.py's) left a worker that a terminate() reached while
+    it was starting alive, blocked on the task queue's lock, and terminate() joining it forever. Without fork
+    (Windows): spawn, the tokenizer loaded by name."""
+    if "fork" not in mp.get_all_start_methods():
+        return mp.get_context("spawn").Pool(num_proc, _init_worker, (tok.name,))
+    # blocked in the pool's threads too (harmless: Python runs handlers in the main thread), so also in a worker
+    # that replaces a dead one
+    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
+    try:
+        return mp.get_context("fork").Pool(num_proc, _init_worker, (None,))
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)  # a signal that came meanwhile is delivered now
 
 
 def _encode_chunk(task: tuple[list[str], str]) -> tuple[np.ndarray, np.ndarray]:
@@ -258,12 +288,7 @@ def tokenize_to_file(docs: Iterable[str], tokenizer: str | Tokenizer, path: Path
     global _worker_tok
     _worker_tok = get_tokenizer(tokenizer) if isinstance(tokenizer, str) else tokenizer
     dtype = np.dtype(dtype).str
-    pool = None
-    if num_proc > 1:
-        if "fork" in mp.get_all_start_methods():
-            pool = mp.get_context("fork").Pool(num_proc)
-        else:
-            pool = mp.get_context("spawn").Pool(num_proc, _init_worker, (_worker_tok.name,))
+    pool = _worker_pool(num_proc, _worker_tok) if num_proc > 1 else None
     lengths, pending = [np.zeros(1, np.uint32)], deque()
     try:
         with open(path, "wb") as f, tqdm(desc=desc, unit="doc", disable=None) as bar:

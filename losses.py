@@ -1,8 +1,9 @@
 """
 Losses and the diagnostics the papers measure.
 
-Training loss = cross-entropy + z_loss * z-loss + mu_loss * mu-loss (each term optional), with optional
-logit soft-capping applied by the model (GPTConfig.logit_softcap calls softcap() in forward).
+Training loss = cross-entropy + z_loss * z-loss + mu_loss * mu-loss (each term optional; LOSS_TERMS: one entry per
+term, named by its config key), with optional logit soft-capping applied by the model (GPTConfig.logit_softcap calls
+softcap() in forward).
   - z-loss (PaLM; OEC paper: Stollenwerk, Lokrantz, Hertzberg 2026, arXiv 2601.02031): mean over tokens of (log Z)^2
   - mu-loss (OEC code nanoGPT/model.py): ||mu||^2, mu = mean of the output-embedding rows
   - soft-capping (Gemma 2 form, arXiv:2408.00118; OEC v2): c * tanh(logits / c)
@@ -14,6 +15,7 @@ code nanoGPT/analysis/), cheap enough to run at every eval on a few batches:
                                            corr_emu_logfreq_spearman, corr_norm_logfreq, corr_emu_logfreq_seen
 """
 import math
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -97,34 +99,56 @@ class _CrossEntropyZLoss(torch.autograd.Function):
         return grad, None, None
 
 
-# compute_loss's lambda arguments are named like the term functions (the config keys), so keep a handle
-_mu_loss_term = mu_loss
+class LossInput(NamedTuple):
+    """What a loss term is computed from: logits (N, V) in fp32 or better, targets (N,) (IGNORE_INDEX = skip), the
+    output embedding (V, H) (None when the caller has none), and the z-loss of the cross-entropy pass (0-dim)."""
+    logits: Tensor
+    targets: Tensor
+    output_embedding: Tensor | None
+    z_loss: Tensor
+
+
+def _mu_loss_of(x: LossInput) -> Tensor:
+    if x.output_embedding is None:
+        raise ValueError("mu_loss > 0 needs the output embedding: call compute_loss(..., "
+                         "output_embedding=model.output_embedding()) or set --mu_loss=0")
+    return mu_loss(x.output_embedding)
+
+
+# The weighted loss terms beside cross-entropy, in the order they are added. Each name is the train.py config key
+# of the term's weight lambda (0 = off) and the key of its unweighted value in `terms`, the log and metrics.jsonl.
+# A new term: its function above, one entry here, and `name = 0.0  # lambda of ...` in train.py's config block.
+LOSS_TERMS = {
+    'z_loss': lambda x: x.z_loss,  # PaLM z-loss, z_loss() computed in the cross-entropy pass
+    'mu_loss': _mu_loss_of,  # OEC mu-loss, mu_loss() of the output embedding
+}
 
 
 def compute_loss(logits: Tensor, targets: Tensor, output_embedding: Tensor | None = None,
-                 z_loss: float = 0.0, mu_loss: float = 0.0) -> tuple[Tensor, dict[str, Tensor]]:
-    """Total training loss and its terms.
+                 **weights: float) -> tuple[Tensor, dict[str, Tensor]]:
+    """Total training loss and its terms; weights: lambda per LOSS_TERMS name (z_loss=1e-4, mu_loss=1e-4, ...).
 
-    total = ce + z_loss * terms['z_loss'] + mu_loss * terms['mu_loss']; terms are unweighted and detached,
-    for logging; 'z_loss' / 'mu_loss' appear only when their lambda > 0. targets == IGNORE_INDEX are skipped
-    (a batch whose targets are all ignored gives ce = 0 and no gradient, where F.cross_entropy gives nan).
+    total = ce + sum of weights[name] * terms[name]; terms are unweighted and detached, for logging; 'ce' always,
+    each other term only when its weight > 0. targets == IGNORE_INDEX are skipped (a batch whose targets are all
+    ignored gives ce = 0 and no gradient, where F.cross_entropy gives nan). An unknown name raises TypeError.
     """
-    if z_loss < 0 or mu_loss < 0:
-        raise ValueError(f"loss weights must be >= 0, got z_loss={z_loss}, mu_loss={mu_loss}: "
-                         "set --z_loss / --mu_loss to 0 (off) or a positive lambda (papers use 1e-4)")
-    if mu_loss > 0 and output_embedding is None:
-        raise ValueError("mu_loss > 0 needs the output embedding: call compute_loss(..., "
-                         "output_embedding=model.output_embedding()) or set --mu_loss=0")
+    unknown = sorted(weights.keys() - LOSS_TERMS.keys())
+    if unknown:
+        raise TypeError(f"compute_loss got unknown loss terms {unknown}: the terms are {list(LOSS_TERMS)}")
+    negative = {k: v for k, v in weights.items() if v < 0}
+    if negative:
+        raise ValueError(f"loss weights must be >= 0, got {', '.join(f'{k}={v}' for k, v in negative.items())}: "
+                         f"set {' / '.join(f'--{k}' for k in negative)} to 0 (off) or a positive lambda "
+                         f"(papers use 1e-4)")
     lg = _at_least_fp32(logits).reshape(-1, logits.size(-1))  # (N,V); fp32 like F.cross_entropy under autocast
     ce, zl = _CrossEntropyZLoss.apply(lg, targets.reshape(-1), IGNORE_INDEX)  # = cross_entropy(), z_loss()
+    x = LossInput(lg, targets.reshape(-1), output_embedding, zl)
     total, terms = ce, {"ce": ce.detach()}
-    if z_loss > 0:
-        total = total + z_loss * zl
-        terms["z_loss"] = zl.detach()
-    if mu_loss > 0:
-        ml = _mu_loss_term(output_embedding)
-        total = total + mu_loss * ml
-        terms["mu_loss"] = ml.detach()
+    for name, term in LOSS_TERMS.items():
+        if weights.get(name, 0.0) > 0:
+            value = term(x)
+            total = total + weights[name] * value
+            terms[name] = value.detach()
     return total, terms
 
 

@@ -10,7 +10,7 @@ arXiv:2601.02031, and the authors' code ("OEC" below); norm placement: Stollenwe
 GPT-SW3 shapes: Ekgren et al. 2023, arXiv:2305.12987.
 """
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import torch
 import torch.nn as nn
@@ -328,11 +328,11 @@ class GPT(nn.Module):
         return n
 
     def forward(self, idx: torch.Tensor, *args, kv_cache: KVCache | None = None,
-                targets: torch.Tensor | None = None, z_loss: float = 0.0, mu_loss: float = 0.0):
+                targets: torch.Tensor | None = None, **loss_weights: float):
         """idx (B, T) token ids -> logits (B, T, V) (soft-capped when config.logit_softcap is set).
 
         With targets (B, T) (IGNORE_INDEX = skip): the training loss instead, (total, terms) of
-        losses.compute_loss with these z_loss/mu_loss weights (mu-loss on output_embedding()). Computed in
+        losses.compute_loss with these loss_weights (z_loss=, mu_loss=, ...: losses.LOSS_TERMS). Computed in
         this forward so that torch.compile compiles the loss with the model: under bf16 the (B*T, V) logits
         are then not upcast and walked eagerly, several times, outside the graph.
 
@@ -347,8 +347,7 @@ class GPT(nn.Module):
         logits = self._logits(self.hidden_states(idx, kv_cache))
         if targets is None:
             return logits
-        out_emb = self.output_embedding() if mu_loss > 0 else None
-        return compute_loss(logits, targets, out_emb, z_loss=z_loss, mu_loss=mu_loss)
+        return compute_loss(logits, targets, self.output_embedding(), **loss_weights)
 
     def hidden_states(self, idx: torch.Tensor, kv_cache: KVCache | None = None) -> torch.Tensor:
         B, T = idx.size()
@@ -468,3 +467,16 @@ PRESETS: dict[str, dict] = {
     "dyisru-125m": _gpt2_like(12, 12, 768, **_NANOGPT) | dict(norm="dyisru_sp"),
     "dyisru-760m": _gpt2_like(24, 16, 1536, **_NANOGPT) | dict(norm="dyisru_sp"),
 }
+
+
+# GPTConfig keys a train.py config sets (vocab_size comes from the data)
+MODEL_KEYS = [f.name for f in fields(GPTConfig) if f.name != 'vocab_size']
+
+
+def gpt_config_args(cfg: dict, set_keys: frozenset, vocab_size: int) -> dict:
+    """GPTConfig kwargs: the preset (if any), then every model key you set (whatever its value; the
+    defaults fill what the preset leaves open), the vocabulary padded up to vocab_multiple."""
+    preset = dict(PRESETS[cfg['model_preset']]) if cfg['model_preset'] else {}
+    args = {k: cfg[k] if k in set_keys or k not in preset else preset[k] for k in MODEL_KEYS}
+    multiple = cfg['vocab_multiple'] or 1  # resolved before the model (None: 64 on CUDA, 1 on CPU)
+    return dict(args, vocab_size=math.ceil(vocab_size / multiple) * multiple)

@@ -1,10 +1,12 @@
 """
 Optimizers and learning-rate schedules.
 
-  configure_optimizer  AdamW parameter groups (nanoGPT's decay rule), or Coupled Adam on one embedding matrix
+  configure_optimizer  AdamW parameter groups (nanoGPT's decay rule), or Coupled Adam on one embedding matrix;
+                       run_optimizer: the same from a train.py config (train.py and checkpoint.py convert)
   CoupledAdam          Adam whose second moment is averaged over the vocabulary (Stollenwerk & Stollenwerk
                        2025, arXiv 2502.08441)
-  get_lr               warmup + cosine / WSD / constant, per iteration (nanoGPT style, no scheduler object)
+  get_lr               warmup + cosine / WSD / constant, per iteration (nanoGPT style, no scheduler object);
+                       lr_at: the same from a train.py config
   mu_centering_        OEC mu-centering, after every optimizer step (Stollenwerk, Lokrantz, Hertzberg 2026,
                        arXiv 2601.02031); mu_centering_where_ for a step that may be skipped
   guarded_step         opt.step() only where a device-side finite flag allows it (no host sync: fused AdamW,
@@ -180,6 +182,17 @@ def configure_optimizer(model: nn.Module, optimizer: str = "adamw", learning_rat
     return CoupledAdam(groups, lr=learning_rate, betas=betas, eps=eps, avg_scale=coupled_adam_avg_scale)
 
 
+def run_optimizer(model: nn.Module, config: dict, device_type: str = "cpu") -> torch.optim.Optimizer:
+    """The optimizer of a train.py run, from its config (train.py's keys: optimizer, learning_rate, weight_decay,
+    beta1, beta2, coupled_adam_avg_scale, decay_token_embedding, coupled_adam_embedding). train.py and
+    `checkpoint.py convert` both build it here, so a converted checkpoint has the groups the run trained with.
+    A config written before a key existed gets configure_optimizer's default, which is what the run then used."""
+    keys = ("optimizer", "learning_rate", "weight_decay", "coupled_adam_avg_scale", "decay_token_embedding",
+            "coupled_adam_embedding")
+    return configure_optimizer(model, betas=(config["beta1"], config["beta2"]), device_type=device_type,
+                               **{k: config[k] for k in keys if k in config})
+
+
 # -----------------------------------------------------------------------------
 # mu-centering
 
@@ -253,6 +266,13 @@ def get_lr(it: int, schedule: str = "cosine", learning_rate: float = 6e-4, min_l
         return learning_rate
     frac = min(1.0, (it - decay_start) / decay_iters)
     return learning_rate + frac * (min_lr - learning_rate)
+
+
+def lr_at(it: int, cfg: dict) -> float:
+    """get_lr at step `it` of a train.py config (decay_lr=False: constant)."""
+    return get_lr(it, cfg['schedule'] if cfg['decay_lr'] else 'constant', cfg['learning_rate'],
+                        cfg['min_lr'], cfg['warmup_iters'], cfg['lr_decay_iters'], cfg['max_iters'],
+                        cfg['wsd_decay_frac'])
 
 
 # -----------------------------------------------------------------------------

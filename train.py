@@ -46,18 +46,9 @@ from configurator import configure
 from hf import load_hf
 from loader import SequentialLoader
 from mfu import peak_flops
-from model import GPT, GPTConfig
-from train_checks import (
-    MODEL_KEYS,
-    check_data_prepared,
-    check_shape,
-    check_writable,
-    fail,
-    gpt_config_args,
-    lr_at,
-    resolve_init,
-    validate,
-)
+from model import GPT, MODEL_KEYS, GPTConfig, gpt_config_args
+from optim import lr_at
+from train_checks import check_data_prepared, check_shape, check_writable, fail, resolve_init, validate
 
 # -----------------------------------------------------------------------------
 # default config values: a tiny GPT on Shakespeare that trains in a few CPU minutes
@@ -155,6 +146,14 @@ config = configure(globals(), sys.argv[1:])
 set_keys = config.set_keys  # the keys a config file or the command line set: they always win
 _t_start = time.time()
 
+
+def resolve(**values) -> None:
+    """One config view: a value settled after the command line (a preset's model shape, this rank's device, ...)
+    goes to config (config.json, checkpoints) and to the global the loop reads, never to only one of them."""
+    config.update(values)
+    globals().update(values)
+
+
 # -----------------------------------------------------------------------------
 # resume: the checkpoint's config, then every key you set; then every config check, before any work
 world_size = int(os.environ.get('WORLD_SIZE', 1)) if parallelism != 'none' else 1
@@ -184,7 +183,7 @@ rank = int(os.environ.get('RANK', 0)) if world_size > 1 or parallelism != 'none'
 master = rank == 0
 if parallelism != 'none':
     if device.startswith('cuda'):
-        device = f"cuda:{os.environ.get('LOCAL_RANK', 0)}"
+        resolve(device=f"cuda:{os.environ.get('LOCAL_RANK', 0)}")
         torch.cuda.set_device(device)
     dist.init_process_group('nccl' if device.startswith('cuda') else 'gloo',
                             timeout=timedelta(seconds=dist_timeout_s))
@@ -196,7 +195,7 @@ if config['compile'] is None:  # on CUDA compile pays for itself within a few do
     config['compile'] = compile = device_type == 'cuda'
 parallel.set_tf32(device_type, tf32)
 if config['vocab_multiple'] is None:  # 64 on CUDA: tensor-core friendly lm_head shapes (nanoGPT's 50304)
-    config['vocab_multiple'] = vocab_multiple = 64 if device_type == 'cuda' else 1
+    resolve(vocab_multiple=64 if device_type == 'cuda' else 1)
 grad_accum = gradient_accumulation_steps // world_size  # micro-steps per rank
 # bf16: autocast (matmuls in bf16; residual stream, embeddings, norms, softmax/CE and the mu-loss in fp32), the same
 # recipe for one process, DDP and FSDP2 (FSDP2 without a MixedPrecisionPolicy: its bf16 param_dtype would also
@@ -258,7 +257,7 @@ if 'block_size' not in set_keys and init_from != 'resume':
 if block_size > model_args['block_size']:
     fail(f"block_size={block_size} is longer than the model's context {model_args['block_size']}: use "
          f"--block_size={model_args['block_size']} or less")
-config.update({k: model_args[k] for k in MODEL_KEYS if k != 'block_size'}, block_size=block_size)
+resolve(**{k: model_args[k] for k in MODEL_KEYS if k != 'block_size'}, block_size=block_size)
 config['tokenizer_spec'] = tok.name if tok else None  # the tokenizer actually used (sample.py reads it)
 config['data_identity'] = identity
 try:
@@ -322,11 +321,7 @@ raw_model = model  # the GPT itself (its parameters are DTensor shards under FSD
 if parallelism == 'ddp':
     model = DDP(model, device_ids=[torch.device(device).index] if device_type == 'cuda' else None)
 ddp_model = model  # the DDP wrapper itself (compile wraps it below): its gradient-sync switch
-opt = optim.configure_optimizer(raw_model, optimizer=config['optimizer'], learning_rate=config['learning_rate'],
-                                weight_decay=config['weight_decay'], betas=(config['beta1'], config['beta2']),
-                                coupled_adam_avg_scale=config['coupled_adam_avg_scale'], device_type=device_type,
-                                decay_token_embedding=config['decay_token_embedding'],
-                                coupled_adam_embedding=config['coupled_adam_embedding'])
+opt = optim.run_optimizer(raw_model, config, device_type)  # checkpoint.py convert builds the same
 iter_num, tokens_seen, best_val_loss, nonfinite_skipped, wall_time_before = 0, 0, float('inf'), 0, 0.0
 # loading an optimizer state (full or sharded) also loads its param_groups' hyper-parameters (weight_decay, betas,
 # ...): this config's are restored after it, so a key set on the resume command line is the one that trains
@@ -495,7 +490,10 @@ for _sig in (signal.SIGTERM, signal.SIGINT):
 # -----------------------------------------------------------------------------
 # training loop
 params = [p for p in raw_model.parameters() if p.requires_grad]
-term_keys = ['ce'] + [k for k, lam in (('z_loss', z_loss), ('mu_loss', mu_loss)) if lam > 0]
+loss_weights = {k: config[k] for k in losses.LOSS_TERMS}  # lambda of each loss term, by its config key
+term_keys = ['ce'] + [k for k, lam in loss_weights.items() if lam > 0]  # the terms compute_loss returns, logged
+# the step's statistics, summed over micro-steps and all-reduced as one tensor, read back by these names
+stat_keys = ['loss', *term_keys, 'stop', 'grad_norm']
 last_eval, last_loss, last_ckpt = {}, None, (run_dir / CKPT) if init_from == 'resume' else None
 
 
@@ -556,7 +554,7 @@ while True:
     else:
         real_tokens *= world_size
     n_global = max(n_global, 1)
-    stats = torch.zeros(len(term_keys) + 1, device=device)  # total loss, then the terms
+    stats = torch.zeros(len(term_keys) + 1, device=device)  # stat_keys up to 'stop': loss, then the terms
     for micro_step, (x, y) in enumerate(batches):
         last_micro = micro_step == grad_accum - 1
         if parallelism == 'ddp':  # sync gradients only on the last micro-step (nanoGPT)
@@ -564,13 +562,13 @@ while True:
         elif parallelism == 'fsdp':
             raw_model.set_requires_gradient_sync(last_micro or fsdp_reduce_every_micro_step)
         with autocast:  # the loss is computed inside the model's forward, so compile covers it
-            loss, terms = model(x, targets=y, z_loss=z_loss, mu_loss=mu_loss)
+            loss, terms = model(x, targets=y, **loss_weights)
         if iter_num + 1 == inject_nonfinite_at_step:
             loss = loss * float('inf')
         # gradients are averaged over ranks (DDP/FSDP), hence x world_size: the sum over ranks is the mean
         weight = trained[micro_step] * world_size / n_global
         (loss * weight).backward()
-        stats += torch.stack([loss.detach().float()] + [terms[k].float() for k in term_keys]) * weight
+        stats += torch.stack([dict(terms, loss=loss.detach())[k].float() for k in stat_keys[:-2]]) * weight
     grad_norm = torch.nn.utils.clip_grad_norm_(params, grad_clip if grad_clip > 0 else float('inf'))
     if hasattr(grad_norm, 'full_tensor'):
         grad_norm = grad_norm.full_tensor()
@@ -579,7 +577,7 @@ while True:
     stats = torch.cat([stats / world_size, torch.full((1,), float(bool(stop_signal)), device=device)])
     if world_size > 1:
         dist.all_reduce(stats)  # loss = mean over the global batch; stop flag > 0 if any rank got a signal
-    stats = torch.cat([stats, grad_norm.detach().float().reshape(1)])  # (loss, terms..., stop flag, grad norm)
+    stats = torch.cat([stats, grad_norm.detach().float().reshape(1)])  # (len(stat_keys),)
     ok = torch.isfinite(stats).all()  # NaN/inf loss or grad norm: never step on it
     new_bad = ~ok & (first_bad == 0)
     first_bad = torch.where(new_bad, iter_num + 1, first_bad)
@@ -596,42 +594,42 @@ while True:
     pbar.update(1)
     if not (iter_num % log_interval == 0 or iter_num % eval_interval == 0 or iter_num >= max_iters):
         continue
-    *vals, stop_flag, grad_norm_v, first_bad_v, skipped_v = torch.cat(
-        [stats, torch.stack([first_bad, skipped]).float()]).tolist()  # the host sync of these steps
-    stopping = stop_flag > 0
+    vals = dict(zip([*stat_keys, 'first_bad', 'skipped'], torch.cat(
+        [stats, torch.stack([first_bad, skipped]).float()]).tolist(), strict=True))  # the host sync of these steps
+    stopping = vals['stop'] > 0
     if stopping and not stop_signal:
         stop_signal.append('a signal on another rank')
-    if first_bad_v and not skip_nonfinite:  # no step was applied from first_bad on: stop there
-        bad = bad_stats.tolist()
-        n_after = iter_num - int(first_bad_v) + 1  # steps from the bad one on, none of them applied
+    if vals['first_bad'] and not skip_nonfinite:  # no step was applied from first_bad on: stop there
+        bad = dict(zip(stat_keys, bad_stats.tolist(), strict=True))
+        n_after = iter_num - int(vals['first_bad']) + 1  # steps from the bad one on, none of them applied
         tokens_seen -= sum(tokens_pending[len(tokens_pending) - n_after:])
-        iter_num, last_loss = int(first_bad_v) - 1, bad[0]
+        iter_num, last_loss = int(vals['first_bad']) - 1, bad['loss']
         where = f"last good checkpoint: {last_ckpt}" if last_ckpt else "no checkpoint written yet"
         write_summary(False, True, last_eval, last_loss, **progress())
         pbar.close()
-        fail(f"non-finite loss {bad[0]} (grad norm {bad[-1]}) at step {iter_num + 1}; stopped without updating "
-             f"the weights; {where}. Lower learning_rate, add z_loss/mu_loss/mu_centering, or set "
+        fail(f"non-finite loss {bad['loss']} (grad norm {bad['grad_norm']}) at step {iter_num + 1}; stopped without "
+             f"updating the weights; {where}. Lower learning_rate, add z_loss/mu_loss/mu_centering, or set "
              f"skip_nonfinite=True")
     tokens_pending.clear()
-    if skipped_before + int(skipped_v) > nonfinite_skipped:
-        nonfinite_skipped = skipped_before + int(skipped_v)
+    if skipped_before + int(vals['skipped']) > nonfinite_skipped:
+        nonfinite_skipped = skipped_before + int(vals['skipped'])
         if master:
             tqdm.write(f"step {iter_num}: non-finite loss: batch skipped ({nonfinite_skipped} so far)")
-    if math.isfinite(vals[0]):
-        last_loss = vals[0]
+    if math.isfinite(vals['loss']):
+        last_loss = vals['loss']
 
     if iter_num % log_interval == 0 or iter_num == max_iters:  # step = steps done; loss = that of the last
         dt, t_log = time.time() - t_log, time.time()
         tok_s = (tokens_seen - tokens_at_log) / dt
         tokens_at_log = tokens_seen
-        rec = dict(step=iter_num, tokens=tokens_seen, loss=vals[0], lr=lr, grad_norm=grad_norm_v,
+        rec = dict(step=iter_num, tokens=tokens_seen, loss=vals['loss'], lr=lr, grad_norm=vals['grad_norm'],
                    tokens_per_sec=tok_s, mfu=raw_model.estimate_mfu(tok_s / world_size, device, block_size,
                                                                      _mm_dtype),
-                   **dict(zip(term_keys, vals[1:])), nonfinite_skipped=nonfinite_skipped,
+                   **{k: vals[k] for k in term_keys}, nonfinite_skipped=nonfinite_skipped,
                    peak_mem_mb=(torch.cuda.max_memory_allocated(device) if device_type == 'cuda'
                                 else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024) / 2**20)
         log_metrics(rec)
-        pbar.set_postfix(loss=f"{vals[0]:.4f}", lr=f"{lr:.1e}", tok_s=f"{tok_s:,.0f}",
+        pbar.set_postfix(loss=f"{vals['loss']:.4f}", lr=f"{lr:.1e}", tok_s=f"{tok_s:,.0f}",
                          mfu=f"{rec['mfu']:.1%}")
 
 pbar.close()

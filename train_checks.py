@@ -2,11 +2,11 @@
 The checks train.py runs on its config before any work, each ending the run with one message that names the
 key (or file) and the fix (fail): choices, ranges and contradictions between keys and the launch environment
 (validate), a data folder torchrun cannot prepare (check_data_prepared), the loaded weights' shape against the
-keys you set (check_shape), out_dir (check_writable). Also what they derive from the config: the model's
-GPTConfig kwargs (gpt_config_args), the learning rate of a step (lr_at), and the config of a resumed or
-fine-tuned run (resolve_init: which keys a resumed run inherits from its checkpoint).
+keys you set (check_shape), out_dir (check_writable). Also the config of a resumed or fine-tuned run
+(resolve_init: which keys a resumed run inherits from its checkpoint, validated again). What the checks derive
+from the config lives with its concern: the model's GPTConfig kwargs in model.py (gpt_config_args), the learning
+rate of a step in optim.py (lr_at).
 """
-import dataclasses
 import math
 import os
 from pathlib import Path
@@ -17,10 +17,9 @@ import checkpoint
 import optim
 from checkpoint import CKPT, CheckpointError
 from configurator import ConfigError, check_output_path
-from model import PRESETS, GPTConfig
+from losses import LOSS_TERMS
+from model import MODEL_KEYS, PRESETS, GPTConfig, gpt_config_args
 
-# GPTConfig keys a config sets (vocab_size comes from the data)
-MODEL_KEYS = [f.name for f in dataclasses.fields(GPTConfig) if f.name != 'vocab_size']
 # keys that describe this launch, not the run: a resumed run takes every other key from its checkpoint
 LAUNCH_KEYS = ('out_dir', 'init_from', 'overwrite', 'eval_only', 'sample_tokens', 'wandb_log', 'device',
                 'dtype', 'compile', 'parallelism', 'activation_checkpointing', 'init_device',
@@ -32,21 +31,6 @@ def fail(msg: str) -> None:
     """Stop before any work with one clear message (every rank raises it, so torchrun exits cleanly)."""
     checkpoint.release_run_folders()  # the run folder's lock (rank 0), and the folder if the lock made it
     raise SystemExit(f"train.py: {msg}")
-
-
-def gpt_config_args(cfg: dict, set_keys: frozenset, vocab_size: int) -> dict:
-    """GPTConfig kwargs: the preset (if any), then every model key you set (whatever its value; the
-    defaults fill what the preset leaves open), the vocabulary padded up to vocab_multiple."""
-    preset = dict(PRESETS[cfg['model_preset']]) if cfg['model_preset'] else {}
-    args = {k: cfg[k] if k in set_keys or k not in preset else preset[k] for k in MODEL_KEYS}
-    multiple = cfg['vocab_multiple'] or 1  # resolved before the model (None: 64 on CUDA, 1 on CPU)
-    return dict(args, vocab_size=math.ceil(vocab_size / multiple) * multiple)
-
-
-def lr_at(it: int, cfg: dict) -> float:
-    return optim.get_lr(it, cfg['schedule'] if cfg['decay_lr'] else 'constant', cfg['learning_rate'],
-                        cfg['min_lr'], cfg['warmup_iters'], cfg['lr_decay_iters'], cfg['max_iters'],
-                        cfg['wsd_decay_frac'])
 
 
 def validate(cfg: dict, set_keys: frozenset, world_size: int) -> None:
@@ -61,7 +45,7 @@ def validate(cfg: dict, set_keys: frozenset, world_size: int) -> None:
             hint = (" (float16 needs a loss scaler, which this loop does not have: use bfloat16)"
                     if cfg[key] == 'float16' else "")
             fail(f"{key}={cfg[key]!r} is not one of {allowed}{hint}: fix --{key}")
-    for key in ('z_loss', 'mu_loss', 'weight_decay', 'grad_clip', 'learning_rate', 'min_lr', 'dropout',
+    for key in (*LOSS_TERMS, 'weight_decay', 'grad_clip', 'learning_rate', 'min_lr', 'dropout',
                 'max_iters', 'warmup_iters', 'lr_decay_iters', 'sample_tokens'):
         if cfg[key] < 0:
             fail(f"{key}={cfg[key]} is negative: use 0 (off) or a positive value")
@@ -137,7 +121,7 @@ def validate(cfg: dict, set_keys: frozenset, world_size: int) -> None:
              f"batch = gradient_accumulation_steps x batch_size must split evenly over ranks x micro batch; "
              f"use a multiple of {world_size}")
     try:  # the schedule's own checks (optim.get_lr raises on settings that leave no decay phase, ...)
-        lr_at(0, cfg), lr_at(cfg['max_iters'], cfg)
+        optim.lr_at(0, cfg), optim.lr_at(cfg['max_iters'], cfg)
     except ValueError as e:
         fail(str(e))
 

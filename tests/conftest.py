@@ -14,6 +14,13 @@ SHARED = ROOT.parent / "shared"
 sys.path.insert(0, str(ROOT))
 
 
+def pytest_configure(config):
+    """The per-test time limit (pyproject.toml: timeout) needs pytest-timeout: without it a hang never fails."""
+    if not config.pluginmanager.hasplugin("timeout"):
+        raise pytest.UsageError("pytest-timeout is not installed, so a hung test would never fail: "
+                                "pip install -r requirements-dev.txt")
+
+
 @pytest.fixture(scope="session")
 def shared_dir() -> Path:
     if not SHARED.is_dir():

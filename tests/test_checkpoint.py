@@ -246,3 +246,31 @@ def test_run_folder_lock_refuses_a_second_run_and_takes_over_a_stale_lock(tmp_pa
     checkpoint.lock_run_folder(fresh)
     checkpoint.release_run_folders()
     assert not (tmp_path / 'b').exists()  # made by the lock and left empty: removed
+
+
+_GROUPINGS = [dict(optimizer='adamw', decay_token_embedding=d) for d in (True, False)] + [
+    dict(optimizer='coupled_adam', coupled_adam_embedding=e, decay_token_embedding=d)
+    for e in ('output', 'input') for d in (True, False)]
+
+
+@pytest.mark.parametrize('grouping', [
+    pytest.param(dict(g, tie_embeddings=t), marks=[] if (g.get('coupled_adam_embedding'), g['decay_token_embedding'],
+                                                        t) == ('input', False, False) else pytest.mark.slow)
+    for g in _GROUPINGS for t in (False, True)], ids=lambda g: '-'.join(str(v) for v in g.values()))
+def test_converted_dcp_checkpoint_has_the_full_runs_param_groups(tiny_dataset, tmp_path, grouping):
+    """`checkpoint.py convert` of a sharded (dcp) run writes the optimizer the run trained with: its param groups
+    (members, weight decay, coupled, lr, betas) and state equal those of the same run saved in the full format,
+    for every optimizer and grouping key (convert once rebuilt the groups without decay_token_embedding and
+    coupled_adam_embedding)."""
+    kw = dict(grouping, max_iters=2, eval_interval=2, eval_iters=1, weight_decay=0.1)
+    run_train(tmp_path / 'full', tiny_dataset.parent, dataset=tiny_dataset.name, **kw)
+    run_train(tmp_path / 'dcp', tiny_dataset.parent, dataset=tiny_dataset.name, checkpoint_format='dcp', **kw)
+    checkpoint.convert(tmp_path / 'dcp', to=tmp_path / 'conv')
+    full = torch.load(tmp_path / 'full' / 'ckpt.pt', weights_only=True)['optimizer']
+    conv = torch.load(tmp_path / 'conv' / 'ckpt.pt', weights_only=True)['optimizer']
+    assert conv['param_groups'] == full['param_groups']
+    assert {0.0, 0.1} <= {g['weight_decay'] for g in full['param_groups']}  # the grouping is not trivial
+    assert conv['state'].keys() == full['state'].keys()
+    for name, st in full['state'].items():
+        assert all(torch.equal(torch.as_tensor(conv['state'][name][k]), torch.as_tensor(v))
+                   for k, v in st.items()), name

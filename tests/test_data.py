@@ -584,3 +584,44 @@ def test_a_full_disk_while_preparing_says_so(tiny_dataset, tmp_path, monkeypatch
     assert sorted(p.name for p in tmp_path.iterdir()) == [".old.building.x1", "t.txt"]
     assert error_line(OSError("122880 requested and 0 written")).endswith("the disk is full: free space or write "
                                                                           "elsewhere")
+
+
+_TRAIN_THEN_PREPARE = """
+import os, runpy, sys, time
+import numpy as np
+root, tok, tokens, marker = sys.argv[1:5]
+sys.path.insert(0, root)
+sys.argv = ['train.py'] + sys.argv[5:]
+runpy.run_path('train.py', run_name='__main__')  # leaves train.py's SIGTERM/SIGINT handlers installed
+import data
+
+def slow_start():  # every worker but the first is still starting when the parent, done, terminates the pool
+    try:
+        os.close(os.open(marker, os.O_CREAT | os.O_EXCL))
+    except FileExistsError:
+        time.sleep(3)
+
+os.register_at_fork(after_in_child=slow_start)
+data.tokenize_to_file(['one short document'], tok, tokens, np.uint16, num_proc=3)
+print('done')
+"""
+
+
+def test_worker_pool_after_train_py_in_the_same_process_does_not_hang(tiny_dataset, tmp_path):
+    """train.py, then a dataset tokenised in worker processes, in one process (as `pytest tests/test_train.py
+    tests/test_data.py` ran them): forked workers inherited train.py's SIGTERM handler, which notes the signal and
+    carries on, so a worker that Pool.terminate() reached while it was starting stayed alive, blocked on the task
+    queue's lock, and terminate() joined it forever. Here two of three workers start slowly, as on a loaded
+    machine, so terminate() always reaches them while they start."""
+    from conftest import ROOT, TINY_TRAIN
+    args = dict(TINY_TRAIN, out_dir=tmp_path / "run", data_root=tiny_dataset.parent, dataset=tiny_dataset.name,
+                max_iters=1, eval_interval=1, eval_iters=1)
+    cmd = [sys.executable, "-c", _TRAIN_THEN_PREPARE, str(ROOT), str(tiny_dataset / "tokenizer.model"),
+           str(tmp_path / "tokens.bin"),
+           str(tmp_path / "first_worker"), *(f"--{k}={v}" for k, v in args.items())]
+    try:
+        r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300,
+                           env=dict(os.environ, OMP_NUM_THREADS="1"))
+    except subprocess.TimeoutExpired:
+        pytest.fail("tokenize_to_file(num_proc=3) after train.py hung: a worker outlived Pool.terminate()")
+    assert r.returncode == 0 and r.stdout.rstrip().endswith("done"), r.stderr[-2000:]

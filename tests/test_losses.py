@@ -316,3 +316,24 @@ def test_fused_ce_z_loss_compiled_backward_writes_no_fp32_buffer():
     ref = logits.detach().clone().requires_grad_()
     _ce_z_reference(ref, t, 1e-2).backward()
     torch.testing.assert_close(logits.grad.float(), ref.grad.float(), rtol=2e-2, atol=1e-6)
+
+
+def test_a_new_loss_term_is_one_entry(monkeypatch):
+    """A term added to LOSS_TERMS (name -> function of LossInput) is weighted by the keyword of its name in
+    compute_loss and GPT.forward and comes back in terms under that name; the others are unchanged."""
+    import losses
+    from model import GPT, GPTConfig
+    monkeypatch.setitem(losses.LOSS_TERMS, 'logit_l2', lambda x: x.logits.square().mean())
+    logits, targets = _random_batch()
+    total, terms = compute_loss(logits, targets, z_loss=1e-2, logit_l2=0.5)
+    ref = F.cross_entropy(logits.reshape(-1, logits.size(-1)), targets.reshape(-1), ignore_index=IGNORE_INDEX)
+    torch.testing.assert_close(terms['logit_l2'], logits.square().mean())
+    torch.testing.assert_close(total, ref + 1e-2 * terms['z_loss'] + 0.5 * logits.square().mean())
+    assert list(terms) == ['ce', 'z_loss', 'logit_l2']
+    torch.manual_seed(0)
+    m = GPT(GPTConfig(n_layer=1, n_head=2, n_embd=8, block_size=8, vocab_size=11))
+    x, y = torch.randint(0, 11, (2, 8)), torch.randint(0, 11, (2, 8))
+    loss, terms = m(x, targets=y, logit_l2=0.5)
+    torch.testing.assert_close(loss, compute_loss(m(x), y, None, logit_l2=0.5)[0])
+    with pytest.raises(TypeError, match="unknown loss terms \\['logit_l3'\\]"):
+        compute_loss(logits, targets, logit_l3=1.0)

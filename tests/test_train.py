@@ -831,3 +831,50 @@ def test_compiled_run_compiles_one_graph_and_evals_eagerly(tmp_path, tiny_datase
     assert json.loads((tmp_path / 'probe' / 'probe_rank0.json').read_text())['unique_graphs'] == 1
     assert len([r for r in _metrics(tmp_path / 'run') if 'val_loss' in r]) == 2  # both evals ran
     assert json.loads((tmp_path / 'run' / 'config.json').read_text())['compile'] is True
+
+
+def test_a_preset_runs_globals_equal_its_config_json(tmp_path, tiny_dataset):
+    """One config view: after resolution (here model_preset=oec-16m: 6 layers over the default 4, its context,
+    vocab_multiple) every config key train.py's loop reads as a global has the value config.json records."""
+    out = tmp_path / 'run'
+    keys = dict(model_preset='oec-16m', block_size=32, batch_size=2, max_iters=1, eval_interval=1, eval_iters=1,
+                sample_tokens=0, device='cpu', dtype='float32', out_dir=out, data_root=tiny_dataset.parent,
+                dataset=tiny_dataset.name)
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
+    old_argv, sys.argv = sys.argv, ['train.py'] + [f'--{k}={v}' for k, v in keys.items()]
+    try:
+        run = runpy.run_path(str(ROOT / 'train.py'), run_name='__main__')  # the module's globals at the end
+    finally:
+        sys.argv = old_argv
+        for s, h in handlers.items():
+            signal.signal(s, h)
+    cfg = json.loads((out / 'config.json').read_text())
+    defaults = configurator.script_defaults(str(ROOT / 'train.py'))
+    assert cfg['n_layer'] == 6 and cfg['model_args']['n_layer'] == 6  # the preset, not the default 4
+    assert json.loads(json.dumps({k: run[k] for k in defaults})) == {k: cfg[k] for k in defaults}
+
+
+def test_a_new_loss_term_takes_three_lines_and_reaches_metrics_by_name(tmp_path, tiny_dataset, monkeypatch):
+    """docs/model.md's recipe: a function, its LOSS_TERMS entry and its weight's line in train.py's config block
+    (here in a copy of train.py) give a trained term, logged under its name; the logged loss is the weighted sum."""
+    source = (ROOT / 'train.py').read_text()
+    anchor = "mu_centering = False"
+    assert source.count(anchor) == 1
+    script = tmp_path / 'train.py'
+    script.write_text(source.replace(anchor, "logit_l2 = 0.0  # lambda of mean(logits^2)\n" + anchor))
+    monkeypatch.setitem(losses.LOSS_TERMS, 'logit_l2', lambda x: x.logits.square().mean())
+    out = tmp_path / 'run'
+    keys = dict(TINY, max_iters=2, eval_interval=2, out_dir=out, data_root=tiny_dataset.parent,
+                dataset=tiny_dataset.name, z_loss=1e-2, logit_l2=1e-3)
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
+    monkeypatch.setattr(sys, 'argv', ['train.py'] + [f'--{k}={v}' for k, v in keys.items()])
+    try:
+        runpy.run_path(str(script), run_name='__main__')
+    finally:
+        for s, h in handlers.items():
+            signal.signal(s, h)
+    steps = [r for r in _metrics(out) if 'loss' in r]
+    assert len(steps) == 2 and all(r['logit_l2'] > 0 and 'mu_loss' not in r for r in steps)
+    for r in steps:
+        assert r['loss'] == pytest.approx(r['ce'] + 1e-2 * r['z_loss'] + 1e-3 * r['logit_l2'], rel=1e-6)
+    assert json.loads((out / 'config.json').read_text())['logit_l2'] == 1e-3

@@ -314,8 +314,10 @@ class GPT(nn.Module):
         return n
 
     def forward(self, idx: torch.Tensor, *args, kv_cache: KVCache | None = None,
-                targets: torch.Tensor | None = None, z_loss: float = 0.0, mu_loss: float = 0.0):
-        """idx (B, T) token ids -> logits (B, T, V) (soft-capped when config.logit_softcap is set).
+                targets: torch.Tensor | None = None, z_loss: float = 0.0, mu_loss: float = 0.0,
+                return_hidden: bool = False):
+        """idx (B, T) token ids -> logits (B, T, V) (soft-capped when config.logit_softcap is set);
+        return_hidden=True: (logits, h) with h (B, T, C) the final hidden states after ln_f (the eval diagnostics).
 
         With targets (B, T) (IGNORE_INDEX = skip): the training loss instead, (total, terms) of
         losses.compute_loss with these z_loss/mu_loss weights (mu-loss on output_embedding()). Computed in
@@ -330,9 +332,10 @@ class GPT(nn.Module):
                 f"GPT.forward takes one positional argument, idx (B, T), got {1 + len(args)}: nanoGPT's "
                 "`logits, loss = model(idx, targets)` is written `loss, terms = model(idx, targets=targets)` "
                 "here (the mean loss and its terms; logits = model(idx)); a KV cache is passed as kv_cache=")
-        logits = self._logits(self.hidden_states(idx, kv_cache))
+        h = self.hidden_states(idx, kv_cache)  # (B, T, C)
+        logits = self._logits(h)
         if targets is None:
-            return logits
+            return (logits, h) if return_hidden else logits
         out_emb = self.output_embedding() if mu_loss > 0 else None
         return compute_loss(logits, targets, out_emb, z_loss=z_loss, mu_loss=mu_loss)
 

@@ -71,7 +71,7 @@ variants = dict(baseline={}, z_loss=dict(z_loss=1e-3))
 
 
 def test_expand_names_settings_and_args(tmp_path, fake_train):
-    grid, _, runs = sweep.load_sweep(_config(tmp_path, GRID), ["--norm=rmsnorm"])
+    grid, _, runs, _ = sweep.load_sweep(_config(tmp_path, GRID), ["--norm=rmsnorm"])
     assert grid == {"learning_rate": [0.01, 0.1, 1.0], "variant": ["baseline", "z_loss"]}
     assert [r["name"] for r in runs] == [
         "learning_rate=0.01,variant=baseline", "learning_rate=0.01,variant=z_loss",

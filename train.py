@@ -346,6 +346,9 @@ else:
 gauge_shifted = bool(init_from == 'resume' and pre_ckpt.get('gauge_shifted'))
 del pre_ckpt
 if gauge_shift and not gauge_shifted:  # config/oec_mechanism.py: inject the mean logit the paper's baselines reach
+    if model_args['tie_embeddings']:
+        fail("gauge_shift needs an untied output embedding (tie_embeddings=False): a tied matrix is also the input "
+             "embedding, so the shift would change the model, not only the gauge")
     raw_model.eval()
     with torch.no_grad():  # h_bar in fp32 (no autocast): the mean logit the weights give, before any rounding
         shift_batch = evaluation.fixed_batches(train_data, batch_size, block_size, seed + 7, device)

@@ -203,7 +203,8 @@ def test_seeds_are_replicates_mean_se_paired_difference_and_lrs(tmp_path, fake_t
     loss = {(lr, v, s): _fake_loss(lr, 1e-3 if v == "z_loss" else 0.0, s)
             for lr in (0.01, 0.3) for v in ("baseline", "z_loss") for s in (1, 2)}
     for r in runs:
-        assert float(r["final_val_loss"]) == pytest.approx(loss[float(r["learning_rate"]), r["variant"], int(r["seed"])])
+        key = float(r["learning_rate"]), r["variant"], int(r["seed"])
+        assert float(r["final_val_loss"]) == pytest.approx(loss[key])
     se = lambda x: np.std(x, ddof=1) / np.sqrt(len(x))  # noqa: E731
     for a in arms:
         lr, v = float(a["learning_rate"]), a["variant"]

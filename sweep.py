@@ -445,9 +445,10 @@ def aggregate(rows: list[dict], grid: dict, replicate: str | None, paired_baseli
 
 
 def _pm(mean, se, fmt: str = ".4f") -> str:
+    """'mean +- se' ('mean' alone without an SE, '-' without a mean); fmt '+.4f' signs the mean only."""
     if mean is None:
         return "-"
-    return f"{mean:{fmt}}" + (f" +- {se:{fmt}}" if se is not None and math.isfinite(se) else "")
+    return f"{mean:{fmt}}" + (f" +- {se:{fmt.lstrip('+')}}" if se is not None and math.isfinite(se) else "")
 
 
 def _loss(row: dict) -> float:
@@ -529,16 +530,17 @@ def summarize(grid: dict, rows: list[dict], arms: list[dict] | None = None, repl
                      + (f"{bv:>9.4f}" if bv is not None else f"{'-':>9}"))
     if arms and (replicate or any("final_val_loss_diff" in a for a in arms)):
         n_rep = len(grid[replicate]) if replicate else 1
-        base = next((a["baseline_arm"] for a in arms if a.get("baseline_arm")), None)
+        base = any(a.get("baseline_arm") for a in arms)
         head = (f"arms: final / best val loss, mean +- SE over {n_rep} replicates of {replicate}" if replicate
                 else "runs: final / best val loss")
         if base:
-            head += f"; diff = final val loss - that of {base}" + (f" at the same {replicate}" if replicate else "")
+            head += "; diff = final val loss - that of the paired baseline arm" + (
+                f" at the same {replicate}" if replicate else "")
         lines.append(head + ":")
         for a in arms:
             why = f" ({a['n_diverged']} of {a['n']} diverged)" if a["n_diverged"] else ""
             diff = (f", diff {_pm(a.get('final_val_loss_diff'), a.get('final_val_loss_diff_se'), '+.4f')}"
-                    if "final_val_loss_diff" in a else "")
+                    f" vs {a['baseline_arm']}" if a.get("baseline_arm") else "")
             lines.append(f"  {a['run']}: {_pm(a['final_val_loss'], a['final_val_loss_se'])} / "
                          f"{_pm(a['best_val_loss'], a['best_val_loss_se'])}{diff}{why}")
     if len(grid.get("learning_rate", [])) >= 2:

@@ -219,7 +219,7 @@ def test_seeds_are_replicates_mean_se_paired_difference_and_lrs(tmp_path, fake_t
         assert f"{a['run']}: {x.mean():.4f} +- {se(x):.4f}" in out
         if v == "z_loss":  # a real paired difference with a real spread
             assert d.mean() < -0.05 and se(d) > 1e-3
-            assert f"diff {d.mean():+.4f} +- {se(d):+.4f}" in out
+            assert f"diff {d.mean():+.4f} +- {se(d):.4f} vs {a['baseline_arm']}" in out
     l0 = math.log(100)
     for v in ("baseline", "z_loss"):
         per_seed = []

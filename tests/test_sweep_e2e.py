@@ -92,7 +92,7 @@ def test_rerun_skips_finished_runs(swept, capsys, monkeypatch):
 def test_oec_mechanism_ordering_on_a_smaller_case(tiny_dataset, tmp_path, monkeypatch, capsys):
     """config/oec_mechanism.py, smaller (2 x 32 on the tiny dataset, 60 start steps + 30 per arm, no mu-loss arm):
     after the injected mean logit of 1000, in bf16 the baseline is worst, mu-centering equals the unshifted
-    control, z-loss pulls mu.h_bar back and beats the baseline; in fp32 the gauge-exact arms do not separate."""
+    control, z-loss pulls mu.h_bar back and recovers from its spike; in fp32 the gauge-exact arms do not separate."""
     from conftest import ROOT
     (tmp_path / 'mech.py').write_text(
         "exec(open('config/oec_mechanism.py').read())\n"
@@ -116,9 +116,11 @@ def test_oec_mechanism_ordering_on_a_smaller_case(tiny_dataset, tmp_path, monkey
     assert all(s['step'] == 60 and 700 < s['fhs_dot_prod'] < 1300 for s in shifted.values())
     assert shifted[fp]['val_loss'] == pytest.approx(start['val_loss'], abs=0.03)  # a gauge change (start: bf16 eval)
     assert shifted[bf]['val_loss'] > start['val_loss'] + 0.3  # bf16 rounds logits near 1000 in steps of 4-8
-    assert loss[bf, 'baseline'] > max(loss[bf, v] for v in ('control', 'z_loss', 'mu_centering')) + 0.2
-    assert loss[bf, 'mu_centering'] == pytest.approx(loss[bf, 'control'], abs=0.1)
-    assert evals[bf, 'z_loss'][-1]['fhs_dot_prod'] < 100 and evals[bf, 'mu_centering'][-1]['fhs_dot_prod'] < 1
+    assert loss[bf, 'baseline'] > max(loss[bf, 'control'], loss[bf, 'mu_centering']) + 0.05, loss  # worst...
+    assert loss[bf, 'mu_centering'] == pytest.approx(loss[bf, 'control'], abs=0.03), loss  # ...and removed
+    z = evals[bf, 'z_loss']
+    assert z[-1]['fhs_dot_prod'] < 100 and z[-1]['val_loss'] < z[-2]['val_loss'] - 0.3, z  # pulled back, recovering
+    assert abs(evals[bf, 'mu_centering'][-1]['fhs_dot_prod']) < 1
     for v in ('baseline', 'mu_centering'):  # fp32: nothing but rounding separates them from the control
-        assert loss[fp, v] == pytest.approx(loss[fp, 'control'], abs=0.05), v
+        assert loss[fp, v] == pytest.approx(loss[fp, 'control'], abs=0.02), (v, loss)
     assert 'fhs_dot_prod at step' in out and (sweep_dir / 'evals.png').is_file()

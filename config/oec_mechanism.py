@@ -1,7 +1,8 @@
 # The OEC mechanism with an injected shift (Stollenwerk, Lokrantz, Hertzberg 2026, arXiv 2601.02031): a check
 # that a large mean logit mu.h_bar hurts bf16 training and that each arm acts on it as the paper says. Not the
 # emergent divergence of the paper's 16M+ runs (a tiny model's own mean logit stays near -3; see
-# docs/oec_miniature.md). One command, about 5-10 min on 2 CPU cores:
+# docs/oec_miniature.md). One command: 830 s of CPU time; measured 63 min wall on a shared 2-core machine at load
+# 13-18, an estimated 7-10 min on an idle one (an arm took 30-40 s there):
 #   python sweep.py config/oec_mechanism.py            # results in sweeps/oec_mechanism/
 # 1. start_run: 150 bf16 steps of the OEC miniature (config/oec_lr_sweep.py's model) at lr 1e-2.
 # 2. every arm continues that checkpoint (weights, AdamW state, data position) for 100 steps; all but `control`

@@ -47,7 +47,7 @@ import traceback
 from pathlib import Path
 
 _SIMPLE = (int, float, bool, str, type(None), list, tuple, dict)
-_SWEEP_NAMES = ("sweep", "variants")  # read by sweep.py, not config keys
+_SWEEP_NAMES = ("sweep", "variants", "start_run", "replicate", "paired_baseline", "plot_evals")  # sweep.py reads these
 
 
 class InputError(Exception):

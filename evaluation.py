@@ -71,12 +71,15 @@ def chat_batches(conversations: list, tok: Tokenizer, batch_size: int, block_siz
 @torch.no_grad()
 def estimate_loss(model: torch.nn.Module, next_batch: Batches, n_batches: int, *, diagnostics: int = 0,
                   autocast: AbstractContextManager = nullcontext(), rank: int = 0, world_size: int = 1,
-                  device: str | torch.device = "cpu") -> tuple[float, dict]:
+                  device: str | torch.device = "cpu",
+                  output_embedding: torch.Tensor | None = None) -> tuple[float, dict]:
     """(mean CE in nats/token, logit diagnostics) over n_batches batches (rounded up to a multiple of
     world_size), split over the ranks (every rank draws every batch and keeps its share) and all-reduced.
     The diagnostics average over the first `diagnostics` batches overall, whatever the world size (every rank
-    also computes them on its own first batch, weighted 0 past those, so all ranks reduce the same keys).
-    The model is put back in training mode."""
+    also computes them on its own first batch, weighted 0 past those, so all ranks reduce the same keys); with
+    output_embedding (V, H) they add losses.hidden_diagnostics (|h_bar|, mu.h_bar, ...: per batch, then
+    averaged), which needs a model whose forward takes return_hidden (model.GPT). The model is put back in
+    training mode."""
     model.eval()
     n_batches = math.ceil(n_batches / world_size) * world_size  # every rank runs the same number of forwards
     diagnostics = min(diagnostics, n_batches)
@@ -85,12 +88,19 @@ def estimate_loss(model: torch.nn.Module, next_batch: Batches, n_batches: int, *
         x, y = next_batch()
         if k % world_size != rank:
             continue
+        diag_batch = diagnostics and k < max(diagnostics, world_size)
+        hidden = output_embedding is not None and diag_batch
         with autocast:
-            logits = model(x)
+            logits = model(x, return_hidden=True) if hidden else model(x)
+            if hidden:
+                logits, h = logits
             ce_sum += losses.cross_entropy(logits, y).item()
-        if diagnostics and k < max(diagnostics, world_size):
+        if diag_batch:
             w = 1 / diagnostics if k < diagnostics else 0.0
-            for key, v in losses.logit_diagnostics(logits, y).items():
+            found = losses.logit_diagnostics(logits, y)
+            if hidden:
+                found |= losses.hidden_diagnostics(h, output_embedding, y)
+            for key, v in found.items():
                 diag[key] = diag.get(key, 0.0) + w * v
     keys = sorted(diag)
     stats = torch.tensor([ce_sum / n_batches] + [diag[k] for k in keys], device=device)

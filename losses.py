@@ -10,6 +10,7 @@ softcap() in forward).
 Diagnostics (OEC code nanoGPT/train.py; Coupled Adam: Stollenwerk & Stollenwerk 2025, arXiv:2502.08441,
 code nanoGPT/analysis/), cheap enough to run at every eval on a few batches:
   logit_diagnostics(logits)            -> logits_mean_mean, logits_mean_std, logits_mean_absmax, mean_logsqZ
+  hidden_diagnostics(h, E)             -> h_bar_norm, fhs_dot_prod (mu.h_bar), fhs_cos_sim, mean_norm_h
   embedding_diagnostics(E, log_unigram) -> mu_norm, mean_row_norm, mu_ratio, isotropy (the authors'),
                                            isotropy_signfree, smin_smax, corr_emu_logfreq (the authors'),
                                            corr_emu_logfreq_spearman, corr_norm_logfreq, corr_emu_logfreq_seen
@@ -175,6 +176,38 @@ def logit_diagnostics(logits: Tensor, targets: Tensor | None = None) -> dict[str
         "logits_mean_std": lg.std(dim=-1).mean().item(),
         "logits_mean_absmax": lg.abs().amax(dim=-1).mean().item(),
         "mean_logsqZ": torch.logsumexp(lg, dim=-1).square().mean().item(),
+    }
+
+
+@torch.no_grad()
+def hidden_diagnostics(h: Tensor, weight: Tensor, targets: Tensor | None = None) -> dict[str, float]:
+    """What the mean logit is made of (OEC, Stollenwerk, Lokrantz, Hertzberg 2026, arXiv 2601.02031): the mean
+    logit over the vocabulary of a token is mean_i e_i . h = mu . h, so over tokens it is mu . h_bar, with h_bar the
+    mean final hidden state. A large |mu| alone does not hurt; the product does.
+
+    h (B,T,H) or (N,H): final hidden states (after the final norm); weight E (V,H): the output embedding; targets,
+    if given, drop IGNORE_INDEX positions. Computed in float64, over the given tokens:
+      h_bar_norm    ||h_bar||, h_bar = mean over tokens of h            (the paper's |h-bar|)
+      fhs_dot_prod  mu . h_bar                                         (the authors' key; paper symbol mu . h-bar)
+      fhs_cos_sim   cos(mu, h_bar) = mu . h_bar / (||mu|| ||h_bar||)     (the authors' key; 0 when either is 0)
+      mean_norm_h   mean over tokens of ||h||                           (the authors' key)
+    The authors' names are those of their plot labels (results/plots.py YLABEL); in their loss_overview_all.csv the
+    output embedding's mu . h_bar is the column I.fhs_dot_prod (it equals O.logits_mean_mean: 1151 vs 1152 for the
+    16M baseline at lr 0.3). Without soft-capping fhs_dot_prod is logits_mean_mean computed before any rounding.
+    """
+    hs = h.detach().double().reshape(-1, h.size(-1))  # (N,H)
+    if targets is not None:
+        hs = hs[targets.reshape(-1) != IGNORE_INDEX]
+    if hs.size(0) == 0:
+        raise ValueError("hidden_diagnostics got no tokens: every target is IGNORE_INDEX")
+    h_bar = hs.mean(dim=0)  # (H,)
+    mu = weight.detach().double().mean(dim=0)  # (H,)
+    dot, norms = mu.dot(h_bar), mu.norm() * h_bar.norm()
+    return {
+        "h_bar_norm": h_bar.norm().item(),
+        "fhs_dot_prod": dot.item(),
+        "fhs_cos_sim": (dot / norms).item() if norms > 0 else 0.0,
+        "mean_norm_h": hs.norm(dim=1).mean().item(),
     }
 
 

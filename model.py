@@ -328,8 +328,9 @@ class GPT(nn.Module):
         return n
 
     def forward(self, idx: torch.Tensor, *args, kv_cache: KVCache | None = None,
-                targets: torch.Tensor | None = None, **loss_weights: float):
-        """idx (B, T) token ids -> logits (B, T, V) (soft-capped when config.logit_softcap is set).
+                targets: torch.Tensor | None = None, return_hidden: bool = False, **loss_weights: float):
+        """idx (B, T) token ids -> logits (B, T, V) (soft-capped when config.logit_softcap is set);
+        return_hidden=True: (logits, h) with h (B, T, C) the final hidden states after ln_f (the eval diagnostics).
 
         With targets (B, T) (IGNORE_INDEX = skip): the training loss instead, (total, terms) of
         losses.compute_loss with these loss_weights (z_loss=, mu_loss=, ...: losses.LOSS_TERMS). Computed in
@@ -344,9 +345,10 @@ class GPT(nn.Module):
                 f"GPT.forward takes one positional argument, idx (B, T), got {1 + len(args)}: nanoGPT's "
                 "`logits, loss = model(idx, targets)` is written `loss, terms = model(idx, targets=targets)` "
                 "here (the mean loss and its terms; logits = model(idx)); a KV cache is passed as kv_cache=")
-        logits = self._logits(self.hidden_states(idx, kv_cache))
+        h = self.hidden_states(idx, kv_cache)  # (B, T, C)
+        logits = self._logits(h)
         if targets is None:
-            return logits
+            return (logits, h) if return_hidden else logits
         return compute_loss(logits, targets, self.output_embedding(), **loss_weights)
 
     def hidden_states(self, idx: torch.Tensor, kv_cache: KVCache | None = None) -> torch.Tensor:

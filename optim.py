@@ -9,6 +9,8 @@ Optimizers and learning-rate schedules.
                        lr_at: the same from a train.py config
   mu_centering_        OEC mu-centering, after every optimizer step (Stollenwerk, Lokrantz, Hertzberg 2026,
                        arXiv 2601.02031); mu_centering_where_ for a step that may be skipped
+  gauge_shift_         the opposite gauge change: shift every output-embedding row so the mean logit mu.h_bar reaches a
+                       target (the OEC mechanism check, config/oec_mechanism.py)
   guarded_step         opt.step() only where a device-side finite flag allows it (no host sync: fused AdamW,
                        CoupledAdam)
   AdaptiveFineTuning   NER fine-tuning schedule with early stopping (Stollenwerk 2022, arXiv 2202.02617) and the
@@ -211,6 +213,31 @@ def mu_centering_where_(weight: Tensor, ok: Tensor) -> None:
     """mu_centering_ where ok (a 0-dim bool on the device), a bitwise no-op elsewhere (subtracts mean * 0):
     no host sync, so a step skipped for a non-finite loss leaves the embedding as it was."""
     weight.sub_(weight.mean(dim=0, keepdim=True) * ok)
+
+
+@torch.no_grad()
+def gauge_shift_(weight: Tensor, h_bar: Tensor, target: float) -> Tensor:
+    """Add one vector c to every row of the output embedding E (V,H), in place, so that the mean logit over the
+    vocabulary and over the tokens whose mean final hidden state is h_bar (H,) becomes `target`:
+    mu . h_bar = target after the shift, with c = (target - mu . h_bar) h_bar / ||h_bar||^2 (the smallest such c).
+    Returns c (H,).
+
+    A gauge change (OEC, Stollenwerk, Lokrantz, Hertzberg 2026, arXiv 2601.02031: logits l_i = e_i . h, so
+    e_i <- e_i + c adds c . h to every logit of a token): softmax, the cross-entropy and its gradient are unchanged
+    in exact arithmetic (mu_centering_ is the same move with c = -mu). What changes is the size of the logits, so
+    bf16 rounding, the z-loss (log Z moves by c . h) and the mu-loss (mu moves by c) see it. It injects the mean
+    logit the paper's diverging baselines reach (about +1150 at 16M, lr 0.3) into a small model whose own mean logit
+    stays near 0. Raises ValueError for a zero or non-finite h_bar.
+    """
+    h = h_bar.detach().to(torch.float64)
+    hh = h.dot(h)
+    if not torch.isfinite(hh) or hh == 0:
+        raise ValueError(f"gauge_shift_: the mean hidden state has squared norm {hh.item()}: no direction to shift "
+                         "the mean logit along")
+    mu = weight.detach().to(torch.float64).mean(dim=0)  # (H,)
+    c = (target - mu.dot(h)) / hh * h  # (H,)
+    weight.add_(c.to(weight.dtype))  # (V,H) + (H,) broadcasts over the rows
+    return c.to(weight.dtype)
 
 
 # -----------------------------------------------------------------------------

@@ -106,6 +106,8 @@ vocab_multiple = None  # [1, inf) pad the vocabulary to a multiple of this; None
 z_loss = 0.0  # [0, inf) lambda of the z-loss, mean (log Z)^2 (PaLM, arXiv:2204.02311; 1e-4 in OEC)
 mu_loss = 0.0  # [0, inf) lambda of the mu-loss, ||mean of output-embedding rows||^2 (OEC's mu-loss; 1e-4 in OEC)
 mu_centering = False  # subtract the row mean from the output embedding after every step (OEC's mu-centering)
+gauge_shift = 0.0  # OEC mechanism check: before this run's first step, add one vector to every output-embedding row
+#   (optim.gauge_shift_, a gauge change) so the mean logit mu.h_bar on eval_iters train batches is this value; 0 = off
 # optimizer
 optimizer = 'adamw'  # 'adamw' | 'coupled_adam' (Coupled Adam on one embedding matrix)
 coupled_adam_embedding = 'output'  # coupled matrix: 'output' (lm_head) | 'input' (wte); tied: the same matrix
@@ -355,7 +357,27 @@ if init_from == 'resume':  # everything else: optimizer, step, data position, RN
         torch.manual_seed(seed + rank + iter_num)
 else:
     torch.manual_seed(seed + rank)  # per-rank dropout
+# a resumed run whose checkpoint is already shifted is not shifted again (a continued start_run of sweep.py is)
+gauge_shifted = bool(init_from == 'resume' and pre_ckpt.get('gauge_shifted'))
 del pre_ckpt
+if gauge_shift and not gauge_shifted:  # config/oec_mechanism.py: inject the mean logit the paper's baselines reach
+    if model_args['tie_embeddings']:
+        fail("gauge_shift needs an untied output embedding (tie_embeddings=False): a tied matrix is also the input "
+             "embedding, so the shift would change the model, not only the gauge")
+    raw_model.eval()
+    with torch.no_grad():  # h_bar in fp32 (no autocast): the mean logit the weights give, before any rounding
+        shift_batch = evaluation.fixed_batches(train_data, batch_size, block_size, seed + 7, device)
+        h_bar = torch.stack([raw_model.hidden_states(shift_batch()[0]).double().mean(dim=(0, 1))
+                             for _ in range(eval_iters)]).mean(dim=0)  # (C,)
+    raw_model.train()
+    try:
+        shift = optim.gauge_shift_(raw_model.output_embedding(), h_bar, gauge_shift)
+    except ValueError as e:
+        fail(str(e))
+    gauge_shifted = 'now'
+    if master:
+        print(f"gauge shift at step {iter_num}: every output-embedding row + c, ||c|| = {shift.norm():.2f}, so "
+              f"that mu.h_bar = {gauge_shift} (||h_bar|| = {h_bar.norm():.3f})")
 if compile:
     model = torch.compile(model)
 log_unigram = losses.unigram_log_probs(train_data[:1 << 28], model_args['vocab_size']) if master else None
@@ -389,8 +411,12 @@ if master:
 def evaluate() -> dict:
     """The eval record: train/val loss, per-language val loss and bits per byte (val_<lang>.bin), the logit
     diagnostics on a few val batches and the output-embedding geometry (losses.py: the OEC and Coupled Adam
-    authors' metrics).
+    authors' metrics), what the mean logit is made of (|h_bar|, mu.h_bar: losses.hidden_diagnostics) and the mean
+    gain of the final norm ln_f (final_norm_gain_mean: a collapsing gain shrinks h_bar and with it mu.h_bar).
     Fine-tuning: train/val loss on chat batches (assistant tokens only), pretrain_val_loss on val.bin."""
+    weight, gain = raw_model.output_embedding(), raw_model.transformer.ln_f.weight
+    if hasattr(weight, 'full_tensor'):  # FSDP2 DTensor shards -> the whole tensors (a collective)
+        weight, gain = weight.full_tensor(), gain.full_tensor()
     # the eager model (raw_model; DDP is not needed without gradients): compiling the eval forward (no_grad, eval
     # mode) would be a second graph, compiled at the step-0 eval (docs/training.md: what that costs, and why not)
     loss = partial(evaluation.estimate_loss, raw_model, n_batches=eval_iters, autocast=autocast, rank=rank,
@@ -402,20 +428,17 @@ def evaluate() -> dict:
         conversations = partial(evaluation.chat_batches, tok=tok, batch_size=batch_size, block_size=block_size,
                                 seed=seed + 7, device=device)
         rec['train_loss'], _ = loss(conversations(chats))
-        rec['val_loss'], rec_diag = loss(conversations(val_chats), diagnostics=n_diag)
+        rec['val_loss'], rec_diag = loss(conversations(val_chats), diagnostics=n_diag, output_embedding=weight)
         rec['pretrain_val_loss'], _ = loss(windows(val_data))
     else:
         rec['train_loss'], _ = loss(windows(train_data))
-        rec['val_loss'], rec_diag = loss(windows(val_data), diagnostics=n_diag)
+        rec['val_loss'], rec_diag = loss(windows(val_data), diagnostics=n_diag, output_embedding=weight)
     for lang, (lang_data, tokens_per_byte) in val_langs.items():
         rec[f'val_loss/{lang}'], _ = loss(windows(lang_data))
         if tokens_per_byte:  # bits per byte = nats/token / ln 2 * tokens/byte: comparable across tokenizers
             rec[f'val_bpb/{lang}'] = rec[f'val_loss/{lang}'] / math.log(2) * tokens_per_byte
-    weight = raw_model.output_embedding()
-    if hasattr(weight, 'full_tensor'):  # FSDP2 DTensor shard -> the whole (V, H) matrix (a collective)
-        weight = weight.full_tensor()
     if master:
-        rec.update(rec_diag)
+        rec.update(rec_diag, final_norm_gain_mean=gain.detach().float().mean().item())
         rec.update(losses.embedding_diagnostics(weight, log_unigram))
     return rec
 
@@ -438,7 +461,7 @@ def checkpoint_state(step: int, tokens: int, best_val_loss: float, nonfinite_ski
             'schedule': {'name': schedule, 'step': step, 'lr': lr_at(step, config)}, 'tokens': tokens,
             'best_val_loss': best_val_loss, 'nonfinite_skipped': nonfinite_skipped, 'wall_time_s': wall_time(),
             'loader': loader.state_dict(), 'rng': rng, 'world_size': world_size, 'config': dict(config),
-            'model_args': model_args, 'data_identity': identity}
+            'model_args': model_args, 'data_identity': identity, 'gauge_shifted': bool(gauge_shifted)}
 
 
 def save(reason: str, **progress) -> Path | None:
@@ -513,8 +536,10 @@ skipped_before, bad_stats, tokens_pending = nonfinite_skipped, None, []
 pbar = tqdm(total=max_iters, initial=iter_num, disable=not master, dynamic_ncols=True, desc='train')
 while True:
     # evaluate and checkpoint (not again at the step a resumed run starts from: that one is on disk)
-    if (iter_num % eval_interval == 0 or iter_num >= max_iters or eval_only) and not (
-            init_from == 'resume' and iter_num == start_iter and not eval_only):
+    # (a run shifted at this launch evaluates at its first step: the loss right after the shift)
+    just_shifted = gauge_shifted == 'now' and iter_num == start_iter
+    if (iter_num % eval_interval == 0 or iter_num >= max_iters or eval_only or just_shifted) and not (
+            init_from == 'resume' and iter_num == start_iter and not eval_only and not just_shifted):
         t_eval = time.time()
         last_eval = dict(step=iter_num, tokens=tokens_seen, **evaluate())
         log_metrics(last_eval)

@@ -71,6 +71,9 @@ def validate(cfg: dict, set_keys: frozenset, world_size: int) -> None:
     if cfg['min_lr'] > cfg['learning_rate']:
         fail(f"min_lr={cfg['min_lr']} is above learning_rate={cfg['learning_rate']}: the schedule would rise; "
              f"set --min_lr <= --learning_rate (usually learning_rate/10)")
+    if not math.isfinite(cfg['gauge_shift']) or (cfg['gauge_shift'] and cfg['parallelism'] == 'fsdp'):
+        fail(f"gauge_shift={cfg['gauge_shift']} must be a finite mean logit (0 = off), and runs without "
+             f"--parallelism=fsdp (its h_bar is computed on the whole model): fix --gauge_shift or --parallelism")
     if cfg['coupled_adam_avg_scale'] <= 0:
         fail(f"coupled_adam_avg_scale={cfg['coupled_adam_avg_scale']} must be > 0 (1.0 = the paper)")
     if not cfg['decay_lr'] and cfg['schedule'] != 'constant' and 'schedule' in set_keys:

@@ -55,6 +55,9 @@ CASES = [
     ('train-rope-fraction', 'train.py --pos=rope --rope_fraction=0.3', 'rope_fraction'),
     ('train-rope-theta', 'train.py --pos=rope --rope_theta=0', 'rope_theta'),
     ('train-hf-layout-missing', 'train.py --init_from=hf:{t}/empty --data_root={d} --dataset=tiny', 'config.json'),
+    ('train-gauge-shift-nan', 'train.py --gauge_shift=nan', 'gauge_shift'),
+    ('train-gauge-shift-tied', 'train.py --gauge_shift=10 --data_root={d} --dataset=tiny',
+     'tie_embeddings=False'),
     # sample.py
     ('sample-temperature', 'sample.py --temperature=-1', 'temperature'),
     ('sample-top-k', 'sample.py --top_k=0', 'top_k'),
@@ -72,6 +75,8 @@ CASES = [
     ('sweep-unknown-key', 'sweep.py {t}/bad_sweep.py --dryrun', 'dry_run'),
     ('sweep-no-config', 'sweep.py --dry_run', 'config.py'),
     ('sweep-option-type', 'sweep.py {t}/bad_sweep.py --nproc_per_node=eight', 'nproc_per_node'),
+    ('sweep-replicate-not-swept', 'sweep.py {t}/bad_replicate.py --dry_run', 'replicate'),
+    ('sweep-paired-baseline-value', 'sweep.py {t}/bad_baseline.py --dry_run', 'paired_baseline'),
     # checkpoint.py
     ('checkpoint-positional-folder', 'checkpoint.py convert {t}/empty --to={t}/k1', '--out_dir='),
     ('checkpoint-no-target', 'checkpoint.py convert --out_dir={t}/corrupt', '--to=DIR'),
@@ -200,6 +205,8 @@ def bad_inputs(tmp_path_factory, tiny_dataset, trained_run) -> tuple[Path, Path]
     (t / 'data' / 'nano' / 'meta.pkl').write_bytes(pickle.dumps({'vocab_size': 65}))
     (t / 'stepfile').mkdir()  # a run folder whose ckpt.pt is gone but ckpt_0000002.pt is intact
     shutil.copy(trained_run / 'ckpt.pt', t / 'stepfile' / 'ckpt_0000002.pt')
+    (t / 'bad_replicate.py').write_text("replicate = 'seed'\nsweep = dict(learning_rate=[1e-3, 1e-2])\n")
+    (t / 'bad_baseline.py').write_text("paired_baseline = dict(variant='base')\nvariants = dict(baseline={})\n")
     (t / 'text.txt').write_text("A line of text that is long enough.\n")
     (t / 'a.conll').write_text("Anna B-PER\nlives O\n\n")
     (t / 'doc.jsonl').write_text('{"id": "1", "text": "Anna bor i Lund.", "tags": []}\n')

@@ -625,3 +625,45 @@ def test_worker_pool_after_train_py_in_the_same_process_does_not_hang(tiny_datas
     except subprocess.TimeoutExpired:
         pytest.fail("tokenize_to_file(num_proc=3) after train.py hung: a worker outlived Pool.terminate()")
     assert r.returncode == 0 and r.stdout.rstrip().endswith("done"), r.stderr[-2000:]
+
+
+@pytest.mark.slow
+def test_fineweb_parquet_preparation_command_of_the_oec_page(tmp_path):
+    """docs/oec_miniature.md's FineWeb step as written (Parquet shards with FineWeb's columns in nested folders,
+    GPT-2 tokenizer), on a local fixture: every document comes back as EOT + its GPT-2 tokens, and the OEC-16M
+    config reads the folder (its GPT-2 vocabulary padded to 50304, as in the authors' code)."""
+    import re
+    import shlex
+    import subprocess
+    import sys
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from conftest import ROOT
+    page = (ROOT / "docs" / "oec_miniature.md").read_text()
+    line = next(ln for ln in page.splitlines() if ln.startswith("python data.py prepare --dataset=fineweb"))
+    argv = shlex.split(line.split("#")[0])[2:]
+    shards = tmp_path / "raw" / "sample" / "10BT"  # nested as a Hub download leaves them
+    shards.mkdir(parents=True)
+    texts = [f"Document {i}: the quick brown fox jumps over {i} lazy dogs. Ünïcödé — ok." for i in range(40)]
+    for s in range(3):
+        part = texts[s::3]
+        pq.write_table(pa.table({"text": part, "id": [f"<urn:uuid:{s}-{i}>" for i in range(len(part))],
+                                 "dump": ["CC-MAIN-2024-10"] * len(part), "url": ["https://example.org"] * len(part),
+                                 "language": ["en"] * len(part), "token_count": [20] * len(part)}),
+                       shards / f"{s:03d}_00000.parquet", row_group_size=5)
+    argv = [re.sub(r"^--input=.*", f"--input={tmp_path / 'raw'}/", a) for a in argv]
+    data.main(argv + [f"--data_root={tmp_path / 'data'}"])
+    folder = tmp_path / "data" / "fineweb"
+    meta, gpt2 = load_meta(folder), get_tokenizer("gpt2")
+    assert (meta["tokenizer"], meta["vocab_size"], meta["train_docs"] + meta["val_docs"]) == ("gpt2", 50257, 40)
+    docs = _docs(folder, "train") + _docs(folder, "val")
+    assert all(d[0] == gpt2.eot for d in docs)
+    assert {gpt2.decode(d[1:].tolist()) for d in docs} == {normalize(t) for t in texts}
+    r = subprocess.run([sys.executable, "train.py", "config/oec_16m.py", f"--data_root={tmp_path / 'data'}",
+                        f"--out_dir={tmp_path / 'run'}", "--eval_only=True", "--device=cpu", "--dtype=float32",
+                        "--batch_size=1", "--block_size=64", "--gradient_accumulation_steps=1", "--eval_iters=1"],
+                       cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    cfg = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert cfg["model_args"]["vocab_size"] == 50304 and cfg["dataset"] == "fineweb"

@@ -12,6 +12,7 @@ from losses import (
     compute_loss,
     cross_entropy,
     embedding_diagnostics,
+    hidden_diagnostics,
     logit_diagnostics,
     mu_loss,
     softcap,
@@ -145,6 +146,26 @@ def test_logit_diagnostics_against_direct_computation():
     assert d["logits_mean_absmax"] == pytest.approx(sum(absmax) / n, rel=1e-5)
     assert d["mean_logsqZ"] == pytest.approx(sum(lsq) / n, rel=1e-5)
     assert logit_diagnostics(logits)["logits_mean_mean"] == pytest.approx(logits.mean().item(), rel=1e-5)
+
+
+def test_hidden_diagnostics_by_hand():
+    """|h_bar|, mu.h_bar, cos(mu, h_bar), mean ||h|| on numbers worked out by hand; ignored targets drop tokens;
+    mu.h_bar is the mean logit (over vocabulary and tokens) of E h."""
+    h = torch.tensor([[[1.0, 0.0], [3.0, 2.0]]])  # (B=1, T=2, H=2): h_bar = (2, 1)
+    E = torch.tensor([[1.0, 1.0], [3.0, -1.0]])  # (V=2, H=2): mu = (2, 0)
+    d = hidden_diagnostics(h, E)
+    assert set(d) == {"h_bar_norm", "fhs_dot_prod", "fhs_cos_sim", "mean_norm_h"}
+    assert d["h_bar_norm"] == pytest.approx(math.sqrt(5))
+    assert d["fhs_dot_prod"] == pytest.approx(4.0)  # 2*2 + 0*1
+    assert d["fhs_cos_sim"] == pytest.approx(4 / (2 * math.sqrt(5)))
+    assert d["mean_norm_h"] == pytest.approx((1 + math.sqrt(13)) / 2)
+    assert d["fhs_dot_prod"] == pytest.approx(logit_diagnostics(h @ E.T)["logits_mean_mean"])
+    only_first = hidden_diagnostics(h, E, torch.tensor([[5, IGNORE_INDEX]]))
+    assert (only_first["h_bar_norm"], only_first["fhs_dot_prod"], only_first["fhs_cos_sim"]) == (1.0, 2.0, 1.0)
+    centered = hidden_diagnostics(h, E - E.mean(0))  # mu = 0: no mean logit, cos defined as 0
+    assert (centered["fhs_dot_prod"], centered["fhs_cos_sim"]) == (0.0, 0.0)
+    with pytest.raises(ValueError, match="every target is IGNORE_INDEX"):
+        hidden_diagnostics(h, E, torch.full((1, 2), IGNORE_INDEX))
 
 
 def _naive_isotropy(E: np.ndarray, both_signs: bool = False) -> float:

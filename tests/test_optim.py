@@ -7,7 +7,15 @@ import pytest
 import torch
 from torch import nn
 
-from optim import FINE_TUNING_PRESETS, AdaptiveFineTuning, CoupledAdam, configure_optimizer, get_lr, mu_centering_
+from optim import (
+    FINE_TUNING_PRESETS,
+    AdaptiveFineTuning,
+    CoupledAdam,
+    configure_optimizer,
+    gauge_shift_,
+    get_lr,
+    mu_centering_,
+)
 
 # -----------------------------------------------------------------------------
 # Coupled Adam
@@ -385,6 +393,63 @@ def test_mu_centering_zeroes_mu_and_keeps_softmax():
     assert W.data_ptr() == data_ptr and W.grad_fn is None  # in place, no autograd
     assert W.detach().mean(0).norm().item() < 1e-12
     torch.testing.assert_close(torch.softmax(h @ W.detach().T, dim=-1), p_before, atol=1e-14, rtol=1e-12)
+
+
+def _oec_gpt(dtype=torch.float64):
+    from model import GPT, GPTConfig
+    torch.manual_seed(0)
+    cfg = GPTConfig(n_layer=2, n_head=2, n_embd=32, block_size=16, vocab_size=97, pos="rope", mlp="swiglu",
+                    qk_norm=True, tie_embeddings=False, init="xavier", bias=False)
+    return GPT(cfg).to(dtype)
+
+
+def test_gauge_shift_sets_the_mean_logit_and_leaves_the_exact_loss_and_gradients_unchanged():
+    """The OEC mechanism check's shift (config/oec_mechanism.py): mu.h_bar reaches the target, and in float64 the
+    cross-entropy and every gradient are unchanged (a gauge change); in bf16 autocast the same weights lose
+    nats, because the logits near 1000 are rounded in steps of 4-8."""
+    model = _oec_gpt()
+    x = torch.randint(0, 97, (4, 16), generator=torch.Generator().manual_seed(1))
+    y = torch.roll(x, -1, dims=1)
+
+    def loss_and_grads():
+        model.zero_grad()
+        loss, _ = model(x, targets=y)
+        loss.backward()
+        return loss.item(), {n: p.grad.clone() for n, p in model.named_parameters()}
+
+    loss0, grads0 = loss_and_grads()
+    with torch.no_grad():
+        h_bar = model.hidden_states(x).mean(dim=(0, 1))  # (C,)
+        logits0 = model(x)
+    W = model.output_embedding()
+    c = gauge_shift_(W, h_bar, 1000.0)
+    with torch.no_grad():
+        logits1 = model(x)
+    assert (W.mean(0) @ h_bar).item() == pytest.approx(1000.0, rel=1e-12)
+    assert logits1.mean().item() == pytest.approx(1000.0, rel=1e-9)  # mean over tokens and vocabulary
+    shift = (logits1 - logits0)  # (B,T,V): c . h_t, the same for every vocabulary entry of a token
+    torch.testing.assert_close(shift, shift[..., :1].expand_as(shift), rtol=0, atol=1e-9)
+    assert c.norm() > 100  # not a tiny move: the mean logit went from ~0 to 1000
+    loss1, grads1 = loss_and_grads()
+    assert loss1 == pytest.approx(loss0, abs=1e-9)
+    for n in grads0:
+        torch.testing.assert_close(grads1[n], grads0[n], rtol=1e-6, atol=1e-9, msg=n)
+    m32 = _oec_gpt(torch.float32)  # the same init in fp32, shifted the same way, then bf16 autocast
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        bf16_before = m32(x, targets=y)[0].item()
+    gauge_shift_(m32.output_embedding(), h_bar.float(), 1000.0)
+    with torch.no_grad():
+        fp32_after = m32(x, targets=y)[0].item()
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            bf16_after = m32(x, targets=y)[0].item()
+    assert abs(bf16_before - loss0) < 0.05 and abs(fp32_after - loss0) < 0.01
+    assert bf16_after - loss0 > 0.5, (bf16_after, loss0)
+
+
+def test_gauge_shift_refuses_a_zero_mean_hidden_state():
+    W = torch.randn(5, 3)
+    with pytest.raises(ValueError, match="mean hidden state has squared norm 0"):
+        gauge_shift_(W, torch.zeros(3), 10.0)
 
 
 # -----------------------------------------------------------------------------

@@ -20,13 +20,17 @@ from configurator import ConfigError
 ROOT = Path(__file__).resolve().parent.parent
 
 # A stand-in for train.py (same config mechanism and run-folder contract) so that the sweep logic is
-# tested in milliseconds: loss = 3 + |log10(lr) + 1.5| - 100 * z_loss; lr >= 1 without z_loss diverges (NaN).
+# tested in milliseconds: loss = 3 + |log10(lr) + 1.5| - 100 * z_loss (+ _fake_loss's noise for a seed other than the
+# default); lr >= 1 without z_loss diverges (NaN). With FAKE_CKPT set it writes ckpt.pt (its own name) unless
+# one is there; a resumed run logs `name<the name in its ckpt.pt` in FAKE_CALLS.
 FAKE_TRAIN = '''
 import json, math, os, sys
 from pathlib import Path
 out_dir = 'out'
 learning_rate = 1e-3
 z_loss = 0.0
+seed = 1337
+init_from = 'scratch'
 norm = 'layernorm'
 norm_alpha0 = 0.5
 norm_alpha0_attn = None
@@ -36,9 +40,13 @@ from configurator import configure
 config = configure(globals(), sys.argv[1:])
 d = Path(out_dir)
 d.mkdir(parents=True, exist_ok=True)
+resumed = '<' + (d / 'ckpt.pt').read_text() if init_from == 'resume' else ''
 with open(os.environ['FAKE_CALLS'], 'a') as f:
-    f.write(d.name + '\\n')
-loss = 3 + abs(math.log10(learning_rate) + 1.5) - 100 * z_loss
+    f.write(d.name + resumed + '\\n')
+if os.environ.get('FAKE_CKPT') and not (d / 'ckpt.pt').exists():
+    (d / 'ckpt.pt').write_text(d.name)
+noise = 0.0 if seed == 1337 else 0.01 * seed * (1 + 1000 * z_loss) * (1 + learning_rate)
+loss = 3 + abs(math.log10(learning_rate) + 1.5) - 100 * z_loss + noise
 diverged = learning_rate >= 1 and z_loss == 0
 (d / 'config.json').write_text(json.dumps(dict(config, model_args={'vocab_size': 100})))
 curve = [json.dumps({'step': s, 'loss': 4.6 - s * 0.1}) + '\\n' for s in range(5)]
@@ -76,7 +84,7 @@ variants = dict(baseline={}, z_loss=dict(z_loss=1e-3))
 
 
 def test_expand_names_settings_and_args(tmp_path, fake_train):
-    grid, _, runs = sweep.load_sweep(_config(tmp_path, GRID), ["--norm=rmsnorm"])
+    grid, _, runs, _ = sweep.load_sweep(_config(tmp_path, GRID), ["--norm=rmsnorm"])
     assert grid == {"learning_rate": [0.01, 0.1, 1.0], "variant": ["baseline", "z_loss"]}
     assert [r["name"] for r in runs] == [
         "learning_rate=0.01,variant=baseline", "learning_rate=0.01,variant=z_loss",
@@ -172,6 +180,82 @@ def test_runs_resume_skip_csv_and_summary(tmp_path, fake_train, capsys):
     (tmp_path / "sw" / "learning_rate=0.1,variant=z_loss" / "summary.json").unlink()  # an interrupted run
     sweep.main([config, "--sweep_dir=sw"])
     assert fake_train.read_text().split()[6:] == ["learning_rate=0.1,variant=z_loss"]
+
+
+def _fake_loss(lr: float, z: float, seed: int) -> float:
+    """FAKE_TRAIN's final val loss, written out again for the expected values."""
+    return 3 + abs(math.log10(lr) + 1.5) - 100 * z + 0.01 * seed * (1 + 1000 * z) * (1 + lr)
+
+
+SEEDS_GRID = """max_iters = 5
+sweep = dict(learning_rate=[0.01, 0.3], seed=[1, 2])
+variants = dict(baseline={}, z_loss=dict(z_loss=1e-3))
+paired_baseline = dict(variant='baseline')
+"""
+
+
+def test_seeds_are_replicates_mean_se_paired_difference_and_lrs(tmp_path, fake_train, capsys):
+    """A 2-seed sweep: results.csv gets one row per arm with the mean and standard error over the seeds, the
+    paired difference to the baseline arm at the same seed, and the summary prints them and the LR sensitivity
+    per seed and as mean +- SE; every number is checked against numpy on the fake's known losses."""
+    sweep.main([_config(tmp_path, SEEDS_GRID), "--sweep_dir=sw"])
+    out = capsys.readouterr().out
+    with open(tmp_path / "sw" / "results.csv") as f:
+        rows = list(csv.DictReader(f))
+    runs, arms = rows[:8], rows[8:]
+    assert [r["status"] for r in runs] == ["finished"] * 8 and len(arms) == 4
+    assert all(a["seed"] == "mean" and a["status"] == "aggregate" and a["n"] == "2" for a in arms)
+    loss = {(lr, v, s): _fake_loss(lr, 1e-3 if v == "z_loss" else 0.0, s)
+            for lr in (0.01, 0.3) for v in ("baseline", "z_loss") for s in (1, 2)}
+    for r in runs:
+        key = float(r["learning_rate"]), r["variant"], int(r["seed"])
+        assert float(r["final_val_loss"]) == pytest.approx(loss[key])
+    se = lambda x: np.std(x, ddof=1) / np.sqrt(len(x))  # noqa: E731
+    for a in arms:
+        lr, v = float(a["learning_rate"]), a["variant"]
+        x = np.array([loss[lr, v, s] for s in (1, 2)])
+        d = x - np.array([loss[lr, "baseline", s] for s in (1, 2)])
+        assert a["run"] == f"learning_rate={a['learning_rate']},variant={v}"
+        assert float(a["final_val_loss"]) == pytest.approx(x.mean())
+        assert float(a["final_val_loss_se"]) == pytest.approx(se(x))
+        assert float(a["final_val_loss_diff"]) == pytest.approx(d.mean(), abs=1e-12)
+        assert float(a["final_val_loss_diff_se"]) == pytest.approx(se(d), abs=1e-12)
+        assert a["baseline_arm"] == f"learning_rate={a['learning_rate']},variant=baseline"
+        assert f"{a['run']}: {x.mean():.4f} +- {se(x):.4f}" in out
+        if v == "z_loss":  # a real paired difference with a real spread
+            assert d.mean() < -0.05 and se(d) > 1e-3
+            assert f"diff {d.mean():+.4f} +- {se(d):.4f} vs {a['baseline_arm']}" in out
+    l0 = math.log(100)
+    for v in ("baseline", "z_loss"):
+        per_seed = []
+        for s in (1, 2):
+            xs = [loss[lr, v, s] for lr in (0.01, 0.3)]
+            per_seed.append(sum(min(x, l0) - min(xs) for x in xs) / (len(xs) - 1))
+            assert f"seed={s}, variant={v}: LRS {per_seed[-1]:.3f}" in out
+        m, e = np.mean(per_seed), se(per_seed)
+        assert f"variant={v}: LRS {m:.3f} +- {e:.3f} (mean +- SE over 2 replicates of seed)" in out
+    assert (tmp_path / "sw" / "loss_vs_learning_rate.png").is_file() and (tmp_path / "sw" / "curves.png").is_file()
+
+
+def test_start_run_per_seed_is_what_every_grid_run_continues(tmp_path, fake_train, monkeypatch, capsys):
+    """start_run: one start run per replicate runs first; each grid run's folder starts as a copy of the start
+    run of its seed and resumes it (--init_from=resume); --dry_run prints the copy before the torchrun line."""
+    monkeypatch.setenv("FAKE_CKPT", "1")
+    config = _config(tmp_path, "start_run = dict(max_iters=3)\nsweep = dict(seed=[1, 2])\n"
+                               "variants = dict(a={}, b=dict(z_loss=1e-3))\n")
+    sweep.main([config, "--sweep_dir=dry", "--dry_run"])
+    lines = capsys.readouterr().out.splitlines()
+    assert "--max_iters=3 --seed=1 --out_dir=dry/start_run,seed=1 " in lines[0]
+    assert lines[2].startswith("mkdir -p dry/seed=1,variant=a && cp dry/start_run,seed=1/ckpt.pt "
+                               "dry/start_run,seed=1/metrics.jsonl dry/seed=1,variant=a/ && torchrun ")
+    assert lines[2].endswith("--init_from=resume") and lines[-1].startswith("# 6 runs to go")
+    sweep.main([config, "--sweep_dir=sw"])
+    calls = fake_train.read_text().split()
+    assert calls == ["start_run,seed=1", "start_run,seed=2", "seed=1,variant=a<start_run,seed=1",
+                     "seed=1,variant=b<start_run,seed=1", "seed=2,variant=a<start_run,seed=2",
+                     "seed=2,variant=b<start_run,seed=2"]
+    with pytest.raises(SystemExit, match="start_run sets 'seed', which is the replicate key"):
+        sweep.main([_config(tmp_path, "start_run = dict(seed=3)\nsweep = dict(seed=[1, 2])\n"), "--sweep_dir=x"])
 
 
 def test_lr_sensitivity_on_a_hand_made_table():

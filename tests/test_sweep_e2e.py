@@ -86,3 +86,42 @@ def test_rerun_skips_finished_runs(swept, capsys, monkeypatch):
     sweep.main(['tiny_sweep.py'])
     assert capsys.readouterr().out.count('already, skipped') == 4
     assert {p: p.stat().st_mtime_ns for p in swept.glob('*/metrics.jsonl')} == before
+
+
+@pytest.mark.slow
+def test_oec_mechanism_ordering_on_a_smaller_case(tiny_dataset, tmp_path, monkeypatch, capsys):
+    """config/oec_mechanism.py, smaller (2 x 32 on the tiny dataset, 60 start steps + 30 per arm, no mu-loss arm):
+    after the injected mean logit of 1000, in bf16 the baseline is worst, mu-centering equals the unshifted
+    control, z-loss pulls mu.h_bar back and recovers from its spike; in fp32 the gauge-exact arms do not separate."""
+    from conftest import ROOT
+    (tmp_path / 'mech.py').write_text(
+        "exec(open('config/oec_mechanism.py').read())\n"
+        f"data_root = {str(tiny_dataset.parent)!r}\ndataset = {tiny_dataset.name!r}\n"
+        "n_embd = 32\nblock_size = 32\nmax_iters = 90\nlr_decay_iters = 90\nwarmup_iters = 5\n"
+        "eval_interval = 30\neval_iters = 4\nlog_interval = 10\n"
+        "start_run = dict(max_iters=60, gauge_shift=0.0)\n"
+        "variants = {k: v for k, v in variants.items() if k != 'mu_loss'}\n")
+    monkeypatch.chdir(ROOT)  # the config execs config/oec_mechanism.py by its relative path
+    sweep_dir = tmp_path / 'sw'
+    sweep.main([str(tmp_path / 'mech.py'), f'--sweep_dir={sweep_dir}'])
+    out = capsys.readouterr().out
+    with open(sweep_dir / 'results.csv') as f:
+        loss = {(r['dtype'], r['variant']): float(r['final_val_loss']) for r in csv.DictReader(f)}
+    evals = {(d, v): [r for r in read_jsonl(sweep_dir / f'dtype={d},variant={v}' / 'metrics.jsonl') if 'val_loss' in r]
+             for d, v in loss}
+    bf, fp = 'bfloat16', 'float32'
+    start = evals[bf, 'control'][-2]  # the start run's last eval (bf16), copied into every arm; then step 90
+    assert start['step'] == 60 and abs(start['fhs_dot_prod']) < 20
+    shifted = {d: evals[d, 'baseline'][-2] for d in (bf, fp)}  # a shifted arm evaluates right after the shift
+    assert all(s['step'] == 60 and 700 < s['fhs_dot_prod'] < 1300 for s in shifted.values())
+    assert shifted[fp]['val_loss'] == pytest.approx(start['val_loss'], abs=0.03)  # a gauge change (start: bf16 eval)
+    assert shifted[bf]['val_loss'] > start['val_loss'] + 0.3  # bf16 rounds logits near 1000 in steps of 4-8
+    # measured (2 x 32, 30 steps after the shift): control 4.137, baseline 5.087, mu-centering 4.138, z-loss 5.219
+    assert loss[bf, 'baseline'] > max(loss[bf, 'control'], loss[bf, 'mu_centering']) + 0.5, loss  # stays hurt...
+    assert loss[bf, 'mu_centering'] == pytest.approx(loss[bf, 'control'], abs=0.03), loss  # ...removed at once
+    z = evals[bf, 'z_loss']  # its spike: the (log Z)^2 ~ 1e6 term's own gradient; 30 steps do not undo it all
+    assert z[-1]['fhs_dot_prod'] < 100 and z[-1]['val_loss'] < z[-2]['val_loss'] - 0.1, z  # pulled back, recovering
+    assert abs(evals[bf, 'mu_centering'][-1]['fhs_dot_prod']) < 1
+    for v in ('baseline', 'mu_centering'):  # fp32: nothing but rounding separates them from the control
+        assert loss[fp, v] == pytest.approx(loss[fp, 'control'], abs=0.02), (v, loss)
+    assert 'fhs_dot_prod at step' in out and (sweep_dir / 'evals.png').is_file()

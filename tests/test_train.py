@@ -878,3 +878,50 @@ def test_a_new_loss_term_takes_three_lines_and_reaches_metrics_by_name(tmp_path,
     for r in steps:
         assert r['loss'] == pytest.approx(r['ce'] + 1e-2 * r['z_loss'] + 1e-3 * r['logit_l2'], rel=1e-6)
     assert json.loads((out / 'config.json').read_text())['logit_l2'] == 1e-3
+def test_eval_record_explains_the_mean_logit(trained_run):
+    """Every eval record holds |h_bar|, mu.h_bar (fhs_dot_prod), cos(mu, h_bar), mean ||h|| over the diagnostic
+    val batches and the final norm's mean gain: recomputed here from the checkpoint on the same batches."""
+    import evaluation
+    from model import GPT, GPTConfig
+    rec = [r for r in _metrics(trained_run) if 'val_loss' in r][-1]
+    ckpt = checkpoint.load_checkpoint(trained_run / 'ckpt.pt')
+    assert rec['step'] == ckpt['step']
+    model = GPT(GPTConfig(**ckpt['model_args']))
+    model.load_state_dict(ckpt['model'])
+    cfg = ckpt['config']
+    val = data.load_tokens(Path(cfg['data_root']) / cfg['dataset'], 'val')
+    batches = evaluation.fixed_batches(val, cfg['batch_size'], cfg['block_size'], seed=cfg['seed'] + 7)
+    n_diag = min(4, cfg['eval_iters'])  # train.py's evaluate()
+    with torch.no_grad():
+        found = [losses.hidden_diagnostics(model.hidden_states(batches()[0]), model.output_embedding())
+                 for _ in range(n_diag)]
+    for key in ('h_bar_norm', 'fhs_dot_prod', 'fhs_cos_sim', 'mean_norm_h'):
+        assert rec[key] == pytest.approx(sum(d[key] for d in found) / n_diag, rel=1e-5, abs=1e-7), key
+    assert rec['fhs_dot_prod'] == pytest.approx(rec['logits_mean_mean'], rel=1e-3, abs=1e-5)  # fp32: the same
+    assert rec['final_norm_gain_mean'] == pytest.approx(ckpt['model']['transformer.ln_f.weight'].mean().item())
+
+
+@pytest.mark.slow
+def test_gauge_shift_keeps_the_fp32_loss_and_is_applied_once(tmp_path, tiny_dataset, capsys):
+    """config/oec_mechanism.py's step: a run continued from another run's checkpoint with --gauge_shift shifts
+    the output embedding once, evaluates right away (the fp32 val loss equals the unshifted one; mu.h_bar is
+    near the target, which is set on train batches), and a later resume does not shift again."""
+    root, name = tiny_dataset.parent, tiny_dataset.name
+    before = [r for r in run_train(tmp_path / 'a', root, name, max_iters=4, tie_embeddings=False)
+              if 'val_loss' in r][-1]
+    (tmp_path / 'b').mkdir()
+    for f in ('ckpt.pt', 'metrics.jsonl'):
+        shutil.copyfile(tmp_path / 'a' / f, tmp_path / 'b' / f)
+    capsys.readouterr()
+    evals = [r for r in run_train(tmp_path / 'b', root, name, init_from='resume', max_iters=6, gauge_shift=300.0)
+             if 'val_loss' in r]
+    assert capsys.readouterr().out.count('gauge shift at step 4') == 1
+    at_shift = evals[-2]  # the copied step-4 eval is evals[-3]; then the one right after the shift; then step 6
+    assert [r['step'] for r in evals[-3:]] == [4, 4, 6]
+    assert at_shift['val_loss'] == pytest.approx(before['val_loss'], abs=1e-3)  # a gauge change
+    assert abs(before['fhs_dot_prod']) < 20 and 200 < at_shift['fhs_dot_prod'] < 400
+    assert at_shift['mu_norm'] > 10 * before['mu_norm']
+    assert checkpoint.load_checkpoint(tmp_path / 'b' / 'ckpt.pt')['gauge_shifted'] is True
+    recs = run_train(tmp_path / 'b', root, name, init_from='resume', max_iters=8, gauge_shift=300.0)
+    assert 'gauge shift' not in capsys.readouterr().out
+    assert [r['step'] for r in recs if 'val_loss' in r][-4:] == [4, 4, 6, 8]

@@ -215,7 +215,7 @@ class _TrainingStream:
 
 
 def _tiktoken_dir() -> Path:
-    default = Path(__file__).resolve().parent.parent / "shared" / "data" / "tiktoken"
+    default = Path(__file__).resolve().parent / "corpora" / "tiktoken"  # shipped: corpora/tiktoken/README.md
     return Path(os.environ.get("TIKTOKEN_RANKS_DIR", default))
 
 

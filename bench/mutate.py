@@ -67,7 +67,7 @@ STATUS = {1: 'killed', 3: 'killed', 0: 'survived', 5: 'no tests', 33: 'no tests'
 
 
 def prepare(target: str, work: Path) -> Path:
-    """A copy of the tracked files plus a [tool.mutmut] section; ../shared linked beside it."""
+    """A copy of the tracked files (the data in corpora/ included) plus a [tool.mutmut] section."""
     src, _, tests = TARGETS[target]
     repo = work / target / 'repo'
     shutil.rmtree(work / target, ignore_errors=True)
@@ -77,14 +77,11 @@ def prepare(target: str, work: Path) -> Path:
         if (ROOT / f).is_file():
             (repo / f).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(ROOT / f, repo / f)
-    shared = ROOT.parent / 'shared'
-    for where in (work / target / 'shared', repo / 'shared'):  # tests find ../shared from repo/ and repo/mutants/
-        where.symlink_to(shared)
     (repo / src).write_text(undecorate_no_grad((repo / src).read_text()))
     others = sorted(p.name for p in repo.glob('*.py') if p.name != src)
     section = '\n[tool.mutmut]\n' + '\n'.join([
         f'source_paths = {json.dumps([src])}',
-        f'also_copy = {json.dumps(others + ["config/", "examples/"])}',
+        f'also_copy = {json.dumps(others + ["config/", "examples/", "corpora/"])}',  # tests read corpora/
         f'pytest_add_cli_args_test_selection = {json.dumps(tests)}',
         'pytest_add_cli_args = ["-p", "no:cacheprovider", "-q", "-m", "not slow"]',  # slow = subprocess runs
         'process_isolation = "fork"',  # OMP_NUM_THREADS=1: no thread pool to break; forkserver ran into CPU limits

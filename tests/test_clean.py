@@ -48,9 +48,9 @@ def edit_words(text: str, n_edits: int, rng: random.Random) -> str:
 
 
 @pytest.fixture(scope="module")
-def paragraphs(shared_dir) -> list[str]:
+def paragraphs(corpora) -> list[str]:
     """300 real, long, mutually distinct Swedish paragraphs (pairwise Jaccard < 0.3, by brute force)."""
-    lines = (shared_dir / "data" / "text" / "sv.txt").read_text(encoding="utf-8").splitlines()
+    lines = (corpora / "text" / "sv.txt").read_text(encoding="utf-8").splitlines()
     out, sets = [], []
     for line in lines:
         if len(line) < 300:

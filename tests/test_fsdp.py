@@ -132,9 +132,9 @@ def _resume_copy(src: Path, dst: Path, step: int) -> Path:
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory, shared_dir) -> dict:
+def runs(tmp_path_factory, corpora) -> dict:
     tmp = tmp_path_factory.mktemp("fsdp")
-    _write_bytes_dataset(tmp / "data" / "en", (shared_dir / "data" / "text" / "en.txt").read_bytes()[:100_000])
+    _write_bytes_dataset(tmp / "data" / "en", (corpora / "text" / "en.txt").read_bytes()[:100_000])
     out = dict(tmp=tmp, data=tmp / "data")
     out["ref"] = _losses(run_train(tmp / "ref", tmp / "data", **ACC))
     for name, kw in dict(lean={}, sync_last=dict(fsdp_reduce_every_micro_step=False),
@@ -268,9 +268,9 @@ def test_device_side_nonfinite_guard_equals_host_guard(tmp_path, data_root, monk
 
 
 @pytest.fixture(scope="module")
-def data_root(tmp_path_factory, shared_dir) -> Path:
+def data_root(tmp_path_factory, corpora) -> Path:
     root = tmp_path_factory.mktemp("data")
-    _write_bytes_dataset(root / "en", (shared_dir / "data" / "text" / "en.txt").read_bytes()[:200_000])
+    _write_bytes_dataset(root / "en", (corpora / "text" / "en.txt").read_bytes()[:200_000])
     return root
 
 

@@ -22,12 +22,12 @@ VOCAB = 1000
 
 
 @pytest.fixture(scope="module")
-def corpus(shared_dir, tmp_path_factory) -> dict[str, Path]:
+def corpus(corpora, tmp_path_factory) -> dict[str, Path]:
     """Small slices of the real text: training head and evaluation tail per language."""
     d = tmp_path_factory.mktemp("corpus")
     out = {}
     for lang in ("sv", "en"):
-        lines = (shared_dir / "data" / "text" / f"{lang}.txt").read_text(encoding="utf-8").splitlines()
+        lines = (corpora / "text" / f"{lang}.txt").read_text(encoding="utf-8").splitlines()
         (d / f"{lang}.txt").write_text("\n".join(lines[:N_LINES]) + "\n", encoding="utf-8")
         (d / f"{lang}_eval.txt").write_text("\n".join(lines[-300:]) + "\n", encoding="utf-8")
         out[lang], out[f"{lang}_eval"] = d / f"{lang}.txt", d / f"{lang}_eval.txt"
@@ -328,8 +328,8 @@ def test_tiktoken_offline(monkeypatch):
         assert tok.encode_batch([text, "hello world"]) == [tok.encode(text), ids]
 
 
-def test_tiktoken_rank_file_path(shared_dir, tmp_path):
-    ranks_dir = shared_dir / "data" / "tiktoken"
+def test_tiktoken_rank_file_path(corpora, tmp_path):
+    ranks_dir = corpora / "tiktoken"
     tok = get_tokenizer(str(ranks_dir / "cl100k_base.tiktoken.gz"))
     assert tok.encode("hello world") == [15339, 1917] and tok.eot == 100257
     r50k = (ranks_dir / "r50k_base.tiktoken").read_bytes()

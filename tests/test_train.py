@@ -52,9 +52,9 @@ def _write_bytes_dataset(folder: Path, text: bytes, langs: dict[str, bytes] | No
 
 
 @pytest.fixture(scope='module')
-def data_root(tmp_path_factory, shared_dir) -> Path:
+def data_root(tmp_path_factory, corpora) -> Path:
     root = tmp_path_factory.mktemp('data')
-    _write_bytes_dataset(root / 'en', (shared_dir / 'data' / 'text' / 'en.txt').read_bytes()[:200_000])
+    _write_bytes_dataset(root / 'en', (corpora / 'text' / 'en.txt').read_bytes()[:200_000])
     return root
 
 
@@ -258,11 +258,11 @@ def test_init_from_hf_gpt2_folder(tmp_path, data_root):
 
 
 @pytest.mark.slow
-def test_finetune_on_chat_learns_the_answers(tmp_path, shared_dir):
+def test_finetune_on_chat_learns_the_answers(tmp_path, corpora):
     """init_from='finetune': the pretraining checkpoint's weights (same val loss), a fresh optimizer and step
     count, chat batches with loss on the assistant tokens only; the loss on made-up Q/A pairs falls to ~0."""
     src = tmp_path / 'en.txt'
-    src.write_text('\n'.join((shared_dir / 'data' / 'text' / 'en.txt').read_text().splitlines()[:3000]))
+    src.write_text('\n'.join((corpora / 'text' / 'en.txt').read_text().splitlines()[:3000]))
     data.prepare_dataset('sp', data_root=tmp_path / 'data', input=str(src), vocab_size=400, num_proc=1)
     tiny = dict(dataset='sp', n_embd=64, block_size=64)
     pre = run_train(tmp_path / 'pre', tmp_path / 'data', **tiny, max_iters=2, eval_interval=2)

@@ -1,5 +1,5 @@
 """documents.py: every format yields the same documents; bad records are reported with FILE:LINE under each
-format and policy. Fixtures (.jsonl.gz, .jsonl.zst, .parquet) are written here from ../shared/data/text."""
+format and policy. Fixtures (.jsonl.gz, .jsonl.zst, .parquet) are written here from corpora/text."""
 import gzip
 import json
 

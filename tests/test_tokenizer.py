@@ -315,7 +315,7 @@ def test_tiktoken_offline(monkeypatch):
         raise AssertionError("tiktoken tried to fetch a file")
 
     monkeypatch.setattr(tiktoken.load, "read_file_cached", no_network)
-    # reference ids from ../shared/data/tiktoken/README.md ("Verified" table, tiktoken 0.14.0)
+    # reference ids from corpora/tiktoken/README.md ("Verified" table, tiktoken 0.14.0)
     for name, ids, eot, n_vocab in [("gpt2", [31373, 995], 50256, 50257),
                                     ("r50k_base", [31373, 995], 50256, 50257),
                                     ("cl100k_base", [15339, 1917], 100257, 100277),

@@ -51,7 +51,6 @@ GPTSW3_SETTINGS = dict(
     bos_piece="<s>",  # the piece of bos_id
     eos_piece="<|endoftext|>",  # the piece of eos_id
     user_defined_symbols=CODE_TOKENS,  # pieces never split (ids 4..7)
-    train_extremely_large_corpus=True,  # SentencePiece's 64-bit counters
     max_sentence_length=2_000_000,  # bytes; one whole document is one "sentence"
     minloglevel=1,  # SentencePiece logging: 1 = warnings and errors only
     allow_whitespace_only_pieces=False,  # not set in GPT-SW3 -> SP default False

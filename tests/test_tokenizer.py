@@ -7,6 +7,7 @@ import string
 import struct
 import sys
 import unicodedata
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -38,6 +39,17 @@ def corpus(corpora, tmp_path_factory) -> dict[str, Path]:
 def model(corpus, tmp_path_factory) -> str:
     prefix = tmp_path_factory.mktemp("tok") / "multi"
     return train_tokenizer([str(corpus["sv"]), str(corpus["en"])], VOCAB, str(prefix))
+
+
+def test_training_passes_no_deprecated_flag(corpus, tmp_path, capfd):
+    """Training logs no deprecation (SentencePiece >= 0.2 logs, from C++ to fd 2, that GPT-SW3's
+    train_extremely_large_corpus is deprecated and ignored) and no Python DeprecationWarning."""
+    capfd.readouterr()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DeprecationWarning)
+        train_tokenizer([str(corpus["sv"])], VOCAB, str(tmp_path / "m"))
+    err = capfd.readouterr().err
+    assert "deprecated" not in err.lower(), err
 
 
 # ---------------------------------------------------------------------------------------------------

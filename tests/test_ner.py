@@ -1,5 +1,6 @@
 """ner.py / nerdata.py / the BERT encoder: equivalence with HF transformers and seqeval, data formats and
-quirks of the shipped NER corpora (corpora/ner), schemes, chunking, inference offsets, training end to end (tiny models)."""
+quirks of the shipped NER corpora (corpora/ner), schemes, chunking, inference offsets, training end to end (tiny
+models)."""
 import json
 import random
 import warnings

@@ -1,8 +1,10 @@
 """ner.py / nerdata.py / the BERT encoder: equivalence with HF transformers and seqeval, data formats and
 quirks of the shipped NER corpora (corpora/ner), schemes, chunking, inference offsets, training end to end (tiny
 models)."""
+import hashlib
 import json
 import random
+import re
 import warnings
 
 import pytest
@@ -197,8 +199,6 @@ def test_shipped_corpora_counts(corpora, name, kwargs, published):
 def test_shipped_corpora_match_their_checksums(corpora):
     """Every data file under corpora/ has the sha256 its folder's README gives (upstream files kept whole are
     byte-identical to upstream; subsets are the ones the README's cut command made)."""
-    import hashlib
-    import re
     readmes = sorted(corpora.rglob("README.md"))
     listed = {h for r in readmes for h in re.findall(r"\b([0-9a-f]{64})\b", r.read_text(encoding="utf-8"))}
     data = [p for p in corpora.rglob("*") if p.is_file() and p.suffix in (".txt", ".conll", ".annotated",

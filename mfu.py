@@ -1,7 +1,9 @@
 """
 Peak FLOP/s of a device, the denominator of model FLOPs utilisation (MFU) that GPT.estimate_mfu and train.py's
-log lines report: a datasheet figure for the listed GPUs (PEAK_FLOPS), else a timed matmul, found once per
-(device, dtype) and cached; raised to the rate a run achieves when that is higher, so MFU never exceeds 100%.
+log lines report: a datasheet figure for the listed GPUs (PEAK_FLOPS), else a timed bf16 matmul on an unlisted
+GPU, found once per (device, dtype) and cached, so it is fixed for a run. A CPU has no honest peak here: its
+datasheet rate is not known to torch, and a timed matmul on shared cores is only a lower bound that training
+can beat (MFU would read 100% or more and change from run to run), so CPU gives no peak and no MFU.
 """
 import time
 import warnings
@@ -23,7 +25,9 @@ PEAK_FLOPS = {
     "A100": 312e12,  # SXM4 and PCIe alike
     "B200": 4.5e15 / 2,
 }
-_PEAKS: dict[tuple[str, torch.dtype], tuple[float, str]] = {}  # (device, dtype) -> (FLOP/s, where from)
+_PEAKS: dict[tuple[str, torch.dtype], tuple[float | None, str]] = {}  # (device, dtype) -> (FLOP/s, where from)
+NO_CPU_PEAK = ("no MFU on CPU: there is no datasheet peak for it, and a timed matmul is a lower bound that "
+               "training can beat (tokens_per_sec is logged instead)")
 
 
 def gpu_peak_flops(name: str) -> float | None:
@@ -31,43 +35,30 @@ def gpu_peak_flops(name: str) -> float | None:
     return next((flops for key, flops in PEAK_FLOPS.items() if key in name), None)
 
 
-def peak_flops(device: torch.device | str, dtype: torch.dtype = torch.float32) -> tuple[float, str]:
-    """(peak FLOP/s, how it was obtained) for `device`, found once and cached. A listed GPU: its datasheet
-    bf16 peak (also for fp32/TF32 runs, as nanoGPT). Otherwise measured: the best of 10 timed matmuls after a
-    warm-up, in `dtype` on CPU (bf16 on an unlisted GPU). A measured CPU peak is a lower bound of the true
-    one (other jobs share the cores): estimate_mfu raises it when training runs faster."""
+def peak_flops(device: torch.device | str, dtype: torch.dtype = torch.float32) -> tuple[float | None, str]:
+    """(peak FLOP/s or None, how it was obtained) for `device`, found once and cached: the same for the whole
+    run. A listed GPU: its datasheet bf16 peak (also for fp32/TF32 runs, as nanoGPT). An unlisted GPU: the best
+    of 10 timed bf16 matmuls after a warm-up (warned once). CPU: None, with the reason (NO_CPU_PEAK)."""
     device = torch.device(device)
     key = (str(device), dtype)
     if key not in _PEAKS:
-        name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
-        flops = gpu_peak_flops(name) if device.type == "cuda" else None
+        if device.type != "cuda":
+            _PEAKS[key] = None, NO_CPU_PEAK
+            return _PEAKS[key]
+        name = torch.cuda.get_device_name(device)
+        flops = gpu_peak_flops(name)
         if flops is not None:
             _PEAKS[key] = flops, f"{name}: datasheet dense bf16 peak {flops / 1e12:.1f} TFLOP/s"
         else:
-            if device.type == "cuda":
-                warnings.warn(f"{name} is not in mfu.PEAK_FLOPS: MFU uses a measured bf16 matmul peak")
-                dtype = torch.bfloat16
-            flops = _measured_peak_flops(device, dtype)
-            _PEAKS[key] = flops, (f"{name}: measured, best of 10 {str(dtype).removeprefix('torch.')} "
-                                  f"matmuls, {flops / 1e9:.1f} GFLOP/s")
+            warnings.warn(f"{name} is not in mfu.PEAK_FLOPS: MFU uses a measured bf16 matmul peak")
+            flops = _measured_peak_flops(device, torch.bfloat16)
+            _PEAKS[key] = flops, f"{name}: measured, best of 10 bfloat16 matmuls, {flops / 1e12:.1f} TFLOP/s"
     return _PEAKS[key]
 
 
-def device_peak_flops(device: torch.device | str, dtype: torch.dtype = torch.float32) -> float:
-    """Peak FLOP/s of `device` (see peak_flops)."""
+def device_peak_flops(device: torch.device | str, dtype: torch.dtype = torch.float32) -> float | None:
+    """Peak FLOP/s of `device`, None on CPU (see peak_flops)."""
     return peak_flops(device, dtype)[0]
-
-
-def raise_peak_flops(device: torch.device | str, dtype: torch.dtype, achieved: float) -> float:
-    """The peak for MFU, raised (with a warning, once per raise) to `achieved` FLOP/s when that is higher:
-    the run itself shows the device reaches it. Returns the peak now in use."""
-    peak, source = peak_flops(device, dtype)
-    if achieved > peak:
-        warnings.warn(f"training ran at {achieved / 1e9:.1f} GFLOP/s, above the peak used for MFU ({source}): "
-                      "the peak is raised to the achieved rate, so MFU reads 100% at most")
-        _PEAKS[(str(torch.device(device)), dtype)] = achieved, f"{source}; raised to the achieved rate"
-        peak = achieved
-    return peak
 
 
 def _measured_peak_flops(device: torch.device | str, dtype: torch.dtype | None = None) -> float:

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch.distributed.tensor import DTensor, distribute_tensor
 
 from losses import compute_loss, softcap
-from mfu import raise_peak_flops
+from mfu import device_peak_flops
 from norms import NORMS, make_norm
 
 POS = ("learned", "rope")
@@ -421,12 +421,11 @@ class GPT(nn.Module):
         return 6 * self.num_params() + 12 * c.n_layer * (seq_len or c.block_size) * c.n_embd
 
     def estimate_mfu(self, tokens_per_sec: float, device: torch.device | str, seq_len: int | None = None,
-                     dtype: torch.dtype = torch.float32) -> float:
-        """Model FLOPs utilisation in [0, 1]: achieved training FLOP/s (tokens_per_sec per device) as a
-        fraction of the device's peak (peak_flops). Where the achieved rate exceeds that peak (a CPU peak
-        timed while other jobs ran), the peak is raised to it with a warning: MFU never exceeds 100%."""
-        achieved = self.flops_per_token(seq_len) * tokens_per_sec
-        return achieved / raise_peak_flops(device, dtype, achieved)
+                     dtype: torch.dtype = torch.float32) -> float | None:
+        """Model FLOPs utilisation: achieved training FLOP/s (tokens_per_sec per device) as a fraction of the
+        device's peak (mfu.peak_flops, fixed for the run), or None where there is no honest peak (CPU)."""
+        peak = device_peak_flops(device, dtype)
+        return None if peak is None else self.flops_per_token(seq_len) * tokens_per_sec / peak
 
 
 # ----------------------------------------------------------------------------------------------------

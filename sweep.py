@@ -64,7 +64,15 @@ import sys
 import time
 from pathlib import Path
 
-from configurator import ConfigError, help_text, parse_args, read_config_file, script_defaults, split_args
+from configurator import (
+    ConfigError,
+    help_text,
+    parse_args,
+    print_and_exit,
+    read_config_file,
+    script_defaults,
+    split_args,
+)
 
 TRAIN = Path(__file__).resolve().parent / "train.py"
 # sweep.py's own keys; every other --key=value is a train.py key, passed to every run
@@ -747,9 +755,8 @@ def _parse_cli(argv: list[str]) -> tuple[str, dict, list[str]]:
     """(config file, sweep options, train.py overrides as --key=value), every key and value checked against
     SWEEP_DEFAULTS and train.py's defaults (configurator.parse_args). `-h` lists the keys and exits."""
     if any(a in ("-h", "--help") for a in argv):
-        print(help_text(SWEEP_DEFAULTS, __file__).replace("[config.py ...]", "config.py") +
-              "\n  --<any train.py key>=VALUE    # set for every run (`python train.py -h` lists them)")
-        sys.exit(0)
+        print_and_exit(help_text(SWEEP_DEFAULTS, __file__).replace("[config.py ...]", "config.py") +
+                       "\n  --<any train.py key>=VALUE    # set for every run (`python train.py -h` lists them)")
     defaults = _train_defaults() | SWEEP_DEFAULTS
     configs, items = split_args(defaults, argv)
     if len(configs) != 1:

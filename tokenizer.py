@@ -52,7 +52,6 @@ GPTSW3_SETTINGS = dict(
     bos_piece="<s>",  # the piece of bos_id
     eos_piece="<|endoftext|>",  # the piece of eos_id
     user_defined_symbols=CODE_TOKENS,  # pieces never split (ids 4..7)
-    train_extremely_large_corpus=True,  # SentencePiece's 64-bit counters
     max_sentence_length=2_000_000,  # [1, inf) bytes; one whole document is one "sentence"
     minloglevel=1,  # [0, 3] SentencePiece logging: 1 = warnings and errors only
     allow_whitespace_only_pieces=False,  # not set in GPT-SW3 -> SP default False
@@ -222,7 +221,7 @@ class _TrainingStream:
 
 
 def _tiktoken_dir() -> Path:
-    default = Path(__file__).resolve().parent.parent / "shared" / "data" / "tiktoken"
+    default = Path(__file__).resolve().parent / "corpora" / "tiktoken"  # shipped: corpora/tiktoken/README.md
     return Path(os.environ.get("TIKTOKEN_RANKS_DIR", default))
 
 

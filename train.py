@@ -48,7 +48,15 @@ from loader import SequentialLoader
 from mfu import peak_flops
 from model import GPT, MODEL_KEYS, GPTConfig, gpt_config_args
 from optim import lr_at
-from train_checks import check_data_prepared, check_shape, check_writable, fail, resolve_init, validate
+from train_checks import (
+    check_data_prepared,
+    check_shape,
+    check_writable,
+    fail,
+    resolve_init,
+    resume_changes,
+    validate,
+)
 
 # -----------------------------------------------------------------------------
 # default config values: a tiny GPT on Shakespeare that trains in a few CPU minutes
@@ -183,6 +191,9 @@ check_data_prepared(config, world_size, pre_ckpt is not None)
 # distributed set-up
 rank = int(os.environ.get('RANK', 0)) if world_size > 1 or parallelism != 'none' else 0
 master = rank == 0
+if master and init_from == 'resume':  # what differs from the run being resumed, said once
+    for _line in resume_changes(config, pre_ckpt['config'], set_keys):
+        print(f"train.py: resume: {_line}")
 if parallelism != 'none':
     if device.startswith('cuda'):
         resolve(device=f"cuda:{os.environ.get('LOCAL_RANK', 0)}")
@@ -303,7 +314,7 @@ if init_from == 'resume' and pre_ckpt['step'] >= max_iters and not eval_only:
 # -----------------------------------------------------------------------------
 # model: build (optionally on the meta device), activation checkpointing, DDP/FSDP2, compile
 _mm_dtype = torch.bfloat16 if dtype == 'bfloat16' else torch.float32
-_peak = peak_flops(device, _mm_dtype)  # found now (on CPU: timed matmuls, RNG-neutral), logged in config.json
+_peak = peak_flops(device, _mm_dtype)  # (FLOP/s or None on CPU, source): fixed for the run, in config.json
 torch.manual_seed(seed)  # the same initial weights on every rank (FSDP2 shards them, DDP checks them)
 if init_device == 'meta':
     with torch.device('meta'):
@@ -402,7 +413,7 @@ if wandb_log and master:
 if master:
     print(f"{raw_model.num_params() / 1e6:.2f}M parameters, {tokens_per_step:,} tokens/step ({world_size} "
           f"rank(s) x {grad_accum} micro-steps x {batch_size} x {block_size}), device {device}, "
-          f"parallelism {parallelism}; MFU peak: {_peak[1]}")
+          f"parallelism {parallelism}; " + (f"MFU peak: {_peak[1]}" if _peak[0] else _peak[1]))  # once
 
 
 # -----------------------------------------------------------------------------
@@ -647,15 +658,15 @@ while True:
         dt, t_log = time.time() - t_log, time.time()
         tok_s = (tokens_seen - tokens_at_log) / dt
         tokens_at_log = tokens_seen
+        mfu = raw_model.estimate_mfu(tok_s / world_size, device, block_size, _mm_dtype)  # None on CPU
         rec = dict(step=iter_num, tokens=tokens_seen, loss=vals['loss'], lr=lr, grad_norm=vals['grad_norm'],
-                   tokens_per_sec=tok_s, mfu=raw_model.estimate_mfu(tok_s / world_size, device, block_size,
-                                                                     _mm_dtype),
+                   tokens_per_sec=tok_s, **({} if mfu is None else dict(mfu=mfu)),
                    **{k: vals[k] for k in term_keys}, nonfinite_skipped=nonfinite_skipped,
                    peak_mem_mb=(torch.cuda.max_memory_allocated(device) if device_type == 'cuda'
                                 else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024) / 2**20)
         log_metrics(rec)
         pbar.set_postfix(loss=f"{vals['loss']:.4f}", lr=f"{lr:.1e}", tok_s=f"{tok_s:,.0f}",
-                         mfu=f"{rec['mfu']:.1%}")
+                         **({} if mfu is None else dict(mfu=f"{mfu:.1%}")))
 
 pbar.close()
 if iter_num >= max_iters and not stopping and not eval_only:

@@ -20,11 +20,12 @@ from configurator import ConfigError, check_output_path
 from losses import LOSS_TERMS
 from model import MODEL_KEYS, PRESETS, GPTConfig, gpt_config_args
 
-# keys that describe this launch, not the run: a resumed run takes every other key from its checkpoint
+# keys that describe this launch, not the run: a resumed run takes every other key from its checkpoint, the
+# precision (dtype, tf32) included: a bf16 run resumed on another machine stays bf16 unless --dtype says otherwise
 LAUNCH_KEYS = ('out_dir', 'init_from', 'overwrite', 'eval_only', 'sample_tokens', 'wandb_log', 'device',
-                'dtype', 'compile', 'parallelism', 'activation_checkpointing', 'init_device',
-                'inject_nonfinite_at_step', 'debug_ckpt_sleep', 'fsdp_shard_size', 'fsdp_reduce_every_micro_step',
-                'tf32', 'dist_timeout_s')
+               'compile', 'parallelism', 'activation_checkpointing', 'init_device',
+               'inject_nonfinite_at_step', 'debug_ckpt_sleep', 'fsdp_shard_size', 'fsdp_reduce_every_micro_step',
+               'dist_timeout_s')
 
 
 def fail(msg: str) -> None:
@@ -166,6 +167,15 @@ def check_writable(out_dir: str) -> None:
         fail(f"out_dir={str(folder)!r}: {existing} is a file, not a folder: choose another --out_dir")
     if not os.access(existing, os.W_OK):
         fail(f"out_dir={str(folder)!r}: {existing} is not writable: choose another --out_dir")
+
+
+def resume_changes(cfg: dict, run_cfg: dict, set_keys: frozenset) -> list[str]:
+    """One line per key whose value on this resume differs from the run's (its checkpoint's config), e.g.
+    'dtype: bfloat16 -> float32 (set on the command line)', so that nothing changes silently. out_dir and
+    init_from are the resume itself and are left out."""
+    return [f"{k}: {run_cfg[k]} -> {cfg[k]} (" + ("set on the command line" if k in set_keys else
+                                                   "a launch key: this launch's default, not the run's") + ")"
+            for k in cfg if k in run_cfg and cfg[k] != run_cfg[k] and k not in ('out_dir', 'init_from')]
 
 
 def resolve_init(cfg: dict, set_keys: frozenset, world_size: int) -> dict | None:

@@ -2,7 +2,7 @@
 The text path at scale: tokenisation throughput of data.py against the tokenizer's own batch encode, and
 peak memory of `prepare` and `clean` on a corpus and on the same corpus x8 (measured, not assumed).
 
-    nice python bench/bench_data.py                      # 3 MB of the shared text, x1 and x8, own SP 4096 + gpt2
+    nice python bench/bench_data.py                      # 1 MB of corpora/text, x1 and x8, own SP 4096 + gpt2
     nice python bench/bench_data.py --base_mb=1 --repeats=1 --tokenizers="['own']"
 
 Throughput (on the base corpus, best of `repeats`): the baseline is the tokenizer's own batch encode of the
@@ -38,7 +38,7 @@ import data  # noqa: E402
 from configurator import configure  # noqa: E402
 from tokenizer import get_tokenizer, normalize, train_tokenizer  # noqa: E402
 
-base_mb = 3.0  # base corpus: the first base_mb MB of lines of ../shared/data/text (sv, da, en interleaved)
+base_mb = 1.0  # base corpus: the first base_mb MB of lines of corpora/text (sv, da, en interleaved; 1.3 MB in all)
 lines_per_doc = 8  # consecutive lines of one language per document (~0.9 KB; FineWeb's pages average ~3 KB)
 scale = 8  # the large corpus = base x scale (distinct copies)
 shards = 6  # Parquet shards of the base corpus (FineWeb layout: a folder of shards with a 'text' column)
@@ -55,7 +55,7 @@ def base_docs() -> list[str]:
     """Documents of lines_per_doc lines of sv, da and en in turn until base_mb MB of UTF-8."""
     langs = []
     for lang in ("sv", "da", "en"):
-        lines = [x for x in (data.SHARED / "data" / "text" / f"{lang}.txt").read_text("utf-8").splitlines()
+        lines = [x for x in (data.CORPORA / "text" / f"{lang}.txt").read_text("utf-8").splitlines()
                  if x.strip()]
         langs.append(["\n".join(lines[i:i + lines_per_doc]) for i in range(0, len(lines), lines_per_doc)])
     out, size = [], 0

@@ -1,8 +1,8 @@
 """
 MinHash-LSH dedup throughput (dedup.fuzzy_duplicates, Nordic Pile parameters: 10 hashes, 10-char shingles,
-2 bands, Jaccard 0.5) on the shared text, and how it scales with the number of documents.
+2 bands, Jaccard 0.5) on the shipped text (corpora/text), and how it scales with the number of documents.
 
-    python bench/bench_dedup.py      # all of ../shared/data/text, then a 2 MB sample x1, x4, x16
+    python bench/bench_dedup.py      # all of corpora/text, then a 2 MB sample x1, x4, x16
     python bench/bench_dedup.py --base_mb=4 --scales="[1, 4, 16, 32]" --verify=estimate
 
 Scaling: the sample is repeated with small edits (one word of each copy replaced), so a k-times corpus has
@@ -26,7 +26,7 @@ sys.path.insert(0, str(ROOT))
 import dedup  # noqa: E402
 from configurator import configure  # noqa: E402
 
-text_dir = str(ROOT.parent / "shared" / "data" / "text")  # one document per line, *.txt
+text_dir = str(ROOT / "corpora" / "text")  # one document per line, *.txt
 base_mb = 2.0  # size of the sample that is repeated for the scaling runs
 scales = [1, 4, 16]  # corpus = sample x k (copies with one word edited)
 verify = "exact"  # 'exact' | 'estimate' (clean.py's fuzzy_verify)
@@ -105,7 +105,7 @@ def main() -> None:
     print(head + "\n" + "-" * len(head))
     (root, _, stats), t, w = timed(run_dedup, docs)
     n_dup = int((root != range(len(docs))).sum())
-    print(row("shared text (all, x1)", docs, t, w, peak_mb(run_dedup, docs),
+    print(row("corpora/text (all, x1)", docs, t, w, peak_mb(run_dedup, docs),
               f"{n_dup:,} near-dups, {stats['candidate_pairs']:,} candidate pairs"))
     base = sample(docs, base_mb, rng)
     t1 = None

@@ -71,7 +71,7 @@ if not quality and n_train < 3 * batch_size:  # the first two steps of each case
     sys.exit(f"bench_ner.py: n_train={n_train} gives fewer than 3 batches of {batch_size}; set --n_train to at "
              f"least {3 * batch_size}")
 
-_DATA = ROOT.parent / "shared" / "data" / "ner" / "wnut17"
+_DATA = ROOT / "corpora" / "ner" / "wnut17"  # shipped whole
 
 
 def _setup():

@@ -129,18 +129,15 @@ def copy_repo(repo: Path) -> Path:
 
 
 def prepare(target: str, work: Path) -> Path:
-    """A copy of the tracked files plus a [tool.mutmut] section; ../shared linked beside it."""
+    """A copy of the tracked files (the data in corpora/ included) plus a [tool.mutmut] section."""
     src, _, tests = TARGETS[target]
     shutil.rmtree(work / target, ignore_errors=True)
     repo = copy_repo(work / target / 'repo')
-    shared = ROOT.parent / 'shared'
-    for where in (work / target / 'shared', repo / 'shared'):  # tests find ../shared from repo/ and repo/mutants/
-        where.symlink_to(shared)
     (repo / src).write_text(undecorate_no_grad((repo / src).read_text()))
     others = sorted(p.name for p in repo.glob('*.py') if p.name != src)
     section = '\n[tool.mutmut]\n' + '\n'.join([
         f'source_paths = {json.dumps([src])}',
-        f'also_copy = {json.dumps(others + ["config/", "examples/"])}',
+        f'also_copy = {json.dumps(others + ["config/", "examples/", "corpora/"])}',  # tests read corpora/
         f'pytest_add_cli_args_test_selection = {json.dumps(tests)}',
         'pytest_add_cli_args = ["-p", "no:cacheprovider", "-q", "-m", "not slow"]',  # slow = subprocess runs
         'process_isolation = "fork"',  # OMP_NUM_THREADS=1: no thread pool to break; forkserver ran into CPU limits
@@ -280,8 +277,6 @@ def train_loop_mutants(work: Path, env: dict) -> list[dict]:
     """Apply each TRAIN_MUTANTS entry to a copy of train.py and run the loop's quick tests (stop at the first
     failure): killed = a test failed. Prints one line per mutant; returns the rows."""
     repo = copy_repo(work / 'train' / 'repo')
-    if (ROOT.parent / 'shared').is_dir():  # older test fixtures read the data beside the repository
-        (work / 'train' / 'shared').symlink_to(ROOT.parent / 'shared')
     original = (repo / 'train.py').read_text()
     rows = []
     for name, old, new in TRAIN_MUTANTS:

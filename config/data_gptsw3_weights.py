@@ -1,4 +1,4 @@
-# The GPT-SW3 data mixture applied to the shared Nordic text:  python data.py prepare config/data_gptsw3_weights.py
+# The GPT-SW3 data mixture applied to the shipped Nordic text:  python data.py prepare config/data_gptsw3_weights.py
 # then train on it:  python train.py --dataset=nordic_gptsw3
 #
 # Weights W[category][language] "used for tokenizer training and e.g. 126m, 345m, 5b runs", from
@@ -22,8 +22,8 @@ _GPTSW3 = {
 weights = {cat: {"sv": w["sv"], "en": w["en"], "da": w["da"], "nb": w["no"], "nn": w["no"], "is": w["is_"],
                  "cd": w["cd"]} for cat, w in _GPTSW3.items()}
 
-# The shared text (../shared/data/text) is software documentation (manuals, help, man pages): we file it
-# under GPT-SW3's 'misc' category (our choice; no category fits exactly), so English is down-weighted to 0.4
-# as in GPT-SW3. is.txt is left out: too small to train on (../shared/data/README.md).
+# The shipped text (corpora/text, paths relative to the repo root) is software documentation (manuals, help,
+# man pages): we file it under GPT-SW3's 'misc' category (our choice; no category fits exactly), so English is
+# down-weighted to 0.4 as in GPT-SW3. is.txt is left out: too small to train on (corpora/text/README.md).
 dataset = "nordic_gptsw3"
-sources = {f"{lang}/misc": f"../shared/data/text/{lang}.txt" for lang in ("sv", "da", "nb", "nn", "en")}
+sources = {f"{lang}/misc": f"corpora/text/{lang}.txt" for lang in ("sv", "da", "nb", "nn", "en")}

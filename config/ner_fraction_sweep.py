@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import ner  # noqa: E402
 from configurator import configure  # noqa: E402
 
-_DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "ner" / "wnut17"
+_DATA = Path(__file__).resolve().parent.parent / "corpora" / "ner" / "wnut17"  # shipped whole
 train = str(_DATA / "wnut17train.conll")
 val = str(_DATA / "emerging.dev.conll")
 test = str(_DATA / "emerging.test.annotated")

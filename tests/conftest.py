@@ -1,4 +1,4 @@
-"""Shared fixtures: the repo root on sys.path, the path to ../shared (real data for tests), and the shared
+"""Shared fixtures: the repo root on sys.path, the path to corpora/ (the real data shipped in the repo), and the shared
 producers: a dataset prepared by data.py (tiny_dataset) and a run folder written by train.py (trained_run)."""
 import json
 import os
@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-SHARED = ROOT.parent / "shared"
+CORPORA = ROOT / "corpora"
 sys.path.insert(0, str(ROOT))
 
 
@@ -22,10 +22,9 @@ def pytest_configure(config):
 
 
 @pytest.fixture(scope="session")
-def shared_dir() -> Path:
-    if not SHARED.is_dir():
-        pytest.fail(f"{SHARED} not found: the tests need the read-only shared/ folder beside the repo")
-    return SHARED
+def corpora() -> Path:
+    """The repo's corpora/ folder: text/<lang>.txt, ner/<corpus>/, tiktoken/ (corpora/README.md)."""
+    return CORPORA
 
 
 TINY_PLAYS = ("comedy_of_errors_gut.txt", "macbeth_gut.txt", "midsummer_nights_dream_gut.txt")

@@ -48,9 +48,11 @@ def edit_words(text: str, n_edits: int, rng: random.Random) -> str:
 
 
 @pytest.fixture(scope="module")
-def paragraphs(shared_dir) -> list[str]:
-    """300 real, long, mutually distinct Swedish paragraphs (pairwise Jaccard < 0.3, by brute force)."""
-    lines = (shared_dir / "data" / "text" / "sv.txt").read_text(encoding="utf-8").splitlines()
+def paragraphs(corpora) -> list[str]:
+    """300 real, long, mutually distinct Nordic paragraphs (pairwise Jaccard < 0.3, by brute force): the Swedish
+    ones of corpora/text first, then Danish and Bokmål (the shipped heads hold about 110 long Swedish ones)."""
+    lines = [line for lang in ("sv", "da", "nb")
+             for line in (corpora / "text" / f"{lang}.txt").read_text(encoding="utf-8").splitlines()]
     out, sets = [], []
     for line in lines:
         if len(line) < 300:
@@ -61,7 +63,7 @@ def paragraphs(shared_dir) -> list[str]:
             sets.append(s)
         if len(out) == 300:
             return out
-    pytest.fail("sv.txt has fewer than 300 distinct long paragraphs")
+    pytest.fail("sv/da/nb.txt hold fewer than 300 distinct long paragraphs")
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -4,6 +4,7 @@ import re
 import subprocess
 import sys
 import textwrap
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -305,3 +306,42 @@ def test_a_range_is_read_from_the_comment_and_none_only_where_the_comment_allows
         (tmp_path / "c.py").write_text(text)
         with pytest.raises(ConfigError, match=re.escape(what)):
             parse_args(defaults, [str(tmp_path / "c.py")], str(script))
+def _closed_pipe_run(args: list[str]) -> tuple[int, str]:
+    """Run `python ARGS` with its stdout a pipe that is closed before anything is read (what `| head` does once it
+    has its lines): (exit status, stderr)."""
+    p = subprocess.Popen([sys.executable, *args], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         text=True)
+    p.stdout.close()
+    err = p.stderr.read()
+    return p.wait(timeout=300), err
+
+
+def test_help_into_a_closed_pipe_ends_quietly():
+    """`X.py -h | head -1`: the help text meets a closed pipe; print_and_exit exits 0 without a BrokenPipeError
+    traceback (a plain print raises one)."""
+    code = "import configurator; configurator.print_and_exit('key = value  # comment\\n' * 20000)"
+    status, err = _closed_pipe_run(["-c", code])
+    assert status == 0 and err == ""
+    status, err = _closed_pipe_run(["-c", "print('key = value  # comment\\n' * 20000)"])
+    assert "BrokenPipeError" in err  # the failure the helper exists for
+
+
+def _clis() -> list[str]:
+    """Every script with a command line (each parses it with configurator: configure, configure_command, or
+    print_and_exit for sweep.py's own -h)."""
+    files = [*ROOT.glob("*.py"), *ROOT.glob("bench/*.py"), *ROOT.glob("config/*.py")]
+    return sorted(p.relative_to(ROOT).as_posix() for p in files if p.name != "configurator.py"
+                  and re.search(r"\b(configure|configure_command|print_and_exit)\(", p.read_text(encoding="utf-8")))
+
+
+@pytest.mark.slow  # every CLI imports torch
+def test_every_cli_help_into_a_closed_pipe_ends_quietly():
+    """`python X.py -h | head -1` for every CLI, and `data.py prepare -h` for the COMMAND -h branch that
+    configure_command shares with the other command CLIs: exit 0, no traceback."""
+    clis = _clis()
+    assert {"train.py", "data.py", "sweep.py", "tokenizer.py", "ner.py", "bench/bench_train.py"} <= set(clis)
+    runs = [[s, "-h"] for s in clis] + [["data.py", "prepare", "-h"]]
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        results = dict(zip(map(" ".join, runs), pool.map(_closed_pipe_run, runs)))
+    bad = {run: r for run, r in results.items() if r[0] != 0 or "Traceback" in r[1] or "Error" in r[1]}
+    assert not bad, bad

@@ -1,5 +1,6 @@
 """data.py: preparation (layout, idempotence, dtype, multilingual pipeline); loader.py: coverage, sharding,
 resume; chat.py: chat format and mask; bad input."""
+import hashlib
 import json
 import os
 import pickle
@@ -166,18 +167,18 @@ def _split_docs(ids, eot):
     return [np.asarray(ids[s:e]) for s, e in zip(starts[:-1], starts[1:])]
 
 
-def test_cli_gptsw3_config_on_shared_text(tmp_path, shared_dir, monkeypatch, capsys):
-    """The example config on the real shared text: English is down-weighted to 0.4 (GPT-SW3 'misc')."""
-    monkeypatch.chdir(data.Path(data.__file__).parent)  # the config names ../shared relative to the repo
+def test_cli_gptsw3_config_on_shipped_text(tmp_path, corpora, monkeypatch, capsys):
+    """The example config on the real shipped text: English is down-weighted to 0.4 (GPT-SW3 'misc')."""
+    monkeypatch.chdir(data.Path(data.__file__).parent)  # the config names corpora/ relative to the repo
     data.main(["prepare", "config/data_gptsw3_weights.py", f"--data_root={tmp_path}", "--tokenizer=gpt2"])
     meta = load_meta(tmp_path / "nordic_gptsw3")
     assert meta["val_splits"] == ["val_sv", "val_da", "val_nb", "val_nn", "val_en"]
     en = meta["languages"]["en"]
-    n_en = sum(1 for line in (shared_dir / "data/text/en.txt").read_text().splitlines() if line.strip())
+    n_en = sum(1 for line in (corpora / "text/en.txt").read_text().splitlines() if line.strip())
     n_train = n_en - en["duplicates_removed"] - en["val_docs"]
     assert en["train_docs"] == round(0.4 * n_train)
     assert meta["languages"]["sv"]["sampling_weight"] == {"misc": 1.0}
-    sv_sha256 = "fa3f40b1134e2a14fd3f474763c43c88077b4fa13b41a69b96aeda20525e3816"  # from text/SOURCES.md
+    sv_sha256 = hashlib.sha256((corpora / "text/sv.txt").read_bytes()).hexdigest()  # listed in its README
     assert sv_sha256 in {s["sha256"] for s in meta["sources"]}
 
 
@@ -446,10 +447,10 @@ def test_sources_folder_per_language_and_category(tmp_path):
 # corpus formats, shards, streaming (documents.py)
 
 
-def _shared_docs(shared_dir, n=600):
+def _real_docs(corpora, n=600):
     out = []
     for lang in ("sv", "da"):
-        lines = (shared_dir / "data" / "text" / f"{lang}.txt").read_text(encoding="utf-8").splitlines()
+        lines = (corpora / "text" / f"{lang}.txt").read_text(encoding="utf-8").splitlines()
         out += [x for x in lines if x.strip()][:n // 2]
     return out + out[:20]  # some exact duplicates
 
@@ -472,10 +473,10 @@ def _write_shards(folder, docs, fmt, n_shards):
 
 
 @pytest.mark.parametrize("tokenizer", ["gpt2", None])
-def test_many_shards_give_the_same_dataset_as_one_file(tmp_path, shared_dir, tokenizer):
+def test_many_shards_give_the_same_dataset_as_one_file(tmp_path, corpora, tokenizer):
     """The same documents as one .txt, as 9 Parquet shards in a folder and as 5 .jsonl.zst shards (glob)
     give byte-identical train/val files, also with the dataset's own tokenizer (trained from the stream)."""
-    docs = _shared_docs(shared_dir)
+    docs = _real_docs(corpora)
     _write_lines(tmp_path / "one.txt", docs)
     _write_shards(tmp_path / "pq", docs, "parquet", 9)
     _write_shards(tmp_path / "zst", docs, "jsonl.zst", 5)
@@ -494,13 +495,13 @@ def test_many_shards_give_the_same_dataset_as_one_file(tmp_path, shared_dir, tok
 
 
 @pytest.mark.parametrize("fmt", ["txt", "jsonl", "jsonl.zst", "parquet"])
-def test_prepare_reports_a_malformed_record_with_file_and_line(tmp_path, shared_dir, fmt):
+def test_prepare_reports_a_malformed_record_with_file_and_line(tmp_path, corpora, fmt):
     """Invalid UTF-8 (txt, parquet) or a JSON-escaped lone surrogate (JSONL) used to crash prepare with a
     UnicodeEncodeError or stop without a line; now: FILE:LINE, or skipped / repaired and counted."""
     import pyarrow as pa
     import pyarrow.parquet as pq
     import zstandard
-    docs = _shared_docs(shared_dir, 200)[:200]
+    docs = _real_docs(corpora, 200)[:200]
     path = tmp_path / f"corpus.{fmt}"
     if fmt == "txt":
         path.write_bytes(b"".join((b"gr\xe5" if i == 76 else d.encode()) + b"\n" for i, d in enumerate(docs)))

@@ -42,9 +42,9 @@ def _resume_copy(src: Path, dst: Path) -> Path:
 
 
 @pytest.fixture(scope='module')
-def runs(tmp_path_factory, shared_dir) -> dict:
+def runs(tmp_path_factory, corpora) -> dict:
     tmp = tmp_path_factory.mktemp('dist')
-    text = (shared_dir / 'data' / 'text' / 'en.txt').read_bytes()[:100_000]
+    text = (corpora / 'text' / 'en.txt').read_bytes()[:100_000]
     _write_bytes_dataset(tmp / 'data' / 'en', text)
     out = dict(tmp=tmp, data=tmp / 'data')
     out['ref'] = _losses(run_train(tmp / 'ref', tmp / 'data', **FLAGS))

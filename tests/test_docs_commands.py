@@ -5,7 +5,8 @@
     sub-commands; `sweep.py` also passes train.py's keys on to its runs). `-h` runs once per script and
     command.
 (b) The code blocks marked `<!-- quick-test -->` (on the line before the block) really run, in a temporary
-    folder beside a link to the shared data, and exit 0. The quick blocks of one page run in order in one
+    folder that holds links to the repo's scripts and folders (corpora/ included) and nothing beside it, and
+    exit 0. The quick blocks of one page run in order in one
     folder, so a later block may use what an earlier one wrote. `<!-- quick-test slow -->` marks a block
     that takes over ~10 s as slow.
 """
@@ -22,7 +23,6 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
-SHARED = ROOT.parent / "shared"
 FENCE = re.compile(r"^```(\w*)\n(.*?)^```", re.M | re.S)
 QUICK = re.compile(r"<!--\s*quick-test(\s+slow)?\s*-->\s*$")
 SEPARATORS = {";", "&&", "||", "|", "&", "(", ")", ">", ">>", "<", "$(", "`", "do", "then"}
@@ -173,8 +173,8 @@ QUICK_BLOCKS = [(page, b) for page in PAGES for b in code_blocks(page) if b["qui
 
 @pytest.fixture(scope="module")
 def page_dirs(tmp_path_factory):
-    """One working folder per page: the repo's scripts, config/, bench/ and examples/ linked in, and the
-    shared data linked beside it as ../shared, as in a checkout."""
+    """One working folder per page: the repo's scripts, config/, bench/, examples/ and corpora/ linked in, as in
+    a plain clone (nothing beside it)."""
     dirs = {}
 
     def get(page: Path) -> Path:
@@ -183,10 +183,8 @@ def page_dirs(tmp_path_factory):
             work = base / "repo"
             work.mkdir()
             for entry in ROOT.iterdir():
-                if entry.suffix == ".py" or entry.name in ("config", "bench", "examples", "evals"):
+                if entry.suffix == ".py" or entry.name in ("config", "bench", "examples", "evals", "corpora"):
                     (work / entry.name).symlink_to(entry)
-            if SHARED.is_dir():
-                (base / "shared").symlink_to(SHARED)
             dirs[page] = work
         return dirs[page]
     return get
@@ -197,8 +195,6 @@ def page_dirs(tmp_path_factory):
                  id=f"{p.relative_to(ROOT).as_posix()}:{b['line']}")
     for p, b in QUICK_BLOCKS])
 def test_quick_commands_run(page, block, page_dirs):
-    if not SHARED.is_dir():
-        pytest.skip(f"the shared data folder {SHARED} is not here")
     work = page_dirs(page)
     env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
     env.pop("NANO_TRACEBACK", None)

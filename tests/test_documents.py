@@ -1,5 +1,5 @@
 """documents.py: every format yields the same documents; bad records are reported with FILE:LINE under each
-format and policy. Fixtures (.jsonl.gz, .jsonl.zst, .parquet) are written here from ../shared/data/text."""
+format and policy. Fixtures (.jsonl.gz, .jsonl.zst, .parquet) are written here from corpora/text."""
 import gzip
 import json
 import random
@@ -16,11 +16,11 @@ BAD_LINE = 137  # 1-based line / row of the malformed record
 
 
 @pytest.fixture(scope="module")
-def texts(shared_dir) -> list[str]:
+def texts(corpora) -> list[str]:
     """Real Swedish and Danish paragraphs, with non-ASCII text and an astral-plane emoji."""
     lines = []
     for lang in ("sv", "da"):
-        src = (shared_dir / "data" / "text" / f"{lang}.txt").read_text(encoding="utf-8").splitlines()
+        src = (corpora / "text" / f"{lang}.txt").read_text(encoding="utf-8").splitlines()
         lines += [s for s in src if s.strip()][:N_DOCS // 2]
     lines[5] += " 🤖"
     return lines

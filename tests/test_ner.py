@@ -1,7 +1,10 @@
 """ner.py / nerdata.py / the BERT encoder: equivalence with HF transformers and seqeval, data formats and
-quirks of the shared NER corpora, schemes, chunking, inference offsets, training end to end (tiny models)."""
+quirks of the shipped NER corpora (corpora/ner), schemes, chunking, inference offsets, training end to end (tiny
+models)."""
+import hashlib
 import json
 import random
+import re
 import subprocess
 import sys
 import warnings
@@ -153,24 +156,60 @@ def test_conll_quirks(tmp_path):
     assert [(e.words, e.tags) for e in ex] == [(["#", "Gunhild", "Westman", ","], ["O", "PER", "PER", "O"])]
 
 
-@pytest.mark.parametrize("name, kwargs, sentences, tokens, entities", [
-    ("wnut17/wnut17train.conll", {}, 3394, 62730, 1975),
-    ("wnut17/emerging.test.annotated", {}, 1287, 23394, 1079),
-    ("uner_sv_talbanken/sv_talbanken-ud-train.iob2", dict(token_column=1, tag_column=2), 4303, 66646, 967),
-    ("swedish_ner_corpus/train_corpus.txt", {}, 6885, 113124, None),
-    ("swedish_ner_corpus/test_corpus.txt", {}, 2453, 42208, None),
+def _count_conll(path, tag_column: int) -> tuple[int, int, int, int]:
+    """(sentences, tokens, B- tags, one-field lines) of a shipped CoNLL-style file, counted here without nerdata:
+    a token line has >= 2 whitespace-separated fields (not a '# ...' comment line of a UNER file), a sentence is
+    a maximal run of token lines, a one-field line (the Swedish corpus's stray `bn`) is neither."""
+    sentences = tokens = begins = singles = 0
+    in_sentence = False
+    for line in path.read_text(encoding="utf-8").splitlines():
+        fields = line.split()
+        if len(fields) < 2 or (tag_column == 2 and line.startswith("#")):
+            singles += len(fields) == 1
+            in_sentence = in_sentence and len(fields) == 1  # `bn` sits inside a sentence
+            continue
+        sentences += not in_sentence
+        in_sentence, tokens, begins = True, tokens + 1, begins + fields[tag_column].startswith("B-")
+    return sentences, tokens, begins, singles
+
+
+@pytest.mark.parametrize("name, kwargs, published", [
+    # kept whole (byte-identical, see test_shipped_corpora_match_their_checksums): the counts in the corpus README
+    ("wnut17/wnut17train.conll", {}, (3394, 62730, 1975)),
+    ("wnut17/emerging.test.annotated", {}, (1287, 23394, 1079)),
+    ("swedish_ner_corpus/test_corpus.txt", {}, (2453, 42208, None)),
+    # subsets (their first sentences): counted from the shipped file by _count_conll
+    ("uner_sv_talbanken/sv_talbanken-ud-train.iob2", dict(token_column=1, tag_column=2), None),
+    ("swedish_ner_corpus/train_corpus.txt", {}, None),
 ])
-def test_shared_corpora_counts(shared_dir, name, kwargs, sentences, tokens, entities):
-    """The counts in each corpus README, through the quirks (lone-TAB breaks, mixed separators, `bn`)."""
+def test_shipped_corpora_counts(corpora, name, kwargs, published):
+    """The corpus counts through the quirks (lone-TAB breaks, mixed separators, `bn`, doubled blank lines)."""
+    path = corpora / "ner" / name
+    sentences, tokens, begins, singles = _count_conll(path, kwargs.get("tag_column", 1))
+    if published:
+        assert (sentences, tokens) == published[:2] and (published[2] is None or begins == published[2])
     issues = Issues()
-    ex = nerdata.read_examples(shared_dir / "data/ner" / name, issues=issues, **kwargs)
+    ex = nerdata.read_examples(path, issues=issues, **kwargs)
     assert len(ex) == sentences and sum(len(e.words) for e in ex) == tokens
     scheme = nertags.detect_scheme([e.tags for e in ex])
-    if entities is not None:
-        assert scheme == "bio" and sum(t.startswith("B-") for e in ex for t in e.tags) == entities
+    if "swedish" not in name:
+        assert scheme == "bio" and sum(t.startswith("B-") for e in ex for t in e.tags) == begins > 0
     else:
         assert scheme == "io"
-    assert issues.counts.get("line with too few columns, skipped", 0) == (1 if "train_corpus" in name else 0)
+    assert issues.counts.get("line with too few columns, skipped", 0) == singles
+
+
+def test_shipped_corpora_match_their_checksums(corpora):
+    """Every data file under corpora/ has the sha256 its folder's README gives (upstream files kept whole are
+    byte-identical to upstream; subsets are the ones the README's cut command made)."""
+    readmes = sorted(corpora.rglob("README.md"))
+    listed = {h for r in readmes for h in re.findall(r"\b([0-9a-f]{64})\b", r.read_text(encoding="utf-8"))}
+    data = [p for p in corpora.rglob("*") if p.is_file() and p.suffix in (".txt", ".conll", ".annotated",
+                                                                        ".iob2", ".tiktoken", ".gz")
+            and not p.name.startswith(("LICENSE", "README", "SOURCES", "Readme"))]
+    assert len(data) == 15
+    for p in data:
+        assert hashlib.sha256(p.read_bytes()).hexdigest() in listed, p
 
 
 def test_csv_and_jsonl_round_trip(tmp_path):
@@ -537,9 +576,9 @@ def test_train_writes_nothing_before_every_check_and_replaces_a_run_only_with_ov
 
 
 @pytest.mark.slow
-def test_minilm_fine_tuning_learns_wnut(minilm, shared_dir, tmp_path):
+def test_minilm_fine_tuning_learns_wnut(minilm, corpora, tmp_path):
     """The real encoder, a few steps on a WNUT-17 slice: the validation loss falls."""
-    train = nerdata.read_examples(shared_dir / "data/ner/wnut17/wnut17train.conll")[:48]
+    train = nerdata.read_examples(corpora / "ner/wnut17/wnut17train.conll")[:48]
     nerdata.write_examples(train[:40], tmp_path / "train.conll", "conll")
     nerdata.write_examples(train[40:], tmp_path / "val.conll", "conll")
     cfg = ner.TRAIN_DEFAULTS | dict(train=str(tmp_path / "train.conll"), val=str(tmp_path / "val.conll"),

@@ -46,9 +46,9 @@ def word_tok():
 
 
 @pytest.fixture(scope="module")
-def vocabulary(shared_dir) -> list[str]:
+def vocabulary(corpora) -> list[str]:
     """Real words of the shared Swedish text, in order of first appearance."""
-    text = (shared_dir / "data" / "text" / "sv.txt").read_text(encoding="utf-8")[:200_000]
+    text = (corpora / "text" / "sv.txt").read_text(encoding="utf-8")[:200_000]
     return list(dict.fromkeys(w for w in text.split() if w.isalpha() and len(w) >= 4))
 
 
@@ -152,8 +152,8 @@ def test_each_word_takes_the_chunk_where_it_is_farthest_from_an_edge(word_tok, v
 
 
 @pytest.mark.slow
-def test_gpt_backbone_fine_tunes_from_the_producer_run(trained_run, tmp_path, shared_dir):
-    text = (shared_dir / "data" / "ner" / "wnut17" / "wnut17train.conll").read_text(encoding="utf-8")
+def test_gpt_backbone_fine_tunes_from_the_producer_run(trained_run, tmp_path, corpora):
+    text = (corpora / "ner" / "wnut17" / "wnut17train.conll").read_text(encoding="utf-8")
     sentences = re.split(r"\n[ \t]*\n", text)[:16]  # sentences end at a blank or TAB-only line
     (tmp_path / "train.conll").write_text("\n\n".join(sentences) + "\n", encoding="utf-8")
     cfg = dict(ner.TRAIN_DEFAULTS, train=str(tmp_path / "train.conll"), backbone=f"gpt:{trained_run}",

@@ -1,6 +1,6 @@
 """NER files as people have them: every common CoNLL-style layout reads (and trains) with no column flags, the
 layout is detected from the content and recorded, and a file whose columns are not what they seem is refused
-before anything is trained. The files are built here from the shared NER corpora (no downloads)."""
+before anything is trained. The files are built here from the shipped NER corpora (corpora/ner, no downloads)."""
 import json
 
 import pytest
@@ -10,24 +10,24 @@ import ner
 import nerdata
 import nertags
 
-UNER = "data/ner/uner_sv_talbanken/sv_talbanken-ud-train.iob2"
-SWEDISH = "data/ner/swedish_ner_corpus/train_corpus.txt"
+UNER = "ner/uner_sv_talbanken/sv_talbanken-ud-train.iob2"
+SWEDISH = "ner/swedish_ner_corpus/train_corpus.txt"
 N = 40  # sentences per test file
 
 
-def _uner_slice(shared_dir, n=N) -> str:
+def _uner_slice(corpora, n=N) -> str:
     """The UNER file itself (ID, token, tag, -, annotator; # comments), byte for byte: its first 5 sentences (no
     entities) and then the first n - 5 sentences that hold an entity, in file order."""
-    blocks = (shared_dir / UNER).read_text(encoding="utf-8").split("\n\n")
+    blocks = (corpora / UNER).read_text(encoding="utf-8").split("\n\n")
     with_entity = [b for b in blocks if "\tB-" in b]
     return "\n\n".join(blocks[:5] + with_entity[:n - 5]) + "\n\n"
 
 
-def _uner_truth(shared_dir, n=N) -> list[tuple[list[str], list[str]]]:
+def _uner_truth(corpora, n=N) -> list[tuple[list[str], list[str]]]:
     """The sentences of _uner_slice, parsed here independently of nerdata (column 2 = word, column 3 = IOB2 tag,
     per the corpus README)."""
     out = []
-    for block in _uner_slice(shared_dir, n).split("\n\n"):
+    for block in _uner_slice(corpora, n).split("\n\n"):
         rows = [ln.split("\t") for ln in block.splitlines() if ln and not ln.startswith("#")]
         if rows:
             out.append(([r[1] for r in rows], [r[2] for r in rows]))
@@ -74,21 +74,21 @@ def _two_columns(sents, sep: str) -> str:
     return "".join("".join(f"{w}{sep}{t}\n" for w, t in zip(words, tags)) + "\n" for words, tags in sents)
 
 
-def _swedish_slice(shared_dir, n) -> tuple[str, list[tuple[list[str], list[str]]]]:
+def _swedish_slice(corpora, n) -> tuple[str, list[tuple[list[str], list[str]]]]:
     """The Swedish NER corpus (IO tags, outside '0', TAB or spaces) byte for byte, and its truth ('0' -> 'O')."""
-    blocks = (shared_dir / SWEDISH).read_text(encoding="utf-8").split("\n\n")[:n]
+    blocks = (corpora / SWEDISH).read_text(encoding="utf-8").split("\n\n")[:n]
     truth = [([ln.split()[0] for ln in b.splitlines()], ["O" if ln.split()[1] == "0" else ln.split()[1]
                                                          for ln in b.splitlines()]) for b in blocks]
     return "\n\n".join(blocks) + "\n\n", truth
 
 
-def _layouts(shared_dir, n=N) -> dict[str, tuple[str, list, dict]]:
+def _layouts(corpora, n=N) -> dict[str, tuple[str, list, dict]]:
     """name -> (file text, expected (words, tags) per sentence, expected layout keys)."""
-    uner = _uner_truth(shared_dir, n)
-    swedish, swedish_truth = _swedish_slice(shared_dir, n)
+    uner = _uner_truth(corpora, n)
+    swedish, swedish_truth = _swedish_slice(corpora, n)
     return {
         "conll2003": (_conll2003(_no_spaces(uner)), _no_spaces(uner), dict(columns=4, token_column=0, tag_column=3)),
-        "uner_id_token_tag_misc": (_uner_slice(shared_dir, n), uner, dict(columns=5, token_column=1, tag_column=2,
+        "uner_id_token_tag_misc": (_uner_slice(corpora, n), uner, dict(columns=5, token_column=1, tag_column=2,
                                                                         id_column=0)),
         "conllu_misc_name": (_conllu_misc(uner, "name"), uner, dict(columns=10, token_column=1, tag_column=9,
                                                                      misc_key="name", id_column=0)),
@@ -97,7 +97,7 @@ def _layouts(shared_dir, n=N) -> dict[str, tuple[str, list, dict]]:
         "two_columns_spaces": (_two_columns(_no_spaces(uner), "   "), _no_spaces(uner), dict(columns=2, token_column=0,
                                                                                                tag_column=1)),
         "io_outside_zero": (swedish, swedish_truth, dict(columns=2, token_column=0, tag_column=1, scheme="io")),
-        "windows_line_endings": (_uner_slice(shared_dir, n).replace("\n", "\r\n"), uner, dict(token_column=1,
+        "windows_line_endings": (_uner_slice(corpora, n).replace("\n", "\r\n"), uner, dict(token_column=1,
                                                                                           tag_column=2)),
         "byte_order_mark": ("\ufeff" + _two_columns(uner, "\t"), uner, dict(columns=2, token_column=0, tag_column=1)),
     }
@@ -108,8 +108,8 @@ LAYOUTS = ["conll2003", "uner_id_token_tag_misc", "conllu_misc_name", "conllu_mi
 
 
 @pytest.mark.parametrize("name", LAYOUTS)
-def test_layout_reads_with_no_flags(shared_dir, tmp_path, name):
-    text, truth, expected = _layouts(shared_dir)[name]
+def test_layout_reads_with_no_flags(corpora, tmp_path, name):
+    text, truth, expected = _layouts(corpora)[name]
     path = tmp_path / f"{name}.txt"
     path.write_bytes(text.encode("utf-8"))
     examples, layout = nerdata.read_data(path)
@@ -120,10 +120,10 @@ def test_layout_reads_with_no_flags(shared_dir, tmp_path, name):
 
 
 @pytest.mark.parametrize("name", LAYOUTS)
-def test_layout_trains_with_no_column_flags(shared_dir, tmp_path, tiny_bert, name, capsys):  # noqa: F811
+def test_layout_trains_with_no_column_flags(corpora, tmp_path, tiny_bert, name, capsys):  # noqa: F811
     """ner.py train on each layout, defaults for the columns: it trains on the words and tags (not on ids or
     placeholders), prints the detected layout first and records it in config.json and report.json."""
-    text, truth, expected = _layouts(shared_dir, 12)[name]
+    text, truth, expected = _layouts(corpora, 12)[name]
     path = tmp_path / f"{name}.txt"
     path.write_bytes(text.encode("utf-8"))
     out = tmp_path / "run"
@@ -148,10 +148,10 @@ def _column_listing(message: str, ncols: int) -> None:
         assert f"column {j} (--tag_column={j}" in message
 
 
-def test_placeholder_tag_column_is_refused(shared_dir, tmp_path):
+def test_placeholder_tag_column_is_refused(corpora, tmp_path):
     """The issue's case made explicit: UNER's placeholder column 3 ('-') chosen as tags."""
     path = tmp_path / "uner.iob2"
-    path.write_text(_uner_slice(shared_dir), encoding="utf-8")
+    path.write_text(_uner_slice(corpora), encoding="utf-8")
     with pytest.raises(ValueError, match=r"--tag_column=3 does not hold NER tags .*'-' is not a tag") as e:
         nerdata.read_data(path, tag_column=3)
     _column_listing(str(e.value), 5)
@@ -161,18 +161,18 @@ def test_placeholder_tag_column_is_refused(shared_dir, tmp_path):
 
 @pytest.mark.parametrize("tag_column, why", [(0, "integer ids"), (1, "words, not a small label set|is not a tag"),
                                              (4, "is not a tag")])
-def test_ids_words_and_annotator_columns_are_refused_as_tags(shared_dir, tmp_path, tag_column, why):
+def test_ids_words_and_annotator_columns_are_refused_as_tags(corpora, tmp_path, tag_column, why):
     path = tmp_path / "uner.iob2"
-    path.write_text(_uner_slice(shared_dir, 200), encoding="utf-8")
+    path.write_text(_uner_slice(corpora, 200), encoding="utf-8")
     with pytest.raises(ValueError, match=rf"--tag_column={tag_column} does not hold NER tags \(.*({why})") as e:
         nerdata.read_data(path, tag_column=tag_column)
     _column_listing(str(e.value), 5)
 
 
-def test_no_tag_column_is_refused_before_training(shared_dir, tmp_path, tiny_bert):  # noqa: F811
+def test_no_tag_column_is_refused_before_training(corpora, tmp_path, tiny_bert):  # noqa: F811
     """ID, token, placeholders: nothing fits a scheme -> stop before training, listing every column."""
     lines = [ln if ln.startswith("#") or not ln.strip() else "\t".join(ln.split("\t")[:2] + ["-", "_"])
-             for ln in _uner_slice(shared_dir).splitlines()]
+             for ln in _uner_slice(corpora).splitlines()]
     path = tmp_path / "no_tags.conll"
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     out = tmp_path / "run"
@@ -189,10 +189,10 @@ def test_numbers_as_io_tags_are_refused(tmp_path):
         nerdata.read_data(path)
 
 
-def test_explicit_columns_still_win(shared_dir, tmp_path):
+def test_explicit_columns_still_win(corpora, tmp_path):
     """CoNLL-2003: the chunk column (2) is a valid BIO column too; asking for it is allowed, the default is NER."""
     path = tmp_path / "c.conll"
-    path.write_text(_conll2003(_no_spaces(_uner_truth(shared_dir))), encoding="utf-8")
+    path.write_text(_conll2003(_no_spaces(_uner_truth(corpora))), encoding="utf-8")
     examples, layout = nerdata.read_data(path, tag_column=2)
     assert layout["tag_column"] == 2 and layout["explicit"]["tag_column"] and layout["labels"] == ["NP"]
     assert nerdata.read_data(path)[1]["tag_column"] == 3
@@ -200,10 +200,10 @@ def test_explicit_columns_still_win(shared_dir, tmp_path):
 
 # ----------------------------------------------------------------------------- evaluation files
 
-def test_eval_file_with_no_shared_label_is_an_error(shared_dir, tmp_path, tiny_bert):  # noqa: F811
+def test_eval_file_with_no_shared_label_is_an_error(corpora, tmp_path, tiny_bert):  # noqa: F811
     """train --val/--test and evaluate: a label set sharing nothing with training stops, it is not an F1 of 0."""
     uner = tmp_path / "uner.iob2"
-    uner.write_text(_uner_slice(shared_dir), encoding="utf-8")
+    uner.write_text(_uner_slice(corpora), encoding="utf-8")
     other = tmp_path / "other.conll"
     other.write_text("Anna\tB-person\nbor\tO\n\n", encoding="utf-8")
     cfg = ner.TRAIN_DEFAULTS | dict(train=str(uner), encoder=str(tiny_bert), out_dir=str(tmp_path / "run"),

@@ -17,10 +17,10 @@ from model import GPT, GPTConfig
 
 
 @pytest.mark.slow
-def test_val_loss_and_bits_per_byte_per_language(tmp_path, shared_dir):
+def test_val_loss_and_bits_per_byte_per_language(tmp_path, corpora):
     src = {}
     for lang in ('sv', 'da'):
-        lines = (shared_dir / 'data' / 'text' / f'{lang}.txt').read_text(encoding='utf-8').splitlines()[:1500]
+        lines = (corpora / 'text' / f'{lang}.txt').read_text(encoding='utf-8').splitlines()[:1500]
         src[lang] = tmp_path / 'in' / lang / 'text.txt'
         src[lang].parent.mkdir(parents=True)
         src[lang].write_text('\n'.join(lines) + '\n', encoding='utf-8')

@@ -7,6 +7,7 @@ import string
 import struct
 import sys
 import unicodedata
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -22,12 +23,12 @@ VOCAB = 1000
 
 
 @pytest.fixture(scope="module")
-def corpus(shared_dir, tmp_path_factory) -> dict[str, Path]:
+def corpus(corpora, tmp_path_factory) -> dict[str, Path]:
     """Small slices of the real text: training head and evaluation tail per language."""
     d = tmp_path_factory.mktemp("corpus")
     out = {}
     for lang in ("sv", "en"):
-        lines = (shared_dir / "data" / "text" / f"{lang}.txt").read_text(encoding="utf-8").splitlines()
+        lines = (corpora / "text" / f"{lang}.txt").read_text(encoding="utf-8").splitlines()
         (d / f"{lang}.txt").write_text("\n".join(lines[:N_LINES]) + "\n", encoding="utf-8")
         (d / f"{lang}_eval.txt").write_text("\n".join(lines[-300:]) + "\n", encoding="utf-8")
         out[lang], out[f"{lang}_eval"] = d / f"{lang}.txt", d / f"{lang}_eval.txt"
@@ -38,6 +39,17 @@ def corpus(shared_dir, tmp_path_factory) -> dict[str, Path]:
 def model(corpus, tmp_path_factory) -> str:
     prefix = tmp_path_factory.mktemp("tok") / "multi"
     return train_tokenizer([str(corpus["sv"]), str(corpus["en"])], VOCAB, str(prefix))
+
+
+def test_training_passes_no_deprecated_flag(corpus, tmp_path, capfd):
+    """Training logs no deprecation (SentencePiece >= 0.2 logs, from C++ to fd 2, that GPT-SW3's
+    train_extremely_large_corpus is deprecated and ignored) and no Python DeprecationWarning."""
+    capfd.readouterr()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DeprecationWarning)
+        train_tokenizer([str(corpus["sv"])], VOCAB, str(tmp_path / "m"))
+    err = capfd.readouterr().err
+    assert "deprecated" not in err.lower(), err
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -315,7 +327,7 @@ def test_tiktoken_offline(monkeypatch):
         raise AssertionError("tiktoken tried to fetch a file")
 
     monkeypatch.setattr(tiktoken.load, "read_file_cached", no_network)
-    # reference ids from ../shared/data/tiktoken/README.md ("Verified" table, tiktoken 0.14.0)
+    # reference ids from corpora/tiktoken/README.md ("Verified" table, tiktoken 0.14.0)
     for name, ids, eot, n_vocab in [("gpt2", [31373, 995], 50256, 50257),
                                     ("r50k_base", [31373, 995], 50256, 50257),
                                     ("cl100k_base", [15339, 1917], 100257, 100277),
@@ -328,8 +340,8 @@ def test_tiktoken_offline(monkeypatch):
         assert tok.encode_batch([text, "hello world"]) == [tok.encode(text), ids]
 
 
-def test_tiktoken_rank_file_path(shared_dir, tmp_path):
-    ranks_dir = shared_dir / "data" / "tiktoken"
+def test_tiktoken_rank_file_path(corpora, tmp_path):
+    ranks_dir = corpora / "tiktoken"
     tok = get_tokenizer(str(ranks_dir / "cl100k_base.tiktoken.gz"))
     assert tok.encode("hello world") == [15339, 1917] and tok.eot == 100257
     r50k = (ranks_dir / "r50k_base.tiktoken").read_bytes()

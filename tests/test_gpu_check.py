@@ -38,7 +38,7 @@ def test_in_process_checks_pass_on_cpu_and_are_recorded_at_once(tmp_path):
         lines, figures = _results(ctx)
         assert len(lines) == len(figures) == i + 1 and lines[-1].startswith(f'RESULT {name}')
         assert figures[-1]['check'] == name and figures[-1]['status'] == 'PASS'
-    assert figures[0]['peak_flops'] > 0
+    assert figures[0]['peak_flops'] is None and 'CPU' in figures[0]['peak_source']  # mfu.py: no honest CPU peak
     assert (Path(ctx['work']) / 'data' / 'gpt2' / 'train.bin').stat().st_size > 0
 
 

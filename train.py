@@ -102,8 +102,8 @@ norm_alpha0_attn = None  # (0, inf) init of the post-attention norm ln_2; None =
 norm_init = None  # (-inf, inf) DyT/DyISRU raw alpha/beta at init, the DyISRU code's init_alpha/init_beta (not alpha0)
 norm_init_attn = None  # (-inf, inf) the same for ln_2; None = norm_init
 pos = 'learned'  # 'learned' | 'rope'
-rope_theta = 10000.0  # RoPE base (Llama 3: 500000)
-rope_fraction = 0.5  # share of each head's channels RoPE rotates (OEC: 0.5; Llama, Qwen3: 1.0)
+rope_theta = 10000.0  # (0, inf) RoPE base (Llama 3: 500000)
+rope_fraction = 0.5  # (0, 1] share of each head's channels RoPE rotates (OEC: 0.5; Llama, Qwen3: 1.0)
 mlp = 'gelu'  # 'gelu' | 'swiglu'
 qk_norm = False  # normalise q and k per head (qk-LayerNorm)
 tie_embeddings = True  # output embedding = input embedding (GPT-2)
@@ -114,8 +114,9 @@ vocab_multiple = None  # [1, inf) pad the vocabulary to a multiple of this; None
 z_loss = 0.0  # [0, inf) lambda of the z-loss, mean (log Z)^2 (PaLM, arXiv:2204.02311; 1e-4 in OEC)
 mu_loss = 0.0  # [0, inf) lambda of the mu-loss, ||mean of output-embedding rows||^2 (OEC's mu-loss; 1e-4 in OEC)
 mu_centering = False  # subtract the row mean from the output embedding after every step (OEC's mu-centering)
-gauge_shift = 0.0  # OEC mechanism check: before this run's first step, add one vector to every output-embedding row
-#   (optim.gauge_shift_, a gauge change) so the mean logit mu.h_bar on eval_iters train batches is this value; 0 = off
+gauge_shift = 0.0  # (-inf, inf) OEC mechanism check: before this run's first step, add one vector to every
+#   output-embedding row (optim.gauge_shift_, a gauge change) so the mean logit mu.h_bar on eval_iters train batches
+#   is this value; 0 = off
 # optimizer
 optimizer = 'adamw'  # 'adamw' | 'coupled_adam' (Coupled Adam on one embedding matrix)
 coupled_adam_embedding = 'output'  # coupled matrix: 'output' (lm_head) | 'input' (wte); tied: the same matrix
@@ -145,7 +146,7 @@ fsdp_reduce_every_micro_step = True  # FSDP2 + accumulation: reduce-scatter grad
 tf32 = True  # CUDA fp32 matmuls/convolutions in TF32 (faster, 10-bit mantissa); False = exact fp32. No effect on CPU
 activation_checkpointing = False  # recompute each block's activations in backward (less memory)
 init_device = ''  # '' = build the model on `device`; 'meta' = build on meta, shard, then materialise
-dist_timeout_s = 1800  # (0, inf) seconds a collective waits for the other ranks before the run stops
+dist_timeout_s = 1800  # [1, inf) seconds a collective waits for the other ranks before the run stops
 #   (init_process_group's timeout): raise it when rank 0 writes large checkpoints to a slow disk while the others wait
 seed = 1337  # [0, inf) initial weights, data order, dropout (per rank: seed + rank)
 skip_nonfinite = False  # on a NaN/inf loss or grad norm: skip the batch (counted) instead of stopping

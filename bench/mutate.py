@@ -61,13 +61,24 @@ TARGETS = {
                               'loader.xǁSequentialLoaderǁ*'], ['tests/test_data.py', 'tests/test_mutation_kills.py']),
     'chat': ('chat.py', ['chat.xǁChatLoaderǁ*'], ['tests/test_data.py', 'tests/test_mutation_kills.py']),
     # the files the first mutation runs left out: the eval loss, checkpoints, readers, dedup, sweeps, MFU
-    'evaluation': ('evaluation.py', ['evaluation.*'], ['tests/test_evaluation.py', 'tests/test_train.py']),
-    'checkpoint': ('checkpoint.py', ['checkpoint.*'], ['tests/test_checkpoint.py', 'tests/test_train.py']),
+    # evaluation: test_train.py's quick tests run train.py in subprocesses (minutes per mutant): its own tests only
+    'evaluation': ('evaluation.py', ['evaluation.*'], ['tests/test_evaluation.py']),
+    # checkpoint: the tests without a train.py run (a run per mutant takes minutes on 2 cores)
+    'checkpoint': ('checkpoint.py', ['checkpoint.*'], [
+        'tests/test_checkpoint.py::' + t for t in (
+            'test_prune_keeps_newest_by_step_and_only_our_files', 'test_save_is_atomic_and_prunes',
+            'test_ckpt_pt_is_complete_at_every_moment_of_a_save',
+            'test_full_disk_gives_one_message_and_removes_the_partial_file',
+            'test_a_pickled_object_is_refused_without_advising_weights_only_false', 'test_missing_checkpoint',
+            'test_write_json_is_atomic', 'test_load_and_newest_intact_on_saved_checkpoints')]),
     'documents': ('documents.py', ['documents.*'], ['tests/test_documents.py', 'tests/test_line_endings.py',
                                                     'tests/test_data.py']),
     'dedup': ('dedup.py', ['dedup.*'], ['tests/test_dedup.py', 'tests/test_clean.py']),
     'sweep': ('sweep.py', ['sweep.*'], ['tests/test_sweep.py']),
-    'mfu': ('mfu.py', ['mfu.*'], ['tests/test_model.py', 'tests/test_fsdp.py']),
+    # mfu: its own tests and test_model's MFU tests (test_fsdp's run train.py under torchrun)
+    'mfu': ('mfu.py', ['mfu.*'], ['tests/test_mfu.py', 'tests/test_model.py::test_num_params_and_flops',
+                                  'tests/test_model.py::test_gpu_peak_flops_per_device_name',
+                                  'tests/test_model.py::test_mfu_never_exceeds_one']),
     'nerreaders': ('nerdata.py', ['nerdata.*'], ['tests/test_ner_layouts.py', 'tests/test_ner.py',
                                                  'tests/test_line_endings.py', 'tests/test_ner_checks.py']),
 }

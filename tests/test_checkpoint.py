@@ -186,3 +186,34 @@ def test_convert_cli_writes_a_hf_folder_and_refuses_before_writing(run, tmp_path
     assert e.value.code == 0
     out = capsys.readouterr().out
     assert all(f'--{k}' in out for k in checkpoint.CONVERT_DEFAULTS) and '# write a Hugging Face' in out
+
+
+def test_load_and_newest_intact_on_saved_checkpoints(tmp_path):
+    """Quick (no train.py run): checkpoints written by save_checkpoint. load_checkpoint takes a folder (its
+    ckpt.pt) or a file; a truncated ckpt.pt names the newest step file that loads, skipping the broken one it
+    is a hard link of and a broken newer one; a dict without 'model'/'model_args' is refused."""
+    for step in (1, 2, 3):
+        checkpoint.save_checkpoint({'model': {'w': torch.full((2,), float(step))}, 'model_args': {}, 'step': step},
+                                   tmp_path, step, keep_last_k=3)
+    assert load_checkpoint(tmp_path)['step'] == 3 and load_checkpoint(tmp_path / 'ckpt_0000002.pt')['step'] == 2
+    assert checkpoint.newest_intact(tmp_path) == (3, tmp_path / 'ckpt_0000003.pt')
+    assert checkpoint.has_checkpoint(tmp_path) and not checkpoint.has_checkpoint(tmp_path / 'none')
+    size = (tmp_path / 'ckpt.pt').stat().st_size
+    with open(tmp_path / 'ckpt.pt', 'r+b') as f:  # ckpt.pt = ckpt_0000003.pt (a hard link): both break
+        f.truncate(size // 2)
+    assert checkpoint.newest_intact(tmp_path) == (2, tmp_path / 'ckpt_0000002.pt')
+    with pytest.raises(CheckpointError) as e:
+        load_checkpoint(tmp_path)
+    assert str(e.value).startswith(f"{tmp_path / 'ckpt.pt'} is truncated or corrupt (")
+    assert str(e.value).endswith(f"the newest intact checkpoint is {tmp_path / 'ckpt_0000002.pt'} (step 2): "
+                                 f"`cp {tmp_path / 'ckpt_0000002.pt'} {tmp_path / 'ckpt.pt'}` and run again")
+    # an intact ckpt.pt that is a hard link of a step file is not skipped by newest_intact's exclude
+    assert checkpoint.newest_intact(tmp_path, exclude=tmp_path / 'ckpt_0000001.pt') == (2, tmp_path / 'ckpt_0000002.pt')
+    assert checkpoint.newest_intact(tmp_path, exclude=tmp_path / 'ckpt_0000002.pt') == (1, tmp_path / 'ckpt_0000001.pt')
+    torch.save({'model': {}, 'step': 4}, tmp_path / 'ckpt_0000004.pt')  # no model_args: not a train.py checkpoint
+    with pytest.raises(CheckpointError, match=r"ckpt_0000004.pt is no train.py checkpoint \(it lacks 'model' and "
+                                              r"'model_args'\)"):
+        load_checkpoint(tmp_path / 'ckpt_0000004.pt')
+    assert checkpoint.newest_intact(tmp_path) == (2, tmp_path / 'ckpt_0000002.pt')
+    assert checkpoint.step_files(tmp_path / 'none') == {} and checkpoint.step_file(tmp_path, 12).name == \
+        'ckpt_0000012.pt'

@@ -47,11 +47,12 @@ def test_a_listed_gpu_gets_its_datasheet_peak_once_per_device_and_dtype(monkeypa
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda d: names.append(d) or "NVIDIA H100 80GB HBM3")
     monkeypatch.setattr(mfu, "_measured_peak_flops", lambda *a: pytest.fail("a listed GPU is not measured"))
     want = (989.5e12, "NVIDIA H100 80GB HBM3: datasheet dense bf16 peak 989.5 TFLOP/s")
-    assert mfu.peak_flops("cuda:0") == want
-    assert mfu.peak_flops(torch.device("cuda:0")) == want and len(names) == 1  # cached
-    assert mfu.peak_flops("cuda:0", torch.bfloat16) == want and len(names) == 2  # another dtype, another entry
-    assert set(peaks) == {("cuda:0", torch.float32), ("cuda:0", torch.bfloat16)}
-    assert mfu.device_peak_flops("cuda:0") == 989.5e12
+    assert mfu.peak_flops("cuda:1") == want
+    assert names == [torch.device("cuda:1")]  # the name of that device, not of the current one
+    assert mfu.peak_flops(torch.device("cuda:1")) == want and len(names) == 1  # cached
+    assert mfu.peak_flops("cuda:1", torch.bfloat16) == want and len(names) == 2  # another dtype, another entry
+    assert set(peaks) == {("cuda:1", torch.float32), ("cuda:1", torch.bfloat16)}
+    assert mfu.device_peak_flops("cuda:1") == 989.5e12
 
 
 def test_an_unlisted_gpu_is_measured_in_bf16_with_a_warning(monkeypatch, peaks):
@@ -82,6 +83,64 @@ def test_the_peak_is_raised_only_above_it(peaks):
         assert mfu.raise_peak_flops("cpu", torch.float32, 1e9) == 1e9
         assert mfu.raise_peak_flops("cpu", torch.float32, 5e8) == 1e9
     assert peaks[("cpu", torch.float32)] == (1e9, "cpu: test")
-    with pytest.warns(UserWarning, match=r"training ran at 2\.0 GFLOP/s, above the peak used for MFU \(cpu: test\)"):
+    with pytest.warns(UserWarning, match=r"^training ran at 2\.0 GFLOP/s, above the peak used for MFU \(cpu: test\): "
+                                         r"the peak is raised to the achieved rate, so MFU reads 100% at most$"):
         assert mfu.raise_peak_flops(torch.device("cpu"), torch.float32, 2e9) == 2e9
     assert peaks == {("cpu", torch.float32): (2e9, "cpu: test; raised to the achieved rate")}
+
+
+def test_the_peak_is_kept_per_dtype(peaks):
+    """A bf16 run reads (and raises) the bf16 peak, not the fp32 one of the same device."""
+    peaks[("cpu", torch.float32)], peaks[("cpu", torch.bfloat16)] = (1e9, "cpu: fp32"), (4e9, "cpu: bf16")
+    assert mfu.device_peak_flops("cpu", torch.bfloat16) == 4e9 and mfu.device_peak_flops("cpu") == 1e9
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert mfu.raise_peak_flops("cpu", torch.bfloat16, 2e9) == 4e9  # above the fp32 peak, below the bf16 one
+    with pytest.warns(UserWarning, match=r"\(cpu: bf16\)"):
+        assert mfu.raise_peak_flops("cpu", torch.bfloat16, 5e9) == 5e9
+    assert peaks[("cpu", torch.float32)] == (1e9, "cpu: fp32")
+
+
+def _fake_torch(monkeypatch) -> list:
+    """mfu's view of torch replaced by recorders (no real matmul, no GPU needed): returns the event list."""
+    events = []
+
+    class Generator:
+        def __init__(self, device=None):
+            events.append(("generator", device))
+
+        def manual_seed(self, seed):
+            events.append(("seed", seed))
+            return self
+
+    class Matrix:
+        def to(self, dtype):
+            events.append(("to", dtype))
+            return self
+
+        def __matmul__(self, other):
+            events.append("matmul")
+            return self
+
+    def randn(*shape, device=None, generator=None):
+        events.append(("randn", shape, device, isinstance(generator, Generator)))
+        return Matrix()
+    cuda = SimpleNamespace(synchronize=lambda d: events.append(("sync", d)))
+    monkeypatch.setattr(mfu, "torch", SimpleNamespace(device=torch.device, Generator=Generator, randn=randn, cuda=cuda,
+                                                     float32=torch.float32, bfloat16=torch.bfloat16))
+    return events
+
+
+@pytest.mark.parametrize("device, dtype, n, want_dtype", [("cpu", None, 1024, torch.float32),
+                                                          ("cpu", torch.bfloat16, 1024, torch.bfloat16),
+                                                          ("cuda:1", None, 8192, torch.bfloat16)])
+def test_measured_peak_times_n_by_n_matmuls_on_the_device(monkeypatch, device, dtype, n, want_dtype):
+    """Two n x n matrices (n = 1024 on CPU, 8192 on a GPU) from a generator of that device seeded 0, in dtype
+    (None: fp32 on CPU, bf16 on a GPU); 11 matmuls, each between two synchronizes on a GPU."""
+    events = _fake_torch(monkeypatch)
+    _fake_clock(monkeypatch, [0.5, 0.4, 0.3, 0.2, 0.25, 0.6, 0.7, 0.8, 0.9, 0.35])
+    assert mfu._measured_peak_flops(device, dtype) == pytest.approx(2 * n**3 / 0.2, rel=1e-12)
+    d = torch.device(device)
+    made = [("randn", (n, n), d, True), ("to", want_dtype)]
+    trial = [("sync", d), "matmul", ("sync", d)] if d.type == "cuda" else ["matmul"]
+    assert events == [("generator", d), ("seed", 0), *made, *made, *trial * 11]

@@ -75,8 +75,8 @@ TARGETS = {
             'test_prune_removes_the_shards_of_a_pruned_step',
             'test_load_of_a_sharded_checkpoint_and_a_file_that_is_not_a_dict',
             'test_read_errors_name_the_exception_and_its_first_line')]),
-    'documents': ('documents.py', ['documents.*'], ['tests/test_documents.py', 'tests/test_line_endings.py',
-                                                    'tests/test_data.py']),
+    # documents: its own tests and the line-ending ones (test_data.py prepares datasets in worker processes)
+    'documents': ('documents.py', ['documents.*'], ['tests/test_documents.py', 'tests/test_line_endings.py']),
     'dedup': ('dedup.py', ['dedup.*'], ['tests/test_dedup.py', 'tests/test_clean.py']),
     # sweep: the tests that call the functions directly (the fake train.py runs take seconds per mutant)
     'sweep': ('sweep.py', ['sweep.*'], ['tests/test_sweep.py::' + t for t in (

@@ -61,15 +61,41 @@ TARGETS = {
                               'loader.xǁSequentialLoaderǁ*'], ['tests/test_data.py', 'tests/test_mutation_kills.py']),
     'chat': ('chat.py', ['chat.xǁChatLoaderǁ*'], ['tests/test_data.py', 'tests/test_mutation_kills.py']),
     # the files the first mutation runs left out: the eval loss, checkpoints, readers, dedup, sweeps, MFU
-    'evaluation': ('evaluation.py', ['evaluation.*'], ['tests/test_evaluation.py', 'tests/test_train.py']),
-    'checkpoint': ('checkpoint.py', ['checkpoint.*'], ['tests/test_checkpoint.py', 'tests/test_train.py']),
-    'documents': ('documents.py', ['documents.*'], ['tests/test_documents.py', 'tests/test_line_endings.py',
-                                                    'tests/test_data.py']),
+    # evaluation: test_train.py's quick tests run train.py in subprocesses (minutes per mutant): its own tests only
+    'evaluation': ('evaluation.py', ['evaluation.*'], ['tests/test_evaluation.py']),
+    # checkpoint: the tests without a train.py run (a run per mutant takes minutes on 2 cores)
+    'checkpoint': ('checkpoint.py', ['checkpoint.*'], [
+        'tests/test_checkpoint.py::' + t for t in (
+            'test_prune_keeps_newest_by_step_and_only_our_files', 'test_save_is_atomic_and_prunes',
+            'test_ckpt_pt_is_complete_at_every_moment_of_a_save',
+            'test_full_disk_gives_one_message_and_removes_the_partial_file',
+            'test_a_pickled_object_is_refused_without_advising_weights_only_false', 'test_missing_checkpoint',
+            'test_write_json_is_atomic', 'test_load_and_newest_intact_on_saved_checkpoints',
+            'test_write_json_text_and_a_failed_write', 'test_save_names_its_temporary_files_as_the_cleanup_finds_them',
+            'test_prune_removes_the_shards_of_a_pruned_step',
+            'test_load_of_a_sharded_checkpoint_and_a_file_that_is_not_a_dict',
+            'test_read_errors_name_the_exception_and_its_first_line')]),
+    # documents: its own tests and the line-ending ones (test_data.py prepares datasets in worker processes)
+    'documents': ('documents.py', ['documents.*'], ['tests/test_documents.py', 'tests/test_line_endings.py']),
     'dedup': ('dedup.py', ['dedup.*'], ['tests/test_dedup.py', 'tests/test_clean.py']),
-    'sweep': ('sweep.py', ['sweep.*'], ['tests/test_sweep.py']),
-    'mfu': ('mfu.py', ['mfu.*'], ['tests/test_model.py', 'tests/test_fsdp.py']),
-    'nerreaders': ('nerdata.py', ['nerdata.*'], ['tests/test_ner_layouts.py', 'tests/test_ner.py',
-                                                 'tests/test_line_endings.py', 'tests/test_ner_checks.py']),
+    # sweep: the tests that call the functions directly (the fake train.py runs take seconds per mutant)
+    'sweep': ('sweep.py', ['sweep.*'], ['tests/test_sweep.py::' + t for t in (
+        'test_lr_sensitivity_on_a_hand_made_table', 'test_norm_metrics_as_the_dyisru_code_computes_them',
+        'test_stability_counts_a_run_at_exactly_1_1_best_as_stable',
+        'test_lr_sensitivity_caps_at_the_loss_at_init_exactly',
+        'test_collect_rows_from_finished_diverged_and_missing_runs',
+        'test_loss_of_a_row_is_inf_when_diverged_missing_or_not_finite',
+        'test_summary_header_and_run_lines_are_fixed_width_columns',
+        'test_summary_text_with_lr_sensitivity_incomplete_groups_and_norm_metrics',
+        'test_norm_inits_pair_decides_the_diagonal', 'test_summary_labels_long_values_and_a_norm_without_finished_runs',
+        'test_paper_loss_is_nan_when_diverged_missing_or_not_finite')]),
+    # mfu: its own tests and test_model's MFU tests (test_fsdp's run train.py under torchrun)
+    'mfu': ('mfu.py', ['mfu.*'], ['tests/test_mfu.py', 'tests/test_model.py::test_num_params_and_flops',
+                                  'tests/test_model.py::test_gpu_peak_flops_per_device_name',
+                                  'tests/test_model.py::test_mfu_never_exceeds_one']),
+    # nerreaders: the reader tests (test_ner.py fine-tunes taggers: minutes per mutant)
+    'nerreaders': ('nerdata.py', ['nerdata.*'], ['tests/test_ner_layouts.py', 'tests/test_line_endings.py',
+                                                 'tests/test_ner_checks.py']),
 }
 # train.py's loop is module-level code that mutmut cannot reach: hand-written one-line mutants, each a silently wrong
 # number (not a crash), run against the quick tests of the loop (--train_loop=True). (name, original, mutant)

@@ -7,6 +7,7 @@ import pickle
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -274,3 +275,118 @@ def test_converted_dcp_checkpoint_has_the_full_runs_param_groups(tiny_dataset, t
     for name, st in full['state'].items():
         assert all(torch.equal(torch.as_tensor(conv['state'][name][k]), torch.as_tensor(v))
                    for k, v in st.items()), name
+
+
+def test_load_and_newest_intact_on_saved_checkpoints(tmp_path):
+    """Quick (no train.py run): checkpoints written by save_checkpoint. load_checkpoint takes a folder (its
+    ckpt.pt) or a file; a truncated ckpt.pt names the newest step file that loads, skipping the broken one it
+    is a hard link of and a broken newer one; a dict without 'model'/'model_args' is refused."""
+    for step in (1, 2, 3):
+        checkpoint.save_checkpoint({'model': {'w': torch.full((2,), float(step))}, 'model_args': {}, 'step': step},
+                                   tmp_path, step, keep_last_k=3)
+    assert load_checkpoint(tmp_path)['step'] == 3 and load_checkpoint(tmp_path / 'ckpt_0000002.pt')['step'] == 2
+    assert checkpoint.newest_intact(tmp_path) == (3, tmp_path / 'ckpt_0000003.pt')
+    assert checkpoint.has_checkpoint(tmp_path) and not checkpoint.has_checkpoint(tmp_path / 'none')
+    size = (tmp_path / 'ckpt.pt').stat().st_size
+    with open(tmp_path / 'ckpt.pt', 'r+b') as f:  # ckpt.pt = ckpt_0000003.pt (a hard link): both break
+        f.truncate(size // 2)
+    assert checkpoint.newest_intact(tmp_path) == (2, tmp_path / 'ckpt_0000002.pt')
+    with pytest.raises(CheckpointError) as e:
+        load_checkpoint(tmp_path)
+    assert str(e.value).startswith(f"{tmp_path / 'ckpt.pt'} is truncated or corrupt (")
+    assert str(e.value).endswith(f"the newest intact checkpoint is {tmp_path / 'ckpt_0000002.pt'} (step 2): "
+                                 f"`cp {tmp_path / 'ckpt_0000002.pt'} {tmp_path / 'ckpt.pt'}` and run again")
+    # an intact ckpt.pt that is a hard link of a step file is not skipped by newest_intact's exclude
+    assert checkpoint.newest_intact(tmp_path, exclude=tmp_path / 'ckpt_0000001.pt') == (2, tmp_path / 'ckpt_0000002.pt')
+    assert checkpoint.newest_intact(tmp_path, exclude=tmp_path / 'ckpt_0000002.pt') == (1, tmp_path / 'ckpt_0000001.pt')
+    torch.save({'model': {}, 'step': 4}, tmp_path / 'ckpt_0000004.pt')  # no model_args: not a train.py checkpoint
+    with pytest.raises(CheckpointError, match=r"ckpt_0000004.pt is no train.py checkpoint \(it lacks 'model' and "
+                                              r"'model_args'\)"):
+        load_checkpoint(tmp_path / 'ckpt_0000004.pt')
+    assert checkpoint.newest_intact(tmp_path) == (2, tmp_path / 'ckpt_0000002.pt')
+    assert checkpoint.step_files(tmp_path / 'none') == {} and checkpoint.step_file(tmp_path, 12).name == \
+        'ckpt_0000012.pt'
+
+
+def test_write_json_text_and_a_failed_write(tmp_path):
+    """Two-space indented JSON and a final newline; a write that cannot start (no such folder) is one
+    CheckpointError with the OS reason and the fix, and leaves nothing behind."""
+    checkpoint.write_json(tmp_path / 'a.json', {'x': 1, 'y': [2]})
+    assert (tmp_path / 'a.json').read_text() == '{\n  "x": 1,\n  "y": [\n    2\n  ]\n}\n'
+    with pytest.raises(CheckpointError) as e:
+        checkpoint.write_json(tmp_path / 'none' / 'a.json', {'x': 1})
+    assert str(e.value) == (f"cannot write {tmp_path / 'none' / 'a.json'}: No such file or directory: free disk "
+                            f"space or use a writable --out_dir")
+
+
+def test_save_names_its_temporary_files_as_the_cleanup_finds_them(tmp_path, monkeypatch):
+    """The temporary files of a save are ckpt_<step>.pt.tmp and ckpt.pt.tmp, the names the next save removes
+    when a killed write left them (so stale ones never pile up); a save into a missing folder is one
+    CheckpointError."""
+    (tmp_path / 'ckpt_0000001.pt.tmp').write_bytes(b'partial')  # left by writes that were killed
+    (tmp_path / 'ckpt.pt.tmp').write_bytes(b'partial')
+    renames, real = [], os.replace
+    monkeypatch.setattr(os, 'replace', lambda a, b: renames.append((Path(a).name, Path(b).name)) or real(a, b))
+    checkpoint.save_checkpoint({'model': {}, 'model_args': {}, 'step': 2}, tmp_path, 2, keep_last_k=2)
+    monkeypatch.undo()
+    assert renames == [('ckpt_0000002.pt.tmp', 'ckpt_0000002.pt'), ('ckpt.pt.tmp', 'ckpt.pt')]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['ckpt.pt', 'ckpt_0000002.pt']
+    with pytest.raises(CheckpointError) as e:
+        checkpoint.save_checkpoint({'model': {}, 'model_args': {}}, tmp_path / 'none', 3, keep_last_k=2)
+    assert str(e.value).startswith(f"cannot write the step-3 checkpoint to {tmp_path / 'none'}: No such file or "
+                                   f"directory: free disk space")
+
+
+def test_prune_removes_the_shards_of_a_pruned_step(tmp_path):
+    for step in (1, 2):
+        (tmp_path / f'ckpt_{step:07d}.pt').write_bytes(b'x')
+        (checkpoint.dcp_dir(tmp_path, step) / 'shard').mkdir(parents=True)
+    assert [p.name for p in checkpoint.prune(tmp_path, 2, keep_last_k=1)] == ['ckpt_0000001.pt']
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['ckpt_0000002.dcp', 'ckpt_0000002.pt']
+
+
+def test_load_of_a_sharded_checkpoint_and_a_file_that_is_not_a_dict(tmp_path, monkeypatch):
+    """A sharded ckpt.pt (its 'dcp' names the shards' folder beside it) loads with dcp_path set when the shards
+    are complete (.metadata), else names the shards in its message; every load is weights_only, onto
+    map_location; a non-dict and a dict with extra keys are told apart."""
+    checkpoint.save_checkpoint({'model': {}, 'model_args': {}, 'step': 4}, tmp_path, 4, keep_last_k=3)
+    meta = {'model': {}, 'model_args': {}, 'step': 5, 'dcp': 'ckpt_0000005.dcp'}
+    checkpoint.save_checkpoint(meta, tmp_path, 5, keep_last_k=3)
+    shards = tmp_path / 'ckpt_0000005.dcp'
+    with pytest.raises(CheckpointError) as e:
+        load_checkpoint(tmp_path)
+    step4 = tmp_path / 'ckpt_0000004.pt'  # not ckpt_0000005.pt: that is ckpt.pt itself, loadable but shardless
+    assert str(e.value) == (f"{tmp_path / 'ckpt.pt'} is a sharded checkpoint but its shards {shards} are missing or "
+                            f"incomplete: the newest intact checkpoint is {step4} (step 4): `cp {step4} "
+                            f"{tmp_path / 'ckpt.pt'}` and run again")
+    shards.mkdir()
+    (shards / '.metadata').write_bytes(b'')
+    assert load_checkpoint(tmp_path)['dcp_path'] == str(shards)
+    assert load_checkpoint(tmp_path / 'ckpt_0000005.pt')['dcp_path'] == str(shards)
+    seen, real = [], torch.load
+    monkeypatch.setattr(torch, 'load', lambda *a, **k: seen.append(k) or real(*a, **k))
+    load_checkpoint(tmp_path / 'ckpt_0000005.pt', map_location='meta')
+    checkpoint.newest_intact(tmp_path)
+    monkeypatch.undo()
+    assert seen == [{'map_location': 'meta', 'weights_only': True}, {'map_location': 'cpu', 'weights_only': True}]
+    torch.save([1, 2], tmp_path / 'list.pt')
+    with pytest.raises(CheckpointError, match="list.pt is no train.py checkpoint"):
+        load_checkpoint(tmp_path / 'list.pt')
+    torch.save({'model': {}, 'model_args': {}}, tmp_path / 'exact.pt')  # exactly the two keys: a checkpoint
+    assert load_checkpoint(tmp_path / 'exact.pt') == {'model': {}, 'model_args': {}}
+
+
+def test_read_errors_name_the_exception_and_its_first_line(tmp_path, monkeypatch):
+    """A failed load names the exception type and the first line of its message (at most 120 characters; none
+    for an empty message); with no intact step file left, the fix is a new run. has_checkpoint: ckpt.pt or
+    any step file."""
+    checkpoint.save_checkpoint({'model': {}, 'model_args': {}, 'step': 1}, tmp_path, 1, keep_last_k=1)
+    assert checkpoint.has_checkpoint(tmp_path)
+    (tmp_path / 'ckpt.pt').unlink()
+    assert checkpoint.has_checkpoint(tmp_path)  # a step file alone is a checkpoint too
+    for exc, shown in ((RuntimeError('x' * 200 + '\nsecond line'), 'x' * 120), (RuntimeError(), '')):
+        monkeypatch.setattr(torch, 'load', lambda *a, exc=exc, **k: (_ for _ in ()).throw(exc))
+        with pytest.raises(CheckpointError) as e:
+            load_checkpoint(tmp_path / 'ckpt_0000001.pt')
+        assert str(e.value) == (f"{tmp_path / 'ckpt_0000001.pt'} is truncated or corrupt (RuntimeError: {shown}): "
+                                f"no intact ckpt_<step>.pt is left in that folder: start a new run")

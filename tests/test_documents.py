@@ -212,3 +212,87 @@ def test_lines_are_the_same_read_in_pieces(tmp_path, monkeypatch):
         assert [d.text for d in read_documents(path)] == expected
     with pytest.raises(ValueError, match=f"{path}:0: document of"):  # a whole-file document too
         list(read_documents(path, txt_unit="file", max_document_bytes=10))
+
+
+def test_whole_file_document_and_where_its_bad_byte_is(tmp_path):
+    """txt_unit='file': one document at line 0 of its file; a NUL or bad byte is reported at the line of the
+    first one (a leading newline counts), skipped (counted) under 'skip' and repaired under 'replace'."""
+    (tmp_path / "a.txt").write_bytes(b"one\ntwo")
+    (doc,) = read_documents(tmp_path / "a.txt", txt_unit="file")
+    assert (doc.text, doc.source, doc.line, doc.key, doc.error) == ("one\ntwo", str(tmp_path / "a.txt"), 0,
+                                                                    f"{tmp_path / 'a.txt'}:0", None)
+    for name, raw, where in (("n0.txt", b"\x00abc\nx\n", "n0.txt:1, byte offset 0: NUL byte"),
+                             ("n2.txt", b"ok\nx\x00\ny\x00\n", "n2.txt:2, byte offset 4: NUL byte"),
+                             ("lead.txt", b"\n\x00\n", "lead.txt:2, byte offset 1: NUL byte")):
+        (tmp_path / name).write_bytes(raw)
+        with pytest.raises(ValueError, match=where):
+            list(read_documents(tmp_path / name, txt_unit="file"))
+    report = {}
+    assert list(read_documents(tmp_path / "n2.txt", txt_unit="file", on_bad_input="skip", report=report)) == []
+    assert report[str(tmp_path / "n2.txt")] == dict(documents=0, skipped=1, repaired=0)
+    report = {}
+    (doc,) = read_documents(tmp_path / "n2.txt", txt_unit="file", on_bad_input="replace", report=report)
+    assert doc.text == "ok\nx\ufffd\ny\ufffd\n" and doc.error is None
+    assert report[str(tmp_path / "n2.txt")] == dict(documents=1, skipped=0, repaired=1)
+
+
+def test_line_text_offsets_and_stream_errors(tmp_path):
+    """A .txt line keeps its trailing spaces and letters (only its newline goes); byte offsets count from the
+    start of the file on every line; a bad JSONL line yielded with yield_bad keeps its raw text (no newline);
+    a blank JSONL line is an empty document at its line; a file that is not gzip / zstd at all is one
+    ValueError naming line 1 and byte 0."""
+    (tmp_path / "t.txt").write_bytes(b"TAX\nend  \t\r\n")
+    assert [d.text for d in read_documents(tmp_path / "t.txt")] == ["TAX", "end  \t"]
+    for raw, where in ((b"\xff\n", "o1.txt:1, byte offset 0"), (b"a\nbb\nc\xff\n", "o1.txt:3, byte offset 6")):
+        (tmp_path / "o1.txt").write_bytes(raw)
+        with pytest.raises(ValueError, match=where):
+            list(read_documents(tmp_path / "o1.txt"))
+    path = tmp_path / "b.jsonl"
+    path.write_bytes(b'{"text": "a"}\n\nno json X\nno json \nbad \xff byte\n')
+    docs = list(read_documents(path, on_bad_input="skip", yield_bad=True))
+    assert [(d.text, d.source, d.line, d.fields, d.error is None) for d in docs] == [
+        ("a", str(path), 1, {}, True), ("", str(path), 2, {}, True), ("no json X", str(path), 3, {}, False),
+        ("no json ", str(path), 4, {}, False), ("bad \ufffd byte", str(path), 5, {}, False)]
+    (tmp_path / "f.jsonl").write_bytes(b'{"id": "x1", "text": "a"}\n')
+    assert [d.fields for d in read_documents(tmp_path / "f.jsonl")] == [{}]  # the other fields only when asked
+    assert [d.fields for d in read_documents(tmp_path / "f.jsonl", fields=True)] == [{"id": "x1"}]
+    with pytest.raises(ValueError, match=r"^txt_unit must be 'line' or 'file', got 'para'$"):
+        list(read_documents(tmp_path / "t.txt", txt_unit="para"))
+    (tmp_path / "g.jsonl.gz").write_bytes(b"not gzip")
+    with pytest.raises(ValueError, match=r"g.jsonl.gz:1: cannot read the jsonl.gz stream after byte 0 \("):
+        list(read_documents(tmp_path / "g.jsonl.gz"))
+    (tmp_path / "z.jsonl.zst").write_bytes(b"not zstd at all")
+    with pytest.raises(ValueError, match=r"^.*z.jsonl.zst:1: corrupt zstd stream after byte 0 \(.*\): the file is "
+                                         r"truncated or not zstd; re-download or re-compress it$"):
+        list(read_documents(tmp_path / "z.jsonl.zst"))
+
+
+def test_the_files_are_closed_after_reading(tmp_path):
+    import gc
+    import warnings
+    (tmp_path / "a.txt").write_bytes(b"one\ntwo\n")
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        assert len(list(read_documents(tmp_path / "a.txt"))) == 2
+        gc.collect()
+    assert not [w for w in seen if issubclass(w.category, ResourceWarning)]
+
+
+def test_bad_records_are_counted_and_summed_up_on_stderr(tmp_path, capsys):
+    """Every skipped record counts; one stderr line per file with skipped or repaired records (none for a clean
+    file); the message of a bad byte says how to fix the file."""
+    path = tmp_path / "two.txt"
+    path.write_bytes(b"ok\nbad \xff\nworse \xfe\n")
+    report = {}
+    assert [d.text for d in read_documents(path, on_bad_input="skip", report=report)] == ["ok"]
+    assert report[str(path)] == dict(documents=1, skipped=2, repaired=0)
+    assert capsys.readouterr().err == (f"warning: {path}: 2 bad record(s) skipped, 0 repaired "
+                                       f"(on_bad_input='skip'), 1 read\n")
+    assert len(list(read_documents(path, on_bad_input="replace"))) == 3
+    assert capsys.readouterr().err == (f"warning: {path}: 0 bad record(s) skipped, 2 repaired "
+                                       f"(on_bad_input='replace'), 3 read\n")
+    (tmp_path / "clean.txt").write_bytes(b"ok\n")
+    assert len(list(read_documents(tmp_path / "clean.txt"))) == 1 and capsys.readouterr().err == ""
+    with pytest.raises(ValueError, match=r"^.*two.txt:2, byte offset 7: not UTF-8 \(invalid start byte\); re-encode "
+                                         r"the file as UTF-8 \(e.g. iconv -f latin1 -t utf-8\), or pass"):
+        list(read_documents(path))

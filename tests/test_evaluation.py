@@ -220,3 +220,71 @@ def test_a_hugging_face_folder_scores_as_its_run(trained_run, data_root, tmp_pat
     with pytest.raises(ValueError, match='another tokenizer'):
         evaluation.evaluate(hf_dir=str(tmp_path / 'hf'), tokenizer=spm, datasets=['other'],
                             data_root=str(data_root))
+
+
+def test_fixed_batches_are_the_same_at_every_eval_and_leave_the_training_rng_alone():
+    """Their own seeded generator (loader.get_batch with torch.Generator().manual_seed(seed)): the same windows
+    whatever the global RNG did in between, and drawing them does not move the global (training) RNG."""
+    ref_gen = torch.Generator().manual_seed(7)
+    from loader import get_batch
+    want = [get_batch(TOKENS, 3, 8, ref_gen) for _ in range(3)]
+    for global_seed in (1, 2):
+        torch.manual_seed(global_seed)
+        batches = evaluation.fixed_batches(TOKENS, batch_size=3, block_size=8, seed=7)
+        state = torch.get_rng_state()
+        got = [batches() for _ in range(3)]
+        assert torch.equal(torch.get_rng_state(), state)
+        for (x, y), (wx, wy) in zip(got, want):
+            assert torch.equal(x, wx) and torch.equal(y, wy)
+
+
+def test_estimate_loss_computes_no_diagnostics_unless_asked():
+    """diagnostics=0 by default: the logit diagnostics (an extra pass over the logits) only when asked."""
+    batches = evaluation.fixed_batches(TOKENS, batch_size=3, block_size=8, seed=7)
+    loss, diag = evaluation.estimate_loss(_model(), batches, 2)
+    assert diag == {} and loss > 0
+
+
+def test_chat_batches_are_the_chat_loaders_seeded_order():
+    """chat_batches = ChatLoader(..., seed=seed).next_batch: the same padded batches as the loader with that
+    seed, and another seed gives another order (the seed reaches the loader)."""
+    from chat import ChatLoader
+    from tokenizer import get_tokenizer
+    tok = get_tokenizer("gpt2")
+    convs = [[{"role": "user", "content": f"Fråga {i}" + " ord" * i}, {"role": "assistant", "content": f"Svar {i}"}]
+             for i in range(8)]
+    batches = evaluation.chat_batches(convs, tok, batch_size=2, block_size=64, seed=5)
+    ref = ChatLoader(convs, tok, batch_size=2, block_size=64, seed=5)
+    other = evaluation.chat_batches(convs, tok, batch_size=2, block_size=64, seed=6)
+    differs = False
+    for _ in range(4):
+        (x, y), (rx, ry), (ox, _) = batches(), ref.next_batch(), other()
+        assert torch.equal(x, rx) and torch.equal(y, ry) and x.device.type == "cpu"
+        differs |= x.shape != ox.shape or not torch.equal(x, ox)
+    assert differs
+
+
+def test_eval_diagnostics_are_the_mean_logit_diagnostics_of_the_first_batches():
+    """diagnostics=k: each key is the mean of losses.logit_diagnostics(logits, targets) over the first k
+    batches (by hand), over the trained positions only (targets IGNORE_INDEX left out, as in chat batches); the
+    batches after them do not enter."""
+    import losses
+
+    def masked_batches():
+        batches = evaluation.fixed_batches(TOKENS, batch_size=3, block_size=8, seed=7)
+
+        def next_batch():
+            x, y = batches()
+            y[:, :5] = losses.IGNORE_INDEX  # a prompt: 5 of 8 positions untrained
+            return x, y
+        return next_batch
+    batches = masked_batches()
+    model = _model().eval()
+    with torch.no_grad():
+        per_batch = [losses.logit_diagnostics(model(x), y) for x, y in (batches() for _ in range(4))]
+    for k in (1, 2, 3):
+        _, diag = evaluation.estimate_loss(_model(), masked_batches(), 4, diagnostics=k)
+        assert diag.keys() == per_batch[0].keys() and diag
+        for key in diag:
+            ref = sum(d[key] for d in per_batch[:k]) / k
+            assert abs(diag[key] - ref) <= 1e-5 * max(1.0, abs(ref)), (k, key, diag[key], ref)

@@ -1,6 +1,6 @@
 """mfu.py: the peak FLOP/s behind MFU. The formula of the measured peak (2 n^3 / best time of the 10 trials
 after the warm-up) against a fake clock, the datasheet / measured choice per device (a CUDA device name is
-faked: this runs on CPU), the cache per (device, dtype), and raising the peak only above it."""
+faked: this runs on CPU), the cache per (device, dtype), and no peak on CPU."""
 import warnings
 from types import SimpleNamespace
 
@@ -61,44 +61,24 @@ def test_an_unlisted_gpu_is_measured_in_bf16_with_a_warning(monkeypatch, peaks):
     monkeypatch.setattr(mfu, "_measured_peak_flops", lambda device, dtype: calls.append((device, dtype)) or 5e13)
     with pytest.warns(UserWarning, match="NVIDIA GeForce RTX 4090 is not in mfu.PEAK_FLOPS"):
         got = mfu.peak_flops("cuda:0", torch.float32)
-    assert got == (5e13, "NVIDIA GeForce RTX 4090: measured, best of 10 bfloat16 matmuls, 50000.0 GFLOP/s")
+    assert got == (5e13, "NVIDIA GeForce RTX 4090: measured, best of 10 bfloat16 matmuls, 50.0 TFLOP/s")
     assert calls == [(torch.device("cuda:0"), torch.bfloat16)] and set(peaks) == {("cuda:0", torch.float32)}
 
 
-def test_a_cpu_is_measured_in_the_runs_dtype(monkeypatch, peaks):
-    calls = []
+def test_a_cpu_has_no_peak_and_says_why(monkeypatch, peaks):
+    """No honest CPU peak: nothing is measured, no warning, the reason is the source (cached like any peak)."""
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda d: pytest.fail("no CUDA name for a CPU"))
-    monkeypatch.setattr(mfu, "_measured_peak_flops", lambda device, dtype: calls.append((device, dtype)) or 2.5e9)
+    monkeypatch.setattr(mfu, "_measured_peak_flops", lambda *a: pytest.fail("a CPU is not measured"))
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # no warning for a CPU
-        assert mfu.peak_flops("cpu", torch.bfloat16) == (2.5e9, "cpu: measured, best of 10 bfloat16 matmuls, "
-                                                                "2.5 GFLOP/s")
-    assert calls == [(torch.device("cpu"), torch.bfloat16)]
-
-
-def test_the_peak_is_raised_only_above_it(peaks):
-    peaks[("cpu", torch.float32)] = (1e9, "cpu: test")
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")  # at the peak: no warning, no raise
-        assert mfu.raise_peak_flops("cpu", torch.float32, 1e9) == 1e9
-        assert mfu.raise_peak_flops("cpu", torch.float32, 5e8) == 1e9
-    assert peaks[("cpu", torch.float32)] == (1e9, "cpu: test")
-    with pytest.warns(UserWarning, match=r"^training ran at 2\.0 GFLOP/s, above the peak used for MFU \(cpu: test\): "
-                                         r"the peak is raised to the achieved rate, so MFU reads 100% at most$"):
-        assert mfu.raise_peak_flops(torch.device("cpu"), torch.float32, 2e9) == 2e9
-    assert peaks == {("cpu", torch.float32): (2e9, "cpu: test; raised to the achieved rate")}
+        assert mfu.peak_flops("cpu", torch.bfloat16) == (None, mfu.NO_CPU_PEAK)
+    assert mfu.device_peak_flops("cpu") is None and set(peaks) == {("cpu", torch.bfloat16), ("cpu", torch.float32)}
 
 
 def test_the_peak_is_kept_per_dtype(peaks):
-    """A bf16 run reads (and raises) the bf16 peak, not the fp32 one of the same device."""
-    peaks[("cpu", torch.float32)], peaks[("cpu", torch.bfloat16)] = (1e9, "cpu: fp32"), (4e9, "cpu: bf16")
-    assert mfu.device_peak_flops("cpu", torch.bfloat16) == 4e9 and mfu.device_peak_flops("cpu") == 1e9
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        assert mfu.raise_peak_flops("cpu", torch.bfloat16, 2e9) == 4e9  # above the fp32 peak, below the bf16 one
-    with pytest.warns(UserWarning, match=r"\(cpu: bf16\)"):
-        assert mfu.raise_peak_flops("cpu", torch.bfloat16, 5e9) == 5e9
-    assert peaks[("cpu", torch.float32)] == (1e9, "cpu: fp32")
+    """A bf16 run reads the bf16 peak, not the fp32 one of the same device (cached entries: no CUDA call)."""
+    peaks[("cuda:0", torch.float32)], peaks[("cuda:0", torch.bfloat16)] = (1e9, "gpu: fp32"), (4e9, "gpu: bf16")
+    assert mfu.device_peak_flops("cuda:0", torch.bfloat16) == 4e9 and mfu.device_peak_flops("cuda:0") == 1e9
 
 
 def _fake_torch(monkeypatch) -> list:

@@ -38,6 +38,18 @@ def _spans(doc):
 EXPECTED = sorted((TEXT.index(w), TEXT.index(w) + len(w), w, lab) for w, lab in SPANS)
 
 
+def _agree_merge_convert(first, second) -> None:
+    """Two exports of the same spans: agreement F1 1, a merge without conflicts, and `convert` of the first file,
+    all with the EXPECTED spans (the offsets were read in their own unit)."""
+    annotations, _ = G.load_annotations([str(first), str(second)])
+    assert G.agreement(annotations)["f1"] == 1.0
+    merged, conflicts = G.merge(annotations)
+    assert conflicts == [] and _spans(merged[0]) == EXPECTED
+    out = first.with_name(first.stem + "_converted.jsonl")
+    A.main(["convert", f"--input={first}", f"--output={out}", "--to=standard"])
+    assert _spans(A.read_jsonl(out)[0]) == EXPECTED
+
+
 @pytest.mark.parametrize("unit", ["codepoints", "utf16"])
 def test_labelstudio_offset_unit_detected_and_converted(unit):
     export = [_ls_task(unit, 1)]
@@ -54,12 +66,7 @@ def test_merge_and_agreement_of_a_utf16_and_a_codepoint_export(tmp_path):
     (tmp_path / "old.json").write_text(json.dumps([_ls_task("utf16", 1)], ensure_ascii=False), encoding="utf-8")
     (tmp_path / "new.json").write_text(json.dumps([_ls_task("codepoints", 2)], ensure_ascii=False),
                                        encoding="utf-8")
-    annotations, _ = G.load_annotations([str(tmp_path / "old.json"), str(tmp_path / "new.json")])
-    assert G.agreement(annotations)["f1"] == 1.0
-    merged, conflicts = G.merge(annotations)
-    assert conflicts == [] and _spans(merged[0]) == EXPECTED
-    A.main(["convert", f"--input={tmp_path / 'old.json'}", f"--output={tmp_path / 'old.jsonl'}", "--to=standard"])
-    assert _spans(A.read_jsonl(tmp_path / "old.jsonl")[0]) == EXPECTED
+    _agree_merge_convert(tmp_path / "old.json", tmp_path / "new.json")
 
 
 def test_shifted_spans_are_never_merged(tmp_path):
@@ -177,12 +184,7 @@ def test_doccano_offset_unit_detected_and_converted(unit, layout):
 def test_merge_agreement_and_convert_of_a_utf16_doccano_export(tmp_path):
     A.write_jsonl([_doccano_line("utf16")], tmp_path / "alice.jsonl")
     (tmp_path / "bob.json").write_text(json.dumps([_ls_task("codepoints", 2)], ensure_ascii=False), encoding="utf-8")
-    annotations, _ = G.load_annotations([str(tmp_path / "alice.jsonl"), str(tmp_path / "bob.json")])
-    assert G.agreement(annotations)["f1"] == 1.0
-    merged, conflicts = G.merge(annotations)
-    assert conflicts == [] and _spans(merged[0]) == EXPECTED
-    A.main(["convert", f"--input={tmp_path / 'alice.jsonl'}", f"--output={tmp_path / 'a.jsonl'}", "--to=standard"])
-    assert _spans(A.read_jsonl(tmp_path / "a.jsonl")[0]) == EXPECTED
+    _agree_merge_convert(tmp_path / "alice.jsonl", tmp_path / "bob.json")
 
 
 CRLF_TEXT = "Anna bor i Lund.\r\nErik 🎉 bor i Visby.\r\n\r\nMaria i Kiruna."

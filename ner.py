@@ -2,7 +2,7 @@
 NER fine-tuning and evaluation in the manner of nerblackbox (Stollenwerk 2023, "nerblackbox: A High-level Library
 for Named Entity Recognition in Python", arXiv:2312.04306; code github.com/flxst/nerblackbox), with adaptive
 fine-tuning (Stollenwerk 2022, arXiv:2202.02617, as implemented in nerblackbox's
-nerblackbox/modules/ner_training/callbacks/custom_early_stopping.py; here optim.AdaptiveFineTuning) as the
+nerblackbox/modules/ner_training/callbacks/custom_early_stopping.py; here AdaptiveFineTuning) as the
 default. The tagger (backbones, chunking, inference) is in nertagger.py; file formats in nerdata.py; tag
 schemes and scores in nertags.py; the BERT encoder and its WordPiece tokenizer in bert.py.
 
@@ -34,7 +34,6 @@ from configurator import check_output_path, configure_command
 from losses import IGNORE_INDEX
 from nerdata import Example, Issues
 from nertagger import Tagger, collate, encode, load_gpt_backbone, predict, predict_on_file, read_texts, resolve_device
-from optim import FINE_TUNING_PRESETS, AdaptiveFineTuning
 
 TRAIN_DEFAULTS = dict(
     train="", val="", test="",  # data files: CoNLL, pretokenized CSV or standard JSONL (see --format)
@@ -50,7 +49,7 @@ TRAIN_DEFAULTS = dict(
     annotation_scheme="auto",  # auto | io | bio | bilou: the scheme the model is trained on
     max_epochs=0,  # [0, inf) 0 = the preset's (adaptive 250, original 5, stable 20)
     # adaptive fine-tuning (nerblackbox's defaults): linear warm-up, constant lr until val loss stops improving,
-    # then a linear cool-down; stop when the cool-down brings no new best (optim.AdaptiveFineTuning)
+    # then a linear cool-down; stop when the cool-down brings no new best (AdaptiveFineTuning)
     lr_max=2e-5,  # (0, inf) peak learning rate
     warmup_epochs=2,  # [0, inf) linear warm-up 0 -> lr_max
     cooldown_epochs=7,  # [0, inf) linear decay lr_max -> 0 after the first epoch without a new best val loss
@@ -155,6 +154,114 @@ def _map_tags(examples: list[Example], scheme: str, labels: list[str], issues: I
                 issues.add(f"label in {name} unseen in training", f"{name} item {i + 1}: {w!r} {t}")
         out.append(tags)
     return out
+
+
+# -----------------------------------------------------------------------------
+# the fine-tuning schedule
+
+FINE_TUNING_PRESETS = {  # nerblackbox presets (nerblackbox, arXiv 2312.04306); lr_warmup_epochs = 2 applies to all
+    "adaptive": dict(lr_schedule="constant", early_stopping=True, max_epochs=250),
+    "original": dict(lr_schedule="linear", early_stopping=False, max_epochs=5),
+    "stable": dict(lr_schedule="linear", early_stopping=False, max_epochs=20),
+}
+
+
+class AdaptiveFineTuning:
+    """Adaptive fine-tuning (arXiv 2202.02617, nerblackbox CustomEarlyStopping + HF LambdaLR schedules), per step.
+
+        sched = AdaptiveFineTuning(optimizer, steps_per_epoch, **FINE_TUNING_PRESETS['adaptive'])
+        for each batch: loss.backward(); optimizer.step(); sched.step()
+        after each epoch: if sched.end_epoch(val_loss): break      # sched.improved -> save best checkpoint
+
+    lr_schedule='constant' (adaptive): linear warmup 0 -> lr_max over warmup_epochs, then constant; the first
+    epoch without a new best val loss (wait == patience + 1) starts a linear cool-down lr_max -> 0 over
+    cooldown_epochs; a new best during the cool-down restarts the constant LR (cooldown_restarts); training stops
+    when wait reaches patience + cooldown_epochs + 1 (= 8 with the defaults), or after max_epochs.
+    lr_schedule='linear' (original / stable, early_stopping=False): warmup over warmup_epochs, then linear decay
+    to 0 at the end of max_epochs (HF get_linear_schedule_with_warmup over max_epochs * steps_per_epoch).
+    As in HF's LambdaLR, the first step runs at lr = 0 when warmup_epochs > 0. A new best needs
+    val_loss < best - min_delta (PyTorch Lightning EarlyStopping); a non-finite val_loss stops training.
+    """
+
+    def __init__(self, optimizer: torch.optim.Optimizer, steps_per_epoch: int, lr_max: float = 2e-5,
+                 warmup_epochs: int = 2, cooldown_epochs: int = 7, patience: int = 0, min_delta: float = 0.0,
+                 max_epochs: int = 250, cooldown_restarts: bool = True, lr_schedule: str = "constant",
+                 early_stopping: bool = True):
+        if lr_schedule not in ("constant", "linear"):
+            raise ValueError(f"unknown lr_schedule {lr_schedule!r}: use 'constant' (adaptive) or 'linear'")
+        if steps_per_epoch < 1 or max_epochs < 1 or min(warmup_epochs, cooldown_epochs, patience) < 0:
+            raise ValueError(f"AdaptiveFineTuning: need steps_per_epoch >= 1 (got {steps_per_epoch}), max_epochs "
+                             f">= 1 (got {max_epochs}) and warmup/cooldown epochs, patience >= 0")
+        self.optimizer, self.steps_per_epoch, self.lr_max = optimizer, steps_per_epoch, lr_max
+        self.warmup_epochs, self.cooldown_epochs, self.max_epochs = warmup_epochs, cooldown_epochs, max_epochs
+        self.min_delta, self.cooldown_restarts = min_delta, cooldown_restarts
+        self.lr_schedule, self.early_stopping = lr_schedule, early_stopping
+        self.stop_wait = patience + cooldown_epochs + 1  # PL EarlyStopping patience as nerblackbox sets it [= 8]
+        self.cooldown_wait = patience + 1  # wait count that starts the cool-down (= stop_wait - cooldown_epochs)
+        self.use_cooldown = early_stopping and lr_schedule == "constant" and cooldown_epochs > 0
+        self.best, self.wait, self.in_cooldown, self.epoch, self.improved = math.inf, 0, False, 0, False
+        self.phase = "warmup_linear" if lr_schedule == "linear" else "warmup_constant"
+        self.phase_step = 0  # optimizer steps since the current LambdaLR schedule was created
+        self._apply_lr()
+
+    def _lr_factor(self) -> float:
+        """HF schedule lambdas (transformers.optimization) at step phase_step of the current schedule."""
+        k, S = self.phase_step, self.steps_per_epoch
+        warmup = self.warmup_epochs * S
+        if self.phase in ("warmup_constant", "warmup_linear") and k < warmup:
+            return k / max(1, warmup)
+        if self.phase == "warmup_linear":
+            total = self.max_epochs * S
+            return max(0.0, (total - k) / max(1, total - warmup))
+        if self.phase == "cooldown":
+            total = self.cooldown_epochs * S
+            return max(0.0, (total - k) / max(1, total))
+        return 1.0  # warmup_constant after warmup, or "constant" after a restart
+
+    def _apply_lr(self) -> None:
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.lr_max * self._lr_factor()
+
+    def get_lr(self) -> float:
+        return self.lr_max * self._lr_factor()
+
+    def step(self) -> None:
+        """Call after every optimizer.step()."""
+        self.phase_step += 1
+        self._apply_lr()
+
+    def _start(self, phase: str) -> None:
+        self.phase, self.phase_step = phase, 0
+        self._apply_lr()
+
+    def end_epoch(self, val_loss: float) -> bool:
+        """Record the epoch's validation loss; returns True when training should stop."""
+        self.epoch += 1
+        if not math.isfinite(val_loss):
+            return True  # PL EarlyStopping(check_finite=True)
+        self.improved = val_loss < self.best - self.min_delta
+        if self.improved:
+            self.best, self.wait = val_loss, 0
+        else:
+            self.wait += 1
+        if self.use_cooldown and self.wait == self.cooldown_wait:  # first epoch(s) without improvement
+            self._start("cooldown")
+            self.in_cooldown = True
+            if not self.cooldown_restarts:
+                self.min_delta = math.inf  # nerblackbox: no later epoch may count as an improvement
+        elif self.use_cooldown and self.cooldown_restarts and self.in_cooldown and self.wait == 0:
+            self._start("constant")  # improvement during the cool-down: warm restart, no warm-up
+            self.in_cooldown = False
+        return (self.early_stopping and self.wait >= self.stop_wait) or self.epoch >= self.max_epochs
+
+    def state_dict(self) -> dict:
+        keys = ("best", "wait", "in_cooldown", "epoch", "improved", "phase", "phase_step", "min_delta")
+        return {k: getattr(self, k) for k in keys}
+
+    def load_state_dict(self, state: dict) -> None:
+        for k, v in state.items():
+            setattr(self, k, v)
+        self._apply_lr()
 
 
 # -----------------------------------------------------------------------------

@@ -11,7 +11,6 @@ from test_tokenizer import _FixedTokenizer  # a known tokenization
 
 from losses import unigram_log_probs
 from optim import (
-    AdaptiveFineTuning,
     CoupledAdam,
     configure_optimizer,
     get_lr,
@@ -82,23 +81,6 @@ def test_get_lr_wsd_validation_boundaries():
     # allowed at the boundaries: decay over all iterations; decay starting right at the end of warmup
     assert get_lr(0, 'wsd', 1.0, 0.0, warmup_iters=0, max_iters=10, wsd_decay_frac=1.0) == 1.0
     assert get_lr(5, 'wsd', 1.0, 0.0, warmup_iters=5, max_iters=10, wsd_decay_frac=0.5) == 1.0
-
-
-def test_adaptive_fine_tuning_get_lr_and_one_step_cooldown():
-    """get_lr() is the rate the optimizer uses; a one-step cool-down starts at lr_max and reaches 0."""
-    import torch
-
-    from optim import AdaptiveFineTuning
-
-    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
-    sched = AdaptiveFineTuning(opt, steps_per_epoch=1, lr_max=0.5, warmup_epochs=0, cooldown_epochs=1)
-    for val_loss in (1.0, 2.0):  # a best epoch, then one without improvement: the cool-down starts
-        sched.step()
-        sched.end_epoch(val_loss)
-        assert sched.get_lr() == opt.param_groups[0]['lr']
-    assert sched.phase == 'cooldown' and opt.param_groups[0]['lr'] == 0.5  # (1 - 0) / 1 of lr_max
-    sched.step()
-    assert opt.param_groups[0]['lr'] == 0.0 == sched.get_lr()
 
 
 @pytest.mark.parametrize("name", ["layernorm", "rmsnorm", "dyt", "dyt_sp", "dyisru", "dyisru_sp"])
@@ -874,48 +856,6 @@ def test_configure_optimizer_messages_say_the_fix():
 def test_get_lr_wsd_message_names_the_valid_range():
     with pytest.raises(ValueError, match=r"use 0 < wsd_decay_frac <= 1 - warmup_iters / max_iters$"):
         get_lr(0, "wsd", warmup_iters=10, max_iters=100, wsd_decay_frac=0.0)
-
-
-def test_adaptive_fine_tuning_checks_each_count_alone():
-    opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
-    AdaptiveFineTuning(opt, 1, max_epochs=1)  # one epoch is a valid run
-    for bad in (dict(warmup_epochs=-1), dict(cooldown_epochs=-1), dict(patience=-1), dict(max_epochs=0)):
-        with pytest.raises(ValueError, match="AdaptiveFineTuning: need steps_per_epoch >= 1"):
-            AdaptiveFineTuning(opt, 3, **bad)
-    fresh = AdaptiveFineTuning(opt, 3).state_dict()  # nothing recorded yet
-    assert (fresh["wait"], fresh["improved"], fresh["in_cooldown"], fresh["epoch"]) == (0, False, False, 0)
-
-
-def test_adaptive_fine_tuning_cool_down_only_for_early_stopping_constant_and_positive_epochs():
-    """A bad epoch starts the cool-down only with early stopping, the constant schedule and cooldown_epochs > 0:
-    the linear schedule keeps its decay, and cooldown_epochs=0 keeps the constant LR."""
-    def lr_after_a_bad_epoch(**kw):
-        opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
-        s = AdaptiveFineTuning(opt, 2, lr_max=1.0, warmup_epochs=0, max_epochs=10, **kw)
-        s.end_epoch(1.0)
-        s.step()
-        s.end_epoch(2.0)  # no improvement: wait 1 = cooldown_wait
-        return s.get_lr(), s.in_cooldown
-    assert lr_after_a_bad_epoch() == (1.0, True)  # the cool-down starts at factor 1, then falls
-    assert lr_after_a_bad_epoch(cooldown_epochs=0) == (1.0, False)
-    assert lr_after_a_bad_epoch(lr_schedule="linear") == (pytest.approx(1 - 1 / 20), False)
-
-
-@pytest.mark.parametrize("steps_per_epoch,warmup_epochs,max_epochs", [(1, 1, 2), (1, 0, 1), (2, 1, 3), (3, 2, 5)])
-def test_adaptive_fine_tuning_linear_equals_transformers_schedule(steps_per_epoch, warmup_epochs, max_epochs):
-    """lr_schedule='linear' equals transformers.get_linear_schedule_with_warmup step for step, also where the
-    decay phase is a single step (total - warmup = 1)."""
-    from transformers import get_linear_schedule_with_warmup
-    p = torch.zeros(1, requires_grad=True)
-    ours_opt, hf_opt = torch.optim.SGD([p], lr=1.0), torch.optim.SGD([p], lr=1.0)
-    ours = AdaptiveFineTuning(ours_opt, steps_per_epoch, lr_max=1.0, warmup_epochs=warmup_epochs,
-                              max_epochs=max_epochs, lr_schedule="linear", early_stopping=False)
-    hf = get_linear_schedule_with_warmup(hf_opt, warmup_epochs * steps_per_epoch, max_epochs * steps_per_epoch)
-    for _ in range(max_epochs * steps_per_epoch + 1):
-        assert ours_opt.param_groups[0]["lr"] == pytest.approx(hf_opt.param_groups[0]["lr"])
-        ours.step()
-        hf_opt.step()
-        hf.step()
 
 
 # --- losses.py: the diagnostics (decorated, first mutated this session) and unigram_log_probs' messages

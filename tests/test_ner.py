@@ -12,6 +12,7 @@ import warnings
 import pytest
 import torch
 from conftest import ROOT
+from torch import nn
 
 import bert
 import ner
@@ -19,6 +20,7 @@ import nerdata
 import nertagger
 import nertags
 from bert import BertConfig, BertForTokenClassification
+from ner import FINE_TUNING_PRESETS, AdaptiveFineTuning
 from nerdata import Example, Issues
 
 TEXTS = [
@@ -642,3 +644,165 @@ def test_fine_tuning_precision_is_bf16_autocast_and_tf32_on_cuda_only():
         assert torch.backends.cuda.matmul.allow_tf32 and torch.backends.cudnn.allow_tf32
     finally:
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+
+
+# -----------------------------------------------------------------------------------------------------------
+# the fine-tuning schedule (AdaptiveFineTuning, FINE_TUNING_PRESETS)
+
+def _replay(sched, opt, val_losses):
+    """LR used by every optimizer step, epoch by epoch, and the epoch at which the schedule says stop."""
+    lrs = []
+    for v in val_losses:
+        epoch_lrs = []
+        for _ in range(sched.steps_per_epoch):
+            epoch_lrs.append(opt.param_groups[0]["lr"])
+            opt.step()
+            sched.step()
+        lrs.append(epoch_lrs)
+        if sched.end_epoch(v):
+            return lrs, sched.epoch
+    return lrs, None
+
+
+def _opt():
+    return torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=123.0)
+
+
+def test_adaptive_fine_tuning_replay_with_restart_during_cooldown():
+    # S = 2 steps/epoch, warm-up 2 epochs (4 steps), cool-down 3 epochs (6 steps), patience 0 -> stop at wait 4
+    opt = _opt()
+    sched = AdaptiveFineTuning(opt, 2, lr_max=1.0, warmup_epochs=2, cooldown_epochs=3)
+    losses = [1.0, 0.9, 0.95, 0.92, 0.85, 0.86, 0.90, 0.90, 0.90, 0.1]
+    lrs, stop = _replay(sched, opt, losses)
+    expected = [
+        [0, 1 / 4], [2 / 4, 3 / 4],  # e1 best, e2 best (warm-up)
+        [1, 1],                      # e3: constant; no improvement -> wait 1 -> cool-down
+        [6 / 6, 5 / 6],              # e4: cool-down, wait 2
+        [4 / 6, 3 / 6],              # e5: cool-down, new best -> wait 0 -> restart constant
+        [1, 1],                      # e6: no improvement -> cool-down again
+        [6 / 6, 5 / 6], [4 / 6, 3 / 6], [2 / 6, 1 / 6],  # e7-e9: wait 2, 3, 4 -> stop
+    ]
+    assert stop == 9
+    assert len(lrs) == len(expected)
+    for got, want in zip(lrs, expected):
+        assert got == pytest.approx(want)
+    assert opt.param_groups[0]["lr"] == 0.0 and sched.best == 0.85 and sched.wait == 4 and sched.in_cooldown
+
+
+def test_adaptive_fine_tuning_defaults_stop_after_best_plus_8():
+    opt = _opt()
+    sched = AdaptiveFineTuning(opt, 3)  # nerblackbox defaults
+    assert (sched.lr_max, sched.warmup_epochs, sched.cooldown_epochs, sched.max_epochs) == (2e-5, 2, 7, 250)
+    losses = [5.0, 4.0, 3.0, 3.5] + [3.1] * 10
+    lrs, stop = _replay(sched, opt, losses)
+    assert stop == 3 + 8  # best at epoch 3, then 1 + 7 epochs without a new best
+    assert lrs[0] == pytest.approx([0, 2e-5 / 6, 2 * 2e-5 / 6])
+    assert lrs[3] == pytest.approx([2e-5] * 3)
+    assert lrs[4] == pytest.approx([2e-5 * (21 - k) / 21 for k in range(3)])
+    assert lrs[10] == pytest.approx([2e-5 * (3 - k) / 21 for k in range(3)])
+    # the best epoch is flagged for checkpointing
+    opt = _opt()
+    sched = AdaptiveFineTuning(opt, 1)
+    flags = [(sched.end_epoch(v), sched.improved)[1] for v in [3.0, 2.0, 2.0, 1.0]]
+    assert flags == [True, True, False, True]  # min_delta 0: an equal loss is not an improvement
+
+
+def test_adaptive_fine_tuning_without_restarts_and_max_epochs():
+    opt = _opt()
+    sched = AdaptiveFineTuning(opt, 1, lr_max=1.0, warmup_epochs=0, cooldown_epochs=2, cooldown_restarts=False)
+    lrs, stop = _replay(sched, opt, [1.0, 1.1, 0.5, 0.4, 0.3])
+    assert lrs == [[1.0], [1.0], [1.0], [0.5]] and stop == 4  # the improvement at e3 does not count
+    opt = _opt()
+    sched = AdaptiveFineTuning(opt, 1, lr_max=1.0, warmup_epochs=0, max_epochs=3)
+    _, stop = _replay(sched, opt, [3.0, 2.0, 1.0, 0.5])
+    assert stop == 3
+    opt = _opt()
+    _, stop = _replay(AdaptiveFineTuning(opt, 1), opt, [1.0, float("nan"), 0.5])
+    assert stop == 2
+
+
+@pytest.mark.parametrize("preset,epochs", [("original", 5), ("stable", 20)])
+def test_linear_presets(preset, epochs):
+    opt = _opt()
+    sched = AdaptiveFineTuning(opt, 2, lr_max=1.0, **FINE_TUNING_PRESETS[preset])
+    lrs, stop = _replay(sched, opt, [1.0, 2.0, 3.0] + [4.0] * 30)  # early stopping off: losses do not matter
+    assert stop == epochs
+    total, warm = 2 * epochs, 4
+    flat = [x for e in lrs for x in e]
+    assert flat == pytest.approx([k / warm if k < warm else (total - k) / (total - warm) for k in range(total)])
+
+
+def test_adaptive_fine_tuning_state_dict_resume():
+    losses = [1.0, 0.9, 0.95, 0.92, 0.85, 0.86, 0.90, 0.90, 0.90]
+    opt = _opt()
+    full, _ = _replay(AdaptiveFineTuning(opt, 2, lr_max=1.0, warmup_epochs=2, cooldown_epochs=3), opt, losses)
+    opt = _opt()
+    sched = AdaptiveFineTuning(opt, 2, lr_max=1.0, warmup_epochs=2, cooldown_epochs=3)
+    first, _ = _replay(sched, opt, losses[:4])
+    opt2 = _opt()
+    resumed = AdaptiveFineTuning(opt2, 2, lr_max=1.0, warmup_epochs=2, cooldown_epochs=3)
+    resumed.load_state_dict(sched.state_dict())
+    rest, stop = _replay(resumed, opt2, losses[4:])
+    assert first + rest == full and stop == 9
+
+
+def test_adaptive_fine_tuning_bad_input():
+    with pytest.raises(ValueError, match="lr_schedule 'cosine'"):
+        AdaptiveFineTuning(_opt(), 2, lr_schedule="cosine")
+    with pytest.raises(ValueError, match="steps_per_epoch"):
+        AdaptiveFineTuning(_opt(), 0)
+
+
+def test_adaptive_fine_tuning_get_lr_and_one_step_cooldown():
+    """get_lr() is the rate the optimizer uses; a one-step cool-down starts at lr_max and reaches 0."""
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    sched = AdaptiveFineTuning(opt, steps_per_epoch=1, lr_max=0.5, warmup_epochs=0, cooldown_epochs=1)
+    for val_loss in (1.0, 2.0):  # a best epoch, then one without improvement: the cool-down starts
+        sched.step()
+        sched.end_epoch(val_loss)
+        assert sched.get_lr() == opt.param_groups[0]['lr']
+    assert sched.phase == 'cooldown' and opt.param_groups[0]['lr'] == 0.5  # (1 - 0) / 1 of lr_max
+    sched.step()
+    assert opt.param_groups[0]['lr'] == 0.0 == sched.get_lr()
+
+
+def test_adaptive_fine_tuning_checks_each_count_alone():
+    opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
+    AdaptiveFineTuning(opt, 1, max_epochs=1)  # one epoch is a valid run
+    for bad in (dict(warmup_epochs=-1), dict(cooldown_epochs=-1), dict(patience=-1), dict(max_epochs=0)):
+        with pytest.raises(ValueError, match="AdaptiveFineTuning: need steps_per_epoch >= 1"):
+            AdaptiveFineTuning(opt, 3, **bad)
+    fresh = AdaptiveFineTuning(opt, 3).state_dict()  # nothing recorded yet
+    assert (fresh["wait"], fresh["improved"], fresh["in_cooldown"], fresh["epoch"]) == (0, False, False, 0)
+
+
+def test_adaptive_fine_tuning_cool_down_only_for_early_stopping_constant_and_positive_epochs():
+    """A bad epoch starts the cool-down only with early stopping, the constant schedule and cooldown_epochs > 0:
+    the linear schedule keeps its decay, and cooldown_epochs=0 keeps the constant LR."""
+    def lr_after_a_bad_epoch(**kw):
+        opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
+        s = AdaptiveFineTuning(opt, 2, lr_max=1.0, warmup_epochs=0, max_epochs=10, **kw)
+        s.end_epoch(1.0)
+        s.step()
+        s.end_epoch(2.0)  # no improvement: wait 1 = cooldown_wait
+        return s.get_lr(), s.in_cooldown
+    assert lr_after_a_bad_epoch() == (1.0, True)  # the cool-down starts at factor 1, then falls
+    assert lr_after_a_bad_epoch(cooldown_epochs=0) == (1.0, False)
+    assert lr_after_a_bad_epoch(lr_schedule="linear") == (pytest.approx(1 - 1 / 20), False)
+
+
+@pytest.mark.parametrize("steps_per_epoch,warmup_epochs,max_epochs", [(1, 1, 2), (1, 0, 1), (2, 1, 3), (3, 2, 5)])
+def test_adaptive_fine_tuning_linear_equals_transformers_schedule(steps_per_epoch, warmup_epochs, max_epochs):
+    """lr_schedule='linear' equals transformers.get_linear_schedule_with_warmup step for step, also where the
+    decay phase is a single step (total - warmup = 1)."""
+    from transformers import get_linear_schedule_with_warmup
+    p = torch.zeros(1, requires_grad=True)
+    ours_opt, hf_opt = torch.optim.SGD([p], lr=1.0), torch.optim.SGD([p], lr=1.0)
+    ours = AdaptiveFineTuning(ours_opt, steps_per_epoch, lr_max=1.0, warmup_epochs=warmup_epochs,
+                              max_epochs=max_epochs, lr_schedule="linear", early_stopping=False)
+    hf = get_linear_schedule_with_warmup(hf_opt, warmup_epochs * steps_per_epoch, max_epochs * steps_per_epoch)
+    for _ in range(max_epochs * steps_per_epoch + 1):
+        assert ours_opt.param_groups[0]["lr"] == pytest.approx(hf_opt.param_groups[0]["lr"])
+        ours.step()
+        hf_opt.step()
+        hf.step()

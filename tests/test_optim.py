@@ -8,8 +8,6 @@ import torch
 from torch import nn
 
 from optim import (
-    FINE_TUNING_PRESETS,
-    AdaptiveFineTuning,
     CoupledAdam,
     configure_optimizer,
     gauge_shift_,
@@ -454,109 +452,6 @@ def test_gauge_shift_refuses_a_zero_mean_hidden_state():
 
 # -----------------------------------------------------------------------------
 # NER adaptive fine-tuning (Stollenwerk 2022, arXiv:2202.02617; nerblackbox callbacks/custom_early_stopping.py)
-
-def _replay(sched, opt, val_losses):
-    """LR used by every optimizer step, epoch by epoch, and the epoch at which the schedule says stop."""
-    lrs = []
-    for v in val_losses:
-        epoch_lrs = []
-        for _ in range(sched.steps_per_epoch):
-            epoch_lrs.append(opt.param_groups[0]["lr"])
-            opt.step()
-            sched.step()
-        lrs.append(epoch_lrs)
-        if sched.end_epoch(v):
-            return lrs, sched.epoch
-    return lrs, None
-
-
-def _opt():
-    return torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=123.0)
-
-
-def test_adaptive_fine_tuning_replay_with_restart_during_cooldown():
-    # S = 2 steps/epoch, warm-up 2 epochs (4 steps), cool-down 3 epochs (6 steps), patience 0 -> stop at wait 4
-    opt = _opt()
-    sched = AdaptiveFineTuning(opt, 2, lr_max=1.0, warmup_epochs=2, cooldown_epochs=3)
-    losses = [1.0, 0.9, 0.95, 0.92, 0.85, 0.86, 0.90, 0.90, 0.90, 0.1]
-    lrs, stop = _replay(sched, opt, losses)
-    expected = [
-        [0, 1 / 4], [2 / 4, 3 / 4],  # e1 best, e2 best (warm-up)
-        [1, 1],                      # e3: constant; no improvement -> wait 1 -> cool-down
-        [6 / 6, 5 / 6],              # e4: cool-down, wait 2
-        [4 / 6, 3 / 6],              # e5: cool-down, new best -> wait 0 -> restart constant
-        [1, 1],                      # e6: no improvement -> cool-down again
-        [6 / 6, 5 / 6], [4 / 6, 3 / 6], [2 / 6, 1 / 6],  # e7-e9: wait 2, 3, 4 -> stop
-    ]
-    assert stop == 9
-    assert len(lrs) == len(expected)
-    for got, want in zip(lrs, expected):
-        assert got == pytest.approx(want)
-    assert opt.param_groups[0]["lr"] == 0.0 and sched.best == 0.85 and sched.wait == 4 and sched.in_cooldown
-
-
-def test_adaptive_fine_tuning_defaults_stop_after_best_plus_8():
-    opt = _opt()
-    sched = AdaptiveFineTuning(opt, 3)  # nerblackbox defaults
-    assert (sched.lr_max, sched.warmup_epochs, sched.cooldown_epochs, sched.max_epochs) == (2e-5, 2, 7, 250)
-    losses = [5.0, 4.0, 3.0, 3.5] + [3.1] * 10
-    lrs, stop = _replay(sched, opt, losses)
-    assert stop == 3 + 8  # best at epoch 3, then 1 + 7 epochs without a new best
-    assert lrs[0] == pytest.approx([0, 2e-5 / 6, 2 * 2e-5 / 6])
-    assert lrs[3] == pytest.approx([2e-5] * 3)
-    assert lrs[4] == pytest.approx([2e-5 * (21 - k) / 21 for k in range(3)])
-    assert lrs[10] == pytest.approx([2e-5 * (3 - k) / 21 for k in range(3)])
-    # the best epoch is flagged for checkpointing
-    opt = _opt()
-    sched = AdaptiveFineTuning(opt, 1)
-    flags = [(sched.end_epoch(v), sched.improved)[1] for v in [3.0, 2.0, 2.0, 1.0]]
-    assert flags == [True, True, False, True]  # min_delta 0: an equal loss is not an improvement
-
-
-def test_adaptive_fine_tuning_without_restarts_and_max_epochs():
-    opt = _opt()
-    sched = AdaptiveFineTuning(opt, 1, lr_max=1.0, warmup_epochs=0, cooldown_epochs=2, cooldown_restarts=False)
-    lrs, stop = _replay(sched, opt, [1.0, 1.1, 0.5, 0.4, 0.3])
-    assert lrs == [[1.0], [1.0], [1.0], [0.5]] and stop == 4  # the improvement at e3 does not count
-    opt = _opt()
-    sched = AdaptiveFineTuning(opt, 1, lr_max=1.0, warmup_epochs=0, max_epochs=3)
-    _, stop = _replay(sched, opt, [3.0, 2.0, 1.0, 0.5])
-    assert stop == 3
-    opt = _opt()
-    _, stop = _replay(AdaptiveFineTuning(opt, 1), opt, [1.0, float("nan"), 0.5])
-    assert stop == 2
-
-
-@pytest.mark.parametrize("preset,epochs", [("original", 5), ("stable", 20)])
-def test_linear_presets(preset, epochs):
-    opt = _opt()
-    sched = AdaptiveFineTuning(opt, 2, lr_max=1.0, **FINE_TUNING_PRESETS[preset])
-    lrs, stop = _replay(sched, opt, [1.0, 2.0, 3.0] + [4.0] * 30)  # early stopping off: losses do not matter
-    assert stop == epochs
-    total, warm = 2 * epochs, 4
-    flat = [x for e in lrs for x in e]
-    assert flat == pytest.approx([k / warm if k < warm else (total - k) / (total - warm) for k in range(total)])
-
-
-def test_adaptive_fine_tuning_state_dict_resume():
-    losses = [1.0, 0.9, 0.95, 0.92, 0.85, 0.86, 0.90, 0.90, 0.90]
-    opt = _opt()
-    full, _ = _replay(AdaptiveFineTuning(opt, 2, lr_max=1.0, warmup_epochs=2, cooldown_epochs=3), opt, losses)
-    opt = _opt()
-    sched = AdaptiveFineTuning(opt, 2, lr_max=1.0, warmup_epochs=2, cooldown_epochs=3)
-    first, _ = _replay(sched, opt, losses[:4])
-    opt2 = _opt()
-    resumed = AdaptiveFineTuning(opt2, 2, lr_max=1.0, warmup_epochs=2, cooldown_epochs=3)
-    resumed.load_state_dict(sched.state_dict())
-    rest, stop = _replay(resumed, opt2, losses[4:])
-    assert first + rest == full and stop == 9
-
-
-def test_adaptive_fine_tuning_bad_input():
-    with pytest.raises(ValueError, match="lr_schedule 'cosine'"):
-        AdaptiveFineTuning(_opt(), 2, lr_schedule="cosine")
-    with pytest.raises(ValueError, match="steps_per_epoch"):
-        AdaptiveFineTuning(_opt(), 0)
 
 
 @pytest.mark.parametrize("config,rule", [("config/coupled_adam.py", "coupled_adam_code"),

@@ -33,33 +33,32 @@ ROOT = Path(__file__).resolve().parent.parent
 
 # target: (source file, mutmut name patterns of the critical functions, tests that check them)
 TARGETS = {
-    'losses': ('losses.py', ['losses.*'], ['tests/test_losses.py', 'tests/test_mutation_kills.py']),
-    'optim': ('optim.py', ['optim.*'], ['tests/test_optim.py', 'tests/test_mutation_kills.py']),
-    'norms': ('norms.py', ['norms.*'], ['tests/test_norms.py', 'tests/test_mutation_kills.py']),
-    'sampling': ('model.py', ['model.xǁGPTǁgenerate*'], ['tests/test_sampling_dist.py', 'tests/test_model.py',
-                                                         'tests/test_mutation_kills.py']),
+    'losses': ('losses.py', ['losses.*'], ['tests/test_losses.py']),
+    'optim': ('optim.py', ['optim.*'], ['tests/test_optim.py']),
+    'norms': ('norms.py', ['norms.*'], ['tests/test_norms.py']),
+    'sampling': ('model.py', ['model.xǁGPTǁgenerate*'], ['tests/test_sampling_dist.py', 'tests/test_model.py']),
     # NER entity extraction and scores (tags -> entities, scheme conversion, seqeval-equal metrics)
     'nertags': ('nertags.py', ['nertags.x_split_tag*', 'nertags.x_to_bio*', 'nertags.x_bio_to_bilou*',
                                'nertags.x_convert*', 'nertags.x_entities*', 'nertags.x__prefix_type*',
                                'nertags.x_strict_entities*', 'nertags.x_lenient_entities*', 'nertags.x__prf*',
                                'nertags.x__scores*', 'nertags.x_entity_scores*', 'nertags.x__plain*',
                                'nertags.x_token_scores*'],
-                ['tests/test_ner.py', 'tests/test_ner_inference.py', 'tests/test_mutation_kills.py']),
+                ['tests/test_nertags.py', 'tests/test_ner.py', 'tests/test_ner_inference.py']),
     # NER tagging: words -> chunks -> per-word probabilities -> tags -> character spans
     'nertagger': ('nertagger.py', ['nertagger.x_encode*', 'nertagger.x_collate*', 'nertagger.x_word_probs*',
                                    'nertagger.xǁTaggerǁtag*', 'nertagger.x_predict__*'],
-                  ['tests/test_ner_inference.py', 'tests/test_ner.py', 'tests/test_mutation_kills.py']),
+                  ['tests/test_nertagger.py', 'tests/test_ner_inference.py', 'tests/test_ner.py']),
     'agreement': ('agreement.py', ['agreement.x__labels_at*', 'agreement.x_aligned_units*',
                                    'agreement.x_cohen_kappa*', 'agreement.x_fleiss_kappa*',
                                    'agreement.x__span_counts*', 'agreement.x__f1s*', 'agreement.x__mean*',
                                    'agreement.x__scores*', 'agreement.x_agreement__*'],
-                  ['tests/test_agreement_multi.py', 'tests/test_annotate.py', 'tests/test_mutation_kills.py']),
+                  ['tests/test_agreement.py', 'tests/test_agreement_multi.py', 'tests/test_annotate.py']),
     'tokenizer': ('tokeval.py', ['tokeval.x__word_initial*', 'tokeval.x_evaluation_metrics*'],
-                  ['tests/test_tokenizer.py', 'tests/test_mutation_kills.py']),
+                  ['tests/test_tokeval.py', 'tests/test_tokenizer.py']),
     # the data loaders' order and resume state
     'loaders': ('loader.py', ['loader.x_epoch_permutation*', 'loader.xǁStreamǁ*', 'loader.x__windows*',
-                              'loader.xǁSequentialLoaderǁ*'], ['tests/test_data.py', 'tests/test_mutation_kills.py']),
-    'chat': ('chat.py', ['chat.xǁChatLoaderǁ*'], ['tests/test_data.py', 'tests/test_mutation_kills.py']),
+                              'loader.xǁSequentialLoaderǁ*'], ['tests/test_loader.py', 'tests/test_data.py']),
+    'chat': ('chat.py', ['chat.xǁChatLoaderǁ*'], ['tests/test_chat.py', 'tests/test_data.py']),
     # the files the first mutation runs left out: the eval loss, checkpoints, readers, dedup, sweeps, MFU
     # evaluation: test_train.py's quick tests run train.py in subprocesses (minutes per mutant): its own tests only
     'evaluation': ('evaluation.py', ['evaluation.*'], ['tests/test_evaluation.py']),

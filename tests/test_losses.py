@@ -1,6 +1,7 @@
 """losses.py: each term against torch.nn.functional or a direct recomputation; diagnostics on constructed
 embeddings whose answers are known."""
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -358,3 +359,69 @@ def test_a_new_loss_term_is_one_entry(monkeypatch):
     torch.testing.assert_close(loss, compute_loss(m(x), y, None, logit_l2=0.5)[0])
     with pytest.raises(TypeError, match="unknown loss terms \\['logit_l3'\\]"):
         compute_loss(logits, targets, logit_l3=1.0)
+
+
+def test_unigram_log_probs_counts_every_chunk():
+    """A memmap is streamed in chunks: the counts of all chunks add up (not only the last chunk's)."""
+    tokens = np.random.default_rng(0).integers(0, 13, size=1000)
+    whole = unigram_log_probs(tokens, 16)
+    for chunk in (1, 7, 999, 1000, 5000):
+        np.testing.assert_array_equal(unigram_log_probs(tokens, 16, chunk=chunk).numpy(), whole.numpy())
+    np.testing.assert_allclose(whole[:13].exp().numpy(), np.bincount(tokens, minlength=13) / 1000, rtol=1e-12)
+
+
+def test_unigram_log_probs_edges():
+    with pytest.raises(ValueError, match=r"token id 50 outside \[0, 50\).*vocab_size"):  # == V is outside
+        unigram_log_probs(np.array([0, 50]), 50)
+    with pytest.raises(ValueError, match="no tokens given"):
+        unigram_log_probs(np.array([], dtype=np.int64), 50)
+    one = unigram_log_probs(np.array([3]), 5)  # a single token is a valid corpus: p = 1
+    assert one[3].item() == 0.0 and np.isneginf(one[[0, 1, 2, 4]].numpy()).all()
+
+
+def test_unigram_log_probs_warns_nothing_for_unseen_tokens():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # log(0) = -inf is the documented result, not a RuntimeWarning
+        logp = unigram_log_probs(np.array([1, 1, 2]), 6)
+    assert np.isneginf(logp[0].item())
+
+
+def test_compute_loss_with_a_single_trained_target_equals_torch():
+    """The CE mean divides by the number of trained targets, also when that number is 1."""
+    import torch
+    from torch.nn import functional as F
+
+    from losses import IGNORE_INDEX, compute_loss
+
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(2, 3, 11, generator=g)
+    targets = torch.full((2, 3), IGNORE_INDEX)
+    targets[1, 2] = 4
+    total, terms = compute_loss(logits, targets, None, z_loss=1e-3)
+    ref = F.cross_entropy(logits.flatten(0, 1), targets.flatten())
+    assert terms['ce'].item() == pytest.approx(ref.item(), rel=1e-6)
+    assert terms['z_loss'].item() == pytest.approx(torch.logsumexp(logits[1, 2], 0).item() ** 2, rel=1e-6)
+
+
+def test_diagnostics_messages_say_what_and_how():
+    from losses import IGNORE_INDEX, embedding_diagnostics, logit_diagnostics
+    with pytest.raises(ValueError, match=r"^unigram_log_probs: token id 50 outside \[0, 50\): pass the model's "
+                                         r"vocab_size \(meta\.json\) for this dataset$"):
+        unigram_log_probs(np.array([0, 50]), 50)
+    with pytest.raises(ValueError, match="^unigram_log_probs: no tokens given$"):
+        unigram_log_probs(np.array([], dtype=np.int64), 50)
+    with pytest.raises(ValueError, match="^logit_diagnostics got no tokens: every target is IGNORE_INDEX$"):
+        logit_diagnostics(torch.zeros(1, 2, 5), torch.full((1, 2), IGNORE_INDEX))
+    with pytest.raises(ValueError, match=r"^log_unigram has shape \(6,\), expected \(7,\): count it with "
+                                         r"unigram_log_probs\(tokens, vocab_size=model vocab_size\)$"):
+        embedding_diagnostics(torch.randn(7, 4), torch.zeros(6))
+
+
+def test_smin_smax_of_a_rank_deficient_embedding_is_zero_not_nan():
+    """V < H: E^T E has H - V zero eigenvalues, which LAPACK returns as tiny numbers of either sign; they are
+    clipped at 0 before the square root, so smin/smax is ~0, never NaN."""
+    from losses import embedding_diagnostics
+    for seed in range(10):
+        E = torch.randn(3, 16, generator=torch.Generator().manual_seed(seed))
+        r = embedding_diagnostics(E)["smin_smax"]
+        assert np.isfinite(r) and 0 <= r < 1e-6

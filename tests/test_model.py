@@ -417,3 +417,73 @@ def test_hf_bad_input(tmp_path):
     (tmp_path / "ok" / "model.safetensors").unlink()
     with pytest.raises(FileNotFoundError, match="model.safetensors or pytorch_model.bin"):
         load_gpt2(tmp_path / "ok")
+
+
+# -----------------------------------------------------------------------------------------------------------
+# sampling: GPT.generate
+
+def _planted_gpt(logits):
+    """A GPT whose next-token logits are `logits` whatever the context (ln_f weight 0, bias e_0; the output
+    embedding's column 0 holds the logits), as in test_sampling_dist."""
+    import torch
+
+    from model import GPT, GPTConfig
+
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=len(logits), block_size=8, n_layer=1, n_head=2, n_embd=16, bias=True,
+                          tie_embeddings=False))
+    with torch.no_grad():
+        model.transformer.ln_f.weight.zero_()
+        model.transformer.ln_f.bias.zero_()
+        model.transformer.ln_f.bias[0] = 1.0
+        model.lm_head.weight[:, 0] = logits
+    return model.eval()
+
+
+def test_generate_default_temperature_and_top_k_above_the_batch_size():
+    """The default temperature is 1: 40k one-token draws follow softmax(logits) (kills a default of 2.0). top_k
+    keeps k tokens also when k exceeds the number of rows (sample.py passes one prompt): 2 rows x 40 tokens
+    with top_k=3 draw exactly the 3 most likely tokens (kills k clipped to logits.size(-2), the rows)."""
+    import torch
+
+    logits = torch.tensor([2.0, 1.5, 1.0, 0.0, -0.5, -1.0])
+    model = _planted_gpt(logits)
+    torch.manual_seed(1)
+    n = 40_000
+    new = model.generate(torch.zeros(n, 1, dtype=torch.long), 1)[:, -1]
+    freq = torch.bincount(new, minlength=6).double() / n
+    want = torch.softmax(logits.double(), 0)
+    se = (want * (1 - want) / n).sqrt()
+    assert torch.all((freq - want).abs() <= 5 * se), (freq, want)
+    torch.manual_seed(1)
+    new = model.generate(torch.zeros(2, 1, dtype=torch.long), 40, top_k=3)[:, 1:]
+    assert set(new.flatten().tolist()) == {0, 1, 2}  # P(token 2 never drawn in 80) = 0.81^80 ~ 5e-8
+
+
+def test_generate_uses_the_kv_cache_and_equals_full_recompute():
+    """Greedy generation with a random model equals the argmax of a full forward pass on the (cropped) context
+    at every step, before and past block_size; after the prompt, each step feeds only the new token through the
+    KV cache until the context reaches block_size, then refills with the last block_size tokens."""
+    import torch
+
+    from model import GPT, GPTConfig
+
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=32, block_size=8, n_layer=2, n_head=2, n_embd=16)).eval()
+    prompt = torch.randint(0, 32, (2, 3))
+    lengths, hidden = [], model.hidden_states
+
+    def spy(idx, kv=None):
+        lengths.append(idx.size(1))
+        return hidden(idx, kv)
+
+    model.hidden_states = spy
+    out = model.generate(prompt, 10, temperature=0)
+    assert lengths == [3, 1, 1, 1, 1, 1, 8, 8, 8, 8]  # prompt, 5 cached steps (pos 3..7), then refills
+    del model.hidden_states
+    ctx = prompt
+    with torch.no_grad():
+        for _ in range(10):
+            logits = model(ctx[:, -8:])
+            ctx = torch.cat((ctx, logits[:, -1].argmax(-1, keepdim=True)), 1)
+    assert torch.equal(out, ctx)

@@ -1,5 +1,6 @@
 """norms.py: each norm vs an independent formula, the init mappings, bad names, the outlier experiment."""
 import math
+import sys
 
 import pytest
 import torch
@@ -227,3 +228,104 @@ def test_fsdp2_accepts_dyt_and_dyisru():
                           capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.split() == ["dyt", "ok", "dyt_sp", "ok", "dyisru", "ok", "dyisru_sp", "ok"]
+
+
+@pytest.mark.parametrize("name", ["layernorm", "rmsnorm", "dyt", "dyt_sp", "dyisru", "dyisru_sp"])
+@pytest.mark.parametrize("bias", [True, False])
+def test_make_norm_passes_eps_and_bias_through(name, bias):
+    """make_norm hands eps and bias to every norm: the output is the formula with that eps, with a learnable
+    bias exactly when asked (RMSNorm never has one)."""
+    import torch
+
+    from norms import make_norm
+
+    eps, dim = 0.1, 16
+    norm = make_norm(name, dim, eps=eps, bias=bias, alpha0=0.5)
+    with torch.no_grad():
+        norm.weight.copy_(torch.linspace(0.5, 1.5, dim))
+        if norm.bias is not None:
+            norm.bias.fill_(0.25)
+    x = torch.randn(3, dim, generator=torch.Generator().manual_seed(0)) * 0.2  # mean x^2 ~ eps: eps matters
+    w, b = norm.weight.detach(), 0.25 if norm.bias is not None else 0.0
+    if name == "layernorm":
+        want = w * (x - x.mean(-1, keepdim=True)) / (x.var(-1, unbiased=False, keepdim=True) + eps).sqrt() + b
+    elif name == "rmsnorm":
+        want = w * x / (x.pow(2).mean(-1, keepdim=True) + eps).sqrt()
+    elif name.startswith("dyt"):
+        want = w * torch.tanh(0.5 * x) + b  # DyT ignores eps
+    else:
+        want = w * x / (4.0 + x * x + eps).sqrt() + b  # beta0 = 1 / alpha0^2 = 4
+    torch.testing.assert_close(norm(x).detach(), want, rtol=1e-5, atol=1e-6)
+    assert (norm.bias is not None) == (bias and name != "rmsnorm")
+    assert [n for n, _ in norm.named_parameters()].count("bias") == int(bias and name != "rmsnorm")
+
+
+def test_dyisru_default_is_not_softplus():
+    from norms import DyISRU
+
+    assert DyISRU(4, beta0=4.0).beta.item() == 4.0 and not DyISRU(4).softplus
+
+
+def test_norms_main_writes_the_plot_and_can_run_twice(tmp_path, monkeypatch, capsys):
+    pytest.importorskip("matplotlib")
+    import norms
+
+    monkeypatch.chdir(tmp_path)
+    for _ in range(2):  # a second run reuses out/
+        norms.main()
+        assert (tmp_path / "out" / "norms_outlier.png").stat().st_size > 0
+    assert "plot saved to out/norms_outlier.png" in capsys.readouterr().out
+
+
+def test_norm_constructor_defaults():
+    """The documented defaults: eps 1e-5, a bias, DyT alpha0 0.5 and DyISRU beta0 4 (= 1/0.5^2), no softplus."""
+    from norms import DyISRU, DyT, LayerNorm, RMSNorm, make_norm
+
+    assert LayerNorm(4).eps == RMSNorm(4).eps == DyISRU(4).eps == 1e-5
+    assert LayerNorm(4).bias is not None and DyT(4).bias is not None and DyISRU(4).bias is not None
+    assert DyT(4).alpha.item() == 0.5 and not DyT(4).softplus and DyISRU(4).beta.item() == 4.0
+    n = make_norm("dyisru", 4)
+    assert n.eps == 1e-5 and n.bias is not None and n.beta.item() == 4.0  # alpha0 0.5 -> beta0 4
+    assert make_norm("layernorm", 4).eps == 1e-5
+
+
+def test_norms_main_prints_the_fit_next_to_the_paper_and_no_plot_when_out_is_empty(tmp_path, monkeypatch, capsys):
+    """`python norms.py --out=`: no plot and no claim that matplotlib is missing; the three lines give the fit,
+    the paper's values and the ratio of the residuals (and -h reads the key's comment from norms.py)."""
+    import norms
+    monkeypatch.chdir(tmp_path)
+    norms.main(["--out="])
+    out = capsys.readouterr().out
+    r = norms.outlier_experiment(None)
+    assert out.splitlines() == [
+        f"DyT:    alpha = {r['alpha']:.4f}  mean |residual| = {r['dyt_mean_abs_residual']:.4f}   (paper: alpha 0.0486, "
+        "0.328)",
+        f"DyISRU: beta  = {r['beta']:.2f}  mean |residual| = {r['dyisru_mean_abs_residual']:.4f}   (paper: beta "
+        "301.06, 0.0048)",
+        f"DyISRU fits {r['dyt_mean_abs_residual'] / r['dyisru_mean_abs_residual']:.0f}x better"]
+    assert not (tmp_path / "out").exists()
+    with pytest.raises(SystemExit):
+        norms.main(["-h"])
+    assert "# folder for the plot norms_outlier.png" in capsys.readouterr().out
+
+
+def test_reset_parameters_sets_gamma_one_and_bias_zero_for_every_norm():
+    from norms import make_norm
+    for name in ("layernorm", "rmsnorm", "dyt", "dyisru"):
+        norm = make_norm(name, 5)
+        with torch.no_grad():
+            for p in norm.parameters():
+                p.fill_(3.0)
+        norm.reset_parameters()
+        assert torch.equal(norm.weight, torch.ones(5)), name
+        assert getattr(norm, "bias", None) is None or torch.equal(norm.bias, torch.zeros(5)), name
+
+
+def test_norms_main_without_matplotlib_says_so_and_skips_only_the_plot(tmp_path, monkeypatch, capsys):
+    import norms
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # `import matplotlib` raises ImportError
+    monkeypatch.chdir(tmp_path)
+    norms.main([])
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "matplotlib not installed: skipping the plot (pip install matplotlib)"
+    assert len(lines) == 4 and lines[3].startswith("DyISRU fits") and not (tmp_path / "out").exists()

@@ -12,7 +12,9 @@ from optim import (
     configure_optimizer,
     gauge_shift_,
     get_lr,
+    guarded_step,
     mu_centering_,
+    mu_centering_where_,
 )
 
 # -----------------------------------------------------------------------------
@@ -482,3 +484,196 @@ def test_paper_configs_reproduce_their_papers_grouping(monkeypatch, config, rule
             decay, no_decay, emb = _coupled_adam_code_rule(m)
             assert {frozenset(n) for n, wd in flat if wd == 0.1} == {frozenset(decay)}
             assert set().union(*[n for n, wd in flat if wd == 0.0]) == no_decay | emb
+
+
+def test_get_lr_defaults_are_nanogpts():
+    """Defaults: warmup 2000, cosine to min_lr at 600000, max_iters 600000 (wsd decays over the last 20%)."""
+    from optim import get_lr
+
+    assert get_lr(1999) == pytest.approx(6e-4 * 2000 / 2001)
+    assert get_lr(2000) == 6e-4
+    assert get_lr(600_000) == pytest.approx(6e-5, abs=1e-15) and get_lr(599_999) > 6e-5
+    assert get_lr(480_000, 'wsd') == 6e-4 and get_lr(480_001, 'wsd') == pytest.approx(6e-4 - 5.4e-4 / 120_000)
+
+
+def test_get_lr_wsd_validation_boundaries():
+    from optim import get_lr
+
+    for frac in (-0.1, 0.01):  # a negative fraction; a fraction that rounds to no decay step (10 iterations)
+        with pytest.raises(ValueError, match="wsd_decay_frac"):
+            get_lr(0, 'wsd', warmup_iters=0, max_iters=10, wsd_decay_frac=frac)
+    # allowed at the boundaries: decay over all iterations; decay starting right at the end of warmup
+    assert get_lr(0, 'wsd', 1.0, 0.0, warmup_iters=0, max_iters=10, wsd_decay_frac=1.0) == 1.0
+    assert get_lr(5, 'wsd', 1.0, 0.0, warmup_iters=5, max_iters=10, wsd_decay_frac=0.5) == 1.0
+
+
+def _adam_pair(seed: int = 0, **kw):
+    """A (4, 3) embedding-like and a (3,) parameter with fixed gradients; CoupledAdam(coupled=False) and
+    torch.optim.AdamW on equal copies (coupled=False is AdamW exactly)."""
+    g = torch.Generator().manual_seed(seed)
+    ws = [torch.randn(4, 3, generator=g), torch.randn(3, generator=g)]
+    grads = [torch.randn(4, 3, generator=g), torch.randn(3, generator=g)]
+    a = [w.clone().requires_grad_() for w in ws]
+    b = [w.clone().requires_grad_() for w in ws]
+    for p, q, gr in zip(a, b, grads):
+        p.grad, q.grad = gr.clone(), gr.clone()
+    return a, b, CoupledAdam(a, coupled=False, **kw), torch.optim.AdamW(b, **({"lr": 1e-3, "betas": (0.9, 0.95),
+                                                                             "eps": 1e-8, "weight_decay": 0.0} | kw))
+
+
+def test_coupled_adam_defaults_are_adamws_with_betas_0_9_0_95():
+    """Defaults lr 1e-3, eps 1e-8, weight_decay 0, avg_scale 1 (kills the default-value mutants): the same step
+    as AdamW(lr=1e-3, betas=(0.9, 0.95), eps=1e-8, weight_decay=0); eps matters with tiny gradients."""
+    a, b, ours, ref = _adam_pair()
+    for p in a + b:
+        p.grad.mul_(1e-7)  # |g| ~ eps: an eps of 1.0 instead of 1e-8 changes the step by orders of magnitude
+    ours.step()
+    ref.step()
+    for p, q in zip(a, b):
+        torch.testing.assert_close(p, q, rtol=0, atol=1e-7)
+    assert CoupledAdam([torch.zeros(2, 2, requires_grad=True)]).defaults["avg_scale"] == 1.0
+    # avg_scale's default is 1: a coupled step with the default equals one with avg_scale=1.0 given explicitly
+    w = torch.randn(5, 3, generator=torch.Generator().manual_seed(1))
+    grad = torch.randn(5, 3, generator=torch.Generator().manual_seed(2))
+    outs = []
+    for kw in ({}, {"avg_scale": 1.0}, {"avg_scale": 2.0}):
+        p = w.clone().requires_grad_()
+        p.grad = grad.clone()
+        CoupledAdam([p], **kw).step()
+        outs.append(p.detach())
+    assert torch.equal(outs[0], outs[1]) and not torch.equal(outs[0], outs[2])
+
+
+def test_coupled_adam_weight_decay_one_is_applied():
+    """weight_decay=1.0 is a decay like any other (kills `if wd != 1`)."""
+    import torch
+    a, b, ours, ref = _adam_pair(weight_decay=1.0, lr=0.1)
+    ours.step()
+    ref.step()
+    for p, q in zip(a, b):
+        torch.testing.assert_close(p, q)
+
+
+def test_coupled_adam_checks_each_hyper_parameter_alone_at_its_boundary():
+    """Each bad value alone raises, with the message; boundary values lr=0, eps=0, beta=0 are valid, beta=1 and
+    avg_scale=0 are not (kills the `and`/`<=`/`< 2` mutants of the check)."""
+    p = [torch.zeros(2, 2, requires_grad=True)]
+    for ok in (dict(lr=0.0), dict(eps=0.0), dict(betas=(0.0, 0.0)), dict(weight_decay=0.0)):
+        CoupledAdam(p, **ok)
+    for bad in (dict(lr=-1e-3), dict(eps=-1e-8), dict(weight_decay=-0.1), dict(avg_scale=0.0),
+                dict(avg_scale=-1.0), dict(betas=(1.0, 0.95)), dict(betas=(0.9, 1.0)), dict(betas=(0.9, 1.5)),
+                dict(betas=(-0.1, 0.95))):
+        with pytest.raises(ValueError, match=r"CoupledAdam: invalid .*need lr, eps, wd >= 0"):
+            CoupledAdam(p, **bad)
+
+
+def test_coupled_adam_step_returns_the_closures_loss_and_refuses_sparse_gradients():
+    p = torch.ones(3, 2, requires_grad=True)
+    opt = CoupledAdam([p])
+    assert opt.step() is None  # no gradient yet, no closure: nothing to return
+
+    def closure():
+        opt.zero_grad()
+        loss = (p ** 2).sum()
+        loss.backward()
+        return loss
+    assert opt.step(closure).item() == 6.0
+    emb = torch.nn.Embedding(4, 2, sparse=True)
+    emb(torch.tensor([1])).sum().backward()
+    with pytest.raises(RuntimeError, match=r"^CoupledAdam does not support sparse gradients \(use a dense"):
+        CoupledAdam(emb.parameters()).step()
+
+
+@pytest.mark.parametrize("fused", [False, True])
+def test_guarded_step_steps_only_where_ok_and_clears_gradients(fused):
+    """ok=False leaves weights and optimizer state untouched (fused AdamW through found_inf, others by reading ok
+    back); ok=True is a plain step; gradients are cleared to None either way."""
+    w0 = torch.randn(4, 3, generator=torch.Generator().manual_seed(0))
+    grad = torch.randn(4, 3, generator=torch.Generator().manual_seed(1))
+    ref = w0.clone().requires_grad_()
+    ref.grad = grad.clone()
+    torch.optim.AdamW([ref], lr=0.1).step()
+    p = w0.clone().requires_grad_()
+    opt = torch.optim.AdamW([p], lr=0.1, fused=fused)
+    p.grad = grad.clone()
+    guarded_step(opt, torch.tensor(False))
+    assert torch.equal(p.detach(), w0) and p.grad is None
+    assert not opt.state[p] or opt.state[p]["step"].item() == 0  # no step counted
+    p.grad = grad.clone()
+    guarded_step(opt, torch.tensor(True))
+    torch.testing.assert_close(p.detach(), ref.detach())
+    assert p.grad is None and opt.state[p]["step"].item() == 1
+
+
+def test_mu_centering_where_centres_only_where_ok():
+    w = torch.randn(6, 4, generator=torch.Generator().manual_seed(0)) + 3.0
+    kept = w.clone()
+    mu_centering_where_(kept, torch.tensor(False))
+    assert torch.equal(kept, w)  # bitwise untouched
+    centred, ref = w.clone(), w.clone()
+    mu_centering_where_(centred, torch.tensor(True))
+    mu_centering_(ref)
+    assert torch.equal(centred, ref)
+    torch.testing.assert_close(centred.mean(dim=0), torch.zeros(4), rtol=0, atol=1e-6)
+    assert centred.shape == (6, 4) and not torch.equal(centred[0], centred[1])  # per column, not one scalar
+
+
+class _NoHostRead(torch.Tensor):
+    """A 0-dim bool tensor whose value may not be read back on the host (bool(t) raises)."""
+
+    def __bool__(self):
+        raise AssertionError("guarded_step read the step flag back on the host")
+
+
+def test_guarded_step_with_fused_adamw_never_reads_the_flag_back():
+    """Fused AdamW skips on the device through found_inf: no host sync per step (kills the mutants that miss
+    the 'fused' default and fall back to bool(ok)); a non-fused optimizer must read it back."""
+    p = torch.randn(3, 2, requires_grad=True)
+    w0 = p.detach().clone()
+    opt = torch.optim.AdamW([p], lr=0.1, fused=True)
+    p.grad = torch.randn(3, 2)
+    guarded_step(opt, torch.tensor(False).as_subclass(_NoHostRead))
+    assert torch.equal(p.detach(), w0)
+    p.grad = torch.randn(3, 2)
+    guarded_step(opt, torch.tensor(True).as_subclass(_NoHostRead))
+    assert not torch.equal(p.detach(), w0)
+    p.grad = torch.randn(3, 2)
+    with pytest.raises(AssertionError, match="read the step flag back"):
+        guarded_step(torch.optim.AdamW([p], lr=0.1), torch.tensor(True).as_subclass(_NoHostRead))
+
+
+def _tiny_gpt():
+    from model import GPT, GPTConfig
+    torch.manual_seed(0)
+    return GPT(GPTConfig(vocab_size=17, block_size=6, n_layer=1, n_head=2, n_embd=8, bias=True))
+
+
+def test_configure_optimizer_defaults_and_arguments_reach_the_optimizer():
+    """Defaults: torch AdamW, lr 6e-4, weight decay 0.1 on >= 2-D parameters, not fused, torch's default foreach
+    (CPU); on CUDA fused without foreach. lr, betas and eps reach AdamW and CoupledAdam; avg_scale defaults to 1."""
+    opt = configure_optimizer(_tiny_gpt())
+    assert type(opt) is torch.optim.AdamW
+    assert opt.defaults["lr"] == 6e-4 and {g["weight_decay"] for g in opt.param_groups} == {0.1, 0.0}
+    assert not opt.defaults["fused"] and opt.defaults["foreach"] is None
+    cuda = configure_optimizer(_tiny_gpt(), device_type="cuda")  # CPU tensors: only the flags are checked
+    assert cuda.defaults["fused"] is True and cuda.defaults["foreach"] is False
+    for name, kind in (("adamw", torch.optim.AdamW), ("coupled_adam", CoupledAdam)):
+        o = configure_optimizer(_tiny_gpt(), name, learning_rate=3e-3, betas=(0.8, 0.9), eps=1e-6)
+        assert type(o) is kind
+        assert all((g["lr"], g["betas"], g["eps"]) == (3e-3, (0.8, 0.9), 1e-6) for g in o.param_groups)
+    assert configure_optimizer(_tiny_gpt(), "coupled_adam").defaults["avg_scale"] == 1.0
+
+
+def test_configure_optimizer_messages_say_the_fix():
+    with pytest.raises(ValueError, match=r"use --coupled_adam_embedding=output \(lm_head, the paper's matrix\) or "
+                                         r"=input \(wte\)$"):
+        configure_optimizer(_tiny_gpt(), "coupled_adam", coupled_adam_embedding="both")
+    with pytest.raises(ValueError, match=r"needs a trainable matrix to couple \(model\.output_embedding\(\) for "
+                                         r"'output', model\.transformer\.wte\.weight for 'input'\); this model has "
+                                         r"none: use --optimizer=adamw$"):
+        configure_optimizer(torch.nn.Linear(3, 3), "coupled_adam")
+
+
+def test_get_lr_wsd_message_names_the_valid_range():
+    with pytest.raises(ValueError, match=r"use 0 < wsd_decay_frac <= 1 - warmup_iters / max_iters$"):
+        get_lr(0, "wsd", warmup_iters=10, max_iters=100, wsd_decay_frac=0.0)

@@ -5,6 +5,9 @@ sample.py, ner.py's GPT backbone):
     from checkpoint import load_run
     run = load_run('out')          # run.model (GPT, eval mode), run.tokenizer, run.config, run.step
 
+and, for train.py, the config of a resumed run (resolve_init: the run's own keys, LAUNCH_KEYS excepted) or a
+fine-tuned one (the pretraining run's data), and what a resume changes (resume_changes).
+
 Run folder (out_dir):
     config.json      the resolved config + git_commit, torch_version, world_size, tokens_per_step, model_args
     metrics.jsonl    one JSON object per log step or eval
@@ -388,6 +391,49 @@ def model_from_checkpoint(ckpt: dict):
         return model
     model.load_state_dict({k.removeprefix(_COMPILE_PREFIX): v for k, v in ckpt['model'].items()})
     return model
+
+
+# -----------------------------------------------------------------------------
+# the config of a resumed or fine-tuned train.py run
+
+# keys that describe this launch, not the run: a resumed run takes every other key from its checkpoint, the
+# precision (dtype, tf32) included: a bf16 run resumed on another machine stays bf16 unless --dtype says otherwise
+LAUNCH_KEYS = ('out_dir', 'init_from', 'overwrite', 'eval_only', 'sample_tokens', 'wandb_log', 'device',
+               'compile', 'parallelism', 'activation_checkpointing', 'init_device',
+               'inject_nonfinite_at_step', 'debug_ckpt_sleep', 'fsdp_shard_size', 'fsdp_reduce_every_micro_step',
+               'dist_timeout_s')
+
+
+def resume_changes(cfg: dict, run_cfg: dict, set_keys: frozenset) -> list[str]:
+    """One line per key whose value on this resume differs from the run's (its checkpoint's config), e.g.
+    'dtype: bfloat16 -> float32 (set on the command line)', so that nothing changes silently. out_dir and
+    init_from are the resume itself and are left out."""
+    return [f"{k}: {run_cfg[k]} -> {cfg[k]} (" + ("set on the command line" if k in set_keys else
+                                                   "a launch key: this launch's default, not the run's") + ")"
+            for k in cfg if k in run_cfg and cfg[k] != run_cfg[k] and k not in ('out_dir', 'init_from')]
+
+
+def resolve_init(cfg: dict, set_keys: frozenset) -> dict | None:
+    """The checkpoint whose weights a train.py run loads (None for init_from scratch or hf:/gpt2-hf:), with cfg
+    updated in place: a resume takes every key of the run's own config that is not set now and not a LAUNCH_KEY
+    (the caller validates the result again); a finetune trains on the pretraining run's dataset and data_root (its
+    tokenizer). Raises CheckpointError for a bad checkpoint, or a dataset set to another folder than the
+    pretraining run's."""
+    if cfg['init_from'] == 'resume':
+        ckpt = load_checkpoint(Path(cfg['out_dir']) / CKPT)
+        cfg.update({k: v for k, v in ckpt['config'].items()
+                    if k in cfg and k not in set_keys and k not in LAUNCH_KEYS})
+        return ckpt
+    if cfg['init_from'] == 'finetune':
+        ckpt = load_checkpoint(Path(cfg['finetune_from']) / CKPT)
+        ckpt = {k: ckpt.get(k) for k in ('model', 'model_args', 'config', 'data_identity', 'dcp', 'dcp_path')}
+        for key in ('dataset', 'data_root'):  # the tokenizer and validation data of the pretraining run
+            if key in set_keys and cfg[key] != ckpt['config'][key]:
+                raise CheckpointError(f"init_from='finetune' uses the pretraining run's {key} "
+                                      f"({ckpt['config'][key]!r}), not {cfg[key]!r}: drop --{key}")
+            cfg[key] = ckpt['config'][key]
+        return ckpt
+    return None
 
 
 class Run(NamedTuple):

@@ -274,7 +274,7 @@ class GPT(nn.Module):
         attn.c_proj, because the OEC code's SwiGLU output layer is not named c_proj and so stays Xavier.
         A tied matrix gets the lm_head init (the OEC code initialises lm_head after wte, so it wins).
         Every weight is drawn whole, never through views of a parameter (see _normal_): under FSDP2 each
-        rank gets its shard of the same draw as one process from the same seed (tests/test_fsdp.py).
+        rank gets its shard of the same draw as one process from the same seed (tests/test_parallel.py).
         """
         c = self.config
         for name, m in self.named_modules():

@@ -53,8 +53,6 @@ from train_checks import (
     check_shape,
     check_writable,
     fail,
-    resolve_init,
-    resume_changes,
     validate,
 )
 
@@ -170,7 +168,12 @@ def resolve(**values) -> None:
 world_size = int(os.environ.get('WORLD_SIZE', 1)) if parallelism != 'none' else 1
 validate(config, set_keys, int(os.environ.get('WORLD_SIZE', 1)))
 check_writable(out_dir)
-pre_ckpt = resolve_init(config, set_keys, int(os.environ.get('WORLD_SIZE', 1)))  # resume/finetune: its checkpoint
+try:  # resume/finetune: its checkpoint; a resume takes the run's own keys, checked again
+    pre_ckpt = checkpoint.resolve_init(config, set_keys)
+except CheckpointError as e:
+    fail(str(e))
+if config['init_from'] == 'resume':
+    validate(config, set_keys, int(os.environ.get('WORLD_SIZE', 1)))
 if not config['decay_lr']:
     config['schedule'] = 'constant'  # nanoGPT's decay_lr=False, recorded as what the run does
 globals().update(config)  # the resolved values (inherited, finetune's data folder, schedule) as globals
@@ -193,7 +196,7 @@ check_data_prepared(config, world_size, pre_ckpt is not None)
 rank = int(os.environ.get('RANK', 0)) if world_size > 1 or parallelism != 'none' else 0
 master = rank == 0
 if master and init_from == 'resume':  # what differs from the run being resumed, said once
-    for _line in resume_changes(config, pre_ckpt['config'], set_keys):
+    for _line in checkpoint.resume_changes(config, pre_ckpt['config'], set_keys):
         print(f"train.py: resume: {_line}")
 if parallelism != 'none':
     if device.startswith('cuda'):

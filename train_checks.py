@@ -2,10 +2,10 @@
 The checks train.py runs on its config before any work, each ending the run with one message that names the
 key (or file) and the fix (fail): choices, ranges and contradictions between keys and the launch environment
 (validate), a data folder torchrun cannot prepare (check_data_prepared), the loaded weights' shape against the
-keys you set (check_shape), out_dir (check_writable). Also the config of a resumed or fine-tuned run
-(resolve_init: which keys a resumed run inherits from its checkpoint, validated again). What the checks derive
-from the config lives with its concern: the model's GPTConfig kwargs in model.py (gpt_config_args), the learning
-rate of a step in optim.py (lr_at).
+keys you set (check_shape), out_dir (check_writable). What the checks read or derive lives with its concern:
+which keys a resumed run takes from its checkpoint in checkpoint.py (resolve_init; train.py validates the result
+again), the model's GPTConfig kwargs in model.py (gpt_config_args), the learning rate of a step in optim.py
+(lr_at).
 """
 import math
 import os
@@ -15,17 +15,10 @@ import torch
 
 import checkpoint
 import optim
-from checkpoint import CKPT, CheckpointError
+from checkpoint import CKPT
 from configurator import ConfigError, check_output_path
 from losses import LOSS_TERMS
 from model import MODEL_KEYS, PRESETS, GPTConfig, gpt_config_args
-
-# keys that describe this launch, not the run: a resumed run takes every other key from its checkpoint, the
-# precision (dtype, tf32) included: a bf16 run resumed on another machine stays bf16 unless --dtype says otherwise
-LAUNCH_KEYS = ('out_dir', 'init_from', 'overwrite', 'eval_only', 'sample_tokens', 'wandb_log', 'device',
-               'compile', 'parallelism', 'activation_checkpointing', 'init_device',
-               'inject_nonfinite_at_step', 'debug_ckpt_sleep', 'fsdp_shard_size', 'fsdp_reduce_every_micro_step',
-               'dist_timeout_s')
 
 
 def fail(msg: str) -> None:
@@ -167,38 +160,3 @@ def check_writable(out_dir: str) -> None:
         fail(f"out_dir={str(folder)!r}: {existing} is a file, not a folder: choose another --out_dir")
     if not os.access(existing, os.W_OK):
         fail(f"out_dir={str(folder)!r}: {existing} is not writable: choose another --out_dir")
-
-
-def resume_changes(cfg: dict, run_cfg: dict, set_keys: frozenset) -> list[str]:
-    """One line per key whose value on this resume differs from the run's (its checkpoint's config), e.g.
-    'dtype: bfloat16 -> float32 (set on the command line)', so that nothing changes silently. out_dir and
-    init_from are the resume itself and are left out."""
-    return [f"{k}: {run_cfg[k]} -> {cfg[k]} (" + ("set on the command line" if k in set_keys else
-                                                   "a launch key: this launch's default, not the run's") + ")"
-            for k in cfg if k in run_cfg and cfg[k] != run_cfg[k] and k not in ('out_dir', 'init_from')]
-
-
-def resolve_init(cfg: dict, set_keys: frozenset, world_size: int) -> dict | None:
-    """The checkpoint whose weights the run loads (None for init_from scratch or hf:/gpt2-hf:), with cfg updated in
-    place: a resume takes every key of the run's own config that is not set now and not a LAUNCH_KEY, then is
-    validated again; a finetune trains on the pretraining run's dataset and data_root (its tokenizer). A bad
-    checkpoint, or a dataset set to another folder than the pretraining run's, stops the run."""
-    try:
-        if cfg['init_from'] == 'resume':
-            ckpt = checkpoint.load_checkpoint(Path(cfg['out_dir']) / CKPT)
-            cfg.update({k: v for k, v in ckpt['config'].items()
-                        if k in cfg and k not in set_keys and k not in LAUNCH_KEYS})
-            validate(cfg, set_keys, world_size)
-            return ckpt
-        if cfg['init_from'] == 'finetune':
-            ckpt = checkpoint.load_checkpoint(Path(cfg['finetune_from']) / CKPT)
-            ckpt = {k: ckpt.get(k) for k in ('model', 'model_args', 'config', 'data_identity', 'dcp', 'dcp_path')}
-            for key in ('dataset', 'data_root'):  # the tokenizer and validation data of the pretraining run
-                if key in set_keys and cfg[key] != ckpt['config'][key]:
-                    fail(f"init_from='finetune' uses the pretraining run's {key} "
-                         f"({ckpt['config'][key]!r}), not {cfg[key]!r}: drop --{key}")
-                cfg[key] = ckpt['config'][key]
-            return ckpt
-    except CheckpointError as e:
-        fail(str(e))
-    return None

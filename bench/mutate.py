@@ -36,23 +36,23 @@ TARGETS = {
     'losses': ('losses.py', ['losses.*'], ['tests/test_losses.py']),
     'optim': ('optim.py', ['optim.*'], ['tests/test_optim.py']),
     'norms': ('norms.py', ['norms.*'], ['tests/test_norms.py']),
-    'sampling': ('model.py', ['model.xǁGPTǁgenerate*'], ['tests/test_sampling_dist.py', 'tests/test_model.py']),
+    'sampling': ('model.py', ['model.xǁGPTǁgenerate*'], ['tests/test_sample.py', 'tests/test_model.py']),
     # NER entity extraction and scores (tags -> entities, scheme conversion, seqeval-equal metrics)
     'nertags': ('nertags.py', ['nertags.x_split_tag*', 'nertags.x_to_bio*', 'nertags.x_bio_to_bilou*',
                                'nertags.x_convert*', 'nertags.x_entities*', 'nertags.x__prefix_type*',
                                'nertags.x_strict_entities*', 'nertags.x_lenient_entities*', 'nertags.x__prf*',
                                'nertags.x__scores*', 'nertags.x_entity_scores*', 'nertags.x__plain*',
                                'nertags.x_token_scores*'],
-                ['tests/test_nertags.py', 'tests/test_ner.py', 'tests/test_ner_inference.py']),
+                ['tests/test_nertags.py', 'tests/test_ner.py', 'tests/test_nertagger.py']),
     # NER tagging: words -> chunks -> per-word probabilities -> tags -> character spans
     'nertagger': ('nertagger.py', ['nertagger.x_encode*', 'nertagger.x_collate*', 'nertagger.x_word_probs*',
                                    'nertagger.xǁTaggerǁtag*', 'nertagger.x_predict__*'],
-                  ['tests/test_nertagger.py', 'tests/test_ner_inference.py', 'tests/test_ner.py']),
+                  ['tests/test_nertagger.py', 'tests/test_nertagger.py', 'tests/test_ner.py']),
     'agreement': ('agreement.py', ['agreement.x__labels_at*', 'agreement.x_aligned_units*',
                                    'agreement.x_cohen_kappa*', 'agreement.x_fleiss_kappa*',
                                    'agreement.x__span_counts*', 'agreement.x__f1s*', 'agreement.x__mean*',
                                    'agreement.x__scores*', 'agreement.x_agreement__*'],
-                  ['tests/test_agreement.py', 'tests/test_agreement_multi.py', 'tests/test_annotate.py']),
+                  ['tests/test_agreement.py', 'tests/test_agreement.py', 'tests/test_annotate.py']),
     'tokenizer': ('tokeval.py', ['tokeval.x__word_initial*', 'tokeval.x_evaluation_metrics*'],
                   ['tests/test_tokeval.py', 'tests/test_tokenizer.py']),
     # the data loaders' order and resume state
@@ -88,13 +88,13 @@ TARGETS = {
         'test_summary_text_with_lr_sensitivity_incomplete_groups_and_norm_metrics',
         'test_norm_inits_pair_decides_the_diagonal', 'test_summary_labels_long_values_and_a_norm_without_finished_runs',
         'test_paper_loss_is_nan_when_diverged_missing_or_not_finite')]),
-    # mfu: its own tests and test_model's MFU tests (test_fsdp's run train.py under torchrun)
+    # mfu: its own tests and test_model's MFU tests (test_parallel's run train.py under torchrun)
     'mfu': ('mfu.py', ['mfu.*'], ['tests/test_mfu.py', 'tests/test_model.py::test_num_params_and_flops',
                                   'tests/test_model.py::test_gpu_peak_flops_per_device_name',
                                   'tests/test_model.py::test_mfu_never_exceeds_one']),
     # nerreaders: the reader tests (test_ner.py fine-tunes taggers: minutes per mutant)
-    'nerreaders': ('nerdata.py', ['nerdata.*'], ['tests/test_ner_layouts.py', 'tests/test_line_endings.py',
-                                                 'tests/test_ner_checks.py']),
+    'nerreaders': ('nerdata.py', ['nerdata.*'], ['tests/test_nerdata.py', 'tests/test_line_endings.py',
+                                                 'tests/test_ner.py']),
 }
 # train.py's loop is module-level code that mutmut cannot reach: hand-written one-line mutants, each a silently wrong
 # number (not a crash), run against the quick tests of the loop (--train_loop=True). (name, original, mutant)

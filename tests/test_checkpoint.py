@@ -67,6 +67,29 @@ def test_moved_dataset_folder_is_found_beside_the_run(run, tiny_dataset, tmp_pat
     assert load_run(moved).tokenizer.vocab_size == 512
 
 
+def test_resolve_init_takes_the_runs_keys_but_not_the_set_or_launch_ones(run):
+    """A resume takes every key of the run's config.json except the keys set now and the LAUNCH_KEYS; a finetune
+    takes the pretraining run's dataset and data_root, and a dataset set to another folder is refused naming the
+    fix; scratch loads nothing and changes nothing."""
+    import configurator
+    run_cfg = json.loads((run / 'config.json').read_text())
+    fresh = configurator.script_defaults(str(ROOT / 'train.py'))
+    cfg = dict(fresh, init_from='resume', out_dir=str(run), max_iters=7, device='meta')
+    ckpt = checkpoint.resolve_init(cfg, frozenset({'init_from', 'out_dir', 'max_iters'}))
+    assert ckpt['step'] == 2 and cfg['max_iters'] == 7 and cfg['out_dir'] == str(run)
+    assert cfg['device'] == 'meta'  # a launch key stays this launch's, even when not set
+    assert {k for k in fresh if cfg[k] != run_cfg.get(k, cfg[k])} <= {'max_iters', *checkpoint.LAUNCH_KEYS}
+    assert cfg['n_embd'] == run_cfg['n_embd'] != fresh['n_embd'] and cfg['dataset'] == run_cfg['dataset']
+    cfg = dict(fresh, init_from='finetune', finetune_from=str(run))
+    checkpoint.resolve_init(cfg, frozenset({'init_from', 'finetune_from'}))
+    assert (cfg['dataset'], cfg['data_root']) == (run_cfg['dataset'], run_cfg['data_root'])
+    cfg = dict(fresh, init_from='finetune', finetune_from=str(run), dataset='other')
+    with pytest.raises(CheckpointError, match="uses the pretraining run's dataset .*not 'other': drop --dataset"):
+        checkpoint.resolve_init(cfg, frozenset({'init_from', 'finetune_from', 'dataset'}))
+    cfg = dict(fresh)
+    assert checkpoint.resolve_init(cfg, frozenset()) is None and cfg == fresh
+
+
 def test_prune_keeps_newest_by_step_and_only_our_files(tmp_path):
     for name in ('ckpt_0000009.pt', 'ckpt_10000000.pt', 'ckpt_0000002.pt', 'ckpt_best.pt', 'ckpt_0000003.pt.bak',
                  'ckpt_20000000.pt'):

@@ -424,7 +424,7 @@ def test_hf_bad_input(tmp_path):
 
 def _planted_gpt(logits):
     """A GPT whose next-token logits are `logits` whatever the context (ln_f weight 0, bias e_0; the output
-    embedding's column 0 holds the logits), as in test_sampling_dist."""
+    embedding's column 0 holds the logits), as in test_sample.py."""
     import torch
 
     from model import GPT, GPTConfig

@@ -1,7 +1,13 @@
-"""nerdata.py's CoNLL reader at its edges (the layouts of real corpora are in test_ner_layouts.py): which values
+"""nerdata.py's CoNLL reader at its edges (the layouts of real corpora are further below): which values
 are NER tags, '#' comment lines, TAB lines with an extra column vs space-separated tokens with spaces, and a
 last column that ends in the letter X."""
+import json
+
+import pytest
+
+import ner
 import nerdata
+import nertags
 
 
 def test_tag_fit_prefixed_and_io_label_sets():
@@ -40,3 +46,226 @@ def test_tag_fit_refusals_and_the_io_label_limit():
     assert fit(["O", *labels]) == ("io", ", ".join(labels), None)  # at the limit: a label set
     more = labels + ["Lzz"]
     assert fit(["O", *more]) == (None, f"{len(more) + 1} distinct values: words, not a small label set", None)
+
+
+# -----------------------------------------------------------------------------------------------------------
+# NER files as people have them: every common CoNLL-style layout reads (and trains) with no
+# column flags, the layout is detected from the content and recorded, and a file whose columns are not what they seem
+# is refused before anything is trained. The files are built here from the shipped NER corpora (corpora/ner, no
+# downloads).
+
+UNER = "ner/uner_sv_talbanken/sv_talbanken-ud-train.iob2"
+
+
+SWEDISH = "ner/swedish_ner_corpus/train_corpus.txt"
+
+
+N = 40  # sentences per test file
+
+
+def _uner_slice(corpora, n=N) -> str:
+    """The UNER file itself (ID, token, tag, -, annotator; # comments), byte for byte: its first 5 sentences (no
+    entities) and then the first n - 5 sentences that hold an entity, in file order."""
+    blocks = (corpora / UNER).read_text(encoding="utf-8").split("\n\n")
+    with_entity = [b for b in blocks if "\tB-" in b]
+    return "\n\n".join(blocks[:5] + with_entity[:n - 5]) + "\n\n"
+
+
+def _uner_truth(corpora, n=N) -> list[tuple[list[str], list[str]]]:
+    """The sentences of _uner_slice, parsed here independently of nerdata (column 2 = word, column 3 = IOB2 tag,
+    per the corpus README)."""
+    out = []
+    for block in _uner_slice(corpora, n).split("\n\n"):
+        rows = [ln.split("\t") for ln in block.splitlines() if ln and not ln.startswith("#")]
+        if rows:
+            out.append(([r[1] for r in rows], [r[2] for r in rows]))
+    return out
+
+
+def _pos(w: str) -> str:
+    return "." if not w[0].isalnum() else "NNP" if w[0].isupper() else "NN"
+
+
+def _conll2003(sents) -> str:
+    """token POS chunk NER, space-separated, -DOCSTART- header (the CoNLL-2003 layout)."""
+    lines = ["-DOCSTART- -X- -X- O", ""]
+    for words, tags in sents:
+        chunk = ["O" if _pos(w) == "." else ("B-NP" if i == 0 or _pos(words[i - 1]) == "." else "I-NP")
+                 for i, w in enumerate(words)]
+        lines += [f"{w} {_pos(w)} {c} {t}" for w, c, t in zip(words, chunk, tags)] + [""]
+    return "\n".join(lines) + "\n"
+
+
+def _conllu_misc(sents, key: str) -> str:
+    """CoNLL-U (10 columns) with the NER tag in MISC under `key` (NorNE: name=B-PER, every token tagged; NE=:
+    only entity tokens, others '_'), comments and one multiword-token line per sentence."""
+    lines = []
+    for k, (words, tags) in enumerate(sents):
+        lines += [f"# sent_id = s{k}", f"# text = {' '.join(words)}",
+                  f"1-2\t{words[0]}{words[1]}\t_\t_\t_\t_\t_\t_\t_\t_"]
+        for i, (w, t) in enumerate(zip(words, tags)):
+            misc = f"{key}={t}" if key == "name" or t != "O" else "_"
+            if i == 1:
+                misc = "SpaceAfter=No" + ("" if misc == "_" else "|" + misc)
+            lines.append(f"{i + 1}\t{w}\t{w.lower()}\t{'PROPN' if _pos(w) == 'NNP' else 'NOUN'}\t_\t_\t{i}\t"
+                         f"{'root' if i == 0 else 'dep'}\t_\t{misc}")
+        lines.append("")
+    return "\n".join(lines) + "\n"
+
+
+def _no_spaces(sents):
+    """A space-separated file cannot tell 't ex' (one UNER token) from two columns: the same text with '_'."""
+    return [([w.replace(" ", "_") for w in words], tags) for words, tags in sents]
+
+
+def _two_columns(sents, sep: str) -> str:
+    return "".join("".join(f"{w}{sep}{t}\n" for w, t in zip(words, tags)) + "\n" for words, tags in sents)
+
+
+def _swedish_slice(corpora, n) -> tuple[str, list[tuple[list[str], list[str]]]]:
+    """The Swedish NER corpus (IO tags, outside '0', TAB or spaces) byte for byte, and its truth ('0' -> 'O')."""
+    blocks = (corpora / SWEDISH).read_text(encoding="utf-8").split("\n\n")[:n]
+    truth = [([ln.split()[0] for ln in b.splitlines()], ["O" if ln.split()[1] == "0" else ln.split()[1]
+                                                         for ln in b.splitlines()]) for b in blocks]
+    return "\n\n".join(blocks) + "\n\n", truth
+
+
+def _layouts(corpora, n=N) -> dict[str, tuple[str, list, dict]]:
+    """name -> (file text, expected (words, tags) per sentence, expected layout keys)."""
+    uner = _uner_truth(corpora, n)
+    swedish, swedish_truth = _swedish_slice(corpora, n)
+    return {
+        "conll2003": (_conll2003(_no_spaces(uner)), _no_spaces(uner), dict(columns=4, token_column=0, tag_column=3)),
+        "uner_id_token_tag_misc": (_uner_slice(corpora, n), uner, dict(columns=5, token_column=1, tag_column=2,
+                                                                        id_column=0)),
+        "conllu_misc_name": (_conllu_misc(uner, "name"), uner, dict(columns=10, token_column=1, tag_column=9,
+                                                                     misc_key="name", id_column=0)),
+        "conllu_misc_ne": (_conllu_misc(uner, "NE"), uner, dict(columns=10, tag_column=9, misc_key="NE")),
+        "two_columns_tab": (_two_columns(uner, "\t"), uner, dict(columns=2, token_column=0, tag_column=1)),
+        "two_columns_spaces": (_two_columns(_no_spaces(uner), "   "), _no_spaces(uner), dict(columns=2, token_column=0,
+                                                                                               tag_column=1)),
+        "io_outside_zero": (swedish, swedish_truth, dict(columns=2, token_column=0, tag_column=1, scheme="io")),
+        "windows_line_endings": (_uner_slice(corpora, n).replace("\n", "\r\n"), uner, dict(token_column=1,
+                                                                                          tag_column=2)),
+        "byte_order_mark": ("\ufeff" + _two_columns(uner, "\t"), uner, dict(columns=2, token_column=0, tag_column=1)),
+    }
+
+
+LAYOUTS = ["conll2003", "uner_id_token_tag_misc", "conllu_misc_name", "conllu_misc_ne", "two_columns_tab",
+           "two_columns_spaces", "io_outside_zero", "windows_line_endings", "byte_order_mark"]
+
+
+@pytest.mark.parametrize("name", LAYOUTS)
+def test_layout_reads_with_no_flags(corpora, tmp_path, name):
+    text, truth, expected = _layouts(corpora)[name]
+    path = tmp_path / f"{name}.txt"
+    path.write_bytes(text.encode("utf-8"))
+    examples, layout = nerdata.read_data(path)
+    assert [(e.words, e.tags) for e in examples] == truth
+    assert {k: layout[k] for k in expected} == expected
+    assert layout["sentences"] == len(truth) and layout["labels"] == sorted(
+        {t.split("-")[-1] for _, tags in truth for t in tags} - {"O"})
+
+
+@pytest.mark.parametrize("name", LAYOUTS)
+def test_layout_trains_with_no_column_flags(corpora, tmp_path, tiny_bert, name, capsys):
+    """ner.py train on each layout, defaults for the columns: it trains on the words and tags (not on ids or
+    placeholders), prints the detected layout first and records it in config.json and report.json."""
+    text, truth, expected = _layouts(corpora, 12)[name]
+    path = tmp_path / f"{name}.txt"
+    path.write_bytes(text.encode("utf-8"))
+    out = tmp_path / "run"
+    report = ner.train(ner.TRAIN_DEFAULTS | dict(train=str(path), val=str(path), encoder=str(tiny_bert),
+                                                 out_dir=str(out), max_epochs=1, warmup_epochs=0, batch_size=8,
+                                                 save_model=False))
+    printed = capsys.readouterr().out
+    assert printed.index(f"words = column {expected['token_column'] if 'token_column' in expected else 1}") \
+        < printed.index("epoch 1")
+    config = json.loads((out / "config.json").read_text())
+    for layout in (config["layouts"]["train"], report["layouts"]["val"]):
+        assert {k: layout[k] for k in expected} == expected
+    types = sorted({t.split("-")[-1] for _, tags in truth for t in tags} - {"O"})
+    assert config["labels"] == nertags.label_list(types, config["scheme"])
+    assert set(report["runs"][0]["val"]) >= {"entity.strict.micro.f1"}
+
+
+def _column_listing(message: str, ncols: int) -> None:
+    for j in range(ncols):
+        assert f"column {j} (--tag_column={j}" in message
+
+
+def test_placeholder_tag_column_is_refused(corpora, tmp_path):
+    """The issue's case made explicit: UNER's placeholder column 3 ('-') chosen as tags."""
+    path = tmp_path / "uner.iob2"
+    path.write_text(_uner_slice(corpora), encoding="utf-8")
+    with pytest.raises(ValueError, match=r"--tag_column=3 does not hold NER tags .*'-' is not a tag") as e:
+        nerdata.read_data(path, tag_column=3)
+    _column_listing(str(e.value), 5)
+    assert "column 2 (--tag_column=2 / --token_column=2): 'O', 'B-ORG'" in str(e.value)  # what to choose instead
+    assert "NER tags (prefixed: LOC, ORG)" in str(e.value)
+
+
+@pytest.mark.parametrize("tag_column, why", [(0, "integer ids"), (1, "words, not a small label set|is not a tag"),
+                                             (4, "is not a tag")])
+def test_ids_words_and_annotator_columns_are_refused_as_tags(corpora, tmp_path, tag_column, why):
+    path = tmp_path / "uner.iob2"
+    path.write_text(_uner_slice(corpora, 200), encoding="utf-8")
+    with pytest.raises(ValueError, match=rf"--tag_column={tag_column} does not hold NER tags \(.*({why})") as e:
+        nerdata.read_data(path, tag_column=tag_column)
+    _column_listing(str(e.value), 5)
+
+
+def test_no_tag_column_is_refused_before_training(corpora, tmp_path, tiny_bert):
+    """ID, token, placeholders: nothing fits a scheme -> stop before training, listing every column."""
+    lines = [ln if ln.startswith("#") or not ln.strip() else "\t".join(ln.split("\t")[:2] + ["-", "_"])
+             for ln in _uner_slice(corpora).splitlines()]
+    path = tmp_path / "no_tags.conll"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    out = tmp_path / "run"
+    with pytest.raises(ValueError, match="no column holds NER tags") as e:
+        ner.train(ner.TRAIN_DEFAULTS | dict(train=str(path), encoder=str(tiny_bert), out_dir=str(out)))
+    _column_listing(str(e.value), 4)
+    assert "integer ids" in str(e.value) and "'Genom'" in str(e.value) and not out.exists()
+
+
+def test_numbers_as_io_tags_are_refused(tmp_path):
+    path = tmp_path / "numbers.conll"
+    path.write_text("Anna\t0\nbor\t3\ni\t0\nLund\t17\n\n", encoding="utf-8")
+    with pytest.raises(ValueError, match="(?s)no column holds NER tags.*'3' is not a tag"):
+        nerdata.read_data(path)
+
+
+def test_explicit_columns_still_win(corpora, tmp_path):
+    """CoNLL-2003: the chunk column (2) is a valid BIO column too; asking for it is allowed, the default is NER."""
+    path = tmp_path / "c.conll"
+    path.write_text(_conll2003(_no_spaces(_uner_truth(corpora))), encoding="utf-8")
+    examples, layout = nerdata.read_data(path, tag_column=2)
+    assert layout["tag_column"] == 2 and layout["explicit"]["tag_column"] and layout["labels"] == ["NP"]
+    assert nerdata.read_data(path)[1]["tag_column"] == 3
+
+
+def test_eval_file_with_no_shared_label_is_an_error(corpora, tmp_path, tiny_bert):
+    """train --val/--test and evaluate: a label set sharing nothing with training stops, it is not an F1 of 0."""
+    uner = tmp_path / "uner.iob2"
+    uner.write_text(_uner_slice(corpora), encoding="utf-8")
+    other = tmp_path / "other.conll"
+    other.write_text("Anna\tB-person\nbor\tO\n\n", encoding="utf-8")
+    cfg = ner.TRAIN_DEFAULTS | dict(train=str(uner), encoder=str(tiny_bert), out_dir=str(tmp_path / "run"),
+                                    max_epochs=1, warmup_epochs=0, batch_size=8)
+    for key in ("val", "test"):
+        with pytest.raises(ValueError, match=rf"{key} file .*other.conll has entity types \['person'\], none of"):
+            ner.train(cfg | {key: str(other)})
+    assert not (tmp_path / "run").exists()
+    ner.train(cfg | dict(val=str(uner)))
+    with pytest.raises(ValueError, match=r"data file .*other.conll has entity types \['person'\], none of"):
+        ner.evaluate(ner.EVALUATE_DEFAULTS | dict(model=str(tmp_path / "run/model"), data=str(other),
+                                                  out=str(tmp_path / "ev")))
+    # evaluate detects the layout like train: the UNER file (ids in column 0) in its own layout
+    two = tmp_path / "two.conll"
+    nerdata.write_examples(nerdata.read_examples(uner), two, "conll")
+    m1 = ner.evaluate(ner.EVALUATE_DEFAULTS | dict(model=str(tmp_path / "run/model"), data=str(uner),
+                                                   out=str(tmp_path / "ev1")))
+    m2 = ner.evaluate(ner.EVALUATE_DEFAULTS | dict(model=str(tmp_path / "run/model"), data=str(two),
+                                                   out=str(tmp_path / "ev2")))
+    assert m1["layout"]["token_column"] == 1 and m2["layout"]["token_column"] == 0
+    assert m1["token.confusion_matrix"] == m2["token.confusion_matrix"]

@@ -1,5 +1,6 @@
-"""tests/README.md maps README promises to tests: every `file::test` it names must exist, so the map cannot
-silently point at renamed or deleted tests."""
+"""tests/README.md maps README promises to tests: every `file::test` it names must exist, and so must every
+test file and test named alone (`test_checkpoint (all)`, `test_x_*`), so the map cannot silently point at
+renamed, moved or deleted tests."""
 import re
 from pathlib import Path
 
@@ -14,3 +15,15 @@ def test_every_test_named_in_the_map_exists():
                if not (TESTS / f"{f}.py").is_file()
                or not re.search(rf"^(?:async )?def {t}\(", (TESTS / f"{f}.py").read_text(encoding="utf-8"), re.M)]
     assert not missing, f"tests/README.md names tests that do not exist: {missing}"
+
+
+def test_every_test_file_and_test_named_alone_exists():
+    text = (TESTS / "README.md").read_text(encoding="utf-8")
+    files = {p.stem for p in TESTS.glob("test_*.py")}
+    tests = {t for p in TESTS.glob("*.py")
+             for t in re.findall(r"^(?:async )?def (test_\w+)\(", p.read_text(encoding="utf-8"), re.M)}
+    named = set(re.findall(r"\b(test_\w+)(?!\w|\*)", text))
+    prefixes = set(re.findall(r"\b(test_\w+)\*", text))
+    missing = sorted(n for n in named if n not in files | tests)
+    missing += sorted(p + "*" for p in prefixes if not any(t.startswith(p) for t in tests))
+    assert not missing, f"tests/README.md names test files or tests that do not exist: {missing}"

@@ -17,6 +17,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import TINY_TRAIN, read_jsonl, train_py
+from torch.nn import functional as F
 
 import checkpoint
 import configurator
@@ -24,6 +26,7 @@ import data
 import losses
 from chat import ChatLoader, load_chat_jsonl
 from loader import get_batch
+from model import GPT, GPTConfig
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = dict(n_layer=2, n_head=2, n_embd=32, block_size=32, batch_size=4, eval_iters=2, max_iters=8,
@@ -801,7 +804,7 @@ def test_per_language_val_loss_and_bits_per_byte_quick(tmp_path, data_root):
 def test_gradient_of_micro_steps_equals_one_batch_quick(tmp_path, data_root):
     """8 sequences per step as 1 x 8 or 4 micro-steps x 2: the logged gradient norm (before clipping) and loss
     agree, so the loss of every micro-step is weighted by its share of the batch. The ranks x micro-steps grid
-    is the slow test_grad_scale."""
+    is the slow split grid in test_distributed.py."""
     flags = dict(max_iters=2, eval_interval=2, grad_clip=0.0, tie_embeddings=False, mu_loss=1e-2, z_loss=1e-3)
     one = run_train(tmp_path / 'one', data_root, batch_size=8, gradient_accumulation_steps=1, **flags)
     four = run_train(tmp_path / 'four', data_root, batch_size=2, gradient_accumulation_steps=4, **flags)
@@ -816,7 +819,7 @@ def test_gradient_of_micro_steps_equals_one_batch_quick(tmp_path, data_root):
 def test_two_ddp_ranks_give_the_loss_and_gradient_of_one_process_quick(tmp_path, data_root):
     """2 gloo ranks x 4 sequences = 1 process x 8: logged loss, terms and gradient norm (before clipping) agree,
     so each rank's micro-step weight counts the world size and the logged loss is averaged over the ranks.
-    The full grid of splits (DDP and FSDP2, accumulation) is the slow test_grad_scale."""
+    The full grid of splits (DDP and FSDP2, accumulation) is slow, in test_distributed.py."""
     from conftest import train_py
     flags = dict(max_iters=2, eval_interval=2, lr_decay_iters=2, warmup_iters=1, grad_clip=0.0, mu_loss=1e-2,
                  tie_embeddings=False, dtype='float32')
@@ -973,3 +976,49 @@ def test_cpu_run_shows_no_mfu_and_says_why_once(tmp_path, tiny_dataset):
     assert len([x for x in recs if 'tokens_per_sec' in x]) == 6 and not any('mfu' in x for x in recs)
     cfg = json.loads((tmp_path / 'run' / 'config.json').read_text())
     assert cfg['peak_flops'] is None and cfg['peak_flops_source'] == NO_CPU_PEAK
+
+
+# -----------------------------------------------------------------------------------------------------------
+# Per-language evaluation on the producers' output: data.py prepares a two-language
+# dataset from the shared text (val_sv.bin, val_da.bin and meta.json's token and byte counts, not a hand-written
+# meta.json), train.py trains 2 steps on it, and every logged val_loss/<lang> and val_bpb/<lang> is recomputed
+# independently from the checkpoint: the mean cross-entropy (torch.nn.functional) over the same fixed validation
+# windows, and bits per byte = nats per token / ln 2 x tokens per UTF-8 byte of that language's validation text.
+
+@pytest.mark.slow
+def test_val_loss_and_bits_per_byte_per_language(tmp_path, corpora):
+    src = {}
+    for lang in ('sv', 'da'):
+        lines = (corpora / 'text' / f'{lang}.txt').read_text(encoding='utf-8').splitlines()[:1500]
+        src[lang] = tmp_path / 'in' / lang / 'text.txt'
+        src[lang].parent.mkdir(parents=True)
+        src[lang].write_text('\n'.join(lines) + '\n', encoding='utf-8')
+    folder = data.prepare_dataset('svda', data_root=tmp_path / 'data', vocab_size=400, num_proc=1,
+                                  sources={lang: str(p) for lang, p in src.items()})
+    meta = data.load_meta(folder)
+    assert sorted(meta['val_splits']) == ['val_da', 'val_sv']
+    r = train_py(tmp_path / 'run', folder.parent, folder.name)
+    assert r.returncode == 0, r.stderr[-3000:]
+    ev = [x for x in read_jsonl(tmp_path / 'run' / 'metrics.jsonl') if 'val_loss' in x][-1]
+
+    ckpt = torch.load(tmp_path / 'run' / 'ckpt.pt', weights_only=True)
+    model = GPT(GPTConfig(**ckpt['model_args']))
+    model.load_state_dict(ckpt['model'])
+    model.eval()
+    B, T, n = TINY_TRAIN['batch_size'], TINY_TRAIN['block_size'], TINY_TRAIN['eval_iters']
+    for lang in ('sv', 'da'):
+        val = data.load_tokens(folder, f'val_{lang}')
+        gen = torch.Generator().manual_seed(ckpt['config']['seed'] + 7)  # train.py's fixed eval windows
+        with torch.no_grad():
+            ce = sum(F.cross_entropy(model(x).flatten(0, 1), y.flatten()).item()
+                     for x, y in (get_batch(val, B, T, gen) for _ in range(n))) / n
+        assert ev[f'val_loss/{lang}'] == pytest.approx(ce, rel=1e-5), lang
+        lm = meta['languages'][lang]
+        assert lm['val_tokens'] == len(val)
+        text = data.dataset_tokenizer(folder).decode([t for t in val.tolist() if t != meta['eot']])
+        # the validation text's UTF-8 bytes (documents joined: the EOT separators are no text)
+        assert abs(lm['val_bytes'] - len(text.encode('utf-8'))) <= lm['val_docs']
+        assert ev[f'val_bpb/{lang}'] == pytest.approx(ce / math.log(2) * len(val) / lm['val_bytes'], rel=1e-5)
+    assert ev['val_loss/sv'] != ev['val_loss/da']
+    cfg = json.loads((tmp_path / 'run' / 'config.json').read_text())
+    assert cfg['dataset'] == 'svda'

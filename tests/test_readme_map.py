@@ -27,3 +27,17 @@ def test_every_test_file_and_test_named_alone_exists():
     missing = sorted(n for n in named if n not in files | tests)
     missing += sorted(p + "*" for p in prefixes if not any(t.startswith(p) for t in tests))
     assert not missing, f"tests/README.md names test files or tests that do not exist: {missing}"
+
+
+def test_every_file_has_its_test_file_and_every_other_test_file_is_a_listed_suite():
+    """`tests/test_<file>.py` tests `<file>.py`: each top-level .py file of the repository has its test file, and a test file
+    named after no file is one of the cross-cutting suites listed in tests/README.md."""
+    text = (TESTS / "README.md").read_text(encoding="utf-8")
+    table = text.split("## Which file tests what", 1)[1].split("\n## ", 1)[0]
+    suites = set(re.findall(r"^\| (test_\w+) \|", table, re.M))
+    product = {p.stem for p in TESTS.parent.glob("*.py")}
+    files = {p.stem.removeprefix("test_") for p in TESTS.glob("test_*.py")}
+    assert not product - files, f"files without tests/test_<file>.py: {sorted(product - files)}"
+    stray = sorted(f"test_{f}" for f in files - product if f"test_{f}" not in suites)
+    assert not stray, f"test files named after no file and not listed as suites in tests/README.md: {stray}"
+    assert not suites - {f"test_{f}" for f in files}, "tests/README.md lists suites that do not exist"

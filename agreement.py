@@ -19,7 +19,8 @@ import re
 from collections import defaultdict
 from pathlib import Path
 
-from annotate import check_documents, doc_id, read_documents, read_jsonl, split_by_annotator, write_jsonl
+from annotate import check_documents, doc_id, read_documents, split_by_annotator
+from nerdata import read_json_lines, write_jsonl
 
 CONFLICT = "???"  # label of a span the annotators disagree on (x-annotate's merge)
 O = "O"  # noqa: E741 (the tag name) -- "no span here" in the aligned span units
@@ -322,6 +323,6 @@ def merge_command(cfg: dict) -> None:
 
 def resolve_command(cfg: dict) -> None:
     """`annotate.py resolve`: cfg["merged"] + the reviewed cfg["resolved"] -> cfg["out"]."""
-    final = resolve(read_jsonl(cfg["merged"]), read_jsonl(cfg["resolved"]), cfg["merged"], cfg["resolved"])
+    final = resolve(read_json_lines(cfg["merged"]), read_json_lines(cfg["resolved"]), cfg["merged"], cfg["resolved"])
     write_jsonl(final, cfg["out"])
     print(f"wrote {cfg['out']} ({len(final)} documents)")

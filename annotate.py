@@ -25,6 +25,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from configurator import check_output_path, configure_command
+from nerdata import read_json_lines, write_jsonl
 
 CONVERT_DEFAULTS = dict(
     input="",  # a standard JSONL, Doccano JSONL or Label Studio JSON export (the format is read from the content)
@@ -86,28 +87,10 @@ def format_report(report: Report) -> str:
 
 # ----------------------------------------------------------------------------- files and checks
 
-def read_jsonl(path: str | Path) -> list[dict]:
-    docs = []
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if line.strip():
-                try:
-                    docs.append(json.loads(line))
-                except json.JSONDecodeError as e:
-                    raise ValueError(f"{path} line {n}: not valid JSON ({e.msg}); write one JSON document "
-                                     f"per line") from None
-    return docs
-
-
-def write_jsonl(docs: list[dict], path: str | Path) -> None:
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", encoding="utf-8") as f:
-        f.writelines(json.dumps(d, ensure_ascii=False) + "\n" for d in docs)
-
-
-def detect_format(path: str | Path) -> str:
-    """'labelstudio' (a JSON list of tasks), 'doccano' (JSONL with "label", or "entities" + "relations") or
-    'standard' (with "tags")."""
+def export_format(path: str | Path) -> str:
+    """Which tool wrote an annotation file: 'labelstudio' (a JSON list of tasks), 'doccano' (JSONL with "label",
+    or "entities" + "relations") or 'standard' (with "tags"). nerdata.detect_format tells CoNLL, CSV and JSONL
+    apart for training files."""
     text = Path(path).read_text(encoding="utf-8").lstrip()
     if not text or text.startswith("["):
         return "labelstudio" if text else "standard"
@@ -122,13 +105,13 @@ def detect_format(path: str | Path) -> str:
 
 def read_documents(path: str | Path, annotator: str | None = None) -> tuple[list[dict], Report]:
     """Any supported file as standard documents (checked) plus the conversion report."""
-    fmt = detect_format(path)
+    fmt = export_format(path)
     if fmt == "labelstudio":
         docs, report = labelstudio_to_standard(json.loads(Path(path).read_text(encoding="utf-8")), str(path))
     elif fmt == "doccano":
-        docs, report = doccano_to_standard(read_jsonl(path), annotator, str(path))
+        docs, report = doccano_to_standard(read_json_lines(path), annotator, str(path))
     else:
-        docs, report = read_jsonl(path), {}
+        docs, report = read_json_lines(path), {}
     check_documents(docs, str(path))
     return docs, report
 

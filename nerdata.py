@@ -14,7 +14,6 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
-from bert import pretokenize
 from nertags import detect_scheme, entities, entity_types, split_tag, to_bio
 
 
@@ -346,9 +345,10 @@ def write_csv(examples: list[Example], path: str | Path) -> None:
 # -----------------------------------------------------------------------------
 # standard JSONL: {"id"?, "text", "tags": [{"char_start", "char_end", "token", "tag"}]} (team contract)
 
-def read_jsonl(path: str | Path, keep_blank: bool = False) -> list[dict | None]:
-    """Read and validate documents: offsets must be ints inside the text (error with file:line). keep_blank: a
-    blank line gives None, so that list index + 1 is the line number."""
+def read_json_lines(path: str | Path, keep_blank: bool = False) -> list[dict | None]:
+    """Every non-blank line of a JSONL file as a JSON object (standard documents, Doccano lines, merge outputs).
+    keep_blank: a blank line gives None, so that list index + 1 is the line number. A line that is not a JSON
+    object raises ValueError naming FILE:LINE."""
     docs = []
     with open(path, encoding="utf-8") as f:
         for lineno, line in enumerate(f, 1):
@@ -359,25 +359,39 @@ def read_jsonl(path: str | Path, keep_blank: bool = False) -> list[dict | None]:
             try:
                 doc = json.loads(line)
             except json.JSONDecodeError as e:
-                raise ValueError(f"{path}:{lineno}: not valid JSON ({e})") from None
-            if not isinstance(doc, dict) or not isinstance(doc.get("text"), str):
-                raise ValueError(f"{path}:{lineno}: each line must be an object with a string 'text'")
-            for tag in doc.setdefault("tags", []):
-                s, e = tag.get("char_start"), tag.get("char_end")
-                if not (isinstance(s, int) and isinstance(e, int) and 0 <= s < e <= len(doc["text"])):
-                    raise ValueError(f"{path}:{lineno}: span {tag} is outside the text (length "
-                                     f"{len(doc['text'])}) or empty; char_start/char_end must be ints, 0 <= start "
-                                     f"< end <= len(text)")
-                if "tag" not in tag:
-                    raise ValueError(f"{path}:{lineno}: span {tag} has no 'tag' (the label, e.g. 'PER')")
+                raise ValueError(f"{path}:{lineno}: not valid JSON ({e.msg}): write one JSON document per "
+                                 f"line") from None
+            if not isinstance(doc, dict):
+                raise ValueError(f"{path}:{lineno}: each line must be a JSON object, not {type(doc).__name__}")
             docs.append(doc)
     return docs
 
 
+def read_jsonl(path: str | Path, keep_blank: bool = False) -> list[dict | None]:
+    """Read and validate standard documents: offsets must be ints inside the text (error with file:line).
+    keep_blank: a blank line gives None, so that list index + 1 is the line number."""
+    docs = read_json_lines(path, keep_blank=True)
+    for lineno, doc in enumerate(docs, 1):
+        if doc is None:
+            continue
+        if not isinstance(doc.get("text"), str):
+            raise ValueError(f"{path}:{lineno}: each line must be an object with a string 'text'")
+        for tag in doc.setdefault("tags", []):
+            s, e = tag.get("char_start"), tag.get("char_end")
+            if not (isinstance(s, int) and isinstance(e, int) and 0 <= s < e <= len(doc["text"])):
+                raise ValueError(f"{path}:{lineno}: span {tag} is outside the text (length "
+                                 f"{len(doc['text'])}) or empty; char_start/char_end must be ints, 0 <= start "
+                                 f"< end <= len(text)")
+            if "tag" not in tag:
+                raise ValueError(f"{path}:{lineno}: span {tag} has no 'tag' (the label, e.g. 'PER')")
+    return docs if keep_blank else [d for d in docs if d is not None]
+
+
 def write_jsonl(docs: list[dict], path: str | Path) -> None:
+    """One JSON object per line (UTF-8, characters as they are); the parent folder is made if missing."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w", encoding="utf-8") as f:
-        for doc in docs:
-            f.write(json.dumps(doc, ensure_ascii=False) + "\n")
+        f.writelines(json.dumps(doc, ensure_ascii=False) + "\n" for doc in docs)
 
 
 def doc_to_example(doc: dict, issues: Issues | None = None, where: str = "") -> Example:
@@ -385,6 +399,7 @@ def doc_to_example(doc: dict, issues: Issues | None = None, where: str = "") -> 
     first; both are counted in `issues` (nerblackbox drops both silently, data_preprocessor.py)."""
     issues = issues if issues is not None else Issues()
     text = doc["text"]
+    from bert import pretokenize  # bert.py imports torch; annotate.py reads JSONL here without it
     spans = pretokenize(text)
     tags = ["O"] * len(spans)
     taken_until = -1

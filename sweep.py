@@ -49,7 +49,6 @@ printed summary with the learning-rate
 sensitivity per variant (Wortsman et al. 2023, arXiv:2309.14322, as the OEC code computes it) and, when
 norms differ, the DyISRU paper's metrics L1/L2/L12/I1/I2/S1/S2.
 """
-import ast
 import csv
 import difflib
 import itertools
@@ -120,19 +119,6 @@ def expand(grid: dict, variants: dict | None = None) -> list[dict]:
     return runs
 
 
-def _train_defaults() -> dict:
-    """train.py's config keys: literal defaults (typed) and computed ones such as device and dtype (None,
-    which accepts any value): the module-level names assigned before its configure() call."""
-    computed = {}
-    for node in ast.parse(TRAIN.read_text()).body:
-        calls = [getattr(n.func, "id", None) for n in ast.walk(node) if isinstance(n, ast.Call)]
-        if "configure" in calls:
-            break
-        if isinstance(node, ast.Assign):
-            computed.update({t.id: None for t in node.targets if isinstance(t, ast.Name) and t.id[0] != "_"})
-    return {**computed, **script_defaults(str(TRAIN))}
-
-
 def load_sweep(config: str, overrides: list[str]) -> tuple[dict, dict, list[dict], dict]:
     """Read and check the grid of a config file; returns (grid, variants, runs, extras); extras: replicate,
     paired_baseline, start_run, plot_evals (the optional names) and starts (the start runs, [] without
@@ -151,7 +137,7 @@ def load_sweep(config: str, overrides: list[str]) -> tuple[dict, dict, list[dict
             _fail(f"{config}: variants must be a dict of dicts, e.g. variants = dict(baseline={{}}, "
                   f"z_loss=dict(z_loss=1e-4))")
         grid.setdefault("variant", list(variants))
-    defaults = _train_defaults()
+    defaults = script_defaults(str(TRAIN))
     for key, values in grid.items():
         if not isinstance(values, (list, tuple)) or not values:
             _fail(f"{config}: sweep key {key!r} needs a non-empty list of values, got {values!r}")
@@ -757,7 +743,7 @@ def _parse_cli(argv: list[str]) -> tuple[str, dict, list[str]]:
     if any(a in ("-h", "--help") for a in argv):
         print_and_exit(help_text(SWEEP_DEFAULTS, __file__).replace("[config.py ...]", "config.py") +
                        "\n  --<any train.py key>=VALUE    # set for every run (`python train.py -h` lists them)")
-    defaults = _train_defaults() | SWEEP_DEFAULTS
+    defaults = script_defaults(str(TRAIN)) | SWEEP_DEFAULTS
     configs, items = split_args(defaults, argv)
     if len(configs) != 1:
         _fail(f"usage: python sweep.py config.py [--key=value ...]: give one sweep config file, got {configs} "

@@ -99,14 +99,14 @@ def test_convert_cli_writes_one_doccano_file_per_annotator(tmp_path):
     src = tmp_path / "export.json"
     src.write_text(json.dumps(_ls_export()))
     A.main(["convert", f"--input={src}", f"--output={tmp_path / 'batch.jsonl'}", "--to=doccano"])
-    alice = A.read_jsonl(tmp_path / "batch.3.jsonl")  # annotator 3 drew a relation: Doccano's relation layout
+    alice = A.read_json_lines(tmp_path / "batch.3.jsonl")  # annotator 3 drew a relation: Doccano's relation layout
     ents = alice[0]["entities"]
     assert [(e["start_offset"], e["end_offset"], e["label"]) for e in ents] == [
         (20, 37, "SKILL_HARD"), (20, 26, "SKILL_HARD"), (20, 26, "SKILL_JOB"), (43, 52, "LOC")]
     assert len({e["id"] for e in ents}) == 4 and alice[1]["entities"] == [] == alice[1]["relations"]
     (rel,) = alice[0]["relations"]
     assert (rel["from_id"], rel["to_id"]) == (ents[1]["id"], ents[3]["id"])  # a2 (its first label) -> a3
-    assert A.read_jsonl(tmp_path / "batch.5.jsonl")[0]["label"] == [[20, 26, "SKILL_HARD"], [43, 52, "LOC"]]
+    assert A.read_json_lines(tmp_path / "batch.5.jsonl")[0]["label"] == [[20, 26, "SKILL_HARD"], [43, 52, "LOC"]]
     docs, _ = A.labelstudio_to_standard(_ls_export())
     with pytest.raises(ValueError, match="several annotators"):
         A.standard_to_doccano(docs)
@@ -125,7 +125,7 @@ def test_prediction_writers(tmp_path):
             for r in pred["result"]] == [(0, 4, "Anna", ["PER"], 0.9), (11, 15, "Lund", ["LOC"], 0.7)]
     assert tasks[1]["predictions"][0]["result"] == []
     A.write_doccano(texts, preds, tmp_path / "dc.jsonl")
-    lines = A.read_jsonl(tmp_path / "dc.jsonl")
+    lines = A.read_json_lines(tmp_path / "dc.jsonl")
     assert lines[0] == {"text": texts[0], "label": [[0, 4, "PER"], [11, 15, "LOC"]], "scores": [0.9, 0.7]}
     docs, _ = A.doccano_to_standard(lines)
     assert [t["score"] for t in docs[0]["tags"]] == [0.9, 0.7]
@@ -253,10 +253,10 @@ def test_merge_and_resolve(tmp_path):
                   tmp_path / "b.jsonl")
     A.main(["merge", f"--input={tmp_path / 'a.jsonl'},{tmp_path / 'b.jsonl'}",
             "--out", str(tmp_path / "merged.jsonl"), "--conflicts", str(tmp_path / "conflicts.jsonl")])
-    merged = A.read_jsonl(tmp_path / "merged.jsonl")
+    merged = A.read_json_lines(tmp_path / "merged.jsonl")
     assert [(t["char_start"], t["tag"], t.get("votes")) for t in merged[0]["tags"]] == [
         (0, "PER", None), (15, "???", {"a": "ORG", "b": "LOC"}), (23, "???", {"a": "O", "b": "LOC"})]
-    conflicts = A.read_jsonl(tmp_path / "conflicts.jsonl")
+    conflicts = A.read_json_lines(tmp_path / "conflicts.jsonl")
     assert [d["id"] for d in conflicts] == ["x"] and conflicts[0]["agreement"]["f1"] == pytest.approx(2 / 5)
     with pytest.raises(ValueError, match=r"document 'x': span \[15, 20\) 'Volvo' is still \?\?\?"):
         A.main(["resolve", f"--merged={tmp_path / 'merged.jsonl'}", f"--resolved={tmp_path / 'conflicts.jsonl'}",
@@ -265,7 +265,7 @@ def test_merge_and_resolve(tmp_path):
     A.write_jsonl(conflicts, tmp_path / "resolved.jsonl")
     A.main(["resolve", f"--merged={tmp_path / 'merged.jsonl'}", f"--resolved={tmp_path / 'resolved.jsonl'}",
             "--out", str(tmp_path / "final.jsonl")])
-    final = A.read_jsonl(tmp_path / "final.jsonl")
+    final = A.read_json_lines(tmp_path / "final.jsonl")
     assert final == [_doc("x", text, [(0, 4, "PER"), (15, 20, "ORG")]), _doc("y", "Tom.", [])]
 
 
@@ -354,7 +354,7 @@ def _agree_merge_convert(first, second) -> None:
     assert conflicts == [] and _spans(merged[0]) == EXPECTED
     out = first.with_name(first.stem + "_converted.jsonl")
     A.main(["convert", f"--input={first}", f"--output={out}", "--to=standard"])
-    assert _spans(A.read_jsonl(out)[0]) == EXPECTED
+    assert _spans(A.read_json_lines(out)[0]) == EXPECTED
 
 
 @pytest.mark.parametrize("unit", ["codepoints", "utf16"])
@@ -434,7 +434,7 @@ def test_relations_survive_labelstudio_doccano_round_trips(tmp_path):
     rels = [(by_id[r["from_id"]], by_id[r["to_id"]], r["labels"]) for r in results if r["type"] == "relation"]
     assert rels == [("Anna", "Lund", ["bor_i"]), ("Anna", "Volvo", ["jobbar_på"])]
     A.main(["convert", f"--input={tmp_path / 'ls.json'}", f"--output={tmp_path / 'back.jsonl'}", "--to=doccano"])
-    back = A.read_jsonl(tmp_path / "back.jsonl")
+    back = A.read_json_lines(tmp_path / "back.jsonl")
     ents = {e["id"]: back[0]["text"][e["start_offset"]:e["end_offset"]] for e in back[0]["entities"]}
     assert [(ents[r["from_id"]], ents[r["to_id"]], r["type"]) for r in back[0]["relations"]] == [
         ("Anna", "Lund", "bor_i"), ("Anna", "Volvo", "jobbar_på")]
@@ -526,7 +526,7 @@ def test_labelstudio_crlf_offsets_are_repaired_in_convert_merge_and_agreement(un
     assert A.standard_to_labelstudio(docs) == export
     (tmp_path / "a.json").write_text(json.dumps(export, ensure_ascii=False), encoding="utf-8")
     A.main(["convert", f"--input={tmp_path / 'a.json'}", f"--output={tmp_path / 'a.jsonl'}", "--to=standard"])
-    assert _spans(A.read_jsonl(tmp_path / "a.jsonl")[0]) == expected
+    assert _spans(A.read_json_lines(tmp_path / "a.jsonl")[0]) == expected
     assert "text_mismatch" not in capsys.readouterr().out
     b = _crlf_task(unit, 2)
     b["annotations"][0]["result"][1]["value"]["labels"] = ["ORG"]  # one disagreement: Lund
@@ -546,7 +546,7 @@ def test_one_labelstudio_export_of_several_annotators_is_enough_for_agreement_an
     assert result["annotators"] == ["1", "2"] and result["f1"] == 1.0
     A.main(["merge", f"--input={tmp_path / 'both.json'}", f"--out={tmp_path / 'm.jsonl'}",
             f"--conflicts={tmp_path / 'c.jsonl'}"])
-    assert _spans(A.read_jsonl(tmp_path / "m.jsonl")[0]) == EXPECTED
+    assert _spans(A.read_json_lines(tmp_path / "m.jsonl")[0]) == EXPECTED
     (tmp_path / "one.json").write_text(json.dumps([_ls_task("codepoints", 1)], ensure_ascii=False), encoding="utf-8")
     with pytest.raises(ValueError, match=r"two or more annotators, got \['one'\]"):
         A.main(["agreement", f"--input={tmp_path / 'one.json'}", f"--out={tmp_path / 'o'}"])

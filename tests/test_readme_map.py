@@ -30,8 +30,8 @@ def test_every_test_file_and_test_named_alone_exists():
 
 
 def test_every_file_has_its_test_file_and_every_other_test_file_is_a_listed_suite():
-    """`tests/test_<file>.py` tests `<file>.py`: each top-level .py file of the repository has its test file, and a test file
-    named after no file is one of the cross-cutting suites listed in tests/README.md."""
+    """`tests/test_<file>.py` tests `<file>.py`: each top-level .py file of the repository has its test file, and a
+    test file named after no file is one of the cross-cutting suites listed in tests/README.md."""
     text = (TESTS / "README.md").read_text(encoding="utf-8")
     table = text.split("## Which file tests what", 1)[1].split("\n## ", 1)[0]
     suites = set(re.findall(r"^\| (test_\w+) \|", table, re.M))

@@ -1,5 +1,6 @@
 """
-Inter-annotator agreement and adjudication of standard char-span documents (annotate.py reads the tool files).
+Inter-annotator agreement and adjudication of standard char-span documents, and their commands (annotate.py reads
+the tool files).
 
 The workflow is x-annotate's (Stollenwerk 2023, github.com/flxst/x-annotate; the tool behind Stollenwerk,
 Fastlund, Nyqvist & Öhman 2023, "Annotated Job Ads with Named Entity Recognition", arXiv:2310.11769):
@@ -9,17 +10,19 @@ the spans all annotators marked alike and turns every other span into a `???` co
 puts the reviewed conflicts back (double annotation + adjudication, Stollenwerk et al. 2023, "Text Annotation
 Handbook", arXiv:2310.11780, §4 Quality Assurance).
 
-    python annotate.py agreement --input=A.jsonl,B.jsonl,C.jsonl --out=iaa
-    python annotate.py merge --input=A.jsonl,B.jsonl --out=merged.jsonl --conflicts=conflicts.jsonl
-    python annotate.py resolve --merged=merged.jsonl --resolved=conflicts_done.jsonl --out=final.jsonl
+    python agreement.py agreement --input=A.jsonl,B.jsonl,C.jsonl --out=iaa
+    python agreement.py merge --input=A.jsonl,B.jsonl --out=merged.jsonl --conflicts=conflicts.jsonl
+    python agreement.py resolve --merged=merged.jsonl --resolved=conflicts_done.jsonl --out=final.jsonl
 """
 import itertools
 import json
 import re
+import sys
 from collections import defaultdict
 from pathlib import Path
 
 from annotate import check_documents, doc_id, read_documents, split_by_annotator
+from configurator import check_output_path, configure_command
 from nerdata import read_json_lines, write_jsonl
 
 CONFLICT = "???"  # label of a span the annotators disagree on (x-annotate's merge)
@@ -86,7 +89,7 @@ def _check_consistent(annotations: dict[str, dict[str, dict]], sources: dict[str
                 if t["tag"] in (CONFLICT, O):
                     raise ValueError(f"{sources[name]}, document {did}: span [{t['char_start']}, "
                                      f"{t['char_end']}) has label {t['tag']!r}; resolve conflicts first "
-                                     f"(annotate.py resolve)")
+                                     f"(agreement.py resolve)")
                 where.setdefault(t["tag"], f"{sources[name]}, document {did}, span [{t['char_start']}, "
                                            f"{t['char_end']}) {t.get('token', '')!r}")
     spelled = defaultdict(list)
@@ -274,7 +277,7 @@ def resolve(merged: list[dict], resolved: list[dict], merged_path: str = "merged
         did = doc_id(d, i)
         if did not in by_id:
             raise ValueError(f"{resolved_path}: document {did!r} is not in {merged_path}; resolve the file "
-                             f"that `annotate.py merge` wrote")
+                             f"that `agreement.py merge` wrote")
         if d["text"] != by_id[did]["text"]:
             raise ValueError(f"{resolved_path}: document {did!r} has a different text than in {merged_path}; "
                              f"edit only the tags")
@@ -294,10 +297,26 @@ def resolve(merged: list[dict], resolved: list[dict], merged_path: str = "merged
     return final
 
 
-# ----------------------------------------------------------------------------- CLI (annotate.py)
+# ----------------------------------------------------------------------------- CLI
+
+AGREEMENT_DEFAULTS = dict(
+    input=[],  # two or more annotation files (any format), or one Label Studio export of several annotators
+    out="",  # folder for agreement.json
+)
+MERGE_DEFAULTS = dict(
+    input=[],  # two or more annotation files of the same documents, or one Label Studio export of several annotators
+    out="",  # merged.jsonl: agreed spans, every other span a ??? conflict with its votes
+    conflicts="",  # conflicts.jsonl: the documents with conflicts, worst agreement first, to review
+)
+RESOLVE_DEFAULTS = dict(
+    merged="",  # the file `agreement.py merge` wrote as --out
+    resolved="",  # the reviewed conflicts file: every ??? tag set to a label, or to O to reject the span
+    out="",  # final.jsonl
+)
+
 
 def agreement_command(cfg: dict) -> None:
-    """`annotate.py agreement`: cfg["input"] files -> cfg["out"]/agreement.json and the printed table."""
+    """`agreement.py agreement`: cfg["input"] files -> cfg["out"]/agreement.json and the printed table."""
     result = agreement(load_annotations(cfg["input"])[0])
     Path(cfg["out"]).mkdir(parents=True, exist_ok=True)
     (Path(cfg["out"]) / "agreement.json").write_text(json.dumps(result, indent=1, ensure_ascii=False))
@@ -306,7 +325,7 @@ def agreement_command(cfg: dict) -> None:
 
 
 def merge_command(cfg: dict) -> None:
-    """`annotate.py merge`: cfg["input"] files -> cfg["out"] (merged) and cfg["conflicts"] (to review)."""
+    """`agreement.py merge`: cfg["input"] files -> cfg["out"] (merged) and cfg["conflicts"] (to review)."""
     annotations = load_annotations(cfg["input"])[0]
     merged, conflicts = merge(annotations)
     lost = sum(len(d.get("relations", [])) for docs in annotations.values() for d in docs.values())
@@ -322,7 +341,27 @@ def merge_command(cfg: dict) -> None:
 
 
 def resolve_command(cfg: dict) -> None:
-    """`annotate.py resolve`: cfg["merged"] + the reviewed cfg["resolved"] -> cfg["out"]."""
+    """`agreement.py resolve`: cfg["merged"] + the reviewed cfg["resolved"] -> cfg["out"]."""
     final = resolve(read_json_lines(cfg["merged"]), read_json_lines(cfg["resolved"]), cfg["merged"], cfg["resolved"])
     write_jsonl(final, cfg["out"])
     print(f"wrote {cfg['out']} ({len(final)} documents)")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`python agreement.py agreement|merge|resolve [config.py] [--key=value ...]`."""
+    commands = {"agreement": AGREEMENT_DEFAULTS, "merge": MERGE_DEFAULTS, "resolve": RESOLVE_DEFAULTS}
+    command, cfg = configure_command(commands, sys.argv[1:] if argv is None else argv, __file__)
+    missing = [k for k, v in cfg.items() if not v]
+    if missing:
+        raise ValueError(f"{command}: give " + " ".join(f"--{k}=..." for k in missing) +
+                         f" (python agreement.py {command} -h lists the keys)")
+    outputs = {"merge": ("out", "conflicts"), "resolve": ("out",)}.get(command, ())
+    inputs = cfg["input"] if command in ("agreement", "merge") else [cfg["merged"], cfg["resolved"]]
+    for key in outputs:  # (agreement's --out is a folder for agreement.json)
+        check_output_path(key, cfg[key], inputs + [cfg[k] for k in outputs if k != key])
+    {"agreement": agreement_command, "merge": merge_command, "resolve": resolve_command}[command](cfg)
+
+
+if __name__ == "__main__":
+    from configurator import run_cli  # bad input: one line `agreement.py: problem: fix`, exit 1
+    run_cli("agreement.py", main)

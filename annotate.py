@@ -1,14 +1,11 @@
 """
 Annotation tool files around the standard char-span JSONL of ner.py: Label Studio and Doccano converters and
-pre-annotation writers; and the command line of the annotation loop (agreement.py holds inter-annotator
-agreement and adjudication). The converters follow nerblackbox's (nerblackbox,
+pre-annotation writers, and the `convert` command (agreement.py holds inter-annotator agreement and
+adjudication, with their commands). The converters follow nerblackbox's (nerblackbox,
 nerblackbox/modules/annotation/file_conversion.py: Label Studio `data.text` + `result[].value{start, end, labels}`,
 Doccano `{"text", "label": [[start, end, tag]]}`), but lose nothing.
 
     python annotate.py convert --input=export.json --output=alice_bob.jsonl --to=standard
-    python annotate.py agreement --input=A.jsonl,B.jsonl,C.jsonl --out=iaa
-    python annotate.py merge --input=A.jsonl,B.jsonl --out=merged.jsonl --conflicts=conflicts.jsonl
-    python annotate.py resolve --merged=merged.jsonl --resolved=conflicts_done.jsonl --out=final.jsonl
 
 Input files may be standard JSONL, Doccano JSONL or a Label Studio JSON export (detected from the content).
 A standard document is {"id", "text", "tags": [{"char_start", "char_end", "token", "tag"}]}; this file adds
@@ -33,21 +30,6 @@ CONVERT_DEFAULTS = dict(
     to="",  # standard | labelstudio | doccano
     annotator="",  # annotator name for the spans of a Doccano input file ('' = none)
 )
-AGREEMENT_DEFAULTS = dict(
-    input=[],  # two or more annotation files (any format), or one Label Studio export of several annotators
-    out="",  # folder for agreement.json
-)
-MERGE_DEFAULTS = dict(
-    input=[],  # two or more annotation files of the same documents, or one Label Studio export of several annotators
-    out="",  # merged.jsonl: agreed spans, every other span a ??? conflict with its votes
-    conflicts="",  # conflicts.jsonl: the documents with conflicts, worst agreement first, to review
-)
-RESOLVE_DEFAULTS = dict(
-    merged="",  # the file `annotate.py merge` wrote as --out
-    resolved="",  # the reviewed conflicts file: every ??? tag set to a label, or to O to reject the span
-    out="",  # final.jsonl
-)
-
 Report = dict[str, list[tuple[str, str]]]  # kind -> [(document id, detail)]
 _REPORT_TEXT = {
     "multi_label": "one span with several labels: kept as one tag per label (Label Studio gets them back as "
@@ -634,23 +616,16 @@ def write_doccano(texts: list[str], preds: list[list[dict]], path: str | Path) -
 # ----------------------------------------------------------------------------- CLI
 
 def main(argv: list[str] | None = None) -> None:
-    """`python annotate.py convert|agreement|merge|resolve [config.py] [--key=value ...]`."""
-    commands = {"convert": CONVERT_DEFAULTS, "agreement": AGREEMENT_DEFAULTS, "merge": MERGE_DEFAULTS,
-                "resolve": RESOLVE_DEFAULTS}
-    command, cfg = configure_command(commands, sys.argv[1:] if argv is None else argv, __file__)
+    """`python annotate.py convert [config.py] [--key=value ...]` (agreement, merge and resolve: agreement.py)."""
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] in ("agreement", "merge", "resolve"):
+        raise ValueError(f"{argv[0]} is in agreement.py: python agreement.py {argv[0]} -h lists its keys")
+    command, cfg = configure_command({"convert": CONVERT_DEFAULTS}, argv, __file__)
     missing = [k for k, v in cfg.items() if k != "annotator" and not v]
     if missing:
         raise ValueError(f"{command}: give " + " ".join(f"--{k}=..." for k in missing) +
                          f" (python annotate.py {command} -h lists the keys)")
-    if command == "convert":
-        return _convert(cfg)
-    import agreement  # it imports this file's readers, so it is imported here, not at the top
-    outputs = {"merge": ("out", "conflicts"), "resolve": ("out",)}.get(command, ())
-    inputs = cfg["input"] if command in ("agreement", "merge") else [cfg["merged"], cfg["resolved"]]
-    for key in outputs:  # (agreement's --out is a folder for agreement.json)
-        check_output_path(key, cfg[key], inputs + [cfg[k] for k in outputs if k != key])
-    {"agreement": agreement.agreement_command, "merge": agreement.merge_command,
-     "resolve": agreement.resolve_command}[command](cfg)
+    _convert(cfg)
 
 
 def _convert(cfg: dict) -> None:

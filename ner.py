@@ -10,8 +10,8 @@ schemes and scores in nertags.py; the BERT encoder and its WordPiece tokenizer i
     python ner.py evaluate --model=out-ner/model --data=test.conll --out=out-eval
     python ner.py predict --model=out-ner/model --input=in.txt --output=out.jsonl [--format=labelstudio|doccano]
 
-`python ner.py COMMAND -h` lists the keys of a command with their defaults. The annotation commands
-(convert, agreement, merge, resolve) are in annotate.py.
+`python ner.py COMMAND -h` lists the keys of a command with their defaults. The annotation commands are in
+annotate.py (convert) and agreement.py (agreement, merge, resolve).
 """
 import json
 import math
@@ -621,8 +621,9 @@ def main(argv: list[str] | None = None) -> None:
     """`python ner.py train|evaluate|predict [config.py ...] [--key=value ...]`."""
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] in ("agreement", "merge", "resolve", "convert"):
-        raise ValueError(f"the annotation commands are in annotate.py: python annotate.py {argv[0]} -h lists "
-                         f"its keys")
+        where = "annotate.py" if argv[0] == "convert" else "agreement.py"
+        raise ValueError(f"the annotation commands are in annotate.py (convert) and agreement.py (agreement, merge, "
+                         f"resolve): python {where} {argv[0]} -h lists its keys")
     command, cfg = configure_command({"train": TRAIN_DEFAULTS, "evaluate": EVALUATE_DEFAULTS,
                                       "predict": PREDICT_DEFAULTS}, argv, __file__)
     {"train": train, "evaluate": evaluate, "predict": _predict_cli}[command](cfg)

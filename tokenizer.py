@@ -1,12 +1,10 @@
 """
 Tokenizers: the GPT-SW3 SentencePiece recipe (Stollenwerk 2023, "Training and Evaluation of a Multilingual
 Tokenizer for GPT-SW3", arXiv:2304.14780; settings from the authors' code, github.com/flxst/gpt-sw3-tokenizer,
-files named below), one `Tokenizer` over SentencePiece and tiktoken, and the command line
-(tokeval.py holds the per-language evaluation and the vocabulary analysis).
+files named below), one `Tokenizer` over SentencePiece and tiktoken, and the `train` command (tokeval.py holds
+the per-language evaluation and the vocabulary analysis, with their commands).
 
     python tokenizer.py train --input=a.txt,b.txt --vocab_size=32000 --out=data/tok/multi [--key=value ...]
-    python tokenizer.py evaluate --tokenizer=data/tok/multi.model,gpt2 --data=sv=sv.txt,en=en.txt --out=out/ev
-    python tokenizer.py analyze --tokenizer=data/tok/multi.model --out=out/an [--data=... --prune_sizes=...]
 
 `python tokenizer.py COMMAND -h` lists the keys with defaults. Library use (data.py, sample.py):
 `get_tokenizer(spec)`, `train_tokenizer(...)`, `normalize(text)`.
@@ -389,25 +387,6 @@ TRAIN_DEFAULTS = dict(
     **TRAIN_OPTIONS,
     **GPTSW3_SETTINGS,
 )
-EVALUATE_DEFAULTS = dict(
-    tokenizer=[],  # comma-separated: PREFIX.model | FILE.tiktoken | gpt2 | r50k_base | cl100k_base | o200k_base
-    data=[],  # comma-separated LANG=FILE pairs (FILE: file, folder or glob; .txt = a document per line)
-    out="",  # writes OUT/metrics.csv and OUT/metrics.md
-    on_bad_input="stop",  # bad records (not UTF-8, NUL, lone surrogate, bad JSON): 'stop' | 'skip' | 'replace'
-    text_field="text",  # the text field of .jsonl* records and the text column of .parquet files
-)
-ANALYZE_DEFAULTS = dict(
-    tokenizer="",  # the (multilingual) tokenizer to analyze
-    out="",  # output folder: analysis.md, CSV tables and PNG plots
-    data=[],  # comma-separated LANG=FILE pairs for the pruning curves
-    prune_sizes=[],  # [1, inf) comma-separated vocabulary sizes to prune merges to (needs --data and a .model)
-    mono=[],  # comma-separated LANG=MODEL monolingual tokenizers for the vocabulary overlap
-    overlap_sizes=[],  # [1, inf) comma-separated V1 values for the overlap ([] = 8 steps up to the vocabulary size)
-    on_bad_input="stop",  # bad records (not UTF-8, NUL, lone surrogate, bad JSON): 'stop' | 'skip' | 'replace'
-    text_field="text",  # the text field of .jsonl* records and the text column of .parquet files
-)
-
-
 def check_out_prefix(out: str) -> None:
     """OUT.model and OUT.vocab can be written: checked before training (which can take hours) by creating a
     temporary file in the nearest existing folder on the path. Raises ValueError naming --out and the fix."""
@@ -425,26 +404,23 @@ def check_out_prefix(out: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """`python tokenizer.py train|evaluate|analyze [config.py ...] [--key=value ...]`."""
-    command, cfg = configure_command({"train": TRAIN_DEFAULTS, "evaluate": EVALUATE_DEFAULTS,
-                                      "analyze": ANALYZE_DEFAULTS}, sys.argv[1:] if argv is None else argv, __file__)
-    missing = [k for k in ("input", "vocab_size", "out", "tokenizer", "data") if k in cfg and not cfg[k]
-               and not (command == "analyze" and k == "data")]
+    """`python tokenizer.py train [config.py ...] [--key=value ...]` (evaluate and analyze: tokeval.py)."""
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] in ("evaluate", "analyze"):
+        raise ValueError(f"{argv[0]} is in tokeval.py: python tokeval.py {argv[0]} -h lists its keys")
+    command, cfg = configure_command({"train": TRAIN_DEFAULTS}, argv, __file__)
+    missing = [k for k in ("input", "vocab_size", "out") if not cfg[k]]
     if missing:
         raise ValueError(f"{command}: give " + " ".join(f"--{k}=..." for k in missing) +
                          f" (python tokenizer.py {command} -h lists the keys)")
-    if command == "train":
-        cfg = dict(cfg)
-        input_files, vocab_size, out, spm_args = (cfg.pop(k) for k in ("input", "vocab_size", "out", "spm_args"))
-        clash = sorted(set(spm_args) & (set(TRAIN_DEFAULTS) | {"model_prefix", "sentence_iterator"}))
-        if clash:
-            raise ValueError(f"--spm_args sets {clash}: set a key of this script with --KEY=VALUE; model_prefix "
-                             f"is --out")
-        check_out_prefix(out)
-        train_tokenizer(input_files, vocab_size, out, **cfg, **spm_args)
-        return
-    import tokeval  # it imports this file's tokenizers, so it is imported here, not at the top
-    (tokeval.evaluate_command if command == "evaluate" else tokeval.analyze_command)(cfg)
+    cfg = dict(cfg)
+    input_files, vocab_size, out, spm_args = (cfg.pop(k) for k in ("input", "vocab_size", "out", "spm_args"))
+    clash = sorted(set(spm_args) & (set(TRAIN_DEFAULTS) | {"model_prefix", "sentence_iterator"}))
+    if clash:
+        raise ValueError(f"--spm_args sets {clash}: set a key of this script with --KEY=VALUE; model_prefix "
+                         f"is --out")
+    check_out_prefix(out)
+    train_tokenizer(input_files, vocab_size, out, **cfg, **spm_args)
 
 
 if __name__ == "__main__":

@@ -3,21 +3,23 @@ Tokenizer evaluation and vocabulary analysis as in the GPT-SW3 tokenizer paper (
 Evaluation of a Multilingual Tokenizer for GPT-SW3", arXiv:2304.14780), whose definitions come from the authors'
 code (github.com/flxst/gpt-sw3-tokenizer, files named below): per-language unknown rate, closeness to character
 level (ctcl), fertility and proportion of continued words; token classes, piece lengths, vocabulary-size curves
-by pruning merges, and the overlap of a multilingual vocabulary with monolingual ones. tokenizer.py holds the
-tokenizers and the command line.
+by pruning merges, and the overlap of a multilingual vocabulary with monolingual ones, with their commands
+(tokenizer.py holds the tokenizers and `train`).
 
-    python tokenizer.py evaluate --tokenizer=data/tok/multi.model,gpt2 --data=sv=sv.txt,en=en.txt --out=out/ev
-    python tokenizer.py analyze --tokenizer=data/tok/multi.model --out=out/an --data=sv=sv.txt --prune_sizes=800,1000
+    python tokeval.py evaluate --tokenizer=data/tok/multi.model,gpt2 --data=sv=sv.txt,en=en.txt --out=out/ev
+    python tokeval.py analyze --tokenizer=data/tok/multi.model --out=out/an --data=sv=sv.txt --prune_sizes=800,1000
 """
 import csv
 import re
 import string
+import sys
 from collections import Counter
 from pathlib import Path
 
 import numpy as np
 import sentencepiece as spm
 
+from configurator import configure_command
 from documents import read_documents
 from tokenizer import Tokenizer, get_tokenizer, load_model_proto
 
@@ -255,16 +257,35 @@ def analyze(spec: str, out: Path, data: dict[str, list[str]] | None = None, prun
 
 
 # ----------------------------------------------------------------------------------------------------
-# the commands (tokenizer.py evaluate|analyze)
+# the commands: the keys of each (`python tokeval.py COMMAND -h` lists them with these comments)
+
+EVALUATE_DEFAULTS = dict(
+    tokenizer=[],  # comma-separated: PREFIX.model | FILE.tiktoken | gpt2 | r50k_base | cl100k_base | o200k_base
+    data=[],  # comma-separated LANG=FILE pairs (FILE: file, folder or glob; .txt = a document per line)
+    out="",  # writes OUT/metrics.csv and OUT/metrics.md
+    on_bad_input="stop",  # bad records (not UTF-8, NUL, lone surrogate, bad JSON): 'stop' | 'skip' | 'replace'
+    text_field="text",  # the text field of .jsonl* records and the text column of .parquet files
+)
+ANALYZE_DEFAULTS = dict(
+    tokenizer="",  # the (multilingual) tokenizer to analyze
+    out="",  # output folder: analysis.md, CSV tables and PNG plots
+    data=[],  # comma-separated LANG=FILE pairs for the pruning curves
+    prune_sizes=[],  # [1, inf) comma-separated vocabulary sizes to prune merges to (needs --data and a .model)
+    mono=[],  # comma-separated LANG=MODEL monolingual tokenizers for the vocabulary overlap
+    overlap_sizes=[],  # [1, inf) comma-separated V1 values for the overlap ([] = 8 steps up to the vocabulary size)
+    on_bad_input="stop",  # bad records (not UTF-8, NUL, lone surrogate, bad JSON): 'stop' | 'skip' | 'replace'
+    text_field="text",  # the text field of .jsonl* records and the text column of .parquet files
+)
+
 
 def evaluate_command(cfg: dict) -> None:
-    """`tokenizer.py evaluate`: cfg["tokenizer"] x cfg["data"] languages -> OUT/metrics.csv, OUT/metrics.md."""
+    """`tokeval.py evaluate`: cfg["tokenizer"] x cfg["data"] languages -> OUT/metrics.csv, OUT/metrics.md."""
     data = _load_languages(cfg["data"], cfg["on_bad_input"], cfg["text_field"])
     print(_write_table(evaluate(cfg["tokenizer"], data), Path(cfg["out"]), "metrics", "Tokenizer evaluation"))
 
 
 def analyze_command(cfg: dict) -> None:
-    """`tokenizer.py analyze`: the analysis of cfg["tokenizer"] -> OUT/analysis.md, CSV and PNG files."""
+    """`tokeval.py analyze`: the analysis of cfg["tokenizer"] -> OUT/analysis.md, CSV and PNG files."""
     sizes = {k: _ints(k, cfg[k]) for k in ("prune_sizes", "overlap_sizes")}
     if sizes["prune_sizes"] and not cfg["data"]:
         raise ValueError("--prune_sizes needs --data=LANG=FILE[,...] to compute the metrics on")
@@ -280,3 +301,19 @@ def _ints(key: str, values: list) -> list[int]:
     if bad:
         raise ValueError(f"--{key} takes comma-separated integers (e.g. --{key}=800,1000), got {bad}")
     return [int(v) for v in values]
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`python tokeval.py evaluate|analyze [config.py ...] [--key=value ...]`."""
+    command, cfg = configure_command({"evaluate": EVALUATE_DEFAULTS, "analyze": ANALYZE_DEFAULTS},
+                                     sys.argv[1:] if argv is None else argv, __file__)
+    missing = [k for k in ("tokenizer", "out", "data") if not cfg[k] and not (command == "analyze" and k == "data")]
+    if missing:
+        raise ValueError(f"{command}: give " + " ".join(f"--{k}=..." for k in missing) +
+                         f" (python tokeval.py {command} -h lists the keys)")
+    (evaluate_command if command == "evaluate" else analyze_command)(cfg)
+
+
+if __name__ == "__main__":
+    from configurator import run_cli  # bad input: one line `tokeval.py: problem: fix`, exit 1
+    run_cli("tokeval.py", main)

@@ -52,7 +52,7 @@ TARGETS = {
                                    'agreement.x_cohen_kappa*', 'agreement.x_fleiss_kappa*',
                                    'agreement.x__span_counts*', 'agreement.x__f1s*', 'agreement.x__mean*',
                                    'agreement.x__scores*', 'agreement.x_agreement__*'],
-                  ['tests/test_agreement.py', 'tests/test_agreement.py', 'tests/test_annotate.py']),
+                  ['tests/test_agreement.py', 'tests/test_annotate.py']),
     'tokenizer': ('tokeval.py', ['tokeval.x__word_initial*', 'tokeval.x_evaluation_metrics*'],
                   ['tests/test_tokeval.py', 'tests/test_tokenizer.py']),
     # the data loaders' order and resume state

@@ -11,7 +11,7 @@ import annotate as A
 
 def _annotator_files(tmp_path, spans_by_annotator: dict, texts: list[str]) -> dict:
     """One standard JSONL file per annotator (document k: texts[k], spans (k, start, end, label)), loaded with
-    agreement.load_annotations as `python annotate.py agreement` does."""
+    agreement.load_annotations as `python agreement.py agreement` does."""
     import json
 
     from agreement import load_annotations

@@ -228,7 +228,7 @@ def test_agreement_cli_three_formats(tmp_path, capsys):
     A.write_jsonl([{"id": k, "text": texts[k], "label": [list(s) for s in spans["B"][k]]} for k in texts],
                   tmp_path / "B.jsonl")
     A.write_jsonl([_doc(k, texts[k], spans["C"][k]) for k in texts], tmp_path / "C.jsonl")
-    A.main(["agreement", "--input=" + ",".join(str(tmp_path / f"{n}.jsonl") for n in "ABC"),
+    G.main(["agreement", "--input=" + ",".join(str(tmp_path / f"{n}.jsonl") for n in "ABC"),
             "--out", str(tmp_path / "iaa")])
     r = json.loads((tmp_path / "iaa" / "agreement.json").read_text())
     assert {"f1", "f1_partial", "cohen_kappa", "fleiss_kappa", "per_label", "per_document", "pairs"} \
@@ -251,7 +251,7 @@ def test_merge_and_resolve(tmp_path):
                   tmp_path / "a.jsonl")
     A.write_jsonl([_doc("x", text, [(0, 4, "PER"), (15, 20, "LOC"), (23, 31, "LOC")]), _doc("y", "Tom.", [])],
                   tmp_path / "b.jsonl")
-    A.main(["merge", f"--input={tmp_path / 'a.jsonl'},{tmp_path / 'b.jsonl'}",
+    G.main(["merge", f"--input={tmp_path / 'a.jsonl'},{tmp_path / 'b.jsonl'}",
             "--out", str(tmp_path / "merged.jsonl"), "--conflicts", str(tmp_path / "conflicts.jsonl")])
     merged = A.read_json_lines(tmp_path / "merged.jsonl")
     assert [(t["char_start"], t["tag"], t.get("votes")) for t in merged[0]["tags"]] == [
@@ -259,11 +259,11 @@ def test_merge_and_resolve(tmp_path):
     conflicts = A.read_json_lines(tmp_path / "conflicts.jsonl")
     assert [d["id"] for d in conflicts] == ["x"] and conflicts[0]["agreement"]["f1"] == pytest.approx(2 / 5)
     with pytest.raises(ValueError, match=r"document 'x': span \[15, 20\) 'Volvo' is still \?\?\?"):
-        A.main(["resolve", f"--merged={tmp_path / 'merged.jsonl'}", f"--resolved={tmp_path / 'conflicts.jsonl'}",
+        G.main(["resolve", f"--merged={tmp_path / 'merged.jsonl'}", f"--resolved={tmp_path / 'conflicts.jsonl'}",
                 "--out", str(tmp_path / "final.jsonl")])
     conflicts[0]["tags"][1]["tag"], conflicts[0]["tags"][2]["tag"] = "ORG", "O"
     A.write_jsonl(conflicts, tmp_path / "resolved.jsonl")
-    A.main(["resolve", f"--merged={tmp_path / 'merged.jsonl'}", f"--resolved={tmp_path / 'resolved.jsonl'}",
+    G.main(["resolve", f"--merged={tmp_path / 'merged.jsonl'}", f"--resolved={tmp_path / 'resolved.jsonl'}",
             "--out", str(tmp_path / "final.jsonl")])
     final = A.read_json_lines(tmp_path / "final.jsonl")
     assert final == [_doc("x", text, [(0, 4, "PER"), (15, 20, "ORG")]), _doc("y", "Tom.", [])]
@@ -283,29 +283,33 @@ def test_bad_inputs_name_file_document_and_span(tmp_path, b_docs, message):
     A.write_jsonl([_doc("1", "Anna bor i Lund.", [(0, 4, "PER")])], tmp_path / "a.jsonl")
     A.write_jsonl(b_docs, tmp_path / "b.jsonl")
     with pytest.raises(ValueError, match=message):
-        A.main(["agreement", f"--input={tmp_path / 'a.jsonl'},{tmp_path / 'b.jsonl'}", "--out",
+        G.main(["agreement", f"--input={tmp_path / 'a.jsonl'},{tmp_path / 'b.jsonl'}", "--out",
                 str(tmp_path / "o")])
 
 
 def test_each_command_lists_its_own_keys_and_comments(capsys):
-    """`annotate.py COMMAND -h`: every key of that command with its comment, also where two commands share a
-    key name (agreement's and convert's `input` mean different things)."""
+    """`annotate.py convert -h` / `agreement.py agreement -h`: every key of that command with its comment, also
+    where two commands share a key name (agreement's and convert's `input` mean different things). The commands
+    that moved to agreement.py are named there by annotate.py."""
     for command, comment in (("convert", "a standard JSONL, Doccano JSONL or Label Studio JSON export"),
                              ("agreement", "two or more annotation files (any format")):
         with pytest.raises(SystemExit) as e:
-            A.main([command, "-h"])
+            (A if command == "convert" else G).main([command, "-h"])
         assert e.value.code == 0
         text = capsys.readouterr().out
         line = next(x for x in text.splitlines() if x.strip().startswith("--input"))
         assert comment in line
-        for key in {"convert": A.CONVERT_DEFAULTS, "agreement": A.AGREEMENT_DEFAULTS}[command]:
+        for key in {"convert": A.CONVERT_DEFAULTS, "agreement": G.AGREEMENT_DEFAULTS}[command]:
             assert f"--{key}" in text
+    for command in ("agreement", "merge", "resolve"):
+        with pytest.raises(ValueError, match=rf"{command} is in agreement.py: python agreement.py {command} -h"):
+            A.main([command, "--input=a.jsonl,b.jsonl"])
 
 
 def test_agreement_needs_two_files(tmp_path):
     A.write_jsonl([_doc("1", "Anna.", [(0, 4, "PER")])], tmp_path / "a.jsonl")
     with pytest.raises(ValueError, match="two or more files, comma-separated"):
-        A.main(["agreement", f"--input={tmp_path / 'a.jsonl'}", f"--out={tmp_path / 'o'}"])
+        G.main(["agreement", f"--input={tmp_path / 'a.jsonl'}", f"--out={tmp_path / 'o'}"])
     assert not (tmp_path / "o").exists()
 
 
@@ -385,7 +389,7 @@ def test_shifted_spans_are_never_merged(tmp_path):
     with pytest.raises(ValueError, match=r"a.json: 1 span\(s\) whose text differs .*document 1: \[.*'Göteborg'"):
         G.load_annotations([str(tmp_path / "a.json"), str(tmp_path / "b.json")])
     with pytest.raises(ValueError, match="shifted offsets"):
-        A.main(["merge", f"--input={tmp_path / 'a.json'},{tmp_path / 'b.json'}", "--out", str(tmp_path / "m.jsonl"),
+        G.main(["merge", f"--input={tmp_path / 'a.json'},{tmp_path / 'b.json'}", "--out", str(tmp_path / "m.jsonl"),
                 "--conflicts", str(tmp_path / "c.jsonl")])
     assert not (tmp_path / "m.jsonl").exists()
 
@@ -456,7 +460,7 @@ def test_merge_says_it_does_not_carry_relations(tmp_path, capsys):
     for name in ("alice", "bob"):
         (tmp_path / f"{name}.jsonl").write_text("".join(json.dumps(x, ensure_ascii=False) + "\n"
                                                         for x in DOCCANO_REL), encoding="utf-8")
-    A.main(["merge", f"--input={tmp_path / 'alice.jsonl'},{tmp_path / 'bob.jsonl'}", "--out", str(tmp_path / "m.jsonl"),
+    G.main(["merge", f"--input={tmp_path / 'alice.jsonl'},{tmp_path / 'bob.jsonl'}", "--out", str(tmp_path / "m.jsonl"),
             "--conflicts", str(tmp_path / "c.jsonl")])
     assert "note: 4 relation(s) in the inputs are not carried into" in capsys.readouterr().out
 
@@ -541,16 +545,16 @@ def test_one_labelstudio_export_of_several_annotators_is_enough_for_agreement_an
     task = _ls_task("codepoints", 1)
     task["annotations"] += _ls_task("codepoints", 2)["annotations"]
     (tmp_path / "both.json").write_text(json.dumps([task], ensure_ascii=False), encoding="utf-8")
-    A.main(["agreement", f"--input={tmp_path / 'both.json'}", f"--out={tmp_path / 'iaa'}"])
+    G.main(["agreement", f"--input={tmp_path / 'both.json'}", f"--out={tmp_path / 'iaa'}"])
     result = json.loads((tmp_path / "iaa" / "agreement.json").read_text())
     assert result["annotators"] == ["1", "2"] and result["f1"] == 1.0
-    A.main(["merge", f"--input={tmp_path / 'both.json'}", f"--out={tmp_path / 'm.jsonl'}",
+    G.main(["merge", f"--input={tmp_path / 'both.json'}", f"--out={tmp_path / 'm.jsonl'}",
             f"--conflicts={tmp_path / 'c.jsonl'}"])
     assert _spans(A.read_json_lines(tmp_path / "m.jsonl")[0]) == EXPECTED
     (tmp_path / "one.json").write_text(json.dumps([_ls_task("codepoints", 1)], ensure_ascii=False), encoding="utf-8")
     with pytest.raises(ValueError, match=r"two or more annotators, got \['one'\]"):
-        A.main(["agreement", f"--input={tmp_path / 'one.json'}", f"--out={tmp_path / 'o'}"])
+        G.main(["agreement", f"--input={tmp_path / 'one.json'}", f"--out={tmp_path / 'o'}"])
     with pytest.raises(ValueError, match="one.json is given twice"):
-        A.main(["agreement", f"--input={tmp_path / 'one.json'},{tmp_path}/../{tmp_path.name}/one.json",
+        G.main(["agreement", f"--input={tmp_path / 'one.json'},{tmp_path}/../{tmp_path.name}/one.json",
                 f"--out={tmp_path / 'o'}"])
     assert not (tmp_path / "o").exists()

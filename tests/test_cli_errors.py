@@ -112,20 +112,24 @@ CASES = [
     ('tokenizer-no-vocab-size', 'tokenizer.py train --input={t}/text.txt --out={t}/tk3', '--vocab_size'),
     ('tokenizer-spm-clash', 'tokenizer.py train --input={t}/text.txt --vocab_size=400 --out={t}/tk4 '
      "--spm_args={{'model_prefix':'x'}}", 'model_prefix'),
-    ('tokenizer-eval-bad-pair', 'tokenizer.py evaluate --tokenizer=gpt2 --data={t}/text.txt --out={t}/ev',
+    ('tokenizer-eval-bad-pair', 'tokeval.py evaluate --tokenizer=gpt2 --data={t}/text.txt --out={t}/ev',
      'LANG=FILE'),
-    ('tokenizer-prune-size', 'tokenizer.py analyze --tokenizer=gpt2 --data=sv={t}/text.txt --prune_sizes=8x '
+    ('tokenizer-prune-size', 'tokeval.py analyze --tokenizer=gpt2 --data=sv={t}/text.txt --prune_sizes=8x '
      '--out={t}/an', 'prune_sizes'),
     # ner.py
     ('ner-unknown-key', 'ner.py train --bogus=1', 'bogus'),
     ('ner-train-missing', 'ner.py train --train={t}/nope.conll --encoder={t}/empty --out_dir={t}/n1', 'nope.conll'),
     ('ner-backbone-missing', 'ner.py train --train={t}/a.conll --val={t}/a.conll --backbone=gpt:{t}/empty '
      '--out_dir={t}/n2', 'ckpt.pt'),
-    ('ner-annotation-command', 'ner.py agreement --input=a.jsonl,b.jsonl', 'annotate.py'),
+    ('ner-annotation-command', 'ner.py agreement --input=a.jsonl,b.jsonl', 'agreement.py agreement'),
     ('ner-bad-command', 'ner.py trian', 'train'),
     ('ner-no-command', 'ner.py', 'train|evaluate|predict'),
-    ('tokenizer-no-command', 'tokenizer.py', 'train|evaluate|analyze'),
-    ('annotate-no-command', 'annotate.py', 'convert|agreement'),
+    ('tokenizer-no-command', 'tokenizer.py', 'train'),
+    ('tokenizer-moved-command', 'tokenizer.py evaluate --tokenizer=gpt2', 'python tokeval.py evaluate'),
+    ('tokeval-no-command', 'tokeval.py', 'evaluate|analyze'),
+    ('annotate-no-command', 'annotate.py', 'convert'),
+    ('annotate-moved-command', 'annotate.py merge --input=a.jsonl,b.jsonl', 'python agreement.py merge'),
+    ('agreement-no-command', 'agreement.py', 'agreement|merge|resolve'),
     ('ner-predict-missing-model', 'ner.py predict --model={t}/empty --input={t}/text.txt --output={t}/p.jsonl',
      'ner_config.json'),
     # annotate.py
@@ -135,8 +139,8 @@ CASES = [
     ('annotate-bad-target', 'annotate.py convert --input={t}/doc.jsonl --output={t}/o.json --to=excel', 'excel'),
     ('annotate-text-not-str', 'annotate.py convert --input={t}/badtext.jsonl --output={t}/o.jsonl --to=standard',
      'badtext.jsonl'),
-    ('annotate-one-file', 'annotate.py agreement --input={t}/doc.jsonl --out={t}/iaa', 'two or more'),
-    ('annotate-resolve-missing', 'annotate.py resolve --merged={t}/doc.jsonl --out={t}/f.jsonl', '--resolved'),
+    ('annotate-one-file', 'agreement.py agreement --input={t}/doc.jsonl --out={t}/iaa', 'two or more'),
+    ('annotate-resolve-missing', 'agreement.py resolve --merged={t}/doc.jsonl --out={t}/f.jsonl', '--resolved'),
     # one run per folder; a folder a run uses is never rebuilt under it; no output over its input
     ('train-empty-out-dir', 'train.py --out_dir=', '--out_dir is empty'),
     ('train-tokenizer-vs-prepared', 'train.py --data_root={t}/data --dataset=prepared --tokenizer=gpt2',
@@ -150,13 +154,13 @@ CASES = [
      '--output'),
     ('annotate-convert-output-is-input', 'annotate.py convert --input={t}/doc.jsonl --output={t}/doc.jsonl '
      '--to=standard', '--output'),
-    ('annotate-merge-out-is-input', 'annotate.py merge --input={t}/doc.jsonl,{t}/doc2.jsonl --out={t}/doc2.jsonl '
+    ('annotate-merge-out-is-input', 'agreement.py merge --input={t}/doc.jsonl,{t}/doc2.jsonl --out={t}/doc2.jsonl '
      '--conflicts={t}/c.jsonl', '--out'),
     ('clean-out-inside-input', 'clean.py --input={t}/corpus --out={t}/corpus/clean', 'inside the input folder'),
     ('clean-out-inside-glob', 'clean.py --input={t}/corpus/*.txt --out={t}/corpus/c2', 'inside the input folder'),
     # wrong file kind
     ('ner-predict-conll', 'ner.py predict --model={t}/empty --input={t}/a.conll --output={t}/p2.jsonl', 'CoNLL'),
-    ('annotate-same-file-twice', 'annotate.py agreement --input={t}/doc.jsonl,{t}/doc.jsonl --out={t}/iaa2',
+    ('annotate-same-file-twice', 'agreement.py agreement --input={t}/doc.jsonl,{t}/doc.jsonl --out={t}/iaa2',
      'given twice'),
     # every numeric key has a declared range (configurator), checked before any work
     ('data-val-fraction-negative', 'data.py prepare --dataset=vf --data_root={t}/data --input={t}/text.txt '
@@ -175,7 +179,7 @@ CASES = [
     ('ner-val-split', 'ner.py train --train={t}/a.conll --val_split=1.5 --out_dir={t}/n3', 'val_split'),
     ('tokenizer-out-is-folder', 'tokenizer.py train --input={t}/text.txt --vocab_size=400 --out={t}/tkdir',
      'tkdir.model is a folder'),
-    ('tokenizer-junk-model', 'tokenizer.py evaluate --tokenizer={t}/junk.model --data=sv={t}/text.txt --out={t}/ev2',
+    ('tokenizer-junk-model', 'tokeval.py evaluate --tokenizer={t}/junk.model --data=sv={t}/text.txt --out={t}/ev2',
      'junk.model is not a SentencePiece model'),
     ('data-junk-model', 'data.py prepare --dataset=jm --data_root={t}/data --input={t}/text.txt '
      '--tokenizer={t}/junk.model', 'junk.model is not a SentencePiece model'),
@@ -245,8 +249,8 @@ def _tree(folder: Path) -> dict:
 def test_bad_input_gives_one_line_and_no_traceback(bad_inputs):
     t, d = bad_inputs
     assert len(CASES) >= 40 and {c[1].split()[0] for c in CASES} == {
-        'train.py', 'sample.py', 'sweep.py', 'data.py', 'clean.py', 'tokenizer.py', 'ner.py', 'annotate.py',
-        'checkpoint.py', 'norms.py', 'evaluation.py', 'lmeval.py'}
+        'train.py', 'sample.py', 'sweep.py', 'data.py', 'clean.py', 'tokenizer.py', 'tokeval.py', 'ner.py',
+        'annotate.py', 'agreement.py', 'checkpoint.py', 'norms.py', 'evaluation.py', 'lmeval.py'}
     before = {p: _tree(ROOT / p) for p in ('data', 'out')}
     argvs = [_argv(name, cmd, t, d) for name, cmd, _ in CASES]
     with ThreadPoolExecutor(max_workers=4) as pool:

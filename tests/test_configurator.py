@@ -199,8 +199,8 @@ def test_sub_commands_list_their_keys_with_comments(tmp_path):
 # --- ranges: every numeric key of every CLI declares its valid interval beside its default --------------------
 
 CLIS = ["train.py", "sample.py", "sweep.py", "data.py prepare", "clean.py", "tokenizer.py train",
-        "tokenizer.py evaluate", "tokenizer.py analyze", "ner.py train", "ner.py evaluate", "ner.py predict",
-        "annotate.py convert", "annotate.py agreement", "annotate.py merge", "annotate.py resolve",
+        "tokeval.py evaluate", "tokeval.py analyze", "ner.py train", "ner.py evaluate", "ner.py predict",
+        "annotate.py convert", "agreement.py agreement", "agreement.py merge", "agreement.py resolve",
         "checkpoint.py convert", "norms.py"]
 _HELP_LINE = re.compile(r"^  --(\w+)\s+= (.*?)(?:  # (.*))?$")
 

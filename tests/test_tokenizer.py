@@ -313,7 +313,7 @@ def test_empty_input_file(corpus, tmp_path):
     with pytest.raises(ValueError, match="empty.txt has no non-empty documents"):
         train_tokenizer([str(corpus["sv"]), str(empty)], 600, str(tmp_path / "t"))
     with pytest.raises(ValueError, match=r"empty.txt \(sv\) is empty"):
-        T.main(["evaluate", "--tokenizer", "gpt2", "--data", f"sv={empty}", "--out", str(tmp_path / "o")])
+        E.main(["evaluate", "--tokenizer", "gpt2", "--data", f"sv={empty}", "--out", str(tmp_path / "o")])
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -443,7 +443,7 @@ def test_metrics_match_authors_loop(model, corpus):
 
 def test_cli_evaluate(model, corpus, tmp_path):
     out = tmp_path / "eval"
-    T.main(["evaluate", f"--tokenizer={model},gpt2", f"--data=sv={corpus['sv_eval']},en={corpus['en_eval']}",
+    E.main(["evaluate", f"--tokenizer={model},gpt2", f"--data=sv={corpus['sv_eval']},en={corpus['en_eval']}",
             "--out", str(out)])
     rows = list(csv.DictReader(open(out / "metrics.csv")))
     assert list(rows[0])[:6] == ["tokenizer", "language", "unk_rate", "ctcl", "fertility", "pcw"]
@@ -453,7 +453,7 @@ def test_cli_evaluate(model, corpus, tmp_path):
     assert float(rows[0]["fertility"]) == pytest.approx(sv["fertility"])
     assert "| multi.model | sv |" in (out / "metrics.md").read_text()
     with pytest.raises(ValueError, match="LANG=FILE"):
-        T.main(["evaluate", "--tokenizer", "gpt2", "--data", str(corpus["sv_eval"]), "--out", str(out)])
+        E.main(["evaluate", "--tokenizer", "gpt2", "--data", str(corpus["sv_eval"]), "--out", str(out)])
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -506,7 +506,7 @@ def test_vocab_overlap():
 def test_cli_analyze(model, corpus, tmp_path):
     mono = train_tokenizer([str(corpus["sv"])], 600, str(tmp_path / "sv"))
     out = tmp_path / "an"
-    T.main(["analyze", "--tokenizer", model, "--data", f"sv={corpus['sv_eval']}",
+    E.main(["analyze", "--tokenizer", model, "--data", f"sv={corpus['sv_eval']}",
             "--prune_sizes=800,1000", "--mono", f"sv={mono}", "--overlap_sizes=300,1000", "--out", str(out)])
     rows = {r["cls"]: r for r in csv.DictReader(open(out / "vocab_classes.csv"))}
     assert (rows["special"]["count"], rows["byte"]["first_id"]) == ("4", "8")
@@ -553,7 +553,7 @@ def test_cli_analyze_size_lists(model, tmp_path):
     with pytest.raises(ValueError, match="comma-separated integers"):
         E._ints("prune_sizes", ["8x", 1.5])
     with pytest.raises(ValueError, match="--prune_sizes needs --data"):
-        T.main(["analyze", f"--tokenizer={model}", "--prune_sizes=800", f"--out={tmp_path / 'an'}"])
+        E.main(["analyze", f"--tokenizer={model}", "--prune_sizes=800", f"--out={tmp_path / 'an'}"])
     assert not (tmp_path / "an").exists()
 
 

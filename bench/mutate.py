@@ -77,17 +77,9 @@ TARGETS = {
     # documents: its own tests and the line-ending ones (test_data.py prepares datasets in worker processes)
     'documents': ('documents.py', ['documents.*'], ['tests/test_documents.py', 'tests/test_line_endings.py']),
     'dedup': ('dedup.py', ['dedup.*'], ['tests/test_dedup.py', 'tests/test_clean.py']),
-    # sweep: the tests that call the functions directly (the fake train.py runs take seconds per mutant)
-    'sweep': ('sweep.py', ['sweep.*'], ['tests/test_sweep.py::' + t for t in (
-        'test_lr_sensitivity_on_a_hand_made_table', 'test_norm_metrics_as_the_dyisru_code_computes_them',
-        'test_stability_counts_a_run_at_exactly_1_1_best_as_stable',
-        'test_lr_sensitivity_caps_at_the_loss_at_init_exactly',
-        'test_collect_rows_from_finished_diverged_and_missing_runs',
-        'test_loss_of_a_row_is_inf_when_diverged_missing_or_not_finite',
-        'test_summary_header_and_run_lines_are_fixed_width_columns',
-        'test_summary_text_with_lr_sensitivity_incomplete_groups_and_norm_metrics',
-        'test_norm_inits_pair_decides_the_diagonal', 'test_summary_labels_long_values_and_a_norm_without_finished_runs',
-        'test_paper_loss_is_nan_when_diverged_missing_or_not_finite')]),
+    # results: the sweep's results (collect, summary, LRS, norm metrics), with its own tests (results.py was split
+    # off sweep.py after the mutation run recorded in tests/README.md)
+    'results': ('results.py', ['results.*'], ['tests/test_results.py']),
     # mfu: its own tests and test_model's MFU tests (test_parallel's run train.py under torchrun)
     'mfu': ('mfu.py', ['mfu.*'], ['tests/test_mfu.py', 'tests/test_model.py::test_num_params_and_flops',
                                   'tests/test_model.py::test_gpu_peak_flops_per_device_name',

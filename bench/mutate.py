@@ -94,8 +94,8 @@ TARGETS = {
                                   'tests/test_model.py::test_gpu_peak_flops_per_device_name',
                                   'tests/test_model.py::test_mfu_never_exceeds_one']),
     # nerreaders: the reader tests (test_ner.py fine-tunes taggers: minutes per mutant)
-    'nerreaders': ('nerdata.py', ['nerdata.*'], ['tests/test_ner_layouts.py', 'tests/test_line_endings.py',
-                                                 'tests/test_ner_checks.py']),
+    'nerreaders': ('nerdata.py', ['nerdata.*'], ['tests/test_nerdata.py', 'tests/test_ner_layouts.py',
+                                                 'tests/test_line_endings.py', 'tests/test_ner_checks.py']),
 }
 # train.py's loop is module-level code that mutmut cannot reach: hand-written one-line mutants, each a silently wrong
 # number (not a crash), run against the quick tests of the loop (--train_loop=True). (name, original, mutant)

@@ -156,22 +156,39 @@ def test_exact_jaccard_on_clean_py_store_takes_the_cost_from_its_sizes(tmp_path)
     np.testing.assert_array_equal(got, dedup.exact_jaccard(texts, pairs, shingle_size=4))
 
 
+def _edited_pairs(n: int, keep: float) -> list[str]:
+    """n pairs (text, the text with each of its 14 words replaced with probability 1 - keep), seeded."""
+    rng = np.random.default_rng(0)
+    words, texts = [f"w{i}" for i in range(400)], []
+    for _ in range(n):
+        base = list(rng.choice(words, 14))
+        texts += [" ".join(base), " ".join(w if rng.random() < keep else str(rng.choice(words)) for w in base)]
+    return texts
+
+
 def test_defaults_are_the_nordic_pile_settings_and_clean_py_seed():
     """A direct caller gets the published fuzzy-dedup settings (Öhman et al. 2023, arXiv:2303.17183: 10 hash
-    functions, 10-character shingles, 2 bands, Jaccard threshold 0.5, exact verification as clean.py's default)
-    and clean.py's seed, so its result equals clean.py's."""
+    functions, 10-character shingles, 2 bands, Jaccard threshold 0.5; exact verification as clean.py's default)
+    and clean.py's seed 0: the defaults give the result of these values passed explicitly, on pairs of edited
+    texts where the seed changes the candidate pairs."""
     import inspect
 
     import clean
-
-    def defaults(f):
-        return {k: p.default for k, p in inspect.signature(f).parameters.items() if p.default is not p.empty}
-    paper = dict(num_perm=10, shingle_size=10, bands=2, threshold=0.5)
     assert (clean.minhash_num_perm, clean.minhash_shingle_size, clean.minhash_bands, clean.jaccard_threshold,
             clean.fuzzy_verify, clean.minhash_seed) == (10, 10, 2, 0.5, "exact", 0)
-    assert defaults(dedup.fuzzy_duplicates) == paper | dict(verify="exact", seed=0, sig=None)
-    assert defaults(dedup.minhash_signatures) == dict(num_perm=10, shingle_size=10, seed=0, chunk_chars=1 << 18)
-    assert defaults(dedup.exact_jaccard)["shingle_size"] == 10
+    params = inspect.signature(dedup.fuzzy_duplicates).parameters
+    assert {k: params[k].default for k in ("num_perm", "shingle_size", "bands", "threshold", "verify", "seed")} == \
+        dict(num_perm=10, shingle_size=10, bands=2, threshold=0.5, verify="exact", seed=0)
+    texts = _edited_pairs(40, keep=0.9)
+    root, sim, stats = dedup.fuzzy_duplicates(texts)
+    want = dedup.fuzzy_duplicates(texts, 10, 10, 2, 0.5, "exact", 0)
+    np.testing.assert_array_equal(root, want[0])
+    np.testing.assert_array_equal(sim, want[1])
+    assert stats == want[2] and stats["verified_pairs"] > 0
+    assert stats != dedup.fuzzy_duplicates(texts, seed=1)[2]  # the seed matters here
+    np.testing.assert_array_equal(dedup.minhash_signatures(texts), dedup.minhash_signatures(texts, 10, 10, 0))
+    pairs = np.arange(len(texts)).reshape(-1, 2)
+    np.testing.assert_array_equal(dedup.exact_jaccard(texts, pairs), dedup.exact_jaccard(texts, pairs, 10))
 
 
 def test_fuzzy_duplicates_of_fewer_than_two_texts():
@@ -198,13 +215,7 @@ def test_union_find_roots_estimate_and_counts_on_given_signatures():
 def test_fuzzy_duplicates_signatures_use_the_given_seed():
     """seed reaches the MinHash functions: the result equals the one from signatures made with that seed (and, on
     these pairs of edited texts, differs from seed 0's)."""
-    rng = np.random.default_rng(0)
-    words = [f"w{i}" for i in range(400)]
-    texts = []
-    for _ in range(20):
-        base = list(rng.choice(words, 14))
-        edited = [w if rng.random() < 0.7 else str(rng.choice(words)) for w in base]
-        texts += [" ".join(base), " ".join(edited)]
+    texts = _edited_pairs(20, keep=0.7)
     kw = dict(shingle_size=5, bands=10, threshold=0.0, verify="estimate")
     got = dedup.fuzzy_duplicates(texts, seed=5, **kw)
     want = dedup.fuzzy_duplicates(texts, sig=dedup.minhash_signatures(texts, 10, 5, seed=5), **kw)

@@ -155,8 +155,8 @@ def detect_conll_layout(records: list[tuple], path, token_column: int = -1, tag_
         raise ValueError(f"{path}: no token lines found (only blank, -DOCSTART- or # lines)")
     ncols = Counter(len(r) for r in rows).most_common(1)[0][0]
     sentences, cur = [], []
-    for r in records:
-        if r[0] == "row" and len(r[1]) >= ncols:
+    for r in records:  # a space-separated line with more columns holds a token with spaces: its columns are shifted
+        if r[0] == "row" and (len(r[1]) == ncols or len(r[1]) > ncols and r[3]):
             cur.append(r[1])
         elif r[0] == "break" and cur:
             sentences.append(cur)

@@ -85,8 +85,13 @@ TARGETS = {
                                   'tests/test_model.py::test_gpu_peak_flops_per_device_name',
                                   'tests/test_model.py::test_mfu_never_exceeds_one']),
     # nerreaders: the reader tests (test_ner.py fine-tunes taggers: minutes per mutant)
-    'nerreaders': ('nerdata.py', ['nerdata.*'], ['tests/test_nerdata.py', 'tests/test_line_endings.py',
-                                                 'tests/test_ner.py']),
+    'nerreaders': ('nerdata.py', ['nerdata.*'], ['tests/test_nerdata.py', 'tests/test_line_endings.py'] + [
+        'tests/test_ner.py::' + t for t in (  # the checks that read files but train nothing (once test_ner_checks.py)
+            'test_empty_validation_split_stops_before_training',
+            'test_stray_inside_tags_are_counted_with_file_line_and_repaired_on_request',
+            'test_max_seq_length_beyond_the_position_table_is_an_error_at_start',
+            'test_data_warnings_are_printed_before_training_and_wordless_labels_counted',
+            'test_predict_writes_one_record_per_input_line')]),
 }
 # train.py's loop is module-level code that mutmut cannot reach: hand-written one-line mutants, each a silently wrong
 # number (not a crash), run against the quick tests of the loop (--train_loop=True). (name, original, mutant)

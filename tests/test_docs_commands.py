@@ -3,7 +3,7 @@
 (a) Every `python X.py ...` and `torchrun ... X.py ...` in a code block or an inline code span names a script
     that exists and only `--keys` that the script's own `-h` lists (`python X.py COMMAND -h` for scripts with
     sub-commands; `sweep.py` also passes train.py's keys on to its runs). `-h` runs once per script and
-    command.
+    command, each script as __main__, all in one process.
 (b) The code blocks marked `<!-- quick-test -->` (on the line before the block) really run, in a temporary
     folder that holds links to the repo's scripts and folders (corpora/ included) and nothing beside it, and
     exit 0. The quick blocks of one page run in order in one
@@ -16,7 +16,6 @@ import shlex
 import subprocess
 import sys
 import tempfile
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -127,22 +126,40 @@ def _keys(args: list[str]) -> list[str]:
 GROUPS = sorted({(s, _command_of(a) or "") for _, _, s, a in USES})
 
 
-def _help_text(script: str, command: str) -> str:
-    """What `python SCRIPT [COMMAND] -h` prints (run in an empty folder, so nothing lands in the repo)."""
-    with tempfile.TemporaryDirectory() as tmp:
-        p = subprocess.run([sys.executable, str(ROOT / script), *([command] if command else []), "-h"],
-                           cwd=tmp, capture_output=True, text=True, timeout=300)
-    return p.stdout + p.stderr
+# Prints what `python SCRIPT [COMMAND] -h` prints for each (script, command) in argv, between markers: each script
+# runs as __main__ (runpy, the same code path as the command line), all in one process so torch imports once.
+_HELP_ALL = """
+import contextlib, io, runpy, sys
+root, pairs = sys.argv[1], sys.argv[2:]
+sys.path.insert(0, root)
+for pair in pairs:
+    script, _, command = pair.partition(" ")
+    sys.argv = [script, *([command] if command else []), "-h"]
+    out = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
+            runpy.run_path(root + "/" + script, run_name="__main__")
+    except SystemExit:
+        pass
+    print("=== " + pair + "\\n" + out.getvalue())
+"""
 
 
 @pytest.fixture(scope="module")
 def help_keys():
-    """(script, command) -> the keys its -h lists; every -h runs once, four at a time (each imports torch)."""
+    """(script, command) -> the keys its -h lists; every -h runs once, all in one process started in an empty
+    folder (so nothing lands in the repo)."""
     wanted = sorted({(s, _command_of(a) or "") for _, _, s, a in USES if _keys(a) and (ROOT / s).is_file()}
                     | {("train.py", "")})
-    with ThreadPoolExecutor(max_workers=4) as pool:
-        texts = dict(zip(wanted, pool.map(lambda sc: _help_text(*sc), wanted)))
-    keys = {sc: set(re.findall(r"--(\w+)", t)) for sc, t in texts.items()}
+    with tempfile.TemporaryDirectory() as tmp:
+        p = subprocess.run([sys.executable, "-c", _HELP_ALL, str(ROOT), *(f"{s} {c}".strip() for s, c in wanted)],
+                           cwd=tmp, capture_output=True, text=True, timeout=600)
+    texts = dict(part.split("\n", 1) for part in p.stdout.split("=== ")[1:])
+    keys = {}
+    for s, c in wanted:
+        text = texts.get(f"{s} {c}".strip(), "")
+        assert text.startswith("usage:"), f"`python {s} {c} -h` printed no usage: {text[:500]!r} {p.stderr[-2000:]}"
+        keys[(s, c)] = set(re.findall(r"--(\w+)", text))
     for (s, c), k in keys.items():
         if s == "sweep.py":  # sweep.py hands every other --key=value to the train.py runs it starts
             k |= keys[("train.py", "")]

@@ -1,13 +1,13 @@
 """Bad input never ends in a traceback: every CLI (train, sample, sweep, data, checkpoint, clean, tokenizer, ner,
 annotate, norms) prints one line `<program>: <problem>: <fix>` and exits non-zero. One table of bad inputs, each run
-as a real subprocess (in parallel, each stops at once), asserting exit status != 0, no 'Traceback' on stderr, and the
-named key or file in the message. Also: nothing was written (the working tree's data/ and out/ untouched)."""
+as its own process (forked, four at a time, from one that imported torch once; the script runs as __main__ as
+`python X.py` does), asserting exit status != 0, no 'Traceback' on stderr, and the named key or file in the message.
+Also: nothing was written (the working tree's data/ and out/ untouched)."""
 import json
 import pickle
 import shutil
 import subprocess
 import sys
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -237,8 +237,42 @@ def _argv(name: str, cmd: str, t: Path, d: Path) -> list[str]:
     return cmd.format(t=t, d=d).split()
 
 
-def _run(argv: list[str]) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, *argv], cwd=ROOT, capture_output=True, text=True, timeout=300)
+# Runs every row as its own process: forked from one that imported torch once (no torch work, so no threads),
+# the script run as __main__ like `python X.py` (an uncaught exception prints its traceback and exits 1, atexit
+# handlers run). argv: a JSON list of [argv, stdout file, stderr file]; prints one exit status per row.
+_FORK_RUNNER = """
+import json, os, runpy, sys
+import numpy, sentencepiece, tiktoken, torch  # what most scripts import: loaded once, shared by every fork
+rows, running, status = json.loads(sys.argv[1]), {}, {}
+for i, (argv, out, err) in enumerate(rows):
+    if len(running) == 4:
+        pid, code = os.wait()
+        status[running.pop(pid)] = os.waitstatus_to_exitcode(code)
+    pid = os.fork()
+    if pid == 0:
+        for fd, path in ((1, out), (2, err)):
+            os.dup2(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC), fd)
+        sys.argv = argv
+        runpy.run_path(argv[0], run_name="__main__")
+        sys.exit(0)
+    running[pid] = i
+while running:
+    pid, code = os.wait()
+    status[running.pop(pid)] = os.waitstatus_to_exitcode(code)
+print(json.dumps([status[i] for i in range(len(rows))]))
+"""
+
+
+def _run_all(argvs: list[list[str]], folder: Path) -> list[subprocess.CompletedProcess]:
+    """Each argv run from the repository root as its own process; (returncode, stdout, stderr) per row."""
+    rows = [[argv, str(folder / f"{i}.out"), str(folder / f"{i}.err")] for i, argv in enumerate(argvs)]
+    p = subprocess.run([sys.executable, "-c", _FORK_RUNNER, json.dumps(rows)], cwd=ROOT, capture_output=True,
+                       text=True, timeout=1200)
+    assert p.returncode == 0, p.stderr[-3000:]
+    codes = json.loads(p.stdout.splitlines()[-1])
+    return [subprocess.CompletedProcess(argv, code, Path(out).read_text(errors="replace"),
+                                        Path(err).read_text(errors="replace"))
+            for (argv, out, err), code in zip(rows, codes)]
 
 
 def _tree(folder: Path) -> dict:
@@ -253,8 +287,9 @@ def test_bad_input_gives_one_line_and_no_traceback(bad_inputs):
         'annotate.py', 'agreement.py', 'checkpoint.py', 'norms.py', 'evaluation.py', 'lmeval.py'}
     before = {p: _tree(ROOT / p) for p in ('data', 'out')}
     argvs = [_argv(name, cmd, t, d) for name, cmd, _ in CASES]
-    with ThreadPoolExecutor(max_workers=4) as pool:
-        results = list(pool.map(_run, argvs))
+    logs = t.parent / (t.name + '-logs')  # beside the test folder: nothing new inside it (asserted below)
+    logs.mkdir(exist_ok=True)
+    results = _run_all(argvs, logs)
     problems = []
     for (name, _, expected), r in zip(CASES, results):
         if r.returncode == 0 or 'Traceback' in r.stderr or expected not in r.stderr:

@@ -2,8 +2,12 @@
 are NER tags, '#' comment lines, TAB lines with an extra column vs space-separated tokens with spaces, and a
 last column that ends in the letter X."""
 import json
+import os
+import subprocess
+import sys
 
 import pytest
+from conftest import ROOT
 
 import ner
 import nerdata
@@ -501,13 +505,15 @@ def test_write_jsonl_makes_the_folder_and_writes_one_utf8_object_per_line(tmp_pa
 def test_read_csv_counts_blank_lines_and_names_the_bad_line(tmp_path):
     """`tags<TAB>tokens` per line, each side split at spaces; a blank line is skipped and counted with FILE:LINE
     (in the caller's Issues, or none given); a line without exactly 2 TAB columns, or with more tags than tokens,
-    and a tag with a prefix but no type, stop with FILE:LINE or the sentence."""
-    path = _write(tmp_path, "B-PER O\tAnna bor\n\n  \nO\tHon", "d.csv")  # no final newline
+    and a tag with a prefix but no type, stop with FILE:LINE or the sentence. Only the newline is cut from a line
+    (a last token 'X' stays, a trailing TAB is a third column)."""
+    path = _write(tmp_path, "B-PER I-PER\tMalcolm X\n\n  \nO\tHon", "d.csv")  # no final newline
     issues = nerdata.Issues()
     for got in (nerdata.read_csv(path, issues), nerdata.read_csv(path)):
-        assert [(e.words, e.tags) for e in got] == [(["Anna", "bor"], ["B-PER", "O"]), (["Hon"], ["O"])]
+        assert [(e.words, e.tags) for e in got] == [(["Malcolm", "X"], ["B-PER", "I-PER"]), (["Hon"], ["O"])]
     assert issues.summary() == {"empty line in CSV, skipped": {"count": 2, "examples": [f"{path}:2", f"{path}:3"]}}
     for text, why in [("O\tHon\tx\n", "expected 2 TAB-separated columns `tags<TAB>tokens`, got 3"),
+                      ("O\tHon\t\n", "expected 2 TAB-separated columns `tags<TAB>tokens`, got 3"),  # a trailing TAB
                       ("O Hon\n", "expected 2 TAB-separated columns `tags<TAB>tokens`, got 1"),
                       ("O O\tHon\n", "2 tags but 1 tokens; each token needs exactly one tag")]:
         bad = _write(tmp_path, "O\tja\n" + text, "bad.csv")
@@ -529,10 +535,12 @@ def test_write_csv_is_tags_tab_tokens_per_line(tmp_path):
 def test_detect_format_by_extension_in_any_case_else_by_the_first_non_blank_line(tmp_path):
     """.jsonl/.json and .csv decide (in any letter case) whatever the content; otherwise the first non-blank line:
     '{' (after spaces) is JSONL, two TAB columns with the same number (> 1) of space-separated items is CSV,
-    anything else (one word and its tag, counts that differ, three columns, an empty file) is CoNLL."""
+    anything else (one word and its tag, counts that differ, three columns (also a trailing TAB, which read_csv
+    refuses), an empty file) is CoNLL."""
     for name, fmt in [("a.jsonl", "jsonl"), ("a.JSON", "jsonl"), ("a.Csv", "csv"), ("a.conll", "conll")]:
         assert nerdata.detect_format(_write(tmp_path, "Anna\tB-PER\n", name)) == fmt
     for text, fmt in [('\n \n  {"text": "x"}\n', "jsonl"), ("\nB-PER O\tAnna bor\n", "csv"),
+                      ("B-PER I-PER\tMalcolm X\n", "csv"), ("B-PER O\tAnna bor\t\n", "conll"),
                       ("O\tHon\n", "conll"), ("B-PER O\tAnna\n", "conll"), ("O O\tHon sa\tx\n", "conll"),
                       ("", "conll"), ("Anna B-PER\nbor O\n", "conll")]:
         assert nerdata.detect_format(_write(tmp_path, text, "d.txt")) == fmt, text
@@ -562,15 +570,15 @@ def test_doc_to_example_gives_words_their_offsets_and_bio_tags():
 
 def test_doc_to_example_counts_each_repair_with_where():
     """A span inside one already taken (also the shorter of two that start together), or widened onto a word
-    another span holds, is dropped; a span over whitespace only is dropped; a span that cuts a word is widened
-    to whole words; a 'token' that differs from the text is counted (the span is kept). Each in the caller's
-    Issues, with `where`, the span and the widened words."""
+    another span holds, is dropped; a span over whitespace only is dropped (the spans after it are still read);
+    a span that cuts a word is widened to whole words; a 'token' that differs from the text is counted (the span
+    is kept). Each in the caller's Issues, with `where`, the span and the widened words."""
     where = "f.jsonl:doc 1"
     spans = [_span(0, 4, "PER", token=False), _span(18, 27, "LOC"), _span(28, 29, "X", token=False),
-             _span(0, 9, "PER"), _span(10, 13, "ACT") | {"token": "bo"}, _span(16, 18, "LOC")]
+             _span(0, 9, "PER"), _span(10, 13, "ACT") | {"token": "bo"}, _span(16, 18, "LOC"), _span(32, 35, "PER")]
     issues = nerdata.Issues()
     ex = nerdata.doc_to_example({"text": _TEXT, "tags": spans}, issues, where)
-    assert ex.tags == ["B-PER", "I-PER", "B-ACT", "O", "B-LOC", "O", "O", "O", "O", "O"]
+    assert ex.tags == ["B-PER", "I-PER", "B-ACT", "O", "B-LOC", "O", "O", "O", "B-PER", "O"]
     assert issues.summary() == {
         "overlapping span dropped": {"count": 2, "examples": [f"{where} {spans[0]}", f"{where} {spans[1]}"]},
         "span covers no word (whitespace only), dropped": {"count": 1, "examples": [f"{where} {spans[2]}"]},
@@ -625,6 +633,17 @@ def test_read_data_reads_each_format_and_describes_it(tmp_path):
     assert nerdata.read_data(conll, "conll", token_column=2, tag_column=1)[0][0].words == ["B-LOC", "O"]
 
 
+def test_read_data_passes_the_callers_issues_to_every_reader(tmp_path):
+    """What the CoNLL and CSV readers repair or skip (a line with too few columns, a blank CSV line) is counted
+    in the Issues given to read_data, as the JSONL span repairs are."""
+    conll = _write(tmp_path, "Anna\tB-PER\nshort\nbor\tO\n")
+    csv = _write(tmp_path, "B-PER O\tAnna bor\n\nO\tHon\n", "d.csv")
+    for path, kind in [(conll, "line with too few columns, skipped"), (csv, "empty line in CSV, skipped")]:
+        issues = nerdata.Issues()
+        nerdata.read_data(path, issues=issues)
+        assert list(issues.counts) == [kind], path
+
+
 def test_read_data_refuses_a_missing_file_an_unknown_format_and_a_file_without_sentences(tmp_path):
     """Each with one message naming the file or the format and the choices."""
     missing = tmp_path / "missing.conll"
@@ -659,3 +678,28 @@ def test_read_data_counts_stray_inside_tags_and_repairs_them_on_request(tmp_path
     iob1 = _write(tmp_path, "I-PER I-PER O I-LOC\tAnna Lind bor Oslo\n", "iob1.csv")
     issues = nerdata.Issues()
     assert nerdata.read_data(iob1, issues=issues)[1]["scheme"] == "iob1" and not issues.counts
+
+
+_UTF8_ROUND_TRIP = """
+import nerdata, sys
+d = sys.argv[1]
+docs = [{"text": "Åsa i Malmö", "tags": [{"char_start": 0, "char_end": 3, "token": "Åsa", "tag": "PER"}]}]
+nerdata.write_jsonl(docs, d + "/a.jsonl")
+assert nerdata.read_json_lines(d + "/a.jsonl") == docs
+nerdata.write_csv([nerdata.Example(["Åsa", "bor"], ["B-PER", "O"])], d + "/a.txt")
+assert nerdata.detect_format(d + "/a.txt") == "csv"
+assert [(e.words, e.tags) for e in nerdata.read_csv(d + "/a.txt")] == [(["Åsa", "bor"], ["B-PER", "O"])]
+print("ok")
+"""
+
+
+def test_jsonl_and_csv_files_are_utf8_whatever_the_locale(tmp_path):
+    """The JSONL and CSV writers and readers and detect_format use UTF-8 also where the locale's encoding is
+    another (here ASCII: the C locale without UTF-8 mode or coercion; Windows' cp1252 would differ too): 'Åsa i
+    Malmö' is written and read back unchanged, in a separate Python (the locale is fixed at its start) and here."""
+    env = dict(os.environ, LC_ALL="C", LANG="C", PYTHONCOERCECLOCALE="0", PYTHONUTF8="0")
+    code = _UTF8_ROUND_TRIP.encode("ascii", "backslashreplace").decode()  # an ASCII command line: Å as \xc5
+    r = subprocess.run([sys.executable, "-c", code, str(tmp_path)], cwd=ROOT, env=env,
+                       capture_output=True, text=True, encoding="utf-8")
+    assert (r.returncode, r.stdout, r.stderr) == (0, "ok\n", "")
+    exec(_UTF8_ROUND_TRIP.replace("sys.argv[1]", repr(str(tmp_path))), {})  # the same calls in this process

@@ -1,6 +1,7 @@
 """nerdata.py's CoNLL reader at its edges (the layouts of real corpora are further below): which values
 are NER tags, '#' comment lines, TAB lines with an extra column vs space-separated tokens with spaces, and a
-last column that ends in the letter X."""
+last column that ends in the letter X. At the end: the JSONL and CSV readers and writers, char spans <-> word
+tags, format detection and read_data."""
 import json
 import os
 import subprocess

@@ -690,12 +690,14 @@ assert nerdata.read_json_lines(d + "/a.jsonl") == docs
 nerdata.write_csv([nerdata.Example(["Åsa", "bor"], ["B-PER", "O"])], d + "/a.txt")
 assert nerdata.detect_format(d + "/a.txt") == "csv"
 assert [(e.words, e.tags) for e in nerdata.read_csv(d + "/a.txt")] == [(["Åsa", "bor"], ["B-PER", "O"])]
+nerdata.write_conll([nerdata.Example(["Åsa", "bor"], ["B-PER", "O"])], d + "/a.conll")
+assert [(e.words, e.tags) for e in nerdata.read_conll(d + "/a.conll")[0]] == [(["Åsa", "bor"], ["B-PER", "O"])]
 print("ok")
 """
 
 
 def test_jsonl_and_csv_files_are_utf8_whatever_the_locale(tmp_path):
-    """The JSONL and CSV writers and readers and detect_format use UTF-8 also where the locale's encoding is
+    """The JSONL, CSV and CoNLL writers and readers and detect_format use UTF-8 also where the locale's encoding is
     another (here ASCII: the C locale without UTF-8 mode or coercion; Windows' cp1252 would differ too): 'Åsa i
     Malmö' is written and read back unchanged, in a separate Python (the locale is fixed at its start) and here."""
     env = dict(os.environ, LC_ALL="C", LANG="C", PYTHONCOERCECLOCALE="0", PYTHONUTF8="0")
@@ -704,3 +706,68 @@ def test_jsonl_and_csv_files_are_utf8_whatever_the_locale(tmp_path):
                        capture_output=True, text=True, encoding="utf-8")
     assert (r.returncode, r.stdout, r.stderr) == (0, "ok\n", "")
     exec(_UTF8_ROUND_TRIP.replace("sys.argv[1]", repr(str(tmp_path))), {})  # the same calls in this process
+
+
+def test_write_examples_writes_each_format(tmp_path):
+    """jsonl: standard documents (words joined by spaces, entities as char spans); csv: tags<TAB>tokens; conll:
+    word<TAB>tag lines with a blank line after each sentence. Each reads back to the same words and tags."""
+    examples = [nerdata.Example(["Anna", "bor"], ["B-PER", "O"]), nerdata.Example(["Hon"], ["O"])]
+    expected = {"jsonl": '{"text": "Anna bor", "tags": [{"char_start": 0, "char_end": 4, "token": "Anna", '
+                         '"tag": "PER"}]}\n{"text": "Hon", "tags": []}\n',
+                "csv": "B-PER O\tAnna bor\nO\tHon\n", "conll": "Anna\tB-PER\nbor\tO\n\nHon\tO\n\n"}
+    for fmt, text in expected.items():
+        path = tmp_path / f"out.{fmt}"
+        nerdata.write_examples(examples, path, fmt)
+        assert path.read_text(encoding="utf-8") == text, fmt
+        assert [(e.words, e.tags) for e in nerdata.read_examples(path)] == [(e.words, e.tags) for e in examples]
+
+
+def test_read_examples_counts_in_the_callers_issues(tmp_path):
+    """read_examples is read_data without the layout: the repairs go to the Issues it was given."""
+    issues = nerdata.Issues()
+    path = _write(tmp_path, "B-PER O\tAnna bor\n\nO\tHon\n", "d.csv")
+    assert [e.words for e in nerdata.read_examples(path, issues=issues)] == [["Anna", "bor"], ["Hon"]]
+    assert issues.summary() == {"empty line in CSV, skipped": {"count": 1, "examples": [f"{path}:2"]}}
+
+
+def test_issues_keep_five_places_per_kind_and_print_two():
+    """Every repair is counted; the first 5 places of each kind are kept, the first 2 printed, one line a kind
+    in the order of the kinds' names."""
+    issues = nerdata.Issues()
+    for i in range(7):
+        issues.add("b kind", f"f:{i}")
+    issues.add("a kind", "g:1")
+    assert issues.summary() == {"a kind": {"count": 1, "examples": ["g:1"]},
+                                "b kind": {"count": 7, "examples": ["f:0", "f:1", "f:2", "f:3", "f:4"]}}
+    assert str(issues) == "warning: 1 x a kind (e.g. g:1)\nwarning: 7 x b kind (e.g. f:0; f:1)"
+
+
+def test_layout_text_says_how_each_file_was_read(tmp_path):
+    """One line: the file and format; for CoNLL the columns, which were given or detected, the MISC key, the id
+    column and the other tag columns; then scheme, types, sentences, words and entities."""
+    wide = _write(tmp_path, "\n".join(_WIDE), "wide.conll")
+    _, layout = nerdata.read_data(wide, token_column=3)
+    assert nerdata.layout_text("train", layout) == (
+        f"train: {wide} (conll, 8 columns: words = column 3 (given), tags = column 6 (MISC NE=) (detected), ids = "
+        f"column 0; columns [4, 7] also hold tags (select with --tag_column)); scheme bio, 2 types [LOC, PER]; "
+        f"2 sentences, 5 tokens, 2 entities")
+    plain = _write(tmp_path, "Anna\tB-PER\nOslo\tB-LOC\n", "plain.conll")
+    _, layout = nerdata.read_data(plain, tag_column=1)
+    assert nerdata.layout_text("dev", layout) == (
+        f"dev: {plain} (conll, 2 columns: words = column 0 (detected), tags = column 1 (given)); scheme bio, "
+        f"2 types [LOC, PER]; 1 sentences, 2 tokens, 2 entities")
+    csv = _write(tmp_path, "O\tHon\n", "d.csv")
+    assert nerdata.layout_text("test", nerdata.read_data(csv)[1]) == (
+        f"test: {csv} (csv); scheme bio, 0 types []; 1 sentences, 1 tokens, 0 entities")
+
+
+def test_conll_layout_or_none_only_where_a_column_holds_tags(tmp_path):
+    """A file is CoNLL when a column holds prefixed tags (O, B-X, ...; TAB- or space-separated, short lines
+    aside), or IO labels with a TAB on every token line; a space-separated column of IO labels, or plain text,
+    is not (None)."""
+    for text, tag_column in [("Anna B-PER\nshort\nbor O\n\nHon O\n", 1), ("Anna\tPER\nbor\tO\n\nHon\tO\n", 1)]:
+        path = _write(tmp_path, text)
+        layout = nerdata.conll_layout_or_none(path)
+        assert (layout["file"], layout["tag_column"]) == (str(path), tag_column), text
+    for text in ["Anna PER\nbor O\n\nHon O\n", "Anna\tPER\nbor O\n\nHon\tO\n", "Hon bor i Oslo\nDet regnar\n"]:
+        assert nerdata.conll_layout_or_none(_write(tmp_path, text)) is None, text

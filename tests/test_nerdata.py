@@ -1,9 +1,14 @@
 """nerdata.py's CoNLL reader at its edges (the layouts of real corpora are further below): which values
 are NER tags, '#' comment lines, TAB lines with an extra column vs space-separated tokens with spaces, and a
-last column that ends in the letter X."""
+last column that ends in the letter X. At the end: the JSONL and CSV readers and writers, char spans <-> word
+tags, format detection and read_data."""
 import json
+import os
+import subprocess
+import sys
 
 import pytest
+from conftest import ROOT
 
 import ner
 import nerdata
@@ -430,3 +435,339 @@ def test_conll_u_misc_tags_multiword_lines_and_a_bad_tag(tmp_path):
     bad = _write(tmp_path, "MAX\tB\nbor\tO\n", "bad.conll")
     with pytest.raises(ValueError, match=r"^\S+bad\.conll: sentence 1, word 'MAX': tag 'B' has a scheme prefix"):
         nerdata.read_conll(bad)
+
+
+# -----------------------------------------------------------------------------------------------------------
+# the JSONL and CSV readers and writers, char spans <-> word tags, format detection and read_data (kill tests of
+# the second mutation run)
+
+def _raises(fn, *args, **kw) -> str:
+    with pytest.raises(ValueError) as e:
+        fn(*args, **kw)
+    return str(e.value)
+
+
+def test_read_json_lines_skips_or_keeps_blank_lines_and_names_the_bad_line(tmp_path):
+    """Every non-blank line as an object (a whitespace-only line is blank); keep_blank gives None at each blank
+    line, so that index + 1 is the line number; a line that is not JSON, or JSON that is not an object, stops
+    naming FILE:LINE (blank lines counted)."""
+    path = _write(tmp_path, '{"a": 1}\n\n \t\n{"b": "Åsa"}\n', "d.jsonl")
+    assert nerdata.read_json_lines(path) == [{"a": 1}, {"b": "Åsa"}]
+    assert nerdata.read_json_lines(path, keep_blank=True) == [{"a": 1}, None, None, {"b": "Åsa"}]
+    bad = _write(tmp_path, '{"a": 1}\n\n{"a": \n', "bad.jsonl")
+    assert _raises(nerdata.read_json_lines, bad) == (
+        f"{bad}:3: not valid JSON (Expecting value): write one JSON document per line")
+    array = _write(tmp_path, '{"a": 1}\n[1, 2]\n', "array.jsonl")
+    assert _raises(nerdata.read_json_lines, array) == f"{array}:2: each line must be a JSON object, not list"
+
+
+def test_read_jsonl_checks_text_span_offsets_at_their_bounds_and_labels(tmp_path):
+    """A document needs a string 'text' ('tags' defaults to []); a span needs int offsets with 0 <= char_start <
+    char_end <= len(text) (tried at, and one past, each bound) and a 'tag'. Errors name FILE:LINE counting blank
+    lines; keep_blank keeps their places."""
+    ok = [{"text": "abc", "tags": [{"char_start": 0, "char_end": 3, "tag": "X"},
+                                   {"char_start": 2, "char_end": 3, "tag": "Y"}]}, {"text": ""}]
+    path = tmp_path / "ok.jsonl"
+    path.write_text(json.dumps(ok[0]) + "\n\n" + json.dumps(ok[1]) + "\n", encoding="utf-8")
+    assert nerdata.read_jsonl(path) == [ok[0], {"text": "", "tags": []}]
+    assert nerdata.read_jsonl(path, keep_blank=True) == [ok[0], None, {"text": "", "tags": []}]
+
+    def refused(doc):
+        bad = tmp_path / "bad.jsonl"
+        bad.write_text('{"text": "x"}\n\n' + json.dumps(doc) + "\n", encoding="utf-8")
+        message = _raises(nerdata.read_jsonl, bad)
+        assert message.startswith(f"{bad}:3: ")
+        return message.removeprefix(f"{bad}:3: ")
+
+    assert refused({"text": 5}) == refused({"tags": []}) == "each line must be an object with a string 'text'"
+    for s, e in [(-1, 2), (1, 1), (2, 1), (0, 4), (0.0, 2), (0, 2.0), (None, 2), (0, None)]:
+        span = {"char_start": s, "char_end": e, "tag": "X"}
+        assert refused({"text": "abc", "tags": [span]}) == (
+            f"span {span} is outside the text (length 3) or empty; char_start/char_end must be ints, "
+            f"0 <= start < end <= len(text)")
+    assert refused({"text": "abc", "tags": [{"char_start": 0, "char_end": 3}]}) == (
+        "span {'char_start': 0, 'char_end': 3} has no 'tag' (the label, e.g. 'PER')")
+
+
+def test_write_jsonl_makes_the_folder_and_writes_one_utf8_object_per_line(tmp_path):
+    """The parent folders are made (also when they exist), each document is one line of JSON with its characters
+    as they are (no \\u escapes), and read_jsonl reads the documents back."""
+    docs = [{"text": "Åsa i Malmö", "tags": [{"char_start": 0, "char_end": 3, "token": "Åsa", "tag": "PER"}]},
+            {"text": "x", "tags": []}]
+    path = tmp_path / "new" / "deeper" / "out.jsonl"
+    for _ in range(2):
+        nerdata.write_jsonl(docs, path)
+    assert path.read_text(encoding="utf-8") == (
+        '{"text": "Åsa i Malmö", "tags": [{"char_start": 0, "char_end": 3, "token": "Åsa", "tag": "PER"}]}\n'
+        '{"text": "x", "tags": []}\n')
+    assert nerdata.read_jsonl(path) == docs
+
+
+def test_read_csv_counts_blank_lines_and_names_the_bad_line(tmp_path):
+    """`tags<TAB>tokens` per line, each side split at spaces; a blank line is skipped and counted with FILE:LINE
+    (in the caller's Issues, or none given); a line without exactly 2 TAB columns, or with more tags than tokens,
+    and a tag with a prefix but no type, stop with FILE:LINE or the sentence. Only the newline is cut from a line
+    (a last token 'X' stays, a trailing TAB is a third column)."""
+    path = _write(tmp_path, "B-PER I-PER\tMalcolm X\n\n  \nO\tHon", "d.csv")  # no final newline
+    issues = nerdata.Issues()
+    for got in (nerdata.read_csv(path, issues), nerdata.read_csv(path)):
+        assert [(e.words, e.tags) for e in got] == [(["Malcolm", "X"], ["B-PER", "I-PER"]), (["Hon"], ["O"])]
+    assert issues.summary() == {"empty line in CSV, skipped": {"count": 2, "examples": [f"{path}:2", f"{path}:3"]}}
+    for text, why in [("O\tHon\tx\n", "expected 2 TAB-separated columns `tags<TAB>tokens`, got 3"),
+                      ("O\tHon\t\n", "expected 2 TAB-separated columns `tags<TAB>tokens`, got 3"),  # a trailing TAB
+                      ("O Hon\n", "expected 2 TAB-separated columns `tags<TAB>tokens`, got 1"),
+                      ("O O\tHon\n", "2 tags but 1 tokens; each token needs exactly one tag")]:
+        bad = _write(tmp_path, "O\tja\n" + text, "bad.csv")
+        assert _raises(nerdata.read_csv, bad) == f"{bad}:2: {why}"
+    bad = _write(tmp_path, "O\tja\nO B\tHon sa\n", "tag.csv")
+    assert _raises(nerdata.read_csv, bad).startswith(f"{bad}: sentence 2, word 'sa': tag 'B' has a scheme prefix")
+
+
+def test_write_csv_is_tags_tab_tokens_per_line(tmp_path):
+    """One line per example: the tags, a TAB, the words, each side joined by single spaces; read_csv reads it
+    back."""
+    examples = [nerdata.Example(["Anna", "bor"], ["B-PER", "O"]), nerdata.Example(["Hon"], ["O"])]
+    path = tmp_path / "out.csv"
+    nerdata.write_csv(examples, path)
+    assert path.read_text(encoding="utf-8") == "B-PER O\tAnna bor\nO\tHon\n"
+    assert nerdata.read_csv(path) == examples
+
+
+def test_detect_format_by_extension_in_any_case_else_by_the_first_non_blank_line(tmp_path):
+    """.jsonl/.json and .csv decide (in any letter case) whatever the content; otherwise the first non-blank line:
+    '{' (after spaces) is JSONL, two TAB columns with the same number (> 1) of space-separated items is CSV,
+    anything else (one word and its tag, counts that differ, three columns (also a trailing TAB, which read_csv
+    refuses), an empty file) is CoNLL."""
+    for name, fmt in [("a.jsonl", "jsonl"), ("a.JSON", "jsonl"), ("a.Csv", "csv"), ("a.conll", "conll")]:
+        assert nerdata.detect_format(_write(tmp_path, "Anna\tB-PER\n", name)) == fmt
+    for text, fmt in [('\n \n  {"text": "x"}\n', "jsonl"), ("\nB-PER O\tAnna bor\n", "csv"),
+                      ("B-PER I-PER\tMalcolm X\n", "csv"), ("B-PER O\tAnna bor\t\n", "conll"),
+                      ("O\tHon\n", "conll"), ("B-PER O\tAnna\n", "conll"), ("O O\tHon sa\tx\n", "conll"),
+                      ("", "conll"), ("Anna B-PER\nbor O\n", "conll")]:
+        assert nerdata.detect_format(_write(tmp_path, text, "d.txt")) == fmt, text
+
+
+_TEXT = "Anna Lind bor i Nya Zeeland, sa hon."  # words: Anna Lind bor i Nya Zeeland , sa hon .
+
+
+def _span(s, e, tag, token=True):
+    return {"char_start": s, "char_end": e} | ({"token": _TEXT[s:e]} if token else {}) | {"tag": tag}
+
+
+def test_doc_to_example_gives_words_their_offsets_and_bio_tags():
+    """Spans in any order -> BIO word tags (a span that ends where the next begins stays whole); the words, the
+    text, each word's char offsets and the id are kept; example_to_doc gives the document back."""
+    doc = {"id": "d1", "text": _TEXT, "tags": [_span(16, 27, "LOC"), _span(0, 9, "PER"), _span(27, 28, "MISC")]}
+    issues = nerdata.Issues()
+    ex = nerdata.doc_to_example(doc, issues)
+    assert ex.words == ["Anna", "Lind", "bor", "i", "Nya", "Zeeland", ",", "sa", "hon", "."]
+    assert ex.tags == ["B-PER", "I-PER", "O", "O", "B-LOC", "I-LOC", "B-MISC", "O", "O", "O"]
+    assert ex.spans == [(0, 4), (5, 9), (10, 13), (14, 15), (16, 19), (20, 27), (27, 28), (29, 31), (32, 35),
+                        (35, 36)]
+    assert (ex.text, ex.id, issues.counts) == (_TEXT, "d1", {})
+    assert nerdata.example_to_doc(ex) == doc | {"tags": sorted(doc["tags"], key=lambda t: t["char_start"])}
+    assert nerdata.doc_to_example({"text": "Hon"}).id is None
+
+
+def test_doc_to_example_counts_each_repair_with_where():
+    """A span inside one already taken (also the shorter of two that start together), or widened onto a word
+    another span holds, is dropped; a span over whitespace only is dropped (the spans after it are still read);
+    a span that cuts a word is widened to whole words; a 'token' that differs from the text is counted (the span
+    is kept). Each in the caller's Issues, with `where`, the span and the widened words."""
+    where = "f.jsonl:doc 1"
+    spans = [_span(0, 4, "PER", token=False), _span(18, 27, "LOC"), _span(28, 29, "X", token=False),
+             _span(0, 9, "PER"), _span(10, 13, "ACT") | {"token": "bo"}, _span(16, 18, "LOC"), _span(32, 35, "PER")]
+    issues = nerdata.Issues()
+    ex = nerdata.doc_to_example({"text": _TEXT, "tags": spans}, issues, where)
+    assert ex.tags == ["B-PER", "I-PER", "B-ACT", "O", "B-LOC", "O", "O", "O", "B-PER", "O"]
+    assert issues.summary() == {
+        "overlapping span dropped": {"count": 2, "examples": [f"{where} {spans[0]}", f"{where} {spans[1]}"]},
+        "span covers no word (whitespace only), dropped": {"count": 1, "examples": [f"{where} {spans[2]}"]},
+        "span not on word boundaries, widened to whole words": {"count": 2, "examples": [
+            f"{where} {spans[5]} -> 'Nya'", f"{where} {spans[1]} -> 'Nya Zeeland'"]},
+        "span token differs from text[char_start:char_end]": {"count": 1, "examples": [f"{where} {spans[4]}"]}}
+    assert nerdata.doc_to_example({"text": _TEXT, "tags": spans}).tags == ex.tags  # no Issues given
+    issues = nerdata.Issues()
+    nerdata.doc_to_example({"text": _TEXT, "tags": [spans[4]]}, issues)  # no `where` given
+    assert issues.where["span token differs from text[char_start:char_end]"] == [f" {spans[4]}"]
+
+
+def test_example_to_doc_joins_words_by_spaces_and_keeps_an_id():
+    """Words without a text are joined by single spaces and the entities (BIO) become char spans with their
+    tokens; an id (even an empty one) is kept, none is no 'id' key."""
+    ex = nerdata.Example(["Anna", "Lind", "bor", "i", "Oslo"], ["B-PER", "I-PER", "O", "O", "B-LOC"])
+    doc = {"text": "Anna Lind bor i Oslo", "tags": [
+        {"char_start": 0, "char_end": 9, "token": "Anna Lind", "tag": "PER"},
+        {"char_start": 16, "char_end": 20, "token": "Oslo", "tag": "LOC"}]}
+    assert nerdata.example_to_doc(ex) == doc
+    ex.id = ""
+    assert nerdata.example_to_doc(ex) == {"id": ""} | doc
+
+
+def test_read_data_reads_each_format_and_describes_it(tmp_path):
+    """The format from the file (or as given), word-level examples and the layout: file, format, scheme, labels,
+    sentences, words and entities (counted in BIO, so two adjacent U-PER are two); an empty document is skipped
+    and counted, a repair names the document; the CoNLL columns can be given."""
+    docs = [{"text": "Anna bor i Oslo", "tags": [{"char_start": 0, "char_end": 4, "tag": "PER"},
+                                                {"char_start": 11, "char_end": 15, "tag": "LOC"}]},
+            {"text": "   "}, {"text": "Hon sa", "tags": [{"char_start": 0, "char_end": 2, "tag": "PER"}]}]
+    path = tmp_path / "d.jsonl"
+    nerdata.write_jsonl(docs, path)
+    issues = nerdata.Issues()
+    examples, layout = nerdata.read_data(path, issues=issues)
+    assert [(e.words, e.tags) for e in examples] == [(["Anna", "bor", "i", "Oslo"], ["B-PER", "O", "O", "B-LOC"]),
+                                                     (["Hon", "sa"], ["B-PER", "O"])]
+    assert layout == dict(file=str(path), format="jsonl", scheme="bio", labels=["LOC", "PER"], sentences=2,
+                          tokens=6, entities=3)
+    assert issues.summary() == {
+        "empty sentence/document skipped": {"count": 1, "examples": [f"{path}: item 2"]},
+        "span not on word boundaries, widened to whole words": {"count": 1, "examples": [
+            f"{path}:doc 3 {docs[2]['tags'][0]} -> 'Hon'"]}}
+    assert nerdata.read_data(path)[1] == layout  # no Issues given
+    csv = _write(tmp_path, "U-PER U-PER O\tAnna Hon sa\n", "bilou.txt")
+    assert nerdata.read_data(csv) == ([nerdata.Example(["Anna", "Hon", "sa"], ["U-PER", "U-PER", "O"])], dict(
+        file=str(csv), format="csv", scheme="bilou", labels=["PER"], sentences=1, tokens=3, entities=2))
+    conll = _write(tmp_path, "Anna\tB-PER\tB-LOC\nbor\tO\tO\n", "conll.csv")
+    examples, layout = nerdata.read_data(conll, "conll", tag_column=2)
+    assert ([(e.words, e.tags) for e in examples], layout["format"], layout["tag_column"], layout["entities"]) == (
+        [(["Anna", "bor"], ["B-LOC", "O"])], "conll", 2, 1)
+    assert nerdata.read_data(conll, "conll", token_column=2, tag_column=1)[0][0].words == ["B-LOC", "O"]
+
+
+def test_read_data_passes_the_callers_issues_to_every_reader(tmp_path):
+    """What the CoNLL and CSV readers repair or skip (a line with too few columns, a blank CSV line) is counted
+    in the Issues given to read_data, as the JSONL span repairs are."""
+    conll = _write(tmp_path, "Anna\tB-PER\nshort\nbor\tO\n")
+    csv = _write(tmp_path, "B-PER O\tAnna bor\n\nO\tHon\n", "d.csv")
+    for path, kind in [(conll, "line with too few columns, skipped"), (csv, "empty line in CSV, skipped")]:
+        issues = nerdata.Issues()
+        nerdata.read_data(path, issues=issues)
+        assert list(issues.counts) == [kind], path
+
+
+def test_read_data_refuses_a_missing_file_an_unknown_format_and_a_file_without_sentences(tmp_path):
+    """Each with one message naming the file or the format and the choices."""
+    missing = tmp_path / "missing.conll"
+    with pytest.raises(FileNotFoundError) as e:
+        nerdata.read_data(missing)
+    assert str(e.value) == f"data file {missing} not found"
+    path = _write(tmp_path, '{"text": ""}\n{"text": " "}\n', "empty.jsonl")
+    assert _raises(nerdata.read_data, path, "xml") == "unknown format 'xml': choose auto, conll, csv or jsonl"
+    assert _raises(nerdata.read_data, path) == f"{path}: no sentences found (format jsonl); check the file and --format"
+
+
+def test_read_data_counts_stray_inside_tags_and_repairs_them_on_request(tmp_path):
+    """In BIO gold an I-X at a sentence start, after O or after another type is counted with FILE:LINE (CoNLL) or
+    item and word (CSV) and the tag before it; repair_bio=True turns it into B-X. An I-X after B-X or I-X is not
+    counted; IOB1 files (entities start with I-) are not BIO and count nothing."""
+    conll = _write(tmp_path, "Anna\tB-PER\nLind\tI-PER\nbor\tO\nOslo\tI-LOC\n\n"
+                             "Hon\tI-PER\n\nAnna\tB-PER\nOslo\tI-LOC\n")
+    kept = "I-X after neither B-X nor I-X in BIO gold, kept (strict scores drop it; --repair_bio=True fixes)"
+    for repair, kind in [(False, kept), (True, "I-X after neither B-X nor I-X in BIO gold, repaired to B-X")]:
+        issues = nerdata.Issues()
+        examples, _ = nerdata.read_data(conll, issues=issues, repair_bio=repair)
+        assert issues.summary() == {kind: {"count": 3, "examples": [
+            f"{conll}:4: 'Oslo' I-LOC after O", f"{conll}:6: 'Hon' I-PER after sentence start",
+            f"{conll}:9: 'Oslo' I-LOC after B-PER"]}}
+        assert [e.tags for e in examples] == ([["B-PER", "I-PER", "O", "B-LOC"], ["B-PER"], ["B-PER", "B-LOC"]]
+                                              if repair else [["B-PER", "I-PER", "O", "I-LOC"], ["I-PER"],
+                                                              ["B-PER", "I-LOC"]])
+    csv = _write(tmp_path, "B-PER I-LOC\tAnna Oslo\n", "d.csv")
+    issues = nerdata.Issues()
+    nerdata.read_data(csv, issues=issues)
+    assert issues.where[kept] == [f"{csv}: item 1, word 2: 'Oslo' I-LOC after B-PER"]
+    iob1 = _write(tmp_path, "I-PER I-PER O I-LOC\tAnna Lind bor Oslo\n", "iob1.csv")
+    issues = nerdata.Issues()
+    assert nerdata.read_data(iob1, issues=issues)[1]["scheme"] == "iob1" and not issues.counts
+
+
+_UTF8_ROUND_TRIP = """
+import nerdata, sys
+d = sys.argv[1]
+docs = [{"text": "Åsa i Malmö", "tags": [{"char_start": 0, "char_end": 3, "token": "Åsa", "tag": "PER"}]}]
+nerdata.write_jsonl(docs, d + "/a.jsonl")
+assert nerdata.read_json_lines(d + "/a.jsonl") == docs
+nerdata.write_csv([nerdata.Example(["Åsa", "bor"], ["B-PER", "O"])], d + "/a.txt")
+assert nerdata.detect_format(d + "/a.txt") == "csv"
+assert [(e.words, e.tags) for e in nerdata.read_csv(d + "/a.txt")] == [(["Åsa", "bor"], ["B-PER", "O"])]
+nerdata.write_conll([nerdata.Example(["Åsa", "bor"], ["B-PER", "O"])], d + "/a.conll")
+assert [(e.words, e.tags) for e in nerdata.read_conll(d + "/a.conll")[0]] == [(["Åsa", "bor"], ["B-PER", "O"])]
+print("ok")
+"""
+
+
+def test_jsonl_and_csv_files_are_utf8_whatever_the_locale(tmp_path):
+    """The JSONL, CSV and CoNLL writers and readers and detect_format use UTF-8 also where the locale's encoding is
+    another (here ASCII: the C locale without UTF-8 mode or coercion; Windows' cp1252 would differ too): 'Åsa i
+    Malmö' is written and read back unchanged, in a separate Python (the locale is fixed at its start) and here."""
+    env = dict(os.environ, LC_ALL="C", LANG="C", PYTHONCOERCECLOCALE="0", PYTHONUTF8="0")
+    code = _UTF8_ROUND_TRIP.encode("ascii", "backslashreplace").decode()  # an ASCII command line: Å as \xc5
+    r = subprocess.run([sys.executable, "-c", code, str(tmp_path)], cwd=ROOT, env=env,
+                       capture_output=True, text=True, encoding="utf-8")
+    assert (r.returncode, r.stdout, r.stderr) == (0, "ok\n", "")
+    exec(_UTF8_ROUND_TRIP.replace("sys.argv[1]", repr(str(tmp_path))), {})  # the same calls in this process
+
+
+def test_write_examples_writes_each_format(tmp_path):
+    """jsonl: standard documents (words joined by spaces, entities as char spans); csv: tags<TAB>tokens; conll:
+    word<TAB>tag lines with a blank line after each sentence. Each reads back to the same words and tags."""
+    examples = [nerdata.Example(["Anna", "bor"], ["B-PER", "O"]), nerdata.Example(["Hon"], ["O"])]
+    expected = {"jsonl": '{"text": "Anna bor", "tags": [{"char_start": 0, "char_end": 4, "token": "Anna", '
+                         '"tag": "PER"}]}\n{"text": "Hon", "tags": []}\n',
+                "csv": "B-PER O\tAnna bor\nO\tHon\n", "conll": "Anna\tB-PER\nbor\tO\n\nHon\tO\n\n"}
+    for fmt, text in expected.items():
+        path = tmp_path / f"out.{fmt}"
+        nerdata.write_examples(examples, path, fmt)
+        assert path.read_text(encoding="utf-8") == text, fmt
+        assert [(e.words, e.tags) for e in nerdata.read_examples(path)] == [(e.words, e.tags) for e in examples]
+
+
+def test_read_examples_counts_in_the_callers_issues(tmp_path):
+    """read_examples is read_data without the layout: the repairs go to the Issues it was given."""
+    issues = nerdata.Issues()
+    path = _write(tmp_path, "B-PER O\tAnna bor\n\nO\tHon\n", "d.csv")
+    assert [e.words for e in nerdata.read_examples(path, issues=issues)] == [["Anna", "bor"], ["Hon"]]
+    assert issues.summary() == {"empty line in CSV, skipped": {"count": 1, "examples": [f"{path}:2"]}}
+
+
+def test_issues_keep_five_places_per_kind_and_print_two():
+    """Every repair is counted; the first 5 places of each kind are kept, the first 2 printed, one line a kind
+    in the order of the kinds' names."""
+    issues = nerdata.Issues()
+    for i in range(7):
+        issues.add("b kind", f"f:{i}")
+    issues.add("a kind", "g:1")
+    assert issues.summary() == {"a kind": {"count": 1, "examples": ["g:1"]},
+                                "b kind": {"count": 7, "examples": ["f:0", "f:1", "f:2", "f:3", "f:4"]}}
+    assert str(issues) == "warning: 1 x a kind (e.g. g:1)\nwarning: 7 x b kind (e.g. f:0; f:1)"
+
+
+def test_layout_text_says_how_each_file_was_read(tmp_path):
+    """One line: the file and format; for CoNLL the columns, which were given or detected, the MISC key, the id
+    column and the other tag columns; then scheme, types, sentences, words and entities."""
+    wide = _write(tmp_path, "\n".join(_WIDE), "wide.conll")
+    _, layout = nerdata.read_data(wide, token_column=3)
+    assert nerdata.layout_text("train", layout) == (
+        f"train: {wide} (conll, 8 columns: words = column 3 (given), tags = column 6 (MISC NE=) (detected), ids = "
+        f"column 0; columns [4, 7] also hold tags (select with --tag_column)); scheme bio, 2 types [LOC, PER]; "
+        f"2 sentences, 5 tokens, 2 entities")
+    plain = _write(tmp_path, "Anna\tB-PER\nOslo\tB-LOC\n", "plain.conll")
+    _, layout = nerdata.read_data(plain, tag_column=1)
+    assert nerdata.layout_text("dev", layout) == (
+        f"dev: {plain} (conll, 2 columns: words = column 0 (detected), tags = column 1 (given)); scheme bio, "
+        f"2 types [LOC, PER]; 1 sentences, 2 tokens, 2 entities")
+    csv = _write(tmp_path, "O\tHon\n", "d.csv")
+    assert nerdata.layout_text("test", nerdata.read_data(csv)[1]) == (
+        f"test: {csv} (csv); scheme bio, 0 types []; 1 sentences, 1 tokens, 0 entities")
+
+
+def test_conll_layout_or_none_only_where_a_column_holds_tags(tmp_path):
+    """A file is CoNLL when a column holds prefixed tags (O, B-X, ...; TAB- or space-separated, short lines
+    aside), or IO labels with a TAB on every token line; a space-separated column of IO labels, or plain text,
+    is not (None)."""
+    for text, tag_column in [("Anna B-PER\nshort\nbor O\n\nHon O\n", 1), ("Anna\tPER\nbor\tO\n\nHon\tO\n", 1)]:
+        path = _write(tmp_path, text)
+        layout = nerdata.conll_layout_or_none(path)
+        assert (layout["file"], layout["tag_column"]) == (str(path), tag_column), text
+    for text in ["Anna PER\nbor O\n\nHon O\n", "Anna\tPER\nbor O\n\nHon\tO\n", "Hon bor i Oslo\nDet regnar\n"]:
+        assert nerdata.conll_layout_or_none(_write(tmp_path, text)) is None, text

@@ -95,53 +95,6 @@ PREDICT_DEFAULTS = dict(
 # -----------------------------------------------------------------------------
 # evaluation
 
-def evaluate_tags(gold: list[list[str]], pred: list[list[str]], scheme: str, labels: list[str] | None = None) -> dict:
-    """Flat metrics dict: entity.{strict,lenient}.{micro,macro}.{precision,recall,f1,support},
-    entity.{mode}.per_class.{TYPE}.*, token.{all,fil}.{micro,macro,macro_present,per_class}.*,
-    entity.strict.well_formed, entity.asr.{abidance,precision,recall,f1} (nerblackbox's annotation scheme
-    restoration, nertags.asr_scores) and token.confusion_matrix. gold/pred in the model's scheme, `labels` the model's
-    classes (token macro over all of them, as nerblackbox); strict mode uses IOB2 (BILOU for bilou models),
-    lenient mode runs on BIO (nerblackbox's metrics/ner_metrics.py)."""
-    strict_scheme = "bilou" if scheme == "bilou" else "bio"
-    g_s = [nertags.convert(s, scheme, strict_scheme) for s in gold]
-    p_s = [nertags.convert(s, scheme, strict_scheme) if scheme == "io" else s for s in pred]
-    g_b = [nertags.convert(s, scheme, "bio") for s in gold]
-    p_b = [nertags.to_bio(s, scheme) for s in pred]
-    token = nertags.token_scores(gold, pred, labels)
-    cm = token.pop("confusion_matrix")
-    flat = _flatten({"entity": {"strict": nertags.entity_scores(g_s, p_s, "strict", strict_scheme),
-                                "lenient": nertags.entity_scores(g_b, p_b, "lenient")}, "token": token})
-    asr = {f"entity.asr.{k}": v for k, v in nertags.asr_scores(g_s, p_s, strict_scheme).items()}
-    return flat | asr | {"entity.strict.well_formed": nertags.well_formed_fraction(p_s, strict_scheme),
-                         "token.confusion_matrix": cm}
-
-
-def _flatten(d: dict, prefix: str = "") -> dict:
-    out = {}
-    for k, v in d.items():
-        if isinstance(v, dict):
-            out |= _flatten(v, f"{prefix}{k}.")
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
-
-
-def metrics_table(m: dict) -> str:
-    """The headline numbers and the per-class strict entity scores as a text table."""
-    rows = [("entity strict micro", "entity.strict.micro"), ("entity strict macro", "entity.strict.macro"),
-            ("entity lenient micro", "entity.lenient.micro"), ("token fil micro", "token.fil.micro"),
-            ("token all micro", "token.all.micro")] + [("entity asr micro", "entity.asr")] * ("entity.asr.f1" in m)
-    rows += [(f"  {k.split('.')[3]}", k.rsplit(".", 1)[0]) for k in m
-             if k.startswith("entity.strict.per_class.") and k.endswith(".f1")]
-    lines = [f"{'':24} {'precision':>9} {'recall':>9} {'f1':>9} {'support':>8}"]
-    for name, key in rows:
-        lines.append(f"{name:24} {m[key + '.precision']:9.4f} {m[key + '.recall']:9.4f} {m[key + '.f1']:9.4f} "
-                     f"{m.get(key + '.support', ''):>8}")
-    if "entity.asr.abidance" in m:  # nerblackbox's share of predicted tags that already obey the scheme
-        lines.append(f"{'asr abidance':24} {m['entity.asr.abidance']:9.4f}")
-    return "\n".join(lines)
-
-
 def _map_tags(examples: list[Example], scheme: str, labels: list[str], issues: Issues, name: str) -> list:
     """Tags in the model's scheme; labels unseen in training are counted and kept (they cost recall)."""
     source = nertags.detect_scheme([ex.tags for ex in examples])
@@ -527,7 +480,7 @@ def train(cfg: dict) -> dict:
         for s in ("val", "test"):
             if sets[s]:
                 pred, _ = tagger.tag([ex.words for ex in sets[s]])
-                result[s] = evaluate_tags(tags[s], pred, scheme, labels)
+                result[s] = nertags.evaluate_tags(tags[s], pred, scheme, labels)
         (run_dir / "report.json").write_text(json.dumps(result, indent=2))
         if cfg["save_model"] and (not runs or result["val"]["entity.strict.micro.f1"] >
                                   max(r["val"]["entity.strict.micro.f1"] for r in runs)):
@@ -539,7 +492,7 @@ def train(cfg: dict) -> dict:
     (out / "report.json").write_text(json.dumps(report, indent=2))
     best = max(runs, key=lambda r: r["val"]["entity.strict.micro.f1"])
     text = _summary_text(report["summary"]) + f"\n\nbest run, {'test' if 'test' in best else 'val'} set:\n" + \
-        metrics_table(best.get("test", best["val"])) + ("\n\n" + str(issues) if issues.counts else "")
+        nertags.metrics_table(best.get("test", best["val"])) + ("\n\n" + str(issues) if issues.counts else "")
     (out / "report.txt").write_text(text + "\n")
     print(text)
     return report
@@ -606,14 +559,15 @@ def evaluate(cfg: dict) -> dict:
     if issues.counts:
         print(issues)
     pred, _ = tagger.tag([ex.words for ex in examples])
-    metrics = evaluate_tags(gold, pred, tagger.scheme, tagger.labels) | {"issues": issues.summary(), "layout": layout}
+    metrics = nertags.evaluate_tags(gold, pred, tagger.scheme, tagger.labels) | {"issues": issues.summary(),
+                                                                                 "layout": layout}
     out = Path(cfg["out"])
     out.mkdir(parents=True, exist_ok=True)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     with open(out / "predictions.tsv", "w", encoding="utf-8") as f:
         for ex, g, p in zip(examples, gold, pred):
             f.write("".join(f"{w}\t{a}\t{b}\n" for w, a, b in zip(ex.words, g, p)) + "\n")
-    print(metrics_table(metrics))
+    print(nertags.metrics_table(metrics))
     return metrics
 
 

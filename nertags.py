@@ -7,6 +7,7 @@ files; ner.py reports the scores.
 
     convert(["PER", "PER", "O"], "io", "bio")  # ['B-PER', 'I-PER', 'O']
     entity_scores(gold, pred, "strict", "bio")  # micro/macro/per_class precision, recall, f1, support
+    evaluate_tags(gold, pred, "bio")           # every score at once, flat (ner.py's report); metrics_table prints it
 """
 
 
@@ -301,3 +302,53 @@ def asr_scores(gold: list[list[str]], pred: list[list[str]], scheme: str = "bio"
     micro = entity_scores([[t for s in gold for t in s]], [[t for t, _ in fixed]], "strict", scheme)["micro"]
     abidance = 1 - changed / len(flat) if flat else 1.0
     return {"abidance": abidance, **{k: micro[k] for k in ("precision", "recall", "f1")}}
+
+
+# -----------------------------------------------------------------------------
+# every score of a tagging at once (ner.py's evaluation report)
+
+def evaluate_tags(gold: list[list[str]], pred: list[list[str]], scheme: str, labels: list[str] | None = None) -> dict:
+    """Flat metrics dict: entity.{strict,lenient}.{micro,macro}.{precision,recall,f1,support},
+    entity.{mode}.per_class.{TYPE}.*, token.{all,fil}.{micro,macro,macro_present,per_class}.*,
+    entity.strict.well_formed, entity.asr.{abidance,precision,recall,f1} (nerblackbox's annotation scheme
+    restoration, asr_scores) and token.confusion_matrix. gold/pred in the model's scheme, `labels` the model's
+    classes (token macro over all of them, as nerblackbox); strict mode uses IOB2 (BILOU for bilou models),
+    lenient mode runs on BIO (nerblackbox's metrics/ner_metrics.py)."""
+    strict_scheme = "bilou" if scheme == "bilou" else "bio"
+    g_s = [convert(s, scheme, strict_scheme) for s in gold]
+    p_s = [convert(s, scheme, strict_scheme) if scheme == "io" else s for s in pred]
+    g_b = [convert(s, scheme, "bio") for s in gold]
+    p_b = [to_bio(s, scheme) for s in pred]
+    token = token_scores(gold, pred, labels)
+    cm = token.pop("confusion_matrix")
+    flat = _flatten({"entity": {"strict": entity_scores(g_s, p_s, "strict", strict_scheme),
+                                "lenient": entity_scores(g_b, p_b, "lenient")}, "token": token})
+    asr = {f"entity.asr.{k}": v for k, v in asr_scores(g_s, p_s, strict_scheme).items()}
+    return flat | asr | {"entity.strict.well_formed": well_formed_fraction(p_s, strict_scheme),
+                         "token.confusion_matrix": cm}
+
+
+def _flatten(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out |= _flatten(v, f"{prefix}{k}.")
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def metrics_table(m: dict) -> str:
+    """The headline numbers and the per-class strict entity scores as a text table."""
+    rows = [("entity strict micro", "entity.strict.micro"), ("entity strict macro", "entity.strict.macro"),
+            ("entity lenient micro", "entity.lenient.micro"), ("token fil micro", "token.fil.micro"),
+            ("token all micro", "token.all.micro")] + [("entity asr micro", "entity.asr")] * ("entity.asr.f1" in m)
+    rows += [(f"  {k.split('.')[3]}", k.rsplit(".", 1)[0]) for k in m
+             if k.startswith("entity.strict.per_class.") and k.endswith(".f1")]
+    lines = [f"{'':24} {'precision':>9} {'recall':>9} {'f1':>9} {'support':>8}"]
+    for name, key in rows:
+        lines.append(f"{name:24} {m[key + '.precision']:9.4f} {m[key + '.recall']:9.4f} {m[key + '.f1']:9.4f} "
+                     f"{m.get(key + '.support', ''):>8}")
+    if "entity.asr.abidance" in m:  # nerblackbox's share of predicted tags that already obey the scheme
+        lines.append(f"{'asr abidance':24} {m['entity.asr.abidance']:9.4f}")
+    return "\n".join(lines)

@@ -138,7 +138,7 @@ def _train_case(ours: bool) -> dict:
     cfg = dict(max_seq_length=max_seq_length, chunk_overlap=0, batch_size=infer_batch_size)
     probs = nertagger.word_probs(model, tok, [ex.words for ex in dev], cfg, dev_)
     pred = [[labels[i] for i in p.argmax(-1).tolist()] for p in probs]
-    f1 = ner.evaluate_tags([ex.tags for ex in dev], pred, "bio")["entity.strict.micro.f1"]
+    f1 = nertags.evaluate_tags([ex.tags for ex in dev], pred, "bio")["entity.strict.micro.f1"]
     return {"examples_per_sec": n_examples / t_total, "f1": f1}
 
 

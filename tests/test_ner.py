@@ -325,19 +325,6 @@ def test_token_scores_equal_sklearn():
             assert [ours[name][avg][k] for k in ("precision", "recall", "f1")] == pytest.approx(list(ref[:3]))
 
 
-def test_evaluate_tags_keys():
-    m = ner.evaluate_tags([["B-A", "I-A", "O"]], [["B-A", "I-A", "O"]], "bio")
-    for key in ("entity.strict.micro.f1", "entity.strict.macro.precision", "entity.lenient.micro.recall",
-                "entity.strict.per_class.A.f1", "token.fil.micro.f1", "token.all.macro.f1",
-                "entity.strict.well_formed"):
-        assert m[key] == 1.0, key
-    assert m["token.confusion_matrix"] == {"labels": ["O", "A"], "matrix": [[1, 0], [0, 2]]}
-    m = ner.evaluate_tags([["B-A", "I-A", "O"]], [["I-A", "I-A", "O"]], "bio")  # ill-formed prediction
-    assert m["entity.strict.micro.f1"] == 0.0 and m["entity.lenient.micro.f1"] == 1.0
-    assert m["entity.strict.well_formed"] == 0.0
-    assert m["entity.asr.abidance"] == pytest.approx(2 / 3) and m["entity.asr.f1"] == 1.0  # I-A I-A -> B-A I-A
-
-
 # ----------------------------------------------------------------------------- chunking + inference
 
 class _LookupModel(torch.nn.Module):

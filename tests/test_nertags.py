@@ -1,6 +1,8 @@
 """Tests of nertags.py: tag schemes, entity extraction and scores (seqeval and scikit-learn as references)."""
 import pytest
 
+import nertags
+
 
 def test_lenient_entities_equal_seqeval_get_entities():
     """conlleval chunks as seqeval's default mode finds them, also for IOBES tags, hyphenated types
@@ -106,3 +108,16 @@ def test_strict_entities_and_entity_scores_edges():
     assert none["macro"] == dict(precision=0.0, recall=0.0, f1=0.0, support=0)
     with pytest.raises(ValueError, match="^gold and predicted tag sequences differ in length$"):
         entity_scores([["O", "O"]], [["O"]], "strict")
+
+
+def test_evaluate_tags_keys():
+    m = nertags.evaluate_tags([["B-A", "I-A", "O"]], [["B-A", "I-A", "O"]], "bio")
+    for key in ("entity.strict.micro.f1", "entity.strict.macro.precision", "entity.lenient.micro.recall",
+                "entity.strict.per_class.A.f1", "token.fil.micro.f1", "token.all.macro.f1",
+                "entity.strict.well_formed"):
+        assert m[key] == 1.0, key
+    assert m["token.confusion_matrix"] == {"labels": ["O", "A"], "matrix": [[1, 0], [0, 2]]}
+    m = nertags.evaluate_tags([["B-A", "I-A", "O"]], [["I-A", "I-A", "O"]], "bio")  # ill-formed prediction
+    assert m["entity.strict.micro.f1"] == 0.0 and m["entity.lenient.micro.f1"] == 1.0
+    assert m["entity.strict.well_formed"] == 0.0
+    assert m["entity.asr.abidance"] == pytest.approx(2 / 3) and m["entity.asr.f1"] == 1.0  # I-A I-A -> B-A I-A

@@ -6,7 +6,7 @@ the per-language evaluation and the vocabulary analysis, with their commands).
 
     python tokenizer.py train --input=a.txt,b.txt --vocab_size=32000 --out=data/tok/multi [--key=value ...]
 
-`python tokenizer.py COMMAND -h` lists the keys with defaults. Library use (data.py, sample.py):
+`python tokenizer.py train -h` lists the keys with defaults. Library use (data.py, sample.py):
 `get_tokenizer(spec)`, `train_tokenizer(...)`, `normalize(text)`.
 """
 import base64
@@ -377,7 +377,7 @@ def get_tokenizer(spec: str) -> Tokenizer:
 
 
 # ----------------------------------------------------------------------------------------------------
-# CLI: the keys of each command (`python tokenizer.py COMMAND -h` lists them with these comments)
+# CLI: the keys of `train` (`python tokenizer.py train -h` lists them with these comments)
 
 TRAIN_DEFAULTS = dict(
     input=[],  # comma-separated files, folders or globs: .txt (a document per line), .jsonl[.gz|.zst], .parquet
